@@ -1,0 +1,218 @@
+//! The resolved training setup: what a `train` section and its `data` section mean once checked.
+//!
+//! The checker (in `fm-compiler`) builds these from the `.fm` file with every default filled in;
+//! the training loop, the data loaders and the code generators read them. They live in the runtime
+//! because AOT-compiled models train with them too, without the compiler.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// A `data NAME { ... }` section, resolved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataSpec {
+    pub name: String,
+    pub train: Source,
+    /// `test:` as a source, as `split(f)` of the train source, or absent.
+    pub test: Option<TestSource>,
+    /// Transforms applied to inputs, in order.
+    pub x: Vec<Transform>,
+    /// Transforms applied to targets, in order.
+    pub y: Vec<Transform>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TestSource {
+    Source(Source),
+    /// The last fraction of the train source (first floor(n * (1 - f)) samples train).
+    Split(f64),
+}
+
+/// Where samples come from. Paths are already resolved relative to the `.fm` file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Source {
+    Idx { images: PathBuf, labels: PathBuf },
+    Npy { x: PathBuf, y: PathBuf },
+    /// `npz(path, x: "key", y: "key")`; a model with several inputs gives one key per input name.
+    Npz { path: PathBuf, x: NpzKeys, y: String },
+    Csv { path: PathBuf, label: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum NpzKeys {
+    One(String),
+    /// (input name, key) in the order written.
+    PerInput(Vec<(String, String)>),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Transform {
+    Scale(f64),
+    /// Per feature; statistics from the training split, stored in the weights' metadata.
+    Standardize,
+    OneHot(usize),
+}
+
+/// A `train` section, resolved, with every default filled in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainSpec {
+    pub model: String,
+    pub data: Option<DataSpec>,
+    /// One loss per model output, in output order, with its weight (1 unless `loss_weights`).
+    pub losses: Vec<OutputLoss>,
+    pub optimizer: OptimizerSpec,
+    pub schedule: Schedule,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub validation: Validation,
+    pub shuffle: bool,
+    pub seed: u64,
+    pub metrics: Vec<Metric>,
+    pub early_stopping: Option<EarlyStopping>,
+    pub checkpoint: Option<Checkpoint>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutputLoss {
+    pub output: String,
+    pub loss: Loss,
+    pub weight: f64,
+    /// True when the output ends in softmax/sigmoid and the cross-entropy is computed from the
+    /// logits in one stable step (the summary says so).
+    pub fused_with_activation: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Loss {
+    Mse,
+    Mae,
+    Huber { delta: f64 },
+    BinaryCrossentropy { from_logits: bool },
+    CategoricalCrossentropy { from_logits: bool },
+    SparseCategoricalCrossentropy { from_logits: bool },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum OptimizerKind {
+    Sgd { momentum: f64, nesterov: bool },
+    Adam { beta1: f64, beta2: f64, epsilon: f64 },
+    /// AdamW is Adam with a default `weight_decay` of 0.004 (in [`OptimizerSpec::weight_decay`]).
+    AdamW { beta1: f64, beta2: f64, epsilon: f64 },
+    RmsProp { rho: f64, momentum: f64, epsilon: f64 },
+    Adagrad { initial_accumulator: f64, epsilon: f64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OptimizerSpec {
+    pub kind: OptimizerKind,
+    pub lr: f64,
+    /// Decoupled weight decay (Keras 3): `w -= lr * wd * w` before the update. 0 = none.
+    pub weight_decay: f64,
+    pub clip: Option<Clip>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Clip {
+    /// Keras `clipnorm`: each variable's gradient scaled to at most this L2 norm.
+    Norm(f64),
+    /// Keras `global_clipnorm`.
+    GlobalNorm(f64),
+    /// Keras `clipvalue`.
+    Value(f64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Every {
+    Epochs(u64),
+    Steps(u64),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Schedule {
+    Constant,
+    Step {
+        every: Every,
+        gamma: f64,
+    },
+    /// lr * rate^(step / every), floored when `staircase`.
+    Exponential {
+        rate: f64,
+        every: Every,
+        staircase: bool,
+    },
+    /// Linear warm-up from 0 over `warmup` steps, then cosine from lr to `min_lr`.
+    Cosine {
+        warmup: Every,
+        min_lr: f64,
+    },
+    ReduceOnPlateau {
+        monitor: String,
+        factor: f64,
+        patience: u64,
+        min_lr: f64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Validation {
+    None,
+    /// The last fraction of the training data, taken before shuffling (Keras).
+    Split(f64),
+    /// The data's test split.
+    Test,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Metric {
+    /// Resolved from the loss as Keras does.
+    Accuracy(AccuracyKind),
+    TopK(usize),
+    Mse,
+    Mae,
+    Precision,
+    Recall,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccuracyKind {
+    /// Integer class targets against class scores.
+    Sparse,
+    /// One-hot targets against class scores.
+    Categorical,
+    /// Targets in {0, 1} against a probability (threshold 0.5), or a logit (threshold 0).
+    Binary,
+}
+
+impl Metric {
+    /// The name Keras logs it under (`accuracy`, `top_k`, ...).
+    pub fn name(&self) -> String {
+        match self {
+            Metric::Accuracy(_) => "accuracy".into(),
+            Metric::TopK(k) => format!("top_{k}_accuracy"),
+            Metric::Mse => "mse".into(),
+            Metric::Mae => "mae".into(),
+            Metric::Precision => "precision".into(),
+            Metric::Recall => "recall".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStopping {
+    pub monitor: String,
+    pub patience: u64,
+    pub min_delta: f64,
+    pub restore_best: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub monitor: String,
+    pub keep: CheckpointKeep,
+    pub every: Every,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CheckpointKeep {
+    Best,
+    Last,
+}

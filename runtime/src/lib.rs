@@ -1,0 +1,4 @@
+//! The fm runtime: what compiled models link against and nothing the compiler needs.
+
+pub mod config;
+pub mod tensor;
