@@ -131,7 +131,11 @@ pub enum Stmt {
         span: Span,
     },
     /// `let NAME = EXPR`
-    Let { name: Ident, value: Expr, span: Span },
+    Let {
+        name: Ident,
+        value: Expr,
+        span: Span,
+    },
     /// `output NAME = EXPR` or `output EXPR`
     Output {
         name: Option<Ident>,
