@@ -9,6 +9,26 @@ use fm_runtime::config::TrainSpec;
 use fm_runtime::tensor::{DType, Tensor};
 use ndarray::{ArrayD, IxDyn};
 
+/// Runs IR functions: the reference interpreter or a compiled backend (`jit::JitBackend`).
+pub trait Backend: Send + Sync {
+    fn run(&self, f: &Function, args: &[Value<f32>], ctx: Context)
+        -> Result<Vec<Value<f32>>, String>;
+}
+
+/// The reference interpreter as a [`Backend`].
+pub struct Interp;
+
+impl Backend for Interp {
+    fn run(
+        &self,
+        f: &Function,
+        args: &[Value<f32>],
+        ctx: Context,
+    ) -> Result<Vec<Value<f32>>, String> {
+        interp::run(f, args, ctx)
+    }
+}
+
 /// Parameters, optimizer slots and the step counter of a model being trained.
 pub struct Session {
     pub graph: ModelGraph,
@@ -22,6 +42,8 @@ pub struct Session {
     pub slots: Vec<(usize, String, ArrayD<f32>)>,
     /// Optimizer steps taken so far.
     pub iterations: u64,
+    /// What runs the functions (the interpreter unless replaced by `with_backend`).
+    pub backend: Box<dyn Backend>,
 }
 
 /// The output of one step.
@@ -69,7 +91,14 @@ impl Session {
             params,
             slots,
             iterations: 0,
+            backend: Box::new(Interp),
         })
+    }
+
+    /// Runs the functions on `backend` instead.
+    pub fn with_backend(mut self, backend: Box<dyn Backend>) -> Session {
+        self.backend = backend;
+        self
     }
 
     /// Binds the arguments of `f` from the batch and the current state.
@@ -125,7 +154,7 @@ impl Session {
         lr: f32,
     ) -> Result<StepResult, String> {
         let args = self.bind(&self.train_fn, inputs, targets, lr)?;
-        let results = interp::run(&self.train_fn, &args, self.ctx(inputs))?;
+        let results = self.backend.run(&self.train_fn, &args, self.ctx(inputs))?;
         let mut out = StepResult {
             loss: 0.0,
             outputs: Vec::new(),
@@ -149,7 +178,7 @@ impl Session {
     /// Loss and outputs in inference mode.
     pub fn evaluate(&self, inputs: &[Tensor], targets: &[Tensor]) -> Result<StepResult, String> {
         let args = self.bind(&self.eval_fn, inputs, targets, 0.0)?;
-        let results = interp::run(&self.eval_fn, &args, self.ctx(inputs))?;
+        let results = self.backend.run(&self.eval_fn, &args, self.ctx(inputs))?;
         let mut out = StepResult {
             loss: 0.0,
             outputs: Vec::new(),
@@ -166,7 +195,7 @@ impl Session {
     /// Outputs in inference mode.
     pub fn predict(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
         let args = self.bind(&self.predict_fn, inputs, &[], 0.0)?;
-        let results = interp::run(&self.predict_fn, &args, self.ctx(inputs))?;
+        let results = self.backend.run(&self.predict_fn, &args, self.ctx(inputs))?;
         Ok(results
             .into_iter()
             .map(|v| Tensor::F32(v.into_float()))

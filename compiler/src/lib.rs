@@ -6,4 +6,5 @@ pub mod graph;
 pub mod init;
 pub mod interp;
 pub mod ir;
+pub mod jit;
 pub mod lower;
