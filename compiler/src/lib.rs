@@ -7,3 +7,4 @@ pub mod init;
 pub mod interp;
 pub mod ir;
 pub mod lower;
+pub mod passes;

@@ -219,6 +219,13 @@ fn check(
         a
     };
     let out = interp::run(&grad_fn, &args(&params), ctx).unwrap();
+    // The optimization passes must not change a single bit of the results.
+    let optimized = fm_compiler::passes::optimize(&grad_fn).unwrap();
+    assert!(
+        optimized.insts.len() < grad_fn.insts.len(),
+        "passes removed nothing"
+    );
+    assert_eq!(interp::run(&optimized, &args(&params), ctx).unwrap(), out);
     let loss0 = out[0].scalar();
     assert!(loss0.is_finite(), "loss {loss0}");
     let trainable: Vec<usize> = (0..graph.params.len())
