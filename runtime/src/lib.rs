@@ -4,6 +4,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod fsutil;
+pub mod kernels;
 pub mod metrics;
 pub mod tensor;
 pub mod train;
