@@ -131,7 +131,11 @@ pub enum Stmt {
         span: Span,
     },
     /// `let NAME = EXPR`
-    Let { name: Ident, value: Expr, span: Span },
+    Let {
+        name: Ident,
+        value: Expr,
+        span: Span,
+    },
     /// `output NAME = EXPR` or `output EXPR`
     Output {
         name: Option<Ident>,
@@ -200,6 +204,22 @@ pub enum DurationUnit {
 pub struct Expr {
     pub kind: ExprKind,
     pub span: Span,
+}
+
+impl Expr {
+    /// Splits a pipeline `a -> B -> C` (stored left-nested) into its head value `a` and its
+    /// stages `[B, C]` in order, without recursion. A non-pipeline is its own head with no
+    /// stages.
+    pub fn pipeline(&self) -> (&Expr, Vec<&Expr>) {
+        let mut stages = Vec::new();
+        let mut cur = self;
+        while let ExprKind::Pipe { lhs, stage } = &cur.kind {
+            stages.push(stage.as_ref());
+            cur = lhs;
+        }
+        stages.reverse();
+        (cur, stages)
+    }
 }
 
 #[derive(Clone, PartialEq, Debug)]
