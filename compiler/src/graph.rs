@@ -206,6 +206,9 @@ pub enum Init {
     HeNormal,
     LecunNormal,
     Orthogonal,
+    /// The LSTM bias `[4 * units]` in Keras gate order (i, f, c, o): zeros, except the forget
+    /// gate's `units` entries, which start at 1 (Keras `unit_forget_bias=True`).
+    LstmBias,
 }
 
 #[derive(Clone, Debug, PartialEq)]
