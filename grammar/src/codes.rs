@@ -118,8 +118,8 @@ Fix: `Adam(lr: 1e-3)`, and `5` (or `every: 5 epochs` where a duration is meant).
 E0005: nesting too deep
 
 Brackets `(`, `[` and `{` may be nested at most 256 deep, and one expression may
-be at most 1,000 levels deep (for example a pipeline of at most 1,000 stages, or
-1,000 terms joined by `+`). The limits keep the compiler's stack bounded.
+be at most 512 levels deep (for example a pipeline of at most 512 stages, or 512
+terms joined by `+`). The limits keep the compiler's stack bounded.
 
 Example:
 

@@ -29,6 +29,8 @@ pub struct Prescan {
     pub comments: Vec<RawComment>,
     /// The first fatal lexical error and where it starts; the parser stops there.
     pub fatal: Option<(usize, Diagnostic)>,
+    /// The deepest bracket nesting seen (before any fatal error).
+    pub max_depth: usize,
 }
 
 pub fn prescan(src: &str) -> Prescan {
@@ -36,6 +38,7 @@ pub fn prescan(src: &str) -> Prescan {
     let mut comments = Vec::new();
     // Open brackets, to point E0005 at the offending one.
     let mut depth = 0usize;
+    let mut max_depth = 0usize;
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
@@ -50,6 +53,7 @@ pub fn prescan(src: &str) -> Prescan {
                     return Prescan {
                         comments,
                         fatal: Some((i, diag)),
+                        max_depth,
                     };
                 }
             },
@@ -80,11 +84,13 @@ pub fn prescan(src: &str) -> Prescan {
                     return Prescan {
                         comments,
                         fatal: Some((i, diag)),
+                        max_depth,
                     };
                 }
             },
             b'(' | b'[' | b'{' => {
                 depth += 1;
+                max_depth = max_depth.max(depth.min(MAX_NESTING));
                 if depth > MAX_NESTING {
                     let diag = Diagnostic::error(
                         codes::NESTING_TOO_DEEP,
@@ -95,6 +101,7 @@ pub fn prescan(src: &str) -> Prescan {
                     return Prescan {
                         comments,
                         fatal: Some((i, diag)),
+                        max_depth,
                     };
                 }
                 i += 1;
@@ -109,6 +116,7 @@ pub fn prescan(src: &str) -> Prescan {
     Prescan {
         comments,
         fatal: None,
+        max_depth,
     }
 }
 

@@ -5,12 +5,14 @@ pub mod ast;
 pub mod codes;
 pub mod diagnostic;
 pub mod dump;
+pub mod fmt;
 pub mod lexer;
 pub mod parser;
 
 pub use codes::explain;
 pub use diagnostic::{Diagnostic, Label, Severity};
 pub use dump::dump_ast;
+pub use fmt::format;
 
 /// Parses a whole file. Always returns a (possibly partial) AST; syntax errors (E00xx) are
 /// returned beside it, several when recovery finds more than one, sorted by position.
@@ -39,7 +41,12 @@ pub fn parse_bytes(bytes: &[u8]) -> (ast::File, Vec<Diagnostic>) {
                 Some((pos, lexical)) => (pos, vec![lexical, diag]),
                 None => (prefix.len(), vec![diag]),
             };
-            let (file, mut diags) = parser::parse_until(prefix, end, pre.comments, None);
+            let parse_prefix = || parser::parse_until(prefix, end, pre.comments, None);
+            let (file, mut diags) = if pre.max_depth <= parser::IN_PLACE_DEPTH {
+                parse_prefix()
+            } else {
+                parser::on_deep_stack(parse_prefix).unwrap_or_default()
+            };
             diags.retain(|d| d.primary.as_ref().is_none_or(|l| l.span.start < end));
             diags.extend(fatal);
             (file, diags)

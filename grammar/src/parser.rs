@@ -28,7 +28,7 @@ struct FmParser;
 
 /// The deepest expression tree the parser builds (a pipeline of this many stages, this many
 /// terms joined by `+`, ...). Deeper expressions are rejected with E0005.
-pub const MAX_EXPR_DEPTH: usize = 1000;
+pub const MAX_EXPR_DEPTH: usize = 512;
 
 const STMT_KEYWORDS: &[&str] = &["input", "let", "output", "return"];
 
@@ -36,7 +36,41 @@ const STMT_KEYWORDS: &[&str] = &["input", "let", "output", "return"];
 pub fn parse_source(src: &str) -> (File, Vec<Diagnostic>) {
     let pre = lexer::prescan(src);
     let end = pre.fatal.as_ref().map_or(src.len(), |(pos, _)| *pos);
-    parse_until(src, end, pre.comments, pre.fatal.map(|(_, d)| d))
+    let max_depth = pre.max_depth;
+    let fatal = pre.fatal.map(|(_, d)| d);
+    if max_depth <= IN_PLACE_DEPTH {
+        return parse_until(src, end, pre.comments, fatal);
+    }
+    on_deep_stack(|| parse_until(src, end, pre.comments, fatal)).unwrap_or_else(|| {
+        let d = Diagnostic::error(
+            codes::NESTING_TOO_DEEP,
+            "brackets nested too deeply for the available stack",
+        )
+        .with_help("split the expression with `let` bindings");
+        (File::default(), vec![d])
+    })
+}
+
+/// Bracket depth up to which parsing runs on the caller's stack. pest needs roughly 8 KiB of
+/// stack per nesting level (debug and release alike), so 24 levels stay under 200 KiB.
+pub(crate) const IN_PLACE_DEPTH: usize = 24;
+
+/// Runs `f` on a helper thread with a stack large enough for [`lexer::MAX_NESTING`] levels.
+/// `None` when no thread could be started.
+pub(crate) fn on_deep_stack<T: Send>(f: impl FnOnce() -> T + Send) -> Option<T> {
+    // Reserved, not committed: only the pages actually touched are used.
+    const DEEP_STACK: usize = 64 << 20;
+    std::thread::scope(|scope| {
+        let handle = std::thread::Builder::new()
+            .name("fm-parse".to_string())
+            .stack_size(DEEP_STACK)
+            .spawn_scoped(scope, f)
+            .ok()?;
+        match handle.join() {
+            Ok(v) => Some(v),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }
 
 /// Parses `src[..end]`; `fatal` (if any) is an error at `end` that stopped the scan. Errors at
@@ -841,9 +875,24 @@ impl<'s> Driver<'s> {
 
     // ------------------------------------------------------------------ helpers
 
+    /// The pair's span, without trailing whitespace and comments: pest includes the trivia
+    /// skipped before a trailing lookahead (`name = { ident ~ !lparen }`) in the rule's span.
     fn span(&self, pair: &Pair<'s, Rule>, base: usize) -> Span {
         let s = pair.as_span();
-        Span::new(base + s.start(), base + s.end())
+        let start = base + s.start();
+        let mut end = base + s.end();
+        let bytes = self.src.as_bytes();
+        loop {
+            while end > start && bytes[end - 1].is_ascii_whitespace() {
+                end -= 1;
+            }
+            let k = self.comments.partition_point(|c| c.span.end < end);
+            match self.comments.get(k) {
+                Some(c) if c.span.end == end && c.span.start >= start => end = c.span.start,
+                _ => break,
+            }
+        }
+        Span::new(start, end)
     }
 
     fn ident(&self, pair: &Pair<'s, Rule>, base: usize) -> Ident {
