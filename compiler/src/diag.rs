@@ -81,7 +81,10 @@ fn render_short(d: &Diagnostic, file: &SourceFile, color: bool) -> String {
     format!(
         "{}: {}: {}\n",
         style.bold(&loc),
-        style.level(d.severity, &format!("{}[{}]", severity_word(d.severity), d.code)),
+        style.level(
+            d.severity,
+            &format!("{}[{}]", severity_word(d.severity), d.code)
+        ),
         style.bold(&d.message)
     )
 }
@@ -101,7 +104,10 @@ fn width(text: &str) -> usize {
 }
 
 fn line_text(src: &str, line: usize) -> &str {
-    src.split('\n').nth(line - 1).unwrap_or("").trim_end_matches('\r')
+    src.split('\n')
+        .nth(line - 1)
+        .unwrap_or("")
+        .trim_end_matches('\r')
 }
 
 fn shown<'a>(src: &str, span: Span, message: &'a str, primary: bool) -> Shown<'a> {
@@ -202,10 +208,18 @@ fn render_human(d: &Diagnostic, file: &SourceFile, color: bool) -> String {
         }
     }
     for h in &d.help {
-        out.push_str(&format!("{pad}{} {} {h}\n", style.gutter("="), style.bold("help:")));
+        out.push_str(&format!(
+            "{pad}{} {} {h}\n",
+            style.gutter("="),
+            style.bold("help:")
+        ));
     }
     for n in &d.notes {
-        out.push_str(&format!("{pad}{} {} {n}\n", style.gutter("="), style.bold("note:")));
+        out.push_str(&format!(
+            "{pad}{} {} {n}\n",
+            style.gutter("="),
+            style.bold("note:")
+        ));
     }
     out.push('\n');
     out
@@ -288,7 +302,10 @@ mod tests {
     #[test]
     fn human_layout_matches_the_spec() {
         let d = Diagnostic::error("E0203", "shapes do not match in `+`")
-            .with_primary(span_of("x + h"), "cannot add f32[32, 32, 64] and f32[28, 28, 64]")
+            .with_primary(
+                span_of("x + h"),
+                "cannot add f32[32, 32, 64] and f32[28, 28, 64]",
+            )
             .with_secondary(
                 span_of("Conv2D(filters, 3)"),
                 "`padding: valid` (the default) shrinks 32x32 to 30x30",
@@ -318,7 +335,8 @@ error[E0203]: shapes do not match in `+`
 
     #[test]
     fn short_and_json_formats() {
-        let d = Diagnostic::error("E0101", "unknown layer `Dnse`").with_primary(span_of("relu(x"), "here");
+        let d = Diagnostic::error("E0101", "unknown layer `Dnse`")
+            .with_primary(span_of("relu(x"), "here");
         let file = SourceFile {
             name: "a.fm",
             text: SRC,

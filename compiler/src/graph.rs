@@ -63,14 +63,20 @@ pub struct Node {
 pub enum Activation {
     Linear,
     Relu,
-    LeakyRelu { alpha: f64 },
+    LeakyRelu {
+        alpha: f64,
+    },
     Elu,
     Gelu,
     Sigmoid,
     Tanh,
     /// `axis` is a resolved non-negative per-sample axis.
-    Softmax { axis: usize },
-    LogSoftmax { axis: usize },
+    Softmax {
+        axis: usize,
+    },
+    LogSoftmax {
+        axis: usize,
+    },
     Softplus,
     Silu,
 }
@@ -97,7 +103,9 @@ pub enum RnnKind {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// Reads model input number `index`.
-    Input { index: usize },
+    Input {
+        index: usize,
+    },
     Dense {
         units: usize,
         activation: Activation,
@@ -121,15 +129,33 @@ pub enum Op {
         padding: Padding,
     },
     /// GlobalAvg/GlobalMax pooling over all spatial axes (`rank` = 1 or 2).
-    GlobalPool { kind: PoolKind, rank: usize },
+    GlobalPool {
+        kind: PoolKind,
+        rank: usize,
+    },
     Flatten,
     /// Target per-sample shape with any -1 resolved.
-    Reshape { shape: Vec<usize> },
-    Dropout { rate: f64 },
-    BatchNorm { momentum: f64, epsilon: f64 },
-    LayerNorm { epsilon: f64 },
-    Embedding { vocab: usize, dim: usize },
-    Rescale { scale: f64, offset: f64 },
+    Reshape {
+        shape: Vec<usize>,
+    },
+    Dropout {
+        rate: f64,
+    },
+    BatchNorm {
+        momentum: f64,
+        epsilon: f64,
+    },
+    LayerNorm {
+        epsilon: f64,
+    },
+    Embedding {
+        vocab: usize,
+        dim: usize,
+    },
+    Rescale {
+        scale: f64,
+        offset: f64,
+    },
     Rnn {
         kind: RnnKind,
         units: usize,
@@ -145,7 +171,9 @@ pub enum Op {
     },
     /// An activation function applied as a stage or call (`relu`, `softmax(axis: 0)`).
     Activation(Activation),
-    Concat { axis: usize },
+    Concat {
+        axis: usize,
+    },
     /// Elementwise with NumPy broadcasting over per-sample dims.
     Add,
     Sub,
@@ -161,12 +189,20 @@ impl Op {
             Op::Conv { kernel, .. } => format!("Conv{}D", kernel.len()),
             Op::Pool { kind, size, .. } => format!(
                 "{}Pooling{}D",
-                if *kind == PoolKind::Max { "Max" } else { "Average" },
+                if *kind == PoolKind::Max {
+                    "Max"
+                } else {
+                    "Average"
+                },
                 size.len()
             ),
             Op::GlobalPool { kind, rank } => format!(
                 "Global{}Pooling{}D",
-                if *kind == PoolKind::Max { "Max" } else { "Average" },
+                if *kind == PoolKind::Max {
+                    "Max"
+                } else {
+                    "Average"
+                },
                 rank
             ),
             Op::Flatten => "Flatten".into(),
@@ -198,8 +234,14 @@ pub enum Init {
     Zeros,
     Ones,
     Constant(f64),
-    Uniform { lo: f64, hi: f64 },
-    Normal { mean: f64, std: f64 },
+    Uniform {
+        lo: f64,
+        hi: f64,
+    },
+    Normal {
+        mean: f64,
+        std: f64,
+    },
     GlorotUniform,
     GlorotNormal,
     HeUniform,
@@ -228,7 +270,10 @@ pub struct ParamInfo {
 
 impl ModelGraph {
     pub fn total_params(&self) -> usize {
-        self.params.iter().map(|p| p.shape.iter().product::<usize>()).sum()
+        self.params
+            .iter()
+            .map(|p| p.shape.iter().product::<usize>())
+            .sum()
     }
     pub fn trainable_params(&self) -> usize {
         self.params

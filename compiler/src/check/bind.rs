@@ -83,7 +83,13 @@ pub fn bind(
                 "E0207",
                 format!("too many positional arguments to `{callee}`"),
             )
-            .with_primary(span, format!("`{callee}` takes at most {positional_limit} positional argument{}", plural(positional_limit)))
+            .with_primary(
+                span,
+                format!(
+                    "`{callee}` takes at most {positional_limit} positional argument{}",
+                    plural(positional_limit)
+                ),
+            )
             .with_help(match params.get(positional_limit) {
                 Some(p) => format!("name the argument, e.g. `{}: ...`", p.name),
                 None => format!("`{callee}` takes no more arguments"),
@@ -169,24 +175,30 @@ pub fn plural(n: usize) -> &'static str {
 }
 
 impl Bound {
-    fn idx(&self, name: &str) -> usize {
-        self.params
-            .iter()
-            .position(|p| p.name == name)
-            .unwrap_or_else(|| panic!("internal: `{name}` is not a parameter of `{}`", self.callee))
+    fn idx(&self, name: &str) -> Option<usize> {
+        self.params.iter().position(|p| p.name == name)
     }
 
-    /// The given value, if any.
+    /// The given value, if any (`None` also for a name the callee does not take).
     pub fn given(&self, name: &str) -> Option<&(Val, Span)> {
-        self.slots[self.idx(name)].as_ref()
+        self.slots.get(self.idx(name)?)?.as_ref()
     }
 
     pub fn is_given(&self, name: &str) -> bool {
         self.given(name).is_some()
     }
 
+    /// The parameter's table row; a name the callee does not take reads as "absent, no default".
     fn spec(&self, name: &str) -> ParamSpec {
-        self.params[self.idx(name)]
+        match self.idx(name) {
+            Some(i) => self.params[i],
+            None => ParamSpec {
+                name: "",
+                ty: Ty::Int,
+                range: Range::Any,
+                default: Dflt::Required,
+            },
+        }
     }
 
     /// An integer argument (given or default). `None` when reported.
@@ -278,7 +290,10 @@ impl Bound {
         match self.given(name) {
             Some((v, span)) => to_init(ctx, v, *span, name),
             None => match self.spec(name).default {
-                Dflt::Sym("uniform") => Some(Init::Uniform { lo: -0.05, hi: 0.05 }),
+                Dflt::Sym("uniform") => Some(Init::Uniform {
+                    lo: -0.05,
+                    hi: 0.05,
+                }),
                 Dflt::Sym(s) => simple_init(s),
                 _ => None,
             },

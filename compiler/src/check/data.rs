@@ -50,8 +50,9 @@ pub fn entries_by_key<'e>(
     let mut out: HashMap<&str, &Entry> = HashMap::new();
     for e in entries {
         if !keys.contains(&e.key.name.as_str()) {
-            let mut d = Diagnostic::error("E0113", format!("unknown key `{}` in {what}", e.key.name))
-                .with_primary(e.key.span, "unknown key");
+            let mut d =
+                Diagnostic::error("E0113", format!("unknown key `{}` in {what}", e.key.name))
+                    .with_primary(e.key.span, "unknown key");
             match suggest(&e.key.name, keys.iter().copied()) {
                 Some(s) => d = d.with_help(format!("did you mean `{s}`?")),
                 None => {
@@ -74,7 +75,13 @@ pub fn entries_by_key<'e>(
     out
 }
 
-fn resolve(ctx: &mut Ctx, name: &str, entries: &[Entry], span: Span, base: &Path) -> Option<DataSpec> {
+fn resolve(
+    ctx: &mut Ctx,
+    name: &str,
+    entries: &[Entry],
+    span: Span,
+    base: &Path,
+) -> Option<DataSpec> {
     let by_key = entries_by_key(ctx, entries, KEYS, "a `data` section");
     let train = match by_key.get("train") {
         Some(e) => {
@@ -93,18 +100,37 @@ fn resolve(ctx: &mut Ctx, name: &str, entries: &[Entry], span: Span, base: &Path
     };
     let test = by_key.get("test").and_then(|e| {
         let v = const_eval(ctx, &e.value);
-        if let Val::Sym(Sym { name, args: Some(args), .. }) = &v {
+        if let Val::Sym(Sym {
+            name,
+            args: Some(args),
+            ..
+        }) = &v
+        {
             if name == "split" {
                 let sig = table::lookup(Kind::Source, "split")?;
                 let (pos, named) = split_args(args.clone());
-                let b = bind::bind(ctx, "split", sig.params, sig.positional, pos, named, e.value.span)?;
+                let b = bind::bind(
+                    ctx,
+                    "split",
+                    sig.params,
+                    sig.positional,
+                    pos,
+                    named,
+                    e.value.span,
+                )?;
                 return Some(TestSource::Split(b.float(ctx, "fraction")?));
             }
         }
         source(ctx, &v, e.value.span, base, true).map(TestSource::Source)
     });
-    let x = by_key.get("x").map(|e| transforms(ctx, e)).unwrap_or(Some(vec![]));
-    let y = by_key.get("y").map(|e| transforms(ctx, e)).unwrap_or(Some(vec![]));
+    let x = by_key
+        .get("x")
+        .map(|e| transforms(ctx, e))
+        .unwrap_or(Some(vec![]));
+    let y = by_key
+        .get("y")
+        .map(|e| transforms(ctx, e))
+        .unwrap_or(Some(vec![]));
     Some(DataSpec {
         name: name.to_string(),
         train: train?,
@@ -131,7 +157,10 @@ fn source(ctx: &mut Ctx, v: &Val, span: Span, base: &Path, is_test: bool) -> Opt
                 "E0201",
                 "expected a data source",
                 span,
-                format!("expected `idx(...)`, `npy(...)`, `npz(...)` or `csv(...)`, found {}", v.describe()),
+                format!(
+                    "expected `idx(...)`, `npy(...)`, `npz(...)` or `csv(...)`, found {}",
+                    v.describe()
+                ),
             );
         }
         return None;
@@ -178,7 +207,9 @@ fn source(ctx: &mut Ctx, v: &Val, span: Span, base: &Path, is_test: bool) -> Opt
         "npz" => {
             let x = match npz_dict {
                 Some(a) => {
-                    let Val::Dict(entries) = a.val else { return None };
+                    let Val::Dict(entries) = a.val else {
+                        return None;
+                    };
                     let mut keys = Vec::new();
                     for (k, v, s) in entries {
                         match v {
@@ -230,7 +261,10 @@ fn transform(ctx: &mut Ctx, v: &Val, span: Span) -> Option<Transform> {
                 "E0201",
                 "expected a transform",
                 span,
-                format!("expected `scale(f)`, `standardize` or `one_hot(n)`, found {}", v.describe()),
+                format!(
+                    "expected `scale(f)`, `standardize` or `one_hot(n)`, found {}",
+                    v.describe()
+                ),
             );
         }
         return None;

@@ -171,9 +171,7 @@ impl Expander<'_, '_, '_, '_> {
                 "a model needs at least one `output`",
             );
         }
-        if self.graph.inputs.is_empty()
-            && !m.body.iter().any(|s| matches!(s, Stmt::Input { .. }))
-        {
+        if self.graph.inputs.is_empty() && !m.body.iter().any(|s| matches!(s, Stmt::Input { .. })) {
             self.ctx.error(
                 "E0218",
                 format!("model `{}` has no input", m.name.name),
@@ -448,12 +446,9 @@ impl Expander<'_, '_, '_, '_> {
                     return Val::Poison;
                 }
                 self.ctx.emit(
-                    Diagnostic::error(
-                        "E0216",
-                        format!("`{}` combines two tensors", op.symbol()),
-                    )
-                    .with_primary(span, format!("found a tensor and {}", other.describe()))
-                    .with_help("scale a tensor with `Rescale(factor, offset: ...)`"),
+                    Diagnostic::error("E0216", format!("`{}` combines two tensors", op.symbol()))
+                        .with_primary(span, format!("found a tensor and {}", other.describe()))
+                        .with_help("scale a tensor with `Rescale(factor, offset: ...)`"),
                 );
                 Val::Poison
             }
@@ -492,11 +487,18 @@ impl Expander<'_, '_, '_, '_> {
         };
         if x.dtype != y.dtype {
             self.ctx.emit(
-                Diagnostic::error("E0209", format!("element types do not match in `{}`", op.symbol()))
-                    .with_primary(
-                        span,
-                        format!("cannot {verb} {} and {}", shape_str(x.dtype, &x.shape), shape_str(y.dtype, &y.shape)),
+                Diagnostic::error(
+                    "E0209",
+                    format!("element types do not match in `{}`", op.symbol()),
+                )
+                .with_primary(
+                    span,
+                    format!(
+                        "cannot {verb} {} and {}",
+                        shape_str(x.dtype, &x.shape),
+                        shape_str(y.dtype, &y.shape)
                     ),
+                ),
             );
             return Val::Poison;
         }
@@ -510,18 +512,16 @@ impl Expander<'_, '_, '_, '_> {
             return Val::Poison;
         }
         let Some(shape) = broadcast(&x.shape, &y.shape) else {
-            let mut d = Diagnostic::error(
-                "E0203",
-                format!("shapes do not match in `{}`", op.symbol()),
-            )
-            .with_primary(
-                span,
-                format!(
-                    "cannot {verb} {} and {}",
-                    shape_str(x.dtype, &x.shape),
-                    shape_str(y.dtype, &y.shape)
-                ),
-            );
+            let mut d =
+                Diagnostic::error("E0203", format!("shapes do not match in `{}`", op.symbol()))
+                    .with_primary(
+                        span,
+                        format!(
+                            "cannot {verb} {} and {}",
+                            shape_str(x.dtype, &x.shape),
+                            shape_str(y.dtype, &y.shape)
+                        ),
+                    );
             let shrinks: Vec<&(Span, String)> =
                 [&x.shrink, &y.shrink].into_iter().flatten().collect();
             if shrinks.is_empty() {
@@ -584,7 +584,13 @@ impl Expander<'_, '_, '_, '_> {
             ExprKind::Paren(inner) => self.stage(input, inner, env, scope),
             ExprKind::Repeat { count, body } => {
                 let c = self.eval(count, env, scope);
-                let Some(n) = bind::to_int(self.ctx, &c, count.span, "the repeat count", table::Range::Positive) else {
+                let Some(n) = bind::to_int(
+                    self.ctx,
+                    &c,
+                    count.span,
+                    "the repeat count",
+                    table::Range::Positive,
+                ) else {
                     return Val::Poison;
                 };
                 if n > MAX_REPEAT {
@@ -689,12 +695,18 @@ impl Expander<'_, '_, '_, '_> {
             "function or block"
         };
         let mut d = Diagnostic::error("E0101", format!("unknown {what} `{}`", callee.name))
-            .with_primary(callee.span, "not a built-in layer, function or block in this file");
+            .with_primary(
+                callee.span,
+                "not a built-in layer, function or block in this file",
+            );
         if let Some(s) = suggest(&callee.name, candidates) {
             d = d.with_help(format!("did you mean `{s}`?"));
         }
         if table::lookup(Kind::Initializer, &callee.name).is_some() {
-            d = d.with_note(format!("`{}` is an initialiser; pass it as `init: {}`", callee.name, callee.name));
+            d = d.with_note(format!(
+                "`{}` is an initialiser; pass it as `init: {}`",
+                callee.name, callee.name
+            ));
         }
         self.ctx.emit(d);
     }
@@ -755,9 +767,28 @@ impl Expander<'_, '_, '_, '_> {
             rest.push(a);
         }
         if let Some(sig) = table::lookup_callable(&callee.name) {
-            self.builtin_call(sig, callee, tensors, tensor_count, rest, name_arg, poisoned, span, scope)
+            self.builtin_call(
+                sig,
+                callee,
+                tensors,
+                tensor_count,
+                rest,
+                name_arg,
+                poisoned,
+                span,
+                scope,
+            )
         } else {
-            self.block_call(callee, tensors, tensor_count, rest, name_arg, poisoned, span, scope)
+            self.block_call(
+                callee,
+                tensors,
+                tensor_count,
+                rest,
+                name_arg,
+                poisoned,
+                span,
+                scope,
+            )
         }
     }
 
@@ -770,12 +801,9 @@ impl Expander<'_, '_, '_, '_> {
             format!("{min} to {max} tensor inputs")
         };
         self.ctx.emit(
-            Diagnostic::error(
-                "E0204",
-                format!("`{what}` takes {expected}, found {found}"),
-            )
-            .with_primary(span, format!("{found} tensor input{} here", plural(found)))
-            .with_note("in a pipeline, the incoming value is the first tensor input"),
+            Diagnostic::error("E0204", format!("`{what}` takes {expected}, found {found}"))
+                .with_primary(span, format!("{found} tensor input{} here", plural(found)))
+                .with_note("in a pipeline, the incoming value is the first tensor input"),
         );
     }
 
@@ -822,7 +850,10 @@ impl Expander<'_, '_, '_, '_> {
                     "E0201",
                     "`name` must be a string",
                     vspan,
-                    format!("expected a string like \"encoder\", found {}", other.describe()),
+                    format!(
+                        "expected a string like \"encoder\", found {}",
+                        other.describe()
+                    ),
                 );
                 None
             }
@@ -881,8 +912,15 @@ impl Expander<'_, '_, '_, '_> {
             }
         }
         let (pos, named) = bind::split_args(rest);
-        let Some(bound) = bind::bind(self.ctx, sig.name, sig.params, sig.positional, pos, named, span)
-        else {
+        let Some(bound) = bind::bind(
+            self.ctx,
+            sig.name,
+            sig.params,
+            sig.positional,
+            pos,
+            named,
+            span,
+        ) else {
             return Val::Poison;
         };
         if poisoned {
@@ -1045,7 +1083,10 @@ impl Expander<'_, '_, '_, '_> {
                         self.ctx.emit(
                             Diagnostic::error(
                                 "E0206",
-                                format!("block `{}` needs the argument `{}`", callee.name, p.name.name),
+                                format!(
+                                    "block `{}` needs the argument `{}`",
+                                    callee.name, p.name.name
+                                ),
                             )
                             .with_primary(span, format!("`{}` is missing", p.name.name))
                             .with_secondary(p.span, "parameter declared here"),
@@ -1057,9 +1098,14 @@ impl Expander<'_, '_, '_, '_> {
             let name = p.name.name.as_str();
             let checked = match ty.kind {
                 ParamTyKind::Int => bind::to_int(self.ctx, &val, vspan, name, table::Range::Any)
-                    .map(|i| Val::Num { v: i as f64, int: true }),
-                ParamTyKind::Float => bind::to_float(self.ctx, &val, vspan, name, table::Range::Any)
-                    .map(|v| Val::Num { v, int: false }),
+                    .map(|i| Val::Num {
+                        v: i as f64,
+                        int: true,
+                    }),
+                ParamTyKind::Float => {
+                    bind::to_float(self.ctx, &val, vspan, name, table::Range::Any)
+                        .map(|v| Val::Num { v, int: false })
+                }
                 ParamTyKind::Bool => bind::to_bool(self.ctx, &val, vspan, name).map(Val::Bool),
                 ParamTyKind::Ident => match &val {
                     Val::Sym(Sym { args: None, .. }) => Some(val.clone()),
@@ -1163,8 +1209,16 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let n = a.len().max(b.len());
     let mut out = vec![0; n];
     for i in 0..n {
-        let da = if i < n - a.len() { 1 } else { a[i - (n - a.len())] };
-        let db = if i < n - b.len() { 1 } else { b[i - (n - b.len())] };
+        let da = if i < n - a.len() {
+            1
+        } else {
+            a[i - (n - a.len())]
+        };
+        let db = if i < n - b.len() {
+            1
+        } else {
+            b[i - (n - b.len())]
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {

@@ -41,7 +41,10 @@ pub fn collect<'f>(ctx: &mut Ctx, file: &'f ast::File) -> Items<'f> {
                         "E0114",
                         format!("a block cannot be named `{}`", b.name.name),
                     )
-                    .with_primary(b.name.span, "this is the name of a built-in layer or function")
+                    .with_primary(
+                        b.name.span,
+                        "this is the name of a built-in layer or function",
+                    )
                     .with_help("rename the block");
                     ctx.emit(d);
                     continue;
@@ -198,18 +201,12 @@ fn find_recursion(ctx: &mut Ctx, blocks: &HashMap<String, &ast::Block>) -> Vec<S
                 Mark::Active => {
                     let start = path.iter().position(|p| p == callee).unwrap_or(0);
                     let cycle = &path[start..];
-                    let mut d = Diagnostic::error(
-                        "E0106",
-                        format!("block `{callee}` calls itself"),
-                    )
-                    .with_primary(span, "recursive call");
+                    let mut d =
+                        Diagnostic::error("E0106", format!("block `{callee}` calls itself"))
+                            .with_primary(span, "recursive call");
                     if cycle.len() > 1 {
-                        let chain: Vec<String> =
-                            cycle.iter().map(|c| format!("`{c}`")).collect();
-                        d = d.with_note(format!(
-                            "{} -> `{callee}`",
-                            chain.join(" -> ")
-                        ));
+                        let chain: Vec<String> = cycle.iter().map(|c| format!("`{c}`")).collect();
+                        d = d.with_note(format!("{} -> `{callee}`", chain.join(" -> ")));
                     }
                     d = d.with_help("blocks are expanded at compile time, so they cannot recurse; use `repeat N { ... }` for a stack of copies");
                     ctx.emit(d);

@@ -85,7 +85,10 @@ fn need_f32(ctx: &mut Ctx, sig: &Sig, t: &Tv, span: Span) -> Option<()> {
     let mut d = Diagnostic::error("E0209", format!("`{}` needs an f32 input", sig.name))
         .with_primary(span, format!("found {}", shape_str(t.dtype, &t.shape)));
     if t.origin.end <= span.start || t.origin.start >= span.end {
-        d = d.with_secondary(t.origin, format!("this is {}", shape_str(t.dtype, &t.shape)));
+        d = d.with_secondary(
+            t.origin,
+            format!("this is {}", shape_str(t.dtype, &t.shape)),
+        );
     }
     d = d.with_help("integer token ids go through `Embedding` first");
     ctx.emit(d);
@@ -99,7 +102,10 @@ fn need_rank(ctx: &mut Ctx, sig: &Sig, t: &Tv, rank: usize, span: Span) -> Optio
     input_error(
         ctx,
         "E0205",
-        format!("`{}` expects an input of shape {}", sig.name, sig.input_desc),
+        format!(
+            "`{}` expects an input of shape {}",
+            sig.name, sig.input_desc
+        ),
         span,
         format!(
             "found {} (rank {}, expected rank {rank})",
@@ -153,7 +159,13 @@ fn spatial(dims: &[usize]) -> String {
 }
 
 /// Output size of one spatial axis; `None` when the window does not fit (`valid`).
-pub fn conv_out(input: usize, k: usize, stride: usize, dilation: usize, pad: Padding) -> Option<usize> {
+pub fn conv_out(
+    input: usize,
+    k: usize,
+    stride: usize,
+    dilation: usize,
+    pad: Padding,
+) -> Option<usize> {
     match pad {
         Padding::Same => Some(input.div_ceil(stride)),
         Padding::Valid => {
@@ -214,7 +226,12 @@ pub fn infer(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> 
             ];
             params[2].trainable = false;
             params[3].trainable = false;
-            Some(node(Op::BatchNorm { momentum, epsilon }, inputs, x.shape.clone(), params))
+            Some(node(
+                Op::BatchNorm { momentum, epsilon },
+                inputs,
+                x.shape.clone(),
+                params,
+            ))
         }
         "LayerNorm" => {
             let epsilon = b.float(ctx, "epsilon")?;
@@ -224,7 +241,12 @@ pub fn infer(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> 
                 param("gamma", vec![c], Init::Ones),
                 param("beta", vec![c], Init::Zeros),
             ];
-            Some(node(Op::LayerNorm { epsilon }, inputs, x.shape.clone(), params))
+            Some(node(
+                Op::LayerNorm { epsilon },
+                inputs,
+                x.shape.clone(),
+                params,
+            ))
         }
         "Embedding" => {
             let vocab = b.int(ctx, "vocab")? as usize;
@@ -234,7 +256,10 @@ pub fn infer(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> 
                 let mut d = Diagnostic::error("E0209", "`Embedding` needs i32 token ids")
                     .with_primary(span, format!("found {}", shape_str(x.dtype, &x.shape)));
                 if x.origin.end <= span.start || x.origin.start >= span.end {
-                    d = d.with_secondary(x.origin, format!("this is {}", shape_str(x.dtype, &x.shape)));
+                    d = d.with_secondary(
+                        x.origin,
+                        format!("this is {}", shape_str(x.dtype, &x.shape)),
+                    );
                 }
                 ctx.emit(d.with_help("declare the input as `i32[...]`"));
                 return None;
@@ -252,7 +277,12 @@ pub fn infer(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> 
         "Rescale" => {
             let scale = b.float(ctx, "scale")?;
             let offset = b.float(ctx, "offset")?;
-            Some(node(Op::Rescale { scale, offset }, inputs, x.shape.clone(), vec![]))
+            Some(node(
+                Op::Rescale { scale, offset },
+                inputs,
+                x.shape.clone(),
+                vec![],
+            ))
         }
         "SimpleRNN" => rnn(ctx, sig, b, x, span, RnnKind::Simple),
         "LSTM" => rnn(ctx, sig, b, x, span, RnnKind::Lstm),
@@ -266,12 +296,12 @@ pub fn infer(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> 
                 None => {
                     ctx.error(
                         "E0211",
-                        format!("axis {axis} is out of range for {}", shape_str(x.dtype, &x.shape)),
-                        arg_span(b, "axis", span),
                         format!(
-                            "expected an axis in [-{n}, {n})",
-                            n = x.shape.len()
+                            "axis {axis} is out of range for {}",
+                            shape_str(x.dtype, &x.shape)
                         ),
+                        arg_span(b, "axis", span),
+                        format!("expected an axis in [-{n}, {n})", n = x.shape.len()),
                     );
                     None
                 }
@@ -280,7 +310,10 @@ pub fn infer(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> 
         // Activation functions.
         name => {
             let mut spec = ActSpec {
-                name: super::table::ACTIVATIONS.iter().find(|a| **a == name).copied()?,
+                name: super::table::ACTIVATIONS
+                    .iter()
+                    .find(|a| **a == name)
+                    .copied()?,
                 alpha: 0.01,
                 axis: -1,
             };
@@ -319,7 +352,9 @@ fn dense(ctx: &mut Ctx, sig: &Sig, b: &Bound, x: &Tv, span: Span) -> Option<Laye
     let mut shape = x.shape.clone();
     *shape.last_mut()? = units;
     let activation = activation(ctx, act, shape.len(), arg_span(b, "activation", span))?;
-    input.checked_mul(units).or_else(|| too_large(ctx, sig, span).map(|_| 0))?;
+    input
+        .checked_mul(units)
+        .or_else(|| too_large(ctx, sig, span).map(|_| 0))?;
     let mut kernel = param("kernel", vec![input, units], init);
     kernel.l1 = l1;
     kernel.l2 = l2;
@@ -417,10 +452,13 @@ fn spatial_out(
         match conv_out(input[i], kernel[i], stride[i], dilation[i], pad) {
             Some(o) if o > 0 => out.push(o),
             _ => {
-                let window: Vec<usize> = (0..n)
-                    .map(|j| (kernel[j] - 1) * dilation[j] + 1)
-                    .collect();
-                let what = if sig.name.contains("Pool") { "window" } else { "kernel" };
+                let window: Vec<usize> =
+                    (0..n).map(|j| (kernel[j] - 1) * dilation[j] + 1).collect();
+                let what = if sig.name.contains("Pool") {
+                    "window"
+                } else {
+                    "kernel"
+                };
                 let mut d = Diagnostic::error(
                     "E0208",
                     format!("the {what} of `{}` does not fit its input", sig.name),
@@ -435,7 +473,10 @@ fn spatial_out(
                     ),
                 );
                 if x.origin.end <= span.start || x.origin.start >= span.end {
-                    d = d.with_secondary(x.origin, format!("this is {}", shape_str(x.dtype, &x.shape)));
+                    d = d.with_secondary(
+                        x.origin,
+                        format!("this is {}", shape_str(x.dtype, &x.shape)),
+                    );
                 }
                 d = d.with_help("use a smaller kernel, or `padding: same`");
                 ctx.emit(d);
@@ -443,17 +484,22 @@ fn spatial_out(
             }
         }
     }
-    let shrink = (pad == Padding::Valid && out != input && sig.name.starts_with("Conv")).then(|| {
-        let default = if b.is_given("padding") { "" } else { " (the default)" };
-        (
-            span,
-            format!(
-                "`padding: valid`{default} shrinks {} to {}",
-                spatial(input),
-                spatial(&out)
-            ),
-        )
-    });
+    let shrink =
+        (pad == Padding::Valid && out != input && sig.name.starts_with("Conv")).then(|| {
+            let default = if b.is_given("padding") {
+                ""
+            } else {
+                " (the default)"
+            };
+            (
+                span,
+                format!(
+                    "`padding: valid`{default} shrinks {} to {}",
+                    spatial(input),
+                    spatial(&out)
+                ),
+            )
+        });
     Some((out, shrink))
 }
 
@@ -487,7 +533,14 @@ fn pool(
     ))
 }
 
-fn global_pool(ctx: &mut Ctx, sig: &Sig, x: &Tv, span: Span, rank: usize, kind: PoolKind) -> Option<LayerOut> {
+fn global_pool(
+    ctx: &mut Ctx,
+    sig: &Sig,
+    x: &Tv,
+    span: Span,
+    rank: usize,
+    kind: PoolKind,
+) -> Option<LayerOut> {
     need_f32(ctx, sig, x, span)?;
     need_rank(ctx, sig, x, rank + 1, span)?;
     Some(node(
@@ -545,7 +598,11 @@ fn reshape(ctx: &mut Ctx, sig: &Sig, b: &Bound, x: &Tv, span: Span) -> Option<La
             input_error(
                 ctx,
                 "E0210",
-                format!("cannot reshape {} to [{}]", shape_str(x.dtype, &x.shape), shown.join(", ")),
+                format!(
+                    "cannot reshape {} to [{}]",
+                    shape_str(x.dtype, &x.shape),
+                    shown.join(", ")
+                ),
                 span,
                 format!("{total} elements do not fit [{}]", shown.join(", ")),
                 x,
@@ -561,7 +618,11 @@ fn rnn(ctx: &mut Ctx, sig: &Sig, b: &Bound, x: &Tv, span: Span, kind: RnnKind) -
     need_f32(ctx, sig, x, span)?;
     need_rank(ctx, sig, x, 2, span)?;
     let (t, c) = (x.shape[0], x.shape[1]);
-    let shape = if return_sequences { vec![t, units] } else { vec![units] };
+    let shape = if return_sequences {
+        vec![t, units]
+    } else {
+        vec![units]
+    };
     let activation = activation(ctx, act, shape.len(), arg_span(b, "activation", span))?;
     let gates = match kind {
         RnnKind::Simple => 1,
@@ -569,7 +630,8 @@ fn rnn(ctx: &mut Ctx, sig: &Sig, b: &Bound, x: &Tv, span: Span, kind: RnnKind) -
         RnnKind::Gru => 3,
     };
     let width = units.checked_mul(gates)?;
-    c.checked_mul(width).or_else(|| too_large(ctx, sig, span).map(|_| 0))?;
+    c.checked_mul(width)
+        .or_else(|| too_large(ctx, sig, span).map(|_| 0))?;
     let bias = match kind {
         RnnKind::Simple => param("bias", vec![units], Init::Zeros),
         RnnKind::Lstm => param("bias", vec![width], Init::LstmBias),
@@ -607,7 +669,11 @@ fn attention(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> 
                 "E0205",
                 "`MultiHeadAttention` expects inputs of shape [T, D]".into(),
                 span,
-                format!("found {} (rank {})", shape_str(t.dtype, &t.shape), t.shape.len()),
+                format!(
+                    "found {} (rank {})",
+                    shape_str(t.dtype, &t.shape),
+                    t.shape.len()
+                ),
                 t,
             );
         }
@@ -615,17 +681,22 @@ fn attention(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> 
     let r = q.shape.len();
     if v.shape.len() != r || k.shape.len() != r || v.shape[..r - 1] != k.shape[..r - 1] {
         ctx.emit(
-            Diagnostic::error("E0213", "the value and key of `MultiHeadAttention` do not match")
-                .with_primary(
-                    span,
-                    format!(
-                        "query {}, value {}, key {}",
-                        shape_str(q.dtype, &q.shape),
-                        shape_str(v.dtype, &v.shape),
-                        shape_str(k.dtype, &k.shape)
-                    ),
-                )
-                .with_note("value and key need the same rank as the query and the same sequence dimensions"),
+            Diagnostic::error(
+                "E0213",
+                "the value and key of `MultiHeadAttention` do not match",
+            )
+            .with_primary(
+                span,
+                format!(
+                    "query {}, value {}, key {}",
+                    shape_str(q.dtype, &q.shape),
+                    shape_str(v.dtype, &v.shape),
+                    shape_str(k.dtype, &k.shape)
+                ),
+            )
+            .with_note(
+                "value and key need the same rank as the query and the same sequence dimensions",
+            ),
         );
         return None;
     }
@@ -640,7 +711,10 @@ fn attention(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> 
                 "E0213",
                 format!("{heads} heads do not divide the model dimension {d}"),
             )
-            .with_primary(arg_span(b, "heads", span), format!("{d} is not a multiple of {heads}"))
+            .with_primary(
+                arg_span(b, "heads", span),
+                format!("{d} is not a multiple of {heads}"),
+            )
             .with_help("choose a head count that divides the last dimension, or pass `key_dim:`"),
         );
         return None;
@@ -648,15 +722,26 @@ fn attention(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> 
     let dv = *v.shape.last()?;
     let dk = *k.shape.last()?;
     let hk = vec![heads, key_dim];
-    heads.checked_mul(key_dim)?.checked_mul(d.max(dv).max(dk)).or_else(|| too_large(ctx, sig, span).map(|_| 0))?;
+    heads
+        .checked_mul(key_dim)?
+        .checked_mul(d.max(dv).max(dk))
+        .or_else(|| too_large(ctx, sig, span).map(|_| 0))?;
     let params = vec![
         param("query.kernel", vec![d, heads, key_dim], Init::GlorotUniform),
         param("query.bias", hk.clone(), Init::Zeros),
         param("key.kernel", vec![dk, heads, key_dim], Init::GlorotUniform),
         param("key.bias", hk.clone(), Init::Zeros),
-        param("value.kernel", vec![dv, heads, key_dim], Init::GlorotUniform),
+        param(
+            "value.kernel",
+            vec![dv, heads, key_dim],
+            Init::GlorotUniform,
+        ),
         param("value.bias", hk, Init::Zeros),
-        param("output.kernel", vec![heads, key_dim, d], Init::GlorotUniform),
+        param(
+            "output.kernel",
+            vec![heads, key_dim, d],
+            Init::GlorotUniform,
+        ),
         param("output.bias", vec![d], Init::Zeros),
     ];
     Some(LayerOut::Node {
@@ -683,7 +768,10 @@ fn concat(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> Opt
     let Some(a) = resolve_axis(axis, rank) else {
         ctx.error(
             "E0211",
-            format!("axis {axis} is out of range for {}", shape_str(first.dtype, &first.shape)),
+            format!(
+                "axis {axis} is out of range for {}",
+                shape_str(first.dtype, &first.shape)
+            ),
             arg_span(b, "axis", span),
             format!("expected an axis in [-{rank}, {rank})"),
         );
@@ -691,8 +779,8 @@ fn concat(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> Opt
     };
     let mut shape = first.shape.clone();
     for t in &inputs[1..] {
-        let fits = t.shape.len() == rank
-            && (0..rank).all(|i| i == a || t.shape[i] == first.shape[i]);
+        let fits =
+            t.shape.len() == rank && (0..rank).all(|i| i == a || t.shape[i] == first.shape[i]);
         if !fits {
             let mut d = Diagnostic::error("E0214", "shapes do not match in `concat`").with_primary(
                 span,

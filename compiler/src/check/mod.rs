@@ -198,8 +198,14 @@ mod tests {
     #[test]
     fn suggestions_are_close_names_only() {
         let names = ["Dense", "Dropout", "Conv2D"];
-        assert_eq!(suggest("Dnse", names.iter().copied()).as_deref(), Some("Dense"));
-        assert_eq!(suggest("conv2d", names.iter().copied()).as_deref(), Some("Conv2D"));
+        assert_eq!(
+            suggest("Dnse", names.iter().copied()).as_deref(),
+            Some("Dense")
+        );
+        assert_eq!(
+            suggest("conv2d", names.iter().copied()).as_deref(),
+            Some("Conv2D")
+        );
         assert_eq!(suggest("Transformer", names.iter().copied()), None);
     }
 }

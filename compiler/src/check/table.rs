@@ -358,7 +358,12 @@ const RMSPROP: &[ParamSpec] = &[
 ];
 const ADAGRAD: &[ParamSpec] = &[
     p("lr", Ty::Float, R::Positive, D::Float(0.001)),
-    p("initial_accumulator", Ty::Float, R::NonNegative, D::Float(0.1)),
+    p(
+        "initial_accumulator",
+        Ty::Float,
+        R::NonNegative,
+        D::Float(0.1),
+    ),
     p("epsilon", Ty::Float, R::Positive, D::Float(1e-7)),
     p("weight_decay", Ty::Float, R::NonNegative, D::Float(0.0)),
     p("clip_norm", Ty::Float, R::Positive, D::None),
@@ -426,10 +431,38 @@ pub static TABLE: &[Sig] = &[
     layer("AvgPool2D", "avg_pool2d", (1, 1), 1, POOL, "[H, W, C]"),
     layer("MaxPool1D", "max_pool1d", (1, 1), 1, POOL, "[L, C]"),
     layer("AvgPool1D", "avg_pool1d", (1, 1), 1, POOL, "[L, C]"),
-    layer("GlobalAvgPool2D", "global_avg_pool2d", (1, 1), 0, NONE, "[H, W, C]"),
-    layer("GlobalMaxPool2D", "global_max_pool2d", (1, 1), 0, NONE, "[H, W, C]"),
-    layer("GlobalAvgPool1D", "global_avg_pool1d", (1, 1), 0, NONE, "[L, C]"),
-    layer("GlobalMaxPool1D", "global_max_pool1d", (1, 1), 0, NONE, "[L, C]"),
+    layer(
+        "GlobalAvgPool2D",
+        "global_avg_pool2d",
+        (1, 1),
+        0,
+        NONE,
+        "[H, W, C]",
+    ),
+    layer(
+        "GlobalMaxPool2D",
+        "global_max_pool2d",
+        (1, 1),
+        0,
+        NONE,
+        "[H, W, C]",
+    ),
+    layer(
+        "GlobalAvgPool1D",
+        "global_avg_pool1d",
+        (1, 1),
+        0,
+        NONE,
+        "[L, C]",
+    ),
+    layer(
+        "GlobalMaxPool1D",
+        "global_max_pool1d",
+        (1, 1),
+        0,
+        NONE,
+        "[L, C]",
+    ),
     layer("Flatten", "flatten", (1, 1), 0, NONE, "any shape"),
     layer("Reshape", "reshape", (1, 1), 1, RESHAPE, "any shape"),
     layer("Dropout", "dropout", (1, 1), 1, DROPOUT, "any shape"),
@@ -477,7 +510,12 @@ pub static TABLE: &[Sig] = &[
     other("huber", Kind::Loss, 1, HUBER),
     other("binary_crossentropy", Kind::Loss, 1, LOSS_LOGITS),
     other("categorical_crossentropy", Kind::Loss, 1, LOSS_LOGITS),
-    other("sparse_categorical_crossentropy", Kind::Loss, 1, LOSS_LOGITS),
+    other(
+        "sparse_categorical_crossentropy",
+        Kind::Loss,
+        1,
+        LOSS_LOGITS,
+    ),
     other("SGD", Kind::Optimizer, 0, SGD),
     other("Adam", Kind::Optimizer, 0, ADAM),
     other("AdamW", Kind::Optimizer, 0, ADAMW),
@@ -548,7 +586,10 @@ mod tests {
 
     #[test]
     fn layers_have_snake_names() {
-        assert_eq!(lookup(Kind::Layer, "MaxPool2D").unwrap().snake, "max_pool2d");
+        assert_eq!(
+            lookup(Kind::Layer, "MaxPool2D").unwrap().snake,
+            "max_pool2d"
+        );
         assert_eq!(
             lookup(Kind::Layer, "MultiHeadAttention").unwrap().snake,
             "multi_head_attention"

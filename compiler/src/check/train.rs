@@ -50,7 +50,11 @@ pub fn resolve_all(
 }
 
 /// The model a `train` section trains: its name, or the file's only model.
-fn pick_model<'m>(ctx: &mut Ctx, s: &Section, models: &'m [ModelResult]) -> Option<&'m ModelResult> {
+fn pick_model<'m>(
+    ctx: &mut Ctx,
+    s: &Section,
+    models: &'m [ModelResult],
+) -> Option<&'m ModelResult> {
     match &s.name {
         Some(name) => {
             let found = models.iter().find(|m| m.name == name.name);
@@ -94,7 +98,12 @@ fn head_span(s: &Section) -> Span {
     Span::new(s.span.start, (s.span.start + 5).min(s.span.end))
 }
 
-fn resolve(ctx: &mut Ctx, s: &Section, models: &[ModelResult], data: &[DataResult]) -> Option<TrainSpec> {
+fn resolve(
+    ctx: &mut Ctx,
+    s: &Section,
+    models: &[ModelResult],
+    data: &[DataResult],
+) -> Option<TrainSpec> {
     let model = pick_model(ctx, s, models);
     let graph = model.and_then(|m| m.graph.as_ref());
     let by_key = entries_by_key(ctx, &s.entries, KEYS, "a `train` section");
@@ -103,14 +112,19 @@ fn resolve(ctx: &mut Ctx, s: &Section, models: &[ModelResult], data: &[DataResul
     let data_spec = match by_key.get("data") {
         None => None,
         Some(e) => match const_eval(ctx, &e.value) {
-            Val::Sym(Sym { name, name_span, args: None }) => match data.iter().find(|d| d.name == name) {
+            Val::Sym(Sym {
+                name,
+                name_span,
+                args: None,
+            }) => match data.iter().find(|d| d.name == name) {
                 Some(d) => {
                     ok &= d.spec.is_some();
                     d.spec.clone()
                 }
                 None => {
-                    let mut d = Diagnostic::error("E0108", format!("unknown data section `{name}`"))
-                        .with_primary(name_span, "no `data` section with this name");
+                    let mut d =
+                        Diagnostic::error("E0108", format!("unknown data section `{name}`"))
+                            .with_primary(name_span, "no `data` section with this name");
                     if let Some(sg) = suggest(&name, data.iter().map(|d| d.name.as_str())) {
                         d = d.with_help(format!("did you mean `{sg}`?"));
                     }
@@ -121,7 +135,12 @@ fn resolve(ctx: &mut Ctx, s: &Section, models: &[ModelResult], data: &[DataResul
             },
             Val::Poison => None,
             other => {
-                ctx.error("E0201", "`data` must name a `data` section", e.value.span, format!("found {}", other.describe()));
+                ctx.error(
+                    "E0201",
+                    "`data` must name a `data` section",
+                    e.value.span,
+                    format!("found {}", other.describe()),
+                );
                 None
             }
         },
@@ -157,9 +176,27 @@ fn resolve(ctx: &mut Ctx, s: &Section, models: &[ModelResult], data: &[DataResul
         Some(e) => schedule(ctx, e),
         None => Some(Schedule::Constant),
     };
-    let epochs = int_entry(ctx, by_key.get("epochs").copied(), "epochs", Range::Positive, 1);
-    let batch_size = int_entry(ctx, by_key.get("batch_size").copied(), "batch_size", Range::Positive, 32);
-    let seed = int_entry(ctx, by_key.get("seed").copied(), "seed", Range::NonNegative, 0);
+    let epochs = int_entry(
+        ctx,
+        by_key.get("epochs").copied(),
+        "epochs",
+        Range::Positive,
+        1,
+    );
+    let batch_size = int_entry(
+        ctx,
+        by_key.get("batch_size").copied(),
+        "batch_size",
+        Range::Positive,
+        32,
+    );
+    let seed = int_entry(
+        ctx,
+        by_key.get("seed").copied(),
+        "seed",
+        Range::NonNegative,
+        0,
+    );
     let shuffle = match by_key.get("shuffle") {
         Some(e) => {
             let v = const_eval(ctx, &e.value);
@@ -195,7 +232,12 @@ fn resolve(ctx: &mut Ctx, s: &Section, models: &[ModelResult], data: &[DataResul
             }
         }
         if let Some(e) = by_key.get("schedule") {
-            if let Val::Sym(Sym { name, args, name_span }) = const_eval(ctx, &e.value) {
+            if let Val::Sym(Sym {
+                name,
+                args,
+                name_span,
+            }) = const_eval(ctx, &e.value)
+            {
                 if name == "ReduceOnPlateau" {
                     let m = args
                         .unwrap_or_default()
@@ -215,7 +257,9 @@ fn resolve(ctx: &mut Ctx, s: &Section, models: &[ModelResult], data: &[DataResul
                 let mut d = Diagnostic::warning("W0102", format!("no metric produces `{m}`"))
                     .with_primary(span, "this monitor is never logged");
                 if m.starts_with("val_") && *validation == Validation::None {
-                    d = d.with_help("add `validation: split(0.2)` (or `test`) so validation metrics exist");
+                    d = d.with_help(
+                        "add `validation: split(0.2)` (or `test`) so validation metrics exist",
+                    );
                 } else if let Some(sg) = suggest(&m, logged.iter().map(|s| s.as_str())) {
                     d = d.with_help(format!("did you mean `{sg}`?"));
                 }
@@ -260,7 +304,13 @@ impl<T> TransposeOpt<T> for Option<Option<T>> {
     }
 }
 
-fn int_entry(ctx: &mut Ctx, e: Option<&Entry>, name: &str, range: Range, default: i64) -> Option<i64> {
+fn int_entry(
+    ctx: &mut Ctx,
+    e: Option<&Entry>,
+    name: &str,
+    range: Range,
+    default: i64,
+) -> Option<i64> {
     match e {
         Some(e) => {
             let v = const_eval(ctx, &e.value);
@@ -272,16 +322,24 @@ fn int_entry(ctx: &mut Ctx, e: Option<&Entry>, name: &str, range: Range, default
 
 fn monitor_of(ctx: &mut Ctx, e: &Entry) -> Option<(String, Span)> {
     match const_eval(ctx, &e.value) {
-        Val::Dict(entries) => entries.into_iter().find(|(k, _, _)| k.name == "monitor").and_then(|(_, v, _)| match v {
-            Val::Sym(s) => Some((s.name, s.name_span)),
-            _ => None,
-        }),
+        Val::Dict(entries) => entries
+            .into_iter()
+            .find(|(k, _, _)| k.name == "monitor")
+            .and_then(|(_, v, _)| match v {
+                Val::Sym(s) => Some((s.name, s.name_span)),
+                _ => None,
+            }),
         _ => None,
     }
 }
 
 /// A built-in of `kind` from a symbolic value, bound to its table entry.
-fn bind_sym(ctx: &mut Ctx, kind: Kind, v: &Val, span: Span) -> Option<(&'static table::Sig, Bound)> {
+fn bind_sym(
+    ctx: &mut Ctx,
+    kind: Kind,
+    v: &Val,
+    span: Span,
+) -> Option<(&'static table::Sig, Bound)> {
     let Val::Sym(sym) = v else {
         if !matches!(v, Val::Poison) {
             ctx.error(
@@ -321,10 +379,18 @@ fn loss_of(ctx: &mut Ctx, v: &Val, span: Span) -> Option<Loss> {
     Some(match sig.name {
         "mse" => Loss::Mse,
         "mae" => Loss::Mae,
-        "huber" => Loss::Huber { delta: b.float(ctx, "delta")? },
-        "binary_crossentropy" => Loss::BinaryCrossentropy { from_logits: b.bool(ctx, "from_logits")? },
-        "categorical_crossentropy" => Loss::CategoricalCrossentropy { from_logits: b.bool(ctx, "from_logits")? },
-        _ => Loss::SparseCategoricalCrossentropy { from_logits: b.bool(ctx, "from_logits")? },
+        "huber" => Loss::Huber {
+            delta: b.float(ctx, "delta")?,
+        },
+        "binary_crossentropy" => Loss::BinaryCrossentropy {
+            from_logits: b.bool(ctx, "from_logits")?,
+        },
+        "categorical_crossentropy" => Loss::CategoricalCrossentropy {
+            from_logits: b.bool(ctx, "from_logits")?,
+        },
+        _ => Loss::SparseCategoricalCrossentropy {
+            from_logits: b.bool(ctx, "from_logits")?,
+        },
     })
 }
 
@@ -355,7 +421,12 @@ pub fn final_activation(g: &ModelGraph, node: usize) -> Option<Activation> {
     }
 }
 
-fn losses(ctx: &mut Ctx, e: &Entry, weights: Option<&Entry>, graph: Option<&ModelGraph>) -> Option<Vec<OutputLoss>> {
+fn losses(
+    ctx: &mut Ctx,
+    e: &Entry,
+    weights: Option<&Entry>,
+    graph: Option<&ModelGraph>,
+) -> Option<Vec<OutputLoss>> {
     let v = const_eval(ctx, &e.value);
     // (output name, loss, span of the loss value)
     let mut per_output: Vec<(String, Loss, Span)> = Vec::new();
@@ -421,7 +492,15 @@ fn losses(ctx: &mut Ctx, e: &Entry, weights: Option<&Entry>, graph: Option<&Mode
             }
             Val::Poison => ok = false,
             other => {
-                ctx.error("E0201", "`loss_weights` must be a dictionary", w.value.span, format!("expected `{{ output: weight }}`, found {}", other.describe()));
+                ctx.error(
+                    "E0201",
+                    "`loss_weights` must be a dictionary",
+                    w.value.span,
+                    format!(
+                        "expected `{{ output: weight }}`, found {}",
+                        other.describe()
+                    ),
+                );
                 ok = false;
             }
         }
@@ -440,10 +519,13 @@ fn losses(ctx: &mut Ctx, e: &Entry, weights: Option<&Entry>, graph: Option<&Mode
         let lname = loss_name(&loss);
         let misfit = |ctx: &mut Ctx, msg: String, help: &str| {
             ctx.emit(
-                Diagnostic::error("E0301", format!("`{lname}` does not fit the output `{name}`"))
-                    .with_primary(span, msg)
-                    .with_secondary(o.span, format!("the output is {shape}"))
-                    .with_help(help.to_string()),
+                Diagnostic::error(
+                    "E0301",
+                    format!("`{lname}` does not fit the output `{name}`"),
+                )
+                .with_primary(span, msg)
+                .with_secondary(o.span, format!("the output is {shape}"))
+                .with_help(help.to_string()),
             );
         };
         let mut fused = false;
@@ -453,12 +535,17 @@ fn losses(ctx: &mut Ctx, e: &Entry, weights: Option<&Entry>, graph: Option<&Mode
                     misfit(ctx, "binary cross-entropy on a softmax output".into(), "use `sigmoid` on a last dimension of 1, or `categorical_crossentropy`/`sparse_categorical_crossentropy` with softmax");
                     ok = false;
                 } else if last != 1 {
-                    misfit(ctx, format!("binary cross-entropy needs a last dimension of 1, found {last}"), "end the model in `Dense(1, sigmoid)`");
+                    misfit(
+                        ctx,
+                        format!("binary cross-entropy needs a last dimension of 1, found {last}"),
+                        "end the model in `Dense(1, sigmoid)`",
+                    );
                     ok = false;
                 }
                 fused = !from_logits && act == Some(Activation::Sigmoid);
             }
-            Loss::CategoricalCrossentropy { from_logits } | Loss::SparseCategoricalCrossentropy { from_logits } => {
+            Loss::CategoricalCrossentropy { from_logits }
+            | Loss::SparseCategoricalCrossentropy { from_logits } => {
                 if last < 2 {
                     misfit(ctx, format!("a categorical cross-entropy needs at least 2 classes, found a last dimension of {last}"), "for two classes with one output unit use `binary_crossentropy`");
                     ok = false;
@@ -467,21 +554,37 @@ fn losses(ctx: &mut Ctx, e: &Entry, weights: Option<&Entry>, graph: Option<&Mode
                     ok = false;
                 }
                 fused = !from_logits && matches!(act, Some(Activation::Softmax { .. }));
-                if from_logits && matches!(act, Some(Activation::Softmax { .. }) | Some(Activation::Sigmoid)) {
+                if from_logits
+                    && matches!(
+                        act,
+                        Some(Activation::Softmax { .. }) | Some(Activation::Sigmoid)
+                    )
+                {
                     ctx.emit(
-                        Diagnostic::warning("W0103", "`from_logits: true` on an output that is already a probability")
-                            .with_primary(span, "the output ends in softmax")
-                            .with_help("drop the final softmax, or use `from_logits: false`"),
+                        Diagnostic::warning(
+                            "W0103",
+                            "`from_logits: true` on an output that is already a probability",
+                        )
+                        .with_primary(span, "the output ends in softmax")
+                        .with_help("drop the final softmax, or use `from_logits: false`"),
                     );
                 }
             }
             _ => {}
         }
         if node.dtype != crate::graph::DType::F32 {
-            misfit(ctx, format!("the output is {shape}"), "a loss needs an f32 output");
+            misfit(
+                ctx,
+                format!("the output is {shape}"),
+                "a loss needs an f32 output",
+            );
             ok = false;
         }
-        let weight = weight_of.iter().find(|(n, _)| *n == name).map(|(_, w)| *w).unwrap_or(1.0);
+        let weight = weight_of
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, w)| *w)
+            .unwrap_or(1.0);
         out.push(OutputLoss {
             output: name,
             loss,
@@ -493,8 +596,11 @@ fn losses(ctx: &mut Ctx, e: &Entry, weights: Option<&Entry>, graph: Option<&Mode
 }
 
 fn unknown_output(ctx: &mut Ctx, k: &Ident, g: &ModelGraph) {
-    let mut d = Diagnostic::error("E0305", format!("model `{}` has no output `{}`", g.name, k.name))
-        .with_primary(k.span, "unknown output");
+    let mut d = Diagnostic::error(
+        "E0305",
+        format!("model `{}` has no output `{}`", g.name, k.name),
+    )
+    .with_primary(k.span, "unknown output");
     if let Some(s) = suggest(&k.name, g.outputs.iter().map(|o| o.name.as_str())) {
         d = d.with_help(format!("did you mean `{s}`?"));
     }
@@ -601,10 +707,18 @@ fn schedule(ctx: &mut Ctx, e: &Entry) -> Option<Schedule> {
     })
 }
 
-fn validation(ctx: &mut Ctx, e: &Entry, data: Option<&fm_runtime::config::DataSpec>) -> Option<Validation> {
+fn validation(
+    ctx: &mut Ctx,
+    e: &Entry,
+    data: Option<&fm_runtime::config::DataSpec>,
+) -> Option<Validation> {
     let v = const_eval(ctx, &e.value);
     match &v {
-        Val::Sym(Sym { name, args: None, name_span }) => match name.as_str() {
+        Val::Sym(Sym {
+            name,
+            args: None,
+            name_span,
+        }) => match name.as_str() {
             "none" => Some(Validation::None),
             "test" => {
                 if let Some(d) = data {
@@ -620,30 +734,66 @@ fn validation(ctx: &mut Ctx, e: &Entry, data: Option<&fm_runtime::config::DataSp
                 Some(Validation::Test)
             }
             _ => {
-                bind::unknown_value(ctx, "validation", name, *name_span, &["none", "test", "split"]);
+                bind::unknown_value(
+                    ctx,
+                    "validation",
+                    name,
+                    *name_span,
+                    &["none", "test", "split"],
+                );
                 None
             }
         },
-        Val::Sym(Sym { name, args: Some(args), name_span }) if name == "split" => {
+        Val::Sym(Sym {
+            name,
+            args: Some(args),
+            name_span,
+        }) if name == "split" => {
             let _ = name_span;
             let sig = table::lookup(Kind::Source, "split")?;
             let (pos, named) = split_args(args.clone());
-            let b = bind::bind(ctx, "split", sig.params, sig.positional, pos, named, e.value.span)?;
+            let b = bind::bind(
+                ctx,
+                "split",
+                sig.params,
+                sig.positional,
+                pos,
+                named,
+                e.value.span,
+            )?;
             Some(Validation::Split(b.float(ctx, "fraction")?))
         }
-        Val::Sym(Sym { name, name_span, .. }) => {
-            bind::unknown_value(ctx, "validation", name, *name_span, &["none", "test", "split"]);
+        Val::Sym(Sym {
+            name, name_span, ..
+        }) => {
+            bind::unknown_value(
+                ctx,
+                "validation",
+                name,
+                *name_span,
+                &["none", "test", "split"],
+            );
             None
         }
         Val::Poison => None,
         other => {
-            ctx.error("E0201", "`validation` must be `none`, `test` or `split(f)`", e.value.span, format!("found {}", other.describe()));
+            ctx.error(
+                "E0201",
+                "`validation` must be `none`, `test` or `split(f)`",
+                e.value.span,
+                format!("found {}", other.describe()),
+            );
             None
         }
     }
 }
 
-fn metrics(ctx: &mut Ctx, e: &Entry, losses: Option<&[OutputLoss]>, graph: Option<&ModelGraph>) -> Option<Vec<Metric>> {
+fn metrics(
+    ctx: &mut Ctx,
+    e: &Entry,
+    losses: Option<&[OutputLoss]>,
+    graph: Option<&ModelGraph>,
+) -> Option<Vec<Metric>> {
     let v = const_eval(ctx, &e.value);
     let items = match v {
         Val::List(items) => items,
@@ -662,8 +812,11 @@ fn metrics(ctx: &mut Ctx, e: &Entry, losses: Option<&[OutputLoss]>, graph: Optio
                 // Keras: binary for binary cross-entropy or one output unit, sparse for sparse
                 // cross-entropy, categorical otherwise.
                 let first = losses.and_then(|l| l.first());
-                let last = graph
-                    .and_then(|g| g.outputs.first().map(|o| g.nodes[o.node].shape.last().copied().unwrap_or(1)));
+                let last = graph.and_then(|g| {
+                    g.outputs
+                        .first()
+                        .map(|o| g.nodes[o.node].shape.last().copied().unwrap_or(1))
+                });
                 let kind = match first.map(|l| l.loss) {
                     Some(Loss::BinaryCrossentropy { .. }) => AccuracyKind::Binary,
                     _ if last == Some(1) => AccuracyKind::Binary,
@@ -685,7 +838,12 @@ fn metrics(ctx: &mut Ctx, e: &Entry, losses: Option<&[OutputLoss]>, graph: Optio
             _ => Metric::Recall,
         };
         if out.contains(&m) {
-            ctx.error("E0105", format!("the metric `{}` is listed twice", sig.name), span, "listed again here");
+            ctx.error(
+                "E0105",
+                format!("the metric `{}` is listed twice", sig.name),
+                span,
+                "listed again here",
+            );
             ok = false;
             continue;
         }
@@ -699,28 +857,47 @@ fn dict_entries(ctx: &mut Ctx, e: &Entry) -> Option<Vec<(Ident, Val, Span)>> {
         Val::Dict(entries) => Some(entries),
         Val::Poison => None,
         other => {
-            ctx.error("E0201", format!("`{}` must be a dictionary", e.key.name), e.value.span, format!("expected `{{ key: value, ... }}`, found {}", other.describe()));
+            ctx.error(
+                "E0201",
+                format!("`{}` must be a dictionary", e.key.name),
+                e.value.span,
+                format!(
+                    "expected `{{ key: value, ... }}`, found {}",
+                    other.describe()
+                ),
+            );
             None
         }
     }
 }
 
 /// Checks dictionary keys against `keys` (reporting unknown and duplicate ones).
-fn dict_check<'d>(ctx: &mut Ctx, entries: &'d [(Ident, Val, Span)], keys: &[&str], what: &str) -> Option<Vec<&'d (Ident, Val, Span)>> {
+fn dict_check<'d>(
+    ctx: &mut Ctx,
+    entries: &'d [(Ident, Val, Span)],
+    keys: &[&str],
+    what: &str,
+) -> Option<Vec<&'d (Ident, Val, Span)>> {
     let mut ok = true;
     let mut seen: Vec<&str> = Vec::new();
     let mut out = Vec::new();
     for en in entries {
         let k = &en.0;
         if !keys.contains(&k.name.as_str()) {
-            let mut d = Diagnostic::error("E0113", format!("unknown key `{}` in `{what}`", k.name)).with_primary(k.span, "unknown key");
+            let mut d = Diagnostic::error("E0113", format!("unknown key `{}` in `{what}`", k.name))
+                .with_primary(k.span, "unknown key");
             if let Some(s) = suggest(&k.name, keys.iter().copied()) {
                 d = d.with_help(format!("did you mean `{s}`?"));
             }
             ctx.emit(d);
             ok = false;
         } else if seen.contains(&k.name.as_str()) {
-            ctx.error("E0105", format!("the key `{}` is given twice", k.name), k.span, "given again here");
+            ctx.error(
+                "E0105",
+                format!("the key `{}` is given twice", k.name),
+                k.span,
+                "given again here",
+            );
             ok = false;
         } else {
             seen.push(&k.name);
@@ -736,7 +913,12 @@ fn monitor_value(ctx: &mut Ctx, v: &Val, span: Span) -> Option<String> {
 
 fn early_stopping(ctx: &mut Ctx, e: &Entry) -> Option<EarlyStopping> {
     let entries = dict_entries(ctx, e)?;
-    let entries = dict_check(ctx, &entries, &["monitor", "patience", "min_delta", "restore_best"], "early_stopping")?;
+    let entries = dict_check(
+        ctx,
+        &entries,
+        &["monitor", "patience", "min_delta", "restore_best"],
+        "early_stopping",
+    )?;
     let mut es = EarlyStopping {
         monitor: "val_loss".into(),
         patience: 3,
@@ -746,8 +928,12 @@ fn early_stopping(ctx: &mut Ctx, e: &Entry) -> Option<EarlyStopping> {
     for (k, v, s) in entries {
         match k.name.as_str() {
             "monitor" => es.monitor = monitor_value(ctx, v, *s)?,
-            "patience" => es.patience = bind::to_int(ctx, v, *s, "patience", Range::NonNegative)? as u64,
-            "min_delta" => es.min_delta = bind::to_float(ctx, v, *s, "min_delta", Range::NonNegative)?,
+            "patience" => {
+                es.patience = bind::to_int(ctx, v, *s, "patience", Range::NonNegative)? as u64
+            }
+            "min_delta" => {
+                es.min_delta = bind::to_float(ctx, v, *s, "min_delta", Range::NonNegative)?
+            }
             _ => es.restore_best = bind::to_bool(ctx, v, *s, "restore_best")?,
         }
     }
@@ -766,14 +952,21 @@ fn checkpoint(ctx: &mut Ctx, e: &Entry) -> Option<Checkpoint> {
         match k.name.as_str() {
             "monitor" => c.monitor = monitor_value(ctx, v, *s)?,
             "keep" => {
-                c.keep = match bind::to_sym(ctx, v, *s, "keep", table::Ty::Enum(table::KEEP))?.as_str() {
-                    "last" => CheckpointKeep::Last,
-                    _ => CheckpointKeep::Best,
-                }
+                c.keep =
+                    match bind::to_sym(ctx, v, *s, "keep", table::Ty::Enum(table::KEEP))?.as_str() {
+                        "last" => CheckpointKeep::Last,
+                        _ => CheckpointKeep::Best,
+                    }
             }
             _ => match v {
                 Val::Dur { n, unit } => {
-                    let i = bind::to_int(ctx, &Val::Num { v: *n, int: true }, *s, "every", Range::Positive)? as u64;
+                    let i = bind::to_int(
+                        ctx,
+                        &Val::Num { v: *n, int: true },
+                        *s,
+                        "every",
+                        Range::Positive,
+                    )? as u64;
                     c.every = every((i, *unit == fm_grammar::ast::DurationUnit::Steps));
                 }
                 other => {

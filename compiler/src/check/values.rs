@@ -168,12 +168,9 @@ pub fn const_eval(ctx: &mut Ctx, e: &Expr) -> Val {
             }
         },
         ExprKind::Paren(inner) => const_eval(ctx, inner),
-        ExprKind::List(items) => Val::List(
-            items
-                .iter()
-                .map(|i| (const_eval(ctx, i), i.span))
-                .collect(),
-        ),
+        ExprKind::List(items) => {
+            Val::List(items.iter().map(|i| (const_eval(ctx, i), i.span)).collect())
+        }
         ExprKind::Dict(entries) => Val::Dict(
             entries
                 .iter()

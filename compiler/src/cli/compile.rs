@@ -3,10 +3,15 @@
 
 use super::{EmitKind, Global};
 use crate::diag::SourceFile;
-use std::io::Write;
 use std::path::Path;
 
-pub fn run(g: &mut Global, file: &Path, emit: EmitKind, output: Option<&Path>, _model: Option<&str>) -> i32 {
+pub fn run(
+    g: &mut Global,
+    file: &Path,
+    emit: EmitKind,
+    output: Option<&Path>,
+    _model: Option<&str>,
+) -> i32 {
     let text = match emit {
         EmitKind::Ast => {
             let bytes = match std::fs::read(file) {
@@ -20,7 +25,13 @@ pub fn run(g: &mut Global, file: &Path, emit: EmitKind, output: Option<&Path>, _
             let (ast, diags) = fm_grammar::parse_bytes(&bytes);
             if !diags.is_empty() {
                 let name = file.display().to_string();
-                g.print_diagnostics(&diags, &SourceFile { name: &name, text: &source });
+                g.print_diagnostics(
+                    &diags,
+                    &SourceFile {
+                        name: &name,
+                        text: &source,
+                    },
+                );
                 return 1;
             }
             fm_grammar::dump_ast(&ast, &source)

@@ -17,5 +17,3 @@ pub fn run(g: &mut Global, code: &str) -> i32 {
         }
     }
 }
-
-use std::io::Write;

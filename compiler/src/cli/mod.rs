@@ -11,15 +11,20 @@ mod fmt;
 mod pending;
 mod summary;
 
-use crate::diag::{self, MessageFormat, SourceFile};
 use crate::check::Checked;
+use crate::diag::{self, MessageFormat, SourceFile};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser, Debug)]
-#[command(name = "fmc", version, about = "The fm compiler driver", propagate_version = true)]
+#[command(
+    name = "fmc",
+    version,
+    about = "The fm compiler driver",
+    propagate_version = true
+)]
 struct Cli {
     /// When to colour diagnostics (NO_COLOR turns `auto` off).
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
@@ -180,7 +185,11 @@ impl Global<'_> {
             })
             .to_string(),
             _ => {
-                let word = if self.color { "\x1b[1;31merror\x1b[0m" } else { "error" };
+                let word = if self.color {
+                    "\x1b[1;31merror\x1b[0m"
+                } else {
+                    "error"
+                };
                 format!("{word}: {message}")
             }
         };
@@ -266,7 +275,9 @@ pub fn run(
     };
     match cli.command {
         Command::Check { file } => check::run(&mut g, &file),
-        Command::Summary { file, ascii, model } => summary::run(&mut g, &file, ascii, model.as_deref()),
+        Command::Summary { file, ascii, model } => {
+            summary::run(&mut g, &file, ascii, model.as_deref())
+        }
         Command::Fmt { files, check } => fmt::run(&mut g, &files, check),
         Command::Compile {
             file,

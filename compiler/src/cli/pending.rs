@@ -4,7 +4,6 @@
 
 use super::Global;
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::Path;
 
 fn not_yet(g: &mut Global, what: &str) -> i32 {
