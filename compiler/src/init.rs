@@ -3,7 +3,7 @@
 //! Each parameter draws from its own stream keyed by (seed, parameter index), so adding a layer
 //! does not change the initial values of the layers before it.
 
-use crate::graph::{Init, ModelGraph, Op, RnnKind};
+use crate::graph::{Init, ModelGraph};
 use ndarray::{ArrayD, IxDyn};
 
 /// A small, fast, well-mixed generator (SplitMix64).
@@ -91,6 +91,11 @@ pub fn draw(init: Init, shape: &[usize], rng: &mut Rng) -> ArrayD<f32> {
             gen(&mut |r| sd * r.truncated_normal())
         }
         Init::Orthogonal => orthogonal(shape, rng),
+        Init::LstmBias => {
+            // Keras's `unit_forget_bias`: gates (i, f, c, o); the forget gate starts at 1.
+            let units = n / 4;
+            (0..n).map(|i| if (units..2 * units).contains(&i) { 1.0 } else { 0.0 }).collect()
+        }
     };
     ArrayD::from_shape_vec(IxDyn(shape), data).expect("init shape")
 }
@@ -138,22 +143,7 @@ pub fn initial_params(graph: &ModelGraph, seed: u64) -> Vec<ArrayD<f32>> {
         .enumerate()
         .map(|(i, p)| {
             let mut rng = Rng::new(seed, i as u64);
-            let mut value = draw(p.init, &p.shape, &mut rng);
-            // Keras's LSTM `unit_forget_bias`: the forget gate's bias starts at 1.
-            let node = &graph.nodes[p.node];
-            if let Op::Rnn {
-                kind: RnnKind::Lstm,
-                units,
-                ..
-            } = node.op
-            {
-                if p.name.ends_with(".bias") && p.init == Init::Zeros {
-                    if let Some(s) = value.as_slice_mut() {
-                        s[units..2 * units].fill(1.0);
-                    }
-                }
-            }
-            value
+            draw(p.init, &p.shape, &mut rng)
         })
         .collect()
 }

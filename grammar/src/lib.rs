@@ -1,13 +1,99 @@
-//! The `.fm` language front end: the pest grammar, the AST with byte spans, and syntax
-//! diagnostics. No semantics live here.
+//! The `.fm` language front end: the pest grammar, the AST with byte spans, syntax
+//! diagnostics, the canonical formatter and the AST dump. No semantics live here.
 
 pub mod ast;
+pub mod codes;
 pub mod diagnostic;
+pub mod dump;
+pub mod fmt;
+pub mod lexer;
+pub mod parser;
 
+pub use codes::explain;
 pub use diagnostic::{Diagnostic, Label, Severity};
+pub use dump::dump_ast;
+pub use fmt::format;
 
 /// Parses a whole file. Always returns a (possibly partial) AST; syntax errors (E00xx) are
-/// returned beside it, several when recovery finds more than one.
-pub fn parse(_source: &str) -> (ast::File, Vec<Diagnostic>) {
-    (ast::File::default(), Vec::new())
+/// returned beside it, several when recovery finds more than one, sorted by position.
+pub fn parse(source: &str) -> (ast::File, Vec<Diagnostic>) {
+    parser::parse_source(source)
+}
+
+/// Parses raw file bytes. Invalid UTF-8 is reported as E0006 at the first bad byte; the valid
+/// prefix before it is parsed as usual (errors caused by the cut are not reported).
+pub fn parse_bytes(bytes: &[u8]) -> (ast::File, Vec<Diagnostic>) {
+    match std::str::from_utf8(bytes) {
+        Ok(source) => parse(source),
+        Err(err) => {
+            let bad = err.valid_up_to();
+            let len = err.error_len().unwrap_or(bytes.len() - bad).max(1);
+            let diag = Diagnostic::error(codes::INVALID_UTF8, "the file is not valid UTF-8")
+                .with_primary(
+                    ast::Span::new(bad, (bad + len).min(bytes.len())),
+                    "invalid UTF-8 here",
+                )
+                .with_help("save the file as UTF-8");
+            // The prefix up to `bad` is valid UTF-8 by construction.
+            let prefix = std::str::from_utf8(&bytes[..bad]).unwrap_or("");
+            let pre = lexer::prescan(prefix);
+            let (end, fatal) = match pre.fatal {
+                Some((pos, lexical)) => (pos, vec![lexical, diag]),
+                None => (prefix.len(), vec![diag]),
+            };
+            let parse_prefix = || parser::parse_until(prefix, end, pre.comments, None);
+            let (file, mut diags) = if pre.max_depth <= parser::IN_PLACE_DEPTH {
+                parse_prefix()
+            } else {
+                parser::on_deep_stack(parse_prefix).unwrap_or_default()
+            };
+            diags.retain(|d| d.primary.as_ref().is_none_or(|l| l.span.start < end));
+            diags.extend(fatal);
+            (file, diags)
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(source.len());
+    while !source.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &source[..offset];
+    let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = before[line_start..].chars().count() + 1;
+    (line, col)
+}
+
+/// Byte offset to line/column conversion for many lookups in one source.
+pub struct LineIndex {
+    /// Byte offset of the start of every line.
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub fn new(source: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(
+            source
+                .bytes()
+                .enumerate()
+                .filter(|&(_, b)| b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
+        LineIndex { starts }
+    }
+
+    /// 1-based line and column (in characters) of a byte offset into the same source.
+    pub fn line_col(&self, source: &str, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(source.len());
+        while !source.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        (line, source[start..offset].chars().count() + 1)
+    }
 }

@@ -1,0 +1,57 @@
+//! `fmc compile FILE --emit KIND [-o OUT]`. `ast` is the parser's dump; the other kinds belong
+//! to the back end (THE LEAD PLUGS `ir`, `ir-opt`, `rust` and `clif` IN HERE).
+
+use super::{EmitKind, Global};
+use crate::diag::SourceFile;
+use std::path::Path;
+
+pub fn run(
+    g: &mut Global,
+    file: &Path,
+    emit: EmitKind,
+    output: Option<&Path>,
+    _model: Option<&str>,
+) -> i32 {
+    let text = match emit {
+        EmitKind::Ast => {
+            let bytes = match std::fs::read(file) {
+                Ok(b) => b,
+                Err(e) => {
+                    g.fail(&format!("cannot read `{}`: {e}", file.display()));
+                    return 1;
+                }
+            };
+            let source = String::from_utf8_lossy(&bytes).into_owned();
+            let (ast, diags) = fm_grammar::parse_bytes(&bytes);
+            if !diags.is_empty() {
+                let name = file.display().to_string();
+                g.print_diagnostics(
+                    &diags,
+                    &SourceFile {
+                        name: &name,
+                        text: &source,
+                    },
+                );
+                return 1;
+            }
+            fm_grammar::dump_ast(&ast, &source)
+        }
+        other => {
+            let _ = writeln!(g.err, "fmc compile --emit {other:?}: not implemented yet");
+            return 2;
+        }
+    };
+    match output {
+        Some(path) => match super::fmt::write_atomically(path, text.as_bytes()) {
+            Ok(()) => 0,
+            Err(e) => {
+                g.fail(&format!("cannot write `{}`: {e}", path.display()));
+                1
+            }
+        },
+        None => {
+            let _ = g.out.write_all(text.as_bytes());
+            0
+        }
+    }
+}
