@@ -207,14 +207,15 @@ impl Session {
                 Target::Step
             } else if let Some(p) = self.graph.params.iter().position(|p| &p.name == name) {
                 Target::Param(p)
-            } else if let Some(k) = self
-                .slots
-                .iter()
-                .position(|(p, slot, _)| name == &format!("opt/{}/{}", self.graph.params[*p].name, slot))
-            {
+            } else if let Some(k) = self.slots.iter().position(|(p, slot, _)| {
+                name == &format!("opt/{}/{}", self.graph.params[*p].name, slot)
+            }) {
                 Target::Slot(k)
             } else {
-                return Err(format!("unknown tensor `{name}`: model `{}` has no such parameter or optimizer slot", self.graph.name));
+                return Err(format!(
+                    "unknown tensor `{name}`: model `{}` has no such parameter or optimizer slot",
+                    self.graph.name
+                ));
             };
             let expected: Vec<usize> = match target {
                 Target::Param(p) => self.graph.params[p].shape.clone(),
@@ -222,7 +223,11 @@ impl Session {
                 Target::Step => t.shape().to_vec(),
             };
             if t.shape() != expected.as_slice() {
-                return Err(format!("tensor `{name}` has shape {:?}, expected {:?}", t.shape(), expected));
+                return Err(format!(
+                    "tensor `{name}` has shape {:?}, expected {:?}",
+                    t.shape(),
+                    expected
+                ));
             }
             plan.push((target, t.to_f32()));
         }
@@ -230,7 +235,9 @@ impl Session {
             match target {
                 Target::Param(p) => self.params[p] = value,
                 Target::Slot(k) => self.slots[k].2 = value,
-                Target::Step => self.iterations = value.iter().next().copied().unwrap_or(0.0).max(0.0) as u64,
+                Target::Step => {
+                    self.iterations = value.iter().next().copied().unwrap_or(0.0).max(0.0) as u64
+                }
             }
         }
         Ok(())
@@ -249,14 +256,23 @@ fn backend_error(message: String) -> RuntimeError {
 
 /// The interpreter as a training-loop backend.
 impl Backend for Session {
-    fn train_step(&mut self, inputs: &[Tensor], targets: &[Tensor], lr: f32) -> Result<StepOutput, RuntimeError> {
+    fn train_step(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        lr: f32,
+    ) -> Result<StepOutput, RuntimeError> {
         let r = Session::train_step(self, inputs, targets, lr).map_err(backend_error)?;
         Ok(StepOutput {
             loss: r.loss,
             outputs: r.outputs,
         })
     }
-    fn evaluate(&mut self, inputs: &[Tensor], targets: &[Tensor]) -> Result<StepOutput, RuntimeError> {
+    fn evaluate(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+    ) -> Result<StepOutput, RuntimeError> {
         let r = Session::evaluate(self, inputs, targets).map_err(backend_error)?;
         Ok(StepOutput {
             loss: r.loss,

@@ -94,7 +94,15 @@ pub fn draw(init: Init, shape: &[usize], rng: &mut Rng) -> ArrayD<f32> {
         Init::LstmBias => {
             // Keras's `unit_forget_bias`: gates (i, f, c, o); the forget gate starts at 1.
             let units = n / 4;
-            (0..n).map(|i| if (units..2 * units).contains(&i) { 1.0 } else { 0.0 }).collect()
+            (0..n)
+                .map(|i| {
+                    if (units..2 * units).contains(&i) {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
         }
     };
     ArrayD::from_shape_vec(IxDyn(shape), data).expect("init shape")
