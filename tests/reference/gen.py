@@ -105,13 +105,22 @@ class Opt:
     slots: list[tuple[str, str]]
 
 
+def num(v) -> str:
+    """An fm number literal: Python's repr, with the exponent written without padding (1e-6)."""
+    text = repr(v)
+    if "e" in text:
+        mantissa, exp = text.split("e")
+        text = f"{mantissa}e{int(exp)}"
+    return text
+
+
 def sgd(**kw):
     keras_kw = {"learning_rate": kw.get("lr", 0.01)}
-    fm_args = [f"lr: {kw.get('lr', 0.01)}"]
+    fm_args = [f"lr: {num(kw.get('lr', 0.01))}"]
     slots = []
     if kw.get("momentum"):
         keras_kw["momentum"] = kw["momentum"]
-        fm_args.append(f"momentum: {kw['momentum']}")
+        fm_args.append(f"momentum: {num(kw['momentum'])}")
         slots.append(("momentum", "momentums"))
     if kw.get("nesterov"):
         keras_kw["nesterov"] = True
@@ -130,16 +139,16 @@ def _common(kw, keras_kw, fm_args):
     ]:
         if fm_key in kw:
             keras_kw[keras_key] = kw[fm_key]
-            fm_args.append(f"{fm_key}: {kw[fm_key]}")
+            fm_args.append(f"{fm_key}: {num(kw[fm_key])}")
 
 
 def adam(cls="Adam", **kw):
     keras_kw = {"learning_rate": kw.get("lr", 0.001)}
-    fm_args = [f"lr: {kw.get('lr', 0.001)}"]
+    fm_args = [f"lr: {num(kw.get('lr', 0.001))}"]
     for fm_key, keras_key in [("beta1", "beta_1"), ("beta2", "beta_2"), ("epsilon", "epsilon")]:
         if fm_key in kw:
             keras_kw[keras_key] = kw[fm_key]
-            fm_args.append(f"{fm_key}: {kw[fm_key]}")
+            fm_args.append(f"{fm_key}: {num(kw[fm_key])}")
     _common(kw, keras_kw, fm_args)
     keras_cls = getattr(keras.optimizers, cls)
     return Opt(
@@ -151,12 +160,12 @@ def adam(cls="Adam", **kw):
 
 def rmsprop(**kw):
     keras_kw = {"learning_rate": kw.get("lr", 0.001)}
-    fm_args = [f"lr: {kw.get('lr', 0.001)}"]
+    fm_args = [f"lr: {num(kw.get('lr', 0.001))}"]
     slots = [("velocity", "_velocities")]
     for key in ["rho", "momentum", "epsilon"]:
         if key in kw:
             keras_kw[key] = kw[key]
-            fm_args.append(f"{key}: {kw[key]}")
+            fm_args.append(f"{key}: {num(kw[key])}")
     if kw.get("momentum"):
         slots.append(("momentum", "_momentums"))
     _common(kw, keras_kw, fm_args)
@@ -165,13 +174,13 @@ def rmsprop(**kw):
 
 def adagrad(**kw):
     keras_kw = {"learning_rate": kw.get("lr", 0.001)}
-    fm_args = [f"lr: {kw.get('lr', 0.001)}"]
+    fm_args = [f"lr: {num(kw.get('lr', 0.001))}"]
     if "initial_accumulator" in kw:
         keras_kw["initial_accumulator_value"] = kw["initial_accumulator"]
-        fm_args.append(f"initial_accumulator: {kw['initial_accumulator']}")
+        fm_args.append(f"initial_accumulator: {num(kw['initial_accumulator'])}")
     if "epsilon" in kw:
         keras_kw["epsilon"] = kw["epsilon"]
-        fm_args.append(f"epsilon: {kw['epsilon']}")
+        fm_args.append(f"epsilon: {num(kw['epsilon'])}")
     _common(kw, keras_kw, fm_args)
     return Opt(
         f"Adagrad({', '.join(fm_args)})",
@@ -1167,7 +1176,7 @@ def fm_train_section(case: Case) -> str:
     lines = [f"    loss: {loss}"]
     if case.loss_weights:
         lines.append(
-            "    loss_weights: { " + ", ".join(f"{k}: {w}" for k, w in case.loss_weights.items()) + " }"
+            "    loss_weights: { " + ", ".join(f"{k}: {num(w)}" for k, w in case.loss_weights.items()) + " }"
         )
     lines += [f"    optimizer: {case.opt.fm}", f"    batch_size: {case.batch}", "    shuffle: false"]
     return "train {\n" + "\n".join(lines) + "\n}\n"
@@ -1229,7 +1238,7 @@ def generate(case: Case, out_root: Path):
     safetensors.numpy.save_file(init, str(d / "init.safetensors"))
     save_npy_or_npz(d / "x", xs)
     save_npy_or_npz(d / "y", ys if isinstance(ys, dict) else {"y": ys})
-    expected = {k: np.ascontiguousarray(v.astype(np.float32)) for k, v in ref32.items()}
+    expected = {k: np.array(v, dtype=np.float32, order="C") for k, v in ref32.items()}  # keeps 0-d
     safetensors.numpy.save_file(expected, str(d / "expected.safetensors"))
 
     meta = {
