@@ -123,7 +123,7 @@ fn npy_written_by_numpy_layout_is_read() {
     // Exactly what `np.save(f, np.arange(6, dtype=np.float32).reshape(2, 3))` writes (NumPy 1.x/2.x).
     let mut bytes = b"\x93NUMPY\x01\x00v\x00".to_vec();
     let mut header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }".to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');

@@ -73,7 +73,7 @@ fn binary_accuracy_precision_recall() {
         MetricDef::new(Metric::Recall, 0, "recall"),
     ]);
     // Decisions at 0.5 (strictly greater): 0, 1, 0, 1.
-    set.update(&[preds], &[truth.clone()]).unwrap();
+    set.update(&[preds], std::slice::from_ref(&truth)).unwrap();
     let v = set.metric_values();
     assert_eq!(v[0], ("accuracy".into(), 0.75));
     assert_eq!(v[1], ("precision".into(), 1.0));
