@@ -523,6 +523,18 @@ fn resume_mid_epoch_is_bit_identical() {
 }
 
 #[test]
+fn resume_from_a_step_checkpoint_on_an_epoch_boundary() {
+    // Every 12 steps; step 72 ends epoch 2, so that checkpoint is written after validation.
+    resume_case(Every::Steps(12), 80, None);
+}
+
+#[test]
+fn resume_in_steps_mode_is_bit_identical() {
+    // 100 steps: epochs of 36, 36 and 28 steps; Cosine decays over the 100 steps.
+    resume_case(Every::Epochs(1), 60, Some(100));
+}
+
+#[test]
 fn steps_mode_logs_every_step_at_f32_precision() {
     let (train, _) = digits();
     let mut spec = train_spec(100, 0.05);
@@ -1029,5 +1041,23 @@ fn quiet_mode_prints_nothing() {
     )
     .unwrap();
     assert_eq!(h.stopped_epoch, Some(1));
+    assert!(log.is_empty());
+}
+
+#[test]
+fn bar_mode_runs_without_a_terminal() {
+    // On a non-terminal stderr the bar draws nothing; the run itself is unaffected.
+    let mut b = Scripted::new(&[1.0; 2], &[1.0; 2], 2);
+    let mut log = Vec::new();
+    let h = fit_with_log(
+        &mut b,
+        &scripted_spec(2),
+        &tiny(),
+        None,
+        &options(None, ProgressMode::Bar),
+        &mut log,
+    )
+    .unwrap();
+    assert_eq!((h.epochs.len(), b.step), (2, 4));
     assert!(log.is_empty());
 }

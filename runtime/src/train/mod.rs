@@ -374,14 +374,24 @@ pub fn fit_with_log<B: Backend + ?Sized>(
                     &mut progress,
                     log,
                 );
-                es.on_epoch_end(epoch, current, || backend.state())
+                // Like Keras' `get_weights`: parameters and BatchNorm statistics, not the
+                // optimizer state, are what `restore_best` brings back.
+                es.on_epoch_end(epoch, current, || {
+                    backend
+                        .state()
+                        .into_iter()
+                        .filter(|(n, _)| !n.starts_with(OPT_PREFIX))
+                        .collect()
+                })
             }
             None => EarlyDecision::Continue,
         };
         if let (Some(ck), Some(run)) = (&spec.checkpoint, run_log.as_ref()) {
             let due = match ck.every {
                 Every::Epochs(k) => k > 0 && (epoch + 1).is_multiple_of(k),
-                Every::Steps(_) => false,
+                // A step checkpoint that falls on an epoch's last batch is written here, after
+                // validation, so that resuming starts cleanly at the next epoch.
+                Every::Steps(k) => k > 0 && step.is_multiple_of(k),
             };
             let last_epoch =
                 epoch + 1 == total_epochs || matches!(decision, EarlyDecision::Stop { .. });
