@@ -347,3 +347,13 @@ fn npz_that_is_not_a_zip() {
     assert_eq!(kind, ErrorKind::BadFormat, "{msg}");
     assert!(msg.contains("broken.npz"), "{msg}");
 }
+
+#[test]
+fn missing_npz_with_key_names_the_file() {
+    let (kind, msg) = err_kind("/nonexistent/data.npz:x");
+    assert_eq!(kind, ErrorKind::MissingFile);
+    assert!(
+        msg.starts_with("/nonexistent/data.npz: no such file"),
+        "{msg}"
+    );
+}

@@ -448,3 +448,51 @@ fn epoch_permutations_are_seeded_and_differ_per_epoch() {
 }
 
 const PINNED_PERMUTATION: [usize; 10] = [4, 9, 0, 5, 7, 2, 8, 1, 6, 3];
+
+#[test]
+fn predict_inputs_from_one_npz_with_a_key_per_input() {
+    use fm_runtime::data::prepare_inputs;
+    use fm_runtime::data::read::read_inputs;
+    let dir = tempfile::tempdir().unwrap();
+    let img = RawData::U8(vec![0, 255, 51, 102]);
+    let meta = RawData::F64(vec![1.0, 2.0]);
+    let bytes = encode_npz(&[("image", &[2, 2], &img), ("meta", &[2, 1], &meta)], false).unwrap();
+    let path = write(dir.path(), "in.npz", &bytes);
+    let names = vec!["image".to_string(), "meta".to_string()];
+    let raw = read_inputs(&[path.display().to_string()], &names).unwrap();
+    let model = ModelData {
+        inputs: vec![
+            TensorSpec::new("image", DType::F32, &[2, 1]),
+            TensorSpec::new("meta", DType::F32, &[1]),
+        ],
+        targets: vec![],
+    };
+    let transforms = fm_runtime::data::FittedTransforms {
+        x: vec![Transform::Scale(1.0 / 255.0)],
+        ..Default::default()
+    };
+    let inputs = prepare_inputs(&raw, &model, &transforms, LoadOptions::default()).unwrap();
+    assert_eq!(inputs[0].shape(), &[2, 2, 1]);
+    assert_eq!(
+        inputs[0]
+            .as_f32()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![0.0, 1.0, 0.2, 0.4]
+    );
+    assert_eq!(
+        inputs[1]
+            .as_f32()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![1.0 / 255.0, 2.0 / 255.0]
+    );
+    // One array for a two-input model is an error naming the inputs.
+    let e = prepare_inputs(&raw[..1], &model, &transforms, LoadOptions::default()).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::DataSetup);
+    assert!(e.to_string().contains("image, meta"), "{e}");
+}
