@@ -496,3 +496,61 @@ fn predict_inputs_from_one_npz_with_a_key_per_input() {
     assert_eq!(e.kind, ErrorKind::DataSetup);
     assert!(e.to_string().contains("image, meta"), "{e}");
 }
+
+#[test]
+fn npy_with_the_wrong_sample_shape_is_e0404() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = write(
+        dir.path(),
+        "x.npy",
+        &encode_npy(&[4, 3], &RawData::F32(vec![0.0; 12])),
+    );
+    let y = write(
+        dir.path(),
+        "y.npy",
+        &encode_npy(&[4], &RawData::I32(vec![0, 1, 0, 1])),
+    );
+    let spec = DataSpec {
+        name: "d".into(),
+        train: Source::Npy { x, y },
+        test: None,
+        x: vec![],
+        y: vec![],
+    };
+    let model = ModelData {
+        inputs: vec![TensorSpec::new("features", DType::F32, &[2])],
+        targets: vec![TensorSpec::new("y", DType::I32, &[]).with_classes(2)],
+    };
+    let e = load_data(&spec, &model, LoadOptions::default()).unwrap_err();
+    assert_eq!(e.code(), "E0404");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("x.npy") && msg.contains("input 'features' expects data of shape [N, 2]"),
+        "{msg}"
+    );
+    assert!(msg.contains("found shape [4, 3]"), "{msg}");
+    // Targets of the wrong shape: one-hot rows fed to a sparse target.
+    let x = write(
+        dir.path(),
+        "x2.npy",
+        &encode_npy(&[2, 2], &RawData::F32(vec![0.0; 4])),
+    );
+    let y = write(
+        dir.path(),
+        "y2.npy",
+        &encode_npy(&[2, 3], &RawData::F32(vec![0.0, 1.0, 0.0, 1.0, 0.0, 0.0])),
+    );
+    let spec = DataSpec {
+        name: "d".into(),
+        train: Source::Npy { x, y },
+        test: None,
+        x: vec![],
+        y: vec![],
+    };
+    let e = load_data(&spec, &model, LoadOptions::default()).unwrap_err();
+    assert_eq!(e.code(), "E0404");
+    assert!(
+        e.to_string().contains("y2.npy") && e.to_string().contains("[2, 3]"),
+        "{e}"
+    );
+}
