@@ -554,3 +554,78 @@ fn npy_with_the_wrong_sample_shape_is_e0404() {
         "{e}"
     );
 }
+
+#[test]
+fn command_line_files_take_the_data_sections_transforms_and_split() {
+    use fm_runtime::data::{load_eval_data, load_training_data, DataFiles};
+    let spec = digits_spec(vec![Transform::Scale(1.0 / 255.0)]);
+    let model = classifier(&[8, 8]);
+    let from_section = load_data(&spec, &model, LoadOptions::default()).unwrap();
+    let images = digits("digits-images-idx3-ubyte").display().to_string();
+    let labels = digits("digits-labels-idx1-ubyte").display().to_string();
+    let files = DataFiles {
+        x: Some(images.clone()),
+        y: Some(labels.clone()),
+        ..Default::default()
+    };
+    let from_files =
+        load_training_data(Some(&spec), &files, &model, LoadOptions::default()).unwrap();
+    assert_eq!(from_files.train, from_section.train);
+    assert_eq!(from_files.test, from_section.test);
+    // Without files, the section itself.
+    let plain = load_training_data(
+        Some(&spec),
+        &DataFiles::default(),
+        &model,
+        LoadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(plain.train.len(), 1437);
+    // --test-x/--test-y replace the split: here the whole file is the test set too.
+    let files = DataFiles {
+        test_x: Some(images.clone()),
+        test_y: Some(labels.clone()),
+        ..files
+    };
+    let both = load_training_data(Some(&spec), &files, &model, LoadOptions::default()).unwrap();
+    assert_eq!(
+        (both.train.len(), both.test.as_ref().unwrap().len()),
+        (1797, 1797)
+    );
+
+    // eval: the section's test split, with the stored transforms.
+    let eval = load_eval_data(
+        Some(&spec),
+        &DataFiles::default(),
+        &from_section.transforms,
+        &model,
+        LoadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(Some(eval), from_section.test);
+
+    // Errors.
+    let half = DataFiles {
+        x: Some(images),
+        ..Default::default()
+    };
+    let e = load_training_data(Some(&spec), &half, &model, LoadOptions::default()).unwrap_err();
+    assert!(
+        e.kind == ErrorKind::DataSetup && e.to_string().contains("--x and --y"),
+        "{e}"
+    );
+    let e = load_training_data(None, &DataFiles::default(), &model, LoadOptions::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("nothing to train on"), "{e}");
+    let mut no_test = spec.clone();
+    no_test.test = None;
+    let e = load_eval_data(
+        Some(&no_test),
+        &DataFiles::default(),
+        &from_section.transforms,
+        &model,
+        LoadOptions::default(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("no test split"), "{e}");
+}
