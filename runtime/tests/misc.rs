@@ -47,3 +47,18 @@ fn run_directories_are_numbered_from_one() {
         dir.path().join("digits_mlp/3")
     );
 }
+
+#[test]
+fn eval_output_line_and_json() {
+    use fm_runtime::train::{format_logs, logs_json};
+    let logs = vec![
+        ("loss".to_string(), 0.123456789),
+        ("accuracy".to_string(), 0.95),
+        ("mae".to_string(), f64::NAN),
+    ];
+    assert_eq!(format_logs(&logs[..2]), "loss: 0.1235 - accuracy: 0.9500");
+    assert_eq!(
+        logs_json(&logs),
+        r#"{"loss":0.123456789,"accuracy":0.95,"mae":null}"#
+    );
+}

@@ -722,3 +722,18 @@ pub fn predict<B: Backend + ?Sized>(
         })
         .collect()
 }
+
+/// Logs as one JSON object with full precision, keys in order (`fmc eval --json`); NaN and
+/// infinity become `null`.
+pub fn logs_json(logs: &[(String, f64)]) -> String {
+    let fields: Vec<String> = logs
+        .iter()
+        .map(|(k, v)| {
+            let value = serde_json::Number::from_f64(*v)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null);
+            format!("{}:{}", serde_json::Value::String(k.clone()), value)
+        })
+        .collect();
+    format!("{{{}}}", fields.join(","))
+}
