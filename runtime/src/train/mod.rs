@@ -305,7 +305,7 @@ pub fn fit_with_log<B: Backend + ?Sized>(
                             current,
                             &mut checkpoint_best,
                             state,
-                            epoch,
+                            epoch + 1,
                             &mut progress,
                             log,
                         )?;
@@ -313,7 +313,8 @@ pub fn fit_with_log<B: Backend + ?Sized>(
                 }
             }
         }
-        let train_seconds = seconds_before + clock.elapsed().as_secs_f64();
+        // Throughput of this process's part of the epoch (a resumed epoch counts its own batches).
+        let train_seconds = clock.elapsed().as_secs_f64();
         let mut logs = metrics.results();
         if let Some(val) = &validation {
             let val_logs = evaluate(backend, val, batch_size, &defs)?;
