@@ -1,4 +1,11 @@
 //! The fm runtime: what compiled models link against and nothing the compiler needs.
+//!
+//! - [`data`]: reading IDX/gzip/`.npy`/`.npz`/CSV, fitting samples to the model, the `data`
+//!   section's transforms and splits, batching;
+//! - [`train`]: the training loop over a [`train::Backend`], schedules, early stopping,
+//!   checkpoints, resume, the run directory, progress, `evaluate`/`predict` helpers, `plot`;
+//! - [`metrics`]: streaming Keras metrics; [`weights`]: safetensors files;
+//! - [`fsutil`]: atomic writes; [`error`]: [`RuntimeError`] and the E04xx codes.
 
 pub mod config;
 pub mod data;

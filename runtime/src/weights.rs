@@ -235,21 +235,27 @@ pub fn decode_weights(path: &Path, bytes: &[u8]) -> Result<WeightsFile, RuntimeE
         let data = view.data();
         let tensor = match view.dtype() {
             Dtype::F32 => Tensor::F32(array(
+                path,
+                &name,
                 &shape,
                 data.chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            )),
+            )?),
             Dtype::F64 => Tensor::F32(array(
+                path,
+                &name,
                 &shape,
                 data.chunks_exact(8).map(|c| {
                     f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
                 }),
-            )),
+            )?),
             Dtype::I32 => Tensor::I32(array(
+                path,
+                &name,
                 &shape,
                 data.chunks_exact(4)
                     .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            )),
+            )?),
             Dtype::I64 => {
                 let values: Result<Vec<i32>, _> = data
                     .chunks_exact(8)
@@ -264,7 +270,7 @@ pub fn decode_weights(path: &Path, bytes: &[u8]) -> Result<WeightsFile, RuntimeE
                         "tensor '{name}' (i64) has values beyond the i32 range"
                     ))
                 })?;
-                Tensor::I32(array(&shape, values.into_iter()))
+                Tensor::I32(array(path, &name, &shape, values.into_iter())?)
             }
             other => {
                 return Err(bad(format!(
@@ -278,10 +284,24 @@ pub fn decode_weights(path: &Path, bytes: &[u8]) -> Result<WeightsFile, RuntimeE
     Ok(WeightsFile { tensors, meta })
 }
 
-fn array<T>(shape: &[usize], values: impl Iterator<Item = T>) -> ArrayD<T> {
+fn array<T>(
+    path: &Path,
+    name: &str,
+    shape: &[usize],
+    values: impl Iterator<Item = T>,
+) -> Result<ArrayD<T>, RuntimeError> {
     let values: Vec<T> = values.collect();
-    // safetensors has validated that the byte length matches the shape.
-    ArrayD::from_shape_vec(IxDyn(shape), values).expect("safetensors validated the tensor size")
+    // safetensors has validated the byte length against the shape; this only guards that.
+    ArrayD::from_shape_vec(IxDyn(shape), values).map_err(|e| {
+        RuntimeError::at(
+            ErrorKind::Weights,
+            path,
+            format!(
+                "tensor '{name}' does not fit its shape {}: {e}",
+                fmt_shape(shape)
+            ),
+        )
+    })
 }
 
 /// Checks loaded tensors against the expected `(name, shape)` list: every expected tensor

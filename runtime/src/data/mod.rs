@@ -61,14 +61,129 @@ pub fn load_data(
     model: &ModelData,
     options: LoadOptions,
 ) -> Result<LoadedData, RuntimeError> {
-    let names = model.input_names();
-    let raw = read_source(&spec.train, &names)?;
-    let target_origin = target_origin(&raw);
-    let all = convert_samples(&raw, model, options)?;
-    let (train, test, test_origin) = match &spec.test {
-        None => (all, None, String::new()),
-        Some(TestSource::Split(fraction)) => {
-            let (train, test) = all.split_tail(*fraction);
+    let raw = read_source(&spec.train, &model.input_names())?;
+    let test = test_part(spec.test.as_ref(), model)?;
+    assemble(&raw, test, &spec.x, &spec.y, model, options)
+}
+
+/// Data files given on the command line (`--x`, `--y`, `--test-x`, `--test-y`), as
+/// `path`, `data.npz:key` or `data.csv:COLUMN`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DataFiles {
+    pub x: Option<String>,
+    pub y: Option<String>,
+    pub test_x: Option<String>,
+    pub test_y: Option<String>,
+}
+
+/// What `fmc train` trains on: `--x/--y` when given (with the `data` section's transforms, and
+/// its `test: split(f)` applied to them), else the `data` section; `--test-x/--test-y` replace
+/// the test split.
+pub fn load_training_data(
+    data: Option<&DataSpec>,
+    files: &DataFiles,
+    model: &ModelData,
+    options: LoadOptions,
+) -> Result<LoadedData, RuntimeError> {
+    let (x_transforms, y_transforms) = match data {
+        Some(d) => (d.x.clone(), d.y.clone()),
+        None => (Vec::new(), Vec::new()),
+    };
+    let raw =
+        match (&files.x, &files.y, data) {
+            (Some(x), Some(y), _) => read_xy(x, y)?,
+            (Some(_), None, _) | (None, Some(_), _) => {
+                return Err(RuntimeError::without_path(
+                    ErrorKind::DataSetup,
+                    "--x and --y go together: give both the inputs and the targets",
+                ))
+            }
+            (None, None, Some(d)) => read_source(&d.train, &model.input_names())?,
+            (None, None, None) => return Err(RuntimeError::without_path(
+                ErrorKind::DataSetup,
+                "nothing to train on: the train section names no data, and no --x/--y were given",
+            )),
+        };
+    let test = match (&files.test_x, &files.test_y) {
+        (Some(x), Some(y)) => TestPart::Raw(read_xy(x, y)?),
+        (None, None) => test_part(data.and_then(|d| d.test.as_ref()), model)?,
+        _ => {
+            return Err(RuntimeError::without_path(
+                ErrorKind::DataSetup,
+                "--test-x and --test-y go together: give both",
+            ))
+        }
+    };
+    assemble(&raw, test, &x_transforms, &y_transforms, model, options)
+}
+
+/// What `fmc eval` evaluates on: `--x/--y` when given, else the `data` section's test split,
+/// transformed with the statistics stored in the weights.
+pub fn load_eval_data(
+    data: Option<&DataSpec>,
+    files: &DataFiles,
+    transforms: &FittedTransforms,
+    model: &ModelData,
+    options: LoadOptions,
+) -> Result<Dataset, RuntimeError> {
+    if let (Some(x), Some(y)) = (&files.x, &files.y) {
+        return prepare(&read_xy(x, y)?, model, transforms, options);
+    }
+    let no_test = || {
+        RuntimeError::without_path(
+            ErrorKind::DataSetup,
+            "nothing to evaluate: the data has no test split; give --x and --y",
+        )
+    };
+    let spec = data.ok_or_else(no_test)?;
+    match spec.test.as_ref().ok_or_else(no_test)? {
+        TestSource::Source(source) => prepare(
+            &read_source(source, &model.input_names())?,
+            model,
+            transforms,
+            options,
+        ),
+        TestSource::Split(fraction) => {
+            let raw = read_source(&spec.train, &model.input_names())?;
+            let all = convert_samples(&raw, model, options)?;
+            let (_, test) = all.split_tail(*fraction);
+            finish(transforms, model, &target_origin(&raw), test)
+        }
+    }
+}
+
+/// Where the test samples come from.
+enum TestPart {
+    None,
+    Split(f64),
+    Raw(RawSamples),
+}
+
+fn test_part(test: Option<&TestSource>, model: &ModelData) -> Result<TestPart, RuntimeError> {
+    Ok(match test {
+        None => TestPart::None,
+        Some(TestSource::Split(f)) => TestPart::Split(*f),
+        Some(TestSource::Source(source)) => {
+            TestPart::Raw(read_source(source, &model.input_names())?)
+        }
+    })
+}
+
+/// Converts, splits, fits the transforms on the training part and applies them everywhere.
+fn assemble(
+    raw: &RawSamples,
+    test: TestPart,
+    x_transforms: &[crate::config::Transform],
+    y_transforms: &[crate::config::Transform],
+    model: &ModelData,
+    options: LoadOptions,
+) -> Result<LoadedData, RuntimeError> {
+    let target_origin = target_origin(raw);
+    let all = convert_samples(raw, model, options)?;
+    let (train, test, test_origin) = match test {
+        TestPart::None => (all, None, String::new()),
+        TestPart::Split(fraction) => {
+            let (train, test) = all.split_tail(fraction);
             if train.is_empty() || test.is_empty() {
                 return Err(RuntimeError::without_path(
                     ErrorKind::DataSetup,
@@ -82,8 +197,7 @@ pub fn load_data(
             }
             (train, Some(test), target_origin.clone())
         }
-        Some(TestSource::Source(source)) => {
-            let raw_test = read_source(source, &names)?;
+        TestPart::Raw(raw_test) => {
             let origin = self::target_origin(&raw_test);
             (
                 all,
@@ -92,7 +206,7 @@ pub fn load_data(
             )
         }
     };
-    let transforms = FittedTransforms::fit(&spec.x, &spec.y, &train)?;
+    let transforms = FittedTransforms::fit(x_transforms, y_transforms, &train)?;
     let train = finish(&transforms, model, &target_origin, train)?;
     let test = test
         .map(|t| finish(&transforms, model, &test_origin, t))

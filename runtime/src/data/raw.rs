@@ -58,9 +58,15 @@ impl RawData {
     }
     /// Every value as f32: integers convert unchanged (exactly up to 2^24), f64 rounds.
     pub fn to_f32(&self) -> Vec<f32> {
+        // Per type, without an f64 copy: MNIST is 47 million values.
         match self {
+            RawData::U8(v) => v.iter().map(|&x| x as f32).collect(),
+            RawData::I8(v) => v.iter().map(|&x| x as f32).collect(),
+            RawData::I16(v) => v.iter().map(|&x| x as f32).collect(),
+            RawData::I32(v) => v.iter().map(|&x| x as f32).collect(),
+            RawData::I64(v) => v.iter().map(|&x| x as f32).collect(),
             RawData::F32(v) => v.clone(),
-            other => other.to_f64().into_iter().map(|x| x as f32).collect(),
+            RawData::F64(v) => v.iter().map(|&x| x as f32).collect(),
         }
     }
 }

@@ -89,14 +89,16 @@ pub fn detect_format(path: &Path, bytes: &[u8]) -> Result<Format, RuntimeError> 
 }
 
 /// Splits `path:selector` when `spec` is not itself an existing file and the part before the
-/// last `:` is.
+/// last `:` is one, or is named `.npz`/`.csv` (so a missing `data.npz:x` reports `data.npz`).
 pub fn split_selector(spec: &str) -> (PathBuf, Option<String>) {
     let whole = PathBuf::from(spec);
     if whole.exists() {
         return (whole, None);
     }
     if let Some((path, key)) = spec.rsplit_once(':') {
-        if !path.is_empty() && !key.is_empty() && Path::new(path).exists() {
+        let lower = path.to_ascii_lowercase();
+        let container = lower.ends_with(".npz") || lower.ends_with(".csv");
+        if !path.is_empty() && !key.is_empty() && (Path::new(path).exists() || container) {
             return (PathBuf::from(path), Some(key.to_string()));
         }
     }

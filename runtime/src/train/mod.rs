@@ -305,7 +305,7 @@ pub fn fit_with_log<B: Backend + ?Sized>(
                             current,
                             &mut checkpoint_best,
                             state,
-                            epoch,
+                            epoch + 1,
                             &mut progress,
                             log,
                         )?;
@@ -313,7 +313,8 @@ pub fn fit_with_log<B: Backend + ?Sized>(
                 }
             }
         }
-        let train_seconds = seconds_before + clock.elapsed().as_secs_f64();
+        // Throughput of this process's part of the epoch (a resumed epoch counts its own batches).
+        let train_seconds = clock.elapsed().as_secs_f64();
         let mut logs = metrics.results();
         if let Some(val) = &validation {
             let val_logs = evaluate(backend, val, batch_size, &defs)?;
@@ -374,14 +375,24 @@ pub fn fit_with_log<B: Backend + ?Sized>(
                     &mut progress,
                     log,
                 );
-                es.on_epoch_end(epoch, current, || backend.state())
+                // Like Keras' `get_weights`: parameters and BatchNorm statistics, not the
+                // optimizer state, are what `restore_best` brings back.
+                es.on_epoch_end(epoch, current, || {
+                    backend
+                        .state()
+                        .into_iter()
+                        .filter(|(n, _)| !n.starts_with(OPT_PREFIX))
+                        .collect()
+                })
             }
             None => EarlyDecision::Continue,
         };
         if let (Some(ck), Some(run)) = (&spec.checkpoint, run_log.as_ref()) {
             let due = match ck.every {
                 Every::Epochs(k) => k > 0 && (epoch + 1).is_multiple_of(k),
-                Every::Steps(_) => false,
+                // A step checkpoint that falls on an epoch's last batch is written here, after
+                // validation, so that resuming starts cleanly at the next epoch.
+                Every::Steps(k) => k > 0 && step.is_multiple_of(k),
             };
             let last_epoch =
                 epoch + 1 == total_epochs || matches!(decision, EarlyDecision::Stop { .. });
@@ -711,4 +722,19 @@ pub fn predict<B: Backend + ?Sized>(
             })
         })
         .collect()
+}
+
+/// Logs as one JSON object with full precision, keys in order (`fmc eval --json`); NaN and
+/// infinity become `null`.
+pub fn logs_json(logs: &[(String, f64)]) -> String {
+    let fields: Vec<String> = logs
+        .iter()
+        .map(|(k, v)| {
+            let value = serde_json::Number::from_f64(*v)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null);
+            format!("{}:{}", serde_json::Value::String(k.clone()), value)
+        })
+        .collect();
+    format!("{{{}}}", fields.join(","))
 }

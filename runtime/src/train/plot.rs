@@ -121,6 +121,8 @@ fn render_svg(rows: &[Row]) -> Result<String, String> {
             chart
                 .configure_mesh()
                 .x_desc(x_key.as_str())
+                // Epochs and steps are whole numbers: no trailing ".0".
+                .x_label_formatter(&|x| format!("{x}"))
                 .draw()
                 .map_err(|e| e.to_string())?;
             for (i, s) in series.iter().enumerate() {
