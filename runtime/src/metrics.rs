@@ -2,7 +2,7 @@
 //! each metric is a running mean over samples (or, for precision and recall, running counts),
 //! and the reported loss is the mean of the batch losses weighted by batch size.
 
-use crate::config::{AccuracyKind, Loss, Metric, TrainSpec};
+use crate::config::{AccuracyKind, Metric, TrainSpec};
 use crate::error::{fmt_shape, ErrorKind, RuntimeError};
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -15,8 +15,9 @@ pub struct MetricDef {
     pub output: usize,
     /// The logged name: `accuracy`, or `OUTPUT_accuracy` when the model has several outputs.
     pub name: String,
-    /// Decision threshold of binary accuracy, precision and recall: 0.5 on probabilities, 0 on
-    /// logits (outputs of a loss with `from_logits: true`).
+    /// Decision threshold of binary accuracy, precision and recall: 0.5, as Keras's
+    /// `BinaryAccuracy`, `Precision` and `Recall` use even when the loss takes logits
+    /// (language.md: "binary at 0.5").
     pub threshold: f32,
 }
 
@@ -32,17 +33,11 @@ impl MetricDef {
 }
 
 /// The metric definitions of a `train` section: every metric on every output (prefixed by the
-/// output name when there are several), thresholds from each output's loss.
+/// output name when there are several).
 pub fn metric_defs(spec: &TrainSpec) -> Vec<MetricDef> {
     let several = spec.losses.len() > 1;
     let mut defs = Vec::new();
     for (output, loss) in spec.losses.iter().enumerate() {
-        let logits = matches!(
-            loss.loss,
-            Loss::BinaryCrossentropy { from_logits: true }
-                | Loss::CategoricalCrossentropy { from_logits: true }
-                | Loss::SparseCategoricalCrossentropy { from_logits: true }
-        );
         for metric in &spec.metrics {
             let name = if several {
                 format!("{}_{}", loss.output, metric.name())
@@ -53,7 +48,7 @@ pub fn metric_defs(spec: &TrainSpec) -> Vec<MetricDef> {
                 metric: *metric,
                 output,
                 name,
-                threshold: if logits { 0.0 } else { 0.5 },
+                threshold: 0.5,
             });
         }
     }

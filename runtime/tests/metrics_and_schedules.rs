@@ -166,7 +166,8 @@ fn metric_names_and_thresholds_from_the_train_section() {
         names,
         vec!["spam_accuracy", "spam_mae", "score_accuracy", "score_mae"]
     );
-    assert_eq!(defs[0].threshold, 0.0);
+    // Keras thresholds binary metrics at 0.5 even on logits.
+    assert_eq!(defs[0].threshold, 0.5);
     assert_eq!(defs[2].threshold, 0.5);
     let s = spec(
         vec![out(

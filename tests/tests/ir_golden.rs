@@ -5,11 +5,18 @@ use fm_compiler::cli::{run, Terminal};
 use std::path::Path;
 
 fn emit(example: &str, kind: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(example);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(example);
     let mut out = Vec::new();
     let mut err = Vec::new();
     let args = ["fmc", "compile", path.to_str().unwrap(), "--emit", kind];
-    let code = run(args.iter().map(Into::into), &mut out, &mut err, Terminal::default());
+    let code = run(
+        args.iter().map(Into::into),
+        &mut out,
+        &mut err,
+        Terminal::default(),
+    );
     assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
     String::from_utf8(out).unwrap()
 }
@@ -47,9 +54,16 @@ fn every_example_lowers_and_optimizes() {
     names.sort();
     assert!(names.len() >= 9);
     for name in names {
-        let count = |text: &str| text.lines().filter(|l| l.trim_start().starts_with('%') && l.contains(" = ")).count();
+        let count = |text: &str| {
+            text.lines()
+                .filter(|l| l.trim_start().starts_with('%') && l.contains(" = "))
+                .count()
+        };
         let before = count(&emit(&name, "ir"));
         let after = count(&emit(&name, "ir-opt"));
-        assert!(after < before, "{name}: {before} instructions before the passes, {after} after");
+        assert!(
+            after < before,
+            "{name}: {before} instructions before the passes, {after} after"
+        );
     }
 }
