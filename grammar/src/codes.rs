@@ -117,9 +117,10 @@ Fix: `Adam(lr: 1e-3)`, and `5` (or `every: 5 epochs` where a duration is meant).
             "\
 E0005: nesting too deep
 
-Brackets `(`, `[` and `{` may be nested at most 256 deep, and one expression may
-be at most 512 levels deep (for example a pipeline of at most 512 stages, or 512
-terms joined by `+`). The limits keep the compiler's stack bounded.
+Brackets `(`, `[` and `{` may be nested at most 256 deep, and one expression tree
+may be at most 512 levels deep: every pipeline stage, operator, unary minus, call
+with arguments, list or parenthesis adds a level, so a pipeline can have about 500
+stages. The limits keep the compiler's stack bounded.
 
 Example:
 
