@@ -618,34 +618,12 @@ impl<'s> Driver<'s> {
                 let mut args = Vec::new();
                 let mut depth = 1;
                 for p in call_args.into_inner() {
-                    match p.as_rule() {
-                        Rule::arg => {
-                            let arg_span = self.span(&p, base);
-                            let mut name = None;
-                            let mut value = None;
-                            for q in p.into_inner() {
-                                match q.as_rule() {
-                                    Rule::arg_name => {
-                                        name = q
-                                            .into_inner()
-                                            .find(|r| r.as_rule() == Rule::ident)
-                                            .map(|r| self.ident(&r, base));
-                                    }
-                                    _ => {
-                                        let (e, d) = self.expr(q, base);
-                                        depth = depth.max(d + 1);
-                                        value = Some(e);
-                                    }
-                                }
-                            }
-                            args.push(Arg {
-                                name,
-                                value: value.unwrap_or_else(|| placeholder(arg_span)),
-                                span: arg_span,
-                            });
-                        }
-                        _ => {}
+                    if p.as_rule() != Rule::arg {
+                        continue;
                     }
+                    let (arg, d) = self.arg(p, base);
+                    depth = depth.max(d + 1);
+                    args.push(arg);
                 }
                 self.bounded(
                     Expr {
@@ -707,6 +685,25 @@ impl<'s> Driver<'s> {
             }
             _ => (placeholder(span), 1),
         }
+    }
+
+    /// One call argument (`64` or `padding: same`) and its value's depth.
+    fn arg(&mut self, pair: Pair<'s, Rule>, base: usize) -> (Arg, usize) {
+        let span = self.span(&pair, base);
+        let mut name = None;
+        let mut value = None;
+        for q in pair.into_inner() {
+            if q.as_rule() == Rule::arg_name {
+                name = q
+                    .into_inner()
+                    .find(|r| r.as_rule() == Rule::ident)
+                    .map(|r| self.ident(&r, base));
+            } else {
+                value = Some(self.expr(q, base));
+            }
+        }
+        let (value, depth) = value.unwrap_or_else(|| (placeholder(span), 1));
+        (Arg { name, value, span }, depth)
     }
 
     /// Returns `e` unless `depth` exceeds the limit, in which case E0005 is recorded and a leaf
