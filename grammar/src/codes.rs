@@ -136,6 +136,10 @@ E0006: invalid UTF-8
 `.fm` files are UTF-8 text. The primary span points at the first byte that is not
 valid UTF-8; the file is parsed up to that byte.
 
+Example: a comment saved in Latin-1 by an old editor,
+
+    // caf\\xE9 au lait    <- the byte 0xE9 alone is not UTF-8
+
 Fix: save the file as UTF-8 (identifiers and keywords are ASCII; non-ASCII text may
 only appear in comments and strings)."
         }
@@ -175,9 +179,12 @@ Fix: add `}` at the end of the body."
             "\
 E0009: `version` given twice
 
-A file may declare its language version once, normally on its first line:
+A file may declare its language version once, normally on its first line.
+
+Example:
 
     version 0.1
+    version 0.1    <- the second declaration is the error
 
 Fix: delete the second `version` line."
         }
