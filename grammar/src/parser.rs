@@ -12,6 +12,8 @@
 //! iteratively, with the resulting expression depth bounded by [`MAX_EXPR_DEPTH`] so that the
 //! AST can be dropped and walked recursively.
 
+use std::collections::HashMap;
+
 use pest::error::{ErrorVariant, InputLocation};
 use pest::iterators::Pair;
 use pest::Parser as _;
@@ -87,6 +89,10 @@ pub fn parse_until(
         end,
         diags: Vec::new(),
         doc_used: vec![false; comments.len()],
+        comment_by_end: comments
+            .iter()
+            .map(|c| (c.span.end, c.span.start))
+            .collect(),
         comments: &comments,
     };
     let mut file = driver.file();
@@ -114,6 +120,8 @@ struct Driver<'s> {
     end: usize,
     diags: Vec<Diagnostic>,
     comments: &'s [lexer::RawComment],
+    /// Comment start by comment end, for trimming trailing comments off spans.
+    comment_by_end: HashMap<usize, usize>,
     /// Which comments became an item's `doc`.
     doc_used: Vec<bool>,
 }
@@ -306,7 +314,8 @@ impl<'s> Driver<'s> {
                             stmts.push(stmt);
                         }
                         pos = end;
-                        after_stmt = true;
+                        // Only an expression could go on (`->`, an operator).
+                        after_stmt = rule != Rule::input_stmt;
                     }
                     Err(_) => {
                         pos = self.resync_stmt(pos + word.map_or(0, str::len));
@@ -552,83 +561,44 @@ impl<'s> Driver<'s> {
                 },
                 1,
             ),
-            Rule::name => {
-                let ident = pair
-                    .into_inner()
-                    .next()
-                    .map(|p| self.ident(&p, base))
-                    .unwrap_or_else(|| Ident {
-                        name: String::new(),
-                        span,
-                    });
-                (
-                    Expr {
-                        kind: ExprKind::Name(ident),
-                        span,
-                    },
-                    1,
-                )
-            }
-            Rule::duration => {
+            Rule::numeric => {
                 let mut value = None;
-                let mut unit = DurationUnit::Epochs;
+                let mut unit = None;
                 for p in pair.into_inner() {
                     match p.as_rule() {
                         Rule::number => value = Some(self.number(&p, base)),
                         Rule::duration_unit => {
-                            unit = if p.as_str().starts_with("step") {
+                            unit = Some(if p.as_str().starts_with("step") {
                                 DurationUnit::Steps
                             } else {
                                 DurationUnit::Epochs
-                            }
+                            })
                         }
                         _ => {}
                     }
                 }
                 let value = value.unwrap_or_else(|| placeholder(span));
-                (
-                    Expr {
-                        kind: ExprKind::Duration {
-                            value: Box::new(value),
-                            unit,
+                match unit {
+                    None => (value, 1),
+                    Some(unit) => (
+                        Expr {
+                            kind: ExprKind::Duration {
+                                value: Box::new(value),
+                                unit,
+                            },
+                            span,
                         },
-                        span,
-                    },
-                    2,
-                )
+                        2,
+                    ),
+                }
             }
             Rule::call => {
                 let mut callee = None;
-                let mut args = Vec::new();
-                let mut depth = 1;
+                let mut call_args = None;
                 for p in pair.into_inner() {
                     match p.as_rule() {
                         Rule::ident => callee = Some(self.ident(&p, base)),
-                        Rule::arg => {
-                            let arg_span = self.span(&p, base);
-                            let mut name = None;
-                            let mut value = None;
-                            for q in p.into_inner() {
-                                match q.as_rule() {
-                                    Rule::arg_name => {
-                                        name = q
-                                            .into_inner()
-                                            .find(|r| r.as_rule() == Rule::ident)
-                                            .map(|r| self.ident(&r, base));
-                                    }
-                                    _ => {
-                                        let (e, d) = self.expr(q, base);
-                                        depth = depth.max(d + 1);
-                                        value = Some(e);
-                                    }
-                                }
-                            }
-                            args.push(Arg {
-                                name,
-                                value: value.unwrap_or_else(|| placeholder(arg_span)),
-                                span: arg_span,
-                            });
-                        }
+                        Rule::call_args => call_args = Some(p),
                         _ => {}
                     }
                 }
@@ -636,6 +606,25 @@ impl<'s> Driver<'s> {
                     name: String::new(),
                     span,
                 });
+                let Some(call_args) = call_args else {
+                    return (
+                        Expr {
+                            kind: ExprKind::Name(callee),
+                            span,
+                        },
+                        1,
+                    );
+                };
+                let mut args = Vec::new();
+                let mut depth = 1;
+                for p in call_args.into_inner() {
+                    if p.as_rule() != Rule::arg {
+                        continue;
+                    }
+                    let (arg, d) = self.arg(p, base);
+                    depth = depth.max(d + 1);
+                    args.push(arg);
+                }
                 self.bounded(
                     Expr {
                         kind: ExprKind::Call { callee, args },
@@ -696,6 +685,25 @@ impl<'s> Driver<'s> {
             }
             _ => (placeholder(span), 1),
         }
+    }
+
+    /// One call argument (`64` or `padding: same`) and its value's depth.
+    fn arg(&mut self, pair: Pair<'s, Rule>, base: usize) -> (Arg, usize) {
+        let span = self.span(&pair, base);
+        let mut name = None;
+        let mut value = None;
+        for q in pair.into_inner() {
+            if q.as_rule() == Rule::arg_name {
+                name = q
+                    .into_inner()
+                    .find(|r| r.as_rule() == Rule::ident)
+                    .map(|r| self.ident(&r, base));
+            } else {
+                value = Some(self.expr(q, base));
+            }
+        }
+        let (value, depth) = value.unwrap_or_else(|| (placeholder(span), 1));
+        (Arg { name, value, span }, depth)
     }
 
     /// Returns `e` unless `depth` exceeds the limit, in which case E0005 is recorded and a leaf
@@ -768,7 +776,7 @@ impl<'s> Driver<'s> {
                     depth = depth.max(d + 1);
                     count = Some(e);
                 }
-                Rule::call | Rule::name | Rule::repeat => {
+                Rule::call | Rule::repeat => {
                     let (e, d) = self.expr(p, base);
                     depth = depth.max(d + 1);
                     body.push(e);
@@ -883,12 +891,18 @@ impl<'s> Driver<'s> {
         let mut end = base + s.end();
         let bytes = self.src.as_bytes();
         loop {
+            let untrimmed = end;
             while end > start && bytes[end - 1].is_ascii_whitespace() {
                 end -= 1;
             }
-            let k = self.comments.partition_point(|c| c.span.end < end);
-            match self.comments.get(k) {
-                Some(c) if c.span.end == end && c.span.start >= start => end = c.span.start,
+            // A comment can only end here if whitespace followed it, it is a `*/`, or the file
+            // ends: skip the hash lookup otherwise (this runs for every node).
+            let maybe_comment = end < untrimmed || end == self.src.len() || bytes[end - 1] == b'/';
+            if !maybe_comment || end == start {
+                break;
+            }
+            match self.comment_by_end.get(&end) {
+                Some(&comment_start) if comment_start >= start => end = comment_start,
                 _ => break,
             }
         }
@@ -920,10 +934,31 @@ impl<'s> Driver<'s> {
                         InputLocation::Pos(p) => p,
                         InputLocation::Span((s, _)) => s,
                     };
-                let positives = match &err.variant {
-                    ErrorVariant::ParsingError { positives, .. } => positives.clone(),
-                    ErrorVariant::CustomError { .. } => Vec::new(),
+                let (positives, negatives) = match &err.variant {
+                    ErrorVariant::ParsingError {
+                        positives,
+                        negatives,
+                    } => (positives.clone(), negatives.clone()),
+                    ErrorVariant::CustomError { .. } => (Vec::new(), Vec::new()),
                 };
+                // `epochs:` followed by the next `key:` on the following line: the value is
+                // missing (the grammar refuses to take the next key as the value). pest reports
+                // the `:` of the next key; point at the key instead.
+                if positives.is_empty() && !negatives.is_empty() {
+                    if let Some(key_start) = self.key_before_colon(pos, at) {
+                        let key = &src[key_start..at];
+                        let key = key.trim_end();
+                        let span = Span::new(key_start, key_start + key.len());
+                        let d = Diagnostic::error(
+                            codes::UNEXPECTED_TOKEN,
+                            format!("expected an expression, found the next entry `{key}:`"),
+                        )
+                        .with_primary(span, "expected a value before this entry")
+                        .with_help("the value of the previous entry is missing");
+                        self.diags.push(d);
+                        return Err(key_start);
+                    }
+                }
                 let expected = render_expected(&positives);
                 let mut d = if expected.is_empty() {
                     self.unexpected_diag(at, "", "unexpected token")
@@ -945,6 +980,23 @@ impl<'s> Driver<'s> {
         }
     }
 
+    /// When `colon` is a `:` preceded by a word (after `from`), the word's start.
+    fn key_before_colon(&self, from: usize, colon: usize) -> Option<usize> {
+        if self.src.as_bytes().get(colon) != Some(&b':') {
+            return None;
+        }
+        let bytes = self.src.as_bytes();
+        let mut end = colon;
+        while end > from && bytes[end - 1].is_ascii_whitespace() {
+            end -= 1;
+        }
+        let mut start = end;
+        while start > from && lexer::is_ident_char(bytes[start - 1]) {
+            start -= 1;
+        }
+        (start < end && lexer::is_ident_start(bytes[start])).then_some(start)
+    }
+
     fn unexpected_diag(&self, pos: usize, expected: &str, label: &str) -> Diagnostic {
         let found = lexer::describe_token(self.src, pos, self.end);
         let (kind, tok_end) = token_at(self.src, pos, self.end);
@@ -958,7 +1010,12 @@ impl<'s> Driver<'s> {
         } else {
             format!("expected {expected}, found {found}")
         };
-        Diagnostic::error(codes::UNEXPECTED_TOKEN, message).with_primary(span, label)
+        let d = Diagnostic::error(codes::UNEXPECTED_TOKEN, message).with_primary(span, label);
+        if self.src[pos..self.end].starts_with(|c: char| !c.is_ascii()) {
+            d.with_help("names are ASCII (letters, digits and `_`); other text may only appear in strings and comments")
+        } else {
+            d
+        }
     }
 
     fn unexpected(&mut self, pos: usize, expected: &str, label: &str) {
@@ -1016,14 +1073,29 @@ impl<'s> Driver<'s> {
 
     /// An item keyword that starts an item here: `model`, `block`, or `data`/`train` not used as
     /// a section key (`data: mnist`).
+    ///
+    /// `model` and `block` start an item unless followed by `:`; `data` and `train` only when
+    /// followed by `{` or `NAME {`, so that `train npy(...)` (an entry missing its `:`) is not
+    /// taken for a new item.
     fn is_item_start(&self, pos: usize) -> bool {
-        match word_at(self.src, pos, self.end) {
-            Some("model" | "block") => true,
-            Some(w @ ("data" | "train")) => {
-                let next = skip_trivia(self.src, pos + w.len(), self.end);
-                self.src.as_bytes().get(next) != Some(&b':') || next >= self.end
-            }
-            _ => false,
+        let Some(w) = word_at(self.src, pos, self.end) else {
+            return false;
+        };
+        if !matches!(w, "model" | "block" | "data" | "train") {
+            return false;
+        }
+        let bytes = &self.src.as_bytes()[..self.end];
+        let next = skip_trivia(self.src, pos + w.len(), self.end);
+        match (w, bytes.get(next).copied()) {
+            ("model" | "block", next_byte) => next_byte != Some(b':'),
+            (_, Some(b'{')) => true,
+            (_, Some(_)) => match token_at(self.src, next, self.end) {
+                (TokKind::Word, name_end) => {
+                    bytes.get(skip_trivia(self.src, name_end, self.end)) == Some(&b'{')
+                }
+                _ => false,
+            },
+            (_, None) => false,
         }
     }
 
@@ -1047,8 +1119,8 @@ impl<'s> Driver<'s> {
         }
     }
 
-    /// Skips the rest of a broken statement: stops at the next statement keyword, item keyword
-    /// or the `}` that closes the body.
+    /// Skips the rest of a broken statement: stops at the next statement or item keyword that
+    /// starts a line, or at the `}` that closes the body.
     fn resync_stmt(&self, mut pos: usize) -> usize {
         let mut stack: Vec<u8> = Vec::new();
         loop {
@@ -1060,8 +1132,10 @@ impl<'s> Driver<'s> {
             match kind {
                 TokKind::Word => {
                     let w = &self.src[pos..tok_end];
-                    if STMT_KEYWORDS.contains(&w)
-                        || (self.is_item_start(pos) && self.at_line_start(pos))
+                    // Only at the start of a line: a keyword in the middle of a line is most
+                    // likely the misuse that caused the error (`let x = input`).
+                    if (STMT_KEYWORDS.contains(&w) || self.is_item_start(pos))
+                        && self.at_line_start(pos)
                     {
                         return pos;
                     }
@@ -1223,6 +1297,10 @@ fn render_expected(rules: &[Rule]) -> String {
     } else {
         main
     };
+    let stage = |r: &Rule| matches!(r, Rule::kw_repeat | Rule::repeat | Rule::ident | Rule::call);
+    if chosen.len() == 2 && chosen.iter().all(stage) {
+        return "a pipeline stage (a layer, function or block, or `repeat`)".to_string();
+    }
     let mut names: Vec<(u8, &str)> = chosen.iter().map(|r| rule_name(*r)).collect();
     names.sort();
     names.dedup_by(|a, b| a.1 == b.1);
@@ -1249,8 +1327,8 @@ fn rule_name(rule: Rule) -> (u8, &'static str) {
         | Rule::list
         | Rule::dict
         | Rule::arg => (3, "an expression"),
-        Rule::call | Rule::name | Rule::repeat => (3, "a pipeline stage"),
-        Rule::number | Rule::duration => (4, "a number"),
+        Rule::call | Rule::call_args | Rule::repeat => (3, "a pipeline stage"),
+        Rule::number | Rule::numeric => (4, "a number"),
         Rule::string | Rule::string_body => (4, "a string"),
         Rule::boolean | Rule::kw_true | Rule::kw_false => (4, "`true` or `false`"),
         Rule::duration_unit => (5, "`epochs` or `steps`"),
