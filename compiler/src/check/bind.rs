@@ -73,6 +73,8 @@ pub fn bind(
     call_span: Span,
 ) -> Option<Bound> {
     let mut ok = true;
+    // After an unknown (likely misspelt) name, a "missing argument" report would be noise.
+    let mut unknown_name = false;
     let mut slots: Vec<Option<(Val, Span)>> = vec![None; params.len()];
     for (i, (v, span)) in positional.into_iter().enumerate() {
         if i < positional_limit {
@@ -116,6 +118,7 @@ pub fn bind(
             }
             None => {
                 ok = false;
+                unknown_name = true;
                 let mut d = fm_grammar::Diagnostic::error(
                     "E0103",
                     format!("`{callee}` has no argument `{}`", key.name),
@@ -134,7 +137,7 @@ pub fn bind(
         }
     }
     for (i, p) in params.iter().enumerate() {
-        if slots[i].is_none() && p.default == Dflt::Required {
+        if slots[i].is_none() && p.default == Dflt::Required && !unknown_name {
             ok = false;
             let d = fm_grammar::Diagnostic::error(
                 "E0206",
@@ -177,6 +180,37 @@ pub fn plural(n: usize) -> &'static str {
 impl Bound {
     fn idx(&self, name: &str) -> Option<usize> {
         self.params.iter().position(|p| p.name == name)
+    }
+
+    /// Converts every given argument by its type alone (no input shapes needed), reporting
+    /// what does not fit. Used when the inputs failed to check, so attribute errors still show.
+    pub fn validate_given(&self, ctx: &mut Ctx) {
+        for (i, p) in self.params.iter().enumerate() {
+            let Some((v, span)) = &self.slots[i] else {
+                continue;
+            };
+            match p.ty {
+                Ty::Int => {
+                    to_int(ctx, v, *span, p.name, p.range);
+                }
+                Ty::Float => {
+                    to_float(ctx, v, *span, p.name, p.range);
+                }
+                Ty::Bool => {
+                    to_bool(ctx, v, *span, p.name);
+                }
+                Ty::Enum(_) | Ty::Ident => {
+                    to_sym(ctx, v, *span, p.name, p.ty);
+                }
+                Ty::Activation => {
+                    to_activation(ctx, v, *span, p.name);
+                }
+                Ty::Init => {
+                    to_init(ctx, v, *span, p.name);
+                }
+                Ty::IntOrInts | Ty::IntList | Ty::Str | Ty::Duration => {}
+            }
+        }
     }
 
     /// The given value, if any (`None` also for a name the callee does not take).

@@ -737,6 +737,7 @@ impl Expander<'_, '_, '_, '_> {
             }
             None => {}
         }
+        let piped_poison = poisoned;
         let mut rest = Vec::new();
         let mut name_arg: Option<(Val, Span, Span)> = None;
         let mut leading = true;
@@ -765,6 +766,10 @@ impl Expander<'_, '_, '_, '_> {
                 poisoned = true;
             }
             rest.push(a);
+        }
+        // A failed positional argument may have been a tensor: the arguments cannot be matched.
+        if poisoned && !piped_poison {
+            return Val::Poison;
         }
         if let Some(sig) = table::lookup_callable(&callee.name) {
             self.builtin_call(
@@ -924,6 +929,7 @@ impl Expander<'_, '_, '_, '_> {
             return Val::Poison;
         };
         if poisoned {
+            bound.validate_given(self.ctx);
             return Val::Poison;
         }
         let inputs: Vec<Tv> = tensors.into_iter().map(|(t, _)| t).collect();
@@ -1017,6 +1023,7 @@ impl Expander<'_, '_, '_, '_> {
         // Attribute arguments: positional in declaration order, then by name.
         let mut slots: Vec<Option<(Val, Span)>> = vec![None; attr_params.len()];
         let mut ok = true;
+        let mut unknown_name = false;
         let mut pos_i = 0;
         for a in rest {
             match &a.name {
@@ -1052,6 +1059,7 @@ impl Expander<'_, '_, '_, '_> {
                     Some(i) => slots[i] = Some((a.val, a.span)),
                     None => {
                         ok = false;
+                        unknown_name = true;
                         let mut d = Diagnostic::error(
                             "E0103",
                             format!("block `{}` has no parameter `{}`", callee.name, key.name),
@@ -1080,6 +1088,9 @@ impl Expander<'_, '_, '_, '_> {
                     Some(d) => (const_eval(self.ctx, d), d.span),
                     None => {
                         ok = false;
+                        if unknown_name {
+                            continue;
+                        }
                         self.ctx.emit(
                             Diagnostic::error(
                                 "E0206",

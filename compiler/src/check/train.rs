@@ -359,12 +359,12 @@ fn bind_sym(
             _ => "E0112",
         };
         let mut d = Diagnostic::error(code, format!("unknown {} `{}`", kind.noun(), sym.name))
-            .with_primary(sym.name_span, format!("not a {}", kind.noun()));
+            .with_primary(sym.name_span, format!("not a known {}", kind.noun()));
         if let Some(s) = suggest(&sym.name, table::names(kind)) {
             d = d.with_help(format!("did you mean `{s}`?"));
         } else {
             let all: Vec<String> = table::names(kind).map(|n| format!("`{n}`")).collect();
-            d = d.with_note(format!("the {}s are {}", kind.noun(), all.join(", ")));
+            d = d.with_note(format!("expected one of {}", all.join(", ")));
         }
         ctx.emit(d);
         return None;
