@@ -157,7 +157,10 @@ pub fn bind(
 }
 
 /// Splits evaluated call arguments into positional and named lists.
-pub fn split_args(args: Vec<SymArg>) -> (Vec<(Val, Span)>, Vec<(Ident, Val, Span)>) {
+/// Positional arguments (value, span) and named ones (name, value, span).
+pub type SplitArgs = (Vec<(Val, Span)>, Vec<(Ident, Val, Span)>);
+
+pub fn split_args(args: Vec<SymArg>) -> SplitArgs {
     let mut pos = Vec::new();
     let mut named = Vec::new();
     for a in args {
@@ -259,12 +262,12 @@ impl Bound {
         }
     }
 
-    /// An optional float (`clip_norm`): `Ok(None)` when absent, `Err` when reported.
-    pub fn opt_float(&self, ctx: &mut Ctx, name: &str) -> Result<Option<f64>, ()> {
+    /// An optional float (`clip_norm`): `Some(None)` when absent, `None` when reported.
+    pub fn opt_float(&self, ctx: &mut Ctx, name: &str) -> Option<Option<f64>> {
         if self.is_given(name) {
-            self.float(ctx, name).map(Some).ok_or(())
+            self.float(ctx, name).map(Some)
         } else {
-            Ok(None)
+            Some(None)
         }
     }
 

@@ -33,6 +33,7 @@ fn param(suffix: &str, shape: Vec<usize>, init: Init) -> ParamDef {
     }
 }
 
+#[allow(clippy::large_enum_variant)]
 pub enum LayerOut {
     /// `dim(x, axis)`.
     Int(i64),
@@ -431,6 +432,9 @@ fn padding(ctx: &mut Ctx, b: &Bound) -> Option<Padding> {
     })
 }
 
+/// Where a `valid` convolution shrank the spatial size, and the label that says so.
+type Shrink = Option<(Span, String)>;
+
 /// Spatial output dims (without channels) and, for a shrinking `valid` convolution, the label
 /// that explains it.
 #[allow(clippy::too_many_arguments)]
@@ -444,7 +448,7 @@ fn spatial_out(
     stride: &[usize],
     dilation: &[usize],
     pad: Padding,
-) -> Option<(Vec<usize>, Option<(Span, String)>)> {
+) -> Option<(Vec<usize>, Shrink)> {
     let n = kernel.len();
     let input = &x.shape[..n];
     let mut out = Vec::new();

@@ -639,7 +639,7 @@ fn optimizer(ctx: &mut Ctx, e: &Entry) -> Option<OptimizerSpec> {
     let mut first: Option<(&str, Span)> = None;
     let mut ok = true;
     for name in ["clip_norm", "global_clip_norm", "clip_value"] {
-        let Ok(value) = b.opt_float(ctx, name) else {
+        let Some(value) = b.opt_float(ctx, name) else {
             ok = false;
             continue;
         };
