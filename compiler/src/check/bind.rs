@@ -413,13 +413,22 @@ impl Bound {
     }
 }
 
+/// `` `units` `` for an argument, plain text for a description ("the repeat count").
+pub fn quoted(name: &str) -> String {
+    if name.contains(' ') {
+        name.to_string()
+    } else {
+        format!("`{name}`")
+    }
+}
+
 pub fn type_error(ctx: &mut Ctx, name: &str, ty: Ty, found: &Val, span: Span) {
     if matches!(found, Val::Poison) {
         return;
     }
     ctx.error(
         "E0201",
-        format!("`{name}` must be {}", ty.describe()),
+        format!("{} must be {}", quoted(name), ty.describe()),
         span,
         format!("expected {}, found {}", ty.describe(), found.describe()),
     );
@@ -428,7 +437,7 @@ pub fn type_error(ctx: &mut Ctx, name: &str, ty: Ty, found: &Val, span: Span) {
 fn range_error(ctx: &mut Ctx, name: &str, range: Range, v: f64, span: Span) {
     ctx.error(
         "E0202",
-        format!("`{name}` must be {}", range.describe()),
+        format!("{} must be {}", quoted(name), range.describe()),
         span,
         format!("{} is not {}", num_str(v), range.describe()),
     );
@@ -443,7 +452,7 @@ pub fn to_int(ctx: &mut Ctx, v: &Val, span: Span, name: &str, range: Range) -> O
             if *x != x.trunc() {
                 ctx.error(
                     "E0212",
-                    format!("`{name}` must be an integer"),
+                    format!("{} must be an integer", quoted(name)),
                     span,
                     format!("{} is not an integer", num_str(*x)),
                 );
@@ -456,7 +465,7 @@ pub fn to_int(ctx: &mut Ctx, v: &Val, span: Span, name: &str, range: Range) -> O
             if x.abs() > MAX_INT {
                 ctx.error(
                     "E0202",
-                    format!("`{name}` is too large"),
+                    format!("{} is too large", quoted(name)),
                     span,
                     format!("{} is larger than {}", num_str(*x), num_str(MAX_INT)),
                 );

@@ -45,6 +45,8 @@ pub fn expand_models(ctx: &mut Ctx, items: &Items) -> Vec<ModelResult> {
                 },
                 stack: Vec::new(),
                 too_large: false,
+                name_span: m.name.span,
+                later: Vec::new(),
             };
             ex.model(m);
             let graph = ex.graph;
@@ -104,6 +106,11 @@ struct Expander<'c, 'a, 'i, 'f> {
     /// Blocks being expanded, outermost first.
     stack: Vec<String>,
     too_large: bool,
+    /// The model's name (for whole-model diagnostics).
+    name_span: Span,
+    /// `let` names of the body being evaluated that are defined after the current statement,
+    /// for "defined later" notes.
+    later: Vec<(String, Span)>,
 }
 
 impl Expander<'_, '_, '_, '_> {
@@ -111,7 +118,8 @@ impl Expander<'_, '_, '_, '_> {
         let mut env = Env::default();
         let mut scope = Scope::new(String::new());
         let mut outputs: HashMap<String, Span> = HashMap::new();
-        for stmt in &m.body {
+        for (i, stmt) in m.body.iter().enumerate() {
+            self.later = lets_after(&m.body[i..]);
             match stmt {
                 Stmt::Input {
                     name, dtype, dims, ..
@@ -299,7 +307,7 @@ impl Expander<'_, '_, '_, '_> {
             self.ctx.error(
                 "E0219",
                 format!("model `{}` is too large", self.graph.name),
-                self.graph.span,
+                self.name_span,
                 format!("it expands to more than {MAX_NODES} layers"),
             );
         }
@@ -342,7 +350,11 @@ impl Expander<'_, '_, '_, '_> {
         }
         let mut d = Diagnostic::error("E0102", format!("unknown name `{name}`"))
             .with_primary(span, "not found in this scope");
-        if let Some(s) = suggest(name, self.ctx.locals.iter().map(|s| s.as_str())) {
+        if let Some((_, later)) = self.later.iter().find(|(n, _)| n == name) {
+            d = d
+                .with_secondary(*later, "defined later, here")
+                .with_help("a `let` is visible only after its definition; move it up");
+        } else if let Some(s) = suggest(name, self.ctx.locals.iter().map(|s| s.as_str())) {
             d = d.with_help(format!("did you mean `{s}`?"));
         }
         self.ctx.emit(d);
@@ -1151,7 +1163,9 @@ impl Expander<'_, '_, '_, '_> {
         self.stack.push(callee.name.clone());
         let saved_locals = std::mem::take(&mut self.ctx.locals);
         let mut result = None;
-        for stmt in &block.body {
+        let saved_later = std::mem::take(&mut self.later);
+        for (i, stmt) in block.body.iter().enumerate() {
+            self.later = lets_after(&block.body[i..]);
             self.ctx.locals = env.names();
             match stmt {
                 Stmt::Let { name, value, .. } => {
@@ -1188,6 +1202,7 @@ impl Expander<'_, '_, '_, '_> {
             );
         }
         self.warn_unused(&env);
+        self.later = saved_later;
         self.ctx.locals = saved_locals;
         let out = match result {
             Some((v, vspan)) => match v {
@@ -1209,6 +1224,17 @@ impl Expander<'_, '_, '_, '_> {
         self.ctx.expansion_notes.pop();
         out
     }
+}
+
+/// The `let` names defined in `stmts` (the current statement and the ones after it).
+fn lets_after(stmts: &[Stmt]) -> Vec<(String, Span)> {
+    stmts
+        .iter()
+        .filter_map(|s| match s {
+            Stmt::Let { name, .. } => Some((name.name.clone(), name.span)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn overlaps(a: Span, b: Span) -> bool {
