@@ -470,7 +470,7 @@ fn spatial_out(
                 .with_primary(
                     span,
                     format!(
-                        "a {} {what} does not fit in {} (input {})",
+                        "a {what} of size {} does not fit in {} (input {})",
                         spatial(&window),
                         spatial(input),
                         shape_str(x.dtype, &x.shape)
@@ -482,7 +482,7 @@ fn spatial_out(
                         format!("this is {}", shape_str(x.dtype, &x.shape)),
                     );
                 }
-                d = d.with_help("use a smaller kernel, or `padding: same`");
+                d = d.with_help(format!("use a smaller {what}, or `padding: same`"));
                 ctx.emit(d);
                 return None;
             }
