@@ -306,7 +306,8 @@ impl<'s> Driver<'s> {
                             stmts.push(stmt);
                         }
                         pos = end;
-                        after_stmt = true;
+                        // Only an expression could go on (`->`, an operator).
+                        after_stmt = rule != Rule::input_stmt;
                     }
                     Err(_) => {
                         pos = self.resync_stmt(pos + word.map_or(0, str::len));
@@ -920,10 +921,31 @@ impl<'s> Driver<'s> {
                         InputLocation::Pos(p) => p,
                         InputLocation::Span((s, _)) => s,
                     };
-                let positives = match &err.variant {
-                    ErrorVariant::ParsingError { positives, .. } => positives.clone(),
-                    ErrorVariant::CustomError { .. } => Vec::new(),
+                let (positives, negatives) = match &err.variant {
+                    ErrorVariant::ParsingError {
+                        positives,
+                        negatives,
+                    } => (positives.clone(), negatives.clone()),
+                    ErrorVariant::CustomError { .. } => (Vec::new(), Vec::new()),
                 };
+                // `epochs:` followed by the next `key:` on the following line: the value is
+                // missing (the grammar refuses to take the next key as the value). pest reports
+                // the `:` of the next key; point at the key instead.
+                if positives.is_empty() && !negatives.is_empty() {
+                    if let Some(key_start) = self.key_before_colon(pos, at) {
+                        let key = &src[key_start..at];
+                        let key = key.trim_end();
+                        let span = Span::new(key_start, key_start + key.len());
+                        let d = Diagnostic::error(
+                            codes::UNEXPECTED_TOKEN,
+                            format!("expected an expression, found the next entry `{key}:`"),
+                        )
+                        .with_primary(span, "expected a value before this entry")
+                        .with_help("the value of the previous entry is missing");
+                        self.diags.push(d);
+                        return Err(key_start);
+                    }
+                }
                 let expected = render_expected(&positives);
                 let mut d = if expected.is_empty() {
                     self.unexpected_diag(at, "", "unexpected token")
@@ -945,6 +967,23 @@ impl<'s> Driver<'s> {
         }
     }
 
+    /// When `colon` is a `:` preceded by a word (after `from`), the word's start.
+    fn key_before_colon(&self, from: usize, colon: usize) -> Option<usize> {
+        if self.src.as_bytes().get(colon) != Some(&b':') {
+            return None;
+        }
+        let bytes = self.src.as_bytes();
+        let mut end = colon;
+        while end > from && bytes[end - 1].is_ascii_whitespace() {
+            end -= 1;
+        }
+        let mut start = end;
+        while start > from && lexer::is_ident_char(bytes[start - 1]) {
+            start -= 1;
+        }
+        (start < end && lexer::is_ident_start(bytes[start])).then_some(start)
+    }
+
     fn unexpected_diag(&self, pos: usize, expected: &str, label: &str) -> Diagnostic {
         let found = lexer::describe_token(self.src, pos, self.end);
         let (kind, tok_end) = token_at(self.src, pos, self.end);
@@ -958,7 +997,12 @@ impl<'s> Driver<'s> {
         } else {
             format!("expected {expected}, found {found}")
         };
-        Diagnostic::error(codes::UNEXPECTED_TOKEN, message).with_primary(span, label)
+        let d = Diagnostic::error(codes::UNEXPECTED_TOKEN, message).with_primary(span, label);
+        if self.src[pos..self.end].starts_with(|c: char| !c.is_ascii()) {
+            d.with_help("names are ASCII (letters, digits and `_`); other text may only appear in strings and comments")
+        } else {
+            d
+        }
     }
 
     fn unexpected(&mut self, pos: usize, expected: &str, label: &str) {
@@ -1016,14 +1060,29 @@ impl<'s> Driver<'s> {
 
     /// An item keyword that starts an item here: `model`, `block`, or `data`/`train` not used as
     /// a section key (`data: mnist`).
+    ///
+    /// `model` and `block` start an item unless followed by `:`; `data` and `train` only when
+    /// followed by `{` or `NAME {`, so that `train npy(...)` (an entry missing its `:`) is not
+    /// taken for a new item.
     fn is_item_start(&self, pos: usize) -> bool {
-        match word_at(self.src, pos, self.end) {
-            Some("model" | "block") => true,
-            Some(w @ ("data" | "train")) => {
-                let next = skip_trivia(self.src, pos + w.len(), self.end);
-                self.src.as_bytes().get(next) != Some(&b':') || next >= self.end
-            }
-            _ => false,
+        let Some(w) = word_at(self.src, pos, self.end) else {
+            return false;
+        };
+        if !matches!(w, "model" | "block" | "data" | "train") {
+            return false;
+        }
+        let bytes = &self.src.as_bytes()[..self.end];
+        let next = skip_trivia(self.src, pos + w.len(), self.end);
+        match (w, bytes.get(next).copied()) {
+            ("model" | "block", next_byte) => next_byte != Some(b':'),
+            (_, Some(b'{')) => true,
+            (_, Some(_)) => match token_at(self.src, next, self.end) {
+                (TokKind::Word, name_end) => {
+                    bytes.get(skip_trivia(self.src, name_end, self.end)) == Some(&b'{')
+                }
+                _ => false,
+            },
+            (_, None) => false,
         }
     }
 
@@ -1047,8 +1106,8 @@ impl<'s> Driver<'s> {
         }
     }
 
-    /// Skips the rest of a broken statement: stops at the next statement keyword, item keyword
-    /// or the `}` that closes the body.
+    /// Skips the rest of a broken statement: stops at the next statement or item keyword that
+    /// starts a line, or at the `}` that closes the body.
     fn resync_stmt(&self, mut pos: usize) -> usize {
         let mut stack: Vec<u8> = Vec::new();
         loop {
@@ -1060,8 +1119,10 @@ impl<'s> Driver<'s> {
             match kind {
                 TokKind::Word => {
                     let w = &self.src[pos..tok_end];
-                    if STMT_KEYWORDS.contains(&w)
-                        || (self.is_item_start(pos) && self.at_line_start(pos))
+                    // Only at the start of a line: a keyword in the middle of a line is most
+                    // likely the misuse that caused the error (`let x = input`).
+                    if (STMT_KEYWORDS.contains(&w) || self.is_item_start(pos))
+                        && self.at_line_start(pos)
                     {
                         return pos;
                     }
@@ -1223,6 +1284,9 @@ fn render_expected(rules: &[Rule]) -> String {
     } else {
         main
     };
+    if chosen.len() == 2 && chosen.contains(&Rule::kw_repeat) && chosen.contains(&Rule::ident) {
+        return "a pipeline stage (a layer, function or block, or `repeat`)".to_string();
+    }
     let mut names: Vec<(u8, &str)> = chosen.iter().map(|r| rule_name(*r)).collect();
     names.sort();
     names.dedup_by(|a, b| a.1 == b.1);
