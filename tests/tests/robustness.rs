@@ -198,6 +198,9 @@ fn pathological_inputs_are_rejected_quickly() {
         "model m { input x: f32[4] output y = x -> Conv1D(3, 1000000000) }",
         "model m { input x: f32[4, 4] output y = x -> Conv1D(3, 2, dilation: 1000000000) }",
         "model m { input x: f32[4] output y = x -> softmax(axis: -9223372036854775808) }",
+        "model m { input x: i32[8] output y = x -> Embedding(1000000000, 1000000000) -> Flatten }",
+        "model m { input x: f32[8, 1000000000] output y = x -> MultiHeadAttention(1000000000, key_dim: 1000000000) }",
+        "model m { input x: f32[1000000000] output y = x -> repeat 30 { Dense(1000000000) } }",
         "block a(x) { return x -> b } block b(x) { return x -> c } block c(x) { return x -> a } model m { input x: f32[2] output y = x -> a }",
     ];
     for src in cases {
@@ -210,4 +213,150 @@ fn pathological_inputs_are_rejected_quickly() {
             start.elapsed()
         );
     }
+}
+
+/// Replaces one identifier or number of a valid example with another, so most cases parse and
+/// exercise the checker rather than the parser.
+fn token_mutation(src: &str, rng: &mut Rng) -> String {
+    const REPLACEMENTS: &[&str] = &[
+        "0",
+        "1",
+        "-1",
+        "3",
+        "0.5",
+        "7",
+        "1000",
+        "Dense",
+        "Conv2D",
+        "Conv1D",
+        "MaxPool2D",
+        "GlobalAvgPool2D",
+        "GlobalAvgPool1D",
+        "LSTM",
+        "GRU",
+        "SimpleRNN",
+        "Embedding",
+        "Flatten",
+        "BatchNorm",
+        "LayerNorm",
+        "Dropout",
+        "Rescale",
+        "MultiHeadAttention",
+        "relu",
+        "softmax",
+        "sigmoid",
+        "concat",
+        "dim",
+        "same",
+        "valid",
+        "mse",
+        "mae",
+        "binary_crossentropy",
+        "categorical_crossentropy",
+        "sparse_categorical_crossentropy",
+        "SGD",
+        "Adam",
+        "RMSprop",
+        "Cosine",
+        "Step",
+        "accuracy",
+        "top_k",
+        "x",
+        "h",
+        "image",
+        "tokens",
+        "f32",
+        "i32",
+        "unknown_name",
+        "residual",
+        "encoder",
+        "true",
+        "false",
+        "none",
+        "test",
+    ];
+    // Byte ranges of identifier and number tokens (outside comments and strings is not
+    // tracked: mutations inside them are harmless).
+    let bytes = src.as_bytes();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' {
+            let start = i;
+            while i < bytes.len()
+                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'.')
+            {
+                i += 1;
+            }
+            tokens.push((start, i));
+        } else {
+            i += 1;
+        }
+    }
+    let mut out = src.to_string();
+    let edits = 1 + rng.below(2);
+    for _ in 0..edits {
+        if tokens.is_empty() {
+            break;
+        }
+        let (a, b) = tokens[rng.below(tokens.len())];
+        if b <= out.len() && out.is_char_boundary(a) && out.is_char_boundary(b) {
+            let with = rng.pick(REPLACEMENTS);
+            // Keep later token offsets valid by replacing with equal-length padding first.
+            out.replace_range(a..b, &format!("{with:<width$}", width = b - a));
+            tokens.retain(|&(s, _)| s != a);
+            if with.len() > b - a {
+                // Offsets after this point moved; recompute lazily by stopping here.
+                break;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn token_mutations_reach_the_checker_without_panics() {
+    let sources: Vec<String> = files(&root().join("examples"), "fm")
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    let cases = 3000;
+    let mut rng = Rng(0xC0FF_EE00_DEAD_BEEF);
+    let mut semantic = 0;
+    for i in 0..cases {
+        let text = token_mutation(&sources[i % sources.len()], &mut rng);
+        let start = Instant::now();
+        let result = std::panic::catch_unwind(|| {
+            let c = check_source(&text, Path::new("m.fm"));
+            let file = SourceFile {
+                name: "m.fm",
+                text: &text,
+            };
+            render_all(&c.diagnostics, &file, MessageFormat::Human, false);
+            let style = fm_compiler::summary::Style {
+                unicode: false,
+                width: 80,
+            };
+            for m in &c.models {
+                fm_compiler::summary::render(m, &c.trains, &style);
+            }
+            c.diagnostics
+                .iter()
+                .any(|d| d.is_error() && !d.code.starts_with("E00"))
+        });
+        match result {
+            Ok(true) => semantic += 1,
+            Ok(false) => {}
+            Err(_) => panic!("case {i} panicked on:\n{text}"),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "case {i} is slow:\n{text}"
+        );
+    }
+    // Most token swaps produce semantic (not syntax) errors: the checker is what is tested.
+    assert!(
+        semantic > cases / 3,
+        "only {semantic} of {cases} reached semantic errors"
+    );
 }

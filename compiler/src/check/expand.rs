@@ -22,6 +22,8 @@ pub struct ModelResult {
 
 /// Most nodes one model may expand to (a guard against `repeat 1000000`).
 const MAX_NODES: usize = 100_000;
+/// Largest parameter tensor (elements): 2^40, far beyond any real model.
+const MAX_PARAM_ELEMENTS: usize = 1 << 40;
 /// Largest `repeat` count.
 const MAX_REPEAT: i64 = 10_000;
 
@@ -970,6 +972,19 @@ impl Expander<'_, '_, '_, '_> {
                 } else {
                     None
                 };
+                // Keeps every parameter count (and their sum over a model) far from overflow.
+                if params
+                    .iter()
+                    .any(|p| layers::numel(&p.shape).is_none_or(|n| n > MAX_PARAM_ELEMENTS))
+                {
+                    self.ctx.error(
+                        "E0210",
+                        format!("`{}` would have too many parameters", sig.name),
+                        span,
+                        format!("more than {MAX_PARAM_ELEMENTS} in one tensor"),
+                    );
+                    return Val::Poison;
+                }
                 let node_id = self.graph.nodes.len();
                 let mut param_ids = Vec::new();
                 for p in params {
