@@ -7,12 +7,14 @@
 //! - `expand`: evaluating model bodies, expanding blocks and `repeat`, naming scopes.
 //! - `layers`: shape inference and the parameter table of every layer and function.
 //! - `train` and `data`: the `train` and `data` sections.
+//! - `overrides`: `--set KEY=VALUE` applied to a `train` section before checking.
 
 pub mod bind;
 pub mod data;
 pub mod expand;
 pub mod items;
 pub mod layers;
+pub mod overrides;
 pub mod table;
 pub mod train;
 pub mod values;

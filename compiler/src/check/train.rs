@@ -16,21 +16,7 @@ use fm_runtime::config::{
     OptimizerKind, OptimizerSpec, OutputLoss, Schedule, TrainSpec, Validation,
 };
 
-const KEYS: &[&str] = &[
-    "data",
-    "loss",
-    "loss_weights",
-    "optimizer",
-    "schedule",
-    "epochs",
-    "batch_size",
-    "validation",
-    "shuffle",
-    "seed",
-    "metrics",
-    "early_stopping",
-    "checkpoint",
-];
+use super::overrides::TRAIN_KEYS as KEYS;
 
 pub fn resolve_all(
     ctx: &mut Ctx,
