@@ -4,6 +4,9 @@
 //! added before the section's closing `}`), so the result is checked exactly like a file the user
 //! wrote, and diagnostics point into the overridden text.
 
+// A `Diagnostic` is the natural error here; it is returned once per command line.
+#![allow(clippy::result_large_err)]
+
 use fm_grammar::ast::Item;
 use fm_grammar::Diagnostic;
 
