@@ -289,15 +289,16 @@ pub fn render_table(g: &ModelGraph, style: &Style) -> String {
             thousands(count),
         ];
         if !seq {
-            let mut seen = Vec::new();
-            let conns: Vec<String> = n
-                .inputs
+            // As Keras lists a call's input tensors: `MultiHeadAttention` always gets query and
+            // value, and the key only when it differs from the value (it was given).
+            let inputs: &[usize] = match n.op {
+                Op::Attention { .. } if n.inputs.len() == 3 && n.inputs[2] == n.inputs[1] => {
+                    &n.inputs[..2]
+                }
+                _ => &n.inputs,
+            };
+            let conns: Vec<String> = inputs
                 .iter()
-                .filter(|j| {
-                    let new = !seen.contains(*j);
-                    seen.push(**j);
-                    new
-                })
                 .map(|&j| format!("{}[0][0]", names[j]))
                 .collect();
             cells.push(if conns.is_empty() {
