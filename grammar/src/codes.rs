@@ -117,9 +117,10 @@ Fix: `Adam(lr: 1e-3)`, and `5` (or `every: 5 epochs` where a duration is meant).
             "\
 E0005: nesting too deep
 
-Brackets `(`, `[` and `{` may be nested at most 256 deep, and one expression may
-be at most 512 levels deep (for example a pipeline of at most 512 stages, or 512
-terms joined by `+`). The limits keep the compiler's stack bounded.
+Brackets `(`, `[` and `{` may be nested at most 256 deep, and one expression tree
+may be at most 512 levels deep: every pipeline stage, operator, unary minus, call
+with arguments, list or parenthesis adds a level, so a pipeline can have about 500
+stages. The limits keep the compiler's stack bounded.
 
 Example:
 
@@ -134,6 +135,10 @@ E0006: invalid UTF-8
 
 `.fm` files are UTF-8 text. The primary span points at the first byte that is not
 valid UTF-8; the file is parsed up to that byte.
+
+Example: a comment saved in Latin-1 by an old editor,
+
+    // caf\\xE9 au lait    <- the byte 0xE9 alone is not UTF-8
 
 Fix: save the file as UTF-8 (identifiers and keywords are ASCII; non-ASCII text may
 only appear in comments and strings)."
@@ -174,9 +179,12 @@ Fix: add `}` at the end of the body."
             "\
 E0009: `version` given twice
 
-A file may declare its language version once, normally on its first line:
+A file may declare its language version once, normally on its first line.
+
+Example:
 
     version 0.1
+    version 0.1    <- the second declaration is the error
 
 Fix: delete the second `version` line."
         }

@@ -56,6 +56,8 @@ struct Line {
     src: Option<(usize, usize)>,
     /// A closing `}`: comments placed before it are indented one level deeper.
     close: bool,
+    /// A `///` line: nothing may come between it and its item's header.
+    doc: bool,
 }
 
 struct Formatter<'s> {
@@ -70,6 +72,7 @@ impl Formatter<'_> {
             text,
             src,
             close: false,
+            doc: false,
         });
     }
 
@@ -79,6 +82,7 @@ impl Formatter<'_> {
             text: String::new(),
             src: None,
             close: false,
+            doc: false,
         });
     }
 
@@ -89,6 +93,7 @@ impl Formatter<'_> {
             text: "}".to_string(),
             src: Some((at, item_end)),
             close: true,
+            doc: false,
         });
     }
 
@@ -100,6 +105,9 @@ impl Formatter<'_> {
                 format!("/// {line}")
             };
             self.push(0, text, Some((item_start, item_start)));
+            if let Some(line) = self.lines.last_mut() {
+                line.doc = true;
+            }
         }
     }
 
@@ -548,13 +556,27 @@ fn attach_comments(lines: Vec<Line>, comments: &[Comment], src: &str) -> String 
         }
         // The first line that contains or follows the comment.
         let k = code_lines.partition_point(|&i| src_of(i).1 < c.span.end);
-        let target = code_lines.get(k).copied().unwrap_or(lines.len());
+        let mut target = code_lines.get(k).copied().unwrap_or(lines.len());
+        // Never between an item's doc lines and its header: that would detach the doc.
+        while target > 0 && target < lines.len() && lines[target - 1].doc {
+            target -= 1;
+        }
         before[target].push(c);
     }
 
     let mut out = String::new();
     let emit_before = |out: &mut String, list: &[&Comment], indent: usize| {
         for c in list {
+            // A blank line before an own-line comment is kept (once, and not right after `{`).
+            let ws_start = src[..c.span.start]
+                .trim_end_matches([' ', '\t', '\r', '\n'])
+                .len();
+            let blank_before = src[ws_start..c.span.start].matches('\n').count() >= 2;
+            let after_blank_or_open =
+                out.is_empty() || out.ends_with("\n\n") || out.trim_end().ends_with('{');
+            if blank_before && ws_start > 0 && !after_blank_or_open {
+                out.push('\n');
+            }
             push_indent(out, indent);
             out.push_str(&c.text);
             out.push('\n');
@@ -584,20 +606,7 @@ fn attach_comments(lines: Vec<Line>, comments: &[Comment], src: &str) -> String 
         }
         out.push('\n');
     }
-    let last = &before[lines.len()];
-    if !last.is_empty() {
-        if !out.is_empty() {
-            // Keep a comment block at the end of the file apart from the last item.
-            let first = last[0];
-            let gap_has_blank = prev_code_end(src, comments, first.span.start)
-                .and_then(|p| src.get(p..first.span.start))
-                .is_some_and(|g| g.matches('\n').count() >= 2);
-            if gap_has_blank {
-                out.push('\n');
-            }
-        }
-        emit_before(&mut out, last, 0);
-    }
+    emit_before(&mut out, &before[lines.len()], 0);
     out
 }
 

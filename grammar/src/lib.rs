@@ -1,5 +1,18 @@
 //! The `.fm` language front end: the pest grammar, the AST with byte spans, syntax
 //! diagnostics, the canonical formatter and the AST dump. No semantics live here.
+//!
+//! - [`parse`] / [`parse_bytes`]: source to [`ast::File`] plus E00xx diagnostics. Parsing never
+//!   panics and always returns an AST: after a syntax error it resynchronises at the next
+//!   statement keyword, section key, item keyword or `}` (see `parser.rs`), so every
+//!   independent error is reported. Statements and entries with errors are left out of the
+//!   AST; items keep whatever parsed.
+//! - Limits (E0005): brackets nest at most [`lexer::MAX_NESTING`] (256) deep, and an expression
+//!   tree is at most [`parser::MAX_EXPR_DEPTH`] (512) levels deep, so code that walks the AST
+//!   recursively needs at most that much stack. Use [`ast::Expr::pipeline`] to walk a pipeline
+//!   without recursion.
+//! - [`format()`]: the canonical layout (`fmc fmt`); [`dump_ast`]: the readable tree
+//!   (`fmc compile --emit ast`); [`explain`]: long texts for the E00xx codes (`fmc explain`);
+//!   [`line_col`] / [`LineIndex`]: byte offsets to 1-based line and column.
 
 pub mod ast;
 pub mod codes;

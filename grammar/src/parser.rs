@@ -12,6 +12,8 @@
 //! iteratively, with the resulting expression depth bounded by [`MAX_EXPR_DEPTH`] so that the
 //! AST can be dropped and walked recursively.
 
+use std::collections::HashMap;
+
 use pest::error::{ErrorVariant, InputLocation};
 use pest::iterators::Pair;
 use pest::Parser as _;
@@ -87,6 +89,10 @@ pub fn parse_until(
         end,
         diags: Vec::new(),
         doc_used: vec![false; comments.len()],
+        comment_by_end: comments
+            .iter()
+            .map(|c| (c.span.end, c.span.start))
+            .collect(),
         comments: &comments,
     };
     let mut file = driver.file();
@@ -114,6 +120,8 @@ struct Driver<'s> {
     end: usize,
     diags: Vec<Diagnostic>,
     comments: &'s [lexer::RawComment],
+    /// Comment start by comment end, for trimming trailing comments off spans.
+    comment_by_end: HashMap<usize, usize>,
     /// Which comments became an item's `doc`.
     doc_used: Vec<bool>,
 }
@@ -553,83 +561,44 @@ impl<'s> Driver<'s> {
                 },
                 1,
             ),
-            Rule::name => {
-                let ident = pair
-                    .into_inner()
-                    .next()
-                    .map(|p| self.ident(&p, base))
-                    .unwrap_or_else(|| Ident {
-                        name: String::new(),
-                        span,
-                    });
-                (
-                    Expr {
-                        kind: ExprKind::Name(ident),
-                        span,
-                    },
-                    1,
-                )
-            }
-            Rule::duration => {
+            Rule::numeric => {
                 let mut value = None;
-                let mut unit = DurationUnit::Epochs;
+                let mut unit = None;
                 for p in pair.into_inner() {
                     match p.as_rule() {
                         Rule::number => value = Some(self.number(&p, base)),
                         Rule::duration_unit => {
-                            unit = if p.as_str().starts_with("step") {
+                            unit = Some(if p.as_str().starts_with("step") {
                                 DurationUnit::Steps
                             } else {
                                 DurationUnit::Epochs
-                            }
+                            })
                         }
                         _ => {}
                     }
                 }
                 let value = value.unwrap_or_else(|| placeholder(span));
-                (
-                    Expr {
-                        kind: ExprKind::Duration {
-                            value: Box::new(value),
-                            unit,
+                match unit {
+                    None => (value, 1),
+                    Some(unit) => (
+                        Expr {
+                            kind: ExprKind::Duration {
+                                value: Box::new(value),
+                                unit,
+                            },
+                            span,
                         },
-                        span,
-                    },
-                    2,
-                )
+                        2,
+                    ),
+                }
             }
             Rule::call => {
                 let mut callee = None;
-                let mut args = Vec::new();
-                let mut depth = 1;
+                let mut call_args = None;
                 for p in pair.into_inner() {
                     match p.as_rule() {
                         Rule::ident => callee = Some(self.ident(&p, base)),
-                        Rule::arg => {
-                            let arg_span = self.span(&p, base);
-                            let mut name = None;
-                            let mut value = None;
-                            for q in p.into_inner() {
-                                match q.as_rule() {
-                                    Rule::arg_name => {
-                                        name = q
-                                            .into_inner()
-                                            .find(|r| r.as_rule() == Rule::ident)
-                                            .map(|r| self.ident(&r, base));
-                                    }
-                                    _ => {
-                                        let (e, d) = self.expr(q, base);
-                                        depth = depth.max(d + 1);
-                                        value = Some(e);
-                                    }
-                                }
-                            }
-                            args.push(Arg {
-                                name,
-                                value: value.unwrap_or_else(|| placeholder(arg_span)),
-                                span: arg_span,
-                            });
-                        }
+                        Rule::call_args => call_args = Some(p),
                         _ => {}
                     }
                 }
@@ -637,6 +606,25 @@ impl<'s> Driver<'s> {
                     name: String::new(),
                     span,
                 });
+                let Some(call_args) = call_args else {
+                    return (
+                        Expr {
+                            kind: ExprKind::Name(callee),
+                            span,
+                        },
+                        1,
+                    );
+                };
+                let mut args = Vec::new();
+                let mut depth = 1;
+                for p in call_args.into_inner() {
+                    if p.as_rule() != Rule::arg {
+                        continue;
+                    }
+                    let (arg, d) = self.arg(p, base);
+                    depth = depth.max(d + 1);
+                    args.push(arg);
+                }
                 self.bounded(
                     Expr {
                         kind: ExprKind::Call { callee, args },
@@ -697,6 +685,25 @@ impl<'s> Driver<'s> {
             }
             _ => (placeholder(span), 1),
         }
+    }
+
+    /// One call argument (`64` or `padding: same`) and its value's depth.
+    fn arg(&mut self, pair: Pair<'s, Rule>, base: usize) -> (Arg, usize) {
+        let span = self.span(&pair, base);
+        let mut name = None;
+        let mut value = None;
+        for q in pair.into_inner() {
+            if q.as_rule() == Rule::arg_name {
+                name = q
+                    .into_inner()
+                    .find(|r| r.as_rule() == Rule::ident)
+                    .map(|r| self.ident(&r, base));
+            } else {
+                value = Some(self.expr(q, base));
+            }
+        }
+        let (value, depth) = value.unwrap_or_else(|| (placeholder(span), 1));
+        (Arg { name, value, span }, depth)
     }
 
     /// Returns `e` unless `depth` exceeds the limit, in which case E0005 is recorded and a leaf
@@ -769,7 +776,7 @@ impl<'s> Driver<'s> {
                     depth = depth.max(d + 1);
                     count = Some(e);
                 }
-                Rule::call | Rule::name | Rule::repeat => {
+                Rule::call | Rule::repeat => {
                     let (e, d) = self.expr(p, base);
                     depth = depth.max(d + 1);
                     body.push(e);
@@ -884,12 +891,18 @@ impl<'s> Driver<'s> {
         let mut end = base + s.end();
         let bytes = self.src.as_bytes();
         loop {
+            let untrimmed = end;
             while end > start && bytes[end - 1].is_ascii_whitespace() {
                 end -= 1;
             }
-            let k = self.comments.partition_point(|c| c.span.end < end);
-            match self.comments.get(k) {
-                Some(c) if c.span.end == end && c.span.start >= start => end = c.span.start,
+            // A comment can only end here if whitespace followed it, it is a `*/`, or the file
+            // ends: skip the hash lookup otherwise (this runs for every node).
+            let maybe_comment = end < untrimmed || end == self.src.len() || bytes[end - 1] == b'/';
+            if !maybe_comment || end == start {
+                break;
+            }
+            match self.comment_by_end.get(&end) {
+                Some(&comment_start) if comment_start >= start => end = comment_start,
                 _ => break,
             }
         }
@@ -1284,7 +1297,8 @@ fn render_expected(rules: &[Rule]) -> String {
     } else {
         main
     };
-    if chosen.len() == 2 && chosen.contains(&Rule::kw_repeat) && chosen.contains(&Rule::ident) {
+    let stage = |r: &Rule| matches!(r, Rule::kw_repeat | Rule::repeat | Rule::ident | Rule::call);
+    if chosen.len() == 2 && chosen.iter().all(stage) {
         return "a pipeline stage (a layer, function or block, or `repeat`)".to_string();
     }
     let mut names: Vec<(u8, &str)> = chosen.iter().map(|r| rule_name(*r)).collect();
@@ -1313,8 +1327,8 @@ fn rule_name(rule: Rule) -> (u8, &'static str) {
         | Rule::list
         | Rule::dict
         | Rule::arg => (3, "an expression"),
-        Rule::call | Rule::name | Rule::repeat => (3, "a pipeline stage"),
-        Rule::number | Rule::duration => (4, "a number"),
+        Rule::call | Rule::call_args | Rule::repeat => (3, "a pipeline stage"),
+        Rule::number | Rule::numeric => (4, "a number"),
         Rule::string | Rule::string_body => (4, "a string"),
         Rule::boolean | Rule::kw_true | Rule::kw_false => (4, "`true` or `false`"),
         Rule::duration_unit => (5, "`epochs` or `steps`"),
