@@ -548,10 +548,19 @@ impl Expander<'_, '_, '_, '_> {
                     }
                 }
             } else {
-                for (s, msg) in shrinks {
+                for (s, msg) in &shrinks {
                     d = d.with_secondary(*s, msg.clone());
                 }
-                d = d.with_help("pass `padding: same` to keep the spatial size");
+                if shrinks
+                    .iter()
+                    .any(|(_, m)| m.starts_with("`padding: valid`"))
+                {
+                    d = d.with_help("pass `padding: same` to keep the spatial size");
+                } else {
+                    d = d.with_help(
+                        "downsample the other operand to match, e.g. with a strided 1x1 `Conv2D`",
+                    );
+                }
             }
             self.ctx.emit(d);
             return Val::Poison;

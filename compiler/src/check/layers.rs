@@ -488,22 +488,36 @@ fn spatial_out(
             }
         }
     }
-    let shrink =
-        (pad == Padding::Valid && out != input && sig.name.starts_with("Conv")).then(|| {
+    // Only a stride-1 `valid` convolution shrinks for want of padding; a strided one
+    // downsamples on purpose, and says so instead.
+    let strided = stride.iter().any(|&st| st > 1);
+    let shrink = (out != input && sig.name.starts_with("Conv")).then(|| {
+        let message = if strided {
+            let shown: Vec<String> = stride.iter().map(|st| st.to_string()).collect();
+            format!(
+                "`stride: {}` downsamples {} to {}",
+                if shown.iter().all(|x| *x == shown[0]) {
+                    shown[0].clone()
+                } else {
+                    format!("[{}]", shown.join(", "))
+                },
+                spatial(input),
+                spatial(&out)
+            )
+        } else {
             let default = if b.is_given("padding") {
                 ""
             } else {
                 " (the default)"
             };
-            (
-                span,
-                format!(
-                    "`padding: valid`{default} shrinks {} to {}",
-                    spatial(input),
-                    spatial(&out)
-                ),
+            format!(
+                "`padding: valid`{default} shrinks {} to {}",
+                spatial(input),
+                spatial(&out)
             )
-        });
+        };
+        (span, message)
+    });
     Some((out, shrink))
 }
 
