@@ -352,4 +352,56 @@ error[E0203]: shapes do not match in `+`
         assert_eq!(j["end_column"], 18);
         assert_eq!(j["labels"][0]["primary"], true);
     }
+
+    #[test]
+    fn adjacent_gap_shows_the_line_and_wide_gutters_align() {
+        let src = "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\nk\nl\n";
+        let file = SourceFile {
+            name: "g.fm",
+            text: src,
+        };
+        let at = |c: char| {
+            let i = src.find(c).unwrap();
+            Span::new(i, i + 1)
+        };
+        let d = Diagnostic::warning("W0101", "w")
+            .with_primary(at('l'), "here")
+            .with_secondary(at('j'), "there");
+        let out = render(&d, &file, MessageFormat::Human, false);
+        assert_eq!(
+            out,
+            "warning[W0101]: w\n   --> g.fm:12:1\n   |\n10 | j\n   | - there\n11 | k\n12 | l\n   | ^ here\n\n"
+        );
+    }
+
+    #[test]
+    fn multi_line_spans_tabs_and_missing_locations() {
+        let src = "model m {\n\tinput x: f32[3]\n}\n";
+        let file = SourceFile {
+            name: "t.fm",
+            text: src,
+        };
+        let start = src.find("input").unwrap();
+        let d = Diagnostic::error("E0218", "m")
+            .with_primary(Span::new(start, src.len()), "spans lines");
+        let out = render(&d, &file, MessageFormat::Human, false);
+        // The tab shows as four spaces and the underline starts under `input`.
+        assert!(
+            out.contains("2 |     input x: f32[3]\n  |     ^^^^^^^^^^^^^^^ spans lines\n"),
+            "{out}"
+        );
+        let nowhere = Diagnostic::error("E0401", "cannot read `x.idx`");
+        assert_eq!(
+            render(&nowhere, &file, MessageFormat::Human, false),
+            "error[E0401]: cannot read `x.idx`\n\n"
+        );
+        assert_eq!(
+            render(&nowhere, &file, MessageFormat::Short, false),
+            "t.fm: error[E0401]: cannot read `x.idx`\n"
+        );
+        let j: serde_json::Value =
+            serde_json::from_str(render(&nowhere, &file, MessageFormat::Json, false).trim())
+                .unwrap();
+        assert!(j["line"].is_null());
+    }
 }

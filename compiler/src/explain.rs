@@ -540,6 +540,21 @@ Example:
 Fix: `loss: { a: mse, b: mae }`.",
     ),
     c(
+        "E0306",
+        "data does not match the model's inputs",
+        "\
+A model with several inputs needs one array per input: its data section must use
+`npz(path, x: { input: \"key\", ... }, y: \"key\")` and name every input exactly once.
+
+Example:
+
+    data d { train: npz(\"d.npz\", x: { image: \"img\" }, y: \"label\") }
+    model m { input image: f32[8]  input meta: f32[2]  output y = concat(image, meta) -> Dense(1) }
+    train { data: d  loss: mse }
+
+Fix: `x: { image: \"img\", meta: \"meta\" }`.",
+    ),
+    c(
         "E0307",
         "validation on a missing test split",
         "\

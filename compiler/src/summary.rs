@@ -30,7 +30,7 @@ pub fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -289,15 +289,16 @@ pub fn render_table(g: &ModelGraph, style: &Style) -> String {
             thousands(count),
         ];
         if !seq {
-            let mut seen = Vec::new();
-            let conns: Vec<String> = n
-                .inputs
+            // As Keras lists a call's input tensors: `MultiHeadAttention` always gets query and
+            // value, and the key only when it differs from the value (it was given).
+            let inputs: &[usize] = match n.op {
+                Op::Attention { .. } if n.inputs.len() == 3 && n.inputs[2] == n.inputs[1] => {
+                    &n.inputs[..2]
+                }
+                _ => &n.inputs,
+            };
+            let conns: Vec<String> = inputs
                 .iter()
-                .filter(|j| {
-                    let new = !seen.contains(*j);
-                    seen.push(**j);
-                    new
-                })
                 .map(|&j| format!("{}[0][0]", names[j]))
                 .collect();
             cells.push(if conns.is_empty() {

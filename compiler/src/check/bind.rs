@@ -73,6 +73,8 @@ pub fn bind(
     call_span: Span,
 ) -> Option<Bound> {
     let mut ok = true;
+    // After an unknown (likely misspelt) name, a "missing argument" report would be noise.
+    let mut unknown_name = false;
     let mut slots: Vec<Option<(Val, Span)>> = vec![None; params.len()];
     for (i, (v, span)) in positional.into_iter().enumerate() {
         if i < positional_limit {
@@ -116,6 +118,7 @@ pub fn bind(
             }
             None => {
                 ok = false;
+                unknown_name = true;
                 let mut d = fm_grammar::Diagnostic::error(
                     "E0103",
                     format!("`{callee}` has no argument `{}`", key.name),
@@ -134,7 +137,7 @@ pub fn bind(
         }
     }
     for (i, p) in params.iter().enumerate() {
-        if slots[i].is_none() && p.default == Dflt::Required {
+        if slots[i].is_none() && p.default == Dflt::Required && !unknown_name {
             ok = false;
             let d = fm_grammar::Diagnostic::error(
                 "E0206",
@@ -154,7 +157,10 @@ pub fn bind(
 }
 
 /// Splits evaluated call arguments into positional and named lists.
-pub fn split_args(args: Vec<SymArg>) -> (Vec<(Val, Span)>, Vec<(Ident, Val, Span)>) {
+/// Positional arguments (value, span) and named ones (name, value, span).
+pub type SplitArgs = (Vec<(Val, Span)>, Vec<(Ident, Val, Span)>);
+
+pub fn split_args(args: Vec<SymArg>) -> SplitArgs {
     let mut pos = Vec::new();
     let mut named = Vec::new();
     for a in args {
@@ -177,6 +183,37 @@ pub fn plural(n: usize) -> &'static str {
 impl Bound {
     fn idx(&self, name: &str) -> Option<usize> {
         self.params.iter().position(|p| p.name == name)
+    }
+
+    /// Converts every given argument by its type alone (no input shapes needed), reporting
+    /// what does not fit. Used when the inputs failed to check, so attribute errors still show.
+    pub fn validate_given(&self, ctx: &mut Ctx) {
+        for (i, p) in self.params.iter().enumerate() {
+            let Some((v, span)) = &self.slots[i] else {
+                continue;
+            };
+            match p.ty {
+                Ty::Int => {
+                    to_int(ctx, v, *span, p.name, p.range);
+                }
+                Ty::Float => {
+                    to_float(ctx, v, *span, p.name, p.range);
+                }
+                Ty::Bool => {
+                    to_bool(ctx, v, *span, p.name);
+                }
+                Ty::Enum(_) | Ty::Ident => {
+                    to_sym(ctx, v, *span, p.name, p.ty);
+                }
+                Ty::Activation => {
+                    to_activation(ctx, v, *span, p.name);
+                }
+                Ty::Init => {
+                    to_init(ctx, v, *span, p.name);
+                }
+                Ty::IntOrInts | Ty::IntList | Ty::Str | Ty::Duration => {}
+            }
+        }
     }
 
     /// The given value, if any (`None` also for a name the callee does not take).
@@ -225,12 +262,12 @@ impl Bound {
         }
     }
 
-    /// An optional float (`clip_norm`): `Ok(None)` when absent, `Err` when reported.
-    pub fn opt_float(&self, ctx: &mut Ctx, name: &str) -> Result<Option<f64>, ()> {
+    /// An optional float (`clip_norm`): `Some(None)` when absent, `None` when reported.
+    pub fn opt_float(&self, ctx: &mut Ctx, name: &str) -> Option<Option<f64>> {
         if self.is_given(name) {
-            self.float(ctx, name).map(Some).ok_or(())
+            self.float(ctx, name).map(Some)
         } else {
-            Ok(None)
+            Some(None)
         }
     }
 
@@ -376,13 +413,22 @@ impl Bound {
     }
 }
 
+/// `` `units` `` for an argument, plain text for a description ("the repeat count").
+pub fn quoted(name: &str) -> String {
+    if name.contains(' ') {
+        name.to_string()
+    } else {
+        format!("`{name}`")
+    }
+}
+
 pub fn type_error(ctx: &mut Ctx, name: &str, ty: Ty, found: &Val, span: Span) {
     if matches!(found, Val::Poison) {
         return;
     }
     ctx.error(
         "E0201",
-        format!("`{name}` must be {}", ty.describe()),
+        format!("{} must be {}", quoted(name), ty.describe()),
         span,
         format!("expected {}, found {}", ty.describe(), found.describe()),
     );
@@ -391,7 +437,7 @@ pub fn type_error(ctx: &mut Ctx, name: &str, ty: Ty, found: &Val, span: Span) {
 fn range_error(ctx: &mut Ctx, name: &str, range: Range, v: f64, span: Span) {
     ctx.error(
         "E0202",
-        format!("`{name}` must be {}", range.describe()),
+        format!("{} must be {}", quoted(name), range.describe()),
         span,
         format!("{} is not {}", num_str(v), range.describe()),
     );
@@ -406,7 +452,7 @@ pub fn to_int(ctx: &mut Ctx, v: &Val, span: Span, name: &str, range: Range) -> O
             if *x != x.trunc() {
                 ctx.error(
                     "E0212",
-                    format!("`{name}` must be an integer"),
+                    format!("{} must be an integer", quoted(name)),
                     span,
                     format!("{} is not an integer", num_str(*x)),
                 );
@@ -419,7 +465,7 @@ pub fn to_int(ctx: &mut Ctx, v: &Val, span: Span, name: &str, range: Range) -> O
             if x.abs() > MAX_INT {
                 ctx.error(
                     "E0202",
-                    format!("`{name}` is too large"),
+                    format!("{} is too large", quoted(name)),
                     span,
                     format!("{} is larger than {}", num_str(*x), num_str(MAX_INT)),
                 );

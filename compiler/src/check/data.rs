@@ -28,7 +28,7 @@ pub fn resolve_all(ctx: &mut Ctx, items: &Items, base: &Path) -> Vec<DataResult>
         .filter_map(|s| {
             let name = s.name.as_ref()?;
             let before = ctx.error_count();
-            let spec = resolve(ctx, &name.name, &s.entries, s.span, base);
+            let spec = resolve(ctx, &name.name, &s.entries, name.span, base);
             let ok = ctx.error_count() == before;
             Some(DataResult {
                 name: name.name.clone(),

@@ -22,6 +22,8 @@ pub struct ModelResult {
 
 /// Most nodes one model may expand to (a guard against `repeat 1000000`).
 const MAX_NODES: usize = 100_000;
+/// Largest parameter tensor (elements): 2^40, far beyond any real model.
+const MAX_PARAM_ELEMENTS: usize = 1 << 40;
 /// Largest `repeat` count.
 const MAX_REPEAT: i64 = 10_000;
 
@@ -45,6 +47,8 @@ pub fn expand_models(ctx: &mut Ctx, items: &Items) -> Vec<ModelResult> {
                 },
                 stack: Vec::new(),
                 too_large: false,
+                name_span: m.name.span,
+                later: Vec::new(),
             };
             ex.model(m);
             let graph = ex.graph;
@@ -104,6 +108,11 @@ struct Expander<'c, 'a, 'i, 'f> {
     /// Blocks being expanded, outermost first.
     stack: Vec<String>,
     too_large: bool,
+    /// The model's name (for whole-model diagnostics).
+    name_span: Span,
+    /// `let` names of the body being evaluated that are defined after the current statement,
+    /// for "defined later" notes.
+    later: Vec<(String, Span)>,
 }
 
 impl Expander<'_, '_, '_, '_> {
@@ -111,7 +120,8 @@ impl Expander<'_, '_, '_, '_> {
         let mut env = Env::default();
         let mut scope = Scope::new(String::new());
         let mut outputs: HashMap<String, Span> = HashMap::new();
-        for stmt in &m.body {
+        for (i, stmt) in m.body.iter().enumerate() {
+            self.later = lets_after(&m.body[i..]);
             match stmt {
                 Stmt::Input {
                     name, dtype, dims, ..
@@ -299,7 +309,7 @@ impl Expander<'_, '_, '_, '_> {
             self.ctx.error(
                 "E0219",
                 format!("model `{}` is too large", self.graph.name),
-                self.graph.span,
+                self.name_span,
                 format!("it expands to more than {MAX_NODES} layers"),
             );
         }
@@ -342,7 +352,11 @@ impl Expander<'_, '_, '_, '_> {
         }
         let mut d = Diagnostic::error("E0102", format!("unknown name `{name}`"))
             .with_primary(span, "not found in this scope");
-        if let Some(s) = suggest(name, self.ctx.locals.iter().map(|s| s.as_str())) {
+        if let Some((_, later)) = self.later.iter().find(|(n, _)| n == name) {
+            d = d
+                .with_secondary(*later, "defined later, here")
+                .with_help("a `let` is visible only after its definition; move it up");
+        } else if let Some(s) = suggest(name, self.ctx.locals.iter().map(|s| s.as_str())) {
             d = d.with_help(format!("did you mean `{s}`?"));
         }
         self.ctx.emit(d);
@@ -534,10 +548,19 @@ impl Expander<'_, '_, '_, '_> {
                     }
                 }
             } else {
-                for (s, msg) in shrinks {
+                for (s, msg) in &shrinks {
                     d = d.with_secondary(*s, msg.clone());
                 }
-                d = d.with_help("pass `padding: same` to keep the spatial size");
+                if shrinks
+                    .iter()
+                    .any(|(_, m)| m.starts_with("`padding: valid`"))
+                {
+                    d = d.with_help("pass `padding: same` to keep the spatial size");
+                } else {
+                    d = d.with_help(
+                        "downsample the other operand to match, e.g. with a strided 1x1 `Conv2D`",
+                    );
+                }
             }
             self.ctx.emit(d);
             return Val::Poison;
@@ -737,6 +760,7 @@ impl Expander<'_, '_, '_, '_> {
             }
             None => {}
         }
+        let piped_poison = poisoned;
         let mut rest = Vec::new();
         let mut name_arg: Option<(Val, Span, Span)> = None;
         let mut leading = true;
@@ -765,6 +789,10 @@ impl Expander<'_, '_, '_, '_> {
                 poisoned = true;
             }
             rest.push(a);
+        }
+        // A failed positional argument may have been a tensor: the arguments cannot be matched.
+        if poisoned && !piped_poison {
+            return Val::Poison;
         }
         if let Some(sig) = table::lookup_callable(&callee.name) {
             self.builtin_call(
@@ -924,6 +952,7 @@ impl Expander<'_, '_, '_, '_> {
             return Val::Poison;
         };
         if poisoned {
+            bound.validate_given(self.ctx);
             return Val::Poison;
         }
         let inputs: Vec<Tv> = tensors.into_iter().map(|(t, _)| t).collect();
@@ -952,6 +981,19 @@ impl Expander<'_, '_, '_, '_> {
                 } else {
                     None
                 };
+                // Keeps every parameter count (and their sum over a model) far from overflow.
+                if params
+                    .iter()
+                    .any(|p| layers::numel(&p.shape).is_none_or(|n| n > MAX_PARAM_ELEMENTS))
+                {
+                    self.ctx.error(
+                        "E0210",
+                        format!("`{}` would have too many parameters", sig.name),
+                        span,
+                        format!("more than {MAX_PARAM_ELEMENTS} in one tensor"),
+                    );
+                    return Val::Poison;
+                }
                 let node_id = self.graph.nodes.len();
                 let mut param_ids = Vec::new();
                 for p in params {
@@ -1017,6 +1059,7 @@ impl Expander<'_, '_, '_, '_> {
         // Attribute arguments: positional in declaration order, then by name.
         let mut slots: Vec<Option<(Val, Span)>> = vec![None; attr_params.len()];
         let mut ok = true;
+        let mut unknown_name = false;
         let mut pos_i = 0;
         for a in rest {
             match &a.name {
@@ -1052,6 +1095,7 @@ impl Expander<'_, '_, '_, '_> {
                     Some(i) => slots[i] = Some((a.val, a.span)),
                     None => {
                         ok = false;
+                        unknown_name = true;
                         let mut d = Diagnostic::error(
                             "E0103",
                             format!("block `{}` has no parameter `{}`", callee.name, key.name),
@@ -1080,6 +1124,9 @@ impl Expander<'_, '_, '_, '_> {
                     Some(d) => (const_eval(self.ctx, d), d.span),
                     None => {
                         ok = false;
+                        if unknown_name {
+                            continue;
+                        }
                         self.ctx.emit(
                             Diagnostic::error(
                                 "E0206",
@@ -1140,7 +1187,9 @@ impl Expander<'_, '_, '_, '_> {
         self.stack.push(callee.name.clone());
         let saved_locals = std::mem::take(&mut self.ctx.locals);
         let mut result = None;
-        for stmt in &block.body {
+        let saved_later = std::mem::take(&mut self.later);
+        for (i, stmt) in block.body.iter().enumerate() {
+            self.later = lets_after(&block.body[i..]);
             self.ctx.locals = env.names();
             match stmt {
                 Stmt::Let { name, value, .. } => {
@@ -1177,6 +1226,7 @@ impl Expander<'_, '_, '_, '_> {
             );
         }
         self.warn_unused(&env);
+        self.later = saved_later;
         self.ctx.locals = saved_locals;
         let out = match result {
             Some((v, vspan)) => match v {
@@ -1198,6 +1248,17 @@ impl Expander<'_, '_, '_, '_> {
         self.ctx.expansion_notes.pop();
         out
     }
+}
+
+/// The `let` names defined in `stmts` (the current statement and the ones after it).
+fn lets_after(stmts: &[Stmt]) -> Vec<(String, Span)> {
+    stmts
+        .iter()
+        .filter_map(|s| match s {
+            Stmt::Let { name, .. } => Some((name.name.clone(), name.span)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn overlaps(a: Span, b: Span) -> bool {

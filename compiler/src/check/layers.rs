@@ -33,6 +33,7 @@ fn param(suffix: &str, shape: Vec<usize>, init: Init) -> ParamDef {
     }
 }
 
+#[allow(clippy::large_enum_variant)]
 pub enum LayerOut {
     /// `dim(x, axis)`.
     Int(i64),
@@ -431,6 +432,9 @@ fn padding(ctx: &mut Ctx, b: &Bound) -> Option<Padding> {
     })
 }
 
+/// Where a `valid` convolution shrank the spatial size, and the label that says so.
+type Shrink = Option<(Span, String)>;
+
 /// Spatial output dims (without channels) and, for a shrinking `valid` convolution, the label
 /// that explains it.
 #[allow(clippy::too_many_arguments)]
@@ -444,7 +448,7 @@ fn spatial_out(
     stride: &[usize],
     dilation: &[usize],
     pad: Padding,
-) -> Option<(Vec<usize>, Option<(Span, String)>)> {
+) -> Option<(Vec<usize>, Shrink)> {
     let n = kernel.len();
     let input = &x.shape[..n];
     let mut out = Vec::new();
@@ -466,7 +470,7 @@ fn spatial_out(
                 .with_primary(
                     span,
                     format!(
-                        "a {} {what} does not fit in {} (input {})",
+                        "a {what} of size {} does not fit in {} (input {})",
                         spatial(&window),
                         spatial(input),
                         shape_str(x.dtype, &x.shape)
@@ -478,28 +482,42 @@ fn spatial_out(
                         format!("this is {}", shape_str(x.dtype, &x.shape)),
                     );
                 }
-                d = d.with_help("use a smaller kernel, or `padding: same`");
+                d = d.with_help(format!("use a smaller {what}, or `padding: same`"));
                 ctx.emit(d);
                 return None;
             }
         }
     }
-    let shrink =
-        (pad == Padding::Valid && out != input && sig.name.starts_with("Conv")).then(|| {
+    // Only a stride-1 `valid` convolution shrinks for want of padding; a strided one
+    // downsamples on purpose, and says so instead.
+    let strided = stride.iter().any(|&st| st > 1);
+    let shrink = (out != input && sig.name.starts_with("Conv")).then(|| {
+        let message = if strided {
+            let shown: Vec<String> = stride.iter().map(|st| st.to_string()).collect();
+            format!(
+                "`stride: {}` downsamples {} to {}",
+                if shown.iter().all(|x| *x == shown[0]) {
+                    shown[0].clone()
+                } else {
+                    format!("[{}]", shown.join(", "))
+                },
+                spatial(input),
+                spatial(&out)
+            )
+        } else {
             let default = if b.is_given("padding") {
                 ""
             } else {
                 " (the default)"
             };
-            (
-                span,
-                format!(
-                    "`padding: valid`{default} shrinks {} to {}",
-                    spatial(input),
-                    spatial(&out)
-                ),
+            format!(
+                "`padding: valid`{default} shrinks {} to {}",
+                spatial(input),
+                spatial(&out)
             )
-        });
+        };
+        (span, message)
+    });
     Some((out, shrink))
 }
 

@@ -7,12 +7,14 @@
 //! - `expand`: evaluating model bodies, expanding blocks and `repeat`, naming scopes.
 //! - `layers`: shape inference and the parameter table of every layer and function.
 //! - `train` and `data`: the `train` and `data` sections.
+//! - `overrides`: `--set KEY=VALUE` applied to a `train` section before checking.
 
 pub mod bind;
 pub mod data;
 pub mod expand;
 pub mod items;
 pub mod layers;
+pub mod overrides;
 pub mod table;
 pub mod train;
 pub mod values;
@@ -166,21 +168,31 @@ pub fn suggest<'c>(name: &str, candidates: impl Iterator<Item = &'c str>) -> Opt
     best.map(|(_, c)| c.to_string())
 }
 
-/// Levenshtein distance over chars.
+/// Edit distance over chars where a swap of two neighbours counts as one edit (optimal string
+/// alignment), so `smae` is one edit from `same`.
 pub fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
     for i in 1..=a.len() {
-        cur[0] = i;
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
         }
-        std::mem::swap(&mut prev, &mut cur);
     }
-    prev[b.len()]
+    d[a.len()][b.len()]
 }
 
 #[cfg(test)]
@@ -193,6 +205,7 @@ mod tests {
         assert_eq!(edit_distance("Dnse", "Dense"), 1);
         assert_eq!(edit_distance("Conv2d", "Conv2D"), 1);
         assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("smae", "same"), 1);
     }
 
     #[test]

@@ -16,21 +16,7 @@ use fm_runtime::config::{
     OptimizerKind, OptimizerSpec, OutputLoss, Schedule, TrainSpec, Validation,
 };
 
-const KEYS: &[&str] = &[
-    "data",
-    "loss",
-    "loss_weights",
-    "optimizer",
-    "schedule",
-    "epochs",
-    "batch_size",
-    "validation",
-    "shuffle",
-    "seed",
-    "metrics",
-    "early_stopping",
-    "checkpoint",
-];
+use super::overrides::TRAIN_KEYS as KEYS;
 
 pub fn resolve_all(
     ctx: &mut Ctx,
@@ -146,6 +132,9 @@ fn resolve(
         },
     };
 
+    if let (Some(d), Some(g), Some(e)) = (&data_spec, graph, by_key.get("data")) {
+        ok &= data_fits_inputs(ctx, d, g, e.value.span);
+    }
     let losses = match by_key.get("loss") {
         Some(e) => losses(ctx, e, by_key.get("loss_weights").copied(), graph),
         None => {
@@ -359,12 +348,12 @@ fn bind_sym(
             _ => "E0112",
         };
         let mut d = Diagnostic::error(code, format!("unknown {} `{}`", kind.noun(), sym.name))
-            .with_primary(sym.name_span, format!("not a {}", kind.noun()));
+            .with_primary(sym.name_span, format!("not a known {}", kind.noun()));
         if let Some(s) = suggest(&sym.name, table::names(kind)) {
             d = d.with_help(format!("did you mean `{s}`?"));
         } else {
             let all: Vec<String> = table::names(kind).map(|n| format!("`{n}`")).collect();
-            d = d.with_note(format!("the {}s are {}", kind.noun(), all.join(", ")));
+            d = d.with_note(format!("expected one of {}", all.join(", ")));
         }
         ctx.emit(d);
         return None;
@@ -639,7 +628,7 @@ fn optimizer(ctx: &mut Ctx, e: &Entry) -> Option<OptimizerSpec> {
     let mut first: Option<(&str, Span)> = None;
     let mut ok = true;
     for name in ["clip_norm", "global_clip_norm", "clip_value"] {
-        let Ok(value) = b.opt_float(ctx, name) else {
+        let Some(value) = b.opt_float(ctx, name) else {
             ok = false;
             continue;
         };
@@ -977,4 +966,55 @@ fn checkpoint(ctx: &mut Ctx, e: &Entry) -> Option<Checkpoint> {
         }
     }
     Some(c)
+}
+
+/// A data section feeds every model input: one input takes any source; several inputs need
+/// `npz(path, x: { input: "key", ... })` naming each input exactly once.
+fn data_fits_inputs(
+    ctx: &mut Ctx,
+    d: &fm_runtime::config::DataSpec,
+    g: &ModelGraph,
+    span: Span,
+) -> bool {
+    use fm_runtime::config::{NpzKeys, Source};
+    let inputs: Vec<&str> = g.inputs.iter().map(|i| i.name.as_str()).collect();
+    let keys: Option<Vec<&str>> = match &d.train {
+        Source::Npz {
+            x: NpzKeys::PerInput(keys),
+            ..
+        } => Some(keys.iter().map(|(k, _)| k.as_str()).collect()),
+        _ => None,
+    };
+    let message = match keys {
+        None if inputs.len() > 1 => format!(
+            "model `{}` has {} inputs, but data section `{}` gives one",
+            g.name,
+            inputs.len(),
+            d.name
+        ),
+        Some(keys) => {
+            let mut a = keys.clone();
+            let mut b = inputs.clone();
+            a.sort();
+            b.sort();
+            if a == b {
+                return true;
+            }
+            let shown: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+            format!(
+                "data section `{}` gives the inputs {}",
+                d.name,
+                shown.join(", ")
+            )
+        }
+        None => return true,
+    };
+    let names: Vec<String> = inputs.iter().map(|k| format!("`{k}`")).collect();
+    ctx.emit(
+        Diagnostic::error("E0306", "the data does not match the model's inputs")
+            .with_primary(span, message)
+            .with_note(format!("model `{}` takes {}", g.name, names.join(", ")))
+            .with_help("name one npz key per input: `npz(\"data.npz\", x: { input: \"key\", ... }, y: \"labels\")`"),
+    );
+    false
 }

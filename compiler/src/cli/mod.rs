@@ -122,6 +122,8 @@ pub struct Terminal {
     pub no_color: bool,
     /// Terminal width in columns, when known.
     pub columns: Option<usize>,
+    /// The locale's character set is not UTF-8 (box drawing would not display).
+    pub non_utf8_locale: bool,
 }
 
 impl Terminal {
@@ -131,7 +133,18 @@ impl Terminal {
             .ok()
             .and_then(|c| c.trim().parse().ok())
             .filter(|&c: &usize| c > 0);
+        // The first of LC_ALL, LC_CTYPE, LANG that is set decides; unset or `C` counts as
+        // UTF-8, as Python (which Keras's summary runs in) coerces the C locale to UTF-8.
+        let locale = ["LC_ALL", "LC_CTYPE", "LANG"]
+            .iter()
+            .filter_map(|k| std::env::var(k).ok())
+            .find(|v| !v.is_empty())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let non_utf8_locale =
+            locale.contains('.') && !locale.contains("utf-8") && !locale.contains("utf8");
         Terminal {
+            non_utf8_locale,
             stdout_is_tty: std::io::stdout().is_terminal(),
             stderr_is_tty: std::io::stderr().is_terminal(),
             no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),

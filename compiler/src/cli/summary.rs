@@ -35,7 +35,7 @@ pub fn run(g: &mut Global, file: &Path, ascii: bool, model: Option<&str>) -> i32
         }
     }
     let style = crate::summary::Style {
-        unicode: !ascii && g.term.stdout_is_tty,
+        unicode: !ascii && g.term.stdout_is_tty && !g.term.non_utf8_locale,
         width: g.term.columns.unwrap_or(80),
     };
     let mut text = String::new();
