@@ -119,10 +119,12 @@ fn orthogonal(shape: &[usize], rng: &mut Rng) -> Vec<f32> {
         .map(|_| (0..tall).map(|_| rng.normal()).collect())
         .collect();
     for j in 0..narrow {
-        for k in 0..j {
-            let dot: f64 = (0..tall).map(|i| q[j][i] * q[k][i]).sum();
-            for i in 0..tall {
-                q[j][i] -= dot * q[k][i];
+        let (done, rest) = q.split_at_mut(j);
+        let col = &mut rest[0];
+        for prev in done.iter() {
+            let dot: f64 = col.iter().zip(prev).map(|(a, b)| a * b).sum();
+            for (c, p) in col.iter_mut().zip(prev) {
+                *c -= dot * p;
             }
         }
         let norm = (0..tall)

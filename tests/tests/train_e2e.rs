@@ -258,3 +258,61 @@ fn bad_inputs_exit_1_with_a_coded_message() {
     assert_eq!(code, 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The command line: `fmc train FILE --x X.npy --y Y.npy --init W --steps 3
+/// --set batch_size=N --save OUT --backend interp` ends where Keras does after 3 steps.
+#[test]
+fn cli_three_steps_match_keras() {
+    use fm_runtime::weights::load_weights;
+    let dir = tmp("keras3");
+    for case in [
+        "opt_adam",
+        "opt_rmsprop_momentum",
+        "conv2d_same",
+        "lstm",
+        "batch_norm_dense",
+    ] {
+        let d = root().join("tests/reference/cases").join(case);
+        let p = |f: &str| d.join(f).display().to_string();
+        let out = dir.join(format!("{case}.safetensors"));
+        let (code, _, err) = fmc(&[
+            "train",
+            &p("model.fm"),
+            "-q",
+            "--x",
+            &p("x.npy"),
+            "--y",
+            &p("y.npy"),
+            "--init",
+            &p("init.safetensors"),
+            "--steps",
+            "3",
+            "--set",
+            "batch_size=64",
+            "--save",
+            out.to_str().unwrap(),
+            "--backend",
+            "interp",
+            "--run-dir",
+            dir.join(case).to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{case}: {err}");
+        let got = load_weights(&out).unwrap();
+        let want = load_weights(&d.join("expected.safetensors")).unwrap();
+        let mut compared = 0;
+        for (name, t) in &got.tensors {
+            let Some(w) = want.get(&format!("step3/{name}")) else {
+                continue;
+            };
+            for (a, b) in t.to_f32().iter().zip(w.to_f32().iter()) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                    "{case}: {name}: {a} vs Keras {b}"
+                );
+            }
+            compared += 1;
+        }
+        assert!(compared >= 2, "{case}: compared only {compared} tensors");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -3,7 +3,7 @@
 
 use super::session::{self, runtime_error, BackendChoice};
 use super::Global;
-use fm_runtime::data::{load_data, prepare, read_xy, FittedTransforms, LoadOptions};
+use fm_runtime::data::{load_data, prepare, read_xy, LoadOptions};
 use fm_runtime::metrics::metric_defs;
 use fm_runtime::train;
 use fm_runtime::RuntimeError;
@@ -54,23 +54,13 @@ pub fn run(g: &mut Global, args: &EvalArgs) -> i32 {
     };
     let result: Result<Vec<(String, f64)>, RuntimeError> = (|| {
         let meta = train::load_init(&mut backend, &args.weights)?;
-        let stored = meta
-            .transforms
-            .as_deref()
-            .map(FittedTransforms::from_json)
-            .transpose()?;
+        let stored = session::stored_transforms(&meta, &sel.spec)?;
         let md = session::model_data(&sel.graph, &sel.spec);
         let opts = LoadOptions {
             allow_nan: args.allow_nan,
         };
         let data = match (&args.x, &args.y) {
-            (Some(x), Some(y)) => {
-                let transforms = match stored {
-                    Some(t) => t,
-                    None => FittedTransforms::default(),
-                };
-                prepare(&read_xy(x, y)?, &md, &transforms, opts)?
-            }
+            (Some(x), Some(y)) => prepare(&read_xy(x, y)?, &md, &stored, opts)?,
             _ => {
                 let Some(d) = sel.spec.data.as_ref() else {
                     return Err(RuntimeError::without_path(

@@ -3,7 +3,7 @@
 
 use super::session::{self, runtime_error, BackendChoice};
 use super::Global;
-use fm_runtime::data::{prepare_inputs, read_array, FittedTransforms, LoadOptions};
+use fm_runtime::data::{prepare_inputs, read_array, LoadOptions};
 use fm_runtime::tensor::Tensor;
 use fm_runtime::train;
 use fm_runtime::RuntimeError;
@@ -41,10 +41,7 @@ pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
     };
     let result: Result<Vec<Tensor>, RuntimeError> = (|| {
         let meta = train::load_init(&mut backend, &args.weights)?;
-        let transforms = match meta.transforms.as_deref() {
-            Some(t) => FittedTransforms::from_json(t)?,
-            None => FittedTransforms::default(),
-        };
+        let transforms = session::stored_transforms(&meta, &sel.spec)?;
         let md = session::model_data(&sel.graph, &sel.spec);
         let raw = if md.inputs.len() == 1 {
             vec![read_array(&args.input)?]
@@ -98,7 +95,7 @@ pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
 fn print_rows(g: &mut Global, t: &Tensor) {
     let values = t.to_f32();
     let n = t.len();
-    let per = if n == 0 { 0 } else { values.len() / n };
+    let per = values.len().checked_div(n).unwrap_or(0);
     let flat: Vec<f32> = values.iter().copied().collect();
     for row in flat.chunks(per.max(1)) {
         let cells: Vec<String> = row.iter().map(|v| format!("{v:.6}")).collect();

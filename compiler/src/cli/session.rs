@@ -297,3 +297,20 @@ pub fn runtime_error(g: &mut Global, e: &RuntimeError) -> i32 {
     let _ = writeln!(g.err, "{text}");
     1
 }
+
+/// The transforms to apply to data for a trained model: those stored in its weights' metadata
+/// (with their `standardize` statistics), or, for weights made elsewhere, the `data` section's
+/// own chain (a `standardize` then reports that it has no statistics).
+pub fn stored_transforms(
+    meta: &fm_runtime::weights::WeightsMeta,
+    spec: &TrainSpec,
+) -> Result<fm_runtime::data::FittedTransforms, RuntimeError> {
+    match meta.transforms.as_deref() {
+        Some(json) => fm_runtime::data::FittedTransforms::from_json(json),
+        None => Ok(fm_runtime::data::FittedTransforms {
+            x: spec.data.as_ref().map(|d| d.x.clone()).unwrap_or_default(),
+            y: spec.data.as_ref().map(|d| d.y.clone()).unwrap_or_default(),
+            ..Default::default()
+        }),
+    }
+}
