@@ -18,8 +18,11 @@
 //! - **comments** stay where they were: a comment with code before it on its line stays at the
 //!   end of the output line holding that code (keeping its column when there is room, else two
 //!   spaces after the code); a comment on its own line goes on its own line just before the
-//!   output line that contains or follows it, indented like that line; `///` doc comments are
-//!   printed before their item.
+//!   output line that contains or follows it, indented like that line (a blank line before it is
+//!   kept); a comment that would follow a `//` comment on the same line goes on its own line
+//!   instead; `///` doc comments are printed before their item, and a `///` comment that is not
+//!   a doc (one between `model m` and `{`, say) moves into the item's body rather than end up
+//!   right before the item, where it would become doc.
 //!
 //! The result is a fixed point: formatting the output again changes nothing, and parsing it
 //! gives the same AST up to spans. Only call this on files that parsed without errors.
