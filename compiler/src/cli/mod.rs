@@ -213,24 +213,14 @@ impl Global<'_> {
 /// Reads, parses and checks a file, printing its diagnostics. `Err(exit code)` when it could not
 /// be read or has errors.
 pub fn load_checked(g: &mut Global, path: &Path) -> Result<(String, Checked), i32> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    let (source, checked) = match crate::check::check_file(path) {
+        Ok(x) => x,
         Err(e) => {
             g.fail(&format!("cannot read `{}`: {e}", path.display()));
             return Err(1);
         }
     };
-    let source = String::from_utf8_lossy(&bytes).into_owned();
-    let (file, syntax) = fm_grammar::parse_bytes(&bytes);
     let name = path.display().to_string();
-    let checked = if syntax.is_empty() {
-        crate::check::check(&file, &source, path)
-    } else {
-        Checked {
-            diagnostics: syntax,
-            ..Checked::default()
-        }
-    };
     g.print_diagnostics(
         &checked.diagnostics,
         &SourceFile {
