@@ -68,9 +68,13 @@ pub enum EmitKind {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Parse and check names, types and shapes; prints only diagnostics.
-    Check { file: PathBuf },
+    Check {
+        /// The `.fm` file.
+        file: PathBuf,
+    },
     /// Keras-style model summary and the resolved training setup.
     Summary {
+        /// The `.fm` file.
         file: PathBuf,
         /// Plain ASCII table (also used when stdout is not a terminal).
         #[arg(long)]
@@ -81,6 +85,7 @@ enum Command {
     },
     /// Format files canonically.
     Fmt {
+        /// The `.fm` files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Print a diff and exit 1 instead of rewriting when a file would change.
@@ -89,11 +94,15 @@ enum Command {
     },
     /// Print an intermediate form.
     Compile {
+        /// The `.fm` file.
         file: PathBuf,
+        /// What to print.
         #[arg(long, value_enum)]
         emit: EmitKind,
+        /// Write here (atomically) instead of stdout.
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
+        /// The model, when the file has several.
         #[arg(long)]
         model: Option<String>,
     },
@@ -122,7 +131,10 @@ enum Command {
         args: Vec<OsString>,
     },
     /// The long explanation of a diagnostic code.
-    Explain { code: String },
+    Explain {
+        /// A code such as `E0203` or `W0101`.
+        code: String,
+    },
 }
 
 /// What the process environment says about the terminal.
