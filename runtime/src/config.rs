@@ -30,11 +30,24 @@ pub enum TestSource {
 /// Where samples come from. Paths are already resolved relative to the `.fm` file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Source {
-    Idx { images: PathBuf, labels: PathBuf },
-    Npy { x: PathBuf, y: PathBuf },
+    Idx {
+        images: PathBuf,
+        labels: PathBuf,
+    },
+    Npy {
+        x: PathBuf,
+        y: PathBuf,
+    },
     /// `npz(path, x: "key", y: "key")`; a model with several inputs gives one key per input name.
-    Npz { path: PathBuf, x: NpzKeys, y: String },
-    Csv { path: PathBuf, label: String },
+    Npz {
+        path: PathBuf,
+        x: NpzKeys,
+        y: String,
+    },
+    Csv {
+        path: PathBuf,
+        label: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -93,12 +106,30 @@ pub enum Loss {
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum OptimizerKind {
-    Sgd { momentum: f64, nesterov: bool },
-    Adam { beta1: f64, beta2: f64, epsilon: f64 },
+    Sgd {
+        momentum: f64,
+        nesterov: bool,
+    },
+    Adam {
+        beta1: f64,
+        beta2: f64,
+        epsilon: f64,
+    },
     /// AdamW is Adam with a default `weight_decay` of 0.004 (in [`OptimizerSpec::weight_decay`]).
-    AdamW { beta1: f64, beta2: f64, epsilon: f64 },
-    RmsProp { rho: f64, momentum: f64, epsilon: f64 },
-    Adagrad { initial_accumulator: f64, epsilon: f64 },
+    AdamW {
+        beta1: f64,
+        beta2: f64,
+        epsilon: f64,
+    },
+    RmsProp {
+        rho: f64,
+        momentum: f64,
+        epsilon: f64,
+    },
+    Adagrad {
+        initial_accumulator: f64,
+        epsilon: f64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -178,7 +209,7 @@ pub enum AccuracyKind {
     Sparse,
     /// One-hot targets against class scores.
     Categorical,
-    /// Targets in {0, 1} against a probability (threshold 0.5), or a logit (threshold 0).
+    /// Targets in {0, 1} against a probability (threshold 0.5), and, as Keras, also on a logit.
     Binary,
 }
 

@@ -10,7 +10,7 @@ pub fn run(
     file: &Path,
     emit: EmitKind,
     output: Option<&Path>,
-    _model: Option<&str>,
+    model: Option<&str>,
 ) -> i32 {
     let text = match emit {
         EmitKind::Ast => {
@@ -36,6 +36,19 @@ pub fn run(
             }
             fm_grammar::dump_ast(&ast, &source)
         }
+        EmitKind::Ir | EmitKind::IrOpt => {
+            let sel = match super::session::select(g, file, model, &[]) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            match ir_text(&sel, emit == EmitKind::IrOpt) {
+                Ok(t) => t,
+                Err(e) => {
+                    g.fail(&e);
+                    return 1;
+                }
+            }
+        }
         other => {
             let _ = writeln!(g.err, "fmc compile --emit {other:?}: not implemented yet");
             return 2;
@@ -54,4 +67,39 @@ pub fn run(
             0
         }
     }
+}
+
+/// The train step (when the file trains the model) and inference functions, before or after
+/// the optimization passes.
+fn ir_text(sel: &super::session::Selected, optimized: bool) -> Result<String, String> {
+    use crate::ir::{print::print_function, verify::verify};
+    let mut fns = Vec::new();
+    if sel.has_train {
+        fns.push(crate::lower::train_step_fn(&sel.graph, &sel.spec));
+    }
+    fns.push(crate::lower::predict_fn(&sel.graph));
+    let mut out = String::new();
+    for f in fns {
+        verify(&f).map_err(|e| {
+            format!(
+                "internal compiler error: `{}` fails verification: {e}",
+                f.name
+            )
+        })?;
+        let f = if optimized {
+            crate::passes::optimize(&f)?
+        } else {
+            f
+        };
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "// model `{}`: {} instructions\n",
+            sel.graph.name,
+            f.insts.len()
+        ));
+        out.push_str(&print_function(&f));
+    }
+    Ok(out)
 }

@@ -6,10 +6,14 @@
 
 mod check;
 mod compile;
+mod eval;
 mod explain;
 mod fmt;
-mod pending;
+mod plot;
+mod predict;
+mod session;
 mod summary;
+mod train;
 
 use crate::check::Checked;
 use crate::diag::{self, MessageFormat, SourceFile};
@@ -107,29 +111,13 @@ enum Command {
         model: Option<String>,
     },
     /// Compile, train, report, save.
-    Train {
-        file: PathBuf,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<OsString>,
-    },
-    /// Loss and metrics on the test split.
-    Eval {
-        file: PathBuf,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<OsString>,
-    },
+    Train(train::TrainArgs),
+    /// Loss and metrics on the test split (or the given data).
+    Eval(eval::EvalArgs),
     /// Inference.
-    Predict {
-        file: PathBuf,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<OsString>,
-    },
+    Predict(predict::PredictArgs),
     /// Loss and metric curves per epoch.
-    Plot {
-        run: PathBuf,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<OsString>,
-    },
+    Plot(plot::PlotArgs),
     /// The long explanation of a diagnostic code.
     Explain {
         /// A code such as `E0203` or `W0101`.
@@ -300,11 +288,10 @@ pub fn run(
             output,
             model,
         } => compile::run(&mut g, &file, emit, output.as_deref(), model.as_deref()),
-        // ---- The lead plugs the back end in here (see `pending.rs`). ----
-        Command::Train { file, args } => pending::train(&mut g, &file, &args),
-        Command::Eval { file, args } => pending::eval(&mut g, &file, &args),
-        Command::Predict { file, args } => pending::predict(&mut g, &file, &args),
-        Command::Plot { run, args } => pending::plot(&mut g, &run, &args),
+        Command::Train(args) => train::run(&mut g, &args),
+        Command::Eval(args) => eval::run(&mut g, &args),
+        Command::Predict(args) => predict::run(&mut g, &args),
+        Command::Plot(args) => plot::run(&mut g, &args),
         Command::Explain { code } => explain::run(&mut g, &code),
     }
 }

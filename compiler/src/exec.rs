@@ -1,0 +1,322 @@
+//! A model compiled for execution: its IR functions bound to parameter and optimizer state.
+//! This is what `fmc train/eval/predict` drive; the interpreter runs the functions.
+
+use crate::graph::ModelGraph;
+use crate::interp::{self, Context, Value};
+use crate::ir::{verify::verify, ArgKind, Function, ResultKind};
+use crate::lower;
+use fm_runtime::config::TrainSpec;
+use fm_runtime::tensor::{DType, Tensor};
+use fm_runtime::train::{Backend, StepOutput};
+use fm_runtime::{ErrorKind, RuntimeError};
+use ndarray::{ArrayD, IxDyn};
+
+/// Parameters, optimizer slots and the step counter of a model being trained.
+pub struct Session {
+    pub graph: ModelGraph,
+    pub spec: TrainSpec,
+    pub train_fn: Function,
+    pub eval_fn: Function,
+    pub predict_fn: Function,
+    /// Values of `graph.params`.
+    pub params: Vec<ArrayD<f32>>,
+    /// Optimizer slots in `train_fn` argument order: (param index, slot name, value).
+    pub slots: Vec<(usize, String, ArrayD<f32>)>,
+    /// Optimizer steps taken so far.
+    pub iterations: u64,
+}
+
+/// The output of one step.
+pub struct StepResult {
+    pub loss: f64,
+    pub outputs: Vec<Tensor>,
+}
+
+impl Session {
+    /// Lowers `graph` for training with `spec`, with freshly initialised parameters.
+    pub fn new(graph: ModelGraph, spec: TrainSpec) -> Result<Session, String> {
+        let train_fn = lower::train_step_fn(&graph, &spec);
+        let eval_fn = lower::eval_fn(&graph, &spec);
+        let predict_fn = lower::predict_fn(&graph);
+        for f in [&train_fn, &eval_fn, &predict_fn] {
+            verify(f).map_err(|e| {
+                format!(
+                    "internal compiler error: `{}` fails verification: {e}",
+                    f.name
+                )
+            })?;
+        }
+        let params = crate::init::initial_params(&graph, spec.seed);
+        let init_slots = lower::optim::slots(&spec.optimizer);
+        let mut slots = Vec::new();
+        for a in &train_fn.args {
+            if let ArgKind::OptSlot { param, slot } = &a.kind {
+                let init = init_slots
+                    .iter()
+                    .find(|(n, _)| n == slot)
+                    .map_or(0.0, |s| s.1);
+                slots.push((
+                    *param,
+                    slot.clone(),
+                    ArrayD::from_elem(IxDyn(&graph.params[*param].shape), init as f32),
+                ));
+            }
+        }
+        Ok(Session {
+            graph,
+            spec,
+            train_fn,
+            eval_fn,
+            predict_fn,
+            params,
+            slots,
+            iterations: 0,
+        })
+    }
+
+    /// Binds the arguments of `f` from the batch and the current state.
+    fn bind(
+        &self,
+        f: &Function,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        lr: f32,
+    ) -> Result<Vec<Value<f32>>, String> {
+        let mut slot_iter = self.slots.iter();
+        let mut input_i = 0;
+        let mut target_i = 0;
+        let batch = inputs.first().map_or(0, |t| t.len());
+        f.args
+            .iter()
+            .map(|a| {
+                Ok(match &a.kind {
+                    ArgKind::Input => {
+                        let t = inputs.get(input_i).ok_or("missing input")?;
+                        input_i += 1;
+                        conform(t, a.dtype, &crate::ir::eval_shape(&a.shape, batch), &a.name)?
+                    }
+                    ArgKind::Target => {
+                        let t = targets.get(target_i).ok_or("missing target")?;
+                        target_i += 1;
+                        conform(t, a.dtype, &crate::ir::eval_shape(&a.shape, batch), &a.name)?
+                    }
+                    ArgKind::Param(p) => Value::F(self.params[*p].clone()),
+                    ArgKind::OptSlot { .. } => Value::F(slot_iter.next().ok_or("slot")?.2.clone()),
+                    ArgKind::LearningRate => Value::F(ArrayD::from_elem(IxDyn(&[]), lr)),
+                    ArgKind::Step => {
+                        Value::F(ArrayD::from_elem(IxDyn(&[]), (self.iterations + 1) as f32))
+                    }
+                })
+            })
+            .collect()
+    }
+
+    fn ctx(&self, inputs: &[Tensor]) -> Context {
+        Context {
+            batch: inputs.first().map_or(0, |t| t.len()),
+            seed: self.spec.seed,
+            step: self.iterations,
+        }
+    }
+
+    /// One optimizer step on a batch (training mode).
+    pub fn train_step(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        lr: f32,
+    ) -> Result<StepResult, String> {
+        let args = self.bind(&self.train_fn, inputs, targets, lr)?;
+        let results = interp::run(&self.train_fn, &args, self.ctx(inputs))?;
+        let mut out = StepResult {
+            loss: 0.0,
+            outputs: Vec::new(),
+        };
+        let mut slot_k = 0;
+        for (r, v) in self.train_fn.results.iter().zip(results) {
+            match &r.kind {
+                ResultKind::Loss => out.loss = v.scalar() as f64,
+                ResultKind::Output(_) => out.outputs.push(Tensor::F32(v.into_float())),
+                ResultKind::Param(p) => self.params[*p] = v.into_float(),
+                ResultKind::OptSlot { .. } => {
+                    self.slots[slot_k].2 = v.into_float();
+                    slot_k += 1;
+                }
+            }
+        }
+        self.iterations += 1;
+        Ok(out)
+    }
+
+    /// Loss and outputs in inference mode.
+    pub fn evaluate(&self, inputs: &[Tensor], targets: &[Tensor]) -> Result<StepResult, String> {
+        let args = self.bind(&self.eval_fn, inputs, targets, 0.0)?;
+        let results = interp::run(&self.eval_fn, &args, self.ctx(inputs))?;
+        let mut out = StepResult {
+            loss: 0.0,
+            outputs: Vec::new(),
+        };
+        for (r, v) in self.eval_fn.results.iter().zip(results) {
+            match r.kind {
+                ResultKind::Loss => out.loss = v.scalar() as f64,
+                _ => out.outputs.push(Tensor::F32(v.into_float())),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Outputs in inference mode.
+    pub fn predict(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
+        let args = self.bind(&self.predict_fn, inputs, &[], 0.0)?;
+        let results = interp::run(&self.predict_fn, &args, self.ctx(inputs))?;
+        Ok(results
+            .into_iter()
+            .map(|v| Tensor::F32(v.into_float()))
+            .collect())
+    }
+
+    /// Every named tensor: parameters, `opt/PARAM/SLOT` and `opt/step`.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let mut out: Vec<(String, Tensor)> = self
+            .graph
+            .params
+            .iter()
+            .zip(&self.params)
+            .map(|(p, v)| (p.name.clone(), Tensor::F32(v.clone())))
+            .collect();
+        for (p, slot, v) in &self.slots {
+            out.push((
+                format!("opt/{}/{}", self.graph.params[*p].name, slot),
+                Tensor::F32(v.clone()),
+            ));
+        }
+        out.push((
+            "opt/step".into(),
+            Tensor::I32(ArrayD::from_elem(IxDyn(&[]), self.iterations as i32)),
+        ));
+        out
+    }
+
+    /// Sets the named tensors it is given (parameters, BatchNorm statistics, `opt/...` slots,
+    /// `opt/step`) and leaves the others unchanged. Unknown names and wrong shapes are errors
+    /// that name the tensor; nothing changes unless every tensor fits.
+    pub fn set_state(&mut self, tensors: &[(String, Tensor)]) -> Result<(), String> {
+        let mut plan: Vec<(Target, ArrayD<f32>)> = Vec::new();
+        for (name, t) in tensors {
+            let target = if name == "opt/step" {
+                Target::Step
+            } else if let Some(p) = self.graph.params.iter().position(|p| &p.name == name) {
+                Target::Param(p)
+            } else if let Some(k) = self.slots.iter().position(|(p, slot, _)| {
+                name == &format!("opt/{}/{}", self.graph.params[*p].name, slot)
+            }) {
+                Target::Slot(k)
+            } else {
+                return Err(format!(
+                    "unknown tensor `{name}`: model `{}` has no such parameter or optimizer slot",
+                    self.graph.name
+                ));
+            };
+            let expected: Vec<usize> = match target {
+                Target::Param(p) => self.graph.params[p].shape.clone(),
+                Target::Slot(k) => self.slots[k].2.shape().to_vec(),
+                Target::Step => t.shape().to_vec(),
+            };
+            if t.shape() != expected.as_slice() {
+                return Err(format!(
+                    "tensor `{name}` has shape {:?}, expected {:?}",
+                    t.shape(),
+                    expected
+                ));
+            }
+            plan.push((target, t.to_f32()));
+        }
+        for (target, value) in plan {
+            match target {
+                Target::Param(p) => self.params[p] = value,
+                Target::Slot(k) => self.slots[k].2 = value,
+                Target::Step => {
+                    self.iterations = value.iter().next().copied().unwrap_or(0.0).max(0.0) as u64
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Target {
+    Param(usize),
+    Slot(usize),
+    Step,
+}
+
+fn backend_error(message: String) -> RuntimeError {
+    RuntimeError::new(ErrorKind::Backend, None, message)
+}
+
+/// The interpreter as a training-loop backend.
+impl Backend for Session {
+    fn train_step(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        lr: f32,
+    ) -> Result<StepOutput, RuntimeError> {
+        let r = Session::train_step(self, inputs, targets, lr).map_err(backend_error)?;
+        Ok(StepOutput {
+            loss: r.loss,
+            outputs: r.outputs,
+        })
+    }
+    fn evaluate(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+    ) -> Result<StepOutput, RuntimeError> {
+        let r = Session::evaluate(self, inputs, targets).map_err(backend_error)?;
+        Ok(StepOutput {
+            loss: r.loss,
+            outputs: r.outputs,
+        })
+    }
+    fn predict(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        Session::predict(self, inputs).map_err(backend_error)
+    }
+    fn state(&self) -> Vec<(String, Tensor)> {
+        Session::state(self)
+    }
+    fn set_state(&mut self, state: &[(String, Tensor)]) -> Result<(), RuntimeError> {
+        Session::set_state(self, state).map_err(|m| RuntimeError::new(ErrorKind::Weights, None, m))
+    }
+}
+
+/// Converts a data tensor to the dtype and shape an argument expects: i32/f32 conversion, and
+/// a reshape when only trailing 1-axes differ (labels `[N]` for an output `[N, 1]`).
+fn conform(t: &Tensor, dtype: DType, shape: &[usize], name: &str) -> Result<Value<f32>, String> {
+    let count: usize = shape.iter().product();
+    let found: usize = t.shape().iter().product();
+    if count != found {
+        return Err(format!(
+            "`{name}` has shape {:?}, expected {:?}",
+            t.shape(),
+            shape
+        ));
+    }
+    Ok(match (dtype, t) {
+        (DType::F32, t) => Value::F(
+            t.to_f32()
+                .into_shape_with_order(IxDyn(shape))
+                .map_err(|e| e.to_string())?,
+        ),
+        (DType::I32, Tensor::I32(a)) => Value::I(
+            a.clone()
+                .into_shape_with_order(IxDyn(shape))
+                .map_err(|e| e.to_string())?,
+        ),
+        (DType::I32, Tensor::F32(a)) => Value::I(
+            a.mapv(|v| v as i32)
+                .into_shape_with_order(IxDyn(shape))
+                .map_err(|e| e.to_string())?,
+        ),
+    })
+}

@@ -1,0 +1,716 @@
+//! Gradient checks: the autodiff pass against central finite differences in f64, for every
+//! layer family, activation and loss, on hand-built layer graphs with random inputs.
+
+use fm_compiler::autodiff;
+use fm_compiler::graph::*;
+use fm_compiler::interp::{self, Context, Value};
+use fm_compiler::ir::{batched, fixed, verify, ArgKind, Builder, Function, ResultKind};
+use fm_compiler::lower::{self, loss, Mode};
+use fm_runtime::config::*;
+use ndarray::{ArrayD, IxDyn};
+
+/// Builds layer graphs by hand (the checker is tested separately).
+struct Graph {
+    g: ModelGraph,
+}
+
+impl Graph {
+    fn new(inputs: &[(&str, DType, &[usize])]) -> Self {
+        let mut g = ModelGraph {
+            name: "m".into(),
+            doc: vec![],
+            span: Default::default(),
+            inputs: vec![],
+            nodes: vec![],
+            outputs: vec![],
+            params: vec![],
+        };
+        for (i, (name, dtype, shape)) in inputs.iter().enumerate() {
+            g.nodes.push(Node {
+                op: Op::Input { index: i },
+                inputs: vec![],
+                shape: shape.to_vec(),
+                dtype: *dtype,
+                span: Default::default(),
+                name: None,
+                params: vec![],
+            });
+            g.inputs.push(InputInfo {
+                name: name.to_string(),
+                dtype: *dtype,
+                shape: shape.to_vec(),
+                node: i,
+                span: Default::default(),
+            });
+        }
+        Graph { g }
+    }
+
+    fn add(
+        &mut self,
+        op: Op,
+        inputs: &[usize],
+        shape: &[usize],
+        name: &str,
+        params: &[(&str, &[usize], bool)],
+    ) -> usize {
+        let id = self.g.nodes.len();
+        let mut ids = vec![];
+        for (suffix, shape, trainable) in params {
+            ids.push(self.g.params.len());
+            self.g.params.push(ParamInfo {
+                name: format!("{name}.{suffix}"),
+                shape: shape.to_vec(),
+                init: Init::GlorotUniform,
+                trainable: *trainable,
+                l1: 0.0,
+                l2: 0.0,
+                node: id,
+            });
+        }
+        self.g.nodes.push(Node {
+            op,
+            inputs: inputs.to_vec(),
+            shape: shape.to_vec(),
+            dtype: DType::F32,
+            span: Default::default(),
+            name: Some(name.into()),
+            params: ids,
+        });
+        id
+    }
+
+    fn output(mut self, node: usize) -> ModelGraph {
+        self.g.outputs.push(OutputInfo {
+            name: "out".into(),
+            node,
+            span: Default::default(),
+        });
+        self.g
+    }
+}
+
+fn spec(loss: Loss) -> TrainSpec {
+    TrainSpec {
+        model: "m".into(),
+        data: None,
+        losses: vec![OutputLoss {
+            output: "out".into(),
+            loss,
+            weight: 1.0,
+            fused_with_activation: false,
+        }],
+        optimizer: OptimizerSpec {
+            kind: OptimizerKind::Sgd {
+                momentum: 0.0,
+                nesterov: false,
+            },
+            lr: 0.01,
+            weight_decay: 0.0,
+            clip: None,
+        },
+        schedule: Schedule::Constant,
+        epochs: 1,
+        batch_size: 4,
+        validation: Validation::None,
+        shuffle: false,
+        seed: 0,
+        metrics: vec![],
+        early_stopping: None,
+        checkpoint: None,
+    }
+}
+
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+    }
+}
+
+fn random(shape: &[usize], rng: &mut Lcg, scale: f64) -> ArrayD<f64> {
+    ArrayD::from_shape_fn(IxDyn(shape), |_| rng.next() * scale)
+}
+
+/// Builds `loss(inputs, targets, params)` and, separately, the same plus its gradients.
+fn functions(graph: &ModelGraph, spec: &TrainSpec) -> (Function, Function) {
+    let build = |with_grads: bool| {
+        let mut b = Builder::new("check");
+        let inputs: Vec<_> = graph
+            .inputs
+            .iter()
+            .map(|i| b.arg(&i.name, ArgKind::Input, batched(&i.shape), i.dtype))
+            .collect();
+        let targets: Vec<_> = graph
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(k, o)| {
+                let (s, d) =
+                    loss::target_shape(Some(spec.losses[k].loss), &graph.nodes[o.node].shape);
+                b.arg("t", ArgKind::Target, batched(&s), d)
+            })
+            .collect();
+        let params: Vec<_> = graph
+            .params
+            .iter()
+            .enumerate()
+            .map(|(k, p)| b.arg(&p.name, ArgKind::Param(k), fixed(&p.shape), DType::F32))
+            .collect();
+        let fwd = lower::forward(&mut b, graph, &inputs, &params, Mode::Train);
+        let total = loss::total_loss(&mut b, graph, spec, &fwd, &targets, &params);
+        b.result("loss", ResultKind::Loss, total);
+        if with_grads {
+            let wrt: Vec<_> = graph
+                .params
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.trainable)
+                .map(|(k, _)| params[k])
+                .collect();
+            let grads = autodiff::gradients(&mut b, total, &wrt);
+            for (k, g) in grads.into_iter().enumerate() {
+                b.result("grad", ResultKind::Param(k), g);
+            }
+        }
+        let f = b.finish();
+        verify::verify(&f).unwrap();
+        f
+    };
+    (build(false), build(true))
+}
+
+/// Compares autodiff gradients with central differences on every trainable parameter.
+fn check(
+    graph: ModelGraph,
+    loss: Loss,
+    batch: usize,
+    targets: Vec<Value<f64>>,
+    inputs: Vec<Value<f64>>,
+    seed: u64,
+) {
+    let spec = spec(loss);
+    let (loss_fn, grad_fn) = functions(&graph, &spec);
+    let mut rng = Lcg(seed);
+    let mut params: Vec<ArrayD<f64>> = graph
+        .params
+        .iter()
+        .map(|p| random(&p.shape, &mut rng, 0.5))
+        .collect();
+    // Keep normalisation variances positive.
+    for (k, p) in graph.params.iter().enumerate() {
+        if p.name.ends_with("moving_variance") || p.name.ends_with("gamma") {
+            params[k].mapv_inplace(|v| 1.0 + 0.5 * v.abs());
+        }
+    }
+    let ctx = Context {
+        batch,
+        seed: 1,
+        step: 0,
+    };
+    let args = |params: &[ArrayD<f64>]| -> Vec<Value<f64>> {
+        let mut a: Vec<Value<f64>> = inputs.clone();
+        a.extend(targets.iter().cloned());
+        a.extend(params.iter().map(|p| Value::F(p.clone())));
+        a
+    };
+    let out = interp::run(&grad_fn, &args(&params), ctx).unwrap();
+    // The optimization passes must not change a single bit of the results.
+    let optimized = fm_compiler::passes::optimize(&grad_fn).unwrap();
+    assert!(
+        optimized.insts.len() < grad_fn.insts.len(),
+        "passes removed nothing"
+    );
+    assert_eq!(interp::run(&optimized, &args(&params), ctx).unwrap(), out);
+    let loss0 = out[0].scalar();
+    assert!(loss0.is_finite(), "loss {loss0}");
+    let trainable: Vec<usize> = (0..graph.params.len())
+        .filter(|&k| graph.params[k].trainable)
+        .collect();
+    let h = 1e-6;
+    for (gi, &k) in trainable.iter().enumerate() {
+        let analytic = out[1 + gi].float().clone();
+        let n = params[k].len();
+        // Up to 12 elements per parameter, spread over the tensor.
+        let picks: Vec<usize> = (0..n).step_by((n / 12).max(1)).collect();
+        for &e in &picks {
+            let mut plus = params.clone();
+            plus[k].as_slice_mut().unwrap()[e] += h;
+            let mut minus = params.clone();
+            minus[k].as_slice_mut().unwrap()[e] -= h;
+            let lp = interp::run(&loss_fn, &args(&plus), ctx).unwrap()[0].scalar();
+            let lm = interp::run(&loss_fn, &args(&minus), ctx).unwrap()[0].scalar();
+            let numeric = (lp - lm) / (2.0 * h);
+            let a = analytic.as_slice().unwrap()[e];
+            let tol = 1e-5 * numeric.abs().max(a.abs()).max(1e-2);
+            assert!(
+                (a - numeric).abs() <= tol,
+                "{}[{e}]: autodiff {a} vs finite difference {numeric}",
+                graph.params[k].name
+            );
+        }
+    }
+}
+
+fn f_input(shape: &[usize], rng: &mut Lcg) -> Value<f64> {
+    Value::F(random(shape, rng, 1.0))
+}
+
+fn labels(n: usize, classes: usize) -> Value<f64> {
+    Value::I(ArrayD::from_shape_fn(IxDyn(&[n]), |i| {
+        ((i[0] * 7 + 3) % classes) as i32
+    }))
+}
+
+fn dense_model(act: Activation, inp: usize, units: usize) -> ModelGraph {
+    let mut g = Graph::new(&[("x", DType::F32, &[inp])]);
+    let h = g.add(
+        Op::Dense {
+            units: 5,
+            activation: Activation::Tanh,
+            use_bias: true,
+        },
+        &[0],
+        &[5],
+        "dense",
+        &[("kernel", &[inp, 5], true), ("bias", &[5], true)],
+    );
+    let o = g.add(
+        Op::Dense {
+            units,
+            activation: act,
+            use_bias: true,
+        },
+        &[h],
+        &[units],
+        "dense_1",
+        &[("kernel", &[5, units], true), ("bias", &[units], true)],
+    );
+    g.output(o)
+}
+
+#[test]
+fn dense_every_activation_mse() {
+    let acts = [
+        Activation::Linear,
+        Activation::Relu,
+        Activation::LeakyRelu { alpha: 0.1 },
+        Activation::Elu,
+        Activation::Gelu,
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Softmax { axis: 0 },
+        Activation::LogSoftmax { axis: 0 },
+        Activation::Softplus,
+        Activation::Silu,
+    ];
+    for (i, act) in acts.into_iter().enumerate() {
+        let mut rng = Lcg(10 + i as u64);
+        let x = f_input(&[4, 3], &mut rng);
+        let y = f_input(&[4, 4], &mut rng);
+        check(
+            dense_model(act, 3, 4),
+            Loss::Mse,
+            4,
+            vec![y],
+            vec![x],
+            99 + i as u64,
+        );
+    }
+}
+
+#[test]
+fn every_loss() {
+    let mut rng = Lcg(5);
+    let x = f_input(&[4, 3], &mut rng);
+    let reg = f_input(&[4, 4], &mut rng);
+    let probs = Value::F(random(&[4, 4], &mut rng, 1.0).mapv(|v| (v + 1.0) / 2.0));
+    let onehot = Value::F(ArrayD::from_shape_fn(IxDyn(&[4, 4]), |i| {
+        if i[1] == (i[0] * 3) % 4 {
+            1.0
+        } else {
+            0.0
+        }
+    }));
+    let bin = Value::F(ArrayD::from_shape_fn(IxDyn(&[4, 1]), |i| (i[0] % 2) as f64));
+    let cases: Vec<(Activation, usize, Loss, Value<f64>)> = vec![
+        (Activation::Linear, 4, Loss::Mse, reg.clone()),
+        (Activation::Linear, 4, Loss::Mae, reg.clone()),
+        (
+            Activation::Linear,
+            4,
+            Loss::Huber { delta: 0.3 },
+            reg.clone(),
+        ),
+        (
+            Activation::Sigmoid,
+            4,
+            Loss::BinaryCrossentropy { from_logits: false },
+            probs.clone(),
+        ),
+        (
+            Activation::Sigmoid,
+            1,
+            Loss::BinaryCrossentropy { from_logits: false },
+            bin.clone(),
+        ),
+        (
+            Activation::Linear,
+            1,
+            Loss::BinaryCrossentropy { from_logits: true },
+            bin,
+        ),
+        (
+            Activation::Softmax { axis: 0 },
+            4,
+            Loss::CategoricalCrossentropy { from_logits: false },
+            onehot.clone(),
+        ),
+        (
+            Activation::Linear,
+            4,
+            Loss::CategoricalCrossentropy { from_logits: true },
+            onehot.clone(),
+        ),
+        (
+            Activation::Softmax { axis: 0 },
+            4,
+            Loss::SparseCategoricalCrossentropy { from_logits: false },
+            labels(4, 4),
+        ),
+        (
+            Activation::Linear,
+            4,
+            Loss::SparseCategoricalCrossentropy { from_logits: true },
+            labels(4, 4),
+        ),
+        (
+            Activation::Sigmoid,
+            4,
+            Loss::SparseCategoricalCrossentropy { from_logits: false },
+            labels(4, 4),
+        ),
+        (
+            Activation::Sigmoid,
+            4,
+            Loss::CategoricalCrossentropy { from_logits: false },
+            onehot,
+        ),
+    ];
+    for (i, (act, units, l, y)) in cases.into_iter().enumerate() {
+        check(
+            dense_model(act, 3, units),
+            l,
+            4,
+            vec![y],
+            vec![x.clone()],
+            7 + i as u64,
+        );
+    }
+}
+
+fn conv_model(
+    kernel: &[usize],
+    stride: &[usize],
+    dilation: &[usize],
+    padding: Padding,
+    in_shape: &[usize],
+    out_shape: &[usize],
+    pool: Option<Op>,
+    pooled: &[usize],
+) -> ModelGraph {
+    let c = *in_shape.last().unwrap();
+    let f = *out_shape.last().unwrap();
+    let mut kshape = kernel.to_vec();
+    kshape.extend([c, f]);
+    let mut g = Graph::new(&[("x", DType::F32, in_shape)]);
+    let mut h = g.add(
+        Op::Conv {
+            filters: f,
+            kernel: kernel.to_vec(),
+            stride: stride.to_vec(),
+            padding,
+            dilation: dilation.to_vec(),
+            activation: Activation::Tanh,
+            use_bias: true,
+        },
+        &[0],
+        out_shape,
+        "conv",
+        &[("kernel", &kshape, true), ("bias", &[f], true)],
+    );
+    if let Some(p) = pool {
+        h = g.add(p, &[h], pooled, "pool", &[]);
+    }
+    let rank = kernel.len();
+    let gp = g.add(
+        Op::GlobalPool {
+            kind: PoolKind::Avg,
+            rank,
+        },
+        &[h],
+        &[f],
+        "gap",
+        &[],
+    );
+    let o = g.add(
+        Op::Dense {
+            units: 3,
+            activation: Activation::Softmax { axis: 0 },
+            use_bias: true,
+        },
+        &[gp],
+        &[3],
+        "dense",
+        &[("kernel", &[f, 3], true), ("bias", &[3], true)],
+    );
+    g.output(o)
+}
+
+#[test]
+fn convolution_and_pooling() {
+    let sce = Loss::SparseCategoricalCrossentropy { from_logits: false };
+    let mut rng = Lcg(3);
+    let x = f_input(&[2, 7, 6, 2], &mut rng);
+    let cases = vec![
+        conv_model(
+            &[3, 3],
+            &[1, 1],
+            &[1, 1],
+            Padding::Valid,
+            &[7, 6, 2],
+            &[5, 4, 3],
+            None,
+            &[],
+        ),
+        conv_model(
+            &[3, 3],
+            &[1, 1],
+            &[1, 1],
+            Padding::Same,
+            &[7, 6, 2],
+            &[7, 6, 3],
+            None,
+            &[],
+        ),
+        conv_model(
+            &[3, 2],
+            &[2, 2],
+            &[1, 1],
+            Padding::Same,
+            &[7, 6, 2],
+            &[4, 3, 3],
+            None,
+            &[],
+        ),
+        conv_model(
+            &[2, 2],
+            &[1, 1],
+            &[2, 2],
+            Padding::Valid,
+            &[7, 6, 2],
+            &[5, 4, 3],
+            None,
+            &[],
+        ),
+        conv_model(
+            &[3, 3],
+            &[1, 1],
+            &[1, 1],
+            Padding::Same,
+            &[7, 6, 2],
+            &[7, 6, 3],
+            Some(Op::Pool {
+                kind: PoolKind::Max,
+                size: vec![2, 2],
+                stride: vec![2, 2],
+                padding: Padding::Valid,
+            }),
+            &[3, 3, 3],
+        ),
+        conv_model(
+            &[3, 3],
+            &[1, 1],
+            &[1, 1],
+            Padding::Same,
+            &[7, 6, 2],
+            &[7, 6, 3],
+            Some(Op::Pool {
+                kind: PoolKind::Avg,
+                size: vec![2, 2],
+                stride: vec![2, 2],
+                padding: Padding::Same,
+            }),
+            &[4, 3, 3],
+        ),
+    ];
+    for (i, g) in cases.into_iter().enumerate() {
+        check(
+            g,
+            sce,
+            2,
+            vec![labels(2, 3)],
+            vec![x.clone()],
+            40 + i as u64,
+        );
+    }
+    // Conv1D with stride and same padding, then max pooling 1-D.
+    let x1 = f_input(&[2, 9, 2], &mut rng);
+    let g = conv_model(
+        &[3],
+        &[2],
+        &[1],
+        Padding::Same,
+        &[9, 2],
+        &[5, 3],
+        Some(Op::Pool {
+            kind: PoolKind::Max,
+            size: vec![2],
+            stride: vec![2],
+            padding: Padding::Same,
+        }),
+        &[3, 3],
+    );
+    check(g, sce, 2, vec![labels(2, 3)], vec![x1], 77);
+}
+
+#[test]
+fn normalisation_layers() {
+    let mut rng = Lcg(8);
+    let x = f_input(&[4, 3, 5], &mut rng);
+    let y = f_input(&[4, 3, 5], &mut rng);
+    let mut g = Graph::new(&[("x", DType::F32, &[3, 5])]);
+    let bn = g.add(
+        Op::BatchNorm {
+            momentum: 0.99,
+            epsilon: 1e-3,
+        },
+        &[0],
+        &[3, 5],
+        "batch_norm",
+        &[
+            ("gamma", &[5], true),
+            ("beta", &[5], true),
+            ("moving_mean", &[5], false),
+            ("moving_variance", &[5], false),
+        ],
+    );
+    let ln = g.add(
+        Op::LayerNorm { epsilon: 1e-5 },
+        &[bn],
+        &[3, 5],
+        "layer_norm",
+        &[("gamma", &[5], true), ("beta", &[5], true)],
+    );
+    check(g.output(ln), Loss::Mse, 4, vec![y], vec![x], 5);
+}
+
+#[test]
+fn recurrent_layers() {
+    for (kind, gates, seq) in [
+        (RnnKind::Simple, 1, false),
+        (RnnKind::Lstm, 4, true),
+        (RnnKind::Gru, 3, false),
+    ] {
+        let mut rng = Lcg(gates as u64);
+        let x = f_input(&[3, 4, 2], &mut rng);
+        let units = 3;
+        let mut g = Graph::new(&[("x", DType::F32, &[4, 2])]);
+        let bias: Vec<usize> = if kind == RnnKind::Gru {
+            vec![2, gates * units]
+        } else {
+            vec![gates * units]
+        };
+        let out_shape: Vec<usize> = if seq { vec![4, units] } else { vec![units] };
+        let r = g.add(
+            Op::Rnn {
+                kind,
+                units,
+                return_sequences: seq,
+                activation: Activation::Tanh,
+            },
+            &[0],
+            &out_shape,
+            "rnn",
+            &[
+                ("kernel", &[2, gates * units], true),
+                ("recurrent_kernel", &[units, gates * units], true),
+                ("bias", &bias, true),
+            ],
+        );
+        let y = f_input(&[&[3][..], &out_shape[..]].concat(), &mut rng);
+        check(g.output(r), Loss::Mse, 3, vec![y], vec![x], 11);
+    }
+}
+
+#[test]
+fn attention_embedding_and_arithmetic() {
+    let tokens = Value::I(ArrayD::from_shape_fn(IxDyn(&[2, 5]), |i| {
+        ((i[0] * 5 + i[1] * 3) % 7) as i32
+    }));
+    let mut g = Graph::new(&[("tokens", DType::I32, &[5])]);
+    let e = g.add(
+        Op::Embedding { vocab: 7, dim: 4 },
+        &[0],
+        &[5, 4],
+        "embedding",
+        &[("embeddings", &[7, 4], true)],
+    );
+    let a = g.add(
+        Op::Attention {
+            heads: 2,
+            key_dim: 3,
+            causal: true,
+        },
+        &[e, e, e],
+        &[5, 4],
+        "multi_head_attention",
+        &[
+            ("query.kernel", &[4, 2, 3], true),
+            ("query.bias", &[2, 3], true),
+            ("key.kernel", &[4, 2, 3], true),
+            ("key.bias", &[2, 3], true),
+            ("value.kernel", &[4, 2, 3], true),
+            ("value.bias", &[2, 3], true),
+            ("output.kernel", &[2, 3, 4], true),
+            ("output.bias", &[4], true),
+        ],
+    );
+    let s = g.add(Op::Add, &[e, a], &[5, 4], "add", &[]);
+    let gp = g.add(
+        Op::GlobalPool {
+            kind: PoolKind::Max,
+            rank: 1,
+        },
+        &[s],
+        &[4],
+        "gmp",
+        &[],
+    );
+    let m = g.add(Op::Mul, &[s, gp], &[5, 4], "mul", &[]);
+    let c = g.add(Op::Concat { axis: 1 }, &[m, s], &[5, 8], "concat", &[]);
+    let f = g.add(Op::Flatten, &[c], &[40], "flatten", &[]);
+    let o = g.add(
+        Op::Dense {
+            units: 3,
+            activation: Activation::Linear,
+            use_bias: false,
+        },
+        &[f],
+        &[3],
+        "dense",
+        &[("kernel", &[40, 3], true)],
+    );
+    check(
+        g.output(o),
+        Loss::SparseCategoricalCrossentropy { from_logits: true },
+        2,
+        vec![labels(2, 3)],
+        vec![tokens],
+        3,
+    );
+}

@@ -1,0 +1,476 @@
+//! 2-D convolution in NHWC / Keras layout and its two gradients, via tiled im2col + GEMM.
+//!
+//! Output pixels `(n, oh, ow)` are flattened into one index `p` in `0..batch*out_h*out_w`, so the
+//! output is a `pixels x out_c` row-major matrix and the kernel `[kh, kw, C, F]` is a
+//! `patch_len x F` matrix with `patch_len = kh*kw*C`. The patch matrix is built for a tile of
+//! pixels at a time, sized so it stays in L2 (about 192 KiB of f32), and multiplied at once:
+//! - forward: `out[tile] = patches[tile] * W`
+//! - input gradient: `d_patches[tile] = d_out[tile] * W^T`, then scatter-added back (col2im)
+//! - kernel gradient: `dW += patches[tile]^T * d_out[tile]`
+//!
+//! A 1x1, stride-1, unpadded convolution is a plain GEMM and skips the patch matrix. Conv1D is
+//! this with `in_h = kernel_h = 1`. Padding is explicit (before/after per spatial axis): Keras
+//! `same` arithmetic belongs to the caller.
+
+use std::ops::Range;
+
+use super::gemm::{gemm, MatMut, MatRef};
+use super::scalar::Scalar;
+use super::split::{even_ranges, for_each_row_chunk, useful_threads};
+use super::{check_len, checked_product, KernelError};
+
+/// Elements of patch matrix per tile: 48 Ki elements (192 KiB of f32) fits L2 beside W.
+const PATCH_TILE_ELEMS: usize = 48 * 1024;
+/// Fewer rows than this per GEMM call and packing W dominates.
+const MIN_TILE_PIXELS: usize = 32;
+
+/// The static geometry of one 2-D convolution. `#[repr(C)]` so the JIT can pass a pointer to
+/// one (all fields are `usize`; arrays are `[height, width]`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conv2dShape {
+    pub batch: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub in_c: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub out_c: usize,
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    pub pad_before: [usize; 2],
+    pub pad_after: [usize; 2],
+}
+
+/// Sizes derived from a valid [`Conv2dShape`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dDims {
+    pub out_h: usize,
+    pub out_w: usize,
+    /// `batch * in_h * in_w * in_c`
+    pub input_len: usize,
+    /// `kernel_h * kernel_w * in_c * out_c`
+    pub kernel_len: usize,
+    /// `batch * out_h * out_w * out_c`
+    pub output_len: usize,
+    /// `kernel_h * kernel_w * in_c`: the GEMM inner dimension.
+    pub patch_len: usize,
+    /// `batch * out_h * out_w`: the GEMM row count.
+    pub pixels: usize,
+    out_c: usize,
+}
+
+impl Conv2dDims {
+    /// Multiply-adds times two of one forward pass (each gradient costs the same).
+    pub fn flops(&self) -> f64 {
+        2.0 * self.pixels as f64 * self.patch_len as f64 * self.out_c as f64
+    }
+}
+
+/// Output length of one spatial axis, or an error if the dilated kernel does not fit.
+fn axis_out(
+    axis: &str,
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+    pad_before: usize,
+    pad_after: usize,
+) -> Result<usize, KernelError> {
+    if kernel == 0 || stride == 0 || dilation == 0 {
+        return Err(KernelError::new(format!(
+            "conv2d {axis}: kernel {kernel}, stride {stride} and dilation {dilation} must be positive"
+        )));
+    }
+    let overflow = || KernelError::new(format!("conv2d {axis}: size overflows"));
+    let span = (kernel - 1)
+        .checked_mul(dilation)
+        .and_then(|s| s.checked_add(1))
+        .ok_or_else(overflow)?;
+    let padded = input
+        .checked_add(pad_before)
+        .and_then(|s| s.checked_add(pad_after))
+        .ok_or_else(overflow)?;
+    if padded < span {
+        return Err(KernelError::new(format!(
+            "conv2d {axis}: dilated kernel spans {span} cells, padded input has {padded}"
+        )));
+    }
+    Ok((padded - span) / stride + 1)
+}
+
+impl Conv2dShape {
+    /// Checks the shape and derives the output size and buffer lengths.
+    pub fn dims(&self) -> Result<Conv2dDims, KernelError> {
+        if self.in_h == 0 || self.in_w == 0 || self.in_c == 0 || self.out_c == 0 {
+            return Err(KernelError::new(format!(
+                "conv2d: input {}x{}x{} and {} filters must be non-empty",
+                self.in_h, self.in_w, self.in_c, self.out_c
+            )));
+        }
+        let out_h = axis_out(
+            "height",
+            self.in_h,
+            self.kernel_h,
+            self.stride[0],
+            self.dilation[0],
+            self.pad_before[0],
+            self.pad_after[0],
+        )?;
+        let out_w = axis_out(
+            "width",
+            self.in_w,
+            self.kernel_w,
+            self.stride[1],
+            self.dilation[1],
+            self.pad_before[1],
+            self.pad_after[1],
+        )?;
+        let pixels = checked_product("conv2d output", &[self.batch, out_h, out_w])?;
+        let patch_len =
+            checked_product("conv2d patch", &[self.kernel_h, self.kernel_w, self.in_c])?;
+        Ok(Conv2dDims {
+            out_h,
+            out_w,
+            input_len: checked_product(
+                "conv2d input",
+                &[self.batch, self.in_h, self.in_w, self.in_c],
+            )?,
+            kernel_len: checked_product("conv2d kernel", &[patch_len, self.out_c])?,
+            output_len: checked_product("conv2d output", &[pixels, self.out_c])?,
+            patch_len,
+            pixels,
+            out_c: self.out_c,
+        })
+    }
+
+    /// 1x1 kernel, stride 1, no padding: the convolution is one GEMM on the input as it is.
+    fn is_pointwise(&self) -> bool {
+        self.kernel_h == 1
+            && self.kernel_w == 1
+            && self.stride == [1, 1]
+            && self.pad_before == [0, 0]
+            && self.pad_after == [0, 0]
+    }
+}
+
+/// Input coordinate of output position `o`, kernel tap `tap`, or `None` inside the padding.
+#[inline]
+fn source(
+    o: usize,
+    tap: usize,
+    stride: usize,
+    dilation: usize,
+    pad: usize,
+    size: usize,
+) -> Option<usize> {
+    (o * stride + tap * dilation)
+        .checked_sub(pad)
+        .filter(|&x| x < size)
+}
+
+/// Calls `visit(patch_offset, input_offset)` for each kernel tap of output pixel `p` that lands
+/// inside the input (taps in padding are skipped); offsets are element offsets of the first
+/// channel.
+#[inline]
+fn for_each_tap(s: &Conv2dShape, d: &Conv2dDims, p: usize, mut visit: impl FnMut(usize, usize)) {
+    let per_image = d.out_h * d.out_w;
+    let (n, rem) = (p / per_image, p % per_image);
+    let (oh, ow) = (rem / d.out_w, rem % d.out_w);
+    for i in 0..s.kernel_h {
+        let Some(ih) = source(oh, i, s.stride[0], s.dilation[0], s.pad_before[0], s.in_h) else {
+            continue;
+        };
+        for j in 0..s.kernel_w {
+            let Some(iw) = source(ow, j, s.stride[1], s.dilation[1], s.pad_before[1], s.in_w)
+            else {
+                continue;
+            };
+            let patch_offset = (i * s.kernel_w + j) * s.in_c;
+            let input_offset = ((n * s.in_h + ih) * s.in_w + iw) * s.in_c;
+            visit(patch_offset, input_offset);
+        }
+    }
+}
+
+/// Writes the patch rows of `pixels` into `patches` (`pixels.len() x patch_len`, row-major),
+/// zeros where a tap falls in the padding.
+fn im2col<T: Scalar>(
+    s: &Conv2dShape,
+    d: &Conv2dDims,
+    input: &[T],
+    pixels: Range<usize>,
+    patches: &mut [T],
+) {
+    let c = s.in_c;
+    for (row, p) in patches.chunks_exact_mut(d.patch_len).zip(pixels) {
+        row.fill(T::ZERO);
+        for_each_tap(s, d, p, |po, io| {
+            row[po..po + c].copy_from_slice(&input[io..io + c])
+        });
+    }
+}
+
+/// Adds the patch-gradient rows of `pixels` back onto the input positions they came from.
+/// `d_input` starts at image `first_image`.
+fn col2im_add<T: Scalar>(
+    s: &Conv2dShape,
+    d: &Conv2dDims,
+    d_patches: &[T],
+    pixels: Range<usize>,
+    d_input: &mut [T],
+    first_image: usize,
+) {
+    let c = s.in_c;
+    let base = first_image * s.in_h * s.in_w * c;
+    for (row, p) in d_patches.chunks_exact(d.patch_len).zip(pixels) {
+        for_each_tap(s, d, p, |po, io| {
+            let dst = &mut d_input[io - base..io - base + c];
+            for (x, &g) in dst.iter_mut().zip(&row[po..po + c]) {
+                *x += g;
+            }
+        });
+    }
+}
+
+/// Pixels per patch tile for this patch length.
+fn tile_pixels(patch_len: usize) -> usize {
+    (PATCH_TILE_ELEMS / patch_len.max(1)).max(MIN_TILE_PIXELS)
+}
+
+/// Splits `range` into consecutive tiles of at most `tile` pixels.
+fn tiles(range: Range<usize>, tile: usize) -> impl Iterator<Item = Range<usize>> {
+    let end = range.end;
+    range
+        .step_by(tile)
+        .map(move |start| start..(start + tile).min(end))
+}
+
+fn check_buffers(
+    what: &str,
+    d: &Conv2dDims,
+    input: usize,
+    kernel: usize,
+    output: usize,
+) -> Result<(), KernelError> {
+    check_len(&format!("{what} input"), input, d.input_len)?;
+    check_len(&format!("{what} kernel"), kernel, d.kernel_len)?;
+    check_len(&format!("{what} output"), output, d.output_len)
+}
+
+/// Forward convolution: `output[n, oh, ow, f] = sum_{i, j, c} input[n, oh*sh + i*dh - ph,
+/// ow*sw + j*dw - pw, c] * kernel[i, j, c, f]` (no bias; out-of-range taps read zero). The
+/// output is overwritten. `threads` caps the threads used (0 = one per core).
+pub fn conv2d_forward<T: Scalar>(
+    shape: &Conv2dShape,
+    input: &[T],
+    kernel: &[T],
+    output: &mut [T],
+    threads: usize,
+) -> Result<(), KernelError> {
+    let d = shape.dims()?;
+    check_buffers(
+        "conv2d_forward",
+        &d,
+        input.len(),
+        kernel.len(),
+        output.len(),
+    )?;
+    let w = MatRef::row_major(kernel, d.patch_len, shape.out_c)?;
+    if shape.is_pointwise() {
+        let x = MatRef::row_major(input, d.pixels, shape.in_c)?;
+        let out = MatMut::row_major(output, d.pixels, shape.out_c)?;
+        return gemm(T::ONE, x, w, T::ZERO, out, threads);
+    }
+    let threads = useful_threads(threads, d.pixels / MIN_TILE_PIXELS, d.flops());
+    for_each_row_chunk(output, shape.out_c, d.pixels, threads, |pixels, out| {
+        forward_pixels(shape, &d, input, w, pixels, out, &mut Vec::new())
+    })
+}
+
+/// Computes output rows `pixels` (flattened `(n, oh, ow)` indices) of a forward convolution
+/// into `out` (`pixels.len() * out_c` elements): the tile-granular entry for callers that fuse
+/// an epilogue on each block while it is in cache. `scratch` is reused between calls.
+pub fn conv2d_forward_pixels<T: Scalar>(
+    shape: &Conv2dShape,
+    input: &[T],
+    kernel: &[T],
+    pixels: Range<usize>,
+    out: &mut [T],
+    scratch: &mut Vec<T>,
+) -> Result<(), KernelError> {
+    let d = shape.dims()?;
+    check_len("conv2d_forward_pixels input", input.len(), d.input_len)?;
+    check_len("conv2d_forward_pixels kernel", kernel.len(), d.kernel_len)?;
+    if pixels.start > pixels.end || pixels.end > d.pixels {
+        return Err(KernelError::new(format!(
+            "conv2d_forward_pixels: pixels {pixels:?} outside 0..{}",
+            d.pixels
+        )));
+    }
+    check_len(
+        "conv2d_forward_pixels output",
+        out.len(),
+        pixels.len() * shape.out_c,
+    )?;
+    let w = MatRef::row_major(kernel, d.patch_len, shape.out_c)?;
+    forward_pixels(shape, &d, input, w, pixels, out, scratch)
+}
+
+fn forward_pixels<T: Scalar>(
+    s: &Conv2dShape,
+    d: &Conv2dDims,
+    input: &[T],
+    w: MatRef<'_, T>,
+    pixels: Range<usize>,
+    out: &mut [T],
+    scratch: &mut Vec<T>,
+) -> Result<(), KernelError> {
+    let tile = tile_pixels(d.patch_len);
+    scratch.resize(tile.min(pixels.len()) * d.patch_len, T::ZERO);
+    let first = pixels.start;
+    for t in tiles(pixels, tile) {
+        let patches = &mut scratch[..t.len() * d.patch_len];
+        im2col(s, d, input, t.clone(), patches);
+        let out_rows = &mut out[(t.start - first) * s.out_c..(t.end - first) * s.out_c];
+        gemm(
+            T::ONE,
+            MatRef::row_major(patches, t.len(), d.patch_len)?,
+            w,
+            T::ZERO,
+            MatMut::row_major(out_rows, t.len(), s.out_c)?,
+            1,
+        )?;
+    }
+    Ok(())
+}
+
+/// Gradient w.r.t. the input: `d_input = d(sum(output * d_output)) / d(input)`, overwritten.
+pub fn conv2d_backward_input<T: Scalar>(
+    shape: &Conv2dShape,
+    d_output: &[T],
+    kernel: &[T],
+    d_input: &mut [T],
+    threads: usize,
+) -> Result<(), KernelError> {
+    let d = shape.dims()?;
+    check_buffers(
+        "conv2d_backward_input",
+        &d,
+        d_input.len(),
+        kernel.len(),
+        d_output.len(),
+    )?;
+    let w = MatRef::row_major(kernel, d.patch_len, shape.out_c)?;
+    if shape.is_pointwise() {
+        let dy = MatRef::row_major(d_output, d.pixels, shape.out_c)?;
+        let dx = MatMut::row_major(d_input, d.pixels, shape.in_c)?;
+        return gemm(T::ONE, dy, w.t(), T::ZERO, dx, threads);
+    }
+    // Split over images: the patches of one image scatter into overlapping input cells.
+    let image_len = shape.in_h * shape.in_w * shape.in_c;
+    let per_image = d.out_h * d.out_w;
+    let threads = useful_threads(threads, shape.batch, d.flops());
+    for_each_row_chunk(d_input, image_len, shape.batch, threads, |images, dx| {
+        dx.fill(T::ZERO);
+        let pixels = images.start * per_image..images.end * per_image;
+        let tile = tile_pixels(d.patch_len);
+        let mut d_patches = vec![T::ZERO; tile.min(pixels.len()) * d.patch_len];
+        for t in tiles(pixels, tile) {
+            let dp = &mut d_patches[..t.len() * d.patch_len];
+            let dy = &d_output[t.start * shape.out_c..t.end * shape.out_c];
+            gemm(
+                T::ONE,
+                MatRef::row_major(dy, t.len(), shape.out_c)?,
+                w.t(),
+                T::ZERO,
+                MatMut::row_major(dp, t.len(), d.patch_len)?,
+                1,
+            )?;
+            col2im_add(shape, &d, dp, t, dx, images.start);
+        }
+        Ok(())
+    })
+}
+
+/// Gradient w.r.t. the kernel: `d_kernel = d(sum(output * d_output)) / d(kernel)`, overwritten.
+pub fn conv2d_backward_kernel<T: Scalar>(
+    shape: &Conv2dShape,
+    input: &[T],
+    d_output: &[T],
+    d_kernel: &mut [T],
+    threads: usize,
+) -> Result<(), KernelError> {
+    let d = shape.dims()?;
+    check_buffers(
+        "conv2d_backward_kernel",
+        &d,
+        input.len(),
+        d_kernel.len(),
+        d_output.len(),
+    )?;
+    if shape.is_pointwise() {
+        let x = MatRef::row_major(input, d.pixels, shape.in_c)?;
+        let dy = MatRef::row_major(d_output, d.pixels, shape.out_c)?;
+        let dw = MatMut::row_major(d_kernel, shape.in_c, shape.out_c)?;
+        return gemm(T::ONE, x.t(), dy, T::ZERO, dw, threads);
+    }
+    // Each thread sums its pixel range into a private buffer (the first into d_kernel itself).
+    let threads = useful_threads(threads, d.pixels / MIN_TILE_PIXELS, d.flops());
+    let ranges = even_ranges(d.pixels, threads);
+    let accumulate = |pixels: Range<usize>, dw: &mut [T]| {
+        kernel_grad_pixels(shape, &d, input, d_output, pixels, dw)
+    };
+    if ranges.len() <= 1 {
+        return accumulate(0..d.pixels, d_kernel);
+    }
+    let mut partials = vec![vec![T::ZERO; d.kernel_len]; ranges.len() - 1];
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = ranges[1..]
+            .iter()
+            .cloned()
+            .zip(partials.iter_mut())
+            .map(|(r, buf)| scope.spawn(move || accumulate(r, buf)))
+            .collect();
+        let mut result = accumulate(ranges[0].clone(), d_kernel);
+        for h in handles {
+            let r = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            result = result.and(r);
+        }
+        result
+    })?;
+    for partial in &partials {
+        for (x, &p) in d_kernel.iter_mut().zip(partial) {
+            *x += p;
+        }
+    }
+    Ok(())
+}
+
+/// `dw = sum over pixels of patch(p)^T * d_output(p)`, overwriting `dw`.
+fn kernel_grad_pixels<T: Scalar>(
+    s: &Conv2dShape,
+    d: &Conv2dDims,
+    input: &[T],
+    d_output: &[T],
+    pixels: Range<usize>,
+    dw: &mut [T],
+) -> Result<(), KernelError> {
+    dw.fill(T::ZERO);
+    let tile = tile_pixels(d.patch_len);
+    let mut patches = vec![T::ZERO; tile.min(pixels.len()) * d.patch_len];
+    for t in tiles(pixels, tile) {
+        let p = &mut patches[..t.len() * d.patch_len];
+        im2col(s, d, input, t.clone(), p);
+        let dy = &d_output[t.start * s.out_c..t.end * s.out_c];
+        gemm(
+            T::ONE,
+            MatRef::row_major(p, t.len(), d.patch_len)?.t(),
+            MatRef::row_major(dy, t.len(), s.out_c)?,
+            T::ONE,
+            MatMut::row_major(dw, d.patch_len, s.out_c)?,
+            1,
+        )?;
+    }
+    Ok(())
+}

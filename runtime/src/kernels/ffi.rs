@@ -1,0 +1,342 @@
+//! `extern "C"` entry points for JIT-compiled code: raw pointers plus sizes.
+//!
+//! Shapes are passed by pointer to the `#[repr(C)]` [`Conv2dShape`] / [`Pool2dShape`] structs
+//! (the JIT keeps them in its data section). Every function that can reject its arguments
+//! returns a status: [`FM_OK`] or [`FM_INVALID_ARGUMENT`]; none unwinds across the boundary.
+//! Buffer lengths are implied by the shape, so the caller's only obligation is to pass pointers
+//! to buffers of those lengths.
+
+use std::slice;
+
+use super::conv::{self, Conv2dShape};
+use super::gemm;
+use super::pool::{self, Pool2dShape};
+use super::KernelError;
+
+/// Success.
+pub const FM_OK: i32 = 0;
+/// The shape was invalid or a pointer was null (nothing was written).
+pub const FM_INVALID_ARGUMENT: i32 = 1;
+
+fn status(result: Result<(), KernelError>) -> i32 {
+    match result {
+        Ok(()) => FM_OK,
+        Err(_) => FM_INVALID_ARGUMENT,
+    }
+}
+
+/// A slice from a raw pointer, `None` if null with a non-zero length.
+///
+/// # Safety
+/// A non-null `ptr` must be valid for reads of `len` elements for `'a`.
+unsafe fn input<'a>(ptr: *const f32, len: usize) -> Option<&'a [f32]> {
+    if len == 0 {
+        return Some(&[]);
+    }
+    // SAFETY: caller contract.
+    (!ptr.is_null()).then(|| unsafe { slice::from_raw_parts(ptr, len) })
+}
+
+/// # Safety
+/// A non-null `ptr` must be valid for writes of `len` elements for `'a` and alias nothing else.
+unsafe fn output<'a>(ptr: *mut f32, len: usize) -> Option<&'a mut [f32]> {
+    if len == 0 {
+        return Some(&mut []);
+    }
+    // SAFETY: caller contract.
+    (!ptr.is_null()).then(|| unsafe { slice::from_raw_parts_mut(ptr, len) })
+}
+
+/// `C = alpha * A * B + beta * C` with `A: m x k`, `B: k x n`, `C: m x n`, element `(i, j)` of
+/// each at `ptr[i * row_stride + j * col_stride]`. `threads`: 1 for the tile-granular calls of
+/// generated code, 0 for one per core.
+///
+/// # Safety
+/// All addressed elements must be in bounds, C's elements distinct and disjoint from A and B.
+#[no_mangle]
+pub unsafe extern "C" fn fm_sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    a_row_stride: isize,
+    a_col_stride: isize,
+    b: *const f32,
+    b_row_stride: isize,
+    b_col_stride: isize,
+    beta: f32,
+    c: *mut f32,
+    c_row_stride: isize,
+    c_col_stride: isize,
+    threads: usize,
+) {
+    // SAFETY: caller contract.
+    unsafe {
+        gemm::gemm_raw(
+            m,
+            k,
+            n,
+            alpha,
+            a,
+            a_row_stride,
+            a_col_stride,
+            b,
+            b_row_stride,
+            b_col_stride,
+            beta,
+            c,
+            c_row_stride,
+            c_col_stride,
+            threads,
+        )
+    }
+}
+
+/// Reads the shape, or `None` for a null pointer or an invalid shape.
+///
+/// # Safety
+/// A non-null `shape` must point to a valid `Conv2dShape`.
+unsafe fn conv_shape(shape: *const Conv2dShape) -> Option<(Conv2dShape, conv::Conv2dDims)> {
+    // SAFETY: caller contract.
+    let shape = unsafe { shape.as_ref() }?;
+    Some((*shape, shape.dims().ok()?))
+}
+
+/// [`conv::conv2d_forward`]: `input [N,H,W,C]`, `kernel [kh,kw,C,F]`, `output [N,OH,OW,F]`.
+///
+/// # Safety
+/// `shape` points to a `Conv2dShape`; the buffers hold the lengths it implies (see
+/// [`Conv2dShape::dims`]); `output` aliases neither input.
+#[no_mangle]
+pub unsafe extern "C" fn fm_conv2d_fwd(
+    shape: *const Conv2dShape,
+    input_ptr: *const f32,
+    kernel_ptr: *const f32,
+    output_ptr: *mut f32,
+    threads: usize,
+) -> i32 {
+    // SAFETY: caller contract (lengths come from the validated shape).
+    unsafe {
+        let Some((s, d)) = conv_shape(shape) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        let (Some(x), Some(w), Some(y)) = (
+            input(input_ptr, d.input_len),
+            input(kernel_ptr, d.kernel_len),
+            output(output_ptr, d.output_len),
+        ) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        status(conv::conv2d_forward(&s, x, w, y, threads))
+    }
+}
+
+/// [`conv::conv2d_forward_pixels`] on flattened output pixels `pixel_begin..pixel_end`, writing
+/// `(pixel_end - pixel_begin) * out_c` values to `output_ptr` (single-threaded, allocates its
+/// patch buffer per call).
+///
+/// # Safety
+/// As [`fm_conv2d_fwd`], with `output_ptr` valid for the rows written.
+#[no_mangle]
+pub unsafe extern "C" fn fm_conv2d_fwd_pixels(
+    shape: *const Conv2dShape,
+    input_ptr: *const f32,
+    kernel_ptr: *const f32,
+    pixel_begin: usize,
+    pixel_end: usize,
+    output_ptr: *mut f32,
+) -> i32 {
+    // SAFETY: caller contract (lengths come from the validated shape and range).
+    unsafe {
+        let Some((s, d)) = conv_shape(shape) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        if pixel_begin > pixel_end || pixel_end > d.pixels {
+            return FM_INVALID_ARGUMENT;
+        }
+        let (Some(x), Some(w), Some(y)) = (
+            input(input_ptr, d.input_len),
+            input(kernel_ptr, d.kernel_len),
+            output(output_ptr, (pixel_end - pixel_begin) * s.out_c),
+        ) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        status(conv::conv2d_forward_pixels(
+            &s,
+            x,
+            w,
+            pixel_begin..pixel_end,
+            y,
+            &mut Vec::new(),
+        ))
+    }
+}
+
+/// [`conv::conv2d_backward_input`]: `d_input [N,H,W,C]` from `d_output [N,OH,OW,F]`.
+///
+/// # Safety
+/// As [`fm_conv2d_fwd`].
+#[no_mangle]
+pub unsafe extern "C" fn fm_conv2d_bwd_input(
+    shape: *const Conv2dShape,
+    d_output_ptr: *const f32,
+    kernel_ptr: *const f32,
+    d_input_ptr: *mut f32,
+    threads: usize,
+) -> i32 {
+    // SAFETY: caller contract.
+    unsafe {
+        let Some((s, d)) = conv_shape(shape) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        let (Some(dy), Some(w), Some(dx)) = (
+            input(d_output_ptr, d.output_len),
+            input(kernel_ptr, d.kernel_len),
+            output(d_input_ptr, d.input_len),
+        ) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        status(conv::conv2d_backward_input(&s, dy, w, dx, threads))
+    }
+}
+
+/// [`conv::conv2d_backward_kernel`]: `d_kernel [kh,kw,C,F]` from the input and `d_output`.
+///
+/// # Safety
+/// As [`fm_conv2d_fwd`].
+#[no_mangle]
+pub unsafe extern "C" fn fm_conv2d_bwd_kernel(
+    shape: *const Conv2dShape,
+    input_ptr: *const f32,
+    d_output_ptr: *const f32,
+    d_kernel_ptr: *mut f32,
+    threads: usize,
+) -> i32 {
+    // SAFETY: caller contract.
+    unsafe {
+        let Some((s, d)) = conv_shape(shape) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        let (Some(x), Some(dy), Some(dw)) = (
+            input(input_ptr, d.input_len),
+            input(d_output_ptr, d.output_len),
+            output(d_kernel_ptr, d.kernel_len),
+        ) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        status(conv::conv2d_backward_kernel(&s, x, dy, dw, threads))
+    }
+}
+
+/// Reads the shape, or `None` for a null pointer or an invalid shape.
+///
+/// # Safety
+/// A non-null `shape` must point to a valid `Pool2dShape`.
+unsafe fn pool_shape(shape: *const Pool2dShape) -> Option<(Pool2dShape, pool::Pool2dDims)> {
+    // SAFETY: caller contract.
+    let shape = unsafe { shape.as_ref() }?;
+    Some((*shape, shape.dims().ok()?))
+}
+
+/// [`pool::max_pool2d_forward`].
+///
+/// # Safety
+/// `shape` points to a `Pool2dShape`; buffers hold the lengths it implies; no aliasing.
+#[no_mangle]
+pub unsafe extern "C" fn fm_max_pool2d_fwd(
+    shape: *const Pool2dShape,
+    input_ptr: *const f32,
+    output_ptr: *mut f32,
+) -> i32 {
+    // SAFETY: caller contract.
+    unsafe {
+        let Some((s, d)) = pool_shape(shape) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        let (Some(x), Some(y)) = (
+            input(input_ptr, d.input_len),
+            output(output_ptr, d.output_len),
+        ) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        status(pool::max_pool2d_forward(&s, x, y))
+    }
+}
+
+/// [`pool::max_pool2d_backward`].
+///
+/// # Safety
+/// As [`fm_max_pool2d_fwd`].
+#[no_mangle]
+pub unsafe extern "C" fn fm_max_pool2d_bwd(
+    shape: *const Pool2dShape,
+    input_ptr: *const f32,
+    d_output_ptr: *const f32,
+    d_input_ptr: *mut f32,
+) -> i32 {
+    // SAFETY: caller contract.
+    unsafe {
+        let Some((s, d)) = pool_shape(shape) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        let (Some(x), Some(dy), Some(dx)) = (
+            input(input_ptr, d.input_len),
+            input(d_output_ptr, d.output_len),
+            output(d_input_ptr, d.input_len),
+        ) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        status(pool::max_pool2d_backward(&s, x, dy, dx))
+    }
+}
+
+/// [`pool::avg_pool2d_forward`].
+///
+/// # Safety
+/// As [`fm_max_pool2d_fwd`].
+#[no_mangle]
+pub unsafe extern "C" fn fm_avg_pool2d_fwd(
+    shape: *const Pool2dShape,
+    input_ptr: *const f32,
+    output_ptr: *mut f32,
+) -> i32 {
+    // SAFETY: caller contract.
+    unsafe {
+        let Some((s, d)) = pool_shape(shape) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        let (Some(x), Some(y)) = (
+            input(input_ptr, d.input_len),
+            output(output_ptr, d.output_len),
+        ) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        status(pool::avg_pool2d_forward(&s, x, y))
+    }
+}
+
+/// [`pool::avg_pool2d_backward`].
+///
+/// # Safety
+/// As [`fm_max_pool2d_fwd`].
+#[no_mangle]
+pub unsafe extern "C" fn fm_avg_pool2d_bwd(
+    shape: *const Pool2dShape,
+    d_output_ptr: *const f32,
+    d_input_ptr: *mut f32,
+) -> i32 {
+    // SAFETY: caller contract.
+    unsafe {
+        let Some((s, d)) = pool_shape(shape) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        let (Some(dy), Some(dx)) = (
+            input(d_output_ptr, d.output_len),
+            output(d_input_ptr, d.input_len),
+        ) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        status(pool::avg_pool2d_backward(&s, dy, dx))
+    }
+}

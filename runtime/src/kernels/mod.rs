@@ -1,0 +1,80 @@
+//! Precompiled numeric kernels for the heavy ops: GEMM, 2-D convolution and pooling.
+//!
+//! Both the reference interpreter and the Cranelift JIT call these. Cranelift only has 128-bit
+//! vectors, so the dense cores run here as precompiled Rust (the GEMM micro-kernels come from the
+//! `matrixmultiply` crate, which picks its AVX2+FMA / SSE / portable kernel at run time); the JIT
+//! generates the loops and fused epilogues around them and enters through [`ffi`].
+//!
+//! Layout conventions (Keras): activations are NHWC `[batch, height, width, channels]`, conv
+//! kernels are `[kernel_h, kernel_w, in_channels, out_channels]`. Every safe entry point checks
+//! buffer lengths and shapes and returns a [`KernelError`] on a caller bug; none panics and none
+//! is UB for any argument. Measured throughput is in `README.md` beside this file.
+
+pub mod conv;
+pub mod ffi;
+pub mod gemm;
+pub mod pool;
+mod scalar;
+mod split;
+
+#[cfg(test)]
+mod tests;
+
+pub use conv::{
+    conv2d_backward_input, conv2d_backward_kernel, conv2d_forward, conv2d_forward_pixels,
+    Conv2dDims, Conv2dShape,
+};
+pub use gemm::{dgemm, gemm, sgemm, MatMut, MatRef};
+pub use pool::{
+    avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward, Pool2dDims,
+    Pool2dShape,
+};
+pub use scalar::Scalar;
+
+use std::fmt;
+
+/// A kernel was called with arguments that do not fit together (a caller bug: shapes are checked
+/// at the model boundary, so users never see this).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelError {
+    message: String,
+}
+
+impl KernelError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        KernelError {
+            message: message.into(),
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for KernelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "kernel argument error: {}", self.message)
+    }
+}
+
+impl std::error::Error for KernelError {}
+
+/// Checks that a buffer holds exactly `expected` elements.
+fn check_len(what: &str, got: usize, expected: usize) -> Result<(), KernelError> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(KernelError::new(format!(
+            "{what} has {got} elements, expected {expected}"
+        )))
+    }
+}
+
+/// Multiplies sizes, reporting overflow as an error instead of wrapping.
+fn checked_product(what: &str, factors: &[usize]) -> Result<usize, KernelError> {
+    factors
+        .iter()
+        .try_fold(1usize, |acc, &f| acc.checked_mul(f))
+        .ok_or_else(|| KernelError::new(format!("{what} overflows usize")))
+}
