@@ -1,5 +1,10 @@
 //! Rendering [`Diagnostic`]s: rustc-style (`human`, language.md section 8), one line each
 //! (`short`), or one JSON object per line (`json`). Columns are 1-based and count characters.
+//!
+//! A JSON object has `code`, `severity` (`error` | `warning`), `message`, `file`, `line`,
+//! `column`, `end_line`, `end_column` (of the primary span; `null` without one), `labels` (each
+//! with `line`, `column`, `end_line`, `end_column`, `message`, `primary`) and `notes` (the
+//! `= help:` lines prefixed `help: `, then the `= note:` lines).
 
 use fm_grammar::ast::Span;
 use fm_grammar::{Diagnostic, Severity};

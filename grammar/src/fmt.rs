@@ -18,8 +18,11 @@
 //! - **comments** stay where they were: a comment with code before it on its line stays at the
 //!   end of the output line holding that code (keeping its column when there is room, else two
 //!   spaces after the code); a comment on its own line goes on its own line just before the
-//!   output line that contains or follows it, indented like that line; `///` doc comments are
-//!   printed before their item.
+//!   output line that contains or follows it, indented like that line (a blank line before it is
+//!   kept); a comment that would follow a `//` comment on the same line goes on its own line
+//!   instead; `///` doc comments are printed before their item, and a `///` comment that is not
+//!   a doc (one between `model m` and `{`, say) moves into the item's body rather than end up
+//!   right before the item, where it would become doc.
 //!
 //! The result is a fixed point: formatting the output again changes nothing, and parsing it
 //! gives the same AST up to spans. Only call this on files that parsed without errors.
@@ -56,7 +59,8 @@ struct Line {
     src: Option<(usize, usize)>,
     /// A closing `}`: comments placed before it are indented one level deeper.
     close: bool,
-    /// A `///` line: nothing may come between it and its item's header.
+    /// A `///` line or an item header: a `///` comment placed right before it would become
+    /// (part of) the item's doc.
     doc: bool,
 }
 
@@ -74,6 +78,12 @@ impl Formatter<'_> {
             close: false,
             doc: false,
         });
+    }
+
+    fn mark_doc(&mut self) {
+        if let Some(line) = self.lines.last_mut() {
+            line.doc = true;
+        }
     }
 
     fn blank(&mut self) {
@@ -105,9 +115,7 @@ impl Formatter<'_> {
                 format!("/// {line}")
             };
             self.push(0, text, Some((item_start, item_start)));
-            if let Some(line) = self.lines.last_mut() {
-                line.doc = true;
-            }
+            self.mark_doc();
         }
     }
 
@@ -141,6 +149,7 @@ impl Formatter<'_> {
                     format!("model {} {{", m.name.name),
                     Some((m.span.start, brace)),
                 );
+                self.mark_doc();
                 self.stmts(&m.body);
                 self.close(0, m.span.end);
             }
@@ -154,6 +163,7 @@ impl Formatter<'_> {
                     format!("block {}({}) {{", b.name.name, params.join(", ")),
                     Some((b.span.start, brace)),
                 );
+                self.mark_doc();
                 self.stmts(&b.body);
                 self.close(0, b.span.end);
             }
@@ -174,6 +184,7 @@ impl Formatter<'_> {
             .map_or(s.span.start + keyword.len(), |n| n.span.end);
         let brace = self.brace_after(after);
         self.push(0, header, Some((s.span.start, brace)));
+        self.mark_doc();
         let mut prev_end = None;
         for e in &s.entries {
             if let Some(prev) = prev_end {
@@ -545,23 +556,58 @@ fn attach_comments(lines: Vec<Line>, comments: &[Comment], src: &str) -> String 
                 .get(p..c.span.start)
                 .is_none_or(|gap| gap.contains('\n')),
         };
+        let mut next_line_of = None;
         if !own_line {
             let p = prev_code.unwrap_or(0);
             // The last line whose code starts before the comment's code.
             let k = code_lines.partition_point(|&i| src_of(i).0 < p);
             if k > 0 {
-                trailing[code_lines[k - 1]].push(c);
-                continue;
+                let line = code_lines[k - 1];
+                // Nothing can follow a `//` comment on its line: a further comment goes on its
+                // own line before the next line (where formatting again would put it too).
+                let ends_with_line_comment = trailing[line]
+                    .last()
+                    .is_some_and(|t| t.text.starts_with("//"));
+                if !ends_with_line_comment {
+                    trailing[line].push(c);
+                    continue;
+                }
+                next_line_of = Some(k);
             }
         }
         // The first line that contains or follows the comment.
-        let k = code_lines.partition_point(|&i| src_of(i).1 < c.span.end);
+        let k = next_line_of
+            .unwrap_or_else(|| code_lines.partition_point(|&i| src_of(i).1 < c.span.end));
         let mut target = code_lines.get(k).copied().unwrap_or(lines.len());
         // Never between an item's doc lines and its header: that would detach the doc.
-        while target > 0 && target < lines.len() && lines[target - 1].doc {
+        while target > 0 && target < lines.len() && lines[target - 1].doc && lines[target].doc {
             target -= 1;
         }
         before[target].push(c);
+    }
+
+    // A `///` comment that is not a doc (say, one that was between `model m` and `{`) must not
+    // end up right before an item's doc or header, where it would turn into doc: it moves to
+    // the first line inside the item instead.
+    for i in 0..lines.len() {
+        if !lines[i].doc || (i > 0 && lines[i - 1].doc) {
+            continue;
+        }
+        let mut stray = Vec::new();
+        while before[i].last().is_some_and(|c| is_doc_like(&c.text)) {
+            stray.extend(before[i].pop());
+        }
+        if stray.is_empty() {
+            continue;
+        }
+        stray.reverse();
+        // The group is the item's `///` lines, then its header.
+        let header = (i..lines.len())
+            .find(|&h| !lines[h].text.starts_with("///"))
+            .unwrap_or(i);
+        let into = (header + 1).min(lines.len());
+        stray.append(&mut before[into]);
+        before[into] = stray;
     }
 
     let mut out = String::new();
@@ -637,4 +683,9 @@ fn prev_code_end(src: &str, comments: &[Comment], mut pos: usize) -> Option<usiz
             _ => return Some(pos),
         }
     }
+}
+
+/// `///` but not `////`: what the parser would take as doc before an item.
+fn is_doc_like(text: &str) -> bool {
+    text.starts_with("///") && !text.starts_with("////")
 }

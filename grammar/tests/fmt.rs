@@ -9,7 +9,7 @@ use common::*;
 fn formatted_inputs_match_golden() {
     let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fmt"));
     let files = fm_files(&dir);
-    assert!(files.len() >= 3);
+    assert!(files.len() >= 4);
     for (name, source) in files {
         let (file, diags) = fm_grammar::parse(&source);
         assert!(diags.is_empty(), "{name}:\n{}", render(&source, &diags));

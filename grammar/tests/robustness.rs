@@ -57,7 +57,12 @@ fn random_edits_of_every_example() {
     let mut rng = Lcg(0x5eed_f00d);
     let mut errors = 0usize;
     let mut total = 0usize;
-    for (name, source) in fm_files(&examples_dir()) {
+    // The examples, plus the comment-heavy formatter inputs (their clean mutants exercise the
+    // formatter contract).
+    let fmt_dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fmt"));
+    let mut files = fm_files(&examples_dir());
+    files.extend(fm_files(&fmt_dir));
+    for (name, source) in files {
         for case in 0..2000 {
             let mut bytes = source.as_bytes().to_vec();
             // One to three edits per case.

@@ -129,7 +129,7 @@ fn formatting_examples_is_idempotent() {
 fn compile_emits_the_ast_and_the_ir() {
     std::env::set_current_dir(root()).unwrap();
     let ast = fmc(&["compile", "examples/mnist_mlp.fm", "--emit", "ast"]);
-    assert_eq!(ast.code, 0);
+    assert_eq!(ast.code, 0, "{}", ast.stderr);
     assert!(ast.stdout.contains("mnist_mlp"));
     let ir = fmc(&["compile", "examples/mnist_mlp.fm", "--emit", "ir"]);
     assert_eq!(ir.code, 0, "{}", ir.stderr);
@@ -137,4 +137,23 @@ fn compile_emits_the_ast_and_the_ir() {
     let rust = fmc(&["compile", "examples/mnist_mlp.fm", "--emit", "rust"]);
     assert_eq!(rust.code, 2);
     assert!(rust.stderr.contains("not implemented yet"));
+    // Deterministic, so it can be golden-tested.
+    assert_eq!(
+        fmc(&["compile", "examples/mnist_mlp.fm", "--emit", "ast"]).stdout,
+        ast.stdout
+    );
+    // An unknown kind is a command-line error.
+    assert_eq!(
+        fmc(&["compile", "examples/mnist_mlp.fm", "--emit", "llvm"]).code,
+        2
+    );
+    // A file with errors prints them and exits 1.
+    let bad = fmc(&[
+        "compile",
+        "tests/golden/errors/e0001_syntax.fm",
+        "--emit",
+        "ast",
+    ]);
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("error[E0001]"));
 }

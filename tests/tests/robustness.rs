@@ -360,3 +360,34 @@ fn token_mutations_reach_the_checker_without_panics() {
         "only {semantic} of {cases} reached semantic errors"
     );
 }
+
+#[test]
+fn deepest_accepted_expressions_check_on_a_small_stack() {
+    let pipeline = format!(
+        "model m {{ input x: f32[4] output y = x {}}}",
+        "-> relu ".repeat(511)
+    );
+    let sums = format!(
+        "model m {{ input x: f32[4] output y = {}x{} }}",
+        "(".repeat(250),
+        " + x)".repeat(250)
+    );
+    let calls = format!(
+        "model m {{ input x: f32[4] output y = Dense({}x{}, 4) }}",
+        "Dense(".repeat(250),
+        ", 4)".repeat(250)
+    );
+    for src in [pipeline, sums, calls] {
+        // 1 MiB: half of a test thread's default, a quarter of a worker thread's.
+        let handle = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || {
+                let c = check_source(&src, Path::new("deep.fm"));
+                (c.has_errors(), c.models.len())
+            })
+            .unwrap();
+        let (errors, models) = handle.join().expect("checking overflowed the stack");
+        assert!(!errors);
+        assert_eq!(models, 1);
+    }
+}

@@ -57,6 +57,23 @@ pub fn check_source(source: &str, path: &Path) -> Checked {
     check(&file, source, path)
 }
 
+/// Reads, parses and checks a file: the source as text (invalid UTF-8 replaced) and the result.
+/// Invalid UTF-8 is reported as E0006 by the parser.
+pub fn check_file(path: &Path) -> std::io::Result<(String, Checked)> {
+    let bytes = std::fs::read(path)?;
+    let source = String::from_utf8_lossy(&bytes).into_owned();
+    let (file, syntax) = fm_grammar::parse_bytes(&bytes);
+    let checked = if syntax.is_empty() {
+        check(&file, &source, path)
+    } else {
+        Checked {
+            diagnostics: syntax,
+            ..Checked::default()
+        }
+    };
+    Ok((source, checked))
+}
+
 /// Checks a parsed file.
 pub fn check(file: &ast::File, source: &str, path: &Path) -> Checked {
     let mut ctx = Ctx::new(source, &path.display().to_string());

@@ -72,9 +72,13 @@ pub enum EmitKind {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Parse and check names, types and shapes; prints only diagnostics.
-    Check { file: PathBuf },
+    Check {
+        /// The `.fm` file.
+        file: PathBuf,
+    },
     /// Keras-style model summary and the resolved training setup.
     Summary {
+        /// The `.fm` file.
         file: PathBuf,
         /// Plain ASCII table (also used when stdout is not a terminal).
         #[arg(long)]
@@ -85,6 +89,7 @@ enum Command {
     },
     /// Format files canonically.
     Fmt {
+        /// The `.fm` files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Print a diff and exit 1 instead of rewriting when a file would change.
@@ -93,11 +98,15 @@ enum Command {
     },
     /// Print an intermediate form.
     Compile {
+        /// The `.fm` file.
         file: PathBuf,
+        /// What to print.
         #[arg(long, value_enum)]
         emit: EmitKind,
+        /// Write here (atomically) instead of stdout.
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
+        /// The model, when the file has several.
         #[arg(long)]
         model: Option<String>,
     },
@@ -110,7 +119,10 @@ enum Command {
     /// Loss and metric curves per epoch.
     Plot(plot::PlotArgs),
     /// The long explanation of a diagnostic code.
-    Explain { code: String },
+    Explain {
+        /// A code such as `E0203` or `W0101`.
+        code: String,
+    },
 }
 
 /// What the process environment says about the terminal.
@@ -201,24 +213,14 @@ impl Global<'_> {
 /// Reads, parses and checks a file, printing its diagnostics. `Err(exit code)` when it could not
 /// be read or has errors.
 pub fn load_checked(g: &mut Global, path: &Path) -> Result<(String, Checked), i32> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    let (source, checked) = match crate::check::check_file(path) {
+        Ok(x) => x,
         Err(e) => {
             g.fail(&format!("cannot read `{}`: {e}", path.display()));
             return Err(1);
         }
     };
-    let source = String::from_utf8_lossy(&bytes).into_owned();
-    let (file, syntax) = fm_grammar::parse_bytes(&bytes);
     let name = path.display().to_string();
-    let checked = if syntax.is_empty() {
-        crate::check::check(&file, &source, path)
-    } else {
-        Checked {
-            diagnostics: syntax,
-            ..Checked::default()
-        }
-    };
     g.print_diagnostics(
         &checked.diagnostics,
         &SourceFile {
