@@ -971,7 +971,8 @@ impl<'s> Driver<'s> {
                     .any(|r| matches!(r, Rule::rparen | Rule::rbrack | Rule::rbrace))
                 {
                     if let Some(open) = unclosed_opener(src, pos, at) {
-                        d = d.with_secondary(open, "unclosed delimiter");
+                        let bracket = &src[open.start..open.end];
+                        d = d.with_secondary(open, format!("`{bracket}` opened here"));
                     }
                 }
                 self.diags.push(d);
