@@ -971,7 +971,8 @@ impl<'s> Driver<'s> {
                     .any(|r| matches!(r, Rule::rparen | Rule::rbrack | Rule::rbrace))
                 {
                     if let Some(open) = unclosed_opener(src, pos, at) {
-                        d = d.with_secondary(open, "unclosed delimiter");
+                        let bracket = &src[open.start..open.end];
+                        d = d.with_secondary(open, format!("`{bracket}` opened here"));
                     }
                 }
                 self.diags.push(d);
@@ -1011,11 +1012,29 @@ impl<'s> Driver<'s> {
             format!("expected {expected}, found {found}")
         };
         let d = Diagnostic::error(codes::UNEXPECTED_TOKEN, message).with_primary(span, label);
-        if self.src[pos..self.end].starts_with(|c: char| !c.is_ascii()) {
-            d.with_help("names are ASCII (letters, digits and `_`); other text may only appear in strings and comments")
-        } else {
-            d
+        match self.habit_hint(pos, expected) {
+            Some(help) => d.with_help(help),
+            None => d,
         }
+    }
+
+    /// Help for habits from other languages (and non-ASCII names).
+    fn habit_hint(&self, pos: usize, expected: &str) -> Option<&'static str> {
+        let rest = &self.src[pos..self.end];
+        let c = rest.chars().next()?;
+        Some(match c {
+            ';' => "statements and entries end with the line; remove the `;`",
+            '#' => "comments start with `//`",
+            '\'' => "strings are written in double quotes: \"...\"",
+            '=' if expected.contains("`:`") || expected.contains("`)`") => {
+                "entries and named arguments are written `key: value`"
+            }
+            ':' if expected.contains("`=`") => "bindings are written `let name = value`",
+            _ if !c.is_ascii() => {
+                "names are ASCII (letters, digits and `_`); other text may only appear in strings and comments"
+            }
+            _ => return None,
+        })
     }
 
     fn unexpected(&mut self, pos: usize, expected: &str, label: &str) {
