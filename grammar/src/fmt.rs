@@ -610,6 +610,7 @@ fn attach_comments(lines: Vec<Line>, comments: &[Comment], src: &str) -> String 
         before[into] = stray;
     }
 
+    let line_index = crate::LineIndex::new(src);
     let mut out = String::new();
     let emit_before = |out: &mut String, list: &[&Comment], indent: usize| {
         for c in list {
@@ -639,12 +640,14 @@ fn attach_comments(lines: Vec<Line>, comments: &[Comment], src: &str) -> String 
         push_indent(&mut out, line.indent);
         out.push_str(&line.text);
         for (k, c) in trailing[i].iter().enumerate() {
-            let width = out[line_start..].chars().count();
-            let column = comment_column(src, c.span.start);
-            if k == 0 && column >= width + 2 {
-                push_indent(&mut out, column - width);
-            } else if k == 0 {
-                out.push_str("  ");
+            if k == 0 {
+                let width = out[line_start..].chars().count();
+                let column = line_index.line_col(src, c.span.start).1 - 1;
+                if column >= width + 2 {
+                    push_indent(&mut out, column - width);
+                } else {
+                    out.push_str("  ");
+                }
             } else {
                 out.push(' ');
             }
@@ -658,12 +661,6 @@ fn attach_comments(lines: Vec<Line>, comments: &[Comment], src: &str) -> String 
 
 fn push_indent(out: &mut String, n: usize) {
     out.extend(std::iter::repeat_n(' ', n));
-}
-
-/// The 0-based column (in characters) of a byte offset.
-fn comment_column(src: &str, pos: usize) -> usize {
-    let line_start = src[..pos].rfind('\n').map_or(0, |i| i + 1);
-    src[line_start..pos].chars().count()
 }
 
 /// The end of the last code (not whitespace, not a comment) before `pos`.

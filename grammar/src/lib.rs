@@ -81,22 +81,38 @@ pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
 }
 
 /// Byte offset to line/column conversion for many lookups in one source.
+///
+/// Cheap on ASCII lines (the column is a subtraction); on lines with other characters it counts
+/// characters from the previous lookup when that was earlier on the same line, so a walk in
+/// source order stays linear even on one enormous line.
 pub struct LineIndex {
     /// Byte offset of the start of every line.
     starts: Vec<usize>,
+    /// Whether each line is pure ASCII.
+    ascii: Vec<bool>,
+    /// The last non-ASCII lookup: (line, byte offset, column).
+    last: std::cell::Cell<(usize, usize, usize)>,
 }
 
 impl LineIndex {
     pub fn new(source: &str) -> Self {
         let mut starts = vec![0];
-        starts.extend(
-            source
-                .bytes()
-                .enumerate()
-                .filter(|&(_, b)| b == b'\n')
-                .map(|(i, _)| i + 1),
-        );
-        LineIndex { starts }
+        let mut ascii = vec![true];
+        for (i, b) in source.bytes().enumerate() {
+            if b == b'\n' {
+                starts.push(i + 1);
+                ascii.push(true);
+            } else if !b.is_ascii() {
+                if let Some(flag) = ascii.last_mut() {
+                    *flag = false;
+                }
+            }
+        }
+        LineIndex {
+            starts,
+            ascii,
+            last: std::cell::Cell::new((0, 0, 1)),
+        }
     }
 
     /// 1-based line and column (in characters) of a byte offset into the same source.
@@ -107,6 +123,16 @@ impl LineIndex {
         }
         let line = self.starts.partition_point(|&s| s <= offset);
         let start = self.starts[line - 1];
-        (line, source[start..offset].chars().count() + 1)
+        if self.ascii[line - 1] {
+            return (line, offset - start + 1);
+        }
+        let (last_line, last_offset, last_col) = self.last.get();
+        let col = if last_line == line && last_offset <= offset {
+            last_col + source[last_offset..offset].chars().count()
+        } else {
+            source[start..offset].chars().count() + 1
+        };
+        self.last.set((line, offset, col));
+        (line, col)
     }
 }

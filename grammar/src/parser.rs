@@ -32,6 +32,9 @@ struct FmParser;
 /// terms joined by `+`, ...). Deeper expressions are rejected with E0005.
 pub const MAX_EXPR_DEPTH: usize = 512;
 
+/// The most syntax errors reported for one file.
+pub const MAX_ERRORS: usize = 100;
+
 const STMT_KEYWORDS: &[&str] = &["input", "let", "output", "return"];
 
 /// Parses `src[..]`, stopping at the first fatal lexical error found by the pre-scan.
@@ -111,6 +114,14 @@ pub fn parse_until(
         diags.push(fatal);
     }
     diags.sort_by_key(|d| d.primary.as_ref().map_or(usize::MAX, |l| l.span.start));
+    if diags.len() >= MAX_ERRORS {
+        diags.truncate(MAX_ERRORS);
+        if let Some(last) = diags.last_mut() {
+            last.notes.push(format!(
+                "stopped after {MAX_ERRORS} syntax errors; the rest of the file was not checked"
+            ));
+        }
+    }
     (file, diags)
 }
 
@@ -141,7 +152,7 @@ impl<'s> Driver<'s> {
         let mut pos = 0;
         loop {
             pos = skip_trivia(self.src, pos, self.end);
-            if pos >= self.end {
+            if pos >= self.end || self.gave_up() {
                 break;
             }
             pos = match word_at(self.src, pos, self.end) {
@@ -286,6 +297,12 @@ impl<'s> Driver<'s> {
         let mut stmts = Vec::new();
         let mut after_stmt = false;
         loop {
+            if self.gave_up() {
+                return Body {
+                    stmts,
+                    end: self.end,
+                };
+            }
             pos = skip_trivia(self.src, pos, self.end);
             if pos >= self.end {
                 self.unclosed(open, pos, what);
@@ -441,6 +458,9 @@ impl<'s> Driver<'s> {
         let mut entries = Vec::new();
         let mut pos = head_end;
         let end = loop {
+            if self.gave_up() {
+                break self.end;
+            }
             pos = skip_trivia(self.src, pos, self.end);
             if pos >= self.end {
                 self.unclosed(open, pos, &what);
@@ -1059,6 +1079,12 @@ impl<'s> Driver<'s> {
         self.diags.push(d);
     }
 
+    /// After [`MAX_ERRORS`] errors the rest of the file is not looked at (a binary or CSV file
+    /// passed by mistake would otherwise produce thousands).
+    fn gave_up(&self) -> bool {
+        self.diags.len() >= MAX_ERRORS
+    }
+
     fn too_deep(&mut self, span: Span) {
         let d = Diagnostic::error(
             codes::NESTING_TOO_DEEP,
@@ -1118,9 +1144,11 @@ impl<'s> Driver<'s> {
         }
     }
 
+    /// Only blanks between the start of the line and `pos` (looks back over blanks only, so
+    /// it stays cheap on very long lines).
     fn at_line_start(&self, pos: usize) -> bool {
-        let line_start = self.src[..pos].rfind('\n').map_or(0, |i| i + 1);
-        self.src[line_start..pos].chars().all(char::is_whitespace)
+        let before = self.src[..pos].trim_end_matches([' ', '\t', '\r', '\u{FEFF}']);
+        before.is_empty() || before.ends_with('\n')
     }
 
     /// Skips tokens from `pos` to the next item keyword that starts a line.

@@ -467,14 +467,13 @@ impl Expander<'_, '_, '_, '_> {
                 Val::Poison
             }
             (a, b) => {
-                for (v, s) in [(&a, a_span), (&b, b_span)] {
+                for v in [&a, &b] {
                     if let Val::Sym(Sym {
                         name,
                         args: None,
                         name_span,
                     }) = v
                     {
-                        let _ = s;
                         self.unknown_name(name, *name_span);
                         return Val::Poison;
                     }
@@ -678,7 +677,7 @@ impl Expander<'_, '_, '_, '_> {
                         args: Some(vals),
                     });
                 }
-                return self.call_evaluated(callee, vals, None, e.span, env, scope);
+                return self.call_evaluated(callee, vals, None, e.span, scope);
             }
         }
         self.eval(e, env, scope)
@@ -702,7 +701,7 @@ impl Expander<'_, '_, '_, '_> {
             return Val::Poison;
         }
         let vals = self.eval_args(args, env, scope);
-        self.call_evaluated(callee, vals, piped, span, env, scope)
+        self.call_evaluated(callee, vals, piped, span, scope)
     }
 
     fn unknown_callee(&mut self, callee: &Ident) {
@@ -740,10 +739,8 @@ impl Expander<'_, '_, '_, '_> {
         args: Vec<SymArg>,
         piped: Option<Val>,
         span: Span,
-        env: &mut Env,
         scope: &mut Scope,
     ) -> Val {
-        let _ = env;
         // Tensor inputs: the piped value, then the leading positional tensor arguments.
         let mut poisoned = false;
         let mut tensors: Vec<(Tv, Span)> = Vec::new();
@@ -797,7 +794,6 @@ impl Expander<'_, '_, '_, '_> {
         if let Some(sig) = table::lookup_callable(&callee.name) {
             self.builtin_call(
                 sig,
-                callee,
                 tensors,
                 tensor_count,
                 rest,
@@ -914,7 +910,6 @@ impl Expander<'_, '_, '_, '_> {
     fn builtin_call(
         &mut self,
         sig: &'static Sig,
-        callee: &Ident,
         tensors: Vec<(Tv, Span)>,
         tensor_count: usize,
         rest: Vec<SymArg>,
@@ -959,7 +954,6 @@ impl Expander<'_, '_, '_, '_> {
         let Some(out) = layers::infer(self.ctx, sig, &bound, &inputs, span) else {
             return Val::Poison;
         };
-        let _ = callee;
         match out {
             LayerOut::Int(i) => Val::Num {
                 v: i as f64,

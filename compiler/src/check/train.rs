@@ -736,9 +736,8 @@ fn validation(
         Val::Sym(Sym {
             name,
             args: Some(args),
-            name_span,
+            ..
         }) if name == "split" => {
-            let _ = name_span;
             let sig = table::lookup(Kind::Source, "split")?;
             let (pos, named) = split_args(args.clone());
             let b = bind::bind(
