@@ -3,8 +3,9 @@
 //! `bench/run.sh` can put them side by side).
 //!
 //! Method, identical in the Python scripts: compile the model, warm up (at least 3 calls and
-//! 0.3 s), then time `--runs` runs of a fixed number of calls (chosen so a run lasts about
-//! `--seconds / --runs`) and report the median time per call.
+//! 0.3 s), calibrate the time per call (at least 3 calls and 0.2 s), then time `--runs` runs of a
+//! fixed number of calls (chosen so a run lasts about `--seconds / --runs`) and report the median
+//! time per call.
 //!
 //! Usage: fm-bench [--models a,b] [--backends interp,jit] [--modes train,predict]
 //!                 [--seconds S] [--runs R]
@@ -88,7 +89,14 @@ fn median_seconds(
         call()?;
         warmup_calls += 1;
     }
-    let per_call = warmup_start.elapsed().as_secs_f64() / f64::from(warmup_calls);
+    // Calibrate after the warm-up, which includes one-off costs (allocation, caches).
+    let calibration_start = Instant::now();
+    let mut calibration_calls = 0u32;
+    while calibration_calls < 3 || calibration_start.elapsed() < Duration::from_millis(200) {
+        call()?;
+        calibration_calls += 1;
+    }
+    let per_call = calibration_start.elapsed().as_secs_f64() / f64::from(calibration_calls);
     let run_budget = options.seconds / options.runs as f64;
     let calls = ((run_budget / per_call).round() as usize).max(1);
     let mut times = Vec::with_capacity(options.runs);
