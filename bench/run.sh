@@ -19,26 +19,31 @@ SECONDS_PER_ROW=${SECONDS_PER_ROW:-3}
 RUNS=${RUNS:-5}
 OUT=${OUT:-target/bench-results}
 mkdir -p "$OUT"
-rm -f "$OUT"/*.jsonl
+rm -f "$OUT"/*.jsonl "$OUT"/*.log
 
 cargo build --release -p fm-bench >&2
-echo "fm ..." >&2
-target/release/fm-bench --seconds "$SECONDS_PER_ROW" --runs "$RUNS" | tee "$OUT/fm.jsonl" >&2
-
-if [ -x "$PYTHON" ]; then
+# Model by model, fm then Keras then PyTorch, so the three numbers of a row are measured close
+# together in time (the machine may be shared; its load changes over minutes).
+have_python=0
+if [ -x "$PYTHON" ]; then have_python=1; else
+    echo "no Python at $PYTHON: Keras and PyTorch columns stay empty" >&2
+fi
+for model in digits_mlp digits_cnn mnist_mlp mnist_cnn; do
+    echo "fm $model ..." >&2
+    target/release/fm-bench --models "$model" --seconds "$SECONDS_PER_ROW" --runs "$RUNS" \
+        | tee -a "$OUT/fm.jsonl" >&2
+    [ "$have_python" = 1 ] || continue
     for t in $THREADS; do
         for script in keras_bench torch_bench; do
-            echo "$script --threads $t ..." >&2
-            if ! "$PYTHON" "bench/compare/$script.py" --threads "$t" \
-                --seconds "$SECONDS_PER_ROW" --runs "$RUNS" 2>"$OUT/$script-$t.log" \
-                | tee "$OUT/$script-$t.jsonl" >&2; then
-                echo "$script failed (see $OUT/$script-$t.log); its columns stay empty" >&2
+            echo "$script $model --threads $t ..." >&2
+            if ! "$PYTHON" "bench/compare/$script.py" --models "$model" --threads "$t" \
+                --seconds "$SECONDS_PER_ROW" --runs "$RUNS" 2>>"$OUT/$script.log" \
+                | tee -a "$OUT/$script.jsonl" >&2; then
+                echo "$script failed (see $OUT/$script.log); its cells stay empty" >&2
             fi
         done
     done
-else
-    echo "no Python at $PYTHON: Keras and PyTorch columns stay empty" >&2
-fi
+done
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 echo "Machine: $(nproc) cores, $cpu; $(date -u '+%Y-%m-%d %H:%M UTC'); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
