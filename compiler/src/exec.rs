@@ -7,18 +7,26 @@ use crate::ir::{verify::verify, ArgKind, Function, ResultKind};
 use crate::lower;
 use fm_runtime::config::TrainSpec;
 use fm_runtime::tensor::{DType, Tensor};
+use fm_runtime::train::{Backend, StepOutput};
+use fm_runtime::{ErrorKind, RuntimeError};
 use ndarray::{ArrayD, IxDyn};
 
-/// Runs IR functions: the reference interpreter or a compiled backend (`jit::JitBackend`).
-pub trait Backend: Send + Sync {
-    fn run(&self, f: &Function, args: &[Value<f32>], ctx: Context)
-        -> Result<Vec<Value<f32>>, String>;
+/// Runs IR functions: the reference interpreter or compiled code (`jit::JitExecutor`).
+/// (Distinct from `fm_runtime::train::Backend`, which is the training loop's view of a
+/// whole [`Session`].)
+pub trait Executor: Send + Sync {
+    fn run(
+        &self,
+        f: &Function,
+        args: &[Value<f32>],
+        ctx: Context,
+    ) -> Result<Vec<Value<f32>>, String>;
 }
 
-/// The reference interpreter as a [`Backend`].
+/// The reference interpreter as an [`Executor`].
 pub struct Interp;
 
-impl Backend for Interp {
+impl Executor for Interp {
     fn run(
         &self,
         f: &Function,
@@ -43,7 +51,7 @@ pub struct Session {
     /// Optimizer steps taken so far.
     pub iterations: u64,
     /// What runs the functions (the interpreter unless replaced by `with_backend`).
-    pub backend: Box<dyn Backend>,
+    pub backend: Box<dyn Executor>,
 }
 
 /// The output of one step.
@@ -96,7 +104,7 @@ impl Session {
     }
 
     /// Runs the functions on `backend` instead.
-    pub fn with_backend(mut self, backend: Box<dyn Backend>) -> Session {
+    pub fn with_backend(mut self, backend: Box<dyn Executor>) -> Session {
         self.backend = backend;
         self
     }
@@ -195,7 +203,9 @@ impl Session {
     /// Outputs in inference mode.
     pub fn predict(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
         let args = self.bind(&self.predict_fn, inputs, &[], 0.0)?;
-        let results = self.backend.run(&self.predict_fn, &args, self.ctx(inputs))?;
+        let results = self
+            .backend
+            .run(&self.predict_fn, &args, self.ctx(inputs))?;
         Ok(results
             .into_iter()
             .map(|v| Tensor::F32(v.into_float()))
@@ -224,44 +234,96 @@ impl Session {
         out
     }
 
-    /// Replaces the parameters (and, when `with_optimizer`, the optimizer state) from named
-    /// tensors. Every parameter must be present with its exact shape.
-    pub fn load(
-        &mut self,
-        tensors: &[(String, Tensor)],
-        with_optimizer: bool,
-    ) -> Result<(), String> {
-        let find = |name: &str| tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t);
-        for (p, info) in self.graph.params.iter().enumerate() {
-            let t = find(&info.name).ok_or_else(|| format!("missing tensor `{}`", info.name))?;
-            if t.shape() != info.shape.as_slice() {
+    /// Sets the named tensors it is given (parameters, BatchNorm statistics, `opt/...` slots,
+    /// `opt/step`) and leaves the others unchanged. Unknown names and wrong shapes are errors
+    /// that name the tensor; nothing changes unless every tensor fits.
+    pub fn set_state(&mut self, tensors: &[(String, Tensor)]) -> Result<(), String> {
+        let mut plan: Vec<(Target, ArrayD<f32>)> = Vec::new();
+        for (name, t) in tensors {
+            let target = if name == "opt/step" {
+                Target::Step
+            } else if let Some(p) = self.graph.params.iter().position(|p| &p.name == name) {
+                Target::Param(p)
+            } else if let Some(k) = self.slots.iter().position(|(p, slot, _)| {
+                name == &format!("opt/{}/{}", self.graph.params[*p].name, slot)
+            }) {
+                Target::Slot(k)
+            } else {
                 return Err(format!(
-                    "tensor `{}` has shape {:?}, expected {:?}",
-                    info.name,
+                    "unknown tensor `{name}`: model `{}` has no such parameter or optimizer slot",
+                    self.graph.name
+                ));
+            };
+            let expected: Vec<usize> = match target {
+                Target::Param(p) => self.graph.params[p].shape.clone(),
+                Target::Slot(k) => self.slots[k].2.shape().to_vec(),
+                Target::Step => t.shape().to_vec(),
+            };
+            if t.shape() != expected.as_slice() {
+                return Err(format!(
+                    "tensor `{name}` has shape {:?}, expected {:?}",
                     t.shape(),
-                    info.shape
+                    expected
                 ));
             }
-            self.params[p] = t.to_f32();
+            plan.push((target, t.to_f32()));
         }
-        if with_optimizer {
-            for (p, slot, v) in self.slots.iter_mut() {
-                let name = format!("opt/{}/{}", self.graph.params[*p].name, slot);
-                let t = find(&name).ok_or_else(|| format!("missing tensor `{name}`"))?;
-                if t.shape() != v.shape() {
-                    return Err(format!(
-                        "tensor `{name}` has shape {:?}, expected {:?}",
-                        t.shape(),
-                        v.shape()
-                    ));
+        for (target, value) in plan {
+            match target {
+                Target::Param(p) => self.params[p] = value,
+                Target::Slot(k) => self.slots[k].2 = value,
+                Target::Step => {
+                    self.iterations = value.iter().next().copied().unwrap_or(0.0).max(0.0) as u64
                 }
-                *v = t.to_f32();
-            }
-            if let Some(t) = find("opt/step") {
-                self.iterations = t.to_f32().iter().next().copied().unwrap_or(0.0) as u64;
             }
         }
         Ok(())
+    }
+}
+
+enum Target {
+    Param(usize),
+    Slot(usize),
+    Step,
+}
+
+fn backend_error(message: String) -> RuntimeError {
+    RuntimeError::new(ErrorKind::Backend, None, message)
+}
+
+/// The interpreter as a training-loop backend.
+impl Backend for Session {
+    fn train_step(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        lr: f32,
+    ) -> Result<StepOutput, RuntimeError> {
+        let r = Session::train_step(self, inputs, targets, lr).map_err(backend_error)?;
+        Ok(StepOutput {
+            loss: r.loss,
+            outputs: r.outputs,
+        })
+    }
+    fn evaluate(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+    ) -> Result<StepOutput, RuntimeError> {
+        let r = Session::evaluate(self, inputs, targets).map_err(backend_error)?;
+        Ok(StepOutput {
+            loss: r.loss,
+            outputs: r.outputs,
+        })
+    }
+    fn predict(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        Session::predict(self, inputs).map_err(backend_error)
+    }
+    fn state(&self) -> Vec<(String, Tensor)> {
+        Session::state(self)
+    }
+    fn set_state(&mut self, state: &[(String, Tensor)]) -> Result<(), RuntimeError> {
+        Session::set_state(self, state).map_err(|m| RuntimeError::new(ErrorKind::Weights, None, m))
     }
 }
 

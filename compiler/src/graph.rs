@@ -234,14 +234,23 @@ pub enum Init {
     Zeros,
     Ones,
     Constant(f64),
-    Uniform { lo: f64, hi: f64 },
-    Normal { mean: f64, std: f64 },
+    Uniform {
+        lo: f64,
+        hi: f64,
+    },
+    Normal {
+        mean: f64,
+        std: f64,
+    },
     GlorotUniform,
     GlorotNormal,
     HeUniform,
     HeNormal,
     LecunNormal,
     Orthogonal,
+    /// The LSTM bias `[4 * units]` in Keras gate order (i, f, c, o): zeros, except the forget
+    /// gate's `units` entries, which start at 1 (Keras `unit_forget_bias=True`).
+    LstmBias,
 }
 
 #[derive(Clone, Debug, PartialEq)]

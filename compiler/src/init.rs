@@ -3,7 +3,7 @@
 //! Each parameter draws from its own stream keyed by (seed, parameter index), so adding a layer
 //! does not change the initial values of the layers before it.
 
-use crate::graph::{Init, ModelGraph, Op, RnnKind};
+use crate::graph::{Init, ModelGraph};
 use ndarray::{ArrayD, IxDyn};
 
 /// A small, fast, well-mixed generator (SplitMix64).
@@ -91,6 +91,19 @@ pub fn draw(init: Init, shape: &[usize], rng: &mut Rng) -> ArrayD<f32> {
             gen(&mut |r| sd * r.truncated_normal())
         }
         Init::Orthogonal => orthogonal(shape, rng),
+        Init::LstmBias => {
+            // Keras's `unit_forget_bias`: gates (i, f, c, o); the forget gate starts at 1.
+            let units = n / 4;
+            (0..n)
+                .map(|i| {
+                    if (units..2 * units).contains(&i) {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        }
     };
     ArrayD::from_shape_vec(IxDyn(shape), data).expect("init shape")
 }
@@ -106,10 +119,12 @@ fn orthogonal(shape: &[usize], rng: &mut Rng) -> Vec<f32> {
         .map(|_| (0..tall).map(|_| rng.normal()).collect())
         .collect();
     for j in 0..narrow {
-        for k in 0..j {
-            let dot: f64 = (0..tall).map(|i| q[j][i] * q[k][i]).sum();
-            for i in 0..tall {
-                q[j][i] -= dot * q[k][i];
+        let (done, rest) = q.split_at_mut(j);
+        let col = &mut rest[0];
+        for prev in done.iter() {
+            let dot: f64 = col.iter().zip(prev).map(|(a, b)| a * b).sum();
+            for (c, p) in col.iter_mut().zip(prev) {
+                *c -= dot * p;
             }
         }
         let norm = (0..tall)
@@ -138,22 +153,7 @@ pub fn initial_params(graph: &ModelGraph, seed: u64) -> Vec<ArrayD<f32>> {
         .enumerate()
         .map(|(i, p)| {
             let mut rng = Rng::new(seed, i as u64);
-            let mut value = draw(p.init, &p.shape, &mut rng);
-            // Keras's LSTM `unit_forget_bias`: the forget gate's bias starts at 1.
-            let node = &graph.nodes[p.node];
-            if let Op::Rnn {
-                kind: RnnKind::Lstm,
-                units,
-                ..
-            } = node.op
-            {
-                if p.name.ends_with(".bias") && p.init == Init::Zeros {
-                    if let Some(s) = value.as_slice_mut() {
-                        s[units..2 * units].fill(1.0);
-                    }
-                }
-            }
-            value
+            draw(p.init, &p.shape, &mut rng)
         })
         .collect()
 }

@@ -1,6 +1,15 @@
-//! `fmc`, the fm compiler driver.
+//! `fmc`, the fm compiler driver (see `cli`).
 
 fn main() {
-    eprintln!("fmc: not yet implemented");
-    std::process::exit(2);
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    let code = fm_compiler::cli::run(
+        std::env::args_os(),
+        &mut out,
+        &mut err,
+        fm_compiler::cli::Terminal::detect(),
+    );
+    drop(out);
+    drop(err);
+    std::process::exit(code);
 }

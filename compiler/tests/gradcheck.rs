@@ -219,6 +219,13 @@ fn check(
         a
     };
     let out = interp::run(&grad_fn, &args(&params), ctx).unwrap();
+    // The optimization passes must not change a single bit of the results.
+    let optimized = fm_compiler::passes::optimize(&grad_fn).unwrap();
+    assert!(
+        optimized.insts.len() < grad_fn.insts.len(),
+        "passes removed nothing"
+    );
+    assert_eq!(interp::run(&optimized, &args(&params), ctx).unwrap(), out);
     let loss0 = out[0].scalar();
     assert!(loss0.is_finite(), "loss {loss0}");
     let trainable: Vec<usize> = (0..graph.params.len())
@@ -706,4 +713,42 @@ fn attention_embedding_and_arithmetic() {
         vec![tokens],
         3,
     );
+}
+
+/// Dropout: identity in inference; in training keeps about 1 - rate of the values, scaled by
+/// 1 / (1 - rate), with a mask that is a pure function of (seed, step).
+#[test]
+fn dropout_masks_are_seeded_and_scaled() {
+    let mut g = Graph::new(&[("x", DType::F32, &[1000])]);
+    let d = g.add(Op::Dropout { rate: 0.3 }, &[0], &[1000], "dropout", &[]);
+    let graph = g.output(d);
+    let run_mode = |mode: Mode, seed: u64, step: u64| {
+        let mut b = Builder::new("dropout");
+        let x = b.arg("x", ArgKind::Input, batched(&[1000]), DType::F32);
+        let fwd = lower::forward(&mut b, &graph, &[x], &[], mode);
+        b.result("out", ResultKind::Output(0), fwd.outputs[0]);
+        let f = b.finish();
+        let input = Value::F(ArrayD::from_elem(IxDyn(&[2, 1000]), 1.0f64));
+        interp::run(
+            &f,
+            &[input],
+            Context {
+                batch: 2,
+                seed,
+                step,
+            },
+        )
+        .unwrap()[0]
+            .float()
+            .clone()
+    };
+    let infer = run_mode(Mode::Infer, 0, 0);
+    assert!(infer.iter().all(|&v| v == 1.0));
+    let a = run_mode(Mode::Train, 5, 10);
+    let kept = a.iter().filter(|&&v| v != 0.0).count() as f64 / a.len() as f64;
+    assert!((kept - 0.7).abs() < 0.03, "kept {kept}");
+    assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-12));
+    assert_eq!(a, run_mode(Mode::Train, 5, 10));
+    assert_ne!(a, run_mode(Mode::Train, 5, 11));
+    assert_ne!(a, run_mode(Mode::Train, 6, 10));
 }

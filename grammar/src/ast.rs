@@ -206,6 +206,22 @@ pub struct Expr {
     pub span: Span,
 }
 
+impl Expr {
+    /// Splits a pipeline `a -> B -> C` (stored left-nested) into its head value `a` and its
+    /// stages `[B, C]` in order, without recursion. A non-pipeline is its own head with no
+    /// stages.
+    pub fn pipeline(&self) -> (&Expr, Vec<&Expr>) {
+        let mut stages = Vec::new();
+        let mut cur = self;
+        while let ExprKind::Pipe { lhs, stage } = &cur.kind {
+            stages.push(stage.as_ref());
+            cur = lhs;
+        }
+        stages.reverse();
+        (cur, stages)
+    }
+}
+
 #[derive(Clone, PartialEq, Debug)]
 pub enum ExprKind {
     /// A numeric literal. `text` is exactly what was written (`1e-3`), `value` its f64 value,

@@ -209,7 +209,7 @@ pub enum AccuracyKind {
     Sparse,
     /// One-hot targets against class scores.
     Categorical,
-    /// Targets in {0, 1} against a probability (threshold 0.5), or a logit (threshold 0).
+    /// Targets in {0, 1} against a probability (threshold 0.5), and, as Keras, also on a logit.
     Binary,
 }
 

@@ -65,3 +65,51 @@ impl Tensor {
         }
     }
 }
+
+/// Sample-axis (axis 0) operations used by batching, splitting and prediction.
+impl Tensor {
+    /// Samples `range` (along axis 0) as a new tensor.
+    pub fn slice_samples(&self, range: std::ops::Range<usize>) -> Tensor {
+        use ndarray::{Axis, Slice};
+        let slice = Slice::from(range);
+        match self {
+            Tensor::F32(a) => Tensor::F32(a.slice_axis(Axis(0), slice).to_owned()),
+            Tensor::I32(a) => Tensor::I32(a.slice_axis(Axis(0), slice).to_owned()),
+        }
+    }
+    /// The samples at `indices` (along axis 0), in that order.
+    pub fn gather_samples(&self, indices: &[usize]) -> Tensor {
+        use ndarray::Axis;
+        match self {
+            Tensor::F32(a) => Tensor::F32(a.select(Axis(0), indices)),
+            Tensor::I32(a) => Tensor::I32(a.select(Axis(0), indices)),
+        }
+    }
+    /// Concatenates tensors of one dtype along axis 0; `None` when dtypes or sample shapes differ
+    /// or `parts` is empty.
+    pub fn concat_samples(parts: &[Tensor]) -> Option<Tensor> {
+        use ndarray::{concatenate, Axis};
+        let first = parts.first()?;
+        match first {
+            Tensor::F32(_) => {
+                let views: Option<Vec<_>> =
+                    parts.iter().map(|t| t.as_f32().map(|a| a.view())).collect();
+                concatenate(Axis(0), &views?).ok().map(Tensor::F32)
+            }
+            Tensor::I32(_) => {
+                let views: Option<Vec<_>> =
+                    parts.iter().map(|t| t.as_i32().map(|a| a.view())).collect();
+                concatenate(Axis(0), &views?).ok().map(Tensor::I32)
+            }
+        }
+    }
+    /// The shape of one sample (the shape without axis 0).
+    pub fn sample_shape(&self) -> &[usize] {
+        let shape = self.shape();
+        if shape.is_empty() {
+            shape
+        } else {
+            &shape[1..]
+        }
+    }
+}

@@ -13,7 +13,7 @@ use crate::ir::{BinaryOp, PoolKind, ReduceOp, UnaryOp};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
 use cranelift_codegen::ir::{
-    AbiParam, Function, InstBuilder, MemFlags, Signature, StackSlotData, StackSlotKind, Value,
+    AbiParam, Function, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, Value,
 };
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, Variable};
@@ -62,8 +62,8 @@ pub fn extern_signatures(cc: CallConv) -> Vec<(&'static str, Signature)> {
 }
 
 /// Loads and stores may be unaligned but never trap (bounds are guaranteed by construction).
-fn mem() -> MemFlags {
-    MemFlags::new().with_notrap()
+fn mem() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
 }
 
 pub struct Gen<'a, 'm> {
@@ -101,7 +101,8 @@ impl<'a, 'm> Gen<'a, 'm> {
     pub fn finish(mut self, status: Value) {
         self.b.ins().return_(&[status]);
         self.b.seal_all_blocks();
-        self.b.finalize();
+        let cfg = self.module.isa().frontend_config();
+        self.b.finalize(cfg);
     }
 
     fn i64c(&mut self, v: i64) -> Value {
@@ -113,7 +114,7 @@ impl<'a, 'm> Gen<'a, 'm> {
         if s.n == 0 {
             return c;
         }
-        let nn = self.b.ins().imul_imm(self.n, s.n);
+        let nn = self.b.ins().imul_imm_s(self.n, s.n);
         self.b.ins().iadd(nn, c)
     }
 
@@ -123,7 +124,7 @@ impl<'a, 'm> Gen<'a, 'm> {
 
     /// Address of element `idx` (an i64 element index) of a 4-byte-element buffer.
     fn at(&mut self, base: Value, idx: Value) -> Value {
-        let off = self.b.ins().ishl_imm(idx, 2);
+        let off = self.b.ins().ishl_imm_u(idx, 2);
         self.b.ins().iadd(base, off)
     }
 
@@ -149,14 +150,14 @@ impl<'a, 'm> Gen<'a, 'm> {
         self.b.ins().jump(header, &[]);
         self.b.switch_to_block(header);
         let i = self.b.use_var(var);
-        let next = self.b.ins().iadd_imm(i, step);
+        let next = self.b.ins().iadd_imm_s(i, step);
         let more = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, next, end);
         self.b.ins().brif(more, body_blk, &[], exit, &[]);
         self.b.switch_to_block(body_blk);
         let i = self.b.use_var(var);
         body(self, i);
         let i = self.b.use_var(var);
-        let next = self.b.ins().iadd_imm(i, step);
+        let next = self.b.ins().iadd_imm_s(i, step);
         self.b.def_var(var, next);
         self.b.ins().jump(header, &[]);
         self.b.switch_to_block(exit);
@@ -212,10 +213,7 @@ impl<'a, 'm> Gen<'a, 'm> {
         otherwise: &mut dyn FnMut(&mut Self),
     ) {
         // An unsigned comparison rejects negative indices too.
-        let ok = self
-            .b
-            .ins()
-            .icmp_imm(IntCC::UnsignedLessThan, idx, bound);
+        let ok = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, idx, bound);
         let t = self.b.create_block();
         let e = self.b.create_block();
         let m = self.b.create_block();
@@ -269,14 +267,14 @@ impl<'a, 'm> Gen<'a, 'm> {
                 let zero = self.i64c(0);
                 self.for_loop(zero, count, 1, &mut |g, k| {
                     let i = g.load_index(idx, k);
-                    let dst_i = g.b.ins().imul_imm(k, rl);
+                    let dst_i = g.b.ins().imul_imm_s(k, rl);
                     let dst = g.at(out, dst_i);
                     let len = g.i64c(rl);
                     g.if_in_range(
                         i,
                         *rows as i64,
                         &mut |g| {
-                            let src_i = g.b.ins().imul_imm(i, rl);
+                            let src_i = g.b.ins().imul_imm_s(i, rl);
                             let src = g.at(table, src_i);
                             g.copy_contig(dst, src, len);
                         },
@@ -303,9 +301,9 @@ impl<'a, 'm> Gen<'a, 'm> {
                         i,
                         *rows as i64,
                         &mut |g| {
-                            let di = g.b.ins().imul_imm(i, rl);
+                            let di = g.b.ins().imul_imm_s(i, rl);
                             let dst = g.at(out, di);
-                            let si = g.b.ins().imul_imm(k, rl);
+                            let si = g.b.ins().imul_imm_s(k, rl);
                             let src = g.at(vals, si);
                             let len = g.i64c(rl);
                             g.accumulate(dst, src, len);
@@ -318,7 +316,7 @@ impl<'a, 'm> Gen<'a, 'm> {
                 let idx = self.operand(0);
                 let out = self.operand(1);
                 let count = self.sym(*count);
-                let total = self.b.ins().imul_imm(count, *depth as i64);
+                let total = self.b.ins().imul_imm_s(count, *depth as i64);
                 self.fill(out, total, 0.0);
                 let zero = self.i64c(0);
                 let d = *depth as i64;
@@ -328,7 +326,7 @@ impl<'a, 'm> Gen<'a, 'm> {
                         i,
                         d,
                         &mut |g| {
-                            let row = g.b.ins().imul_imm(k, d);
+                            let row = g.b.ins().imul_imm_s(k, d);
                             let e = g.b.ins().iadd(row, i);
                             let a = g.at(out, e);
                             let one = g.b.ins().f32const(1.0);
@@ -352,7 +350,7 @@ impl<'a, 'm> Gen<'a, 'm> {
                         let one = g.b.ins().f32const(1.0);
                         let z = g.b.ins().f32const(0.0);
                         let v = g.b.ins().select(below, one, z);
-                        let row = g.b.ins().imul_imm(r, cols);
+                        let row = g.b.ins().imul_imm_s(r, cols);
                         let e = g.b.ins().iadd(row, c);
                         let a = g.at(out, e);
                         g.b.ins().store(mem(), v, a, 0);
@@ -436,7 +434,7 @@ impl<'a, 'm> Gen<'a, 'm> {
             3,
         ));
         for (k, v) in fields.into_iter().enumerate() {
-            self.b.ins().stack_store(v, slot, (k * 8) as i32);
+            self.b.ins().stack_store(I64, v, slot, (k * 8) as i32);
         }
         self.b.ins().stack_addr(I64, slot, 0)
     }
@@ -477,32 +475,38 @@ impl<'a, 'm> Gen<'a, 'm> {
     }
 
     fn mix(&mut self, z: Value) -> Value {
-        let s = self.b.ins().ushr_imm(z, 30);
+        let s = self.b.ins().ushr_imm_u(z, 30);
         let z = self.b.ins().bxor(z, s);
-        let z = self.b.ins().imul_imm(z, 0xbf58_476d_1ce4_e5b9u64 as i64);
-        let s = self.b.ins().ushr_imm(z, 27);
+        let z = self.b.ins().imul_imm_s(z, 0xbf58_476d_1ce4_e5b9u64 as i64);
+        let s = self.b.ins().ushr_imm_u(z, 27);
         let z = self.b.ins().bxor(z, s);
-        let z = self.b.ins().imul_imm(z, 0x94d0_49bb_1331_11ebu64 as i64);
-        let s = self.b.ins().ushr_imm(z, 31);
+        let z = self.b.ins().imul_imm_s(z, 0x94d0_49bb_1331_11ebu64 as i64);
+        let s = self.b.ins().ushr_imm_u(z, 31);
         self.b.ins().bxor(z, s)
     }
 
     /// Bit-identical to `interp::random::uniform`.
     fn random_uniform(&mut self, len: Sym, salt: u64) {
         let out = self.operand(0);
-        let a = self.b.ins().bxor_imm(self.seed, 0x9e37_79b9_7f4a_7c15u64 as i64);
+        let a = self
+            .b
+            .ins()
+            .bxor_imm_s(self.seed, 0x9e37_79b9_7f4a_7c15u64 as i64);
         let a = self.mix(a);
         let a = self.b.ins().bxor(a, self.step);
         let a = self.mix(a);
-        let a = self.b.ins().bxor_imm(a, salt.wrapping_mul(0x2545_f491_4f6c_dd1d) as i64);
+        let a = self
+            .b
+            .ins()
+            .bxor_imm_s(a, salt.wrapping_mul(0x2545_f491_4f6c_dd1d) as i64);
         let key = self.mix(a);
         let len = self.sym(len);
         let zero = self.i64c(0);
         self.for_loop(zero, len, 1, &mut |g, i| {
-            let h = g.b.ins().imul_imm(i, 0x9e37_79b9_7f4a_7c15u64 as i64);
+            let h = g.b.ins().imul_imm_s(i, 0x9e37_79b9_7f4a_7c15u64 as i64);
             let h = g.b.ins().bxor(key, h);
             let bits = g.mix(h);
-            let top = g.b.ins().ushr_imm(bits, 40);
+            let top = g.b.ins().ushr_imm_u(bits, 40);
             let f = g.b.ins().fcvt_from_uint(F32, top);
             let scale = g.b.ins().f32const(1.0 / (1u64 << 24) as f32);
             let v = g.b.ins().fmul(f, scale);
@@ -511,16 +515,24 @@ impl<'a, 'm> Gen<'a, 'm> {
         });
     }
 
-    fn copy_level(&mut self, r: &Region, level: usize, src: Value, dst: Value, so: Value, d0: Value) {
+    fn copy_level(
+        &mut self,
+        r: &Region,
+        level: usize,
+        src: Value,
+        dst: Value,
+        so: Value,
+        d0: Value,
+    ) {
         let size = self.sym(r.dims[level]);
         let ss = r.src_strides[level];
         let ds = r.dst_strides[level];
         let zero = self.i64c(0);
         if level + 1 < r.dims.len() {
             self.for_loop(zero, size, 1, &mut |g, i| {
-                let a = g.b.ins().imul_imm(i, ss);
+                let a = g.b.ins().imul_imm_s(i, ss);
                 let a = g.b.ins().iadd(so, a);
-                let b = g.b.ins().imul_imm(i, ds);
+                let b = g.b.ins().imul_imm_s(i, ds);
                 let b = g.b.ins().iadd(d0, b);
                 g.copy_level(r, level + 1, src, dst, a, b);
             });
@@ -539,10 +551,10 @@ impl<'a, 'm> Gen<'a, 'm> {
             });
         } else {
             self.for_loop(zero, size, 1, &mut |g, i| {
-                let si = g.b.ins().imul_imm(i, ss);
+                let si = g.b.ins().imul_imm_s(i, ss);
                 let sa = g.at(s, si);
                 let x = g.b.ins().load(I32, mem(), sa, 0);
-                let di = g.b.ins().imul_imm(i, ds);
+                let di = g.b.ins().imul_imm_s(i, ds);
                 let da = g.at(d, di);
                 g.b.ins().store(mem(), x, da, 0);
             });
@@ -786,11 +798,7 @@ impl<'a, 'm> Gen<'a, 'm> {
 /// The entry function: for each scheduled kernel call, gathers its operand pointers from
 /// `bufs` (one pointer per IR value) into a stack array and calls it; stops at the first
 /// non-zero status.
-pub fn entry_body(
-    b: FunctionBuilder<'_>,
-    module: &mut JITModule,
-    calls: &[(FuncId, Vec<usize>)],
-) {
+pub fn entry_body(b: FunctionBuilder<'_>, module: &mut JITModule, calls: &[(FuncId, Vec<usize>)]) {
     let mut b = b;
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
@@ -809,7 +817,7 @@ pub fn entry_body(
     for (id, operands) in calls {
         for (k, &v) in operands.iter().enumerate() {
             let ptr = b.ins().load(I64, mem(), bufs, (8 * v) as i32);
-            b.ins().stack_store(ptr, slot, (8 * k) as i32);
+            b.ins().stack_store(I64, ptr, slot, (8 * k) as i32);
         }
         let addr = b.ins().stack_addr(I64, slot, 0);
         let f = *refs
@@ -827,7 +835,7 @@ pub fn entry_body(
     let s = b.block_params(fail)[0];
     b.ins().return_(&[s]);
     b.seal_all_blocks();
-    b.finalize();
+    b.finalize(module.isa().frontend_config());
 }
 
 #[allow(dead_code)]

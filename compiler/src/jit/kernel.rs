@@ -24,7 +24,9 @@ impl Sym {
     }
     /// Element count of a shape.
     pub fn count(shape: &[Dim]) -> Sym {
-        shape.iter().fold(Sym::ONE, |acc, &d| acc.mul(Sym::of_dim(d)))
+        shape
+            .iter()
+            .fold(Sym::ONE, |acc, &d| acc.mul(Sym::of_dim(d)))
     }
     /// Product; at most one factor may depend on N (the batch is only ever on axis 0).
     pub fn mul(self, o: Sym) -> Sym {
@@ -34,7 +36,10 @@ impl Sym {
                 c: o.c * self.c,
             }
         } else {
-            assert_eq!(o.n, 0, "internal error: product of two batch-dependent sizes");
+            assert_eq!(
+                o.n, 0,
+                "internal error: product of two batch-dependent sizes"
+            );
             Sym {
                 n: self.n * o.c,
                 c: self.c * o.c,
@@ -142,10 +147,19 @@ pub enum Kernel {
         row_len: usize,
     },
     /// Operands: indices, output.
-    OneHot { count: Sym, depth: usize },
+    OneHot {
+        count: Sym,
+        depth: usize,
+    },
     /// Operands: output.
-    RandomUniform { len: Sym, salt: u64 },
-    LowerTriangle { rows: usize, cols: usize },
+    RandomUniform {
+        len: Sym,
+        salt: u64,
+    },
+    LowerTriangle {
+        rows: usize,
+        cols: usize,
+    },
     /// f32 bits.
     Const(u32),
     BatchSize,
@@ -158,7 +172,10 @@ pub enum Kernel {
         ta: bool,
         tb: bool,
     },
-    Conv { kind: ConvKind, geom: Geom },
+    Conv {
+        kind: ConvKind,
+        geom: Geom,
+    },
     /// Forward operands: x, y. Backward: x, dy, dx.
     Pool {
         kind: PoolKind,

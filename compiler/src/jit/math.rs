@@ -9,7 +9,7 @@
 
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::types::{F32X4, I32X4};
-use cranelift_codegen::ir::{InstBuilder, MemFlags, Value};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::FunctionBuilder;
 
 /// Helpers over `F32X4` values.
@@ -23,7 +23,10 @@ impl V<'_, '_> {
         self.b.ins().splat(F32X4, s)
     }
     pub fn ci(&mut self, v: i32) -> Value {
-        let s = self.b.ins().iconst(cranelift_codegen::ir::types::I32, v as i64);
+        let s = self
+            .b
+            .ins()
+            .iconst(cranelift_codegen::ir::types::I32, v as i64);
         self.b.ins().splat(I32X4, s)
     }
     pub fn add(&mut self, a: Value, b: Value) -> Value {
@@ -61,10 +64,18 @@ impl V<'_, '_> {
         self.b.ins().bitselect(m, a, b)
     }
     pub fn to_f(&mut self, v: Value) -> Value {
-        self.b.ins().bitcast(F32X4, MemFlags::new().with_endianness(cranelift_codegen::ir::Endianness::Little), v)
+        self.b.ins().bitcast(
+            F32X4,
+            MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little),
+            v,
+        )
     }
     pub fn to_i(&mut self, v: Value) -> Value {
-        self.b.ins().bitcast(I32X4, MemFlags::new().with_endianness(cranelift_codegen::ir::Endianness::Little), v)
+        self.b.ins().bitcast(
+            I32X4,
+            MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little),
+            v,
+        )
     }
     /// 1.0 where `mask`, else 0.0.
     pub fn flag(&mut self, mask: Value) -> Value {
@@ -74,13 +85,13 @@ impl V<'_, '_> {
     }
     /// `2^n` for integer lanes `n` in [-150, 128], as two factors (each a normal float).
     fn pow2_split(&mut self, n: Value) -> (Value, Value) {
-        let n1 = self.b.ins().sshr_imm(n, 1);
+        let n1 = self.b.ins().sshr_imm_u(n, 1);
         let n2 = self.b.ins().isub(n, n1);
         let bias = self.ci(127);
         let e1 = self.b.ins().iadd(n1, bias);
         let e2 = self.b.ins().iadd(n2, bias);
-        let e1 = self.b.ins().ishl_imm(e1, 23);
-        let e2 = self.b.ins().ishl_imm(e2, 23);
+        let e1 = self.b.ins().ishl_imm_u(e1, 23);
+        let e2 = self.b.ins().ishl_imm_u(e2, 23);
         (self.to_f(e1), self.to_f(e2))
     }
 
@@ -139,7 +150,7 @@ impl V<'_, '_> {
             self.to_i(r)
         };
         let bits = self.to_i(x);
-        let e = self.b.ins().ushr_imm(bits, 23);
+        let e = self.b.ins().ushr_imm_u(bits, 23);
         let c126 = self.ci(126);
         let e = self.b.ins().isub(e, c126);
         let e = self.b.ins().iadd(e, eadj);
@@ -305,4 +316,3 @@ impl V<'_, '_> {
 pub extern "C" fn fm_jit_powf(a: f32, b: f32) -> f32 {
     a.powf(b)
 }
-

@@ -60,7 +60,7 @@ pub fn plan(f: &Function, s: &Schedule, n: usize) -> Plan {
             }
         }
     };
-    let mut release = |v: ValueId, free: &mut Vec<(usize, usize)>, offset: &[usize]| {
+    let release = |v: ValueId, free: &mut Vec<(usize, usize)>, offset: &[usize]| {
         free.push((offset[v], bytes(f, v, n)));
     };
     let args: Vec<ValueId> = (0..len)

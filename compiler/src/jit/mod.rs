@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-pub use session::JitBackend;
+pub use session::JitExecutor;
 
 /// What compiling one function cost and produced (printed by `fmc -v`).
 #[derive(Clone, Debug, PartialEq)]
@@ -97,7 +97,10 @@ fn new_module() -> Result<JITModule, String> {
         ("fm_sgemm", ffi::fm_sgemm as *const u8),
         ("fm_conv2d_fwd", ffi::fm_conv2d_fwd as *const u8),
         ("fm_conv2d_bwd_input", ffi::fm_conv2d_bwd_input as *const u8),
-        ("fm_conv2d_bwd_kernel", ffi::fm_conv2d_bwd_kernel as *const u8),
+        (
+            "fm_conv2d_bwd_kernel",
+            ffi::fm_conv2d_bwd_kernel as *const u8,
+        ),
         ("fm_max_pool2d_fwd", ffi::fm_max_pool2d_fwd as *const u8),
         ("fm_max_pool2d_bwd", ffi::fm_max_pool2d_bwd as *const u8),
         ("fm_avg_pool2d_fwd", ffi::fm_avg_pool2d_fwd as *const u8),
@@ -157,7 +160,11 @@ fn compile_uncached(f: &Function) -> Result<Compiled, String> {
                     g.finish(status);
                 }
                 clif_insts += count_insts(&ctx.func);
-                clif.push_str(&format!("; k{k}: {}\n{}\n", step.kernel.name(), ctx.func.display()));
+                clif.push_str(&format!(
+                    "; k{k}: {}\n{}\n",
+                    step.kernel.name(),
+                    ctx.func.display()
+                ));
                 module.define_function(id, &mut ctx).map_err(err)?;
                 module.clear_context(&mut ctx);
                 ids.insert(&step.kernel, id);
@@ -328,7 +335,8 @@ impl Compiled {
         }
         // SAFETY: every pointer the kernels use comes from `bufs`, sized by the plan from the
         // same shapes the kernels were generated from, for this batch size `n`.
-        let status = unsafe { (self.entry)(bufs.as_ptr(), n as i64, ctx.seed as i64, ctx.step as i64) };
+        let status =
+            unsafe { (self.entry)(bufs.as_ptr(), n as i64, ctx.seed as i64, ctx.step as i64) };
         if status != 0 {
             return Err(format!(
                 "internal error: a precompiled kernel rejected its arguments (status {status})"
@@ -344,16 +352,20 @@ impl Compiled {
                 // SAFETY: the result buffer holds `len` initialised 4-byte elements.
                 unsafe {
                     match inst.dtype {
-                        DType::F32 => Value::F(ArrayD::from_shape_vec(
-                            IxDyn(&shape),
-                            std::slice::from_raw_parts(src as *const f32, len).to_vec(),
-                        )
-                        .expect("result shape")),
-                        DType::I32 => Value::I(ArrayD::from_shape_vec(
-                            IxDyn(&shape),
-                            std::slice::from_raw_parts(src as *const i32, len).to_vec(),
-                        )
-                        .expect("result shape")),
+                        DType::F32 => Value::F(
+                            ArrayD::from_shape_vec(
+                                IxDyn(&shape),
+                                std::slice::from_raw_parts(src as *const f32, len).to_vec(),
+                            )
+                            .expect("result shape"),
+                        ),
+                        DType::I32 => Value::I(
+                            ArrayD::from_shape_vec(
+                                IxDyn(&shape),
+                                std::slice::from_raw_parts(src as *const i32, len).to_vec(),
+                            )
+                            .expect("result shape"),
+                        ),
                     }
                 }
             })

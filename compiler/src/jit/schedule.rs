@@ -8,8 +8,8 @@
 
 use super::kernel::*;
 use crate::ir::*;
-use fm_runtime::tensor::DType;
 use fm_runtime::kernels::{Conv2dShape, Pool2dShape};
+use fm_runtime::tensor::DType;
 
 /// One kernel call: operands are IR values (inputs, then the output).
 #[derive(Clone, Debug)]
@@ -99,7 +99,10 @@ fn is_elementwise(f: &Function, v: ValueId) -> bool {
 }
 
 fn geom_of(x: &[Dim], kernel: [usize; 2], out_c: usize, w: &Window) -> Result<Geom, String> {
-    let fx = |d: Dim| d.fixed().ok_or("a batch-sized spatial axis is not supported");
+    let fx = |d: Dim| {
+        d.fixed()
+            .ok_or("a batch-sized spatial axis is not supported")
+    };
     Ok(Geom {
         batch: Sym::of_dim(x[0]),
         in_h: fx(x[1])?,

@@ -1,8 +1,8 @@
-//! The JIT as an [`exec::Backend`](crate::exec::Backend): a training session whose step
+//! The JIT as an [`exec::Executor`](crate::exec::Executor): a training session whose step
 //! functions run as compiled code.
 
 use super::{compile, Compiled};
-use crate::exec::{Backend, Session};
+use crate::exec::{Executor, Session};
 use crate::graph::ModelGraph;
 use crate::interp::{Context, Value};
 use crate::ir::Function;
@@ -13,17 +13,20 @@ use std::sync::{Arc, Mutex};
 /// Runs functions through the JIT, remembering the compilation of each function by name so a
 /// step does not re-hash the function (a changed function is recompiled).
 #[derive(Default)]
-pub struct JitBackend {
+pub struct JitExecutor {
     compiled: Mutex<HashMap<String, Arc<Compiled>>>,
 }
 
-impl JitBackend {
+impl JitExecutor {
     pub fn new() -> Self {
         Self::default()
     }
 
     fn get(&self, f: &Function) -> Result<Arc<Compiled>, String> {
-        let mut map = self.compiled.lock().map_err(|_| "JIT backend lock poisoned")?;
+        let mut map = self
+            .compiled
+            .lock()
+            .map_err(|_| "JIT backend lock poisoned")?;
         if let Some(c) = map.get(&f.name) {
             if c.function() == f {
                 return Ok(c.clone());
@@ -35,7 +38,7 @@ impl JitBackend {
     }
 }
 
-impl Backend for JitBackend {
+impl Executor for JitExecutor {
     fn run(
         &self,
         f: &Function,
@@ -49,7 +52,7 @@ impl Backend for JitBackend {
 /// A [`Session`] (same API as the interpreter's) whose functions run compiled. Compiles the
 /// train, eval and predict functions up front so that errors surface here.
 pub fn new_session(graph: ModelGraph, spec: TrainSpec) -> Result<Session, String> {
-    let backend = JitBackend::new();
+    let backend = JitExecutor::new();
     let s = Session::new(graph, spec)?;
     for f in [&s.train_fn, &s.eval_fn, &s.predict_fn] {
         backend.get(f)?;

@@ -14,6 +14,7 @@
 
 use std::ops::Range;
 
+use super::fpenv::DenormalMode;
 use super::gemm::{gemm, MatMut, MatRef};
 use super::scalar::Scalar;
 use super::split::{even_ranges, for_each_row_chunk, useful_threads};
@@ -425,12 +426,18 @@ pub fn conv2d_backward_kernel<T: Scalar>(
         return accumulate(0..d.pixels, d_kernel);
     }
     let mut partials = vec![vec![T::ZERO; d.kernel_len]; ranges.len() - 1];
+    let mode = DenormalMode::current();
     std::thread::scope(|scope| {
         let handles: Vec<_> = ranges[1..]
             .iter()
             .cloned()
             .zip(partials.iter_mut())
-            .map(|(r, buf)| scope.spawn(move || accumulate(r, buf)))
+            .map(|(r, buf)| {
+                scope.spawn(move || {
+                    mode.apply();
+                    accumulate(r, buf)
+                })
+            })
             .collect();
         let mut result = accumulate(ranges[0].clone(), d_kernel);
         for h in handles {

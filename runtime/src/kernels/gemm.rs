@@ -5,6 +5,7 @@
 //! AVX-512 / AVX2+FMA / SSE2 / portable micro-kernels chosen at run time); large products are
 //! split over rows of `C` across scoped threads.
 
+use super::fpenv::DenormalMode;
 use super::scalar::Scalar;
 use super::split::{even_ranges, useful_threads};
 use super::KernelError;
@@ -342,9 +343,13 @@ pub unsafe fn gemm_raw<T: Scalar>(
         }
     };
     let ranges = even_ranges(m, threads);
+    let mode = DenormalMode::current();
     std::thread::scope(|scope| {
         for r in ranges[1..].iter().cloned() {
-            scope.spawn(move || block(r));
+            scope.spawn(move || {
+                mode.apply();
+                block(r)
+            });
         }
         block(ranges[0].clone());
     });

@@ -12,6 +12,7 @@
 
 pub mod conv;
 pub mod ffi;
+pub mod fpenv;
 pub mod gemm;
 pub mod pool;
 mod scalar;
@@ -24,6 +25,7 @@ pub use conv::{
     conv2d_backward_input, conv2d_backward_kernel, conv2d_forward, conv2d_forward_pixels,
     Conv2dDims, Conv2dShape,
 };
+pub use fpenv::{denormals_flushed, FlushDenormals};
 pub use gemm::{dgemm, gemm, sgemm, MatMut, MatRef};
 pub use pool::{
     avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward, Pool2dDims,

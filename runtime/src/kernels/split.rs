@@ -2,15 +2,25 @@
 //! split when each thread gets at least `MIN_FLOPS_PER_THREAD`).
 
 use std::ops::Range;
+use std::sync::OnceLock;
+
+use super::fpenv::DenormalMode;
 
 /// Below this much work per thread, spawning costs more than it saves.
 const MIN_FLOPS_PER_THREAD: f64 = 4.0e6;
+
+/// Cores available to this process, read once (the query reads cgroup files on Linux, too slow
+/// for a per-call lookup in tile-granular code).
+fn available_cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
 
 /// The number of threads worth using for `flops` of work that divides into `units` independent
 /// pieces. `requested == 0` means one per available core.
 pub(crate) fn useful_threads(requested: usize, units: usize, flops: f64) -> usize {
     let requested = if requested == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        available_cores()
     } else {
         requested
     };
@@ -58,12 +68,18 @@ where
         chunks.push((r.clone(), head));
         rest = tail;
     }
+    let mode = DenormalMode::current();
     std::thread::scope(|scope| {
         let mut iter = chunks.into_iter();
         // The calling thread does the first chunk itself.
         let first = iter.next();
         let handles: Vec<_> = iter
-            .map(|(r, chunk)| scope.spawn(|| work(r, chunk)))
+            .map(|(r, chunk)| {
+                scope.spawn(|| {
+                    mode.apply();
+                    work(r, chunk)
+                })
+            })
             .collect();
         let mut result = match first {
             Some((r, chunk)) => work(r, chunk),

@@ -1012,3 +1012,52 @@ fn pooling_rejects_bad_shapes_and_buffers() {
         );
     }
 }
+
+// ---------------------------------------------------------------- denormals
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn worker_threads_inherit_the_callers_denormal_flushing() {
+    // Each product 1e-20 * 1e-20 = 1e-40 is denormal in f32; 128 of them sum to a normal
+    // 1.28e-38 unless every thread (including gemm's row-block workers) flushes them.
+    let (m, k, n) = (256, 128, 128);
+    let a = vec![1e-20f32; m * k];
+    let b = vec![1e-20f32; k * n];
+    let run = |c: &mut Vec<f32>| {
+        sgemm(
+            1.0,
+            MatRef::row_major(&a, m, k).unwrap(),
+            MatRef::row_major(&b, k, n).unwrap(),
+            0.0,
+            MatMut::row_major(c, m, n).unwrap(),
+            2,
+        )
+        .unwrap()
+    };
+    let mut c = vec![0.0f32; m * n];
+    run(&mut c);
+    assert!(c.iter().all(|&v| v > 1e-38), "without flushing: {}", c[0]);
+    {
+        let _flush = FlushDenormals::enable();
+        run(&mut c);
+        assert!(
+            c.iter().all(|&v| v == 0.0),
+            "rows {} and {}: {} {}",
+            0,
+            m - 1,
+            c[0],
+            c[m * n - 1]
+        );
+    }
+    // And in the threaded conv paths (backward_kernel sums per-thread partials).
+    let s = conv_shape(8, (16, 16, 16), (3, 3, 16), [1, 1], [1, 1], [1, 1], [1, 1]);
+    let d = s.dims().unwrap();
+    let (x, dy) = (vec![1e-20f32; d.input_len], vec![1e-20f32; d.output_len]);
+    let mut dw = vec![0.0f32; d.kernel_len];
+    let _flush = FlushDenormals::enable();
+    conv2d_backward_kernel(&s, &x, &dy, &mut dw, 2).unwrap();
+    assert!(dw.iter().all(|&v| v == 0.0));
+    let mut y = vec![1.0f32; d.output_len];
+    conv2d_forward(&s, &x, &vec![1e-20f32; d.kernel_len], &mut y, 2).unwrap();
+    assert!(y.iter().all(|&v| v == 0.0));
+}

@@ -1,0 +1,601 @@
+//! The one table of every built-in the language knows: layers, functions, initialisers, losses,
+//! optimizers, schedules, metrics, data sources and transforms (language.md sections 5 and 6).
+//!
+//! Each entry gives the positional order, names, types, defaults and ranges of its arguments.
+//! Argument binding (`bind.rs`) and the `train`/`data` resolvers read only this table, so adding an
+//! argument means adding one row here.
+
+/// The static type of an attribute argument.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Ty {
+    Int,
+    /// An int is accepted where a float is expected.
+    Float,
+    Bool,
+    /// A bare identifier from a closed set (`padding: same`).
+    Enum(&'static [&'static str]),
+    /// An activation: `relu`, `leaky_relu(alpha: 0.2)`, `softmax(axis: 0)`.
+    Activation,
+    /// An initialiser: `he_normal`, `uniform(-0.1, 0.1)`.
+    Init,
+    /// An int, or a list with one int per spatial dimension (`kernel: [3, 5]`).
+    IntOrInts,
+    /// A list of ints (`Reshape([7, 7, -1])`).
+    IntList,
+    /// A bare identifier naming a logged quantity (`monitor: val_loss`).
+    Ident,
+    /// A string (`label: "y"`).
+    Str,
+    /// `5 epochs`, `500 steps`.
+    Duration,
+}
+
+impl Ty {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Ty::Int => "an integer",
+            Ty::Float => "a number",
+            Ty::Bool => "`true` or `false`",
+            Ty::Enum(_) => "one of the listed values",
+            Ty::Activation => "an activation",
+            Ty::Init => "an initialiser",
+            Ty::IntOrInts => "an integer or a list of integers",
+            Ty::IntList => "a list of integers",
+            Ty::Ident => "a name",
+            Ty::Str => "a string",
+            Ty::Duration => "a duration (`5 epochs`, `500 steps`)",
+        }
+    }
+}
+
+/// Allowed values of a numeric attribute.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Range {
+    Any,
+    /// > 0
+    Positive,
+    /// >= 0
+    NonNegative,
+    /// [0, 1)
+    ZeroToOneExclusive,
+    /// (0, 1)
+    OpenUnit,
+    /// (0, 1]
+    UnitExclusiveZero,
+}
+
+impl Range {
+    pub fn contains(self, v: f64) -> bool {
+        match self {
+            Range::Any => v.is_finite(),
+            Range::Positive => v > 0.0 && v.is_finite(),
+            Range::NonNegative => v >= 0.0 && v.is_finite(),
+            Range::ZeroToOneExclusive => (0.0..1.0).contains(&v),
+            Range::OpenUnit => v > 0.0 && v < 1.0,
+            Range::UnitExclusiveZero => v > 0.0 && v <= 1.0,
+        }
+    }
+    pub fn describe(self) -> &'static str {
+        match self {
+            Range::Any => "finite",
+            Range::Positive => "positive",
+            Range::NonNegative => "zero or positive",
+            Range::ZeroToOneExclusive => "in [0, 1)",
+            Range::OpenUnit => "in (0, 1)",
+            Range::UnitExclusiveZero => "in (0, 1]",
+        }
+    }
+}
+
+/// The default of an attribute.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Dflt {
+    Required,
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    /// An identifier value (`valid`, `glorot_uniform`, `linear`, `val_loss`).
+    Sym(&'static str),
+    /// Defaults to the value of another argument (`stride` = `size`).
+    SameAs(&'static str),
+    /// Computed by the layer from its input (`key_dim` = D / heads).
+    Derived,
+    /// Absent unless given (`clip_norm`).
+    None,
+    /// A duration in epochs.
+    Epochs(u64),
+    /// A duration in steps.
+    Steps(u64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub ty: Ty,
+    pub range: Range,
+    pub default: Dflt,
+}
+
+const fn p(name: &'static str, ty: Ty, range: Range, default: Dflt) -> ParamSpec {
+    ParamSpec {
+        name,
+        ty,
+        range,
+        default,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Layer,
+    Function,
+    Initializer,
+    Loss,
+    Optimizer,
+    Schedule,
+    Metric,
+    Source,
+    Transform,
+}
+
+impl Kind {
+    pub fn noun(self) -> &'static str {
+        match self {
+            Kind::Layer => "layer",
+            Kind::Function => "function",
+            Kind::Initializer => "initialiser",
+            Kind::Loss => "loss",
+            Kind::Optimizer => "optimizer",
+            Kind::Schedule => "schedule",
+            Kind::Metric => "metric",
+            Kind::Source => "data source",
+            Kind::Transform => "transform",
+        }
+    }
+}
+
+/// One built-in.
+#[derive(Debug)]
+pub struct Sig {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Allowed number of tensor inputs (min, max); (0, 0) for non-tensor built-ins.
+    pub tensors: (usize, usize),
+    /// How many of `params` may be given positionally (the bracketed ones in language.md).
+    pub positional: usize,
+    pub params: &'static [ParamSpec],
+    /// The snake_case base of generated layer names (`max_pool2d`); empty for non-layers.
+    pub snake: &'static str,
+    /// What it expects, for error messages (`[H, W, C]`).
+    pub input_desc: &'static str,
+}
+
+pub const PADDINGS: &[&str] = &["valid", "same"];
+pub const ACTIVATIONS: &[&str] = &[
+    "linear",
+    "relu",
+    "leaky_relu",
+    "elu",
+    "gelu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "log_softmax",
+    "softplus",
+    "silu",
+];
+pub const INITS: &[&str] = &[
+    "zeros",
+    "ones",
+    "constant",
+    "uniform",
+    "normal",
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "lecun_normal",
+    "orthogonal",
+];
+pub const KEEP: &[&str] = &["best", "last"];
+pub const VALIDATION: &[&str] = &["none", "test"];
+
+use Dflt as D;
+use Range as R;
+
+const DENSE: &[ParamSpec] = &[
+    p("units", Ty::Int, R::Positive, D::Required),
+    p("activation", Ty::Activation, R::Any, D::Sym("linear")),
+    p("use_bias", Ty::Bool, R::Any, D::Bool(true)),
+    p("init", Ty::Init, R::Any, D::Sym("glorot_uniform")),
+    p("bias_init", Ty::Init, R::Any, D::Sym("zeros")),
+    p("l1", Ty::Float, R::NonNegative, D::Float(0.0)),
+    p("l2", Ty::Float, R::NonNegative, D::Float(0.0)),
+];
+const CONV: &[ParamSpec] = &[
+    p("filters", Ty::Int, R::Positive, D::Required),
+    p("kernel", Ty::IntOrInts, R::Positive, D::Required),
+    p("activation", Ty::Activation, R::Any, D::Sym("linear")),
+    p("stride", Ty::IntOrInts, R::Positive, D::Int(1)),
+    p("padding", Ty::Enum(PADDINGS), R::Any, D::Sym("valid")),
+    p("dilation", Ty::IntOrInts, R::Positive, D::Int(1)),
+    p("use_bias", Ty::Bool, R::Any, D::Bool(true)),
+    p("init", Ty::Init, R::Any, D::Sym("glorot_uniform")),
+    p("bias_init", Ty::Init, R::Any, D::Sym("zeros")),
+    p("l1", Ty::Float, R::NonNegative, D::Float(0.0)),
+    p("l2", Ty::Float, R::NonNegative, D::Float(0.0)),
+];
+const POOL: &[ParamSpec] = &[
+    p("size", Ty::IntOrInts, R::Positive, D::Required),
+    p("stride", Ty::IntOrInts, R::Positive, D::SameAs("size")),
+    p("padding", Ty::Enum(PADDINGS), R::Any, D::Sym("valid")),
+];
+const RESHAPE: &[ParamSpec] = &[p("shape", Ty::IntList, R::Any, D::Required)];
+const DROPOUT: &[ParamSpec] = &[p("rate", Ty::Float, R::ZeroToOneExclusive, D::Required)];
+const BATCH_NORM: &[ParamSpec] = &[
+    p("momentum", Ty::Float, R::ZeroToOneExclusive, D::Float(0.99)),
+    p("epsilon", Ty::Float, R::Positive, D::Float(1e-3)),
+];
+const LAYER_NORM: &[ParamSpec] = &[p("epsilon", Ty::Float, R::Positive, D::Float(1e-5))];
+const EMBEDDING: &[ParamSpec] = &[
+    p("vocab", Ty::Int, R::Positive, D::Required),
+    p("dim", Ty::Int, R::Positive, D::Required),
+    p("init", Ty::Init, R::Any, D::Sym("uniform")),
+];
+const RESCALE: &[ParamSpec] = &[
+    p("scale", Ty::Float, R::Any, D::Required),
+    p("offset", Ty::Float, R::Any, D::Float(0.0)),
+];
+const RNN: &[ParamSpec] = &[
+    p("units", Ty::Int, R::Positive, D::Required),
+    p("return_sequences", Ty::Bool, R::Any, D::Bool(false)),
+    p("activation", Ty::Activation, R::Any, D::Sym("tanh")),
+];
+const MHA: &[ParamSpec] = &[
+    p("heads", Ty::Int, R::Positive, D::Required),
+    p("key_dim", Ty::Int, R::Positive, D::Derived),
+    p("causal", Ty::Bool, R::Any, D::Bool(false)),
+];
+const NONE: &[ParamSpec] = &[];
+const LEAKY: &[ParamSpec] = &[p("alpha", Ty::Float, R::NonNegative, D::Float(0.01))];
+const AXIS: &[ParamSpec] = &[p("axis", Ty::Int, R::Any, D::Int(-1))];
+const DIM: &[ParamSpec] = &[p("axis", Ty::Int, R::Any, D::Required)];
+
+const fn layer(
+    name: &'static str,
+    snake: &'static str,
+    tensors: (usize, usize),
+    positional: usize,
+    params: &'static [ParamSpec],
+    input_desc: &'static str,
+) -> Sig {
+    Sig {
+        name,
+        kind: Kind::Layer,
+        tensors,
+        positional,
+        params,
+        snake,
+        input_desc,
+    }
+}
+
+const fn func(
+    name: &'static str,
+    tensors: (usize, usize),
+    positional: usize,
+    params: &'static [ParamSpec],
+) -> Sig {
+    Sig {
+        name,
+        kind: Kind::Function,
+        tensors,
+        positional,
+        params,
+        snake: "",
+        input_desc: "any shape",
+    }
+}
+
+const fn other(
+    name: &'static str,
+    kind: Kind,
+    positional: usize,
+    params: &'static [ParamSpec],
+) -> Sig {
+    Sig {
+        name,
+        kind,
+        tensors: (0, 0),
+        positional,
+        params,
+        snake: "",
+        input_desc: "",
+    }
+}
+
+const LOSS_LOGITS: &[ParamSpec] = &[p("from_logits", Ty::Bool, R::Any, D::Bool(false))];
+const HUBER: &[ParamSpec] = &[p("delta", Ty::Float, R::Positive, D::Float(1.0))];
+
+const SGD: &[ParamSpec] = &[
+    p("lr", Ty::Float, R::Positive, D::Float(0.01)),
+    p("momentum", Ty::Float, R::NonNegative, D::Float(0.0)),
+    p("nesterov", Ty::Bool, R::Any, D::Bool(false)),
+    p("weight_decay", Ty::Float, R::NonNegative, D::Float(0.0)),
+    p("clip_norm", Ty::Float, R::Positive, D::None),
+    p("global_clip_norm", Ty::Float, R::Positive, D::None),
+    p("clip_value", Ty::Float, R::Positive, D::None),
+];
+const ADAM: &[ParamSpec] = &[
+    p("lr", Ty::Float, R::Positive, D::Float(0.001)),
+    p("beta1", Ty::Float, R::ZeroToOneExclusive, D::Float(0.9)),
+    p("beta2", Ty::Float, R::ZeroToOneExclusive, D::Float(0.999)),
+    p("epsilon", Ty::Float, R::Positive, D::Float(1e-7)),
+    p("weight_decay", Ty::Float, R::NonNegative, D::Float(0.0)),
+    p("clip_norm", Ty::Float, R::Positive, D::None),
+    p("global_clip_norm", Ty::Float, R::Positive, D::None),
+    p("clip_value", Ty::Float, R::Positive, D::None),
+];
+const ADAMW: &[ParamSpec] = &[
+    p("lr", Ty::Float, R::Positive, D::Float(0.001)),
+    p("weight_decay", Ty::Float, R::NonNegative, D::Float(0.004)),
+    p("beta1", Ty::Float, R::ZeroToOneExclusive, D::Float(0.9)),
+    p("beta2", Ty::Float, R::ZeroToOneExclusive, D::Float(0.999)),
+    p("epsilon", Ty::Float, R::Positive, D::Float(1e-7)),
+    p("clip_norm", Ty::Float, R::Positive, D::None),
+    p("global_clip_norm", Ty::Float, R::Positive, D::None),
+    p("clip_value", Ty::Float, R::Positive, D::None),
+];
+const RMSPROP: &[ParamSpec] = &[
+    p("lr", Ty::Float, R::Positive, D::Float(0.001)),
+    p("rho", Ty::Float, R::ZeroToOneExclusive, D::Float(0.9)),
+    p("momentum", Ty::Float, R::NonNegative, D::Float(0.0)),
+    p("epsilon", Ty::Float, R::Positive, D::Float(1e-7)),
+    p("weight_decay", Ty::Float, R::NonNegative, D::Float(0.0)),
+    p("clip_norm", Ty::Float, R::Positive, D::None),
+    p("global_clip_norm", Ty::Float, R::Positive, D::None),
+    p("clip_value", Ty::Float, R::Positive, D::None),
+];
+const ADAGRAD: &[ParamSpec] = &[
+    p("lr", Ty::Float, R::Positive, D::Float(0.001)),
+    p(
+        "initial_accumulator",
+        Ty::Float,
+        R::NonNegative,
+        D::Float(0.1),
+    ),
+    p("epsilon", Ty::Float, R::Positive, D::Float(1e-7)),
+    p("weight_decay", Ty::Float, R::NonNegative, D::Float(0.0)),
+    p("clip_norm", Ty::Float, R::Positive, D::None),
+    p("global_clip_norm", Ty::Float, R::Positive, D::None),
+    p("clip_value", Ty::Float, R::Positive, D::None),
+];
+
+const STEP: &[ParamSpec] = &[
+    p("every", Ty::Duration, R::Positive, D::Epochs(10)),
+    p("gamma", Ty::Float, R::Positive, D::Float(0.1)),
+];
+const EXPONENTIAL: &[ParamSpec] = &[
+    p("rate", Ty::Float, R::Positive, D::Required),
+    p("every", Ty::Duration, R::Positive, D::Steps(1000)),
+    p("staircase", Ty::Bool, R::Any, D::Bool(false)),
+];
+const COSINE: &[ParamSpec] = &[
+    p("warmup", Ty::Duration, R::NonNegative, D::Steps(0)),
+    p("min_lr", Ty::Float, R::NonNegative, D::Float(0.0)),
+];
+const PLATEAU: &[ParamSpec] = &[
+    p("monitor", Ty::Ident, R::Any, D::Sym("val_loss")),
+    p("factor", Ty::Float, R::OpenUnit, D::Float(0.1)),
+    p("patience", Ty::Int, R::NonNegative, D::Int(10)),
+    p("min_lr", Ty::Float, R::NonNegative, D::Float(0.0)),
+];
+const TOP_K: &[ParamSpec] = &[p("k", Ty::Int, R::Positive, D::Int(5))];
+const CONSTANT: &[ParamSpec] = &[p("value", Ty::Float, R::Any, D::Required)];
+const UNIFORM: &[ParamSpec] = &[
+    p("lo", Ty::Float, R::Any, D::Float(-0.05)),
+    p("hi", Ty::Float, R::Any, D::Float(0.05)),
+];
+const NORMAL: &[ParamSpec] = &[
+    p("mean", Ty::Float, R::Any, D::Float(0.0)),
+    p("std", Ty::Float, R::Positive, D::Float(0.05)),
+];
+const IDX: &[ParamSpec] = &[
+    p("images", Ty::Str, R::Any, D::Required),
+    p("labels", Ty::Str, R::Any, D::Required),
+];
+const NPY: &[ParamSpec] = &[
+    p("x", Ty::Str, R::Any, D::Required),
+    p("y", Ty::Str, R::Any, D::Required),
+];
+/// `x:` of `npz` is a string or a `{ input: "key" }` dictionary; the data resolver handles it.
+const NPZ: &[ParamSpec] = &[
+    p("path", Ty::Str, R::Any, D::Required),
+    p("x", Ty::Str, R::Any, D::Sym("x")),
+    p("y", Ty::Str, R::Any, D::Sym("y")),
+];
+const CSV: &[ParamSpec] = &[
+    p("path", Ty::Str, R::Any, D::Required),
+    p("label", Ty::Str, R::Any, D::Required),
+];
+const SPLIT: &[ParamSpec] = &[p("fraction", Ty::Float, R::OpenUnit, D::Required)];
+const SCALE: &[ParamSpec] = &[p("factor", Ty::Float, R::Any, D::Required)];
+const ONE_HOT: &[ParamSpec] = &[p("classes", Ty::Int, R::Positive, D::Required)];
+
+/// Every built-in, in the order of language.md.
+pub static TABLE: &[Sig] = &[
+    layer("Dense", "dense", (1, 1), 2, DENSE, "[.., in]"),
+    layer("Conv2D", "conv2d", (1, 1), 3, CONV, "[H, W, C]"),
+    layer("Conv1D", "conv1d", (1, 1), 3, CONV, "[L, C]"),
+    layer("MaxPool2D", "max_pool2d", (1, 1), 1, POOL, "[H, W, C]"),
+    layer("AvgPool2D", "avg_pool2d", (1, 1), 1, POOL, "[H, W, C]"),
+    layer("MaxPool1D", "max_pool1d", (1, 1), 1, POOL, "[L, C]"),
+    layer("AvgPool1D", "avg_pool1d", (1, 1), 1, POOL, "[L, C]"),
+    layer(
+        "GlobalAvgPool2D",
+        "global_avg_pool2d",
+        (1, 1),
+        0,
+        NONE,
+        "[H, W, C]",
+    ),
+    layer(
+        "GlobalMaxPool2D",
+        "global_max_pool2d",
+        (1, 1),
+        0,
+        NONE,
+        "[H, W, C]",
+    ),
+    layer(
+        "GlobalAvgPool1D",
+        "global_avg_pool1d",
+        (1, 1),
+        0,
+        NONE,
+        "[L, C]",
+    ),
+    layer(
+        "GlobalMaxPool1D",
+        "global_max_pool1d",
+        (1, 1),
+        0,
+        NONE,
+        "[L, C]",
+    ),
+    layer("Flatten", "flatten", (1, 1), 0, NONE, "any shape"),
+    layer("Reshape", "reshape", (1, 1), 1, RESHAPE, "any shape"),
+    layer("Dropout", "dropout", (1, 1), 1, DROPOUT, "any shape"),
+    layer("BatchNorm", "batch_norm", (1, 1), 0, BATCH_NORM, "[.., C]"),
+    layer("LayerNorm", "layer_norm", (1, 1), 0, LAYER_NORM, "[.., C]"),
+    layer("Embedding", "embedding", (1, 1), 2, EMBEDDING, "i32[L]"),
+    layer("Rescale", "rescale", (1, 1), 1, RESCALE, "any shape"),
+    layer("SimpleRNN", "simple_rnn", (1, 1), 1, RNN, "[T, C]"),
+    layer("LSTM", "lstm", (1, 1), 1, RNN, "[T, C]"),
+    layer("GRU", "gru", (1, 1), 1, RNN, "[T, C]"),
+    layer(
+        "MultiHeadAttention",
+        "multi_head_attention",
+        (1, 3),
+        2,
+        MHA,
+        "[T, D]",
+    ),
+    func("relu", (1, 1), 0, NONE),
+    func("leaky_relu", (1, 1), 1, LEAKY),
+    func("elu", (1, 1), 0, NONE),
+    func("gelu", (1, 1), 0, NONE),
+    func("sigmoid", (1, 1), 0, NONE),
+    func("tanh", (1, 1), 0, NONE),
+    func("softmax", (1, 1), 1, AXIS),
+    func("log_softmax", (1, 1), 1, AXIS),
+    func("softplus", (1, 1), 0, NONE),
+    func("silu", (1, 1), 0, NONE),
+    func("linear", (1, 1), 0, NONE),
+    func("concat", (2, usize::MAX), 1, AXIS),
+    func("dim", (1, 1), 1, DIM),
+    other("zeros", Kind::Initializer, 0, NONE),
+    other("ones", Kind::Initializer, 0, NONE),
+    other("constant", Kind::Initializer, 1, CONSTANT),
+    other("uniform", Kind::Initializer, 2, UNIFORM),
+    other("normal", Kind::Initializer, 2, NORMAL),
+    other("glorot_uniform", Kind::Initializer, 0, NONE),
+    other("glorot_normal", Kind::Initializer, 0, NONE),
+    other("he_uniform", Kind::Initializer, 0, NONE),
+    other("he_normal", Kind::Initializer, 0, NONE),
+    other("lecun_normal", Kind::Initializer, 0, NONE),
+    other("orthogonal", Kind::Initializer, 0, NONE),
+    other("mse", Kind::Loss, 0, NONE),
+    other("mae", Kind::Loss, 0, NONE),
+    other("huber", Kind::Loss, 1, HUBER),
+    other("binary_crossentropy", Kind::Loss, 1, LOSS_LOGITS),
+    other("categorical_crossentropy", Kind::Loss, 1, LOSS_LOGITS),
+    other(
+        "sparse_categorical_crossentropy",
+        Kind::Loss,
+        1,
+        LOSS_LOGITS,
+    ),
+    other("SGD", Kind::Optimizer, 0, SGD),
+    other("Adam", Kind::Optimizer, 0, ADAM),
+    other("AdamW", Kind::Optimizer, 0, ADAMW),
+    other("RMSprop", Kind::Optimizer, 0, RMSPROP),
+    other("Adagrad", Kind::Optimizer, 0, ADAGRAD),
+    other("Constant", Kind::Schedule, 0, NONE),
+    other("Step", Kind::Schedule, 0, STEP),
+    other("Exponential", Kind::Schedule, 1, EXPONENTIAL),
+    other("Cosine", Kind::Schedule, 0, COSINE),
+    other("ReduceOnPlateau", Kind::Schedule, 0, PLATEAU),
+    other("accuracy", Kind::Metric, 0, NONE),
+    other("top_k", Kind::Metric, 1, TOP_K),
+    other("mse", Kind::Metric, 0, NONE),
+    other("mae", Kind::Metric, 0, NONE),
+    other("precision", Kind::Metric, 0, NONE),
+    other("recall", Kind::Metric, 0, NONE),
+    other("idx", Kind::Source, 2, IDX),
+    other("npy", Kind::Source, 2, NPY),
+    other("npz", Kind::Source, 1, NPZ),
+    other("csv", Kind::Source, 1, CSV),
+    other("split", Kind::Source, 1, SPLIT),
+    other("scale", Kind::Transform, 1, SCALE),
+    other("standardize", Kind::Transform, 0, NONE),
+    other("one_hot", Kind::Transform, 1, ONE_HOT),
+];
+
+/// The built-in of this kind with this name.
+pub fn lookup(kind: Kind, name: &str) -> Option<&'static Sig> {
+    TABLE.iter().find(|s| s.kind == kind && s.name == name)
+}
+
+/// A layer or function (what may appear as a model stage or call).
+pub fn lookup_callable(name: &str) -> Option<&'static Sig> {
+    TABLE
+        .iter()
+        .find(|s| (s.kind == Kind::Layer || s.kind == Kind::Function) && s.name == name)
+}
+
+/// Every name of a kind, for "did you mean" suggestions.
+pub fn names(kind: Kind) -> impl Iterator<Item = &'static str> {
+    TABLE.iter().filter(move |s| s.kind == kind).map(|s| s.name)
+}
+
+/// True for any built-in name a user block may not take.
+pub fn is_builtin_callable(name: &str) -> bool {
+    lookup_callable(name).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positional_counts_fit_their_params() {
+        for sig in TABLE {
+            assert!(sig.positional <= sig.params.len(), "{}", sig.name);
+        }
+    }
+
+    #[test]
+    fn names_are_unique_per_kind() {
+        for (i, a) in TABLE.iter().enumerate() {
+            for b in &TABLE[i + 1..] {
+                assert!(!(a.kind == b.kind && a.name == b.name), "{}", a.name);
+            }
+        }
+    }
+
+    #[test]
+    fn layers_have_snake_names() {
+        assert_eq!(
+            lookup(Kind::Layer, "MaxPool2D").unwrap().snake,
+            "max_pool2d"
+        );
+        assert_eq!(
+            lookup(Kind::Layer, "MultiHeadAttention").unwrap().snake,
+            "multi_head_attention"
+        );
+        for sig in TABLE.iter().filter(|s| s.kind == Kind::Layer) {
+            assert!(!sig.snake.is_empty());
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! `fmc eval FILE --weights W [--x X --y Y]`: loss and metrics on the test split (or the given
+//! data), as one line `loss: 0.1234 - accuracy: 0.9500`, or an object with `--json`.
+
+use super::session::{self, runtime_error, BackendChoice};
+use super::Global;
+use fm_runtime::data::{load_data, prepare, read_xy, LoadOptions};
+use fm_runtime::metrics::metric_defs;
+use fm_runtime::train;
+use fm_runtime::RuntimeError;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    pub file: PathBuf,
+    /// Trained weights (safetensors).
+    #[arg(long, value_name = "W.safetensors")]
+    pub weights: PathBuf,
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Inputs to evaluate on instead of the data's test split.
+    #[arg(long, value_name = "PATH")]
+    pub x: Option<String>,
+    #[arg(long, value_name = "PATH")]
+    pub y: Option<String>,
+    /// Print a JSON object with full precision.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Interp)]
+    pub backend: BackendChoice,
+    #[arg(long)]
+    pub allow_nan: bool,
+}
+
+pub fn run(g: &mut Global, args: &EvalArgs) -> i32 {
+    if args.x.is_some() != args.y.is_some() {
+        let _ = writeln!(g.err, "error: `--x` needs `--y`");
+        return 2;
+    }
+    let sel = match session::select(g, &args.file, args.model.as_deref(), &[]) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if !sel.has_train {
+        g.fail(&format!(
+            "`{}` has no `train` section for model `{}`: eval needs its loss and metrics",
+            args.file.display(),
+            sel.graph.name
+        ));
+        return 1;
+    }
+    let mut backend = match session::backend(g, &sel, args.backend) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let result: Result<Vec<(String, f64)>, RuntimeError> = (|| {
+        let meta = train::load_init(&mut backend, &args.weights)?;
+        let stored = session::stored_transforms(&meta, &sel.spec)?;
+        let md = session::model_data(&sel.graph, &sel.spec);
+        let opts = LoadOptions {
+            allow_nan: args.allow_nan,
+        };
+        let data = match (&args.x, &args.y) {
+            (Some(x), Some(y)) => prepare(&read_xy(x, y)?, &md, &stored, opts)?,
+            _ => {
+                let Some(d) = sel.spec.data.as_ref() else {
+                    return Err(RuntimeError::without_path(
+                        fm_runtime::ErrorKind::DataSetup,
+                        "no data to evaluate: the `train` section names no `data`; give `--x PATH --y PATH`",
+                    ));
+                };
+                let loaded = load_data(d, &md, opts)?;
+                loaded.test.ok_or_else(|| {
+                    RuntimeError::without_path(
+                        fm_runtime::ErrorKind::DataSetup,
+                        format!(
+                            "data `{}` has no test split; give `--x PATH --y PATH`",
+                            d.name
+                        ),
+                    )
+                })?
+            }
+        };
+        train::evaluate(
+            &mut backend,
+            &data,
+            sel.spec.batch_size,
+            &metric_defs(&sel.spec),
+        )
+    })();
+    match result {
+        Ok(logs) => {
+            if args.json {
+                let map: serde_json::Map<String, serde_json::Value> = logs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+                    .collect();
+                let _ = writeln!(g.out, "{}", serde_json::Value::Object(map));
+            } else {
+                let parts: Vec<String> = logs.iter().map(|(k, v)| format!("{k}: {v:.4}")).collect();
+                let _ = writeln!(g.out, "{}", parts.join(" - "));
+            }
+            0
+        }
+        Err(e) => runtime_error(g, &e),
+    }
+}

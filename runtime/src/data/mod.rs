@@ -1,0 +1,327 @@
+//! Data: reading files (IDX, gzip, `.npy`, `.npz`, CSV), fitting them to the model's inputs and
+//! targets, the `data` section's transforms and splits, and batching.
+//!
+//! The path from files to batches:
+//! 1. [`read`] turns files into [`RawArray`]s in the files' own element types;
+//! 2. [`dataset`] converts them to the model's dtypes and shapes (checking counts, shapes, NaN);
+//! 3. `test: split(f)` cuts the converted samples; [`transform`] learns `standardize` statistics
+//!    from the training part and transforms every part; targets are then fitted to the model
+//!    (dtype, shape, class range);
+//! 4. [`batch`] splits off validation data and yields shuffled batches.
+
+pub mod batch;
+pub mod csv;
+pub mod dataset;
+pub mod idx;
+pub mod npy;
+pub mod raw;
+pub mod read;
+pub mod transform;
+
+pub use dataset::{Dataset, TensorSpec};
+pub use raw::{RawArray, RawData};
+pub use read::{read_array, read_source, read_xy, RawSamples};
+pub use transform::FittedTransforms;
+
+use crate::config::{DataSpec, TestSource};
+use crate::error::{ErrorKind, RuntimeError};
+use crate::tensor::Tensor;
+
+/// What the model takes: its inputs and its targets (one per output), per sample.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelData {
+    pub inputs: Vec<TensorSpec>,
+    pub targets: Vec<TensorSpec>,
+}
+
+impl ModelData {
+    pub fn input_names(&self) -> Vec<String> {
+        self.inputs.iter().map(|s| s.name.clone()).collect()
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Accept NaN and infinity in inputs (`--allow-nan`).
+    pub allow_nan: bool,
+}
+
+/// A `data` section loaded for a model: the splits, transformed, and the fitted transforms
+/// (whose statistics go into the weights' metadata).
+#[derive(Clone, Debug)]
+pub struct LoadedData {
+    pub train: Dataset,
+    pub test: Option<Dataset>,
+    pub transforms: FittedTransforms,
+}
+
+/// Loads a `data` section for `model`.
+pub fn load_data(
+    spec: &DataSpec,
+    model: &ModelData,
+    options: LoadOptions,
+) -> Result<LoadedData, RuntimeError> {
+    let raw = read_source(&spec.train, &model.input_names())?;
+    let test = test_part(spec.test.as_ref(), model)?;
+    assemble(&raw, test, &spec.x, &spec.y, model, options)
+}
+
+/// Data files given on the command line (`--x`, `--y`, `--test-x`, `--test-y`), as
+/// `path`, `data.npz:key` or `data.csv:COLUMN`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DataFiles {
+    pub x: Option<String>,
+    pub y: Option<String>,
+    pub test_x: Option<String>,
+    pub test_y: Option<String>,
+}
+
+/// What `fmc train` trains on: `--x/--y` when given (with the `data` section's transforms, and
+/// its `test: split(f)` applied to them), else the `data` section; `--test-x/--test-y` replace
+/// the test split.
+pub fn load_training_data(
+    data: Option<&DataSpec>,
+    files: &DataFiles,
+    model: &ModelData,
+    options: LoadOptions,
+) -> Result<LoadedData, RuntimeError> {
+    let (x_transforms, y_transforms) = match data {
+        Some(d) => (d.x.clone(), d.y.clone()),
+        None => (Vec::new(), Vec::new()),
+    };
+    let raw =
+        match (&files.x, &files.y, data) {
+            (Some(x), Some(y), _) => read_xy(x, y)?,
+            (Some(_), None, _) | (None, Some(_), _) => {
+                return Err(RuntimeError::without_path(
+                    ErrorKind::DataSetup,
+                    "--x and --y go together: give both the inputs and the targets",
+                ))
+            }
+            (None, None, Some(d)) => read_source(&d.train, &model.input_names())?,
+            (None, None, None) => return Err(RuntimeError::without_path(
+                ErrorKind::DataSetup,
+                "nothing to train on: the train section names no data, and no --x/--y were given",
+            )),
+        };
+    let test = match (&files.test_x, &files.test_y) {
+        (Some(x), Some(y)) => TestPart::Raw(read_xy(x, y)?),
+        (None, None) => test_part(data.and_then(|d| d.test.as_ref()), model)?,
+        _ => {
+            return Err(RuntimeError::without_path(
+                ErrorKind::DataSetup,
+                "--test-x and --test-y go together: give both",
+            ))
+        }
+    };
+    assemble(&raw, test, &x_transforms, &y_transforms, model, options)
+}
+
+/// What `fmc eval` evaluates on: `--x/--y` when given, else the `data` section's test split,
+/// transformed with the statistics stored in the weights.
+pub fn load_eval_data(
+    data: Option<&DataSpec>,
+    files: &DataFiles,
+    transforms: &FittedTransforms,
+    model: &ModelData,
+    options: LoadOptions,
+) -> Result<Dataset, RuntimeError> {
+    if let (Some(x), Some(y)) = (&files.x, &files.y) {
+        return prepare(&read_xy(x, y)?, model, transforms, options);
+    }
+    let no_test = || {
+        RuntimeError::without_path(
+            ErrorKind::DataSetup,
+            "nothing to evaluate: the data has no test split; give --x and --y",
+        )
+    };
+    let spec = data.ok_or_else(no_test)?;
+    match spec.test.as_ref().ok_or_else(no_test)? {
+        TestSource::Source(source) => prepare(
+            &read_source(source, &model.input_names())?,
+            model,
+            transforms,
+            options,
+        ),
+        TestSource::Split(fraction) => {
+            let raw = read_source(&spec.train, &model.input_names())?;
+            let all = convert_samples(&raw, model, options)?;
+            let (_, test) = all.split_tail(*fraction);
+            finish(transforms, model, &target_origin(&raw), test)
+        }
+    }
+}
+
+/// Where the test samples come from.
+enum TestPart {
+    None,
+    Split(f64),
+    Raw(RawSamples),
+}
+
+fn test_part(test: Option<&TestSource>, model: &ModelData) -> Result<TestPart, RuntimeError> {
+    Ok(match test {
+        None => TestPart::None,
+        Some(TestSource::Split(f)) => TestPart::Split(*f),
+        Some(TestSource::Source(source)) => {
+            TestPart::Raw(read_source(source, &model.input_names())?)
+        }
+    })
+}
+
+/// Converts, splits, fits the transforms on the training part and applies them everywhere.
+fn assemble(
+    raw: &RawSamples,
+    test: TestPart,
+    x_transforms: &[crate::config::Transform],
+    y_transforms: &[crate::config::Transform],
+    model: &ModelData,
+    options: LoadOptions,
+) -> Result<LoadedData, RuntimeError> {
+    let target_origin = target_origin(raw);
+    let all = convert_samples(raw, model, options)?;
+    let (train, test, test_origin) = match test {
+        TestPart::None => (all, None, String::new()),
+        TestPart::Split(fraction) => {
+            let (train, test) = all.split_tail(fraction);
+            if train.is_empty() || test.is_empty() {
+                return Err(RuntimeError::without_path(
+                    ErrorKind::DataSetup,
+                    format!(
+                        "test: split({fraction}) of {} samples leaves {} for training and {} for testing; both need at least one",
+                        train.len() + test.len(),
+                        train.len(),
+                        test.len()
+                    ),
+                ));
+            }
+            (train, Some(test), target_origin.clone())
+        }
+        TestPart::Raw(raw_test) => {
+            let origin = self::target_origin(&raw_test);
+            (
+                all,
+                Some(convert_samples(&raw_test, model, options)?),
+                origin,
+            )
+        }
+    };
+    let transforms = FittedTransforms::fit(x_transforms, y_transforms, &train)?;
+    let train = finish(&transforms, model, &target_origin, train)?;
+    let test = test
+        .map(|t| finish(&transforms, model, &test_origin, t))
+        .transpose()?;
+    Ok(LoadedData {
+        train,
+        test,
+        transforms,
+    })
+}
+
+/// Converts and transforms samples read from files given on the command line (`--x/--y`,
+/// `--test-x/--test-y`, or `eval` data), with transforms already fitted.
+pub fn prepare(
+    raw: &RawSamples,
+    model: &ModelData,
+    transforms: &FittedTransforms,
+    options: LoadOptions,
+) -> Result<Dataset, RuntimeError> {
+    let converted = convert_samples(raw, model, options)?;
+    finish(transforms, model, &target_origin(raw), converted)
+}
+
+/// Converts and transforms inputs only (for `predict`).
+pub fn prepare_inputs(
+    raw: &[RawArray],
+    model: &ModelData,
+    transforms: &FittedTransforms,
+    options: LoadOptions,
+) -> Result<Vec<Tensor>, RuntimeError> {
+    check_input_arity(raw, model)?;
+    let refs: Vec<&RawArray> = raw.iter().collect();
+    dataset::check_sample_counts(&refs)?;
+    let inputs = raw
+        .iter()
+        .zip(&model.inputs)
+        .map(|(r, spec)| dataset::convert_input(r, spec, options.allow_nan))
+        .collect::<Result<Vec<_>, _>>()?;
+    transforms.apply_inputs(inputs)
+}
+
+fn target_origin(raw: &RawSamples) -> String {
+    raw.targets
+        .as_ref()
+        .map(|t| t.origin.clone())
+        .unwrap_or_default()
+}
+
+fn check_input_arity(raw: &[RawArray], model: &ModelData) -> Result<(), RuntimeError> {
+    if raw.len() != model.inputs.len() {
+        return Err(RuntimeError::without_path(
+            ErrorKind::DataSetup,
+            format!(
+                "the model has {} inputs ({}), the data gives {} arrays",
+                model.inputs.len(),
+                model.input_names().join(", "),
+                raw.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Converts inputs to the model's dtypes and shapes and targets to their natural type, after
+/// checking that every array has the same number of samples. No transform is applied.
+pub fn convert_samples(
+    raw: &RawSamples,
+    model: &ModelData,
+    options: LoadOptions,
+) -> Result<Dataset, RuntimeError> {
+    check_input_arity(&raw.inputs, model)?;
+    let mut arrays: Vec<&RawArray> = raw.inputs.iter().collect();
+    arrays.extend(raw.targets.iter());
+    dataset::check_sample_counts(&arrays)?;
+    let inputs = raw
+        .inputs
+        .iter()
+        .zip(&model.inputs)
+        .map(|(r, spec)| dataset::convert_input(r, spec, options.allow_nan))
+        .collect::<Result<Vec<_>, _>>()?;
+    let targets = match &raw.targets {
+        Some(t) => {
+            if model.targets.len() != 1 {
+                return Err(RuntimeError::in_origin(
+                    ErrorKind::DataSetup,
+                    &t.origin,
+                    format!(
+                        "the model has {} outputs; a data file gives targets for one",
+                        model.targets.len()
+                    ),
+                ));
+            }
+            vec![dataset::convert_target_raw(t)?]
+        }
+        None => Vec::new(),
+    };
+    Ok(Dataset { inputs, targets })
+}
+
+/// Applies the transforms, then fits the targets to the model (dtype, shape, class range).
+fn finish(
+    transforms: &FittedTransforms,
+    model: &ModelData,
+    origin: &str,
+    data: Dataset,
+) -> Result<Dataset, RuntimeError> {
+    let data = transforms.apply(origin, data)?;
+    let targets = data
+        .targets
+        .into_iter()
+        .zip(&model.targets)
+        .map(|(t, spec)| dataset::conform_target(origin, t, spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Dataset {
+        inputs: data.inputs,
+        targets,
+    })
+}

@@ -1,0 +1,255 @@
+//! Opening data files: gzip is undone first, then the format is detected from the content
+//! (IDX, `.npy`, `.npz`, CSV), with the file name only as a tie-breaker for text.
+//!
+//! A path may carry a selector after its last `:` when the whole string is not an existing file:
+//! `data.npz:key` picks an array of an `.npz`, `data.csv:COLUMN` a column of a CSV file.
+
+use super::csv::parse_csv;
+use super::idx::{looks_like_idx, parse_idx};
+use super::npy::{npz_keys, parse_npy, parse_npz_member, NPY_MAGIC};
+use super::raw::RawArray;
+use crate::config::{NpzKeys, Source};
+use crate::error::{ErrorKind, RuntimeError};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The formats fm reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Idx,
+    Npy,
+    Npz,
+    Csv,
+}
+
+/// What a data source yields before conversion: one array per model input, and the targets.
+#[derive(Clone, Debug)]
+pub struct RawSamples {
+    pub inputs: Vec<RawArray>,
+    pub targets: Option<RawArray>,
+}
+
+/// Reads a file, undoing gzip compression (detected by its magic bytes, not its name).
+pub fn read_file_bytes(path: &Path) -> Result<Vec<u8>, RuntimeError> {
+    let bytes = std::fs::read(path).map_err(|e| RuntimeError::read_io(path, &e))?;
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&bytes[..])
+            .read_to_end(&mut out)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    RuntimeError::at(
+                        ErrorKind::Truncated,
+                        path,
+                        format!("truncated gzip stream: {e}"),
+                    )
+                } else {
+                    RuntimeError::at(
+                        ErrorKind::BadFormat,
+                        path,
+                        format!("not valid gzip data: {e}"),
+                    )
+                }
+            })?;
+        return Ok(out);
+    }
+    Ok(bytes)
+}
+
+/// Detects the format of (decompressed) file contents.
+pub fn detect_format(path: &Path, bytes: &[u8]) -> Result<Format, RuntimeError> {
+    if bytes.starts_with(NPY_MAGIC) {
+        return Ok(Format::Npy);
+    }
+    if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
+        return Ok(Format::Npz);
+    }
+    // Two zero bytes start every IDX file; a bad type byte is then reported by the IDX parser.
+    if looks_like_idx(bytes) || bytes.starts_with(&[0, 0]) {
+        return Ok(Format::Idx);
+    }
+    let head = &bytes[..bytes.len().min(4096)];
+    let is_text = !head.contains(&0) && (std::str::from_utf8(head).is_ok() || head.len() == 4096);
+    let named_csv = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    if is_text && (named_csv || head.contains(&b',') || head.contains(&b'\n')) && !bytes.is_empty()
+    {
+        return Ok(Format::Csv);
+    }
+    let shown: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    Err(RuntimeError::at(
+        ErrorKind::BadFormat,
+        path,
+        format!(
+            "unknown data format (first bytes: {}): expected IDX, gzip-compressed IDX, .npy, .npz or CSV with a header",
+            if shown.is_empty() { "none, the file is empty".to_string() } else { shown.join(" ") }
+        ),
+    ))
+}
+
+/// Splits `path:selector` when `spec` is not itself an existing file and the part before the
+/// last `:` is one, or is named `.npz`/`.csv` (so a missing `data.npz:x` reports `data.npz`).
+pub fn split_selector(spec: &str) -> (PathBuf, Option<String>) {
+    let whole = PathBuf::from(spec);
+    if whole.exists() {
+        return (whole, None);
+    }
+    if let Some((path, key)) = spec.rsplit_once(':') {
+        let lower = path.to_ascii_lowercase();
+        let container = lower.ends_with(".npz") || lower.ends_with(".csv");
+        if !path.is_empty() && !key.is_empty() && (Path::new(path).exists() || container) {
+            return (PathBuf::from(path), Some(key.to_string()));
+        }
+    }
+    (whole, None)
+}
+
+/// Reads one array from `spec` (`path`, `data.npz:key`, or `data.csv:COLUMN`). A CSV without a
+/// column gives all its columns; an `.npz` without a key must hold exactly one array.
+pub fn read_array(spec: &str) -> Result<RawArray, RuntimeError> {
+    let (path, selector) = split_selector(spec);
+    read_array_at(&path, selector.as_deref(), None)
+}
+
+/// Reads inputs and targets given as two file specs (`--x`, `--y`). When both name the same CSV
+/// file and the targets select a column, the inputs are the other columns.
+pub fn read_xy(x: &str, y: &str) -> Result<RawSamples, RuntimeError> {
+    let (x_path, x_selector) = split_selector(x);
+    let (y_path, y_selector) = split_selector(y);
+    let targets = read_array_at(&y_path, y_selector.as_deref(), None)?;
+    let exclude = if x_selector.is_none() && x_path == y_path {
+        y_selector.as_deref()
+    } else {
+        None
+    };
+    let inputs = read_array_at(&x_path, x_selector.as_deref(), exclude)?;
+    Ok(RawSamples {
+        inputs: vec![inputs],
+        targets: Some(targets),
+    })
+}
+
+/// `exclude_column`: for a CSV read whole, the target column to leave out of the inputs.
+fn read_array_at(
+    path: &Path,
+    selector: Option<&str>,
+    exclude_column: Option<&str>,
+) -> Result<RawArray, RuntimeError> {
+    let bytes = read_file_bytes(path)?;
+    let origin = path.display().to_string();
+    let with_selector_unused = |format: &str| {
+        RuntimeError::at(
+            ErrorKind::BadFormat,
+            path,
+            format!(
+                "a ':{}' selector needs an .npz or CSV file, this is {format}",
+                selector.unwrap_or_default()
+            ),
+        )
+    };
+    match detect_format(path, &bytes)? {
+        Format::Idx if selector.is_none() => parse_idx(&origin, &bytes),
+        Format::Npy if selector.is_none() => parse_npy(&origin, &bytes),
+        Format::Idx => Err(with_selector_unused("IDX")),
+        Format::Npy => Err(with_selector_unused(".npy")),
+        Format::Npz => match selector {
+            Some(key) => parse_npz_member(&origin, &bytes, key),
+            None => {
+                let keys = npz_keys(&origin, &bytes)?;
+                match keys.as_slice() {
+                    [only] => parse_npz_member(&origin, &bytes, only),
+                    _ => Err(RuntimeError::at(
+                        ErrorKind::BadFormat,
+                        path,
+                        format!(
+                            "the .npz holds {} arrays ({}): select one as PATH:KEY",
+                            keys.len(),
+                            keys.join(", ")
+                        ),
+                    )),
+                }
+            }
+        },
+        Format::Csv => {
+            let table = parse_csv(&origin, &bytes)?;
+            match selector {
+                Some(column) => table.column(column),
+                None => table.features(exclude_column),
+            }
+        }
+    }
+}
+
+/// Reads a `data` section's source. `input_names` are the model's inputs, in order (used to
+/// check an `.npz` with one key per input).
+pub fn read_source(source: &Source, input_names: &[String]) -> Result<RawSamples, RuntimeError> {
+    match source {
+        Source::Idx { images, labels } => Ok(RawSamples {
+            inputs: vec![read_array_at(images, None, None)?],
+            targets: Some(read_array_at(labels, None, None)?),
+        }),
+        Source::Npy { x, y } => Ok(RawSamples {
+            inputs: vec![read_array_at(x, None, None)?],
+            targets: Some(read_array_at(y, None, None)?),
+        }),
+        Source::Npz { path, x, y } => {
+            let bytes = read_file_bytes(path)?;
+            let origin = path.display().to_string();
+            let inputs = match x {
+                NpzKeys::One(key) => vec![parse_npz_member(&origin, &bytes, key)?],
+                NpzKeys::PerInput(keys) => {
+                    // Order the arrays as the model's inputs, whatever order the file names them.
+                    let mut arrays = Vec::with_capacity(input_names.len());
+                    for name in input_names {
+                        let key = keys
+                            .iter()
+                            .find(|(input, _)| input == name)
+                            .map(|(_, k)| k)
+                            .ok_or_else(|| {
+                                RuntimeError::at(
+                                    ErrorKind::DataSetup,
+                                    path,
+                                    format!("no .npz key is given for the model input '{name}'"),
+                                )
+                            })?;
+                        arrays.push(parse_npz_member(&origin, &bytes, key)?);
+                    }
+                    arrays
+                }
+            };
+            Ok(RawSamples {
+                inputs,
+                targets: Some(parse_npz_member(&origin, &bytes, y)?),
+            })
+        }
+        Source::Csv { path, label } => {
+            let bytes = read_file_bytes(path)?;
+            let table = parse_csv(&path.display().to_string(), &bytes)?;
+            Ok(RawSamples {
+                inputs: vec![table.features(Some(label))?],
+                targets: Some(table.column(label)?),
+            })
+        }
+    }
+}
+
+/// Reads the inputs of several files for `predict` (one spec per model input; a single `.npz`
+/// whose keys are the input names also works for several inputs).
+pub fn read_inputs(
+    specs: &[String],
+    input_names: &[String],
+) -> Result<Vec<RawArray>, RuntimeError> {
+    if specs.len() == 1 && input_names.len() > 1 {
+        let (path, _) = split_selector(&specs[0]);
+        let bytes = read_file_bytes(&path)?;
+        if detect_format(&path, &bytes)? == Format::Npz {
+            let origin = path.display().to_string();
+            return input_names
+                .iter()
+                .map(|name| parse_npz_member(&origin, &bytes, name))
+                .collect();
+        }
+    }
+    specs.iter().map(|s| read_array(s)).collect()
+}

@@ -1,0 +1,261 @@
+//! The `x:` and `y:` transforms of a `data` section, with the statistics `standardize` learns
+//! from the training split. The fitted form is stored as JSON in the weights' metadata so that
+//! `eval` and `predict` transform their data exactly as training did.
+
+use super::dataset::{check_label_range, Dataset};
+use crate::config::Transform;
+use crate::error::{ErrorKind, RuntimeError};
+use crate::tensor::Tensor;
+use ndarray::{ArrayD, IxDyn};
+use serde::{Deserialize, Serialize};
+
+/// Keras' `backend.epsilon()`: the smallest standard deviation `standardize` divides by.
+pub const STANDARDIZE_EPSILON: f64 = 1e-7;
+
+/// Mean and variance per feature (the last axis of a sample, as Keras' `Normalization(axis=-1)`;
+/// one feature for scalar samples).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeatureStats {
+    pub mean: Vec<f64>,
+    pub variance: Vec<f64>,
+}
+
+/// Transforms with their learnt statistics: one list of [`FeatureStats`] per input (and per
+/// target), one entry per `standardize` in the chain.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FittedTransforms {
+    pub x: Vec<Transform>,
+    pub y: Vec<Transform>,
+    pub x_stats: Vec<Vec<FeatureStats>>,
+    pub y_stats: Vec<Vec<FeatureStats>>,
+}
+
+impl FittedTransforms {
+    /// Learns the statistics of `standardize` from `train` (before any transform).
+    pub fn fit(x: &[Transform], y: &[Transform], train: &Dataset) -> Result<Self, RuntimeError> {
+        let fit_chain = |chain: &[Transform],
+                         tensors: &[Tensor],
+                         role: &str|
+         -> Result<Vec<Vec<FeatureStats>>, RuntimeError> {
+            if !chain.contains(&Transform::Standardize) {
+                return Ok(vec![Vec::new(); tensors.len()]);
+            }
+            tensors
+                .iter()
+                .map(|t| {
+                    let mut current = t.clone();
+                    let mut stats = Vec::new();
+                    for transform in chain {
+                        if *transform == Transform::Standardize {
+                            let s = feature_stats(&current.to_f32());
+                            current = standardize(&current, &s);
+                            stats.push(s);
+                        } else {
+                            current = apply_one(transform, current, None, role)?;
+                        }
+                    }
+                    Ok(stats)
+                })
+                .collect()
+        };
+        if train.is_empty()
+            && (x.contains(&Transform::Standardize) || y.contains(&Transform::Standardize))
+        {
+            return Err(RuntimeError::without_path(
+                ErrorKind::DataSetup,
+                "standardize needs training samples to learn its statistics, the training split is empty",
+            ));
+        }
+        Ok(FittedTransforms {
+            x: x.to_vec(),
+            y: y.to_vec(),
+            x_stats: fit_chain(x, &train.inputs, "inputs")?,
+            y_stats: fit_chain(y, &train.targets, "targets")?,
+        })
+    }
+
+    /// Transforms model inputs.
+    pub fn apply_inputs(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RuntimeError> {
+        apply_chain(&self.x, &self.x_stats, inputs, "inputs")
+    }
+
+    /// Transforms targets; `origin` names the target file in label-range errors of `one_hot`.
+    pub fn apply_targets(
+        &self,
+        origin: &str,
+        targets: Vec<Tensor>,
+    ) -> Result<Vec<Tensor>, RuntimeError> {
+        apply_chain(&self.y, &self.y_stats, targets, origin)
+    }
+
+    /// Transforms a whole dataset.
+    pub fn apply(&self, origin: &str, data: Dataset) -> Result<Dataset, RuntimeError> {
+        Ok(Dataset {
+            inputs: self.apply_inputs(data.inputs)?,
+            targets: self.apply_targets(origin, data.targets)?,
+        })
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, RuntimeError> {
+        serde_json::from_str(text).map_err(|e| {
+            RuntimeError::without_path(
+                ErrorKind::Weights,
+                format!("bad transform statistics in the weights metadata: {e}"),
+            )
+        })
+    }
+}
+
+fn apply_chain(
+    chain: &[Transform],
+    stats: &[Vec<FeatureStats>],
+    tensors: Vec<Tensor>,
+    origin: &str,
+) -> Result<Vec<Tensor>, RuntimeError> {
+    tensors
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut t)| {
+            let mut next_stats = stats.get(i).map(|s| s.iter()).into_iter().flatten();
+            for transform in chain {
+                let s = if *transform == Transform::Standardize {
+                    Some(next_stats.next().ok_or_else(|| {
+                        RuntimeError::without_path(
+                            ErrorKind::DataSetup,
+                            "standardize has no statistics: train the model first (they are stored in its weights)",
+                        )
+                    })?)
+                } else {
+                    None
+                };
+                t = apply_one(transform, t, s, origin)?;
+            }
+            Ok(t)
+        })
+        .collect()
+}
+
+fn apply_one(
+    transform: &Transform,
+    t: Tensor,
+    stats: Option<&FeatureStats>,
+    origin: &str,
+) -> Result<Tensor, RuntimeError> {
+    match transform {
+        // In f64 then rounded once, so `scale(1 / 255)` gives the correctly rounded byte / 255.
+        Transform::Scale(f) => Ok(Tensor::F32(match t {
+            Tensor::F32(a) => a.mapv(|v| (v as f64 * f) as f32),
+            Tensor::I32(a) => a.mapv(|v| (v as f64 * f) as f32),
+        })),
+        Transform::Standardize => match stats {
+            Some(s) => Ok(standardize(&t, s)),
+            None => Ok(t),
+        },
+        Transform::OneHot(n) => one_hot(origin, &t, *n),
+    }
+}
+
+fn feature_stats(a: &ArrayD<f32>) -> FeatureStats {
+    let features = a
+        .shape()
+        .get(1..)
+        .and_then(|s| s.last())
+        .copied()
+        .unwrap_or(1)
+        .max(1);
+    let mut sum = vec![0f64; features];
+    let mut count = 0usize;
+    for chunk in a
+        .as_standard_layout()
+        .as_slice()
+        .unwrap_or(&[])
+        .chunks(features)
+    {
+        for (s, &v) in sum.iter_mut().zip(chunk) {
+            *s += v as f64;
+        }
+        count += 1;
+    }
+    let n = count.max(1) as f64;
+    let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
+    let mut sq = vec![0f64; features];
+    for chunk in a
+        .as_standard_layout()
+        .as_slice()
+        .unwrap_or(&[])
+        .chunks(features)
+    {
+        for ((s, &v), m) in sq.iter_mut().zip(chunk).zip(&mean) {
+            *s += (v as f64 - m).powi(2);
+        }
+    }
+    FeatureStats {
+        mean,
+        variance: sq.iter().map(|s| s / n).collect(),
+    }
+}
+
+/// (x - mean) / max(sqrt(variance), epsilon), as Keras' `Normalization`.
+fn standardize(t: &Tensor, stats: &FeatureStats) -> Tensor {
+    let a = t.to_f32();
+    let features = stats.mean.len().max(1);
+    let shape = a.shape().to_vec();
+    let values: Vec<f32> = a
+        .as_standard_layout()
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let f = i % features;
+            let std = stats
+                .variance
+                .get(f)
+                .copied()
+                .unwrap_or(1.0)
+                .sqrt()
+                .max(STANDARDIZE_EPSILON);
+            ((v as f64 - stats.mean.get(f).copied().unwrap_or(0.0)) / std) as f32
+        })
+        .collect();
+    Tensor::F32(ArrayD::from_shape_vec(IxDyn(&shape), values).unwrap_or_else(|_| a.clone()))
+}
+
+/// Class indices `[N]` (or `[N, 1]`) to one-hot rows `[N, n]` of f32.
+fn one_hot(origin: &str, t: &Tensor, n: usize) -> Result<Tensor, RuntimeError> {
+    let labels: Vec<i32> = match t {
+        Tensor::I32(a) => a.iter().copied().collect(),
+        Tensor::F32(a) => {
+            if let Some((i, v)) = a
+                .iter()
+                .enumerate()
+                .find(|(_, v)| v.fract() != 0.0 || !v.is_finite())
+            {
+                return Err(RuntimeError::in_origin(
+                    ErrorKind::DType,
+                    origin,
+                    format!("one_hot({n}) needs integer class indices, found {v} at element {i}"),
+                ));
+            }
+            a.iter().map(|&v| v as i32).collect()
+        }
+    };
+    if labels.len() != t.len() {
+        return Err(RuntimeError::in_origin(
+            ErrorKind::Shape,
+            origin,
+            format!(
+                "one_hot({n}) needs one class index per sample, found samples of shape {:?}",
+                t.sample_shape()
+            ),
+        ));
+    }
+    check_label_range(origin, labels.iter().copied(), n)?;
+    let mut out = ArrayD::<f32>::zeros(IxDyn(&[labels.len(), n]));
+    for (row, &label) in labels.iter().enumerate() {
+        out[&[row, label as usize][..]] = 1.0;
+    }
+    Ok(Tensor::F32(out))
+}

@@ -1,0 +1,99 @@
+//! Writing files so that an interrupted run never leaves a truncated one.
+//!
+//! A regular file is written to a temporary name in the same directory, flushed to disk, and
+//! renamed over the destination (rename is atomic within one file system). A destination that
+//! exists and is not a regular file (a device such as `/dev/null` or `/dev/full`, a FIFO) is
+//! written directly: renaming over it would replace the device node.
+
+use crate::error::RuntimeError;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Writes `bytes` to `path` atomically.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
+    atomic_write_with(path, |w| w.write_all(bytes))
+}
+
+/// Writes to `path` atomically through a buffered writer filled by `fill`.
+pub fn atomic_write_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), RuntimeError> {
+    if let Ok(meta) = fs::metadata(path) {
+        if meta.is_dir() {
+            return Err(RuntimeError::at(
+                crate::error::ErrorKind::Write,
+                path,
+                "cannot write: it is a directory",
+            ));
+        }
+        if !meta.is_file() {
+            return write_in_place(path, fill);
+        }
+    }
+    let tmp = temp_path(path);
+    let result = (|| -> std::io::Result<()> {
+        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut writer = BufWriter::new(file);
+        fill(&mut writer)?;
+        let file = writer.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    match result {
+        Ok(()) => {
+            sync_parent_dir(path);
+            Ok(())
+        }
+        Err(err) => {
+            let _ = fs::remove_file(&tmp);
+            Err(RuntimeError::write_io(path, &err))
+        }
+    }
+}
+
+/// Creates `dir` and its parents, with an error naming it.
+pub fn create_dir_all(dir: &Path) -> Result<(), RuntimeError> {
+    fs::create_dir_all(dir).map_err(|err| RuntimeError::write_io(dir, &err))
+}
+
+fn write_in_place(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), RuntimeError> {
+    let result = (|| -> std::io::Result<()> {
+        let file = OpenOptions::new().write(true).open(path)?;
+        let mut writer = BufWriter::new(file);
+        fill(&mut writer)?;
+        writer.flush()
+    })();
+    result.map_err(|err| RuntimeError::write_io(path, &err))
+}
+
+/// `DIR/.NAME.PID.N.tmp`: hidden, unique per process and call, matched by `*.tmp` in .gitignore.
+fn temp_path(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp_name = format!(".{name}.{}.{n}.tmp", std::process::id());
+    match path.parent() {
+        Some(parent) => parent.join(tmp_name),
+        None => PathBuf::from(tmp_name),
+    }
+}
+
+/// Makes the rename durable; failures are ignored (some file systems cannot sync directories).
+fn sync_parent_dir(path: &Path) {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Ok(dir) = File::open(parent) {
+        let _ = dir.sync_all();
+    }
+}

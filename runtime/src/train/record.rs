@@ -1,0 +1,257 @@
+//! The run directory's logs: `metrics.jsonl` (one object per epoch; with `--steps`, one per
+//! step) and `metrics.csv` (one row per epoch). Both are rewritten atomically after every epoch.
+//!
+//! Epoch records: `epoch` (1-based: epochs completed), `step` (optimizer steps taken), `loss`,
+//! the metrics, `val_loss` and the validation metrics, `lr` (the rate of the epoch's last step),
+//! `seconds`, `samples_per_second`. Step records: `epoch`, `step`, `loss` (the batch's loss at
+//! full f32 precision), `lr`.
+
+use crate::error::RuntimeError;
+use crate::fsutil::{atomic_write, create_dir_all};
+use serde_json::Value;
+
+/// A record with its keys in display order (serde_json's `Map` would sort them).
+pub type Row = Vec<(String, Value)>;
+
+fn row_get<'a>(row: &'a Row, key: &str) -> Option<&'a Value> {
+    row.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+/// One JSON object per row, keys in row order.
+fn row_json(row: &Row) -> String {
+    let fields: Vec<String> = row
+        .iter()
+        .map(|(k, v)| format!("{}:{}", Value::String(k.clone()), v))
+        .collect();
+    format!("{{{}}}", fields.join(","))
+}
+use std::path::{Path, PathBuf};
+
+pub const JSONL: &str = "metrics.jsonl";
+pub const CSV: &str = "metrics.csv";
+pub const CHECKPOINTS: &str = "checkpoints";
+pub const CURVES: &str = "curves.svg";
+pub const WEIGHTS: &str = "weights.safetensors";
+
+/// One epoch's results.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochRecord {
+    pub epoch: u64,
+    pub step: u64,
+    /// `loss`, metrics, then `val_*`, in display order.
+    pub logs: Vec<(String, f64)>,
+    pub lr: f32,
+    pub seconds: f64,
+    pub samples_per_second: f64,
+}
+
+impl EpochRecord {
+    pub fn get(&self, key: &str) -> Option<f64> {
+        self.logs.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    fn to_row(&self) -> Row {
+        let mut m: Row = vec![
+            ("epoch".into(), self.epoch.into()),
+            ("step".into(), self.step.into()),
+        ];
+        for (k, v) in &self.logs {
+            m.push((k.clone(), number(*v)));
+        }
+        m.push(("lr".into(), number_f32(self.lr)));
+        m.push(("seconds".into(), number(self.seconds)));
+        m.push(("samples_per_second".into(), number(self.samples_per_second)));
+        m
+    }
+}
+
+/// JSON has no NaN: non-finite values are written as null.
+fn number(v: f64) -> Value {
+    serde_json::Number::from_f64(v)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}
+
+/// An f32 written with the shortest decimal that reads back as the same f32.
+fn number_f32(v: f32) -> Value {
+    if !v.is_finite() {
+        return Value::Null;
+    }
+    // `{}` on f32 prints the shortest round-tripping decimal; parse it as f64 for JSON.
+    let text = format!("{v}");
+    text.parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}
+
+/// The log files of a run directory.
+pub struct RunLog {
+    dir: PathBuf,
+    per_step: bool,
+    jsonl: Vec<Row>,
+    csv_rows: Vec<Row>,
+}
+
+impl RunLog {
+    /// Opens `dir` (creating it and `checkpoints/`). With `resume_step`, records of later steps
+    /// than the checkpoint's are dropped, so a resumed run's logs read as an uninterrupted run's.
+    pub fn open(
+        dir: &Path,
+        per_step: bool,
+        resume_step: Option<u64>,
+    ) -> Result<Self, RuntimeError> {
+        create_dir_all(dir)?;
+        create_dir_all(&dir.join(CHECKPOINTS))?;
+        let mut log = RunLog {
+            dir: dir.to_path_buf(),
+            per_step,
+            jsonl: Vec::new(),
+            csv_rows: Vec::new(),
+        };
+        if let Some(step) = resume_step {
+            let keep = |m: &Row| {
+                row_get(m, "step")
+                    .and_then(Value::as_u64)
+                    .is_some_and(|s| s <= step)
+            };
+            log.jsonl = read_jsonl(&dir.join(JSONL))
+                .into_iter()
+                .filter(keep)
+                .collect();
+            log.csv_rows = read_csv_rows(&dir.join(CSV))
+                .into_iter()
+                .filter(keep)
+                .collect();
+        }
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Records one step (`--steps` mode only).
+    pub fn step(&mut self, epoch: u64, step: u64, loss: f32, lr: f32) {
+        if self.per_step {
+            self.jsonl.push(vec![
+                ("epoch".into(), epoch.into()),
+                ("step".into(), step.into()),
+                ("loss".into(), number_f32(loss)),
+                ("lr".into(), number_f32(lr)),
+            ]);
+        }
+    }
+
+    /// Records an epoch and rewrites both files.
+    pub fn epoch(&mut self, record: &EpochRecord) -> Result<(), RuntimeError> {
+        let m = record.to_row();
+        if !self.per_step {
+            self.jsonl.push(m.clone());
+        }
+        self.csv_rows.push(m);
+        self.flush()
+    }
+
+    /// Rewrites `metrics.jsonl` and `metrics.csv`.
+    pub fn flush(&self) -> Result<(), RuntimeError> {
+        let mut jsonl = String::new();
+        for m in &self.jsonl {
+            jsonl.push_str(&row_json(m));
+            jsonl.push('\n');
+        }
+        atomic_write(&self.dir.join(JSONL), jsonl.as_bytes())?;
+        atomic_write(&self.dir.join(CSV), csv_text(&self.csv_rows).as_bytes())
+    }
+}
+
+/// Columns in first-seen order across rows; missing values empty.
+fn csv_text(rows: &[Row]) -> String {
+    let mut columns: Vec<String> = Vec::new();
+    for row in rows {
+        for (key, _) in row {
+            if !columns.contains(key) {
+                columns.push(key.clone());
+            }
+        }
+    }
+    let mut out = columns.join(",");
+    out.push('\n');
+    for row in rows {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|c| match row_get(row, c) {
+                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::String(s)) => s.clone(),
+                _ => String::new(),
+            })
+            .collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// The records of a `metrics.jsonl` file (unreadable lines are skipped).
+pub fn read_jsonl(path: &Path) -> Vec<Row> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines().filter_map(parse_row).collect()
+}
+
+fn read_csv_rows(path: &Path) -> Vec<Row> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let mut lines = text.lines();
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let columns: Vec<&str> = header.split(',').collect();
+    lines
+        .map(|line| {
+            columns
+                .iter()
+                .zip(line.split(','))
+                .filter_map(|(c, cell)| {
+                    let value = if let Ok(n) = cell.parse::<u64>() {
+                        Value::from(n)
+                    } else {
+                        number(cell.parse::<f64>().ok()?)
+                    };
+                    Some((c.to_string(), value))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `BASE/MODEL/N` for the smallest N (from 1) that does not exist yet.
+pub fn next_run_dir(base: &Path, model: &str) -> PathBuf {
+    let mut n = 1u64;
+    loop {
+        let dir = base.join(model).join(n.to_string());
+        if !dir.exists() {
+            return dir;
+        }
+        n += 1;
+    }
+}
+
+/// Parses one JSON object keeping its key order (scanning the text for the keys' positions).
+fn parse_row(line: &str) -> Option<Row> {
+    let Value::Object(map) = serde_json::from_str::<Value>(line).ok()? else {
+        return None;
+    };
+    let mut row: Vec<(usize, String, Value)> = map
+        .into_iter()
+        .map(|(k, v)| {
+            let quoted = Value::String(k.clone()).to_string();
+            (line.find(&format!("{quoted}:")).unwrap_or(usize::MAX), k, v)
+        })
+        .collect();
+    row.sort_by_key(|(at, _, _)| *at);
+    Some(row.into_iter().map(|(_, k, v)| (k, v)).collect())
+}
