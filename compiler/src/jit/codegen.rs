@@ -66,6 +66,15 @@ fn mem() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
 }
 
+/// What one reduction kernel reads and writes (shared by its loop levels).
+struct Reduction<'k> {
+    op: ReduceOp,
+    blocks: &'k [(Sym, bool)],
+    unrolled: bool,
+    input: Value,
+    out: Value,
+}
+
 pub struct Gen<'a, 'm> {
     pub b: FunctionBuilder<'a>,
     module: &'m mut JITModule,
@@ -236,7 +245,11 @@ impl<'a, 'm> Gen<'a, 'm> {
     pub fn kernel(&mut self, kernel: &Kernel) -> Value {
         match kernel {
             Kernel::Elementwise { len, inputs, nodes } => self.elementwise(*len, inputs, nodes),
-            Kernel::Reduce { op, blocks } => self.reduce(*op, blocks),
+            Kernel::Reduce {
+                op,
+                blocks,
+                unrolled,
+            } => self.reduce(*op, blocks, *unrolled),
             Kernel::Copy {
                 out_len,
                 fill_zero,
@@ -578,7 +591,7 @@ impl<'a, 'm> Gen<'a, 'm> {
         }
     }
 
-    fn reduce(&mut self, op: ReduceOp, blocks: &[(Sym, bool)]) {
+    fn reduce(&mut self, op: ReduceOp, blocks: &[(Sym, bool)], unrolled: bool) {
         let input = self.operand(0);
         let out = self.operand(1);
         let init = match op {
@@ -592,26 +605,23 @@ impl<'a, 'm> Gen<'a, 'm> {
         let ol = self.sym(out_len);
         self.fill(out, ol, init);
         let zero = self.i64c(0);
-        self.reduce_level(op, blocks, 0, input, out, zero, zero, init);
+        let r = Reduction {
+            op,
+            blocks,
+            unrolled,
+            input,
+            out,
+        };
+        self.reduce_level(&r, 0, zero, zero);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn reduce_level(
-        &mut self,
-        op: ReduceOp,
-        blocks: &[(Sym, bool)],
-        level: usize,
-        input: Value,
-        out: Value,
-        io: Value,
-        oo: Value,
-        init: f32,
-    ) {
-        let (size, reduced) = blocks[level];
+    /// Loops over block `level` of `r` at input offset `io` and output offset `oo`.
+    fn reduce_level(&mut self, r: &Reduction, level: usize, io: Value, oo: Value) {
+        let (size, reduced) = r.blocks[level];
         let size = self.sym(size);
         let zero = self.i64c(0);
-        if level + 1 < blocks.len() {
-            let rest = &blocks[level + 1..];
+        if level + 1 < r.blocks.len() {
+            let rest = &r.blocks[level + 1..];
             let in_stride = rest.iter().fold(Sym::ONE, |a, b| a.mul(b.0));
             let out_stride = rest
                 .iter()
@@ -628,40 +638,83 @@ impl<'a, 'm> Gen<'a, 'm> {
                     let b = g.b.ins().imul(i, os);
                     g.b.ins().iadd(oo, b)
                 };
-                g.reduce_level(op, blocks, level + 1, input, out, a, b, init);
+                g.reduce_level(r, level + 1, a, b);
             });
             return;
         }
-        let src = self.at(input, io);
-        let dst = self.at(out, oo);
+        let op = r.op;
+        let src = self.at(r.input, io);
+        let dst = self.at(r.out, oo);
         if !reduced {
+            // Combine a contiguous run of inputs into as many outputs, in sequence over the
+            // outer reduced blocks (the interpreter's order for a non-last axis).
             self.for_vec(size, &mut |g, i, vector| {
                 let ty = if vector { F32X4 } else { F32 };
                 let sa = g.at(src, i);
                 let x = g.b.ins().load(ty, mem(), sa, 0);
                 let da = g.at(dst, i);
                 let m = g.b.ins().load(ty, mem(), da, 0);
-                let r = g.combine(op, m, x, vector);
-                g.b.ins().store(mem(), r, da, 0);
+                let v = g.combine(op, m, x, vector);
+                g.b.ins().store(mem(), v, da, 0);
             });
             return;
         }
-        // Reduce a contiguous run into one element: vector accumulator, lanes, then the tail.
-        let vacc = self.b.declare_var(F32X4);
+        let acc = if r.unrolled || op == ReduceOp::Max {
+            self.reduce_run_unrolled(op, src, size)
+        } else {
+            // In sequence, from the initial value in `dst`.
+            let sacc = self.b.declare_var(F32);
+            let init = self.b.ins().load(F32, mem(), dst, 0);
+            self.b.def_var(sacc, init);
+            self.for_loop(zero, size, 1, &mut |g, i| {
+                let sa = g.at(src, i);
+                let x = g.b.ins().load(F32, mem(), sa, 0);
+                let m = g.b.use_var(sacc);
+                let v = g.combine(op, m, x, false);
+                g.b.def_var(sacc, v);
+            });
+            let v = self.b.use_var(sacc);
+            self.b.ins().store(mem(), v, dst, 0);
+            return;
+        };
+        let m = self.b.ins().load(F32, mem(), dst, 0);
+        let v = self.combine(op, m, acc, false);
+        self.b.ins().store(mem(), v, dst, 0);
+    }
+
+    /// Reduces `size` contiguous floats at `src` to one, in the order of ndarray's
+    /// `unrolled_fold`: eight running partials `p0..p7` (two f32x4 accumulators) over chunks
+    /// of eight, then `((((init + (p0+p4)) + (p1+p5)) + (p2+p6)) + (p3+p7))`, then the tail
+    /// in sequence.
+    fn reduce_run_unrolled(&mut self, op: ReduceOp, src: Value, size: Value) -> Value {
+        let init = match op {
+            ReduceOp::Sum => 0.0,
+            ReduceOp::Max => f32::NEG_INFINITY,
+        };
+        let lo = self.b.declare_var(F32X4);
+        let hi = self.b.declare_var(F32X4);
         let s = self.b.ins().f32const(init);
         let v0 = self.b.ins().splat(F32X4, s);
-        self.b.def_var(vacc, v0);
-        let rest = self.for_loop(zero, size, 4, &mut |g, i| {
+        self.b.def_var(lo, v0);
+        self.b.def_var(hi, v0);
+        let zero = self.i64c(0);
+        let rest = self.for_loop(zero, size, 8, &mut |g, i| {
             let sa = g.at(src, i);
             let x = g.b.ins().load(F32X4, mem(), sa, 0);
-            let m = g.b.use_var(vacc);
-            let r = g.combine(op, m, x, true);
-            g.b.def_var(vacc, r);
+            let y = g.b.ins().load(F32X4, mem(), sa, 16);
+            let a = g.b.use_var(lo);
+            let a = g.combine(op, a, x, true);
+            g.b.def_var(lo, a);
+            let b = g.b.use_var(hi);
+            let b = g.combine(op, b, y, true);
+            g.b.def_var(hi, b);
         });
-        let v = self.b.use_var(vacc);
-        let mut acc = self.b.ins().extractlane(v, 0);
-        for lane in 1..4u8 {
-            let x = self.b.ins().extractlane(v, lane);
+        let a = self.b.use_var(lo);
+        let b = self.b.use_var(hi);
+        let pairs = self.combine(op, a, b, true);
+        let mut acc = self.b.ins().f32const(init);
+        for lane in 0..4u8 {
+            let x = self.b.ins().extractlane(pairs, lane);
             acc = self.combine(op, acc, x, false);
         }
         let sacc = self.b.declare_var(F32);
@@ -670,13 +723,10 @@ impl<'a, 'm> Gen<'a, 'm> {
             let sa = g.at(src, i);
             let x = g.b.ins().load(F32, mem(), sa, 0);
             let m = g.b.use_var(sacc);
-            let r = g.combine(op, m, x, false);
-            g.b.def_var(sacc, r);
+            let v = g.combine(op, m, x, false);
+            g.b.def_var(sacc, v);
         });
-        let acc = self.b.use_var(sacc);
-        let m = self.b.ins().load(F32, mem(), dst, 0);
-        let r = self.combine(op, m, acc, false);
-        self.b.ins().store(mem(), r, dst, 0);
+        self.b.use_var(sacc)
     }
 
     fn elementwise(&mut self, len: Sym, inputs: &[InMode], nodes: &[ENode]) {

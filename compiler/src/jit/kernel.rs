@@ -124,9 +124,12 @@ pub enum Kernel {
         nodes: Vec<ENode>,
     },
     /// Operands: input, output. Blocks of merged axes (size, reduced?), outermost first.
+    /// `unrolled`: an innermost reduced run adds in ndarray's eightfold-unrolled order (the
+    /// interpreter's order when it sums over an array's last axis); otherwise in sequence.
     Reduce {
         op: ReduceOp,
         blocks: Vec<(Sym, bool)>,
+        unrolled: bool,
     },
     /// Operands: sources, then the output. Zero-fills the output first when `fill_zero`.
     Copy {

@@ -9,6 +9,7 @@
 
 mod codegen;
 mod kernel;
+mod legalize;
 mod math;
 mod memory;
 mod schedule;
@@ -49,15 +50,25 @@ type Entry = unsafe extern "C" fn(*const *mut u8, i64, i64, i64) -> i32;
 
 /// A function compiled to native code.
 pub struct Compiled {
+    /// The function as given (what the cache and `function()` compare against).
+    source: Function,
+    /// The function after `legalize`, which the schedule and buffers refer to.
     func: Function,
     sched: schedule::Schedule,
     entry: Entry,
     clif: String,
     stats: CompileStats,
-    /// Buffer plans by batch size, and a reusable arena.
-    plans: Mutex<(HashMap<usize, Arc<memory::Plan>>, Vec<u128>)>,
+    plans: Mutex<Buffers>,
     /// Owns the generated code; never freed (compiled functions live in the process cache).
     _module: ModuleHolder,
+}
+
+/// Buffer plans by batch size, and the arena reused from run to run.
+#[derive(Default)]
+struct Buffers {
+    plans: HashMap<usize, Arc<memory::Plan>>,
+    /// 16-byte words, so that every planned (64-byte-rounded) offset is 16-byte aligned.
+    arena: Vec<u128>,
 }
 
 struct ModuleHolder(#[allow(dead_code)] JITModule);
@@ -121,8 +132,10 @@ fn count_insts(f: &ClifFunction) -> usize {
 }
 
 /// Compiles `f` (uncached).
-fn compile_uncached(f: &Function) -> Result<Compiled, String> {
+fn compile_uncached(source: &Function) -> Result<Compiled, String> {
     let start = Instant::now();
+    let legal = legalize::split_sums(source);
+    let f = &legal;
     let sched = schedule::schedule(f)?;
     let mut module = new_module()?;
     let cc = module.isa().default_call_conv();
@@ -199,12 +212,13 @@ fn compile_uncached(f: &Function) -> Result<Compiled, String> {
         compile_ms: start.elapsed().as_secs_f64() * 1e3,
     };
     Ok(Compiled {
-        func: f.clone(),
+        source: source.clone(),
+        func: legal,
         sched,
         entry,
         clif,
         stats,
-        plans: Mutex::new((HashMap::new(), Vec::new())),
+        plans: Mutex::new(Buffers::default()),
         _module: ModuleHolder(module),
     })
 }
@@ -256,7 +270,7 @@ impl Compiled {
     }
 
     pub fn function(&self) -> &Function {
-        &self.func
+        &self.source
     }
 
     /// Runs on `args` (in `f.args` order); returns the results in order.
@@ -290,7 +304,7 @@ impl Compiled {
         }
         let n = ctx.batch;
         let mut guard = self.plans.lock().map_err(|_| "JIT plan lock poisoned")?;
-        let (plans, arena) = &mut *guard;
+        let Buffers { plans, arena } = &mut *guard;
         let plan = plans
             .entry(n)
             .or_insert_with(|| Arc::new(memory::plan(f, &self.sched, n)))

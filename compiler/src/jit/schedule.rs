@@ -234,7 +234,14 @@ pub fn schedule(f: &Function) -> Result<Schedule, String> {
                 if blocks.is_empty() {
                     blocks.push((Sym::ONE, false));
                 }
-                Kernel::Reduce { op: *op, blocks }
+                // After `legalize::split_sums` a sum has one axis; the interpreter adds over
+                // an array's last axis in unrolled order, over any other axis in sequence.
+                let unrolled = *op == ReduceOp::Sum && axes.as_slice() == [ish.len() - 1];
+                Kernel::Reduce {
+                    op: *op,
+                    blocks,
+                    unrolled,
+                }
             }
             Op::MatMul {
                 transpose_a,
