@@ -15,7 +15,8 @@ const FLOOR: f32 = 1e-2;
 fn check_example(name: &str, batch: usize) {
     let (graph, spec) = load_example(name);
     let mut interp = Session::new(graph.clone(), spec.clone()).unwrap();
-    let mut compiled = jit::session::new_session(graph, spec).unwrap();
+    let (mut compiled, report) = jit::session::new_session(graph, spec).unwrap();
+    assert!(report.refused.is_empty(), "{name}: {:?}", report.refused);
     let (inputs, targets) = synthetic_batch(&interp, batch, 7);
 
     let want = interp.predict(&inputs).unwrap();

@@ -25,7 +25,7 @@ pub struct EvalArgs {
     /// Print a JSON object with full precision.
     #[arg(long)]
     pub json: bool,
-    #[arg(long, value_enum, default_value_t = BackendChoice::Interp)]
+    #[arg(long, value_enum, default_value_t = BackendChoice::Jit)]
     pub backend: BackendChoice,
     #[arg(long)]
     pub allow_nan: bool,

@@ -22,7 +22,7 @@ pub struct PredictArgs {
     pub output: Option<PathBuf>,
     #[arg(long)]
     pub model: Option<String>,
-    #[arg(long, value_enum, default_value_t = BackendChoice::Interp)]
+    #[arg(long, value_enum, default_value_t = BackendChoice::Jit)]
     pub backend: BackendChoice,
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,

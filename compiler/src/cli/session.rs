@@ -18,10 +18,11 @@ use std::path::Path;
 /// `--backend`.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq, Default)]
 pub enum BackendChoice {
-    /// Cranelift JIT (not yet available: falls back to the interpreter).
+    /// Native code from the Cranelift JIT (functions it cannot compile run on the
+    /// interpreter; `-v` says which).
+    #[default]
     Jit,
     /// The reference interpreter.
-    #[default]
     Interp,
 }
 
@@ -252,34 +253,61 @@ pub fn model_data(graph: &ModelGraph, spec: &TrainSpec) -> ModelData {
     ModelData { inputs, targets }
 }
 
-/// Builds the backend that runs the model.
+/// Builds the backend that runs the model. With `-v`, reports what compiling cost.
 pub fn backend(g: &mut Global, selected: &Selected, choice: BackendChoice) -> Result<Session, i32> {
-    if choice == BackendChoice::Jit && g.verbose {
-        let _ = writeln!(
-            g.err,
-            "note: the JIT backend is not available yet; using the interpreter"
-        );
-    }
     let started = std::time::Instant::now();
-    match Session::new(selected.graph.clone(), selected.spec.clone()) {
-        Ok(s) => {
-            if g.verbose {
-                let _ = writeln!(
-                    g.err,
-                    "compiled `{}`: train_step {} ops, predict {} ops in {:.1} ms",
-                    selected.graph.name,
-                    s.train_fn.insts.len(),
-                    s.predict_fn.insts.len(),
-                    started.elapsed().as_secs_f64() * 1e3
-                );
-            }
-            Ok(s)
+    let graph = selected.graph.clone();
+    let spec = selected.spec.clone();
+    let made = match choice {
+        BackendChoice::Interp => Session::new(graph, spec).map(|s| (s, None)),
+        BackendChoice::Jit => {
+            crate::jit::session::new_session(graph, spec).map(|(s, r)| (s, Some(r)))
         }
+    };
+    let (session, report) = match made {
+        Ok(x) => x,
         Err(e) => {
             g.fail(&e);
-            Err(1)
+            return Err(1);
+        }
+    };
+    if g.verbose {
+        let _ = writeln!(
+            g.err,
+            "compiled `{}`: train_step {} ops, predict {} ops in {:.1} ms ({:?} backend)",
+            selected.graph.name,
+            session.train_fn.insts.len(),
+            session.predict_fn.insts.len(),
+            started.elapsed().as_secs_f64() * 1e3,
+            choice
+        );
+        for (st, cached) in report.iter().flat_map(|r| &r.compiled) {
+            let _ = writeln!(
+                g.err,
+                "  jit `{}`: {} kernels ({} calls, {} ops fused), {} CLIF instructions, {}",
+                st.function,
+                st.kernels,
+                st.calls,
+                st.fused,
+                st.clif_insts,
+                if *cached {
+                    "cached".to_string()
+                } else {
+                    format!("compiled in {:.1} ms", st.compile_ms)
+                }
+            );
         }
     }
+    // A refusal is always worth a note under `-v`: the run is correct but not native.
+    for (function, reason) in report.iter().flat_map(|r| &r.refused) {
+        if g.verbose {
+            let _ = writeln!(
+                g.err,
+                "note: the JIT cannot compile `{function}` ({reason}); it runs on the interpreter"
+            );
+        }
+    }
+    Ok(session)
 }
 
 /// Prints a runtime error like a diagnostic and returns exit status 1.

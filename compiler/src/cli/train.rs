@@ -48,7 +48,7 @@ pub struct TrainArgs {
     /// Where the run's files go (default runs/MODEL/N/).
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = BackendChoice::Interp)]
+    #[arg(long, value_enum, default_value_t = BackendChoice::Jit)]
     pub backend: BackendChoice,
     /// Worker threads (default: all cores).
     #[arg(long, value_name = "N")]

@@ -244,6 +244,15 @@ pub fn compile(f: &Function) -> Result<Arc<Compiled>, String> {
     Ok(c)
 }
 
+/// Whether this process has already compiled a function identical to `f`.
+pub fn is_cached(f: &Function) -> bool {
+    let key = print_function(f);
+    cache()
+        .lock()
+        .map(|c| c.contains_key(&key))
+        .unwrap_or(false)
+}
+
 /// Statistics of every function compiled so far in this process, by function name.
 pub fn stats() -> Vec<CompileStats> {
     let mut v: Vec<CompileStats> = cache()

@@ -1,10 +1,14 @@
-//! The JIT as an [`exec::Executor`](crate::exec::Executor): a training session whose step
-//! functions run as compiled code.
+//! The JIT as an [`Executor`](crate::exec::Executor): a training session whose step functions
+//! run as compiled code.
+//!
+//! A function the JIT refuses (an op or shape it cannot compile) runs on the interpreter
+//! instead; [`new_session`] reports which, and why, so `fmc -v` can say so. Nothing is ever
+//! silently computed differently: the refusal happens at compile time, before any step.
 
-use super::{compile, Compiled};
+use super::{compile, CompileStats, Compiled};
 use crate::exec::{Executor, Session};
 use crate::graph::ModelGraph;
-use crate::interp::{Context, Value};
+use crate::interp::{self, Context, Value};
 use crate::ir::Function;
 use fm_runtime::config::TrainSpec;
 use std::collections::HashMap;
@@ -15,6 +19,8 @@ use std::sync::{Arc, Mutex};
 #[derive(Default)]
 pub struct JitExecutor {
     compiled: Mutex<HashMap<String, Arc<Compiled>>>,
+    /// Functions (by name) the JIT refused, with the reason; they run on the interpreter.
+    refused: HashMap<String, String>,
 }
 
 impl JitExecutor {
@@ -45,17 +51,37 @@ impl Executor for JitExecutor {
         args: &[Value<f32>],
         ctx: Context,
     ) -> Result<Vec<Value<f32>>, String> {
+        if self.refused.contains_key(&f.name) {
+            return interp::run(f, args, ctx);
+        }
         self.get(f)?.run(args, ctx)
     }
 }
 
+/// How compiling a session's functions went.
+#[derive(Clone, Debug, Default)]
+pub struct JitReport {
+    /// One entry per compiled function; `cached` when this process had compiled it before.
+    pub compiled: Vec<(CompileStats, bool)>,
+    /// Functions left to the interpreter: (function name, the JIT's reason).
+    pub refused: Vec<(String, String)>,
+}
+
 /// A [`Session`] (same API as the interpreter's) whose functions run compiled. Compiles the
-/// train, eval and predict functions up front so that errors surface here.
-pub fn new_session(graph: ModelGraph, spec: TrainSpec) -> Result<Session, String> {
-    let backend = JitExecutor::new();
-    let s = Session::new(graph, spec)?;
-    for f in [&s.train_fn, &s.eval_fn, &s.predict_fn] {
-        backend.get(f)?;
+/// train, eval and predict functions up front so that refusals surface here, not mid-run.
+pub fn new_session(graph: ModelGraph, spec: TrainSpec) -> Result<(Session, JitReport), String> {
+    let mut exec = JitExecutor::new();
+    let session = Session::new(graph, spec)?;
+    let mut report = JitReport::default();
+    for f in [&session.train_fn, &session.eval_fn, &session.predict_fn] {
+        let cached = super::is_cached(f);
+        match exec.get(f) {
+            Ok(c) => report.compiled.push((c.stats().clone(), cached)),
+            Err(reason) => {
+                exec.refused.insert(f.name.clone(), reason.clone());
+                report.refused.push((f.name.clone(), reason));
+            }
+        }
     }
-    Ok(s.with_backend(Box::new(backend)))
+    Ok((session.with_backend(Box::new(exec)), report))
 }
