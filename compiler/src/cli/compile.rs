@@ -1,5 +1,5 @@
 //! `fmc compile FILE --emit KIND [-o OUT]`. `ast` is the parser's dump; the other kinds belong
-//! to the back end (THE LEAD PLUGS `ir`, `ir-opt`, `rust` and `clif` IN HERE).
+//! to the back end (THE LEAD PLUGS `ir`, `ir-opt` and `rust` IN HERE; `clif` is the JIT's).
 
 use super::{EmitKind, Global};
 use crate::diag::SourceFile;
@@ -42,6 +42,19 @@ pub fn run(
                 Err(code) => return code,
             };
             match ir_text(&sel, emit == EmitKind::IrOpt) {
+                Ok(t) => t,
+                Err(e) => {
+                    g.fail(&e);
+                    return 1;
+                }
+            }
+        }
+        EmitKind::Clif => {
+            let sel = match super::session::select(g, file, model, &[]) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            match clif_text(&sel) {
                 Ok(t) => t,
                 Err(e) => {
                     g.fail(&e);
@@ -100,6 +113,35 @@ fn ir_text(sel: &super::session::Selected, optimized: bool) -> Result<String, St
             f.insts.len()
         ));
         out.push_str(&print_function(&f));
+    }
+    Ok(out)
+}
+
+/// The Cranelift IR the JIT generates for the train step (when the file trains the model) and
+/// the inference function, exactly as the `train`/`predict` commands compile them: every
+/// kernel once, then the entry function that calls them. Deterministic (golden-tested).
+fn clif_text(sel: &super::session::Selected) -> Result<String, String> {
+    let mut fns = Vec::new();
+    if sel.has_train {
+        fns.push(crate::lower::train_step_fn(&sel.graph, &sel.spec));
+    }
+    fns.push(crate::lower::predict_fn(&sel.graph));
+    let mut out = String::new();
+    for f in fns {
+        crate::ir::verify::verify(&f).map_err(|e| {
+            format!(
+                "internal compiler error: `{}` fails verification: {e}",
+                f.name
+            )
+        })?;
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "; model `{}`, function `{}`\n",
+            sel.graph.name, f.name
+        ));
+        out.push_str(&crate::jit::emit_clif(&f)?);
     }
     Ok(out)
 }
