@@ -64,7 +64,7 @@ pub enum BackendKind {
     /// The reference interpreter: one IR primitive at a time on ndarray, single-threaded. It is
     /// the correctness oracle, not the fast path.
     Interp,
-    /// The Cranelift JIT. Not yet on `main` (branch `jit`); see [`build`].
+    /// The Cranelift JIT: the same functions compiled to native code (the default backend).
     Jit,
 }
 
@@ -86,8 +86,7 @@ impl BackendKind {
 
     /// Backends this build can run.
     pub fn available() -> Vec<BackendKind> {
-        // JIT: add `BackendKind::Jit` here once `build` can construct it.
-        vec![BackendKind::Interp]
+        vec![BackendKind::Interp, BackendKind::Jit]
     }
 }
 
@@ -100,13 +99,13 @@ pub trait Runner {
     fn predict(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, String>;
 }
 
-/// The interpreter session, stepping with the `train` section's base learning rate.
-struct InterpRunner {
+/// A session (interpreter or JIT executor), stepping with the `train` section's base learning rate.
+struct SessionRunner {
     session: Session,
     lr: f32,
 }
 
-impl Runner for InterpRunner {
+impl Runner for SessionRunner {
     fn train_step(&mut self, inputs: &[Tensor], targets: &[Tensor]) -> Result<f64, String> {
         Ok(self.session.train_step(inputs, targets, self.lr)?.loss)
     }
@@ -181,14 +180,24 @@ pub fn prepare(model: &BenchModel) -> Result<Prepared, String> {
 /// Compiles the prepared model for `backend` with freshly initialised parameters.
 pub fn build(prepared: &Prepared, backend: BackendKind) -> Result<Box<dyn Runner>, String> {
     match backend {
-        BackendKind::Interp => Ok(Box::new(InterpRunner {
+        BackendKind::Interp => Ok(Box::new(SessionRunner {
             session: Session::new(prepared.graph.clone(), prepared.spec.clone())?,
             lr: prepared.spec.optimizer.lr as f32,
         })),
-        // JIT: construct the Cranelift session here when it lands on `main` (it offers the same
-        // train_step/predict API as `Session`), wrap it in a `Runner`, and list it in
-        // `BackendKind::available`.
-        BackendKind::Jit => Err("the JIT backend is not on main yet (branch `jit`)".into()),
+        // The JIT session has the interpreter's API; compile time is paid here, not per step.
+        BackendKind::Jit => {
+            let (session, report) = fm_compiler::jit::session::new_session(
+                prepared.graph.clone(),
+                prepared.spec.clone(),
+            )?;
+            if let Some((f, why)) = report.refused.first() {
+                return Err(format!("the JIT refused `{f}`: {why}"));
+            }
+            Ok(Box::new(SessionRunner {
+                session,
+                lr: prepared.spec.optimizer.lr as f32,
+            }))
+        }
     }
 }
 

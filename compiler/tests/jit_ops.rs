@@ -9,7 +9,7 @@ use fm_compiler::interp::{self, Context, Value};
 use fm_compiler::ir::*;
 use fm_compiler::jit;
 use fm_runtime::tensor::DType;
-use jit_common::{max_rel_diff, Rng};
+use jit_common::{flush_value, max_rel_diff, Rng};
 use ndarray::{ArrayD, IxDyn};
 
 const BATCHES: [usize; 3] = [1, 7, 33];
@@ -53,10 +53,20 @@ fn args_for(f: &Function, n: usize, seed: u64) -> Vec<Value<f32>> {
 }
 
 /// Runs `f` on both backends over `args`; asserts every result agrees within `tol` relative
-/// (0 = bit-identical, NaN matching NaN).
+/// (0 = bit-identical, NaN matching NaN). Compiled code flushes denormals, so the interpreter
+/// gets flushed inputs and its results are flushed.
 fn compare_args(f: &Function, args: &[Value<f32>], ctx: Context, tol: f32) {
-    let want = interp::run(f, args, ctx).unwrap();
-    let got = jit::run(f, args, ctx).unwrap_or_else(|e| panic!("{}: {e}", f.name));
+    let flushed: Vec<Value<f32>> = args.iter().map(flush_value).collect();
+    let want: Vec<Value<f32>> = interp::run(f, &flushed, ctx)
+        .unwrap()
+        .iter()
+        .map(flush_value)
+        .collect();
+    let got: Vec<Value<f32>> = jit::run(f, args, ctx)
+        .unwrap_or_else(|e| panic!("{}: {e}", f.name))
+        .iter()
+        .map(flush_value)
+        .collect();
     for ((r, g), w) in f.results.iter().zip(&got).zip(&want) {
         match (g, w) {
             (Value::F(g), Value::F(w)) => {

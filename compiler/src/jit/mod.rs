@@ -5,7 +5,9 @@
 //! `entry(bufs, n, seed, step) -> status` that calls them in order, and [`memory`] plans the
 //! buffers for each batch size. MatMul, convolutions and pooling call the precompiled kernels
 //! of `fm_runtime::kernels::ffi`. The driver ([`Compiled::run`]) checks argument shapes before
-//! any generated code runs. Compiled functions are cached per process by their IR text.
+//! any generated code runs, and flushes denormals (FTZ/DAZ) while it runs. Compiled functions
+//! are cached per process by their IR text, which includes every shape (the batch symbolic);
+//! buffer plans are made per batch size.
 
 mod codegen;
 mod kernel;
@@ -356,10 +358,15 @@ impl Compiled {
                 }
             }
         }
+        // Denormals flush to zero while compiled code runs (as TensorFlow does around its
+        // kernels): dying ReLUs push Adam's state into the denormal range, where x86 arithmetic
+        // is many times slower. Values that small are below every tolerance we compare with.
+        let flush = fm_runtime::kernels::FlushDenormals::enable();
         // SAFETY: every pointer the kernels use comes from `bufs`, sized by the plan from the
         // same shapes the kernels were generated from, for this batch size `n`.
         let status =
             unsafe { (self.entry)(bufs.as_ptr(), n as i64, ctx.seed as i64, ctx.step as i64) };
+        drop(flush);
         if status != 0 {
             return Err(format!(
                 "internal error: a precompiled kernel rejected its arguments (status {status})"

@@ -156,3 +156,22 @@ pub fn first_divergence(
     }
     None
 }
+
+/// `x`, or a zero of its sign when it is subnormal: what compiled code (which runs with
+/// FTZ/DAZ) sees of an input and makes of a result.
+pub fn flush(x: f32) -> f32 {
+    if x != 0.0 && x.abs() < f32::MIN_POSITIVE {
+        0.0f32.copysign(x)
+    } else {
+        x
+    }
+}
+
+/// [`flush`] over a value's floats.
+pub fn flush_value(v: &fm_compiler::interp::Value<f32>) -> fm_compiler::interp::Value<f32> {
+    use fm_compiler::interp::Value;
+    match v {
+        Value::F(a) => Value::F(a.mapv(flush)),
+        Value::I(a) => Value::I(a.clone()),
+    }
+}
