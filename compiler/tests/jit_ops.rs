@@ -9,7 +9,7 @@ use fm_compiler::interp::{self, Context, Value};
 use fm_compiler::ir::*;
 use fm_compiler::jit;
 use fm_runtime::tensor::DType;
-use jit_common::{flush_value, max_rel_diff, Rng};
+use jit_common::{flush_value, ftz_effective, max_rel_diff, Rng};
 use ndarray::{ArrayD, IxDyn};
 
 const BATCHES: [usize; 3] = [1, 7, 33];
@@ -197,6 +197,11 @@ fn special_values() {
         88.0,
         -104.0,
     ];
+    // A subnormal only where compiled code really flushes it (not under valgrind).
+    let vals: Vec<f32> = vals
+        .into_iter()
+        .filter(|v| !v.is_subnormal() || ftz_effective())
+        .collect();
     let n = vals.len();
     let mut a = Vec::new();
     let mut b = Vec::new();

@@ -225,6 +225,13 @@ fn compile_uncached(source: &Function) -> Result<Compiled, String> {
     })
 }
 
+/// Whether to give every buffer its own allocation (env `FM_JIT_CHECK_BOUNDS`), for memory
+/// checkers; slower, otherwise identical.
+fn check_bounds() -> bool {
+    static CHECK: OnceLock<bool> = OnceLock::new();
+    *CHECK.get_or_init(|| std::env::var_os("FM_JIT_CHECK_BOUNDS").is_some())
+}
+
 type Cache = Mutex<HashMap<String, Arc<Compiled>>>;
 
 fn cache() -> &'static Cache {
@@ -326,14 +333,31 @@ impl Compiled {
         }
         let base = arena.as_mut_ptr() as *mut u8;
         let s = &self.sched;
+        // With FM_JIT_CHECK_BOUNDS set, every buffer is its own exact-size allocation instead
+        // of a range of the arena, so valgrind or a sanitizer sees any access past its end.
+        let mut separate: Vec<Vec<u32>> = Vec::new();
+        let mut own = vec![std::ptr::null_mut::<u8>(); f.insts.len()];
+        if check_bounds() {
+            for (v, inst) in f.insts.iter().enumerate() {
+                if s.materialized[v] {
+                    let len: usize = eval_shape(&inst.shape, n).iter().product();
+                    separate.push(vec![0u32; len]);
+                    own[v] = separate
+                        .last_mut()
+                        .map_or(std::ptr::null_mut(), |b| b.as_mut_ptr() as *mut u8);
+                }
+            }
+        }
         let bufs: Vec<*mut u8> = (0..f.insts.len())
             .map(|v| {
                 let r = s.root[v];
-                if s.materialized[r] {
+                if !s.materialized[r] {
+                    std::ptr::null_mut()
+                } else if check_bounds() {
+                    own[r]
+                } else {
                     // SAFETY: plan offsets lie inside the arena (plan.size bytes).
                     unsafe { base.add(plan.offset[r]) }
-                } else {
-                    std::ptr::null_mut()
                 }
             })
             .collect();
