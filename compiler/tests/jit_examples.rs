@@ -17,6 +17,16 @@ fn check_example(name: &str, batch: usize) {
     let mut interp = Session::new(graph.clone(), spec.clone()).unwrap();
     let (mut compiled, report) = jit::session::new_session(graph, spec).unwrap();
     assert!(report.refused.is_empty(), "{name}: {:?}", report.refused);
+    for (st, cached) in &report.compiled {
+        eprintln!(
+            "{name}: `{}` {} kernels, {} CLIF instructions, {:.1} ms{}",
+            st.function,
+            st.kernels,
+            st.clif_insts,
+            st.compile_ms,
+            if *cached { " (cached)" } else { "" }
+        );
+    }
     let (inputs, targets) = synthetic_batch(&interp, batch, 7);
 
     let want = interp.predict(&inputs).unwrap();
@@ -53,6 +63,70 @@ fn check_example(name: &str, batch: usize) {
         worst = worst.max(d);
     }
     eprintln!("{name}: batch {batch}, max relative difference {worst:e}");
+    optimized_train_step_matches(&interp, &inputs, &targets, name);
+}
+
+/// The JIT also runs the train step as the optimization passes leave it (fused forms,
+/// folded constants) the way the interpreter does.
+fn optimized_train_step_matches(
+    s: &Session,
+    inputs: &[fm_runtime::tensor::Tensor],
+    targets: &[fm_runtime::tensor::Tensor],
+    name: &str,
+) {
+    use fm_compiler::interp::{self, Context, Value};
+    use fm_compiler::ir::ArgKind;
+    use fm_runtime::tensor::Tensor;
+    let f = fm_compiler::passes::optimize(&s.train_fn).unwrap();
+    let value = |t: &Tensor| match t {
+        Tensor::F32(a) => Value::F(a.clone()),
+        Tensor::I32(a) => Value::I(a.clone()),
+    };
+    let (mut i, mut t, mut k) = (0, 0, 0);
+    let args: Vec<Value<f32>> = f
+        .args
+        .iter()
+        .map(|a| match &a.kind {
+            ArgKind::Input => {
+                i += 1;
+                value(&inputs[i - 1])
+            }
+            ArgKind::Target => {
+                t += 1;
+                let mut v = value(&targets[t - 1]);
+                // Labels `[N]` for an output `[N, 1]`: the session's binding reshapes them.
+                let shape = fm_compiler::ir::eval_shape(&a.shape, inputs[0].len());
+                if let Value::F(x) = &v {
+                    v = Value::F(x.clone().into_shape_with_order(shape).unwrap());
+                } else if let Value::I(x) = &v {
+                    v = Value::I(x.clone().into_shape_with_order(shape).unwrap());
+                }
+                v
+            }
+            ArgKind::Param(p) => Value::F(s.params[*p].clone()),
+            ArgKind::OptSlot { .. } => {
+                k += 1;
+                Value::F(s.slots[k - 1].2.clone())
+            }
+            ArgKind::LearningRate => Value::F(ndarray::arr0(1e-3f32).into_dyn()),
+            ArgKind::Step => Value::F(ndarray::arr0(4f32).into_dyn()),
+        })
+        .collect();
+    let ctx = Context {
+        batch: inputs[0].len(),
+        seed: 5,
+        step: 3,
+    };
+    let want = interp::run(&f, &args, ctx).unwrap();
+    let got = jit::run(&f, &args, ctx).unwrap();
+    for ((r, g), w) in f.results.iter().zip(&got).zip(&want) {
+        let d = max_rel_diff(&g.clone().into_float(), &w.clone().into_float(), FLOOR);
+        assert!(
+            d <= TOL,
+            "{name}: optimized train step `{}` differs by {d:e}",
+            r.name
+        );
+    }
 }
 
 fn spec_lr(s: &Session) -> f32 {
