@@ -1,5 +1,5 @@
-//! CLIF generation: one function per [`Kernel`], plus the entry function that calls them in
-//! schedule order.
+//! CLIF generation: one function per [`Kernel`] (the driver in `mod.rs` calls them in
+//! schedule order).
 //!
 //! Every kernel has the signature `(ptrs: i64, n: i64, seed: i64, step: i64) -> i32`: `ptrs`
 //! points to the kernel's operand buffer pointers (inputs, then the output), `n` is the batch
@@ -13,7 +13,7 @@ use crate::ir::{BinaryOp, PoolKind, ReduceOp, UnaryOp};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
 use cranelift_codegen::ir::{
-    AbiParam, Function, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, Value,
+    AbiParam, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, Value,
 };
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, Variable};
@@ -21,7 +21,7 @@ use cranelift_jit::JITModule;
 use cranelift_module::{FuncId, Module};
 use std::collections::HashMap;
 
-/// The signature shared by kernels and the entry function.
+/// The signature of every kernel.
 pub fn kernel_signature(cc: CallConv) -> Signature {
     let mut s = Signature::new(cc);
     for _ in 0..4 {
@@ -253,12 +253,17 @@ impl<'a, 'm> Gen<'a, 'm> {
             Kernel::Copy {
                 out_len,
                 fill_zero,
+                shifted_dst,
                 regions,
             } => {
-                let out = self.operand(regions.iter().map(|r| r.src + 1).max().unwrap_or(0));
+                let out_k = regions.iter().map(|r| r.src + 1).max().unwrap_or(0);
+                let mut out = self.operand(out_k);
                 if *fill_zero {
                     let len = self.sym(*out_len);
                     self.fill(out, len, 0.0);
+                }
+                if *shifted_dst {
+                    out = self.operand(out_k + 1);
                 }
                 for r in regions {
                     let src = self.operand(r.src);
@@ -844,49 +849,3 @@ impl<'a, 'm> Gen<'a, 'm> {
         }
     }
 }
-
-/// The entry function: for each scheduled kernel call, gathers its operand pointers from
-/// `bufs` (one pointer per IR value) into a stack array and calls it; stops at the first
-/// non-zero status.
-pub fn entry_body(b: FunctionBuilder<'_>, module: &mut JITModule, calls: &[(FuncId, Vec<usize>)]) {
-    let mut b = b;
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let p = b.block_params(entry).to_vec();
-    let (bufs, n, seed, step) = (p[0], p[1], p[2], p[3]);
-    let max_ops = calls.iter().map(|c| c.1.len()).max().unwrap_or(1).max(1);
-    let slot = b.create_sized_stack_slot(StackSlotData::new(
-        StackSlotKind::ExplicitSlot,
-        (max_ops * 8) as u32,
-        3,
-    ));
-    let fail = b.create_block();
-    b.append_block_param(fail, I32);
-    let mut refs: HashMap<FuncId, cranelift_codegen::ir::FuncRef> = HashMap::new();
-    for (id, operands) in calls {
-        for (k, &v) in operands.iter().enumerate() {
-            let ptr = b.ins().load(I64, mem(), bufs, (8 * v) as i32);
-            b.ins().stack_store(I64, ptr, slot, (8 * k) as i32);
-        }
-        let addr = b.ins().stack_addr(I64, slot, 0);
-        let f = *refs
-            .entry(*id)
-            .or_insert_with(|| module.declare_func_in_func(*id, b.func));
-        let call = b.ins().call(f, &[addr, n, seed, step]);
-        let status = b.inst_results(call)[0];
-        let next = b.create_block();
-        b.ins().brif(status, fail, &[status.into()], next, &[]);
-        b.switch_to_block(next);
-    }
-    let ok = b.ins().iconst(I32, 0);
-    b.ins().return_(&[ok]);
-    b.switch_to_block(fail);
-    let s = b.block_params(fail)[0];
-    b.ins().return_(&[s]);
-    b.seal_all_blocks();
-    b.finalize(module.isa().frontend_config());
-}
-
-#[allow(dead_code)]
-fn _unused(_: Function) {}

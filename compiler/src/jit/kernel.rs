@@ -132,9 +132,12 @@ pub enum Kernel {
         unrolled: bool,
     },
     /// Operands: sources, then the output. Zero-fills the output first when `fill_zero`.
+    /// With `shifted_dst`, regions write through one more pointer after the output (the
+    /// output advanced to where the copied block starts: a pad's offset is not in the kernel).
     Copy {
         out_len: Sym,
         fill_zero: bool,
+        shifted_dst: bool,
         regions: Vec<Region>,
     },
     /// Operands: table, indices, output.

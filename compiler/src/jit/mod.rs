@@ -1,9 +1,9 @@
 //! The Cranelift JIT backend: compiles an IR [`Function`] to native code and runs it.
 //!
-//! Pipeline: [`schedule`] turns the function into kernel calls (fusing elementwise chains),
-//! [`codegen`] emits one CLIF function per distinct kernel plus an entry function
-//! `entry(bufs, n, seed, step) -> status` that calls them in order, and [`memory`] plans the
-//! buffers for each batch size. MatMul, convolutions and pooling call the precompiled kernels
+//! Pipeline: [`legalize`] rewrites the few ops whose evaluation order must follow the
+//! interpreter's, [`schedule`] turns the function into kernel calls (fusing elementwise
+//! chains), [`codegen`] emits one CLIF function per distinct kernel, and [`memory`] plans the
+//! buffers for each batch size; [`Compiled::run`] calls the kernels in order. MatMul, convolutions and pooling call the precompiled kernels
 //! of `fm_runtime::kernels::ffi`. The driver ([`Compiled::run`]) checks argument shapes before
 //! any generated code runs, and flushes denormals (FTZ/DAZ) while it runs. Compiled functions
 //! are cached per process by their IR text, which includes every shape (the batch symbolic);
@@ -48,7 +48,8 @@ pub struct CompileStats {
     pub compile_ms: f64,
 }
 
-type Entry = unsafe extern "C" fn(*const *mut u8, i64, i64, i64) -> i32;
+/// A compiled kernel: `(operand pointers, batch size, seed, step) -> status` (0 = ok).
+type Kernel = unsafe extern "C" fn(*const *mut u8, i64, i64, i64) -> i32;
 
 /// A function compiled to native code.
 pub struct Compiled {
@@ -57,7 +58,8 @@ pub struct Compiled {
     /// The function after `legalize`, which the schedule and buffers refer to.
     func: Function,
     sched: schedule::Schedule,
-    entry: Entry,
+    /// The kernel calls in order, each with its operand pointers as (value, element offset).
+    calls: Vec<(Kernel, Vec<(usize, i64)>)>,
     clif: String,
     stats: CompileStats,
     plans: Mutex<Buffers>,
@@ -152,9 +154,10 @@ fn compile_uncached(source: &Function) -> Result<Compiled, String> {
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
     let mut ids: HashMap<&kernel::Kernel, FuncId> = HashMap::new();
+    let mut kernel_index: HashMap<FuncId, usize> = HashMap::new();
     let mut clif = String::new();
     let mut clif_insts = 0;
-    let mut calls: Vec<(FuncId, Vec<usize>)> = Vec::new();
+    let mut calls: Vec<(FuncId, Vec<(usize, i64)>)> = Vec::new();
     let err = |e: cranelift_module::ModuleError| format!("internal error: cranelift: {e:?}");
     for step in &sched.steps {
         let id = match ids.get(&step.kernel) {
@@ -183,28 +186,38 @@ fn compile_uncached(source: &Function) -> Result<Compiled, String> {
                 module.define_function(id, &mut ctx).map_err(err)?;
                 module.clear_context(&mut ctx);
                 ids.insert(&step.kernel, id);
+                kernel_index.insert(id, k);
                 id
             }
         };
-        calls.push((id, step.operands.clone()));
+        calls.push((id, step.pointers()));
     }
-    let entry_id = module
-        .declare_function("entry", Linkage::Local, &sig)
-        .map_err(err)?;
-    ctx.func = ClifFunction::with_name_signature(UserFuncName::user(0, entry_id.as_u32()), sig);
-    {
-        let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        codegen::entry_body(b, &mut module, &calls);
-    }
-    clif_insts += count_insts(&ctx.func);
-    clif.push_str(&format!("; entry: {}\n{}\n", f.name, ctx.func.display()));
-    module.define_function(entry_id, &mut ctx).map_err(err)?;
-    module.clear_context(&mut ctx);
     module.finalize_definitions().map_err(err)?;
-    let ptr = module.get_finalized_function(entry_id);
-    // SAFETY: `ptr` is the finalized entry function with signature (i64 x4) -> i32, which is
-    // ABI-compatible with `Entry`.
-    let entry: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(ptr) };
+    // The call sequence runs from Rust (`Compiled::run`) rather than from a generated entry
+    // function: an unrolled sequence model makes thousands of calls, and generating code for
+    // each cost more compile time than all the kernels together. A call costs about 1 ns.
+    let mut kernels: HashMap<FuncId, Kernel> = HashMap::new();
+    for &(id, _) in &calls {
+        kernels.entry(id).or_insert_with(|| {
+            let ptr = module.get_finalized_function(id);
+            // SAFETY: `ptr` is a finalized kernel with signature (i64 x4) -> i32 (system
+            // calling convention), which is ABI-compatible with `Kernel`.
+            unsafe { std::mem::transmute::<*const u8, Kernel>(ptr) }
+        });
+    }
+    clif.push_str(&format!("; calls of `{}`:\n", f.name));
+    for (id, ptrs) in &calls {
+        let args: Vec<String> = ptrs
+            .iter()
+            .map(|&(v, off)| match off {
+                0 => format!("%{v}"),
+                o => format!("%{v}+{o}"),
+            })
+            .collect();
+        clif.push_str(&format!("; k{}({})\n", kernel_index[id], args.join(", ")));
+    }
+    let calls: Vec<(Kernel, Vec<(usize, i64)>)> =
+        calls.into_iter().map(|(id, p)| (kernels[&id], p)).collect();
     let stats = CompileStats {
         function: f.name.clone(),
         calls: sched.steps.len(),
@@ -217,7 +230,7 @@ fn compile_uncached(source: &Function) -> Result<Compiled, String> {
         source: source.clone(),
         func: legal,
         sched,
-        entry,
+        calls,
         clif,
         stats,
         plans: Mutex::new(Buffers::default()),
@@ -386,10 +399,24 @@ impl Compiled {
         // kernels): dying ReLUs push Adam's state into the denormal range, where x86 arithmetic
         // is many times slower. Values that small are below every tolerance we compare with.
         let flush = fm_runtime::kernels::FlushDenormals::enable();
-        // SAFETY: every pointer the kernels use comes from `bufs`, sized by the plan from the
-        // same shapes the kernels were generated from, for this batch size `n`.
-        let status =
-            unsafe { (self.entry)(bufs.as_ptr(), n as i64, ctx.seed as i64, ctx.step as i64) };
+        let mut status = 0;
+        let mut ptrs: Vec<*mut u8> = Vec::new();
+        for (kernel, operands) in &self.calls {
+            ptrs.clear();
+            // SAFETY (of the `add`): offsets are those of slices and pads within their
+            // buffers, computed from the same shapes as the buffers.
+            ptrs.extend(
+                operands
+                    .iter()
+                    .map(|&(v, off)| unsafe { bufs[v].offset(off as isize * 4) }),
+            );
+            // SAFETY: every pointer the kernels use comes from `bufs`, sized by the plan from
+            // the same shapes the kernels were generated from, for this batch size `n`.
+            status = unsafe { kernel(ptrs.as_ptr(), n as i64, ctx.seed as i64, ctx.step as i64) };
+            if status != 0 {
+                break;
+            }
+        }
         drop(flush);
         if status != 0 {
             return Err(format!(

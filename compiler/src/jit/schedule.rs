@@ -17,6 +17,40 @@ pub struct Step {
     pub kernel: Kernel,
     pub operands: Vec<ValueId>,
     pub output: ValueId,
+    /// Element offset added to each operand's pointer before the call. Constant offsets of
+    /// slices and pads travel here rather than in the kernel, so that the fifty slices of an
+    /// unrolled sequence share one compiled kernel.
+    pub offsets: Vec<i64>,
+    /// For a kernel that writes through a second output pointer (`Kernel::Copy` with
+    /// `shifted_dst`): that pointer's element offset from the output.
+    pub extra_output: Option<i64>,
+}
+
+impl Step {
+    fn new(kernel: Kernel, operands: Vec<ValueId>, output: ValueId) -> Step {
+        Step {
+            kernel,
+            offsets: vec![0; operands.len()],
+            operands,
+            output,
+            extra_output: None,
+        }
+    }
+
+    /// The pointers the kernel receives: (value, element offset) for every operand, then the
+    /// extra output pointer if any.
+    pub fn pointers(&self) -> Vec<(ValueId, i64)> {
+        let mut p: Vec<(ValueId, i64)> = self
+            .operands
+            .iter()
+            .copied()
+            .zip(self.offsets.iter().copied())
+            .collect();
+        if let Some(off) = self.extra_output {
+            p.push((self.output, off));
+        }
+        p
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -208,11 +242,11 @@ pub fn schedule(f: &Function) -> Result<Schedule, String> {
                 }
                 let (kernel, operands) = fuse_group(f, v, &group);
                 materialized[v] = true;
-                steps.push(Step {
+                steps.push(Step::new(
                     kernel,
-                    operands: operands.into_iter().chain([v]).collect(),
-                    output: v,
-                });
+                    operands.into_iter().chain([v]).collect(),
+                    v,
+                ));
                 continue;
             }
             Op::Const { value } => Kernel::Const((*value as f32).to_bits()),
@@ -308,6 +342,7 @@ pub fn schedule(f: &Function) -> Result<Schedule, String> {
                 Kernel::Copy {
                     out_len: count(f, v),
                     fill_zero: false,
+                    shifted_dst: false,
                     regions: vec![simplify(Region {
                         src: 0,
                         dims: dims(shape),
@@ -324,6 +359,7 @@ pub fn schedule(f: &Function) -> Result<Schedule, String> {
                 Kernel::Copy {
                     out_len: count(f, v),
                     fill_zero: false,
+                    shifted_dst: false,
                     regions: vec![simplify(Region {
                         src: 0,
                         dims: dims(shape),
@@ -338,33 +374,51 @@ pub fn schedule(f: &Function) -> Result<Schedule, String> {
             }
             Op::Slice { axis, start, .. } => {
                 let is = strides(&f.insts[a[0]].shape)?;
-                Kernel::Copy {
-                    out_len: count(f, v),
-                    fill_zero: false,
-                    regions: vec![simplify(Region {
-                        src: 0,
-                        dims: dims(shape),
-                        src_off: Sym::fixed(start * is[*axis] as usize),
-                        src_strides: is,
-                        dst_strides: strides(shape)?,
-                        dst_off: Sym::fixed(0),
-                    })],
-                }
+                let mut step = Step::new(
+                    Kernel::Copy {
+                        out_len: count(f, v),
+                        fill_zero: false,
+                        shifted_dst: false,
+                        regions: vec![simplify(Region {
+                            src: 0,
+                            dims: dims(shape),
+                            src_off: Sym::fixed(0),
+                            src_strides: is.clone(),
+                            dst_strides: strides(shape)?,
+                            dst_off: Sym::fixed(0),
+                        })],
+                    },
+                    vec![a[0], v],
+                    v,
+                );
+                step.offsets[0] = *start as i64 * is[*axis];
+                materialized[v] = true;
+                steps.push(step);
+                continue;
             }
             Op::Pad { axis, before, .. } => {
                 let os = strides(shape)?;
-                Kernel::Copy {
-                    out_len: count(f, v),
-                    fill_zero: true,
-                    regions: vec![simplify(Region {
-                        src: 0,
-                        dims: dims(&f.insts[a[0]].shape),
-                        src_strides: strides(&f.insts[a[0]].shape)?,
-                        src_off: Sym::fixed(0),
-                        dst_off: Sym::fixed(before * os[*axis] as usize),
-                        dst_strides: os,
-                    })],
-                }
+                let mut step = Step::new(
+                    Kernel::Copy {
+                        out_len: count(f, v),
+                        fill_zero: true,
+                        shifted_dst: true,
+                        regions: vec![simplify(Region {
+                            src: 0,
+                            dims: dims(&f.insts[a[0]].shape),
+                            src_strides: strides(&f.insts[a[0]].shape)?,
+                            src_off: Sym::fixed(0),
+                            dst_off: Sym::fixed(0),
+                            dst_strides: os.clone(),
+                        })],
+                    },
+                    vec![a[0], v],
+                    v,
+                );
+                step.extra_output = Some(*before as i64 * os[*axis]);
+                materialized[v] = true;
+                steps.push(step);
+                continue;
             }
             Op::Concat { axis } => {
                 let os = strides(shape)?;
@@ -385,6 +439,7 @@ pub fn schedule(f: &Function) -> Result<Schedule, String> {
                 Kernel::Copy {
                     out_len: count(f, v),
                     fill_zero: false,
+                    shifted_dst: false,
                     regions,
                 }
             }
@@ -416,11 +471,7 @@ pub fn schedule(f: &Function) -> Result<Schedule, String> {
             Op::Unary(_) | Op::Binary(_) | Op::Select => unreachable!("elementwise"),
         };
         materialized[v] = true;
-        steps.push(Step {
-            kernel,
-            operands: a.iter().copied().chain([v]).collect(),
-            output: v,
-        });
+        steps.push(Step::new(kernel, a.iter().copied().chain([v]).collect(), v));
     }
     // Operands read through reshapes use the source's buffer.
     for s in &mut steps {
