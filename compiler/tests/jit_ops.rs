@@ -599,3 +599,33 @@ fn bad_arguments_are_refused_at_the_boundary() {
     let out = jit::run(&f, &empty, ctx0).unwrap();
     assert_eq!(out[0].shape(), &[0, 5]);
 }
+
+/// A function the JIT cannot compile (dilated pooling has no precompiled kernel) is refused
+/// with a reason, and the executor then runs it on the interpreter: correct, never guessed.
+#[test]
+fn refused_functions_run_on_the_interpreter() {
+    use fm_compiler::exec::Executor;
+    let w = window(2, 1, 2, (0, 0));
+    let f = func("dilated_pool", &[f32_arg(&[6, 6, 2])], |b, a| {
+        b.push(
+            Op::Pool2d {
+                kind: PoolKind::Max,
+                window: w.clone(),
+            },
+            vec![a[0]],
+        )
+    });
+    let ctx = Context {
+        batch: 3,
+        seed: 0,
+        step: 0,
+    };
+    let args = args_for(&f, 3, 1);
+    let e = jit::run(&f, &args, ctx).unwrap_err();
+    assert!(e.contains("dilated pooling"), "{e}");
+    let mut exec = jit::JitExecutor::new();
+    assert!(exec.prepare(&f).is_err());
+    let got = exec.run(&f, &args, ctx).unwrap();
+    let want = interp::run(&f, &args, ctx).unwrap();
+    assert_eq!(got, want);
+}

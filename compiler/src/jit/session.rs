@@ -28,6 +28,20 @@ impl JitExecutor {
         Self::default()
     }
 
+    /// Compiles `f` ahead of its first run. If the JIT refuses it, `f` is remembered to run on
+    /// the interpreter and the reason is returned as the error; otherwise the compile
+    /// statistics, and whether the process had compiled `f` before.
+    pub fn prepare(&mut self, f: &Function) -> Result<(CompileStats, bool), String> {
+        let cached = super::is_cached(f);
+        match self.get(f) {
+            Ok(c) => Ok((c.stats().clone(), cached)),
+            Err(reason) => {
+                self.refused.insert(f.name.clone(), reason.clone());
+                Err(reason)
+            }
+        }
+    }
+
     fn get(&self, f: &Function) -> Result<Arc<Compiled>, String> {
         let mut map = self
             .compiled
@@ -74,13 +88,9 @@ pub fn new_session(graph: ModelGraph, spec: TrainSpec) -> Result<(Session, JitRe
     let session = Session::new(graph, spec)?;
     let mut report = JitReport::default();
     for f in [&session.train_fn, &session.eval_fn, &session.predict_fn] {
-        let cached = super::is_cached(f);
-        match exec.get(f) {
-            Ok(c) => report.compiled.push((c.stats().clone(), cached)),
-            Err(reason) => {
-                exec.refused.insert(f.name.clone(), reason.clone());
-                report.refused.push((f.name.clone(), reason));
-            }
+        match exec.prepare(f) {
+            Ok(done) => report.compiled.push(done),
+            Err(reason) => report.refused.push((f.name.clone(), reason)),
         }
     }
     Ok((session.with_backend(Box::new(exec)), report))
