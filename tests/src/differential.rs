@@ -175,7 +175,9 @@ fn token_bound(graph: &ModelGraph, input_node: usize) -> usize {
 
 /// A fresh interpreter session for the prepared model (same weights and seed every time).
 pub fn session(p: &Prepared) -> Result<Session, String> {
-    Session::new(p.graph.clone(), p.spec.clone()).map_err(|e| format!("{}: {e}", p.label))
+    catch_panic(&p.label, || {
+        Session::new(p.graph.clone(), p.spec.clone()).map_err(|e| format!("{}: {e}", p.label))
+    })
 }
 
 /// Everything one backend produced, as named f32 tensors in a fixed order.
@@ -187,17 +189,20 @@ fn scalar(v: f64) -> ArrayD<f32> {
 }
 
 /// Runs the prepared batch on `backend`: predict, evaluate, [`STEPS`] train steps, predict,
-/// state. A panic in the backend is caught and returned as an error (a backend must never
-/// panic on a checked model).
+/// state. A panic is caught and returned as an error (fm must never panic on a checked model).
 pub fn trace(backend: &mut dyn Backend, p: &Prepared) -> Result<Trace, String> {
-    let run = std::panic::AssertUnwindSafe(|| trace_inner(backend, p));
-    std::panic::catch_unwind(run).unwrap_or_else(|payload| {
+    catch_panic(&p.label, || trace_inner(backend, p))
+}
+
+/// Runs `f`, turning a panic into an error that names the case and quotes the message.
+fn catch_panic<T>(label: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
         let message = payload
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        Err(format!("{}: the backend panicked: {message}", p.label))
+        Err(format!("{label}: panicked: {message}"))
     })
 }
 
@@ -405,7 +410,9 @@ pub fn interpreter(session: Session) -> Result<Box<dyn Backend>, String> {
 
 /// Builds a backend with `make` from a fresh session and traces `p` on it.
 pub fn run(p: &Prepared, make: MakeBackend) -> Result<Trace, String> {
-    let mut backend = make(session(p)?).map_err(|e| format!("{}: {e}", p.label))?;
+    let session = session(p)?;
+    let mut backend = catch_panic(&p.label, || make(session))
+        .map_err(|e| format!("{}: building the backend: {e}", p.label))?;
     trace(backend.as_mut(), p)
 }
 

@@ -45,25 +45,36 @@ const CANDIDATE_TOLERANCE: Tolerance = Tolerance::BACKEND;
 /// and a (1, rows) matrix comes back column-major and `as_slice()` fails. Minimal repro:
 /// `model m { input x: f32[3, 2]  output y = x -> Conv1D(1, 2) -> Flatten }`
 /// `train { loss: mse  optimizer: SGD }`, then one train step.
-const CONV_ONE_FILTER: &str = "the backend panicked: standard layout";
+const CONV_ONE_FILTER: &str = "panicked: standard layout";
+/// Bug 2: `MultiHeadAttention` on a rank-3 input `[H, W, C]`, which the checker accepts (it
+/// asks for rank >= 2 and `fmc check` is clean), makes `Session::new` panic: "internal compiler
+/// error: ill-typed IR in `train_step`: cannot reshape [2, 2, 1] to [4, 2]"
+/// (compiler/src/ir/builder.rs:82). Minimal repro:
+/// `model m { input x: f32[3, 4, 2]  output y = x -> MultiHeadAttention(2) -> Flatten }`
+/// `train { loss: mse  optimizer: SGD }`. Either the checker should reject rank > 2 (the table
+/// says `[T, D]`) or the lowering should attend over the flattened leading axes.
+const ATTENTION_RANK_3: &str = "panicked: internal compiler error: ill-typed IR in `train_step`";
 const KNOWN_BUGS: &[(u64, &str)] = &[
-    (3, CONV_ONE_FILTER),
-    (86, CONV_ONE_FILTER),
+    (17, ATTENTION_RANK_3),
+    (24, ATTENTION_RANK_3),
+    (37, ATTENTION_RANK_3),
+    (86, ATTENTION_RANK_3),
+    (94, CONV_ONE_FILTER),
     (99, CONV_ONE_FILTER),
-    (105, CONV_ONE_FILTER),
-    (108, CONV_ONE_FILTER),
-    (145, CONV_ONE_FILTER),
-    (174, CONV_ONE_FILTER),
-    (185, CONV_ONE_FILTER),
+    (128, CONV_ONE_FILTER),
+    (130, CONV_ONE_FILTER),
+    (171, CONV_ONE_FILTER),
+    (176, CONV_ONE_FILTER),
     (191, CONV_ONE_FILTER),
-    (199, CONV_ONE_FILTER),
+    (195, ATTENTION_RANK_3),
+    (200, ATTENTION_RANK_3),
     (207, CONV_ONE_FILTER),
     (212, CONV_ONE_FILTER),
     (224, CONV_ONE_FILTER),
+    (233, CONV_ONE_FILTER),
     (235, CONV_ONE_FILTER),
     (240, CONV_ONE_FILTER),
-    (245, CONV_ONE_FILTER),
-    (286, CONV_ONE_FILTER),
+    (282, CONV_ONE_FILTER),
 ];
 
 /// Runs one prepared model: the interpreter twice (bit-identical), then the candidate against
@@ -283,4 +294,44 @@ fn non_finite_reference_values_are_reported() {
         err.starts_with("overflow: the reference produced a non-finite value: "),
         "{err}"
     );
+}
+
+#[test]
+#[ignore]
+fn scratch_many() {
+    let n: u64 = std::env::var("N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3000);
+    let mut kinds = std::collections::BTreeMap::<String, Vec<u64>>::new();
+    for seed in 0..n {
+        if let Err(e) = random_case(seed) {
+            let key: String = e
+                .lines()
+                .next()
+                .unwrap()
+                .replace(&format!("seed {seed}"), "seed N");
+            let key = if key.contains("diagnostics") {
+                e.lines().nth(1).unwrap().chars().take(200).collect()
+            } else {
+                key.chars().take(300).collect()
+            };
+            kinds.entry(key).or_default().push(seed);
+        }
+    }
+    for (k, v) in kinds {
+        eprintln!("{} x {k}\n   seeds {:?}", v.len(), &v[..v.len().min(8)]);
+    }
+}
+
+#[test]
+#[ignore]
+fn repro() {
+    if let Ok(s) = std::env::var("REPRO") {
+        for path in s.split(',') {
+            let src = std::fs::read_to_string(path).unwrap();
+            let r = prepare(path, &src, Path::new(path), 2, 0).and_then(|p| differential(&p));
+            eprintln!("{path}: {:?}", r.map(|_| "ok"));
+        }
+    }
 }
