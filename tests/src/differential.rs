@@ -10,6 +10,7 @@
 //! stream (`fm_compiler::interp::random`), which is part of the backend contract.
 
 use crate::random_model::SplitMix64;
+use crate::reference_backends::F64Interpreter;
 use fm_compiler::check::check_source;
 use fm_compiler::exec::Session;
 use fm_compiler::graph::{ModelGraph, Op};
@@ -254,15 +255,24 @@ impl Trace {
 /// How close a candidate must be to the reference.
 ///
 /// Element `c` of a candidate tensor passes against `r` of the reference tensor `R` when
-/// `|c - r| <= rel * max(|r|, tensor_floor * max|R|, abs_floor)`. The floors stop relative
-/// error from blowing up near 0: an element far smaller than its tensor's largest (a gradient
-/// sum that cancels, a bias that barely moved) is held to the error that rounding the
-/// tensor's large elements produces anyway, and values below `abs_floor` are noise.
+///
+/// `|c - r| <= rel * max(|r|, tensor_floor * max|R|, abs_floor) + noise * |r - x|`
+///
+/// where `x` is the same element computed in f64 (an [`F64Interpreter`] run), when there is
+/// one. The floors stop relative error from blowing up near 0: an element far smaller than
+/// its tensor's largest (a weight crossing zero, a gradient sum that cancels) is held to the
+/// error that rounding the tensor's large elements produces anyway, and values below
+/// `abs_floor` do not count. The last term admits what f32 cannot do better: where the f32
+/// interpreter is itself `|r - x|` away from exact arithmetic, another correct f32 backend
+/// (summing in another order) lands about as far away, in any direction.
+///
+/// [`F64Interpreter`]: crate::reference_backends::F64Interpreter
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tolerance {
     pub rel: f64,
     pub tensor_floor: f64,
     pub abs_floor: f64,
+    pub noise: f64,
 }
 
 impl Tolerance {
@@ -271,14 +281,18 @@ impl Tolerance {
         rel: 0.0,
         tensor_floor: 0.0,
         abs_floor: 0.0,
+        noise: 0.0,
     };
-    /// Issue 5: the JIT within 1e-4 relative of the interpreter; elements below 1e-3 of their
-    /// tensor's largest are compared at that scale, and differences under 1e-4 * 1e-6 = 1e-10
-    /// always pass.
+    /// Issue 5: another backend within 1e-4 relative of the interpreter. Elements below 1% of
+    /// their tensor's largest are compared at that scale, differences under 1e-4 * 1e-4 = 1e-8
+    /// always pass, and up to 3 times the interpreter's own f32 rounding error on the element
+    /// is allowed on top (calibrated in tests/tests/differential.rs: the interpreter against
+    /// itself with the batch permuted, which changes every batch sum's order).
     pub const BACKEND: Tolerance = Tolerance {
         rel: 1e-4,
-        tensor_floor: 1e-3,
-        abs_floor: 1e-6,
+        tensor_floor: 1e-2,
+        abs_floor: 1e-4,
+        noise: 3.0,
     };
 
     fn is_exact(&self) -> bool {
@@ -286,12 +300,25 @@ impl Tolerance {
     }
 }
 
-/// Compares two traces tensor by tensor; the error names the case, the tensor, the worst
-/// element (by its multi-index), both values and the error relative to the allowed scale.
+/// Tensors that only rounding noise trains, in every model: their exact gradient is zero, so
+/// two correct backends agree on them only up to noise, which optimizers that normalise the
+/// gradient (Adam, RMSprop, Adagrad) turn into steps of up to the full learning rate with an
+/// arbitrary sign. They are compared bit for bit (determinism) but not within a tolerance.
+///
+/// - `MultiHeadAttention`'s `key.bias` (and its optimizer slots): it adds the same value to
+///   every score of a query, which the softmax cancels.
+pub fn noise_only(name: &str) -> bool {
+    name.contains(".key.bias")
+}
+
+/// Compares two traces tensor by tensor; `exact`, when given, is the f64 trace of the same run
+/// (see [`Tolerance`]). The error names the case, the tensor, the worst element (by its
+/// multi-index), the values and the error relative to the allowed scale.
 pub fn compare_traces(
     label: &str,
     reference: &Trace,
     candidate: &Trace,
+    exact: Option<&Trace>,
     tol: Tolerance,
 ) -> Result<(), String> {
     let names = |t: &Trace| t.0.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
@@ -303,7 +330,10 @@ pub fn compare_traces(
         ));
     }
     let mut failures = Vec::new();
-    for ((name, r), (_, c)) in reference.0.iter().zip(&candidate.0) {
+    for (k, ((name, r), (_, c))) in reference.0.iter().zip(&candidate.0).enumerate() {
+        if !tol.is_exact() && noise_only(name) {
+            continue;
+        }
         if r.shape() != c.shape() {
             failures.push(format!(
                 "{name}: shape {:?}, reference {:?}",
@@ -312,7 +342,16 @@ pub fn compare_traces(
             ));
             continue;
         }
-        if let Some(m) = worst(r, c, tol) {
+        let x = exact
+            .and_then(|e| e.0.get(k))
+            .filter(|(n, x)| n == name && x.shape() == r.shape())
+            .map(|(_, x)| x);
+        let found = if tol.is_exact() {
+            first_difference(r, c)
+        } else {
+            worst(r, c, x, tol)
+        };
+        if let Some(m) = found {
             failures.push(format!("{name}{m}"));
         }
     }
@@ -332,56 +371,66 @@ pub fn compare_traces(
     }
 }
 
-/// The worst element of `c` against `r`, as `[i, j]: candidate X, reference Y (...)`, when any
-/// element fails.
-fn worst(r: &ArrayD<f32>, c: &ArrayD<f32>, tol: Tolerance) -> Option<String> {
-    if tol.is_exact() {
-        let bad = r
-            .iter()
-            .zip(c.iter())
-            .position(|(a, b)| a.to_bits() != b.to_bits())?;
-        let count = r
-            .iter()
-            .zip(c.iter())
-            .filter(|(a, b)| a.to_bits() != b.to_bits())
-            .count();
-        return Some(format!(
-            "[{}]: candidate {:e}, reference {:e} (first of {count} differing elements)",
-            index(r.shape(), bad),
-            c.iter().nth(bad).unwrap(),
-            r.iter().nth(bad).unwrap()
-        ));
-    }
-    let max_abs = r.iter().fold(0.0f64, |m, &x| m.max((x as f64).abs()));
+/// The first element whose bits differ, as `[i, j]: candidate X, reference Y (...)`.
+fn first_difference(r: &ArrayD<f32>, c: &ArrayD<f32>) -> Option<String> {
+    let differs = |(a, b): (&f32, &f32)| a.to_bits() != b.to_bits();
+    let bad = r.iter().zip(c.iter()).position(differs)?;
+    let count = r.iter().zip(c.iter()).filter(|&p| differs(p)).count();
+    Some(format!(
+        "[{}]: candidate {:e}, reference {:e} (first of {count} differing elements)",
+        index(r.shape(), bad),
+        c.iter().nth(bad).unwrap(),
+        r.iter().nth(bad).unwrap()
+    ))
+}
+
+/// The worst element of `c` against `r` (and the f64 values `x`), when any element fails.
+fn worst(
+    r: &ArrayD<f32>,
+    c: &ArrayD<f32>,
+    x: Option<&ArrayD<f32>>,
+    tol: Tolerance,
+) -> Option<String> {
+    let max_abs = r.iter().fold(0.0f64, |m, &v| m.max((v as f64).abs()));
     let floor = (tol.tensor_floor * max_abs).max(tol.abs_floor);
-    // Error relative to the allowed scale; NaN against NaN and equal infinities agree, NaN
-    // against a number is infinitely wrong.
-    let error = |a: f32, b: f32| -> f64 {
-        let (a, b) = (a as f64, b as f64);
-        if a == b || (a.is_nan() && b.is_nan()) {
-            return 0.0;
-        }
-        let e = (b - a).abs() / a.abs().max(floor);
-        if e.is_nan() {
-            f64::INFINITY
-        } else {
-            e
-        }
-    };
-    let errors: Vec<f64> = r.iter().zip(c.iter()).map(|(&a, &b)| error(a, b)).collect();
-    let count = errors.iter().filter(|&&e| e > tol.rel).count();
-    let (i, err) = errors
+    let xs: Option<Vec<f32>> = x.map(|x| x.iter().copied().collect());
+    let exact = |i: usize| xs.as_ref().map(|xs| xs[i]);
+    // How far over its allowance each element is (> 1 fails); NaN against NaN and equal
+    // infinities agree, NaN against a number is infinitely wrong.
+    let ratios: Vec<f64> = r
+        .iter()
+        .zip(c.iter())
+        .enumerate()
+        .map(|(i, (&a, &b))| {
+            let (a, b) = (a as f64, b as f64);
+            if a == b || (a.is_nan() && b.is_nan()) {
+                return 0.0;
+            }
+            let noise = exact(i).map_or(0.0, |e| (a - e as f64).abs());
+            let noise = if noise.is_finite() { noise } else { 0.0 };
+            let allowed = tol.rel * a.abs().max(floor) + tol.noise * noise;
+            let ratio = (b - a).abs() / allowed;
+            if ratio.is_nan() {
+                f64::INFINITY
+            } else {
+                ratio
+            }
+        })
+        .collect();
+    let count = ratios.iter().filter(|&&q| q > 1.0).count();
+    let (i, ratio) = ratios
         .iter()
         .copied()
         .enumerate()
-        .filter(|&(_, e)| e > tol.rel)
-        .max_by(|x, y| x.1.total_cmp(&y.1))?;
+        .filter(|&(_, q)| q > 1.0)
+        .max_by(|p, q| p.1.total_cmp(&q.1))?;
+    let (rv, cv) = (r.iter().nth(i).unwrap(), c.iter().nth(i).unwrap());
+    let relative = (*cv as f64 - *rv as f64).abs() / (*rv as f64).abs().max(floor);
+    let f64_value = exact(i).map_or(String::new(), |e| format!(", f64 {e:e}"));
     Some(format!(
-        "[{}]: candidate {:e}, reference {:e}, relative error {err:.2e} > {:.0e} ({count} of {} elements fail)",
+        "[{}]: candidate {cv:e}, reference {rv:e}{f64_value}: relative error {relative:.2e}, \
+         {ratio:.1}x the allowance ({count} of {} elements fail)",
         index(r.shape(), i),
-        c.iter().nth(i).unwrap(),
-        r.iter().nth(i).unwrap(),
-        tol.rel,
         r.len()
     ))
 }
@@ -416,9 +465,15 @@ pub fn run(p: &Prepared, make: MakeBackend) -> Result<Trace, String> {
     trace(backend.as_mut(), p)
 }
 
+/// The interpreter in f64 as a backend (see [`F64Interpreter`]).
+pub fn f64_interpreter(session: Session) -> Result<Box<dyn Backend>, String> {
+    Ok(Box::new(F64Interpreter::new(session)))
+}
+
 /// Runs `p` on a reference and a candidate backend, each built from its own fresh session, and
-/// compares them. The reference run must be finite: NaN or infinity there is a bug in fm (the
-/// generator only writes models whose math is well defined), reported as such.
+/// compares them (with an f64 run for the noise allowance when `tol` has one); returns the
+/// reference trace. The reference run must be finite: NaN or infinity there is a bug in fm
+/// (the generator only writes models whose math is well defined), reported as such.
 pub fn compare(
     p: &Prepared,
     make_reference: MakeBackend,
@@ -433,6 +488,11 @@ pub fn compare(
         ));
     }
     let candidate = run(p, make_candidate)?;
-    compare_traces(&p.label, &reference, &candidate, tol)?;
+    let exact = if tol.noise > 0.0 {
+        Some(run(p, &f64_interpreter)?)
+    } else {
+        None
+    };
+    compare_traces(&p.label, &reference, &candidate, exact.as_ref(), tol)?;
     Ok(reference)
 }

@@ -3,6 +3,7 @@
 
 pub mod differential;
 pub mod random_model;
+pub mod reference_backends;
 
 use std::path::{Path, PathBuf};
 

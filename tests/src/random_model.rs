@@ -99,6 +99,9 @@ const BATCHES: &[usize] = &[1, 2, 3, 4, 7, 33];
 struct Val {
     expr: String,
     shape: Vec<usize>,
+    /// Ends in a Dense or convolution with a bias and no activation: a BatchNorm right after
+    /// would cancel the bias exactly (see [`Gen::same_shape_stage`]).
+    affine: bool,
 }
 
 impl Val {
@@ -109,7 +112,19 @@ impl Val {
     fn then(mut self, stage: &str, shape: Vec<usize>) -> Val {
         write!(self.expr, " -> {stage}").unwrap();
         self.shape = shape;
+        // A bias stays a constant shift per channel through these.
+        self.affine &= ["Flatten", "Reshape", "Rescale"]
+            .iter()
+            .any(|s| stage.starts_with(s));
         self
+    }
+
+    fn new(expr: impl Into<String>, shape: Vec<usize>) -> Val {
+        Val {
+            expr: expr.into(),
+            shape,
+            affine: false,
+        }
     }
 }
 
@@ -148,6 +163,8 @@ struct Gen {
     /// Explicit layer names given so far (they must be unique).
     layer_names: usize,
     features: BTreeSet<String>,
+    /// The batch size the model will run with.
+    batch: usize,
 }
 
 /// Generates the model of `seed`.
@@ -160,6 +177,7 @@ pub fn generate(seed: u64) -> GeneratedModel {
         lets: 0,
         layer_names: 0,
         features: BTreeSet::new(),
+        batch: 1,
     };
     g.model(seed)
 }
@@ -177,10 +195,9 @@ impl Gen {
         let n = format!("h{}", self.lets);
         self.lets += 1;
         self.body.push(format!("let {n} = {}", v.expr));
-        Val {
-            expr: n,
-            shape: v.shape,
-        }
+        let mut named = Val::new(n, v.shape);
+        named.affine = v.affine;
+        named
     }
 
     /// `, name: "..."` now and then (a layer's explicit name).
@@ -193,24 +210,35 @@ impl Gen {
         }
     }
 
-    /// An activation argument or stage for a tensor of `rank` dims.
-    fn activation(&mut self, rank: usize) -> String {
+    /// An activation argument or stage for a tensor of this shape. Softmax and log-softmax go
+    /// over an axis longer than 1 only: over a single element they are constant, so every
+    /// gradient upstream is zero and only rounding noise trains (which optimizers that
+    /// normalise the gradient, like Adam, blow up to full-size steps of arbitrary sign).
+    ///
+    /// For the same reason they go over the last axis only when `after_bias` (the input ends
+    /// in a bias with no activation): a softmax over another axis cancels that bias.
+    fn activation(&mut self, shape: &[usize], after_bias: bool) -> String {
+        let rank = shape.len();
+        let long_axes: Vec<usize> = (0..rank)
+            .filter(|&a| shape[a] > 1 && (a + 1 == rank || !after_bias))
+            .collect();
         let a = match self.rng.below(14) {
             0 => {
                 self.feature("leaky_relu");
                 return format!("leaky_relu(alpha: {})", self.rng.pick(&[0.01, 0.2, 0.5]));
             }
-            1 | 2 => {
+            1 | 2 if !long_axes.is_empty() => {
                 let f = if self.rng.chance(0.5) {
                     "softmax"
                 } else {
                     "log_softmax"
                 };
                 self.feature(f);
-                if rank > 1 && self.rng.chance(0.5) {
-                    return format!("{f}(axis: {})", self.rng.below(rank));
+                let axis = self.rng.pick(&long_axes);
+                if axis + 1 == rank && self.rng.chance(0.5) {
+                    return f.to_string();
                 }
-                return f.to_string();
+                return format!("{f}(axis: {axis})");
             }
             _ => self.rng.pick(PLAIN_ACTIVATIONS),
         };
@@ -218,8 +246,22 @@ impl Gen {
         a.to_string()
     }
 
+    /// An initialiser for a kernel or embeddings: a random one. Constant kernels (`zeros`,
+    /// `ones`, `constant`) make units identical, so a softmax over them is constant and every
+    /// gradient upstream is noise; they are used as `bias_init` only.
+    fn kernel_init(&mut self) -> String {
+        let k = 3 + self.rng.below(8);
+        self.init_number(k)
+    }
+
+    /// Any initialiser (for a bias).
     fn init(&mut self) -> String {
-        let i = match self.rng.below(11) {
+        let k = self.rng.below(11);
+        self.init_number(k)
+    }
+
+    fn init_number(&mut self, k: usize) -> String {
+        let i = match k {
             0 => "zeros".to_string(),
             1 => "ones".to_string(),
             2 => format!("constant({})", self.rng.pick(&[0.1, -0.2, 0.05])),
@@ -241,18 +283,23 @@ impl Gen {
     fn dense(&mut self, v: Val, units: usize) -> Val {
         self.feature("Dense");
         let mut s = format!("Dense({units}");
-        if self.rng.chance(0.7) {
-            let a = self.activation(v.shape.len());
+        let mut shape = v.shape.clone();
+        *shape.last_mut().unwrap() = units;
+        let activated = self.rng.chance(0.7);
+        let biased = !self.rng.chance(0.15);
+        let activated = activated && {
+            let a = self.activation(&shape, biased);
             write!(s, ", {a}").unwrap();
-        }
-        if self.rng.chance(0.15) {
+            a != "linear"
+        };
+        if !biased {
             s.push_str(", use_bias: false");
         } else if self.rng.chance(0.15) {
             let b = self.init();
             write!(s, ", bias_init: {b}").unwrap();
         }
         if self.rng.chance(0.25) {
-            let i = self.init();
+            let i = self.kernel_init();
             write!(s, ", init: {i}").unwrap();
         }
         if self.rng.chance(0.1) {
@@ -265,21 +312,34 @@ impl Gen {
         }
         s += &self.layer_name();
         s.push(')');
-        let mut shape = v.shape.clone();
-        *shape.last_mut().unwrap() = units;
-        if is_name(&v.expr) && self.rng.chance(0.2) {
+        let mut out = if is_name(&v.expr) && self.rng.chance(0.2) {
             // The call form with the tensor as the first argument: `Dense(h0, 3, relu)`.
             self.feature("call form");
-            let expr = format!("Dense({}, {}", v.expr, &s["Dense(".len()..]);
-            return Val { expr, shape };
-        }
-        v.then(&s, shape)
+            Val::new(format!("Dense({}, {}", v.expr, &s["Dense(".len()..]), shape)
+        } else {
+            v.then(&s, shape)
+        };
+        out.affine = biased && !activated;
+        out
     }
 
     /// A stage that keeps the shape: normalisation, dropout, an activation, Rescale.
+    ///
+    /// Normalisations that make their output constant are left out, because every gradient
+    /// upstream of them is zero and training only moves weights by rounding noise (which
+    /// Adam-like optimizers blow up to full steps of arbitrary sign, so no two correct backends
+    /// agree): BatchNorm on one value per channel (batch 1 and no other axes), LayerNorm over a
+    /// last axis of 1, and BatchNorm right after a bias with no activation between them (the
+    /// batch mean cancels the bias exactly).
     fn same_shape_stage(&mut self, v: Val) -> Val {
         let shape = v.shape.clone();
-        match self.rng.below(6) {
+        let per_channel: usize = shape[..shape.len() - 1].iter().product::<usize>() * self.batch;
+        let choice = match self.rng.below(6) {
+            1 if per_channel == 1 || v.affine => 0,
+            2 if v.last() == 1 => 0,
+            c => c,
+        };
+        match choice {
             0 => {
                 self.feature("Dropout");
                 let r = self.rng.pick(&[0.0, 0.1, 0.25, 0.5]);
@@ -313,7 +373,7 @@ impl Gen {
                 v.then(s, shape)
             }
             _ => {
-                let a = self.activation(v.shape.len());
+                let a = self.activation(&shape, v.affine);
                 v.then(&a, shape)
             }
         }
@@ -354,10 +414,7 @@ impl Gen {
             // The same value, written as a call on the sum.
             format!("relu({} {op} {})", x.expr, h.expr)
         };
-        Val {
-            expr,
-            shape: x.shape,
-        }
+        Val::new(expr, x.shape)
     }
 
     /// `concat` of the value with a projection of itself on the last axis (or axis 0).
@@ -388,7 +445,9 @@ impl Gen {
         } else {
             format!("{} -> concat({}{axis})", x.expr, other.expr)
         };
-        Val { expr: text, shape }
+        let mut joined = Val::new(text, shape);
+        joined.affine = x.affine || other.affine;
+        joined
     }
 
     /// A block for a residual feed-forward unit on `[.., D]`; returns its name.
@@ -520,10 +579,13 @@ impl Gen {
             }
         };
         let mut s = format!("Conv2D({filters}, {}", ints(&kernel));
-        if self.rng.chance(0.6) {
-            let a = self.activation(3);
+        let activated = self.rng.chance(0.6);
+        let biased = !self.rng.chance(0.15);
+        let activated = activated && {
+            let a = self.activation(&[oh, ow, filters], biased);
             write!(s, ", {a}").unwrap();
-        }
+            a != "linear"
+        };
         if same {
             s.push_str(", padding: same");
             self.feature("padding same");
@@ -539,11 +601,11 @@ impl Gen {
         if kernel[0] != kernel[1] || stride[0] != stride[1] || dilation[0] != dilation[1] {
             self.feature("per-axis conv arguments");
         }
-        if self.rng.chance(0.15) {
+        if !biased {
             s.push_str(", use_bias: false");
         }
         if self.rng.chance(0.2) {
-            let i = self.init();
+            let i = self.kernel_init();
             write!(s, ", init: {i}").unwrap();
         }
         if self.rng.chance(0.1) {
@@ -552,7 +614,9 @@ impl Gen {
         }
         s += &self.layer_name();
         s.push(')');
-        v.then(&s, vec![oh, ow, filters])
+        let mut out = v.then(&s, vec![oh, ow, filters]);
+        out.affine = biased && !activated;
+        out
     }
 
     /// Two per-axis values: the same one twice, or (with probability `p_list`) two picks.
@@ -664,7 +728,16 @@ impl Gen {
         v.then(&s, shape)
     }
 
+    /// Self- or cross-attention. The result counts as `affine`: the output projection's bias
+    /// (and the value projection's, which the attention weights pass through because they sum
+    /// to 1) shifts every position by the same vector.
     fn attention(&mut self, v: Val) -> Val {
+        let mut out = self.attention_inner(v);
+        out.affine = true;
+        out
+    }
+
+    fn attention_inner(&mut self, v: Val) -> Val {
         self.feature("MultiHeadAttention");
         let d = v.last();
         let divisors: Vec<usize> = (1..=d).filter(|&h| d.is_multiple_of(h)).collect();
@@ -688,25 +761,29 @@ impl Gen {
                 let dv = self.rng.pick(&[1, 3, 4]);
                 let value = self.dense(x.clone(), dv);
                 let value = self.name(value);
-                Val {
-                    expr: format!("{} -> MultiHeadAttention({}, {args})", x.expr, value.expr),
+                Val::new(
+                    format!("{} -> MultiHeadAttention({}, {args})", x.expr, value.expr),
                     shape,
-                }
+                )
             }
             _ => {
                 self.feature("attention (query, value, key)");
                 let x = self.name(v);
                 let value = self.dense(x.clone(), 2);
                 let value = self.name(value);
+                // Not a bare projection: a bias on the key adds the same score to every key
+                // of a query, which the softmax cancels (its gradient would be pure noise).
                 let key = self.dense(x.clone(), 3);
+                let key_shape = key.shape.clone();
+                let key = key.then("tanh", key_shape);
                 let key = self.name(key);
-                Val {
-                    expr: format!(
+                Val::new(
+                    format!(
                         "MultiHeadAttention({}, {}, {}, {args})",
                         x.expr, value.expr, key.expr
                     ),
                     shape,
-                }
+                )
             }
         }
     }
@@ -726,10 +803,12 @@ impl Gen {
             (l - span) / stride + 1
         };
         let mut s = format!("Conv1D({filters}, {k}");
-        if self.rng.chance(0.5) {
-            let a = self.activation(2);
+        let activated = self.rng.chance(0.5);
+        let activated = activated && {
+            let a = self.activation(&[out, filters], true);
             write!(s, ", {a}").unwrap();
-        }
+            a != "linear"
+        };
         if same {
             s.push_str(", padding: same");
         }
@@ -740,7 +819,9 @@ impl Gen {
             s.push_str(", dilation: 2");
         }
         s.push(')');
-        v.then(&s, vec![out, filters])
+        let mut v = v.then(&s, vec![out, filters]);
+        v.affine = !activated;
+        v
     }
 
     /// Stages on a sequence `[T, D]`.
@@ -965,6 +1046,8 @@ impl Gen {
     }
 
     fn model(&mut self, seed: u64) -> GeneratedModel {
+        self.batch = self.rng.pick(BATCHES);
+        let batch = self.batch;
         let family = self.rng.below(6);
         let mut inputs: Vec<String> = Vec::new();
         let mut outputs: Vec<(String, LossKind)> = Vec::new();
@@ -975,17 +1058,11 @@ impl Gen {
                 let x = if self.rng.chance(0.6) {
                     let f = self.rng.pick(&[1, 3, 5, 17]);
                     inputs.push(format!("input x: f32[{f}]"));
-                    Val {
-                        expr: "x".into(),
-                        shape: vec![f],
-                    }
+                    Val::new("x", vec![f])
                 } else {
                     let (a, b) = (self.rng.pick(&[2, 3]), self.rng.pick(&[1, 3, 5]));
                     inputs.push(format!("input x: f32[{a}, {b}]"));
-                    let x = Val {
-                        expr: "x".into(),
-                        shape: vec![a, b],
-                    };
+                    let x = Val::new("x", vec![a, b]);
                     if self.rng.chance(0.5) {
                         self.feature("Flatten");
                         x.then("Flatten", vec![a * b])
@@ -1007,10 +1084,7 @@ impl Gen {
                     self.rng.pick(&[1, 2, 3]),
                 );
                 inputs.push(format!("input image: f32[{h}, {w}, {c}]"));
-                let x = Val {
-                    expr: "image".into(),
-                    shape: vec![h, w, c],
-                };
+                let x = Val::new("image", vec![h, w, c]);
                 let x = self.conv_stages(x, depth);
                 match self.rng.below(5) {
                     0 => {
@@ -1037,10 +1111,7 @@ impl Gen {
                 // Sequence model on f32[T, C].
                 let (t, c) = (self.rng.pick(&[1, 3, 4, 6]), self.rng.pick(&[1, 2, 3, 4]));
                 inputs.push(format!("input series: f32[{t}, {c}]"));
-                let x = Val {
-                    expr: "series".into(),
-                    shape: vec![t, c],
-                };
+                let x = Val::new("series", vec![t, c]);
                 let x = self.seq_stages(x, depth);
                 if self.rng.chance(0.25) {
                     // A per-step head on [T, D].
@@ -1054,21 +1125,17 @@ impl Gen {
             4 => {
                 // Text: Embedding over i32 tokens.
                 let l = self.rng.pick(&[1, 3, 5, 8]);
-                let vocab = self.rng.pick(&[2, 7, 20]);
+                let vocab = self.rng.pick(&[5, 7, 20]);
                 let dim = self.rng.pick(&[2, 3, 4, 8]);
                 inputs.push(format!("input tokens: i32[{l}]"));
                 self.feature("Embedding");
                 let mut s = format!("Embedding({vocab}, {dim}");
                 if self.rng.chance(0.3) {
-                    let i = self.init();
+                    let i = self.kernel_init();
                     write!(s, ", init: {i}").unwrap();
                 }
                 s.push(')');
-                let x = Val {
-                    expr: "tokens".into(),
-                    shape: vec![l],
-                }
-                .then(&s, vec![l, dim]);
+                let x = Val::new("tokens", vec![l]).then(&s, vec![l, dim]);
                 let x = self.seq_stages(x, depth - 1);
                 let x = self.seq_to_vector(x);
                 self.tail(x)
@@ -1078,10 +1145,7 @@ impl Gen {
                 self.feature("two inputs");
                 let fa = self.rng.pick(&[1, 3, 5]);
                 inputs.push(format!("input a: f32[{fa}]"));
-                let a = Val {
-                    expr: "a".into(),
-                    shape: vec![fa],
-                };
+                let a = Val::new("a", vec![fa]);
                 let a = self.vector_stages(a, 1);
                 let a = self.name(a);
                 let b = if self.rng.chance(0.5) {
@@ -1089,27 +1153,21 @@ impl Gen {
                     let vocab = self.rng.pick(&[3, 5]);
                     inputs.push(format!("input b: i32[{l}]"));
                     self.feature("Embedding");
-                    Val {
-                        expr: "b".into(),
-                        shape: vec![l],
-                    }
-                    .then(&format!("Embedding({vocab}, 2)"), vec![l, 2])
-                    .then("Flatten", vec![2 * l])
+                    Val::new("b", vec![l])
+                        .then(&format!("Embedding({vocab}, 2)"), vec![l, 2])
+                        .then("Flatten", vec![2 * l])
                 } else {
                     let fb = self.rng.pick(&[2, 17]);
                     inputs.push(format!("input b: f32[{fb}]"));
-                    let b = Val {
-                        expr: "b".into(),
-                        shape: vec![fb],
-                    };
+                    let b = Val::new("b", vec![fb]);
                     self.vector_stages(b, 1)
                 };
                 let b = self.name(b);
                 self.feature("concat");
-                let joined = Val {
-                    expr: format!("concat({}, {})", a.expr, b.expr),
-                    shape: vec![a.last() + b.last()],
-                };
+                let joined = Val::new(
+                    format!("concat({}, {})", a.expr, b.expr),
+                    vec![a.last() + b.last()],
+                );
                 self.tail(joined)
             }
         };
@@ -1153,7 +1211,6 @@ impl Gen {
         self.feature(&opt_name);
         let schedule = self.schedule();
         let metrics = self.metrics(&kinds);
-        let batch = self.rng.pick(BATCHES);
 
         let mut src = String::new();
         writeln!(src, "// Generated by fm-tests random_model, seed {seed}.").unwrap();

@@ -9,11 +9,13 @@
 //! `fmc` or to minimise a failure by hand.
 
 use fm_compiler::exec::Session;
+use fm_compiler::graph::Op;
 use fm_runtime::train::Backend;
 use fm_tests::differential::{
-    compare, compare_traces, interpreter, prepare, run, Prepared, Tolerance,
+    compare, compare_traces, f64_interpreter, interpreter, prepare, run, Prepared, Tolerance,
 };
 use fm_tests::random_model::{generate, GeneratedModel};
+use fm_tests::reference_backends::ReversedBatch;
 use fm_tests::{files, root};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -55,26 +57,36 @@ const CONV_ONE_FILTER: &str = "panicked: standard layout";
 /// says `[T, D]`) or the lowering should attend over the flattened leading axes.
 const ATTENTION_RANK_3: &str = "panicked: internal compiler error: ill-typed IR in `train_step`";
 const KNOWN_BUGS: &[(u64, &str)] = &[
-    (17, ATTENTION_RANK_3),
-    (24, ATTENTION_RANK_3),
-    (37, ATTENTION_RANK_3),
-    (86, ATTENTION_RANK_3),
+    (9, ATTENTION_RANK_3),
+    (35, CONV_ONE_FILTER),
+    (51, CONV_ONE_FILTER),
+    (62, CONV_ONE_FILTER),
+    (74, CONV_ONE_FILTER),
+    (76, ATTENTION_RANK_3),
+    (83, CONV_ONE_FILTER),
+    (90, CONV_ONE_FILTER),
     (94, CONV_ONE_FILTER),
-    (99, CONV_ONE_FILTER),
-    (128, CONV_ONE_FILTER),
+    (95, CONV_ONE_FILTER),
+    (108, CONV_ONE_FILTER),
+    (127, ATTENTION_RANK_3),
     (130, CONV_ONE_FILTER),
-    (171, CONV_ONE_FILTER),
-    (176, CONV_ONE_FILTER),
-    (191, CONV_ONE_FILTER),
-    (195, ATTENTION_RANK_3),
-    (200, ATTENTION_RANK_3),
-    (207, CONV_ONE_FILTER),
-    (212, CONV_ONE_FILTER),
-    (224, CONV_ONE_FILTER),
-    (233, CONV_ONE_FILTER),
-    (235, CONV_ONE_FILTER),
-    (240, CONV_ONE_FILTER),
-    (282, CONV_ONE_FILTER),
+    (134, CONV_ONE_FILTER),
+    (140, ATTENTION_RANK_3),
+    (156, ATTENTION_RANK_3),
+    (163, CONV_ONE_FILTER),
+    (175, ATTENTION_RANK_3),
+    (214, ATTENTION_RANK_3),
+    (215, ATTENTION_RANK_3),
+    (217, ATTENTION_RANK_3),
+    (225, CONV_ONE_FILTER),
+    (228, CONV_ONE_FILTER),
+    (249, ATTENTION_RANK_3),
+    (261, ATTENTION_RANK_3),
+    (288, CONV_ONE_FILTER),
+    (293, CONV_ONE_FILTER),
+    (295, ATTENTION_RANK_3),
+    (298, ATTENTION_RANK_3),
+    (299, CONV_ONE_FILTER),
 ];
 
 /// Runs one prepared model: the interpreter twice (bit-identical), then the candidate against
@@ -83,8 +95,15 @@ fn differential(p: &Prepared) -> Result<(), String> {
     let reference = compare(p, &interpreter, &interpreter, Tolerance::EXACT)
         .map_err(|e| format!("interpreter against itself: {e}"))?;
     let candidate = run(p, &candidate_backend)?;
-    compare_traces(&p.label, &reference, &candidate, CANDIDATE_TOLERANCE)
-        .map_err(|e| format!("candidate against the interpreter: {e}"))
+    let exact = run(p, &f64_interpreter)?;
+    compare_traces(
+        &p.label,
+        &reference,
+        &candidate,
+        Some(&exact),
+        CANDIDATE_TOLERANCE,
+    )
+    .map_err(|e| format!("candidate against the interpreter: {e}"))
 }
 
 fn generated(seed: u64) -> GeneratedModel {
@@ -296,42 +315,54 @@ fn non_finite_reference_values_are_reported() {
     );
 }
 
-#[test]
-#[ignore]
-fn scratch_many() {
-    let n: u64 = std::env::var("N")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3000);
-    let mut kinds = std::collections::BTreeMap::<String, Vec<u64>>::new();
-    for seed in 0..n {
-        if let Err(e) = random_case(seed) {
-            let key: String = e
-                .lines()
-                .next()
-                .unwrap()
-                .replace(&format!("seed {seed}"), "seed N");
-            let key = if key.contains("diagnostics") {
-                e.lines().nth(1).unwrap().chars().take(200).collect()
-            } else {
-                key.chars().take(300).collect()
-            };
-            kinds.entry(key).or_default().push(seed);
-        }
-    }
-    for (k, v) in kinds {
-        eprintln!("{} x {k}\n   seeds {:?}", v.len(), &v[..v.len().min(8)]);
-    }
-}
+/// Random models on which a correct backend that rounds differently lands just outside the
+/// tolerance: training is ill-conditioned there (a parameter with a tiny gradient that Adam
+/// normalises to a full step), so any change of summation order shows. Listed, not skipped:
+/// the calibration test below requires them to fail and everything else to pass.
+const ILL_CONDITIONED: &[u64] = &[
+    // `dense.bias` feeds one unit whose values BatchNorm standardises: its gradient is almost
+    // zero, and the reversed batch lands at 1.3x the allowance after 3 Adam steps.
+    252,
+];
 
+/// Calibration: the interpreter with the batch reversed (every sum over the batch in another
+/// order, the same math) must pass `CANDIDATE_TOLERANCE` against the interpreter, so the
+/// tolerance admits a correct backend; together with `a_wrong_candidate_is_caught_and_named`
+/// (an error of 1e-3 relative in one element fails) this pins the tolerance from both sides.
+/// Models with active dropout (whose masks depend on the sample's position) and batch 1
+/// (nothing to reorder) are left out.
 #[test]
-#[ignore]
-fn repro() {
-    if let Ok(s) = std::env::var("REPRO") {
-        for path in s.split(',') {
-            let src = std::fs::read_to_string(path).unwrap();
-            let r = prepare(path, &src, Path::new(path), 2, 0).and_then(|p| differential(&p));
-            eprintln!("{path}: {:?}", r.map(|_| "ok"));
+fn a_backend_that_sums_in_another_order_agrees() {
+    let reversed =
+        |s: Session| -> Result<Box<dyn Backend>, String> { Ok(Box::new(ReversedBatch(s))) };
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    for seed in 0..MODELS {
+        if KNOWN_BUGS.iter().any(|k| k.0 == seed) {
+            continue;
+        }
+        let m = generate(seed);
+        let label = format!("random model seed {seed}");
+        let p = prepare(&label, &m.source, Path::new("random.fm"), m.batch, seed).unwrap();
+        let dropout = p
+            .graph
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, Op::Dropout { rate } if rate > 0.0));
+        if dropout || m.batch == 1 {
+            continue;
+        }
+        compared += 1;
+        let result = compare(&p, &interpreter, &reversed, CANDIDATE_TOLERANCE);
+        match (result, ILL_CONDITIONED.contains(&seed)) {
+            (Ok(_), false) | (Err(_), true) => {}
+            (Err(e), false) => failures.push(e),
+            (Ok(_), true) => failures.push(format!(
+                "seed {seed} is listed in ILL_CONDITIONED but agrees: delete its entry"
+            )),
         }
     }
+    println!("calibration: {compared} models compared with the batch reversed");
+    assert!(compared >= 150, "only {compared} models without dropout");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
