@@ -15,6 +15,13 @@
 //! The head is paired with its loss as a user would write it: sigmoid (or logits) on one unit
 //! for binary cross-entropy, softmax (or logits) on two or more classes for the categorical
 //! losses, anything for `mse`, `mae` and `huber`.
+//!
+//! The generator steers clear of parameters whose exact gradient is zero (a bias right before
+//! a BatchNorm, a softmax or normalisation over a single element, constant kernels, a bias on
+//! attention keys): training moves those by rounding noise alone, which Adam-like optimizers
+//! blow up to full steps of arbitrary sign, so no two correct backends would agree on them.
+//! (`MultiHeadAttention`'s own `key.bias` is such a parameter in every model; the comparison
+//! skips it, see `differential::noise_only`.)
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
