@@ -295,6 +295,14 @@ impl Tolerance {
         noise: 3.0,
     };
 
+    /// The interpreter against itself on another batch shape (see [`check_invariants`]).
+    pub const SAMPLE: Tolerance = Tolerance {
+        rel: 1e-5,
+        tensor_floor: 1e-3,
+        abs_floor: 1e-5,
+        noise: 0.0,
+    };
+
     fn is_exact(&self) -> bool {
         *self == Tolerance::EXACT
     }
@@ -495,4 +503,78 @@ pub fn compare(
     };
     compare_traces(&p.label, &reference, &candidate, exact.as_ref(), tol)?;
     Ok(reference)
+}
+
+/// Properties of the interpreter that hold for every model, checked on its trace `t` of `p`:
+///
+/// - Inference is per sample: predicting sample `i` alone gives row `i` of the batched
+///   prediction (BatchNorm uses its moving statistics, attention and recurrences stay within a
+///   sample), within `Tolerance::SAMPLE` (GEMMs of another shape may round differently).
+/// - Without active dropout or BatchNorm, training mode computes the same forward pass as
+///   inference: the first training step's outputs and loss equal `predict`'s and
+///   `evaluate`'s (the same weights, the same batch).
+pub fn check_invariants(p: &Prepared, t: &Trace) -> Result<(), String> {
+    let get = |name: &str| t.0.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+    let outputs: Vec<&str> = p.graph.outputs.iter().map(|o| o.name.as_str()).collect();
+    let batch = p.inputs.first().map_or(0, |x| x.len());
+    let session = session(p)?;
+    let mut backend: Box<dyn Backend> = Box::new(session);
+    for i in 0..batch {
+        let one: Vec<Tensor> = p.inputs.iter().map(|x| sample(x, i)).collect();
+        let alone = catch_panic(&p.label, || {
+            backend
+                .predict(&one)
+                .map_err(|e| format!("{}: predict: {e}", p.label))
+        })?;
+        for (name, v) in outputs.iter().zip(&alone) {
+            let key = format!("predict (initial weights) output `{name}`");
+            let batched = get(&key).ok_or_else(|| format!("{}: no {key}", p.label))?;
+            let row = batched
+                .index_axis(Axis(0), i)
+                .to_owned()
+                .insert_axis(Axis(0));
+            let mine = Trace(vec![(key.clone(), row.into_dyn())]);
+            let theirs = Trace(vec![(key, v.to_f32())]);
+            compare_traces(
+                &format!("{}: sample {i} predicted alone", p.label),
+                &mine,
+                &theirs,
+                None,
+                Tolerance::SAMPLE,
+            )?;
+        }
+    }
+    let stochastic = p.graph.nodes.iter().any(|n| {
+        matches!(n.op, Op::Dropout { rate } if rate > 0.0) || matches!(n.op, Op::BatchNorm { .. })
+    });
+    if !stochastic {
+        let mut pairs = vec![("train step 1 loss".to_string(), "evaluate loss".to_string())];
+        for name in &outputs {
+            pairs.push((
+                format!("train step 1 output `{name}`"),
+                format!("predict (initial weights) output `{name}`"),
+            ));
+        }
+        for (train, infer) in pairs {
+            let (Some(a), Some(b)) = (get(&train), get(&infer)) else {
+                return Err(format!("{}: missing {train} or {infer}", p.label));
+            };
+            compare_traces(
+                &format!("{}: training-mode forward against inference", p.label),
+                &Trace(vec![(infer.clone(), b.clone())]),
+                &Trace(vec![(infer, a.clone())]),
+                None,
+                Tolerance::SAMPLE,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Sample `i` of a batch, as a batch of one.
+fn sample(t: &Tensor, i: usize) -> Tensor {
+    match t {
+        Tensor::F32(a) => Tensor::F32(a.slice_axis(Axis(0), (i..i + 1).into()).to_owned()),
+        Tensor::I32(a) => Tensor::I32(a.slice_axis(Axis(0), (i..i + 1).into()).to_owned()),
+    }
 }

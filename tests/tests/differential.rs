@@ -16,7 +16,8 @@ use fm_compiler::exec::Session;
 use fm_compiler::graph::Op;
 use fm_runtime::train::Backend;
 use fm_tests::differential::{
-    compare, compare_traces, f64_interpreter, interpreter, prepare, run, Prepared, Tolerance,
+    check_invariants, compare, compare_traces, f64_interpreter, interpreter, prepare, run,
+    Prepared, Tolerance,
 };
 use fm_tests::random_model::{generate, GeneratedModel};
 use fm_tests::reference_backends::ReversedBatch;
@@ -93,11 +94,12 @@ const KNOWN_BUGS: &[(u64, &str)] = &[
     (299, CONV_ONE_FILTER),
 ];
 
-/// Runs one prepared model: the interpreter twice (bit-identical), then the candidate against
-/// the first interpreter run.
+/// Runs one prepared model: the interpreter twice (bit-identical) and its invariants
+/// (`check_invariants`), then the candidate against the first interpreter run.
 fn differential(p: &Prepared) -> Result<(), String> {
     let reference = compare(p, &interpreter, &interpreter, Tolerance::EXACT)
         .map_err(|e| format!("interpreter against itself: {e}"))?;
+    check_invariants(p, &reference)?;
     let candidate = run(p, &candidate_backend)?;
     let exact = run(p, &f64_interpreter)?;
     compare_traces(
@@ -369,4 +371,33 @@ fn a_backend_that_sums_in_another_order_agrees() {
     println!("calibration: {compared} models compared with the batch reversed");
     assert!(compared >= 150, "only {compared} models without dropout");
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The invariant checks have teeth: a trace whose batched prediction differs from the sample
+/// predicted alone, or whose training-mode forward differs from inference, is caught.
+#[test]
+fn broken_invariants_are_caught() {
+    let source = "model m {\n    input x: f32[3]\n    output y = x -> Dense(2, tanh)\n}\n\
+                  train { loss: mse  optimizer: SGD }\n";
+    let p = prepare("invariants", source, Path::new("m.fm"), 3, 2).unwrap();
+    let good = run(&p, &interpreter).unwrap();
+    check_invariants(&p, &good).unwrap();
+    let mut t = good.clone();
+    t.0[0].1[[2, 1]] += 1e-3;
+    let err = check_invariants(&p, &t).unwrap_err();
+    assert!(
+        err.starts_with("invariants: sample 2 predicted alone: "),
+        "{err}"
+    );
+    let mut t = good;
+    let k =
+        t.0.iter()
+            .position(|(n, _)| n == "train step 1 output `y`")
+            .unwrap();
+    t.0[k].1[[0, 0]] *= 1.01;
+    let err = check_invariants(&p, &t).unwrap_err();
+    assert!(
+        err.starts_with("invariants: training-mode forward against inference: "),
+        "{err}"
+    );
 }
