@@ -295,11 +295,13 @@ impl Tolerance {
         noise: 3.0,
     };
 
-    /// The interpreter against itself on another batch shape (see [`check_invariants`]).
+    /// The interpreter against itself on another batch shape (see [`check_invariants`]):
+    /// matrix products of another shape sum in another order, so this is `BACKEND` without the
+    /// f64 allowance (a batch-mixing bug shows as an error of order 1).
     pub const SAMPLE: Tolerance = Tolerance {
-        rel: 1e-5,
-        tensor_floor: 1e-3,
-        abs_floor: 1e-5,
+        rel: 1e-4,
+        tensor_floor: 1e-2,
+        abs_floor: 1e-4,
         noise: 0.0,
     };
 

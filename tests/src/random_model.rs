@@ -289,7 +289,13 @@ impl Gen {
     /// `Dense(units, ...)` on `[.., in]`.
     fn dense(&mut self, v: Val, units: usize) -> Val {
         self.feature("Dense");
-        let mut s = format!("Dense({units}");
+        let mut s = if units.is_multiple_of(2) && self.rng.chance(0.15) {
+            // Constant arithmetic folds at compile time.
+            self.feature("constant arithmetic");
+            format!("Dense(2 * {}", units / 2)
+        } else {
+            format!("Dense({units}")
+        };
         let mut shape = v.shape.clone();
         *shape.last_mut().unwrap() = units;
         let activated = self.rng.chance(0.7);
@@ -399,6 +405,14 @@ impl Gen {
             let n = x.shape.iter().product();
             let flat = x.clone().then("Flatten", vec![n]);
             self.dense(flat, width)
+        } else if !broadcast && self.rng.chance(0.15) {
+            // The width from `dim` rather than a literal.
+            self.feature("dim");
+            self.feature("dim in a model");
+            self.feature("Dense");
+            let shape = x.shape.clone();
+            x.clone()
+                .then(&format!("Dense(dim({}, -1), tanh)", x.expr), shape)
         } else {
             self.dense(x.clone(), width)
         };
@@ -472,6 +486,48 @@ impl Gen {
         name
     }
 
+    /// `repeat N { Dense(u, ...) -> STAGE }`: N copies of a two-stage pipeline.
+    fn repeat_stages(&mut self, v: Val) -> Val {
+        self.feature("repeat");
+        self.feature("repeat of a pipeline");
+        let units = self.rng.pick(&[2, 3, 5]);
+        let act = self.rng.pick(&["relu", "tanh", "gelu"]);
+        let second = self.rng.pick(&["Dropout(0.1)", "LayerNorm", "silu"]);
+        let n = self.rng.pick(&[1, 2, 3]);
+        let mut shape = v.shape.clone();
+        *shape.last_mut().unwrap() = units;
+        v.then(
+            &format!("repeat {n} {{ Dense({units}, {act}) -> {second} }}"),
+            shape,
+        )
+    }
+
+    /// A block that calls another block, with a float parameter left at its default or given.
+    fn nested_block_stage(&mut self, v: Val) -> Val {
+        self.feature("block");
+        self.feature("block calls block");
+        self.feature("dim");
+        self.ff_block();
+        if self.block_names.insert("proj_unit") {
+            self.blocks.push(
+                "/// A residual unit, scaled, then projected to `width` units.\n\
+                 block proj_unit(x, width: int, scale: float = 0.5) {\n    \
+                 let h = x -> ff_unit(width) -> Rescale(scale)\n    \
+                 return h -> Dense(width, tanh)\n}\n"
+                    .to_string(),
+            );
+        }
+        let width = self.rng.pick(&[1, 3, 4]);
+        let scale = if self.rng.chance(0.5) {
+            ", scale: 1 / 4".to_string()
+        } else {
+            String::new()
+        };
+        let mut shape = v.shape.clone();
+        *shape.last_mut().unwrap() = width;
+        v.then(&format!("proj_unit({width}{scale})"), shape)
+    }
+
     /// A block call stage on `[.., D]` (keeps the shape).
     fn block_stage(&mut self, v: Val) -> Val {
         self.feature("block");
@@ -511,7 +567,11 @@ impl Gen {
                 3 | 4 => self.same_shape_stage(v),
                 5 => self.residual(v),
                 6 => self.concat(v),
-                7 => self.block_stage(v),
+                7 => match self.rng.below(3) {
+                    0 => self.repeat_stages(v),
+                    1 => self.nested_block_stage(v),
+                    _ => self.block_stage(v),
+                },
                 8 => self.reshape_round_trip(v),
                 _ => self.image_round_trip(v),
             };
@@ -1194,8 +1254,15 @@ impl Gen {
         } else {
             let kind = self.loss_kind();
             let (out, text) = self.head(trunk, kind);
-            self.body.push(format!("output y = {}", out.expr));
-            outputs.push(("y".into(), kind));
+            if self.rng.chance(0.1) {
+                // An unnamed output is called `output`.
+                self.feature("unnamed output");
+                self.body.push(format!("output {}", out.expr));
+                outputs.push(("output".into(), kind));
+            } else {
+                self.body.push(format!("output y = {}", out.expr));
+                outputs.push(("y".into(), kind));
+            }
             loss_texts.push(text);
         }
         let kinds: Vec<LossKind> = outputs.iter().map(|o| o.1).collect();

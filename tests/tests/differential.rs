@@ -10,7 +10,9 @@
 //! the interpreter fed the batch in reverse order (every batch sum rounded differently) passes.
 //!
 //! `FM_DIFFERENTIAL_DUMP=DIR` writes every generated model to `DIR/seed_N.fm`, to run one with
-//! `fmc` or to minimise a failure by hand.
+//! `fmc` or to minimise a failure by hand. `FM_DIFFERENTIAL_MODELS=N` runs seeds `0..N` instead
+//! of `0..MODELS` in `random_models_check_and_agree`, to hunt for bugs (`KNOWN_BUGS` lists
+//! seeds below `MODELS` only).
 
 use fm_compiler::exec::Session;
 use fm_compiler::graph::Op;
@@ -63,6 +65,7 @@ const CONV_ONE_FILTER: &str = "panicked: standard layout";
 const ATTENTION_RANK_3: &str = "panicked: internal compiler error: ill-typed IR in `train_step`";
 const KNOWN_BUGS: &[(u64, &str)] = &[
     (9, ATTENTION_RANK_3),
+    (14, ATTENTION_RANK_3),
     (35, CONV_ONE_FILTER),
     (51, CONV_ONE_FILTER),
     (62, CONV_ONE_FILTER),
@@ -70,8 +73,6 @@ const KNOWN_BUGS: &[(u64, &str)] = &[
     (76, ATTENTION_RANK_3),
     (83, CONV_ONE_FILTER),
     (90, CONV_ONE_FILTER),
-    (94, CONV_ONE_FILTER),
-    (95, CONV_ONE_FILTER),
     (108, CONV_ONE_FILTER),
     (127, ATTENTION_RANK_3),
     (130, CONV_ONE_FILTER),
@@ -81,7 +82,7 @@ const KNOWN_BUGS: &[(u64, &str)] = &[
     (163, CONV_ONE_FILTER),
     (175, ATTENTION_RANK_3),
     (214, ATTENTION_RANK_3),
-    (215, ATTENTION_RANK_3),
+    (215, CONV_ONE_FILTER),
     (217, ATTENTION_RANK_3),
     (225, CONV_ONE_FILTER),
     (228, CONV_ONE_FILTER),
@@ -131,13 +132,17 @@ fn random_case(seed: u64) -> Result<(), String> {
 
 #[test]
 fn random_models_check_and_agree() {
+    let models = std::env::var("FM_DIFFERENTIAL_MODELS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(MODELS);
     let started = std::time::Instant::now();
     let mut failures = Vec::new();
     let mut features = BTreeSet::new();
     let mut losses = BTreeSet::new();
     let mut optimizers = BTreeSet::new();
     let mut batches = BTreeSet::new();
-    for seed in 0..MODELS {
+    for seed in 0..models {
         let m = generate(seed);
         features.extend(m.features.iter().cloned());
         losses.extend(m.losses.iter().cloned());
@@ -157,14 +162,14 @@ fn random_models_check_and_agree() {
         }
     }
     println!(
-        "differential: {MODELS} random models ({} known-bug exclusions) in {:.1} s; batches {batches:?}\n  \
+        "differential: {models} random models ({} known-bug exclusions) in {:.1} s; batches {batches:?}\n  \
          losses: {losses:?}\n  optimizers: {optimizers:?}\n  features: {features:?}",
         KNOWN_BUGS.len(),
         started.elapsed().as_secs_f64()
     );
     assert!(
         failures.is_empty(),
-        "{} of {MODELS} random models fail:\n\n{}",
+        "{} of {models} random models fail:\n\n{}",
         failures.len(),
         failures.join("\n\n")
     );
@@ -325,11 +330,10 @@ fn non_finite_reference_values_are_reported() {
 /// tolerance: training is ill-conditioned there (a parameter with a tiny gradient that Adam
 /// normalises to a full step), so any change of summation order shows. Listed, not skipped:
 /// the calibration test below requires them to fail and everything else to pass.
-const ILL_CONDITIONED: &[u64] = &[
-    // `dense.bias` feeds one unit whose values BatchNorm standardises: its gradient is almost
-    // zero, and the reversed batch lands at 1.3x the allowance after 3 Adam steps.
-    252,
-];
+/// (None among seeds `0..MODELS` now. An earlier generator made one: a `Dense(1, elu)` bias
+/// whose unit BatchNorm standardised over a 5-word embedding; its gradient was almost zero and
+/// the reversed batch landed at 1.3x the allowance after 3 Adam steps.)
+const ILL_CONDITIONED: &[u64] = &[];
 
 /// Calibration: the interpreter with the batch reversed (every sum over the batch in another
 /// order, the same math) must pass `CANDIDATE_TOLERANCE` against the interpreter, so the
