@@ -231,7 +231,10 @@ fn trace_inner(backend: &mut dyn Backend, p: &Prepared) -> Result<Trace, String>
     }
     let last = backend.predict(&p.inputs).map_err(|e| err("predict", e))?;
     push_outputs(&mut t, &format!("predict (after {STEPS} steps)"), &last);
-    for (name, v) in backend.state() {
+    // By name, so that a backend may list its state in any order.
+    let mut state = backend.state();
+    state.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, v) in state {
         t.push((format!("tensor `{name}` after {STEPS} steps"), v.to_f32()));
     }
     Ok(Trace(t))
