@@ -92,9 +92,8 @@ const PLAIN_ACTIVATIONS: &[&str] = &[
     "linear", "relu", "elu", "gelu", "sigmoid", "tanh", "softplus", "silu",
 ];
 
-/// MultiHeadAttention over images `[H, W, C]` (rank 3, which the checker accepts) makes the
-/// lowering fail with "ill-typed IR in `train_step`" (tests/tests/differential.rs, KNOWN_BUGS,
-/// bug 2). Generated anyway, so the bug stays visible; set to false to generate around it.
+/// MultiHeadAttention over images `[H, W, C]` (attention over the H*W positions, as Keras's
+/// default `attention_axes`).
 const ATTENTION_OVER_IMAGES: bool = true;
 
 /// Odd and small sizes.

@@ -48,51 +48,10 @@ const CANDIDATE_TOLERANCE: Tolerance = Tolerance::BACKEND;
 /// test fails when one of them stops failing (the bug is fixed: delete its entry) or fails
 /// differently, so nothing here is skipped silently.
 ///
-/// Bug 1: the interpreter panics with "standard layout" (compiler/src/interp/conv.rs:102,
-/// `conv2d_back_input`) on the training step of any Conv1D/Conv2D with `filters: 1` whose
-/// kernel window has more than one element (kh * kw * C > 1): `dy2.dot(&k2.t())` of a (M, 1)
-/// and a (1, rows) matrix comes back column-major and `as_slice()` fails. Minimal repro:
-/// `model m { input x: f32[3, 2]  output y = x -> Conv1D(1, 2) -> Flatten }`
-/// `train { loss: mse  optimizer: SGD }`, then one train step.
-const CONV_ONE_FILTER: &str = "panicked: standard layout";
-/// Bug 2: `MultiHeadAttention` on a rank-3 input `[H, W, C]`, which the checker accepts (it
-/// asks for rank >= 2 and `fmc check` is clean), makes `Session::new` panic: "internal compiler
-/// error: ill-typed IR in `train_step`: cannot reshape [2, 2, 1] to [4, 2]"
-/// (compiler/src/ir/builder.rs:82). Minimal repro:
-/// `model m { input x: f32[3, 4, 2]  output y = x -> MultiHeadAttention(2) -> Flatten }`
-/// `train { loss: mse  optimizer: SGD }`. Either the checker should reject rank > 2 (the table
-/// says `[T, D]`) or the lowering should attend over the flattened leading axes.
-const ATTENTION_RANK_3: &str = "panicked: internal compiler error: ill-typed IR in `train_step`";
 const KNOWN_BUGS: &[(u64, &str)] = &[
-    (9, ATTENTION_RANK_3),
-    (14, ATTENTION_RANK_3),
-    (35, CONV_ONE_FILTER),
-    (51, CONV_ONE_FILTER),
-    (62, CONV_ONE_FILTER),
-    (74, CONV_ONE_FILTER),
-    (76, ATTENTION_RANK_3),
-    (83, CONV_ONE_FILTER),
-    (90, CONV_ONE_FILTER),
-    (108, CONV_ONE_FILTER),
-    (127, ATTENTION_RANK_3),
-    (130, CONV_ONE_FILTER),
-    (134, CONV_ONE_FILTER),
-    (140, ATTENTION_RANK_3),
-    (156, ATTENTION_RANK_3),
-    (163, CONV_ONE_FILTER),
-    (175, ATTENTION_RANK_3),
-    (214, ATTENTION_RANK_3),
-    (215, CONV_ONE_FILTER),
-    (217, ATTENTION_RANK_3),
-    (225, CONV_ONE_FILTER),
-    (228, CONV_ONE_FILTER),
-    (249, ATTENTION_RANK_3),
-    (261, ATTENTION_RANK_3),
-    (288, CONV_ONE_FILTER),
-    (293, CONV_ONE_FILTER),
-    (295, ATTENTION_RANK_3),
-    (298, ATTENTION_RANK_3),
-    (299, CONV_ONE_FILTER),
+    // None known. Fixed so far: Conv with `filters: 1` panicked in the interpreter's input
+    // gradient (a column-major `dot` result); MultiHeadAttention over rank-3 inputs failed to
+    // lower (it now attends over the flattened positions, as Keras does).
 ];
 
 /// Runs one prepared model: the interpreter twice (bit-identical) and its invariants
