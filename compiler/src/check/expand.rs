@@ -157,6 +157,11 @@ impl Expander<'_, '_, '_, '_> {
                         continue;
                     }
                     outputs.insert(out_name.clone(), name_span);
+                    // A named output is also a value later statements may use (as a Keras
+                    // functional model can feed an output tensor into further layers).
+                    if let Some(n) = name {
+                        self.bind(&mut env, n, v.clone(), false);
+                    }
                     if let Some(t) = self.expect_tensor(v, value.span, "an output") {
                         self.graph.outputs.push(OutputInfo {
                             name: out_name,
