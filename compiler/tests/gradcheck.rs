@@ -413,6 +413,7 @@ fn every_loss() {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one argument per conv hyper-parameter
 fn conv_model(
     kernel: &[usize],
     stride: &[usize],

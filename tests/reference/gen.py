@@ -364,6 +364,7 @@ add(
 CONV2D = [
     # name, input shape, fm args, keras kwargs
     ("conv2d_valid", [6, 6, 2], "3, 3", dict(filters=3, kernel_size=3)),
+    ("conv2d_one_filter", [5, 5, 2], "1, 3", dict(filters=1, kernel_size=3)),
     ("conv2d_same", [6, 6, 2], "3, 3, padding: same", dict(filters=3, kernel_size=3, padding="same")),
     ("conv2d_stride2_valid", [7, 7, 2], "3, 3, stride: 2", dict(filters=3, kernel_size=3, strides=2)),
     (
@@ -733,6 +734,15 @@ add(
     lambda reg, ins: reg("multi_head_attention", layers.MultiHeadAttention(4, 2))(
         ins["q"], ins["v"], ins["k"]
     ),
+    notes=[MHA_NOTE],
+)
+
+add(
+    "mha_image",
+    "MultiHeadAttention(2) self-attention over the 3x4 positions of an image [3, 4, 6] (key_dim 3)",
+    "model mha_image {\n    input img: f32[3, 4, 6]\n    output pred = img -> MultiHeadAttention(2)\n}",
+    {"img": ([3, 4, 6], "f32")},
+    lambda reg, ins: reg("multi_head_attention", layers.MultiHeadAttention(2, 3))(ins["img"], ins["img"]),
     notes=[MHA_NOTE],
 )
 

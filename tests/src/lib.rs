@@ -1,6 +1,10 @@
 //! Shared helpers for the workspace-level tests: running `fmc` in-process and golden files with a
 //! bless mode (`BLESS=1 cargo test -p fm-tests` rewrites the expected files).
 
+pub mod differential;
+pub mod random_model;
+pub mod reference_backends;
+
 use std::path::{Path, PathBuf};
 
 /// The workspace root.

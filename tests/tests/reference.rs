@@ -64,7 +64,10 @@ impl Failures {
                 worst = (err, i);
             }
         }
-        if !(worst.0 <= tol) {
+        // Written so that a NaN error fails too.
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+        let failed = !(worst.0 <= tol);
+        if failed {
             let i = worst.1;
             self.0.push(format!(
                 "{case}: {what}[{i}] = {} but Keras gives {} (relative error {:.2e} > {tol:.0e})",

@@ -497,3 +497,22 @@ fn constant_folding_is_real_division() {
         vec!["E0212"]
     );
 }
+
+#[test]
+fn a_named_output_feeds_later_statements_and_shares_the_name_space() {
+    let g = graph(
+        "model m {\n input x: f32[4]\n output first = x -> Dense(3)\n \
+         output second = first -> Dense(2)\n}\n",
+    );
+    assert_eq!(g.outputs.len(), 2);
+    let second = &g.nodes[g.outputs[1].node];
+    assert_eq!(second.shape, vec![2]);
+    assert_eq!(second.inputs, vec![g.outputs[0].node]);
+    // Names are unique within a model: a `let` and an output may not share one.
+    assert_eq!(
+        codes(
+            "model m {\n input x: f32[4]\n let h = x -> Dense(3)\n output h = h -> Dense(2)\n}\n"
+        ),
+        vec!["E0105"]
+    );
+}

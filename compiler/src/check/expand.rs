@@ -157,6 +157,11 @@ impl Expander<'_, '_, '_, '_> {
                         continue;
                     }
                     outputs.insert(out_name.clone(), name_span);
+                    // A named output is also a value later statements may use (as a Keras
+                    // functional model can feed an output tensor into further layers).
+                    if let Some(n) = name {
+                        self.bind(&mut env, n, v.clone(), false);
+                    }
                     if let Some(t) = self.expect_tensor(v, value.span, "an output") {
                         self.graph.outputs.push(OutputInfo {
                             name: out_name,
@@ -859,8 +864,20 @@ impl Expander<'_, '_, '_, '_> {
                         format!("the layer name `{s}` is already used in this scope"),
                     )
                     .with_primary(vspan, "used again here");
-                    if let Some(p) = prev {
-                        d = d.with_secondary(*p, "first used here");
+                    match prev {
+                        // The same text expanded twice: a `repeat` or a block called twice.
+                        Some(p) if *p == vspan => {
+                            d = d.with_primary(
+                                vspan,
+                                "this name is given to every copy of the layer",
+                            )
+                            .with_help(
+                                "inside `repeat` or a block used more than once, leave out `name:`: \
+                                 the copies are then numbered (`dense`, `dense_1`, ...)",
+                            );
+                        }
+                        Some(p) => d = d.with_secondary(*p, "first used here"),
+                        None => {}
                     }
                     self.ctx.emit(d);
                     return None;

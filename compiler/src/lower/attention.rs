@@ -33,6 +33,20 @@ fn project(
     ctx.b.add(y, bias)
 }
 
+/// `[N, A, B, .., D] -> [N, A*B*.., D]`
+fn flatten_positions(ctx: &mut Ctx, x: ValueId) -> ValueId {
+    let s = ctx.b.shape(x).clone();
+    if s.len() <= 3 {
+        return x;
+    }
+    let positions: usize = s[1..s.len() - 1]
+        .iter()
+        .map(|d| d.fixed().unwrap_or(0))
+        .product();
+    ctx.b
+        .reshape(x, vec![s[0], Dim::Fixed(positions), s[s.len() - 1]])
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn lower(
     ctx: &mut Ctx,
@@ -47,6 +61,17 @@ pub fn lower(
     let query = to_float(ctx.b, query);
     let value = to_float(ctx.b, value);
     let key = to_float(ctx.b, key);
+    // Keras attends over every axis between the batch and the features (`attention_axes=None`),
+    // which is attention over those axes flattened into one sequence (a causal mask then follows
+    // the row-major order of the positions).
+    let query_shape = ctx.b.shape(query).clone();
+    if query_shape.len() > 3 {
+        let query = flatten_positions(ctx, query);
+        let value = flatten_positions(ctx, value);
+        let key = flatten_positions(ctx, key);
+        let y = lower(ctx, node, query, value, key, heads, key_dim, causal);
+        return ctx.b.reshape(y, query_shape);
+    }
     let qs = ctx.b.shape(query).clone();
     let (tq, width) = (qs[1].fixed().unwrap_or(0), qs[2].fixed().unwrap_or(0));
     let tk = ctx.b.shape(key)[1].fixed().unwrap_or(0);
