@@ -178,49 +178,74 @@ fn text_transformer() {
     check_example("text_transformer.fm", 3);
 }
 
-/// Not a test: `cargo test --release --test jit_examples debug_divergence -- --ignored
-/// --nocapture` names the first instruction of an example's predict function where the JIT
-/// and the interpreter disagree (set `FM_EXAMPLE`).
+/// Not a test: `FM_EXAMPLE=digits_cnn.fm cargo test --release --test jit_examples
+/// debug_divergence -- --ignored --nocapture` names the first instruction of an example's
+/// train step (or `FM_FUNCTION=predict`) where the JIT and the interpreter disagree by more
+/// than `FM_TOL` (default 1e-5). `FM_EXAMPLE` may also be a path to any `.fm` file.
 #[test]
 #[ignore]
 fn debug_divergence() {
     use fm_compiler::interp::{Context, Value};
     use fm_compiler::ir::ArgKind;
+    use fm_runtime::tensor::Tensor;
     let name = std::env::var("FM_EXAMPLE").unwrap_or("text_transformer.fm".into());
-    let (graph, spec) = load_example(&name);
+    let (graph, spec) = if name.contains('/') {
+        let (_, checked) = fm_compiler::check::check_file(std::path::Path::new(&name)).unwrap();
+        (checked.models[0].clone(), checked.trains[0].clone())
+    } else {
+        load_example(&name)
+    };
+    let batch: usize = std::env::var("FM_BATCH").map_or(3, |b| b.parse().unwrap());
     let s = Session::new(graph, spec).unwrap();
-    let (inputs, _) = synthetic_batch(&s, 3, 7);
-    let f = &s.predict_fn;
+    let (inputs, targets) = synthetic_batch(&s, batch, 7);
+    let f = if std::env::var("FM_FUNCTION").as_deref() == Ok("predict") {
+        &s.predict_fn
+    } else {
+        &s.train_fn
+    };
+    let value = |t: &Tensor, shape: Vec<usize>| match t {
+        Tensor::F32(x) => Value::F(x.clone().into_shape_with_order(shape).unwrap()),
+        Tensor::I32(x) => Value::I(x.clone().into_shape_with_order(shape).unwrap()),
+    };
+    let (mut i, mut t, mut k) = (0, 0, 0);
     let args: Vec<Value<f32>> = f
         .args
         .iter()
-        .map(|a| match &a.kind {
-            ArgKind::Input => match &inputs[0] {
-                fm_runtime::tensor::Tensor::F32(x) => Value::F(x.clone()),
-                fm_runtime::tensor::Tensor::I32(x) => Value::I(x.clone()),
-            },
-            ArgKind::Param(p) => Value::F(s.params[*p].clone()),
-            _ => panic!("unexpected argument"),
+        .map(|a| {
+            let shape = fm_compiler::ir::eval_shape(&a.shape, batch);
+            match &a.kind {
+                ArgKind::Input => {
+                    i += 1;
+                    value(&inputs[i - 1], shape)
+                }
+                ArgKind::Target => {
+                    t += 1;
+                    value(&targets[t - 1], shape)
+                }
+                ArgKind::Param(p) => Value::F(s.params[*p].clone()),
+                ArgKind::OptSlot { .. } => {
+                    k += 1;
+                    Value::F(s.slots[k - 1].2.clone())
+                }
+                ArgKind::LearningRate => Value::F(ndarray::arr0(1e-2f32).into_dyn()),
+                ArgKind::Step => Value::F(ndarray::arr0(1f32).into_dyn()),
+            }
         })
         .collect();
     let ctx = Context {
-        batch: 3,
+        batch,
         seed: 0,
         step: 0,
     };
-    let tol: f32 = std::env::var("FM_TOL")
-        .map(|t| t.parse().unwrap())
-        .unwrap_or(1e-5);
+    let tol: f32 = std::env::var("FM_TOL").map_or(1e-5, |t| t.parse().unwrap());
     let d = first_divergence(f, &args, ctx, tol);
     eprintln!("{d:?}");
     if let Some((v, _, _)) = d {
-        eprintln!(
-            "{}",
-            fm_compiler::ir::print::print_function(f)
-                .lines()
-                .filter(|l| l.contains(&format!("%{v} ")))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
+        let text = fm_compiler::ir::print::print_function(f);
+        for l in text.lines() {
+            if l.contains(&format!("%{v} =")) {
+                eprintln!("{l}");
+            }
+        }
     }
 }

@@ -84,8 +84,12 @@ pub struct JitReport {
 /// A [`Session`] (same API as the interpreter's) whose functions run compiled. Compiles the
 /// train, eval and predict functions up front so that refusals surface here, not mid-run.
 pub fn new_session(graph: ModelGraph, spec: TrainSpec) -> Result<(Session, JitReport), String> {
+    Ok(into_jit(Session::new(graph, spec)?))
+}
+
+/// Makes `session` (its state kept) run its functions through the JIT, compiling them now.
+pub fn into_jit(session: Session) -> (Session, JitReport) {
     let mut exec = JitExecutor::new();
-    let session = Session::new(graph, spec)?;
     let mut report = JitReport::default();
     for f in [&session.train_fn, &session.eval_fn, &session.predict_fn] {
         match exec.prepare(f) {
@@ -93,5 +97,5 @@ pub fn new_session(graph: ModelGraph, spec: TrainSpec) -> Result<(Session, JitRe
             Err(reason) => report.refused.push((f.name.clone(), reason)),
         }
     }
-    Ok((session.with_backend(Box::new(exec)), report))
+    (session.with_backend(Box::new(exec)), report)
 }
