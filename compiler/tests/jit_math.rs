@@ -161,8 +161,9 @@ fn sigmoid_within_3e_7_relative() {
 }
 
 #[test]
-fn erf_within_3e_7_relative() {
-    check(UnaryOp::Erf, 6.0, 3e-7, TINY);
+fn erf_within_1_5e_7_relative() {
+    // musl's erff transcribed: nearly always the interpreter's result exactly.
+    assert!(check(UnaryOp::Erf, 6.0, 1.5e-7, TINY) > 0.999);
 }
 
 #[test]
