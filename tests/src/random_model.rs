@@ -23,24 +23,25 @@
 //! (`MultiHeadAttention`'s own `key.bias` is such a parameter in every model; the comparison
 //! skips it, see `differential::noise_only`.)
 
+use fm_compiler::init::Rng;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-/// SplitMix64: tiny, fast and well mixed; the whole generator derives from one of these.
-#[derive(Clone, Debug)]
-pub struct SplitMix64(u64);
+/// The generator's random source: fm's own SplitMix64 (`fm_compiler::init::Rng`) with helpers
+/// for picking sizes and layers.
+pub struct SplitMix64(Rng);
+
+/// The stream of `init::Rng` whose starting state is `seed ^ 0x6a09_e667_f3bc_c908`, the mixing
+/// this generator used before it shared fm's generator; keeping it keeps every seed's model.
+const STREAM: u64 = 0xdc8f_7543_ef33_c3b7;
 
 impl SplitMix64 {
     pub fn new(seed: u64) -> Self {
-        SplitMix64(seed ^ 0x6a09_e667_f3bc_c908)
+        SplitMix64(Rng::new(seed, STREAM))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (`n > 0`).
@@ -55,14 +56,12 @@ impl SplitMix64 {
 
     /// Uniform in [0, 1).
     pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.uniform()
     }
 
-    /// Standard normal (Box-Muller).
+    /// Standard normal.
     pub fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.uniform();
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+        self.0.normal()
     }
 
     pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
