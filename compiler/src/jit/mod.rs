@@ -49,7 +49,7 @@ pub struct CompileStats {
 }
 
 /// A compiled kernel: `(operand pointers, batch size, seed, step) -> status` (0 = ok).
-type Kernel = unsafe extern "C" fn(*const *mut u8, i64, i64, i64) -> i32;
+type KernelFn = unsafe extern "C" fn(*const *mut u8, i64, i64, i64) -> i32;
 
 /// A function compiled to native code.
 pub struct Compiled {
@@ -59,7 +59,7 @@ pub struct Compiled {
     func: Function,
     sched: schedule::Schedule,
     /// The kernel calls in order, each with its operand pointers as (value, element offset).
-    calls: Vec<(Kernel, Vec<(usize, i64)>)>,
+    calls: Vec<(KernelFn, Vec<(usize, i64)>)>,
     clif: String,
     stats: CompileStats,
     plans: Mutex<Buffers>,
@@ -196,13 +196,13 @@ fn compile_uncached(source: &Function) -> Result<Compiled, String> {
     // The call sequence runs from Rust (`Compiled::run`) rather than from a generated entry
     // function: an unrolled sequence model makes thousands of calls, and generating code for
     // each cost more compile time than all the kernels together. A call costs about 1 ns.
-    let mut kernels: HashMap<FuncId, Kernel> = HashMap::new();
+    let mut kernels: HashMap<FuncId, KernelFn> = HashMap::new();
     for &(id, _) in &calls {
         kernels.entry(id).or_insert_with(|| {
             let ptr = module.get_finalized_function(id);
             // SAFETY: `ptr` is a finalized kernel with signature (i64 x4) -> i32 (system
-            // calling convention), which is ABI-compatible with `Kernel`.
-            unsafe { std::mem::transmute::<*const u8, Kernel>(ptr) }
+            // calling convention), which is ABI-compatible with `KernelFn`.
+            unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) }
         });
     }
     clif.push_str(&format!("; calls of `{}`:\n", f.name));
@@ -216,7 +216,7 @@ fn compile_uncached(source: &Function) -> Result<Compiled, String> {
             .collect();
         clif.push_str(&format!("; k{}({})\n", kernel_index[id], args.join(", ")));
     }
-    let calls: Vec<(Kernel, Vec<(usize, i64)>)> =
+    let calls: Vec<(KernelFn, Vec<(usize, i64)>)> =
         calls.into_iter().map(|(id, p)| (kernels[&id], p)).collect();
     let stats = CompileStats {
         function: f.name.clone(),
@@ -285,7 +285,7 @@ pub fn stats() -> Vec<CompileStats> {
     v
 }
 
-/// Deterministic CLIF text of every function compiled for `f` (kernels, then the entry).
+/// Deterministic CLIF text of every kernel compiled for `f`, then the list of calls.
 pub fn emit_clif(f: &Function) -> Result<String, String> {
     Ok(compile(f)?.clif.clone())
 }
