@@ -1,5 +1,5 @@
 //! Differential tests (issue 5): every example and `MODELS` randomly generated well-typed models
-//! run on the reference interpreter and on a candidate backend, with the same synthetic batch;
+//! run on the reference interpreter and on the Cranelift JIT (`candidate_backend`), with the same synthetic batch;
 //! the outputs, losses, and every parameter and optimizer slot after 3 training steps must agree
 //! within `CANDIDATE_TOLERANCE` (1e-4 relative, plus an allowance for f32 rounding measured on
 //! each element by an f64 run of the interpreter; see `Tolerance`).
@@ -30,14 +30,14 @@ use std::path::Path;
 /// How many random models (seeds `0..MODELS`).
 const MODELS: u64 = 300;
 
-/// ---------------------------------------------------------------------------------------------
-/// THE candidate backend. This is where the JIT plugs in: replace the body with
-/// `Ok(Box::new(fm_compiler::jit::JitBackend::new(session)?))` (or however the JIT is built from
-/// a `Session`). Until then the candidate is the interpreter itself, so this comparison holds
-/// trivially (the determinism check and the calibration tests still have teeth).
-/// ---------------------------------------------------------------------------------------------
+/// The candidate backend: the Cranelift JIT. A function the JIT refuses would run on the
+/// interpreter; here that is a failure, so every generated model really exercises the JIT.
 fn candidate_backend(session: Session) -> Result<Box<dyn Backend>, String> {
-    interpreter(session)
+    let (jit, report) = fm_compiler::jit::session::into_jit(session);
+    if let Some((f, why)) = report.refused.first() {
+        return Err(format!("the JIT refused `{f}`: {why}"));
+    }
+    Ok(Box::new(jit))
 }
 
 /// How close the candidate must be: issue 5's 1e-4 relative (with the floors that

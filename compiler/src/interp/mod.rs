@@ -264,7 +264,10 @@ fn eval<T: Real>(
         }
         Op::Concat { axis } => {
             let views: Vec<_> = ins.iter().map(|v| v.float().view()).collect();
-            Value::F(ndarray::concatenate(Axis(*axis), &views).map_err(|e| e.to_string())?)
+            // `concatenate` may return a non-row-major array; later reductions would then add in
+            // another order than the same reduction elsewhere (the JIT matches row-major order).
+            let joined = ndarray::concatenate(Axis(*axis), &views).map_err(|e| e.to_string())?;
+            Value::F(joined.as_standard_layout().into_owned())
         }
         Op::Gather => {
             let table = f(0);
