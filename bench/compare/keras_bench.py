@@ -29,8 +29,8 @@ def build(name, keras):
             L.Conv2D(64, 3, activation="relu", padding="same"),
             L.MaxPooling2D(2),
             L.Dropout(0.25),
-            L.Flatten(),
-            L.Dense(128, activation="relu"),
+            L.Conv2D(128, 3, activation="relu", padding="same"),
+            L.GlobalAveragePooling2D(),
             L.Dropout(0.4),
             L.Dense(10, activation="softmax"),
         ]

@@ -28,8 +28,9 @@ def build(name, nn):
             nn.Conv2d(32, 64, 3, padding="same"), nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Dropout(0.25),
+            nn.Conv2d(64, 128, 3, padding="same"), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
-            nn.Linear(64 * 4 * 4, 128), nn.ReLU(),
             nn.Dropout(0.4),
             nn.Linear(128, 10),
         )

@@ -132,8 +132,11 @@ fn digits_cnn_beats_keras_small_cnn() {
     ]);
     assert_eq!(code, 0, "{err}");
     let acc = metric(out.trim(), "test_accuracy");
-    // A small Keras CNN reaches 0.92-0.95 on this split.
-    assert!(acc >= 0.93, "test accuracy {acc}\n{err}");
+    // A small Keras CNN reaches 0.92-0.95 on this split (issue 4 asks for 0.93). This design
+    // reached 0.953-0.969 over seeds 0-5 on the JIT; the seed-0 run the test makes gives 0.964
+    // here, but the conv kernels' summation order depends on the CPU (AVX-512 or AVX2), so the
+    // bound leaves room for that.
+    assert!(acc >= 0.94, "test accuracy {acc}\n{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
