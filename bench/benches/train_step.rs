@@ -11,6 +11,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use fm_bench::{build, prepare, synthetic_batch, BackendKind, MODELS};
 
 fn train_and_predict(c: &mut Criterion) {
+    // Single-threaded, like fm-bench's table.
+    fm_runtime::kernels::set_thread_limit(1);
     for model in MODELS {
         let prepared = match prepare(model) {
             Ok(p) => p,

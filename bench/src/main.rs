@@ -173,6 +173,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The table compares single-threaded throughput (the records say `"threads": 1`).
+    fm_runtime::kernels::set_thread_limit(1);
     match run(&options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -131,8 +131,11 @@ fn train(g: &mut Global, args: &TrainArgs) -> Result<(), i32> {
         return Err(2);
     }
     if let Some(n) = args.threads {
-        // The interpreter is single-threaded; the setting is accepted for the JIT.
-        let _ = n;
+        // Caps the GEMM and convolution kernels the JIT calls (the interpreter is
+        // single-threaded). A convolution's kernel gradient sums partial results per thread, so
+        // its last bits depend on the thread count: `--threads 1` reproduces a run exactly on
+        // any machine; a fixed N reproduces it on the same machine.
+        fm_runtime::kernels::set_thread_limit(n);
     }
     let sel = session::select(g, &args.file, args.model.as_deref(), &args.set)?;
     if !sel.has_train {

@@ -402,7 +402,9 @@ impl<'a, 'm> Gen<'a, 'm> {
                     ConvKind::BackKernel => "fm_conv2d_bwd_kernel",
                 };
                 let f = self.callee(name);
-                let threads = self.i64c(1);
+                // 0: the process-wide limit (`--threads`); the kernel splits only work big
+                // enough to pay for the threads.
+                let threads = self.i64c(0);
                 let call = self
                     .b
                     .ins()
@@ -483,10 +485,11 @@ impl<'a, 'm> Gen<'a, 'm> {
             let alpha = g.b.ins().f32const(1.0);
             let beta = g.b.ins().f32const(0.0);
             let one = g.i64c(1);
+            let threads = g.i64c(0); // the process-wide limit, as for convolutions
             g.b.ins().call(
                 f,
                 &[
-                    m, k, n, alpha, ap, ars, acs, bpp, brs, bcs, beta, cp, n, one, one,
+                    m, k, n, alpha, ap, ars, acs, bpp, brs, bcs, beta, cp, n, one, threads,
                 ],
             );
         });

@@ -48,8 +48,8 @@ unsafe fn output<'a>(ptr: *mut f32, len: usize) -> Option<&'a mut [f32]> {
 }
 
 /// `C = alpha * A * B + beta * C` with `A: m x k`, `B: k x n`, `C: m x n`, element `(i, j)` of
-/// each at `ptr[i * row_stride + j * col_stride]`. `threads`: 1 for the tile-granular calls of
-/// generated code, 0 for one per core.
+/// each at `ptr[i * row_stride + j * col_stride]`. `threads`: 1 for tile-granular calls,
+/// 0 for the process-wide limit ([`super::set_thread_limit`], by default one per core).
 ///
 /// # Safety
 /// All addressed elements must be in bounds, C's elements distinct and disjoint from A and B.

@@ -32,6 +32,7 @@ pub use pool::{
     Pool2dShape,
 };
 pub use scalar::Scalar;
+pub use split::set_thread_limit;
 
 use std::fmt;
 

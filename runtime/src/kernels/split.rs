@@ -2,6 +2,7 @@
 //! split when each thread gets at least `MIN_FLOPS_PER_THREAD`).
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use super::fpenv::DenormalMode;
@@ -16,13 +17,22 @@ fn available_cores() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// The process-wide thread limit of `fmc --threads N` (0: one per available core).
+static THREAD_LIMIT: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets how many threads a kernel called with `threads == 0` may use (0: one per core).
+pub fn set_thread_limit(threads: usize) {
+    THREAD_LIMIT.store(threads, Ordering::Relaxed);
+}
+
 /// The number of threads worth using for `flops` of work that divides into `units` independent
-/// pieces. `requested == 0` means one per available core.
+/// pieces. `requested == 0` means the process-wide limit ([`set_thread_limit`]), by default one
+/// per available core.
 pub(crate) fn useful_threads(requested: usize, units: usize, flops: f64) -> usize {
-    let requested = if requested == 0 {
-        available_cores()
-    } else {
-        requested
+    let requested = match (requested, THREAD_LIMIT.load(Ordering::Relaxed)) {
+        (0, 0) => available_cores(),
+        (0, limit) => limit,
+        (n, _) => n,
     };
     let by_work = (flops / MIN_FLOPS_PER_THREAD) as usize;
     requested.min(units).min(by_work).max(1)
