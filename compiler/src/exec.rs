@@ -74,6 +74,10 @@ impl Session {
                 )
             })?;
         }
+        // Run the optimized functions (simplify, CSE, DCE: tested to change no bit).
+        let train_fn = crate::passes::optimize(&train_fn)?;
+        let eval_fn = crate::passes::optimize(&eval_fn)?;
+        let predict_fn = crate::passes::optimize(&predict_fn)?;
         let params = crate::init::initial_params(&graph, spec.seed);
         let init_slots = lower::optim::slots(&spec.optimizer);
         let mut slots = Vec::new();
