@@ -99,7 +99,7 @@ pub fn conv2d_back_input<T: Real>(
     let dy2 =
         Array2::from_shape_vec((g.n * g.oh * g.ow, f), contiguous(dy).into_owned()).expect("dy");
     // `dot` with a transposed operand may return a column-major result (it does when f == 1).
-    let dcols = dy2.dot(&k2.t()).as_standard_layout().into_owned();
+    let dcols = super::row_major(dy2.dot(&k2.t()));
     let dcols = dcols.as_slice().expect("standard layout");
     let mut dx = vec![T::zero(); g.n * g.h * g.w * g.c];
     for n in 0..g.n {

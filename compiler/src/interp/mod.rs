@@ -6,7 +6,7 @@ mod conv;
 mod random;
 
 use crate::ir::*;
-use ndarray::{ArrayD, Axis, IxDyn, Zip};
+use ndarray::{Array, ArrayD, Axis, Dimension, IxDyn, Zip};
 use num_traits::Float;
 use std::fmt::Debug;
 
@@ -267,7 +267,7 @@ fn eval<T: Real>(
             // `concatenate` may return a non-row-major array; later reductions would then add in
             // another order than the same reduction elsewhere (the JIT matches row-major order).
             let joined = ndarray::concatenate(Axis(*axis), &views).map_err(|e| e.to_string())?;
-            Value::F(joined.as_standard_layout().into_owned())
+            Value::F(row_major(joined))
         }
         Op::Gather => {
             let table = f(0);
@@ -437,4 +437,13 @@ fn matmul<T: Real>(
     out.into_dyn()
         .into_shape_with_order(IxDyn(out_shape))
         .expect("matmul shape")
+}
+
+/// `a` in row-major layout, copied only when it is not already.
+fn row_major<T: Clone, D: Dimension>(a: Array<T, D>) -> Array<T, D> {
+    if a.is_standard_layout() {
+        a
+    } else {
+        a.as_standard_layout().into_owned()
+    }
 }

@@ -239,6 +239,38 @@ unsafe fn pool_shape(shape: *const Pool2dShape) -> Option<(Pool2dShape, pool::Po
     Some((*shape, shape.dims().ok()?))
 }
 
+/// A pooling kernel that reads one buffer and writes another.
+type PoolKernel = fn(&Pool2dShape, &[f32], &mut [f32]) -> Result<(), KernelError>;
+
+/// Runs `kernel` from `src_ptr` into `dst_ptr`: forward kernels read the input's length and
+/// write the output's; `backward` ones the reverse.
+///
+/// # Safety
+/// As [`fm_max_pool2d_fwd`], with the buffer lengths swapped when `backward`.
+unsafe fn pool_unary(
+    shape: *const Pool2dShape,
+    src_ptr: *const f32,
+    dst_ptr: *mut f32,
+    backward: bool,
+    kernel: PoolKernel,
+) -> i32 {
+    // SAFETY: caller contract.
+    unsafe {
+        let Some((s, d)) = pool_shape(shape) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        let (src_len, dst_len) = if backward {
+            (d.output_len, d.input_len)
+        } else {
+            (d.input_len, d.output_len)
+        };
+        let (Some(src), Some(dst)) = (input(src_ptr, src_len), output(dst_ptr, dst_len)) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        status(kernel(&s, src, dst))
+    }
+}
+
 /// [`pool::max_pool2d_forward`].
 ///
 /// # Safety
@@ -251,16 +283,13 @@ pub unsafe extern "C" fn fm_max_pool2d_fwd(
 ) -> i32 {
     // SAFETY: caller contract.
     unsafe {
-        let Some((s, d)) = pool_shape(shape) else {
-            return FM_INVALID_ARGUMENT;
-        };
-        let (Some(x), Some(y)) = (
-            input(input_ptr, d.input_len),
-            output(output_ptr, d.output_len),
-        ) else {
-            return FM_INVALID_ARGUMENT;
-        };
-        status(pool::max_pool2d_forward(&s, x, y))
+        pool_unary(
+            shape,
+            input_ptr,
+            output_ptr,
+            false,
+            pool::max_pool2d_forward,
+        )
     }
 }
 
@@ -303,16 +332,13 @@ pub unsafe extern "C" fn fm_avg_pool2d_fwd(
 ) -> i32 {
     // SAFETY: caller contract.
     unsafe {
-        let Some((s, d)) = pool_shape(shape) else {
-            return FM_INVALID_ARGUMENT;
-        };
-        let (Some(x), Some(y)) = (
-            input(input_ptr, d.input_len),
-            output(output_ptr, d.output_len),
-        ) else {
-            return FM_INVALID_ARGUMENT;
-        };
-        status(pool::avg_pool2d_forward(&s, x, y))
+        pool_unary(
+            shape,
+            input_ptr,
+            output_ptr,
+            false,
+            pool::avg_pool2d_forward,
+        )
     }
 }
 
@@ -328,15 +354,12 @@ pub unsafe extern "C" fn fm_avg_pool2d_bwd(
 ) -> i32 {
     // SAFETY: caller contract.
     unsafe {
-        let Some((s, d)) = pool_shape(shape) else {
-            return FM_INVALID_ARGUMENT;
-        };
-        let (Some(dy), Some(dx)) = (
-            input(d_output_ptr, d.output_len),
-            output(d_input_ptr, d.input_len),
-        ) else {
-            return FM_INVALID_ARGUMENT;
-        };
-        status(pool::avg_pool2d_backward(&s, dy, dx))
+        pool_unary(
+            shape,
+            d_output_ptr,
+            d_input_ptr,
+            true,
+            pool::avg_pool2d_backward,
+        )
     }
 }
