@@ -342,7 +342,7 @@ fn token_mutations_reach_the_checker_without_panics() {
             }
             c.diagnostics
                 .iter()
-                .any(|d| d.is_error() && !d.code.starts_with("E00"))
+                .any(|d| d.is_error() && !d.code.as_str().starts_with("E00"))
         });
         match result {
             Ok(true) => semantic += 1,
