@@ -82,7 +82,8 @@ pub struct FitOptions {
     /// Where `metrics.csv`, `metrics.jsonl`, `checkpoints/`, `curves.svg` and the final weights
     /// go. Without it, nothing is written (except `save`) and checkpoints are skipped.
     pub run_dir: Option<PathBuf>,
-    /// `--steps N`: exactly N optimizer steps, ignoring `epochs`.
+    /// `--steps N`: stop after the run's step N (counted from its start, so a resumed run stops
+    /// where the uninterrupted one does); `epochs` still sets the schedule's length.
     pub steps: Option<u64>,
     pub progress: ProgressMode,
     /// `--resume CKPT`: continue the run saved in this checkpoint.
@@ -184,9 +185,11 @@ pub fn fit_with_log<B: Backend + ?Sized>(
     let batch_size = spec.batch_size.max(1);
     let n = train.len();
     let steps_per_epoch = batch_count(n, batch_size) as u64;
-    let total_steps = options
-        .steps
-        .unwrap_or(spec.epochs as u64 * steps_per_epoch);
+    // The run the file describes is `epochs` long: schedules (Cosine) span it whatever
+    // `--steps` says. `--steps N` stops the run at its step N, counted from the run's start, so
+    // a resumed run stops where the uninterrupted one does.
+    let planned_steps = spec.epochs as u64 * steps_per_epoch;
+    let total_steps = options.steps.unwrap_or(planned_steps);
     let total_epochs = total_steps.div_ceil(steps_per_epoch);
     let defs = metric_defs(spec);
     let mut progress = Progress::new(options.progress);
@@ -194,7 +197,7 @@ pub fn fit_with_log<B: Backend + ?Sized>(
         spec.optimizer.lr,
         &spec.schedule,
         steps_per_epoch,
-        total_steps,
+        planned_steps,
     );
     let mut early = spec.early_stopping.clone().map(EarlyStopper::new);
     let mut checkpoint_best: Option<f64> = None;
@@ -216,8 +219,10 @@ pub fn fit_with_log<B: Backend + ?Sized>(
                 ),
             ));
         }
-        start_epoch = state.epoch;
+        // The step decides where the run continues (`epoch` is derived from it: a weights file
+        // of an older fm recorded a partly done epoch as completed).
         step = state.step;
+        start_epoch = step / steps_per_epoch;
         if let (Some(p), Some(saved)) = (schedule.plateau.as_mut(), state.plateau) {
             *p = saved;
         }
@@ -231,6 +236,7 @@ pub fn fit_with_log<B: Backend + ?Sized>(
             dir,
             options.steps.is_some(),
             options.resume.as_ref().map(|_| step),
+            steps_per_epoch,
         )?),
         None => None,
     };
@@ -243,6 +249,12 @@ pub fn fit_with_log<B: Backend + ?Sized>(
     };
     let mut warned: Vec<String> = Vec::new();
     let mut lr = schedule.lr(step, start_epoch);
+    // The running metrics and seconds of an epoch the run stops inside (`--steps`), saved so that
+    // a resumed run finishes that epoch as the uninterrupted run would.
+    let mut partial: Option<(MetricSet, f64)> = match &resumed_metrics {
+        Some(m) if !step.is_multiple_of(steps_per_epoch) => Some((m.clone(), resumed_seconds)),
+        _ => None,
+    };
 
     for epoch in start_epoch..total_epochs {
         let epoch_start_step = epoch * steps_per_epoch;
@@ -281,22 +293,21 @@ pub fn fit_with_log<B: Backend + ?Sized>(
                 if let Every::Steps(k) = ck.every {
                     if k > 0 && step.is_multiple_of(k) && b + 1 < last_batch {
                         let current = lookup(&metrics.results(), &ck.monitor);
-                        let state = TrainState {
-                            epoch,
+                        let state = train_state(
+                            spec,
                             step,
-                            seed: spec.seed,
                             steps_per_epoch,
-                            plateau: schedule.plateau.clone(),
-                            early: early.as_ref().map(|e| e.state.clone()),
+                            &schedule,
+                            &early,
                             checkpoint_best,
-                            epoch_metrics: Some(metrics.clone()),
-                            epoch_seconds: seconds,
-                        };
+                            &Some((metrics.clone(), seconds)),
+                        );
                         let ctx = CheckpointCtx {
                             backend: &*backend,
                             options,
                             run_dir: run.dir(),
                             early: early.as_mut(),
+                            announce: true,
                         };
                         checkpoint(
                             ctx,
@@ -315,6 +326,11 @@ pub fn fit_with_log<B: Backend + ?Sized>(
         }
         // Throughput of this process's part of the epoch (a resumed epoch counts its own batches).
         let train_seconds = clock.elapsed().as_secs_f64();
+        // An epoch the run stops inside (`--steps`) is reported and logged, but callbacks that
+        // judge whole epochs (plateau, early stopping, `keep: best`) wait for it to complete, so
+        // that the run resumed from here ends exactly as the uninterrupted one.
+        let complete = last_batch == steps_per_epoch;
+        partial = (!complete).then(|| (metrics.clone(), seconds_before + train_seconds));
         let mut logs = metrics.results();
         if let Some(val) = &validation {
             let val_logs = evaluate(backend, val, batch_size, &defs)?;
@@ -342,7 +358,7 @@ pub fn fit_with_log<B: Backend + ?Sized>(
 
         // Callbacks, in the order their effects must be saved: the learning rate, early
         // stopping's decision, then the checkpoint (which records both), then a restore.
-        if let Some(monitor) = schedule.plateau_monitor().map(str::to_string) {
+        if let (true, Some(monitor)) = (complete, schedule.plateau_monitor().map(str::to_string)) {
             let current = lookup(&logs, &monitor);
             warn_missing(
                 &mut warned,
@@ -364,7 +380,7 @@ pub fn fit_with_log<B: Backend + ?Sized>(
             }
         }
         let decision = match early.as_mut() {
-            Some(es) => {
+            Some(es) if complete => {
                 let current = lookup(&logs, &es.config.monitor);
                 warn_missing(
                     &mut warned,
@@ -385,53 +401,92 @@ pub fn fit_with_log<B: Backend + ?Sized>(
                         .collect()
                 })
             }
-            None => EarlyDecision::Continue,
+            _ => EarlyDecision::Continue,
         };
-        if let (Some(ck), Some(run)) = (&spec.checkpoint, run_log.as_ref()) {
-            let due = match ck.every {
-                Every::Epochs(k) => k > 0 && (epoch + 1).is_multiple_of(k),
-                // A step checkpoint that falls on an epoch's last batch is written here, after
-                // validation, so that resuming starts cleanly at the next epoch.
-                Every::Steps(k) => k > 0 && step.is_multiple_of(k),
-            };
+        if let Some(run) = run_log.as_ref() {
             let last_epoch =
                 epoch + 1 == total_epochs || matches!(decision, EarlyDecision::Stop { .. });
-            if due || (last_epoch && ck.keep == CheckpointKeep::Last) {
-                let current = lookup(&logs, &ck.monitor);
-                if ck.keep == CheckpointKeep::Best {
-                    warn_missing(
-                        &mut warned,
-                        "checkpoint",
+            // The configured checkpoint, when due.
+            if let Some(ck) = &spec.checkpoint {
+                let due = match ck.every {
+                    Every::Epochs(k) => complete && k > 0 && (epoch + 1).is_multiple_of(k),
+                    // A step checkpoint that falls on an epoch's last batch is written here,
+                    // after validation, so that resuming starts cleanly at the next epoch.
+                    Every::Steps(k) => k > 0 && step.is_multiple_of(k),
+                };
+                let keep_last = ck.keep == CheckpointKeep::Last;
+                if (complete || keep_last) && (due || (last_epoch && keep_last)) {
+                    let current = lookup(&logs, &ck.monitor);
+                    if !keep_last {
+                        warn_missing(
+                            &mut warned,
+                            "checkpoint",
+                            &ck.monitor,
+                            current,
+                            &logs,
+                            &mut progress,
+                            log,
+                        );
+                    }
+                    let state = train_state(
+                        spec,
+                        step,
+                        steps_per_epoch,
+                        &schedule,
+                        &early,
+                        checkpoint_best,
+                        &partial,
+                    );
+                    let ctx = CheckpointCtx {
+                        backend: &*backend,
+                        options,
+                        run_dir: run.dir(),
+                        early: early.as_mut(),
+                        announce: true,
+                    };
+                    checkpoint(
+                        ctx,
+                        ck.keep,
                         &ck.monitor,
                         current,
-                        &logs,
+                        &mut checkpoint_best,
+                        state,
+                        epoch + 1,
                         &mut progress,
                         log,
-                    );
+                    )?;
                 }
-                let state = TrainState {
-                    epoch: epoch + 1,
+            }
+            // Unless the file configures `keep: last` (with its own `every`), the default
+            // `checkpoints/last.safetensors` at each epoch end, silently, so that every run
+            // directory can be resumed from its last epoch (or from where `--steps` stopped it).
+            let configured_last = spec
+                .checkpoint
+                .as_ref()
+                .is_some_and(|ck| ck.keep == CheckpointKeep::Last);
+            if !configured_last {
+                let state = train_state(
+                    spec,
                     step,
-                    seed: spec.seed,
                     steps_per_epoch,
-                    plateau: schedule.plateau.clone(),
-                    early: early.as_ref().map(|e| e.state.clone()),
+                    &schedule,
+                    &early,
                     checkpoint_best,
-                    epoch_metrics: None,
-                    epoch_seconds: 0.0,
-                };
+                    &partial,
+                );
                 let ctx = CheckpointCtx {
                     backend: &*backend,
                     options,
                     run_dir: run.dir(),
                     early: early.as_mut(),
+                    announce: false,
                 };
                 checkpoint(
                     ctx,
-                    ck.keep,
-                    &ck.monitor,
-                    current,
-                    &mut checkpoint_best,
+                    CheckpointKeep::Last,
+                    "loss",
+                    None,
+                    &mut None,
                     state,
                     epoch + 1,
                     &mut progress,
@@ -456,21 +511,15 @@ pub fn fit_with_log<B: Backend + ?Sized>(
     }
 
     // The final weights, with the resume state of the end of the run.
-    let final_state = TrainState {
-        epoch: history
-            .epochs
-            .last()
-            .map(|r| r.epoch)
-            .unwrap_or(start_epoch),
+    let final_state = train_state(
+        spec,
         step,
-        seed: spec.seed,
         steps_per_epoch,
-        plateau: schedule.plateau.clone(),
-        early: early.as_ref().map(|e| e.state.clone()),
+        &schedule,
+        &early,
         checkpoint_best,
-        epoch_metrics: None,
-        epoch_seconds: 0.0,
-    };
+        &partial,
+    );
     let save_path = options
         .save
         .clone()
@@ -520,6 +569,36 @@ struct CheckpointCtx<'a, B: Backend + ?Sized> {
     options: &'a FitOptions,
     run_dir: &'a Path,
     early: Option<&'a mut EarlyStopper>,
+    /// Print the `saving model to` line (the default `last.safetensors` is written silently).
+    announce: bool,
+}
+
+/// The loop's state after `step` steps; `partial` holds the running metrics and seconds when
+/// `step` is inside an epoch.
+fn train_state(
+    spec: &TrainSpec,
+    step: u64,
+    steps_per_epoch: u64,
+    schedule: &LrSchedule,
+    early: &Option<EarlyStopper>,
+    checkpoint_best: Option<f64>,
+    partial: &Option<(MetricSet, f64)>,
+) -> TrainState {
+    let (epoch_metrics, epoch_seconds) = match partial {
+        Some((m, s)) => (Some(m.clone()), *s),
+        None => (None, 0.0),
+    };
+    TrainState {
+        epoch: step / steps_per_epoch,
+        step,
+        seed: spec.seed,
+        steps_per_epoch,
+        plateau: schedule.plateau.clone(),
+        early: early.as_ref().map(|e| e.state.clone()),
+        checkpoint_best,
+        epoch_metrics,
+        epoch_seconds,
+    }
 }
 
 /// Writes `checkpoints/last.safetensors`, or `checkpoints/best.safetensors` when the monitor
@@ -585,7 +664,9 @@ fn checkpoint<B: Backend + ?Sized>(
             }
         }
     }
-    progress.event(log, &message);
+    if ctx.announce {
+        progress.event(log, &message);
+    }
     Ok(())
 }
 

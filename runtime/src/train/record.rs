@@ -95,12 +95,14 @@ pub struct RunLog {
 }
 
 impl RunLog {
-    /// Opens `dir` (creating it and `checkpoints/`). With `resume_step`, records of later steps
-    /// than the checkpoint's are dropped, so a resumed run's logs read as an uninterrupted run's.
+    /// Opens `dir` (creating it and `checkpoints/`). With `resume_step`, the existing records are
+    /// kept up to the checkpoint's step, less the record of an epoch that stopped part-way
+    /// (`--steps`), which the resumed run completes: its logs then read as an uninterrupted run's.
     pub fn open(
         dir: &Path,
         per_step: bool,
         resume_step: Option<u64>,
+        steps_per_epoch: u64,
     ) -> Result<Self, RuntimeError> {
         create_dir_all(dir)?;
         create_dir_all(&dir.join(CHECKPOINTS))?;
@@ -112,9 +114,15 @@ impl RunLog {
         };
         if let Some(step) = resume_step {
             let keep = |m: &Row| {
-                row_get(m, "step")
-                    .and_then(Value::as_u64)
-                    .is_some_and(|s| s <= step)
+                let Some(s) = row_get(m, "step").and_then(Value::as_u64) else {
+                    return false;
+                };
+                // Epoch records carry `seconds`; step records (`--steps`) do not.
+                let whole_epoch = row_get(m, "seconds").is_none()
+                    || row_get(m, "epoch").and_then(Value::as_u64)
+                        == Some(s / steps_per_epoch.max(1))
+                        && s.is_multiple_of(steps_per_epoch.max(1));
+                s <= step && whole_epoch
             };
             log.jsonl = read_jsonl(&dir.join(JSONL))
                 .into_iter()
@@ -124,6 +132,10 @@ impl RunLog {
                 .into_iter()
                 .filter(keep)
                 .collect();
+            // A run that began logging steps (`--steps`) goes on logging steps.
+            if log.jsonl.iter().any(|m| row_get(m, "seconds").is_none()) {
+                log.per_step = true;
+            }
         }
         Ok(log)
     }
