@@ -1150,3 +1150,49 @@ fn steps_count_the_whole_run_when_resumed() {
 fn epochs_count_the_whole_run_when_resumed_from_steps() {
     steps_then_resume(50, None, 3);
 }
+
+#[test]
+fn a_failed_run_leaves_nothing_that_looks_finished() {
+    let (train, _) = digits();
+    let spec = train_spec(3, 0.05);
+    let dir = tempfile::tempdir().unwrap();
+    // Fails inside the first epoch, before any checkpoint: the directory it made is removed.
+    let early = dir.path().join("early");
+    let mut b = SoftmaxRegression::new(3);
+    b.fail_at = Some(10);
+    let opts = options(Some(&early), ProgressMode::Quiet);
+    fit_with_log(&mut b, &spec, &train, None, &opts, &mut Vec::new()).unwrap_err();
+    assert!(!early.exists());
+    // Fails in the second epoch: the default checkpoint of the first stays, marked failed,
+    // and neither the final weights nor the curves (what a finished run has) exist.
+    let late = dir.path().join("late");
+    let mut b = SoftmaxRegression::new(3);
+    b.fail_at = Some(50);
+    let mut opts = options(Some(&late), ProgressMode::Quiet);
+    opts.run_files = vec![("m.fm".into(), b"model m {}".to_vec())];
+    fit_with_log(&mut b, &spec, &train, None, &opts, &mut Vec::new()).unwrap_err();
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(late.join("run.json")).unwrap()).unwrap();
+    assert_eq!(info["status"], "failed");
+    assert!(
+        info["error"].as_str().unwrap().contains("simulated crash"),
+        "{info}"
+    );
+    assert_eq!(std::fs::read(late.join("m.fm")).unwrap(), b"model m {}");
+    assert!(!late.join("weights.safetensors").exists());
+    assert!(!late.join("curves.svg").exists());
+    let last = load_weights(&late.join("checkpoints/last.safetensors")).unwrap();
+    assert_eq!(last.meta.step, 36);
+    // Resumed, it finishes: `finished`, and the weights of an uninterrupted run.
+    let mut c = SoftmaxRegression::new(99);
+    let mut opts = options(Some(&late), ProgressMode::Quiet);
+    opts.resume = Some(late.join("checkpoints/last.safetensors"));
+    fit_with_log(&mut c, &spec, &train, None, &opts, &mut Vec::new()).unwrap();
+    let info = std::fs::read_to_string(late.join("run.json")).unwrap();
+    assert!(info.contains("finished"), "{info}");
+    let mut a = SoftmaxRegression::new(3);
+    let straight = dir.path().join("straight");
+    let opts = options(Some(&straight), ProgressMode::Quiet);
+    fit_with_log(&mut a, &spec, &train, None, &opts, &mut Vec::new()).unwrap();
+    assert_eq!(final_state(&c), final_state(&a));
+}
