@@ -329,7 +329,7 @@ pub fn runtime_error(g: &mut Global, e: &RuntimeError) -> i32 {
     let code = e.kind.code();
     let text = match g.format {
         fm_compiler::diag::MessageFormat::Json => serde_json::json!({
-            "code": code, "severity": "error", "message": e.to_string(), "file": e.path,
+            "code": code.as_str(), "severity": "error", "message": e.to_string(), "file": e.path,
             "line": null, "column": null, "end_line": null, "end_column": null,
             "labels": [], "notes": []
         })
