@@ -153,7 +153,8 @@ fn train(g: &mut Global, args: &TrainArgs) -> Result<(), i32> {
     let data = load(g, args, &sel)?;
     let mut backend = session::backend(g, &sel, args.backend)?;
     if let Some(init) = &args.init {
-        train::load_init(&mut backend, init).map_err(|e| runtime_error(g, &e))?;
+        session::load_weights(&mut backend, init, &sel.graph.name)
+            .map_err(|e| runtime_error(g, &e))?;
     }
     let runs = Path::new("runs");
     // `--resume DIR` continues from the directory's latest checkpoint, in that directory; a
