@@ -5,10 +5,12 @@
 //! - [`train`]: the training loop over a [`train::Backend`], schedules, early stopping,
 //!   checkpoints, resume, the run directory, progress, `evaluate`/`predict` helpers, `plot`;
 //! - [`metrics`]: streaming Keras metrics; [`weights`]: safetensors files;
+//! - [`distributed`]: data-parallel training's collectives and sharding (MPI is `fmc`'s);
 //! - [`fsutil`]: atomic writes; [`error`]: [`RuntimeError`] and its E04xx codes.
 
 pub mod config;
 pub mod data;
+pub mod distributed;
 pub mod error;
 pub mod fsutil;
 pub mod kernels;

@@ -55,6 +55,25 @@ pub struct Session {
     pub backend: Box<dyn Executor>,
     /// The standard passes' times on each function (by function name), for `fmc -v`.
     pub pass_timings: Vec<(String, Vec<PassTiming>)>,
+    /// The train step split at the gradients, for data-parallel training (see
+    /// [`Session::split_step`]).
+    pub split: Option<SplitStep>,
+}
+
+/// `train_fn` split at the gradients: `grad_fn` (forward, loss, backward on a shard) and
+/// `apply_fn` (the optimizer update from the all-reduced gradients).
+pub struct SplitStep {
+    pub grad_fn: Function,
+    pub apply_fn: Function,
+}
+
+/// What [`Session::grad_step`] returns for a shard.
+pub struct GradResult {
+    /// The shard's mean loss (including regularisers).
+    pub loss: f64,
+    pub outputs: Vec<Tensor>,
+    /// The gradient of each trainable parameter, in parameter order.
+    pub grads: Vec<ArrayD<f32>>,
 }
 
 /// The output of one step.
@@ -116,6 +135,7 @@ impl Session {
             iterations: 0,
             backend: Box::new(Interp),
             pass_timings,
+            split: None,
         })
     }
 
@@ -125,15 +145,112 @@ impl Session {
         self
     }
 
-    /// Binds the arguments of `f` from the batch and the current state.
+    /// Lowers (verified and optimized as `train_fn` is) the train step split at the
+    /// gradients, for [`Session::grad_step`] and [`Session::apply_gradients`].
+    pub fn split_step(&mut self) -> Result<(), String> {
+        if self.split.is_some() {
+            return Ok(());
+        }
+        let pipeline = crate::passes::standard();
+        let mut lowered = Vec::new();
+        for f in [
+            lower::grad_fn(&self.graph, &self.spec),
+            lower::apply_fn(&self.graph, &self.spec),
+        ] {
+            verify(&f).map_err(|e| {
+                format!(
+                    "internal compiler error: `{}` fails verification: {e}",
+                    f.name
+                )
+            })?;
+            let (f, timings) = pipeline.run(f)?;
+            self.pass_timings.push((f.name.clone(), timings));
+            lowered.push(f);
+        }
+        let apply_fn = lowered.pop().expect("apply_step");
+        let grad_fn = lowered.pop().expect("grad_step");
+        self.split = Some(SplitStep { grad_fn, apply_fn });
+        Ok(())
+    }
+
+    fn split_fns(&self) -> Result<&SplitStep, String> {
+        self.split
+            .as_ref()
+            .ok_or_else(|| "internal error: the train step was not split".to_string())
+    }
+
+    /// Forward, loss and backward on a batch (training mode), without the update; BatchNorm
+    /// moving statistics are updated from the batch. Needs [`Session::split_step`].
+    pub fn grad_step(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+    ) -> Result<GradResult, String> {
+        let f = &self.split_fns()?.grad_fn;
+        let args = self.bind(f, inputs, targets, 0.0, &[])?;
+        let results = self.backend.run(f, &args, self.ctx(inputs))?;
+        let mut out = GradResult {
+            loss: 0.0,
+            outputs: Vec::new(),
+            grads: Vec::new(),
+        };
+        let mut state = Vec::new();
+        for (r, v) in f.results.iter().zip(results) {
+            match &r.kind {
+                ResultKind::Loss => out.loss = v.scalar() as f64,
+                ResultKind::Output(_) => out.outputs.push(Tensor::F32(v.into_float())),
+                ResultKind::Param(p) => state.push((*p, v.into_float())),
+                ResultKind::Grad(_) => out.grads.push(v.into_float()),
+                ResultKind::OptSlot { .. } => return Err("grad_step updates no slot".into()),
+            }
+        }
+        for (p, v) in state {
+            self.params[p] = v;
+        }
+        Ok(out)
+    }
+
+    /// The optimizer update from `grads` (one per trainable parameter, in parameter order);
+    /// counts a step. Needs [`Session::split_step`].
+    pub fn apply_gradients(&mut self, grads: &[ArrayD<f32>], lr: f32) -> Result<(), String> {
+        let f = &self.split_fns()?.apply_fn;
+        let args = self.bind(f, &[], &[], lr, grads)?;
+        let results = self.backend.run(f, &args, self.ctx(&[]))?;
+        let mut slot_k = 0;
+        let mut params = Vec::new();
+        let mut slots = Vec::new();
+        for (r, v) in f.results.iter().zip(results) {
+            match &r.kind {
+                ResultKind::Param(p) => params.push((*p, v.into_float())),
+                ResultKind::OptSlot { .. } => {
+                    slots.push((slot_k, v.into_float()));
+                    slot_k += 1;
+                }
+                _ => return Err("apply_step returns parameters and slots only".into()),
+            }
+        }
+        for (p, v) in params {
+            self.params[p] = v;
+        }
+        for (k, v) in slots {
+            self.slots[k].2 = v;
+        }
+        self.iterations += 1;
+        Ok(())
+    }
+
+    /// Binds the arguments of `f` from the batch, the current state and, for `apply_step`,
+    /// the gradients (one per trainable parameter, in parameter order).
     fn bind(
         &self,
         f: &Function,
         inputs: &[Tensor],
         targets: &[Tensor],
         lr: f32,
+        grads: &[ArrayD<f32>],
     ) -> Result<Vec<Value<f32>>, String> {
         let mut slot_iter = self.slots.iter();
+        let mut grad_iter = grads.iter();
         let mut input_i = 0;
         let mut target_i = 0;
         let batch = inputs.first().map_or(0, |t| t.len());
@@ -157,6 +274,13 @@ impl Session {
                     ArgKind::Step => {
                         Value::F(ArrayD::from_elem(IxDyn(&[]), (self.iterations + 1) as f32))
                     }
+                    ArgKind::Grad(_) => {
+                        let g = grad_iter.next().ok_or("missing gradient")?;
+                        if g.shape() != crate::ir::eval_shape(&a.shape, batch).as_slice() {
+                            return Err(format!("gradient `{}` has shape {:?}", a.name, g.shape()));
+                        }
+                        Value::F(g.clone())
+                    }
                 })
             })
             .collect()
@@ -177,7 +301,7 @@ impl Session {
         targets: &[Tensor],
         lr: f32,
     ) -> Result<StepResult, String> {
-        let args = self.bind(&self.train_fn, inputs, targets, lr)?;
+        let args = self.bind(&self.train_fn, inputs, targets, lr, &[])?;
         let results = self.backend.run(&self.train_fn, &args, self.ctx(inputs))?;
         let mut out = StepResult {
             loss: 0.0,
@@ -193,6 +317,7 @@ impl Session {
                     self.slots[slot_k].2 = v.into_float();
                     slot_k += 1;
                 }
+                ResultKind::Grad(_) => {}
             }
         }
         self.iterations += 1;
@@ -201,7 +326,7 @@ impl Session {
 
     /// Loss and outputs in inference mode.
     pub fn evaluate(&self, inputs: &[Tensor], targets: &[Tensor]) -> Result<StepResult, String> {
-        let args = self.bind(&self.eval_fn, inputs, targets, 0.0)?;
+        let args = self.bind(&self.eval_fn, inputs, targets, 0.0, &[])?;
         let results = self.backend.run(&self.eval_fn, &args, self.ctx(inputs))?;
         let mut out = StepResult {
             loss: 0.0,
@@ -218,7 +343,7 @@ impl Session {
 
     /// Outputs in inference mode.
     pub fn predict(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
-        let args = self.bind(&self.predict_fn, inputs, &[], 0.0)?;
+        let args = self.bind(&self.predict_fn, inputs, &[], 0.0, &[])?;
         let results = self
             .backend
             .run(&self.predict_fn, &args, self.ctx(inputs))?;
