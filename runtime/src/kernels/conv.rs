@@ -14,16 +14,19 @@
 
 use std::ops::Range;
 
-use super::fpenv::DenormalMode;
 use super::gemm::{gemm, MatMut, MatRef};
 use super::scalar::Scalar;
-use super::split::{even_ranges, for_each_row_chunk, useful_threads};
+use super::split::{even_range, for_each_part, for_each_row_chunk, useful_threads, SendPtr};
 use super::{check_len, checked_product, KernelError};
 
 /// Elements of patch matrix per tile: 48 Ki elements (192 KiB of f32) fits L2 beside W.
 const PATCH_TILE_ELEMS: usize = 48 * 1024;
 /// Fewer rows than this per GEMM call and packing W dominates.
 const MIN_TILE_PIXELS: usize = 32;
+/// The kernel gradient sums ranges of about this many pixels separately (see
+/// [`conv2d_backward_kernel`]), at most `MAX_KERNEL_GRAD_PARTS` of them.
+const KERNEL_GRAD_PIXELS: usize = 256;
+const MAX_KERNEL_GRAD_PARTS: usize = 8;
 
 /// The static geometry of one 2-D convolution. `#[repr(C)]` so the JIT can pass a pointer to
 /// one (all fields are `usize`; arrays are `[height, width]`).
@@ -416,37 +419,36 @@ pub fn conv2d_backward_kernel<T: Scalar>(
         let dw = MatMut::row_major(d_kernel, shape.in_c, shape.out_c)?;
         return gemm(T::ONE, x.t(), dy, T::ZERO, dw, threads);
     }
-    // Each thread sums its pixel range into a private buffer (the first into d_kernel itself).
-    let threads = useful_threads(threads, d.pixels / MIN_TILE_PIXELS, d.flops());
-    let ranges = even_ranges(d.pixels, threads);
-    let accumulate = |pixels: Range<usize>, dw: &mut [T]| {
-        kernel_grad_pixels(shape, &d, input, d_output, pixels, dw)
+    // The pixels split into a number of ranges that depends only on the shape; each range sums
+    // into a buffer of its own (the first into d_kernel itself) and the buffers add up in order,
+    // so the result is the same for every thread count.
+    let ranges = (d.pixels / KERNEL_GRAD_PIXELS).clamp(1, MAX_KERNEL_GRAD_PARTS);
+    let threads = useful_threads(threads, ranges, d.flops());
+    let mut partials = vec![T::ZERO; (ranges - 1) * d.kernel_len];
+    let dk = SendPtr(d_kernel.as_mut_ptr());
+    let parts = SendPtr(partials.as_mut_ptr());
+    let kernel_len = d.kernel_len;
+    let work = |r: usize| {
+        // SAFETY: range r writes only its own buffer: d_kernel for r = 0, else slice r - 1 of
+        // `partials`; both outlive the call.
+        let dw = unsafe {
+            if r == 0 {
+                std::slice::from_raw_parts_mut(dk.get(), kernel_len)
+            } else {
+                std::slice::from_raw_parts_mut(parts.get().add((r - 1) * kernel_len), kernel_len)
+            }
+        };
+        kernel_grad_pixels(
+            shape,
+            &d,
+            input,
+            d_output,
+            even_range(d.pixels, ranges, r),
+            dw,
+        )
     };
-    if ranges.len() <= 1 {
-        return accumulate(0..d.pixels, d_kernel);
-    }
-    let mut partials = vec![vec![T::ZERO; d.kernel_len]; ranges.len() - 1];
-    let mode = DenormalMode::current();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = ranges[1..]
-            .iter()
-            .cloned()
-            .zip(partials.iter_mut())
-            .map(|(r, buf)| {
-                scope.spawn(move || {
-                    mode.apply();
-                    accumulate(r, buf)
-                })
-            })
-            .collect();
-        let mut result = accumulate(ranges[0].clone(), d_kernel);
-        for h in handles {
-            let r = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-            result = result.and(r);
-        }
-        result
-    })?;
-    for partial in &partials {
+    for_each_part(ranges, threads, work)?;
+    for partial in partials.chunks_exact(d.kernel_len) {
         for (x, &p) in d_kernel.iter_mut().zip(partial) {
             *x += p;
         }
