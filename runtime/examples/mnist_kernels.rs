@@ -21,12 +21,16 @@ fn values(len: usize, seed: u32) -> Vec<f32> {
 }
 
 /// Best seconds per call of `f` over about 0.3 s of calls (at least 5).
-fn best(mut f: impl FnMut()) -> f64 {
+fn best(f: impl FnMut()) -> f64 {
+    best_secs(f, 0.3)
+}
+
+fn best_secs(mut f: impl FnMut(), seconds: f64) -> f64 {
     f();
     let start = Instant::now();
     let mut best = f64::INFINITY;
     let mut calls = 0;
-    while calls < 5 || start.elapsed().as_secs_f64() < 0.3 {
+    while calls < 5 || start.elapsed().as_secs_f64() < seconds {
         let t = Instant::now();
         f();
         best = best.min(t.elapsed().as_secs_f64());
@@ -81,6 +85,19 @@ fn main() {
     let threads = args.get(1).copied().unwrap_or(1);
     set_thread_limit(threads);
     println!("batch {batch}, {threads} thread(s)");
+    if let Ok(seconds) = std::env::var("FM_PROFILE_CONV1") {
+        // Only the first layer's forward, for a profiler.
+        let s = conv(batch, 28, 1, 32);
+        let d = s.dims().unwrap();
+        let (x, w) = (values(d.input_len, 1), values(d.kernel_len, 2));
+        let mut y = vec![0.0; d.output_len];
+        let t = best_secs(
+            || conv2d_forward(&s, &x, &w, &mut y, 0).unwrap(),
+            seconds.parse().unwrap_or(2.0),
+        );
+        row("conv 28x28x1 -> 32 forward", t, d.flops(), "GFLOP/s");
+        return;
+    }
     for (h, c, f) in [(28, 1, 32), (13, 32, 64), (5, 64, 64)] {
         let s = conv(batch, h, c, f);
         let d = s.dims().unwrap();

@@ -11,7 +11,7 @@
 
 use super::scalar::Scalar;
 use super::split::{for_each_row_chunk, useful_threads};
-use super::{check_len, checked_product, KernelError};
+use super::{avx2_variant, check_len, checked_product, KernelError};
 
 /// The static geometry of one pooling op; `#[repr(C)]` for the JIT, arrays are `[height, width]`.
 #[repr(C)]
@@ -125,38 +125,9 @@ fn for_each_window(s: &Pool2dShape, d: &Pool2dDims, mut visit: impl FnMut(usize,
 /// Channels handled together: one block's running maxima and arguments stay in registers.
 const LANES: usize = 8;
 
-/// Runs `f` compiled for AVX2 when the CPU has it (the loops it inlines then use 256-bit
-/// vectors), else as it is.
-#[inline(always)]
-fn vectorized<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { avx2(f) };
-        }
-    }
-    f()
-}
-
-/// Splits the images over threads by the input size (pooling is memory-bound) and runs
-/// `work(images, output_chunk)` on each part; `chunk_len` is one image's share of `output`.
-fn per_images<T: Scalar>(
-    s: &Pool2dShape,
-    d: &Pool2dDims,
-    output: &mut [T],
-    chunk_len: usize,
-    work: impl Fn(std::ops::Range<usize>, &mut [T]) + Sync,
-) {
-    let threads = useful_threads(0, s.batch, d.input_len as f64);
-    let _ = for_each_row_chunk::<_, (), _>(output, chunk_len, s.batch, threads, |images, out| {
-        vectorized(|| work(images, out));
-        Ok(())
-    });
+/// Threads worth using on a pooling op (it is memory-bound: the input size is the work).
+fn pool_threads(s: &Pool2dShape, d: &Pool2dDims) -> usize {
+    useful_threads(0, s.batch, d.input_len as f64)
 }
 
 /// The input cells (offsets of channel 0, relative to the image) of the window of output
@@ -183,26 +154,57 @@ pub fn max_pool2d_forward<T: Scalar>(
     let d = shape.dims()?;
     check_len("max_pool2d_forward input", input.len(), d.input_len)?;
     check_len("max_pool2d_forward output", output.len(), d.output_len)?;
+    let out_image = d.out_h * d.out_w * shape.channels;
+    let _ = for_each_row_chunk::<_, (), _>(
+        output,
+        out_image,
+        shape.batch,
+        pool_threads(shape, &d),
+        |images, out| {
+            // Pooling is memory-bound: the input size is the work.
+            max_forward_images(shape, &d, input, images, out);
+            Ok(())
+        },
+    );
+    Ok(())
+}
+
+avx2_variant! {
+    fn max_forward_images(
+        shape: &Pool2dShape,
+        d: &Pool2dDims,
+        input: &[T],
+        images: std::ops::Range<usize>,
+        out: &mut [T],
+    ) => max_forward_images_inline
+}
+
+/// Max pooling forward of `images` into their rows `out` of the output.
+#[inline(always)]
+fn max_forward_images_inline<T: Scalar>(
+    shape: &Pool2dShape,
+    d: &Pool2dDims,
+    input: &[T],
+    images: std::ops::Range<usize>,
+    out: &mut [T],
+) {
     let c = shape.channels;
     let in_image = shape.in_h * shape.in_w * c;
     let out_image = d.out_h * d.out_w * c;
-    per_images(shape, &d, output, out_image, |images, out| {
-        let mut cells = Vec::with_capacity(shape.window[0] * shape.window[1]);
-        for (n, out) in images.zip(out.chunks_exact_mut(out_image)) {
-            let x = &input[n * in_image..(n + 1) * in_image];
-            for (p, o) in out.chunks_exact_mut(c).enumerate() {
-                // Every window has at least one real cell (checked in `dims`).
-                window_cells(shape, p / d.out_w, p % d.out_w, &mut cells);
-                o.copy_from_slice(&x[cells[0]..cells[0] + c]);
-                for &cell in &cells[1..] {
-                    for (m, &v) in o.iter_mut().zip(&x[cell..cell + c]) {
-                        *m = if v > *m { v } else { *m };
-                    }
+    let mut cells = Vec::with_capacity(shape.window[0] * shape.window[1]);
+    for (n, out) in images.zip(out.chunks_exact_mut(out_image)) {
+        let x = &input[n * in_image..(n + 1) * in_image];
+        for (p, o) in out.chunks_exact_mut(c).enumerate() {
+            // Every window has at least one real cell (checked in `dims`).
+            window_cells(shape, p / d.out_w, p % d.out_w, &mut cells);
+            o.copy_from_slice(&x[cells[0]..cells[0] + c]);
+            for &cell in &cells[1..] {
+                for (m, &v) in o.iter_mut().zip(&x[cell..cell + c]) {
+                    *m = if v > *m { v } else { *m };
                 }
             }
         }
-    });
-    Ok(())
+    }
 }
 
 /// Max pooling backward: `d_input` (overwritten) receives each `d_output` value at the first
@@ -217,39 +219,78 @@ pub fn max_pool2d_backward<T: Scalar>(
     check_len("max_pool2d_backward input", input.len(), d.input_len)?;
     check_len("max_pool2d_backward d_output", d_output.len(), d.output_len)?;
     check_len("max_pool2d_backward d_input", d_input.len(), d.input_len)?;
+    let in_image = shape.in_h * shape.in_w * shape.channels;
+    let rows = covered(shape, 0, shape.in_h, d.out_h);
+    let cols = covered(shape, 1, shape.in_w, d.out_w);
+    let (rows, cols) = (&rows[..], &cols[..]);
+    let _ = for_each_row_chunk::<_, (), _>(
+        d_input,
+        in_image,
+        shape.batch,
+        pool_threads(shape, &d),
+        |images, dx| {
+            max_backward_images(shape, &d, input, d_output, rows, cols, images, dx);
+            Ok(())
+        },
+    );
+    Ok(())
+}
+
+avx2_variant! {
+    fn max_backward_images(
+        shape: &Pool2dShape,
+        d: &Pool2dDims,
+        input: &[T],
+        d_output: &[T],
+        rows: &[bool],
+        cols: &[bool],
+        images: std::ops::Range<usize>,
+        dx_images: &mut [T],
+    ) => max_backward_images_inline
+}
+
+/// Max pooling backward of `images` into their rows `dx_images` of the input gradient;
+/// `rows` and `cols` tell which input positions some window covers.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn max_backward_images_inline<T: Scalar>(
+    shape: &Pool2dShape,
+    d: &Pool2dDims,
+    input: &[T],
+    d_output: &[T],
+    rows: &[bool],
+    cols: &[bool],
+    images: std::ops::Range<usize>,
+    dx_images: &mut [T],
+) {
     let c = shape.channels;
     let in_image = shape.in_h * shape.in_w * c;
     let out_image = d.out_h * d.out_w * c;
     // Windows that do not overlap write each input cell once: no zero fill, no adding.
     let disjoint = shape.stride[0] >= shape.window[0] && shape.stride[1] >= shape.window[1];
-    let rows = covered(shape, 0, shape.in_h, d.out_h);
-    let cols = covered(shape, 1, shape.in_w, d.out_w);
-    per_images(shape, &d, d_input, in_image, |images, dx_images| {
-        let mut cells = Vec::with_capacity(shape.window[0] * shape.window[1]);
-        for (n, dx) in images.zip(dx_images.chunks_exact_mut(in_image)) {
-            let x = &input[n * in_image..(n + 1) * in_image];
-            let dy = &d_output[n * out_image..(n + 1) * out_image];
-            if disjoint {
-                zero_uncovered(shape, &rows, &cols, dx);
-            } else {
-                dx.fill(T::ZERO);
+    let mut cells = Vec::with_capacity(shape.window[0] * shape.window[1]);
+    for (n, dx) in images.zip(dx_images.chunks_exact_mut(in_image)) {
+        let x = &input[n * in_image..(n + 1) * in_image];
+        let dy = &d_output[n * out_image..(n + 1) * out_image];
+        if disjoint {
+            zero_uncovered(shape, rows, cols, dx);
+        } else {
+            dx.fill(T::ZERO);
+        }
+        for p in 0..d.out_h * d.out_w {
+            window_cells(shape, p / d.out_w, p % d.out_w, &mut cells);
+            let g = &dy[p * c..(p + 1) * c];
+            let mut ch = 0;
+            while ch + LANES <= c {
+                route_block::<T, LANES>(x, g, dx, &cells, ch, disjoint);
+                ch += LANES;
             }
-            for p in 0..d.out_h * d.out_w {
-                window_cells(shape, p / d.out_w, p % d.out_w, &mut cells);
-                let g = &dy[p * c..(p + 1) * c];
-                let mut ch = 0;
-                while ch + LANES <= c {
-                    route_block::<T, LANES>(x, g, dx, &cells, ch, disjoint);
-                    ch += LANES;
-                }
-                while ch < c {
-                    route_block::<T, 1>(x, g, dx, &cells, ch, disjoint);
-                    ch += 1;
-                }
+            while ch < c {
+                route_block::<T, 1>(x, g, dx, &cells, ch, disjoint);
+                ch += 1;
             }
         }
-    });
-    Ok(())
+    }
 }
 
 /// Channels `ch..ch + W` of one window's backward: finds the first maximum per channel and
