@@ -23,16 +23,15 @@ use super::{avx2_variant, check_len, checked_product, KernelError};
 const PATCH_TILE_ELEMS: usize = 48 * 1024;
 /// Fewer rows than this per GEMM call and packing W dominates.
 const MIN_TILE_PIXELS: usize = 32;
-/// The kernel gradient sums ranges of about this many pixels separately (see
-/// [`conv2d_backward_kernel`]), at most `MAX_KERNEL_GRAD_PARTS` of them.
-const KERNEL_GRAD_PIXELS: usize = 256;
-const MAX_KERNEL_GRAD_PARTS: usize = 8;
-/// Patches at most this long (a first layer on one or two channels) skip the GEMM: with so
-/// short an inner dimension its packing costs more than the arithmetic.
+/// Patches at most this long (a first layer on one or two channels) skip the GEMM in the
+/// forward pass: with so short an inner dimension its packing costs more than the arithmetic.
+/// (The kernel gradient keeps the GEMM, whose inner dimension is the pixels: its summation
+/// order, blocked by the GEMM, is what the interpreter's matches.)
 const DIRECT_MAX_PATCH: usize = 32;
-/// Pixels per patch block of the direct path.
+/// Pixels per patch block of the direct forward path.
 const DIRECT_BLOCK: usize = 128;
-/// Output channels per register block of the direct path.
+/// Output channels per register block of the direct forward path (and per thread split of the
+/// kernel gradient).
 const FL: usize = 8;
 
 /// The static geometry of one 2-D convolution. `#[repr(C)]` so the JIT can pass a pointer to
@@ -498,69 +497,56 @@ pub fn conv2d_backward_kernel<T: Scalar>(
         let dw = MatMut::row_major(d_kernel, shape.in_c, shape.out_c)?;
         return gemm(T::ONE, x.t(), dy, T::ZERO, dw, threads);
     }
-    // The pixels split into a number of ranges that depends only on the shape; each range sums
-    // into a buffer of its own (the first into d_kernel itself) and the buffers add up in order,
-    // so the result is the same for every thread count.
-    let ranges = (d.pixels / KERNEL_GRAD_PIXELS).clamp(1, MAX_KERNEL_GRAD_PARTS);
-    let threads = useful_threads(threads, ranges, d.flops());
-    let mut partials = vec![T::ZERO; (ranges - 1) * d.kernel_len];
-    let dk = SendPtr(d_kernel.as_mut_ptr());
-    let parts = SendPtr(partials.as_mut_ptr());
-    let kernel_len = d.kernel_len;
-    let work = |r: usize| {
-        // SAFETY: range r writes only its own buffer: d_kernel for r = 0, else slice r - 1 of
-        // `partials`; both outlive the call.
-        let dw = unsafe {
-            if r == 0 {
-                std::slice::from_raw_parts_mut(dk.get(), kernel_len)
-            } else {
-                std::slice::from_raw_parts_mut(parts.get().add((r - 1) * kernel_len), kernel_len)
-            }
-        };
-        kernel_grad_pixels(
-            shape,
-            &d,
-            input,
-            d_output,
-            even_range(d.pixels, ranges, r),
-            dw,
-        )
-    };
-    for_each_part(ranges, threads, work)?;
-    for partial in partials.chunks_exact(d.kernel_len) {
-        for (x, &p) in d_kernel.iter_mut().zip(partial) {
-            *x += p;
-        }
+    // Threads split the output channels (columns of d_kernel): each element is summed over all
+    // pixels in the same order whatever the split, so the result is the same for every thread
+    // count (and equal to the single-threaded one).
+    let f = shape.out_c;
+    let blocks = f.div_ceil(FL);
+    let threads = useful_threads(threads, blocks, d.flops());
+    if threads <= 1 {
+        return kernel_grad_cols(shape, &d, input, d_output, 0..f, d_kernel);
     }
-    Ok(())
+    let dk = SendPtr(d_kernel.as_mut_ptr());
+    for_each_part(threads, threads, |p| {
+        let b = even_range(blocks, threads, p);
+        let cols = b.start * FL..(b.end * FL).min(f);
+        let mut part = vec![T::ZERO; d.patch_len * cols.len()];
+        kernel_grad_cols(shape, &d, input, d_output, cols.clone(), &mut part)?;
+        for (tap, row) in part.chunks_exact(cols.len()).enumerate() {
+            // SAFETY: each part writes only its own columns `cols` of d_kernel (patch_len rows
+            // of out_c), which stays borrowed until every part has finished.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(dk.get().add(tap * f + cols.start), cols.len())
+            };
+            dst.copy_from_slice(row);
+        }
+        Ok(())
+    })
 }
 
-/// `dw = sum over pixels of patch(p)^T * d_output(p)`, overwriting `dw`.
-fn kernel_grad_pixels<T: Scalar>(
+/// Columns `cols` of the kernel gradient, `dw = sum over pixels of patch(p)^T * d_output(p,
+/// cols)`, into `dw` (`patch_len x cols.len()`, row-major), overwriting it.
+fn kernel_grad_cols<T: Scalar>(
     s: &Conv2dShape,
     d: &Conv2dDims,
     input: &[T],
     d_output: &[T],
-    pixels: Range<usize>,
+    cols: Range<usize>,
     dw: &mut [T],
 ) -> Result<(), KernelError> {
     dw.fill(T::ZERO);
-    if d.patch_len <= DIRECT_MAX_PATCH {
-        kernel_grad_direct_dispatch(s, d, input, d_output, pixels, dw);
-        return Ok(());
-    }
     let tile = tile_pixels(d.patch_len);
-    let mut patches = vec![T::ZERO; tile.min(pixels.len()) * d.patch_len];
-    for t in tiles(pixels, tile) {
+    let mut patches = vec![T::ZERO; tile.min(d.pixels) * d.patch_len];
+    for t in tiles(0..d.pixels, tile) {
         let p = &mut patches[..t.len() * d.patch_len];
         im2col(s, d, input, t.clone(), p);
-        let dy = &d_output[t.start * s.out_c..t.end * s.out_c];
+        let dy = &d_output[t.start * s.out_c + cols.start..t.end * s.out_c];
         gemm(
             T::ONE,
             MatRef::row_major(p, t.len(), d.patch_len)?.t(),
-            MatRef::row_major(dy, t.len(), s.out_c)?,
+            MatRef::new(dy, t.len(), cols.len(), s.out_c, 1)?,
             T::ONE,
-            MatMut::row_major(dw, d.patch_len, s.out_c)?,
+            MatMut::row_major(dw, d.patch_len, cols.len())?,
             1,
         )?;
     }
@@ -577,17 +563,6 @@ avx2_variant! {
         out: &mut [T],
         scratch: &mut Vec<T>,
     ) => forward_direct
-}
-
-avx2_variant! {
-    fn kernel_grad_direct_dispatch(
-        s: &Conv2dShape,
-        d: &Conv2dDims,
-        input: &[T],
-        d_output: &[T],
-        pixels: Range<usize>,
-        dw: &mut [T],
-    ) => kernel_grad_direct
 }
 
 /// Forward of a short-patch convolution: per block of pixels, the patches, then per pixel and
@@ -636,72 +611,13 @@ fn dot_block<T: Scalar, const W: usize>(
     f0: usize,
     o: &mut [T],
 ) {
+    // Taps in order, each added with one rounding: the GEMM micro-kernels' sum.
     let mut acc = [T::ZERO; W];
     for (&x, w) in patch.iter().zip(kernel.chunks_exact(f)) {
         let w: &[T; W] = w[f0..f0 + W].try_into().expect("W lanes");
         for l in 0..W {
-            acc[l] += x * w[l];
+            acc[l] = x.mul_add(w[l], acc[l]);
         }
     }
     o[f0..f0 + W].copy_from_slice(&acc);
-}
-
-/// Kernel gradient of a short-patch convolution over `pixels`, added onto `dw`: per block of
-/// pixels, the patches, then per tap and per block of output channels one register
-/// accumulator over the block's pixels (in pixel order).
-#[inline(always)]
-fn kernel_grad_direct<T: Scalar>(
-    s: &Conv2dShape,
-    d: &Conv2dDims,
-    input: &[T],
-    d_output: &[T],
-    pixels: Range<usize>,
-    dw: &mut [T],
-) {
-    let (pl, f) = (d.patch_len, s.out_c);
-    let mut patches = vec![T::ZERO; DIRECT_BLOCK.min(pixels.len()) * pl];
-    for t in tiles(pixels, DIRECT_BLOCK) {
-        let patches = &mut patches[..t.len() * pl];
-        im2col(s, d, input, t.clone(), patches);
-        let dy = &d_output[t.start * f..t.end * f];
-        for tap in 0..pl {
-            let row = &mut dw[tap * f..(tap + 1) * f];
-            let mut f0 = 0;
-            while f0 + 4 * FL <= f {
-                grad_block::<T, { 4 * FL }>(patches, dy, pl, tap, f, f0, row);
-                f0 += 4 * FL;
-            }
-            while f0 + FL <= f {
-                grad_block::<T, FL>(patches, dy, pl, tap, f, f0, row);
-                f0 += FL;
-            }
-            while f0 < f {
-                grad_block::<T, 1>(patches, dy, pl, tap, f, f0, row);
-                f0 += 1;
-            }
-        }
-    }
-}
-
-/// `row[f0..f0 + W] += sum over pixels p of patches[p, tap] * dy[p, f0..f0 + W]`.
-#[inline(always)]
-fn grad_block<T: Scalar, const W: usize>(
-    patches: &[T],
-    dy: &[T],
-    pl: usize,
-    tap: usize,
-    f: usize,
-    f0: usize,
-    row: &mut [T],
-) {
-    let acc: &mut [T; W] = (&mut row[f0..f0 + W]).try_into().expect("W lanes");
-    let mut a = *acc;
-    for (patch, g) in patches.chunks_exact(pl).zip(dy.chunks_exact(f)) {
-        let x = patch[tap];
-        let g: &[T; W] = g[f0..f0 + W].try_into().expect("W lanes");
-        for l in 0..W {
-            a[l] += x * g[l];
-        }
-    }
-    *acc = a;
 }

@@ -10,7 +10,7 @@
 //! usual `MaxPool2D(2)`) writes each input cell once, with no zero fill and no scatter-add.
 
 use super::scalar::Scalar;
-use super::split::{for_each_row_chunk, useful_threads};
+use super::split::{for_each_row_chunk, threads_for_elements};
 use super::{avx2_variant, check_len, checked_product, KernelError};
 
 /// The static geometry of one pooling op; `#[repr(C)]` for the JIT, arrays are `[height, width]`.
@@ -127,7 +127,7 @@ const LANES: usize = 8;
 
 /// Threads worth using on a pooling op (it is memory-bound: the input size is the work).
 fn pool_threads(s: &Pool2dShape, d: &Pool2dDims) -> usize {
-    useful_threads(0, s.batch, d.input_len as f64)
+    threads_for_elements(s.batch, d.input_len)
 }
 
 /// The input cells (offsets of channel 0, relative to the image) of the window of output
@@ -161,7 +161,6 @@ pub fn max_pool2d_forward<T: Scalar>(
         shape.batch,
         pool_threads(shape, &d),
         |images, out| {
-            // Pooling is memory-bound: the input size is the work.
             max_forward_images(shape, &d, input, images, out);
             Ok(())
         },

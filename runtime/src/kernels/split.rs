@@ -52,6 +52,30 @@ pub(crate) fn useful_threads(requested: usize, units: usize, flops: f64) -> usiz
     requested.min(units).min(by_work).max(1)
 }
 
+/// Below this many elements per thread, a memory-bound loop is not worth a second thread.
+const MIN_ELEMENTS_PER_THREAD: f64 = 32.0 * 1024.0;
+
+/// The number of threads worth using on a memory-bound loop over `elements` that divides into
+/// `units` independent pieces, under the process-wide limit.
+pub fn threads_for_elements(units: usize, elements: usize) -> usize {
+    useful_threads(
+        0,
+        units,
+        elements as f64 / MIN_ELEMENTS_PER_THREAD * MIN_FLOPS_PER_THREAD,
+    )
+}
+
+/// Runs `work(p)` for every `p` in `0..parts` on at most `threads` threads of the kernels' pool
+/// (the caller included); returns the first error in part order. For callers outside this
+/// module, such as the JIT splitting a generated loop over the batch.
+pub fn parallel_parts<E, F>(parts: usize, threads: usize, work: F) -> Result<(), E>
+where
+    E: Send,
+    F: Fn(usize) -> Result<(), E> + Sync,
+{
+    for_each_part(parts, threads, work)
+}
+
 /// Splits `0..total` into `parts` contiguous ranges whose lengths differ by at most one
 /// (fewer when `total < parts`; none when `total == 0`).
 #[cfg(test)]

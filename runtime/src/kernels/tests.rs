@@ -1136,3 +1136,14 @@ fn max_pooling_on_many_images_matches_naive_and_keeps_nan_first_cells() {
         assert_close("backward", &dx, &want_dx, &vec![1.0; dx.len()], 0.0);
     }
 }
+
+#[test]
+fn conv_on_many_images_matches_naive_in_every_path() {
+    // Direct (short patches) and GEMM paths, several kernel-gradient ranges, 1 and 2 threads.
+    for (c, f) in [(3, 5), (1, 32), (8, 16)] {
+        let s = conv_shape(33, (7, 7, c), (3, 3, f), [1, 1], [1, 1], [1, 1], [1, 1]);
+        for threads in [1, 2] {
+            check_conv_f32(&s, 5, threads);
+        }
+    }
+}
