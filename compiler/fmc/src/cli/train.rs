@@ -150,7 +150,8 @@ fn train(g: &mut Global, args: &TrainArgs) -> Result<(), i32> {
     let data = load(g, args, &sel)?;
     let mut backend = session::backend(g, &sel, args.backend)?;
     if let Some(init) = &args.init {
-        train::load_init(&mut backend, init).map_err(|e| runtime_error(g, &e))?;
+        session::load_weights(&mut backend, init, &sel.graph.name)
+            .map_err(|e| runtime_error(g, &e))?;
     }
     let run_dir = args
         .run_dir
