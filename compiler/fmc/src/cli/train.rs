@@ -223,20 +223,6 @@ fn train(g: &mut Global, args: &TrainArgs, group: &dyn Collective) -> Result<(),
         session::load_weights(&mut session, init, &sel.graph.name)
             .map_err(|e| runtime_error(g, &e))?;
     }
-    // One process trains the session itself; several ranks train it data-parallel, and only
-    // rank 0 writes the run directory, checkpoints and weights.
-    let root = group.rank() == 0;
-    let mut backend: Box<dyn Backend + '_> = if group.size() > 1 {
-        match DataParallel::new(session, group) {
-            Ok(p) => Box::new(p),
-            Err(e) => {
-                g.fail(&e);
-                return Err(1);
-            }
-        }
-    } else {
-        Box::new(session)
-    };
     let runs = Path::new("runs");
     // `--resume DIR` continues from the directory's latest checkpoint, in that directory; a
     // checkpoint file continues in the run directory it belongs to, when there is one.
@@ -250,6 +236,24 @@ fn train(g: &mut Global, args: &TrainArgs, group: &dyn Collective) -> Result<(),
             Some(p.clone()),
             record::run_dir_of(p, &runs.join(&sel.graph.name)),
         ),
+    };
+    if let Some(checkpoint) = &resume {
+        session::check_checkpoint(&session, checkpoint, &sel.graph.name)
+            .map_err(|e| runtime_error(g, &e))?;
+    }
+    // One process trains the session itself; several ranks train it data-parallel, and only
+    // rank 0 writes the run directory, checkpoints and weights.
+    let root = group.rank() == 0;
+    let mut backend: Box<dyn Backend + '_> = if group.size() > 1 {
+        match DataParallel::new(session, group) {
+            Ok(p) => Box::new(p),
+            Err(e) => {
+                g.fail(&e);
+                return Err(1);
+            }
+        }
+    } else {
+        Box::new(session)
     };
     let run_dir = args
         .run_dir
