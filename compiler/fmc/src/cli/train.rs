@@ -289,7 +289,9 @@ fn train(g: &mut Global, args: &TrainArgs, group: &dyn Collective) -> Result<(),
         Ok(h) => h,
         Err(e) => {
             let code = runtime_error(g, &e);
-            if !g.quiet && root && record::latest_checkpoint(&run_dir).is_ok() {
+            // A run that failed after it started keeps its checkpoints (`run.json`: failed).
+            let failed = record::RunInfo::read(&run_dir).is_some_and(|i| i.status == "failed");
+            if !g.quiet && root && failed && record::latest_checkpoint(&run_dir).is_ok() {
                 let _ = writeln!(
                     g.err,
                     "note: the run failed; {} keeps its last checkpoint: `--resume {}` continues the run",
