@@ -4,6 +4,7 @@
 pub mod autodiff;
 pub mod check;
 pub mod diag;
+pub mod emit;
 pub mod exec;
 pub mod explain;
 pub mod graph;
