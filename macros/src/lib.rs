@@ -127,10 +127,17 @@ fn expand_path(input: TokenStream2) -> TokenStream2 {
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) => {
+            // The relative path only: the absolute one differs between machines.
+            let e = match e.kind() {
+                std::io::ErrorKind::NotFound => "no such file".to_string(),
+                _ => e.to_string(),
+            };
             return error(
                 lit_span,
-                &format!("cannot read `{}`: {e}", path.display()),
-            )
+                &format!(
+                    "cannot read `{rel}`: {e} (a path is relative to the file that invokes `model!`, then to the crate's directory)"
+                ),
+            );
         }
     };
     let source = String::from_utf8_lossy(&bytes).into_owned();

@@ -1,0 +1,3 @@
+fm::model!("does_not_exist.fm");
+
+fn main() {}

@@ -1,0 +1,3 @@
+fm::model!("shape_error.fm");
+
+fn main() {}

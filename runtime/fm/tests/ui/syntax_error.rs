@@ -1,0 +1,3 @@
+fm::model!("syntax_error.fm");
+
+fn main() {}

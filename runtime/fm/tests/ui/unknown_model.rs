@@ -1,0 +1,3 @@
+fm::model!("zoo.fm", model = resnet_huge);
+
+fn main() {}
