@@ -157,3 +157,140 @@ fn compile_emits_the_ast_and_the_ir() {
     assert_eq!(bad.code, 1);
     assert!(bad.stderr.contains("error[E0001]"));
 }
+
+/// Reads an f32 `.npy` file's data (fm writes a version-1 header).
+fn npy_f32(path: &std::path::Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let header_len = 10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    bytes[header_len..]
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn eval_and_predict_take_batch_size_and_threads() {
+    let dir = std::env::temp_dir().join(format!("fmc-batch-size-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let file = root().join("examples/digits_mlp.fm");
+    let file = file.to_str().unwrap();
+    let run_dir = dir.join("run");
+    let train = fmc(&[
+        "train",
+        file,
+        "--steps",
+        "20",
+        "--run-dir",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(train.code, 0, "{}", train.stderr);
+    let weights = run_dir.join("weights.safetensors");
+    let weights = weights.to_str().unwrap();
+
+    // The batch size changes how the test split is cut, not the numbers (up to f32 summation).
+    let eval = |extra: &[&str]| {
+        let run = fmc(&[&["eval", file, "--weights", weights, "--json"], extra].concat());
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap()
+    };
+    let default = eval(&[]);
+    let small = eval(&["--batch-size", "7", "--threads", "1"]);
+    assert_eq!(default["accuracy"], small["accuracy"]);
+    let (a, b) = (
+        default["loss"].as_f64().unwrap(),
+        small["loss"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() <= 1e-5 * a.abs(), "{a} vs {b}");
+
+    let images = root().join("examples/data/digits-images-idx3-ubyte");
+    let predict = |name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let run = fmc(&[
+            &[
+                "predict",
+                file,
+                "--weights",
+                weights,
+                "--input",
+                images.to_str().unwrap(),
+            ],
+            &["-o", out.to_str().unwrap()][..],
+            extra,
+        ]
+        .concat());
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        npy_f32(&out)
+    };
+    let p_default = predict("a.npy", &[]);
+    let p_small = predict("b.npy", &["--batch-size", "5", "--threads", "1"]);
+    assert_eq!(p_default.len(), 1797 * 10);
+    let worst = p_default
+        .iter()
+        .zip(&p_small)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-6, "predictions differ by {worst}");
+
+    // Zero is not a batch size; `--x` needs `--y`.
+    assert_eq!(
+        fmc(&["eval", file, "--weights", weights, "--batch-size", "0"]).code,
+        2
+    );
+    assert_eq!(
+        fmc(&[
+            "predict",
+            file,
+            "--weights",
+            weights,
+            "--input",
+            "x",
+            "--batch-size",
+            "0"
+        ])
+        .code,
+        2
+    );
+    assert_eq!(
+        fmc(&["eval", file, "--weights", weights, "--x", "x.npy"]).code,
+        2
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn compile_runs_the_passes_on_an_fmir_file() {
+    std::env::set_current_dir(root()).unwrap();
+    let case = "tests/filetests/fuse_dense_relu.fmir";
+    let opt = fmc(&["compile", case, "--emit", "ir-opt"]);
+    assert_eq!(opt.code, 0, "{}", opt.stderr);
+    assert!(
+        opt.stdout
+            .contains("k3 = elementwise %6 %9 %10 ops=[add, broadcast, max] len=N*128"),
+        "{}",
+        opt.stdout
+    );
+    let ir = fmc(&["compile", case, "--emit", "ir"]);
+    assert_eq!(ir.code, 0, "{}", ir.stderr);
+    assert!(!ir.stdout.contains("kernels {"), "{}", ir.stdout);
+    let clif = fmc(&["compile", case, "--emit", "clif"]);
+    assert_eq!(clif.code, 0, "{}", clif.stderr);
+    assert!(
+        clif.stdout.contains("; calls of `dense_relu`"),
+        "{}",
+        clif.stdout
+    );
+    // A malformed file: its name, line and column; exit 1.
+    let dir = std::env::temp_dir().join(format!("fm-fmir-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.fmir");
+    std::fs::write(&bad, "fn f(\n) {\n    %0 = const x : f32[]\n").unwrap();
+    let run = fmc(&["compile", bad.to_str().unwrap(), "--emit", "ir-opt"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("bad.fmir:3:16: expected a number, found `x`"),
+        "{}",
+        run.stderr
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

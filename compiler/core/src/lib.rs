@@ -6,7 +6,6 @@ pub mod check;
 pub mod diag;
 pub mod emit;
 pub mod exec;
-pub mod explain;
 pub mod graph;
 pub mod init;
 pub mod interp;

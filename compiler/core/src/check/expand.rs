@@ -9,6 +9,7 @@ use super::table::{self, Kind, Sig};
 use super::values::{const_eval, fold_or_report, shape_str, Sym, SymArg, Tv, Val};
 use super::{suggest, Ctx};
 use crate::graph::{DType, InputInfo, ModelGraph, Node, Op, OutputInfo, ParamInfo};
+use fm_codes as codes;
 use fm_grammar::ast::{self, Arg, BinOp, Expr, ExprKind, Ident, ParamTyKind, Span, Stmt};
 use fm_grammar::Diagnostic;
 use std::collections::HashMap;
@@ -148,7 +149,7 @@ impl Expander<'_, '_, '_, '_> {
                     let name_span = name.as_ref().map(|n| n.span).unwrap_or(*span);
                     if let Some(first) = outputs.get(&out_name) {
                         let d = Diagnostic::error(
-                            "E0105",
+                            codes::E0105,
                             format!("the output `{out_name}` is defined twice"),
                         )
                         .with_primary(name_span, "defined again here")
@@ -171,7 +172,7 @@ impl Expander<'_, '_, '_, '_> {
                     }
                 }
                 Stmt::Return { span, .. } => self.ctx.error(
-                    "E0218",
+                    codes::E0218,
                     "`return` is only allowed in a block",
                     *span,
                     "a model declares `output NAME = ...` instead",
@@ -180,7 +181,7 @@ impl Expander<'_, '_, '_, '_> {
         }
         if outputs.is_empty() {
             self.ctx.error(
-                "E0218",
+                codes::E0218,
                 format!("model `{}` has no output", m.name.name),
                 m.name.span,
                 "a model needs at least one `output`",
@@ -188,7 +189,7 @@ impl Expander<'_, '_, '_, '_> {
         }
         if self.graph.inputs.is_empty() && !m.body.iter().any(|s| matches!(s, Stmt::Input { .. })) {
             self.ctx.error(
-                "E0218",
+                codes::E0218,
                 format!("model `{}` has no input", m.name.name),
                 m.name.span,
                 "declare one, e.g. `input x: f32[10]`",
@@ -202,8 +203,9 @@ impl Expander<'_, '_, '_, '_> {
             "f32" => Some(DType::F32),
             "i32" => Some(DType::I32),
             other => {
-                let mut d = Diagnostic::error("E0116", format!("unknown element type `{other}`"))
-                    .with_primary(dtype.span, "expected `f32` or `i32`");
+                let mut d =
+                    Diagnostic::error(codes::E0116, format!("unknown element type `{other}`"))
+                        .with_primary(dtype.span, "expected `f32` or `i32`");
                 if let Some(s) = suggest(other, ["f32", "i32"].into_iter()) {
                     d = d.with_help(format!("did you mean `{s}`?"));
                 }
@@ -222,7 +224,7 @@ impl Expander<'_, '_, '_, '_> {
         }
         if dims.is_empty() {
             self.ctx.error(
-                "E0201",
+                codes::E0201,
                 "an input needs at least one dimension",
                 name.span,
                 "declare its per-sample shape, e.g. `f32[10]`",
@@ -267,7 +269,7 @@ impl Expander<'_, '_, '_, '_> {
 
     fn bind(&mut self, env: &mut Env, name: &Ident, val: Val, is_let: bool) {
         if let Some(prev) = env.vars.get(&name.name) {
-            let d = Diagnostic::error("E0105", format!("`{}` is defined twice", name.name))
+            let d = Diagnostic::error(codes::E0105, format!("`{}` is defined twice", name.name))
                 .with_primary(name.span, "defined again here")
                 .with_secondary(prev.span, "first defined here")
                 .with_help("names are unique within a model or block");
@@ -298,7 +300,7 @@ impl Expander<'_, '_, '_, '_> {
         unused.sort_by_key(|b| b.span.start);
         for b in unused {
             let name = self.ctx.snippet(b.span);
-            let d = Diagnostic::warning("W0101", format!("unused `let`: `{name}`"))
+            let d = Diagnostic::warning(codes::W0101, format!("unused `let`: `{name}`"))
                 .with_primary(b.span, "never used")
                 .with_help(format!(
                     "use it, remove it, or name it `_{name}` to silence this warning"
@@ -312,7 +314,7 @@ impl Expander<'_, '_, '_, '_> {
         if self.graph.nodes.len() >= MAX_NODES && !self.too_large {
             self.too_large = true;
             self.ctx.error(
-                "E0219",
+                codes::E0219,
                 format!("model `{}` is too large", self.graph.name),
                 self.name_span,
                 format!("it expands to more than {MAX_NODES} layers"),
@@ -337,7 +339,7 @@ impl Expander<'_, '_, '_, '_> {
             }
             other => {
                 self.ctx.error(
-                    "E0215",
+                    codes::E0215,
                     format!("expected a tensor for {what}"),
                     span,
                     format!("found {}", other.describe()),
@@ -349,13 +351,13 @@ impl Expander<'_, '_, '_, '_> {
 
     fn unknown_name(&mut self, name: &str, span: Span) {
         if table::lookup_callable(name).is_some() || self.items.blocks.contains_key(name) {
-            let d = Diagnostic::error("E0215", format!("`{name}` needs a tensor input"))
+            let d = Diagnostic::error(codes::E0215, format!("`{name}` needs a tensor input"))
                 .with_primary(span, "used as a value")
                 .with_help(format!("use it as a pipeline stage: `x -> {name}`"));
             self.ctx.emit(d);
             return;
         }
-        let mut d = Diagnostic::error("E0102", format!("unknown name `{name}`"))
+        let mut d = Diagnostic::error(codes::E0102, format!("unknown name `{name}`"))
             .with_primary(span, "not found in this scope");
         if let Some((_, later)) = self.later.iter().find(|(n, _)| n == name) {
             d = d
@@ -397,7 +399,7 @@ impl Expander<'_, '_, '_, '_> {
             }
             ExprKind::Repeat { .. } => {
                 self.ctx.error(
-                    "E0215",
+                    codes::E0215,
                     "`repeat` must be a pipeline stage",
                     e.span,
                     "write `x -> repeat N { ... }`",
@@ -414,7 +416,7 @@ impl Expander<'_, '_, '_, '_> {
                 Val::Poison => Val::Poison,
                 Val::Tensor(_) => {
                     self.ctx.error(
-                        "E0216",
+                        codes::E0216,
                         "tensors cannot be negated",
                         e.span,
                         "unary `-` applies to numbers only",
@@ -423,7 +425,7 @@ impl Expander<'_, '_, '_, '_> {
                 }
                 other => {
                     self.ctx.error(
-                        "E0201",
+                        codes::E0201,
                         "cannot negate a value that is not a number",
                         e.span,
                         format!("this is {}", other.describe()),
@@ -440,7 +442,7 @@ impl Expander<'_, '_, '_, '_> {
             ),
             ExprKind::Dict(_) | ExprKind::Duration { .. } => {
                 self.ctx.error(
-                    "E0215",
+                    codes::E0215,
                     "this value is not allowed in a model",
                     e.span,
                     "dictionaries and durations belong in `train` sections",
@@ -465,9 +467,12 @@ impl Expander<'_, '_, '_, '_> {
                     return Val::Poison;
                 }
                 self.ctx.emit(
-                    Diagnostic::error("E0216", format!("`{}` combines two tensors", op.symbol()))
-                        .with_primary(span, format!("found a tensor and {}", other.describe()))
-                        .with_help("scale a tensor with `Rescale(factor, offset: ...)`"),
+                    Diagnostic::error(
+                        codes::E0216,
+                        format!("`{}` combines two tensors", op.symbol()),
+                    )
+                    .with_primary(span, format!("found a tensor and {}", other.describe()))
+                    .with_help("scale a tensor with `Rescale(factor, offset: ...)`"),
                 );
                 Val::Poison
             }
@@ -496,7 +501,7 @@ impl Expander<'_, '_, '_, '_> {
             BinOp::Mul => ("multiply", Op::Mul),
             BinOp::Div => {
                 self.ctx.emit(
-                    Diagnostic::error("E0216", "tensors cannot be divided")
+                    Diagnostic::error(codes::E0216, "tensors cannot be divided")
                         .with_primary(span, "`/` applies to numbers only")
                         .with_help("scale a tensor with `Rescale(factor)`"),
                 );
@@ -506,7 +511,7 @@ impl Expander<'_, '_, '_, '_> {
         if x.dtype != y.dtype {
             self.ctx.emit(
                 Diagnostic::error(
-                    "E0209",
+                    codes::E0209,
                     format!("element types do not match in `{}`", op.symbol()),
                 )
                 .with_primary(
@@ -522,7 +527,7 @@ impl Expander<'_, '_, '_, '_> {
         }
         if x.dtype == DType::I32 {
             self.ctx.error(
-                "E0209",
+                codes::E0209,
                 format!("`{}` needs f32 tensors", op.symbol()),
                 span,
                 format!("found {}", shape_str(x.dtype, &x.shape)),
@@ -530,16 +535,18 @@ impl Expander<'_, '_, '_, '_> {
             return Val::Poison;
         }
         let Some(shape) = broadcast(&x.shape, &y.shape) else {
-            let mut d =
-                Diagnostic::error("E0203", format!("shapes do not match in `{}`", op.symbol()))
-                    .with_primary(
-                        span,
-                        format!(
-                            "cannot {verb} {} and {}",
-                            shape_str(x.dtype, &x.shape),
-                            shape_str(y.dtype, &y.shape)
-                        ),
-                    );
+            let mut d = Diagnostic::error(
+                codes::E0203,
+                format!("shapes do not match in `{}`", op.symbol()),
+            )
+            .with_primary(
+                span,
+                format!(
+                    "cannot {verb} {} and {}",
+                    shape_str(x.dtype, &x.shape),
+                    shape_str(y.dtype, &y.shape)
+                ),
+            );
             let shrinks: Vec<&(Span, String)> =
                 [&x.shrink, &y.shrink].into_iter().flatten().collect();
             if shrinks.is_empty() {
@@ -596,7 +603,7 @@ impl Expander<'_, '_, '_, '_> {
                         b.used = true;
                     }
                     self.ctx.error(
-                        "E0215",
+                        codes::E0215,
                         format!("`{}` is a value, not a pipeline stage", id.name),
                         stage.span,
                         "expected a layer, function, block or `repeat`",
@@ -622,7 +629,7 @@ impl Expander<'_, '_, '_, '_> {
                 };
                 if n > MAX_REPEAT {
                     self.ctx.error(
-                        "E0202",
+                        codes::E0202,
                         "the repeat count is too large",
                         count.span,
                         format!("at most {MAX_REPEAT}"),
@@ -644,7 +651,7 @@ impl Expander<'_, '_, '_, '_> {
             }
             _ => {
                 self.ctx.error(
-                    "E0215",
+                    codes::E0215,
                     "expected a pipeline stage",
                     stage.span,
                     "a stage is a layer, function, block call or `repeat`",
@@ -721,7 +728,7 @@ impl Expander<'_, '_, '_, '_> {
         } else {
             "function or block"
         };
-        let mut d = Diagnostic::error("E0101", format!("unknown {what} `{}`", callee.name))
+        let mut d = Diagnostic::error(codes::E0101, format!("unknown {what} `{}`", callee.name))
             .with_primary(
                 callee.span,
                 "not a built-in layer, function or block in this file",
@@ -830,9 +837,12 @@ impl Expander<'_, '_, '_, '_> {
             format!("{min} to {max} tensor inputs")
         };
         self.ctx.emit(
-            Diagnostic::error("E0204", format!("`{what}` takes {expected}, found {found}"))
-                .with_primary(span, format!("{found} tensor input{} here", plural(found)))
-                .with_note("in a pipeline, the incoming value is the first tensor input"),
+            Diagnostic::error(
+                codes::E0204,
+                format!("`{what}` takes {expected}, found {found}"),
+            )
+            .with_primary(span, format!("{found} tensor input{} here", plural(found)))
+            .with_note("in a pipeline, the incoming value is the first tensor input"),
         );
     }
 
@@ -851,7 +861,7 @@ impl Expander<'_, '_, '_, '_> {
                     && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !valid {
                     self.ctx.error(
-                        "E0201",
+                        codes::E0201,
                         "a layer name must be an identifier",
                         vspan,
                         format!("{s:?} is not an identifier"),
@@ -860,7 +870,7 @@ impl Expander<'_, '_, '_, '_> {
                 }
                 if let Some(prev) = scope.taken.get(&s) {
                     let mut d = Diagnostic::error(
-                        "E0105",
+                        codes::E0105,
                         format!("the layer name `{s}` is already used in this scope"),
                     )
                     .with_primary(vspan, "used again here");
@@ -888,7 +898,7 @@ impl Expander<'_, '_, '_, '_> {
             Some((Val::Poison, _, _)) => None,
             Some((other, vspan, _)) => {
                 self.ctx.error(
-                    "E0201",
+                    codes::E0201,
                     "`name` must be a string",
                     vspan,
                     format!(
@@ -909,7 +919,7 @@ impl Expander<'_, '_, '_, '_> {
                 };
                 if let Some(Some(explicit)) = scope.taken.get(&name) {
                     let d = Diagnostic::error(
-                        "E0105",
+                        codes::E0105,
                         format!("the layer name `{name}` is already used in this scope"),
                     )
                     .with_primary(span, format!("this layer would be named `{name}`"))
@@ -943,7 +953,7 @@ impl Expander<'_, '_, '_, '_> {
         if sig.kind == Kind::Function {
             if let Some((_, _, key_span)) = &name_arg {
                 self.ctx.error(
-                    "E0103",
+                    codes::E0103,
                     format!("the function `{}` takes no `name`", sig.name),
                     *key_span,
                     "functions own no weights, so they are not named",
@@ -998,7 +1008,7 @@ impl Expander<'_, '_, '_, '_> {
                     .any(|p| layers::numel(&p.shape).is_none_or(|n| n > MAX_PARAM_ELEMENTS))
                 {
                     self.ctx.error(
-                        "E0210",
+                        codes::E0210,
                         format!("`{}` would have too many parameters", sig.name),
                         span,
                         format!("more than {MAX_PARAM_ELEMENTS} in one tensor"),
@@ -1081,7 +1091,7 @@ impl Expander<'_, '_, '_, '_> {
                     } else {
                         ok = false;
                         self.ctx.error(
-                            "E0207",
+                            codes::E0207,
                             format!("too many arguments to block `{}`", callee.name),
                             a.span,
                             format!(
@@ -1097,7 +1107,7 @@ impl Expander<'_, '_, '_, '_> {
                     Some(i) if slots[i].is_some() => {
                         ok = false;
                         self.ctx.error(
-                            "E0105",
+                            codes::E0105,
                             format!("argument `{}` is given twice", key.name),
                             key.span,
                             "given again here",
@@ -1108,7 +1118,7 @@ impl Expander<'_, '_, '_, '_> {
                         ok = false;
                         unknown_name = true;
                         let mut d = Diagnostic::error(
-                            "E0103",
+                            codes::E0103,
                             format!("block `{}` has no parameter `{}`", callee.name, key.name),
                         )
                         .with_primary(key.span, "unknown argument")
@@ -1140,7 +1150,7 @@ impl Expander<'_, '_, '_, '_> {
                         }
                         self.ctx.emit(
                             Diagnostic::error(
-                                "E0206",
+                                codes::E0206,
                                 format!(
                                     "block `{}` needs the argument `{}`",
                                     callee.name, p.name.name
@@ -1211,7 +1221,7 @@ impl Expander<'_, '_, '_, '_> {
                     let v = self.eval(value, &mut env, &mut inner);
                     if result.is_some() {
                         self.ctx.error(
-                            "E0218",
+                            codes::E0218,
                             "a block returns once",
                             stmt.span(),
                             "second `return`",
@@ -1221,7 +1231,7 @@ impl Expander<'_, '_, '_, '_> {
                     }
                 }
                 Stmt::Input { span, .. } | Stmt::Output { span, .. } => self.ctx.error(
-                    "E0218",
+                    codes::E0218,
                     "`input` and `output` belong in a model",
                     *span,
                     "a block takes parameters and ends with `return`",
@@ -1230,7 +1240,7 @@ impl Expander<'_, '_, '_, '_> {
         }
         if result.is_none() {
             self.ctx.error(
-                "E0218",
+                codes::E0218,
                 format!("block `{}` has no `return`", callee.name),
                 block.name.span,
                 "end the block with `return EXPR`",
@@ -1245,7 +1255,7 @@ impl Expander<'_, '_, '_, '_> {
                 Val::Poison => Val::Poison,
                 other => {
                     self.ctx.error(
-                        "E0215",
+                        codes::E0215,
                         "a block must return a tensor",
                         vspan,
                         format!("found {}", other.describe()),

@@ -9,6 +9,7 @@ use super::table::{self, Kind, Range};
 use super::values::{const_eval, shape_str, Sym, Val};
 use super::{suggest, Ctx};
 use crate::graph::{Activation, ModelGraph, Op};
+use fm_codes as codes;
 use fm_grammar::ast::{Entry, Ident, Section, Span};
 use fm_grammar::Diagnostic;
 use fm_runtime::config::{
@@ -45,8 +46,9 @@ fn pick_model<'m>(
         Some(name) => {
             let found = models.iter().find(|m| m.name == name.name);
             if found.is_none() {
-                let mut d = Diagnostic::error("E0107", format!("unknown model `{}`", name.name))
-                    .with_primary(name.span, "no model with this name in this file");
+                let mut d =
+                    Diagnostic::error(codes::E0107, format!("unknown model `{}`", name.name))
+                        .with_primary(name.span, "no model with this name in this file");
                 if let Some(sg) = suggest(&name.name, models.iter().map(|m| m.name.as_str())) {
                     d = d.with_help(format!("did you mean `{sg}`?"));
                 }
@@ -58,7 +60,7 @@ fn pick_model<'m>(
             [only] => Some(only),
             [] => {
                 ctx.error(
-                    "E0107",
+                    codes::E0107,
                     "this `train` section has no model to train",
                     head_span(s),
                     "the file declares no model",
@@ -68,7 +70,7 @@ fn pick_model<'m>(
             _ => {
                 let names: Vec<String> = models.iter().map(|m| format!("`{}`", m.name)).collect();
                 ctx.emit(
-                    Diagnostic::error("E0107", "which model does this `train` section train?")
+                    Diagnostic::error(codes::E0107, "which model does this `train` section train?")
                         .with_primary(head_span(s), "the file has several models")
                         .with_help(format!("name one: `train {} {{ ... }}`", models[0].name))
                         .with_note(format!("the models are {}", names.join(", "))),
@@ -109,7 +111,7 @@ fn resolve(
                 }
                 None => {
                     let mut d =
-                        Diagnostic::error("E0108", format!("unknown data section `{name}`"))
+                        Diagnostic::error(codes::E0108, format!("unknown data section `{name}`"))
                             .with_primary(name_span, "no `data` section with this name");
                     if let Some(sg) = suggest(&name, data.iter().map(|d| d.name.as_str())) {
                         d = d.with_help(format!("did you mean `{sg}`?"));
@@ -122,7 +124,7 @@ fn resolve(
             Val::Poison => None,
             other => {
                 ctx.error(
-                    "E0201",
+                    codes::E0201,
                     "`data` must name a `data` section",
                     e.value.span,
                     format!("found {}", other.describe()),
@@ -139,7 +141,7 @@ fn resolve(
         Some(e) => losses(ctx, e, by_key.get("loss_weights").copied(), graph),
         None => {
             ctx.error(
-                "E0304",
+                codes::E0304,
                 "this `train` section needs a `loss`",
                 head_span(s),
                 "add e.g. `loss: sparse_categorical_crossentropy`",
@@ -243,7 +245,7 @@ fn resolve(
         }
         for (m, span) in monitors {
             if !logged.contains(&m) {
-                let mut d = Diagnostic::warning("W0102", format!("no metric produces `{m}`"))
+                let mut d = Diagnostic::warning(codes::W0102, format!("no metric produces `{m}`"))
                     .with_primary(span, "this monitor is never logged");
                 if m.starts_with("val_") && *validation == Validation::None {
                     d = d.with_help(
@@ -332,7 +334,7 @@ fn bind_sym(
     let Val::Sym(sym) = v else {
         if !matches!(v, Val::Poison) {
             ctx.error(
-                "E0201",
+                codes::E0201,
                 format!("expected a {}", kind.noun()),
                 span,
                 format!("found {}", v.describe()),
@@ -342,10 +344,10 @@ fn bind_sym(
     };
     let Some(sig) = table::lookup(kind, &sym.name) else {
         let code = match kind {
-            Kind::Loss => "E0109",
-            Kind::Optimizer => "E0110",
-            Kind::Schedule => "E0111",
-            _ => "E0112",
+            Kind::Loss => codes::E0109,
+            Kind::Optimizer => codes::E0110,
+            Kind::Schedule => codes::E0111,
+            _ => codes::E0112,
         };
         let mut d = Diagnostic::error(code, format!("unknown {} `{}`", kind.noun(), sym.name))
             .with_primary(sym.name_span, format!("not a known {}", kind.noun()));
@@ -439,7 +441,7 @@ fn losses(
                 for o in &g.outputs {
                     if !per_output.iter().any(|(n, _, _)| *n == o.name) {
                         ctx.error(
-                            "E0305",
+                            codes::E0305,
                             format!("the output `{}` has no loss", o.name),
                             e.value.span,
                             format!("add `{}: ...` here", o.name),
@@ -482,7 +484,7 @@ fn losses(
             Val::Poison => ok = false,
             other => {
                 ctx.error(
-                    "E0201",
+                    codes::E0201,
                     "`loss_weights` must be a dictionary",
                     w.value.span,
                     format!(
@@ -509,7 +511,7 @@ fn losses(
         let misfit = |ctx: &mut Ctx, msg: String, help: &str| {
             ctx.emit(
                 Diagnostic::error(
-                    "E0301",
+                    codes::E0301,
                     format!("`{lname}` does not fit the output `{name}`"),
                 )
                 .with_primary(span, msg)
@@ -551,7 +553,7 @@ fn losses(
                 {
                     ctx.emit(
                         Diagnostic::warning(
-                            "W0103",
+                            codes::W0103,
                             "`from_logits: true` on an output that is already a probability",
                         )
                         .with_primary(span, "the output ends in softmax")
@@ -586,7 +588,7 @@ fn losses(
 
 fn unknown_output(ctx: &mut Ctx, k: &Ident, g: &ModelGraph) {
     let mut d = Diagnostic::error(
-        "E0305",
+        codes::E0305,
         format!("model `{}` has no output `{}`", g.name, k.name),
     )
     .with_primary(k.span, "unknown output");
@@ -636,7 +638,7 @@ fn optimizer(ctx: &mut Ctx, e: &Entry) -> Option<OptimizerSpec> {
         let span = b.given(name).map(|(_, s)| *s).unwrap_or(e.value.span);
         if let Some((fname, fspan)) = first {
             ctx.emit(
-                Diagnostic::error("E0302", "at most one clipping option")
+                Diagnostic::error(codes::E0302, "at most one clipping option")
                     .with_primary(span, format!("`{name}` given as well"))
                     .with_secondary(fspan, format!("`{fname}` given here"))
                     .with_help("keep one of `clip_norm`, `global_clip_norm`, `clip_value`"),
@@ -713,7 +715,7 @@ fn validation(
                 if let Some(d) = data {
                     if d.test.is_none() {
                         ctx.emit(
-                            Diagnostic::error("E0307", format!("data section `{}` has no test split", d.name))
+                            Diagnostic::error(codes::E0307, format!("data section `{}` has no test split", d.name))
                                 .with_primary(*name_span, "`validation: test` needs one")
                                 .with_help("add `test: ...` to the data section, or use `validation: split(0.2)`"),
                         );
@@ -766,7 +768,7 @@ fn validation(
         Val::Poison => None,
         other => {
             ctx.error(
-                "E0201",
+                codes::E0201,
                 "`validation` must be `none`, `test` or `split(f)`",
                 e.value.span,
                 format!("found {}", other.describe()),
@@ -827,7 +829,7 @@ fn metrics(
         };
         if out.contains(&m) {
             ctx.error(
-                "E0105",
+                codes::E0105,
                 format!("the metric `{}` is listed twice", sig.name),
                 span,
                 "listed again here",
@@ -846,7 +848,7 @@ fn dict_entries(ctx: &mut Ctx, e: &Entry) -> Option<Vec<(Ident, Val, Span)>> {
         Val::Poison => None,
         other => {
             ctx.error(
-                "E0201",
+                codes::E0201,
                 format!("`{}` must be a dictionary", e.key.name),
                 e.value.span,
                 format!(
@@ -872,8 +874,11 @@ fn dict_check<'d>(
     for en in entries {
         let k = &en.0;
         if !keys.contains(&k.name.as_str()) {
-            let mut d = Diagnostic::error("E0113", format!("unknown key `{}` in `{what}`", k.name))
-                .with_primary(k.span, "unknown key");
+            let mut d = Diagnostic::error(
+                codes::E0113,
+                format!("unknown key `{}` in `{what}`", k.name),
+            )
+            .with_primary(k.span, "unknown key");
             if let Some(s) = suggest(&k.name, keys.iter().copied()) {
                 d = d.with_help(format!("did you mean `{s}`?"));
             }
@@ -881,7 +886,7 @@ fn dict_check<'d>(
             ok = false;
         } else if seen.contains(&k.name.as_str()) {
             ctx.error(
-                "E0105",
+                codes::E0105,
                 format!("the key `{}` is given twice", k.name),
                 k.span,
                 "given again here",
@@ -1010,7 +1015,7 @@ fn data_fits_inputs(
     };
     let names: Vec<String> = inputs.iter().map(|k| format!("`{k}`")).collect();
     ctx.emit(
-        Diagnostic::error("E0306", "the data does not match the model's inputs")
+        Diagnostic::error(codes::E0306, "the data does not match the model's inputs")
             .with_primary(span, message)
             .with_note(format!("model `{}` takes {}", g.name, names.join(", ")))
             .with_help("name one npz key per input: `npz(\"data.npz\", x: { input: \"key\", ... }, y: \"labels\")`"),
