@@ -1,11 +1,7 @@
-<<<<<<< HEAD
-//! `fmc compile FILE --emit KIND [-o OUT]`. `ast` is the parser's dump; `ir` and `ir-opt`
-//! print the tensor IR, `rust` the code `model!` expands to, `clif` the JIT's Cranelift IR.
-=======
 //! `fmc compile FILE --emit KIND [-o OUT]`. `ast` is the parser's dump; `ir` and `ir-opt` the
-//! tensor IR before and after the passes; `clif` the JIT's Cranelift IR (`rust` is not written
-//! yet). FILE may also be an IR function in text form (`.fmir`), for `ir`, `ir-opt` and `clif`.
->>>>>>> main
+//! tensor IR before and after the passes; `rust` the code `model!` expands to; `clif` the JIT's
+//! Cranelift IR. FILE may also be an IR function in text form (`.fmir`), for `ir`, `ir-opt` and
+//! `clif`.
 
 use super::{EmitKind, Global};
 use fm_compiler::diag::SourceFile;

@@ -317,25 +317,19 @@ impl Emitter<'_> {
     }
 
     fn write_loop(&mut self, name: &str, len: &str, reads: &[(String, bool)], body: &str) {
-        let _ = writeln!(self.out, "let {name}: Vec<f32> = {{");
+        let _ = writeln!(self.out, "let mut {name} = vec![0.0f32; {len}];");
         let full: Vec<&String> = reads.iter().filter(|r| r.1).map(|r| &r.0).collect();
-        if !full.is_empty() {
-            // Re-sliced to the loop's length so the compiler drops the bounds checks.
-            if full.len() == 1 {
-                let _ = writeln!(self.out, "let {0} = &{0}[..{len}];", full[0]);
-            } else {
-                let names: Vec<&str> = full.iter().map(|s| s.as_str()).collect();
-                let slices: Vec<String> = full.iter().map(|s| format!("&{s}[..{len}]")).collect();
-                let _ = writeln!(
-                    self.out,
-                    "let ({}) = ({});",
-                    names.join(", "),
-                    slices.join(", ")
-                );
-            }
+        self.out.push_str("{\n");
+        // Every slice re-sliced to the loop's length, so the compiler drops the bounds checks
+        // and vectorizes the loop.
+        for r in &full {
+            let _ = writeln!(self.out, "let {r} = &{r}[..{len}];");
         }
-        let _ = writeln!(self.out, "(0..{len}).map(|i| {body}).collect()");
-        self.out.push_str("};\n");
+        let _ = writeln!(
+            self.out,
+            "for (i, out) in {name}.iter_mut().enumerate() {{ *out = {body}; }}"
+        );
+        self.out.push_str("}\n");
     }
 
     fn body(&mut self) {
