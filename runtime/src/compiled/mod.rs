@@ -75,12 +75,36 @@ pub enum ResultKind {
     Slot(usize),
 }
 
-/// The batch size and random stream of one call.
-#[derive(Clone, Copy, Debug)]
+/// The batch size and random stream of one call, and the first error a kernel reported.
+#[derive(Debug)]
 pub struct Ctx {
     pub batch: usize,
     pub seed: u64,
     pub step: u64,
+    error: std::cell::RefCell<Option<RuntimeError>>,
+}
+
+impl Ctx {
+    pub fn new(batch: usize, seed: u64, step: u64) -> Ctx {
+        Ctx {
+            batch,
+            seed,
+            step,
+            error: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// Records a kernel's error (the first one is kept).
+    pub fn fail(&self, e: RuntimeError) {
+        let mut slot = self.error.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+
+    pub fn take_error(&self) -> Option<RuntimeError> {
+        self.error.borrow_mut().take()
+    }
 }
 
 /// An argument of a generated function: row-major data.
@@ -116,7 +140,7 @@ impl<'a> Arg<'a> {
 pub struct FnDef {
     pub args: &'static [ArgKind],
     pub results: &'static [ResultKind],
-    pub run: fn(&Ctx, &[Arg<'_>]) -> Result<Vec<Vec<f32>>, RuntimeError>,
+    pub run: fn(&Ctx, &[Arg<'_>]) -> Vec<Vec<f32>>,
 }
 
 /// Everything generated code tells the runtime about a model.
@@ -368,12 +392,12 @@ impl Model {
                 ArgKind::Step => Arg::F32(&step),
             })
             .collect();
-        let ctx = Ctx {
-            batch,
-            seed: self.spec.seed,
-            step: self.step,
-        };
-        (f.run)(&ctx, &args)
+        let ctx = Ctx::new(batch, self.spec.seed, self.step);
+        let results = (f.run)(&ctx, &args);
+        match ctx.take_error() {
+            Some(e) => Err(e),
+            None => Ok(results),
+        }
     }
 
     fn outputs(&self, batch: usize, results: Vec<Vec<f32>>, f: &FnDef) -> Vec<Tensor> {

@@ -11,8 +11,16 @@ use crate::RuntimeError;
 
 pub use crate::random::uniform;
 
-fn kernel_error(e: kernels::KernelError) -> RuntimeError {
-    RuntimeError::backend(format!("internal error in generated code: {e}"))
+/// The output of a kernel call: `len` values, or zeros and the error recorded in `ctx` (the
+/// generated function has no early returns, so it stays small to compile; the caller checks
+/// [`super::Ctx::take_error`] afterwards).
+fn output(ctx: &super::Ctx, len: usize, f: impl FnOnce(&mut [f32]) -> Result<(), kernels::KernelError>) -> Vec<f32> {
+    let mut out = vec![0.0; len];
+    if let Err(e) = f(&mut out) {
+        ctx.fail(RuntimeError::backend(format!("internal error in generated code: {e}")));
+        out.iter_mut().for_each(|v| *v = 0.0);
+    }
+    out
 }
 
 /// NaN-propagating maximum (the IR's `max`; `f32::max` ignores NaN).
@@ -78,6 +86,7 @@ pub fn erf(x: f32) -> f32 {
 /// `ta`), `b` is `[lead, k, n]` (`[lead, n, k]` when `tb`); returns `[lead, m, n]`.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
+    ctx: &super::Ctx,
     a: &[f32],
     b: &[f32],
     lead: usize,
@@ -86,28 +95,26 @@ pub fn matmul(
     n: usize,
     ta: bool,
     tb: bool,
-) -> Result<Vec<f32>, RuntimeError> {
-    let mut out = vec![0.0; lead * m * n];
-    for i in 0..lead {
-        let a_i = &a[(i * m * k).min(a.len())..((i + 1) * m * k).min(a.len())];
-        let b_i = &b[(i * k * n).min(b.len())..((i + 1) * k * n).min(b.len())];
-        let am = if ta {
-            MatRef::row_major(a_i, k, m).map(MatRef::t)
-        } else {
-            MatRef::row_major(a_i, m, k)
+) -> Vec<f32> {
+    output(ctx, lead * m * n, |out| {
+        for i in 0..lead {
+            let a_i = a.get(i * m * k..(i + 1) * m * k).unwrap_or(&[]);
+            let b_i = b.get(i * k * n..(i + 1) * k * n).unwrap_or(&[]);
+            let am = if ta {
+                MatRef::row_major(a_i, k, m).map(MatRef::t)
+            } else {
+                MatRef::row_major(a_i, m, k)
+            }?;
+            let bm = if tb {
+                MatRef::row_major(b_i, n, k).map(MatRef::t)
+            } else {
+                MatRef::row_major(b_i, k, n)
+            }?;
+            let c = MatMut::row_major(&mut out[i * m * n..(i + 1) * m * n], m, n)?;
+            kernels::gemm(1.0, am, bm, 0.0, c, 0)?;
         }
-        .map_err(kernel_error)?;
-        let bm = if tb {
-            MatRef::row_major(b_i, n, k).map(MatRef::t)
-        } else {
-            MatRef::row_major(b_i, k, n)
-        }
-        .map_err(kernel_error)?;
-        let c = MatMut::row_major(&mut out[i * m * n..(i + 1) * m * n], m, n)
-            .map_err(kernel_error)?;
-        kernels::gemm(1.0, am, bm, 0.0, c, 0).map_err(kernel_error)?;
-    }
-    Ok(out)
+        Ok(())
+    })
 }
 
 /// The geometry of a 2-D convolution of `[batch, h, w, c]` by `[kh, kw, c, f]`.
@@ -137,37 +144,31 @@ pub fn conv_shape(
     }
 }
 
-fn conv_lens(s: &Conv2dShape) -> Result<kernels::Conv2dDims, RuntimeError> {
-    s.dims().map_err(kernel_error)
-}
-
-/// NHWC convolution, no bias.
-pub fn conv2d(s: &Conv2dShape, x: &[f32], k: &[f32]) -> Result<Vec<f32>, RuntimeError> {
-    let mut out = vec![0.0; conv_lens(s)?.output_len];
-    kernels::conv2d_forward(s, x, k, &mut out, 0).map_err(kernel_error)?;
-    Ok(out)
+/// NHWC convolution, no bias, into `len` outputs.
+pub fn conv2d(ctx: &super::Ctx, s: &Conv2dShape, x: &[f32], k: &[f32], len: usize) -> Vec<f32> {
+    output(ctx, len, |out| kernels::conv2d_forward(s, x, k, out, 0))
 }
 
 /// Gradient of [`conv2d`] w.r.t. its input.
 pub fn conv2d_back_input(
+    ctx: &super::Ctx,
     s: &Conv2dShape,
     dy: &[f32],
     k: &[f32],
-) -> Result<Vec<f32>, RuntimeError> {
-    let mut out = vec![0.0; conv_lens(s)?.input_len];
-    kernels::conv2d_backward_input(s, dy, k, &mut out, 0).map_err(kernel_error)?;
-    Ok(out)
+    len: usize,
+) -> Vec<f32> {
+    output(ctx, len, |out| kernels::conv2d_backward_input(s, dy, k, out, 0))
 }
 
 /// Gradient of [`conv2d`] w.r.t. its kernel.
 pub fn conv2d_back_kernel(
+    ctx: &super::Ctx,
     s: &Conv2dShape,
     x: &[f32],
     dy: &[f32],
-) -> Result<Vec<f32>, RuntimeError> {
-    let mut out = vec![0.0; conv_lens(s)?.kernel_len];
-    kernels::conv2d_backward_kernel(s, x, dy, &mut out, 0).map_err(kernel_error)?;
-    Ok(out)
+    len: usize,
+) -> Vec<f32> {
+    output(ctx, len, |out| kernels::conv2d_backward_kernel(s, x, dy, out, 0))
 }
 
 /// The geometry of pooling `[batch, h, w, c]`.
@@ -191,33 +192,27 @@ pub fn pool_shape(
     }
 }
 
-fn pool_lens(s: &Pool2dShape) -> Result<kernels::Pool2dDims, RuntimeError> {
-    s.dims().map_err(kernel_error)
+pub fn max_pool2d(ctx: &super::Ctx, s: &Pool2dShape, x: &[f32], len: usize) -> Vec<f32> {
+    output(ctx, len, |out| kernels::max_pool2d_forward(s, x, out))
 }
 
-pub fn max_pool2d(s: &Pool2dShape, x: &[f32]) -> Result<Vec<f32>, RuntimeError> {
-    let mut out = vec![0.0; pool_lens(s)?.output_len];
-    kernels::max_pool2d_forward(s, x, &mut out).map_err(kernel_error)?;
-    Ok(out)
-}
-
-pub fn avg_pool2d(s: &Pool2dShape, x: &[f32]) -> Result<Vec<f32>, RuntimeError> {
-    let mut out = vec![0.0; pool_lens(s)?.output_len];
-    kernels::avg_pool2d_forward(s, x, &mut out).map_err(kernel_error)?;
-    Ok(out)
+pub fn avg_pool2d(ctx: &super::Ctx, s: &Pool2dShape, x: &[f32], len: usize) -> Vec<f32> {
+    output(ctx, len, |out| kernels::avg_pool2d_forward(s, x, out))
 }
 
 /// Gradient of [`max_pool2d`]: each window's gradient goes to its first maximum.
-pub fn max_pool2d_back(s: &Pool2dShape, x: &[f32], dy: &[f32]) -> Result<Vec<f32>, RuntimeError> {
-    let mut out = vec![0.0; pool_lens(s)?.input_len];
-    kernels::max_pool2d_backward(s, x, dy, &mut out).map_err(kernel_error)?;
-    Ok(out)
+pub fn max_pool2d_back(
+    ctx: &super::Ctx,
+    s: &Pool2dShape,
+    x: &[f32],
+    dy: &[f32],
+    len: usize,
+) -> Vec<f32> {
+    output(ctx, len, |out| kernels::max_pool2d_backward(s, x, dy, out))
 }
 
-pub fn avg_pool2d_back(s: &Pool2dShape, dy: &[f32]) -> Result<Vec<f32>, RuntimeError> {
-    let mut out = vec![0.0; pool_lens(s)?.input_len];
-    kernels::avg_pool2d_backward(s, dy, &mut out).map_err(kernel_error)?;
-    Ok(out)
+pub fn avg_pool2d_back(ctx: &super::Ctx, s: &Pool2dShape, dy: &[f32], len: usize) -> Vec<f32> {
+    output(ctx, len, |out| kernels::avg_pool2d_backward(s, dy, out))
 }
 
 /// `(outer, size, inner)` of `dims` around `axis`.

@@ -1,6 +1,7 @@
 //! One IR function as a Rust function over slices.
 //!
-//! Every value gets one of four representations:
+//! The function has no early return (kernels record errors in the `Ctx`), which keeps it cheap to
+//! compile. Every value gets one of four representations:
 //! - a scalar (`f32` local or literal) when it has exactly one element,
 //! - a splat (a scalar broadcast to a shape), materialised only where a kernel needs it,
 //! - an inline expression: an elementwise value with one user that is itself elementwise, so a
@@ -15,6 +16,26 @@ use super::Notes;
 use crate::ir::*;
 use fm_runtime::tensor::DType;
 use std::fmt::Write;
+
+/// For each value, the layer it is the output of: the last instruction of each layer's forward
+/// computation, when the layer has a name.
+fn layer_outputs(f: &Function, notes: &Notes) -> Vec<Option<String>> {
+    let mut last = std::collections::HashMap::new();
+    for (v, inst) in f.insts.iter().enumerate() {
+        if let Origin::Node(n) = inst.origin {
+            if !matches!(inst.op, Op::Arg { .. } | Op::Const { .. }) {
+                last.insert(n, v);
+            }
+        }
+    }
+    let mut out = vec![None; f.insts.len()];
+    for (n, v) in last {
+        if let Some(Some(name)) = notes.idents.get(n) {
+            out[v] = Some(name.clone());
+        }
+    }
+    out
+}
 
 /// Fused expressions stop growing at this depth (a recurrence unrolled over time would
 /// otherwise become one expression hundreds of operations deep).
@@ -179,6 +200,10 @@ struct Emitter<'a> {
     used_names: std::collections::HashSet<String>,
     /// Splats materialised for kernels (their elementwise users keep reading the scalar).
     splats: std::collections::HashMap<ValueId, String>,
+    /// The local name of each value's buffer, once chosen.
+    names: Vec<Option<String>>,
+    /// Per value: the layer whose output it is (the last instruction of the layer's forward).
+    layer_output: Vec<Option<String>>,
 }
 
 /// Emits `fn NAME(ctx: &Ctx, args: &[Arg<'_>]) -> Result<Vec<Vec<f32>>, Error>` for `f`.
@@ -203,12 +228,14 @@ pub fn emit_function(f: &Function, name: &str, notes: &Notes) -> String {
         last_note: None,
         used_names: Default::default(),
         splats: Default::default(),
+        names: vec![None; f.insts.len()],
+        layer_output: layer_outputs(f, notes),
     };
     e.body();
     let mut head = String::new();
     let _ = writeln!(
         head,
-        "#[allow(unused_variables, clippy::all)] fn {name}(ctx: &Ctx, args: &[Arg<'_>]) -> Result<Vec<Vec<f32>>, Error> {{"
+        "#[allow(unused_variables, clippy::all)] fn {name}(ctx: &Ctx, args: &[Arg<'_>]) -> Vec<Vec<f32>> {{"
     );
     head.push_str("let n = ctx.batch;\n");
     head.push_str(&e.out);
@@ -292,7 +319,7 @@ impl Emitter<'_> {
 
     /// Writes the loop computing `v` into a new buffer; returns its name.
     fn materialize(&mut self, v: ValueId) -> String {
-        let name = format!("v{v}");
+        let name = self.buffer_name(v);
         let len = len_expr(&self.f.insts[v].shape);
         match self.repr(v).clone() {
             Repr::Splat(s) => {
@@ -366,7 +393,20 @@ impl Emitter<'_> {
             results.push(expr);
         }
         let _ = writeln!(self.out, "{}", super::comment(&format!("results: {}", comment.join(", "))));
-        let _ = writeln!(self.out, "Ok(vec![{}])", results.join(", "));
+        let _ = writeln!(self.out, "vec![{}]", results.join(", "));
+    }
+
+    /// The name of `v`'s buffer: the layer's name for a layer's output (`dense_1`), else `vN`.
+    fn buffer_name(&mut self, v: ValueId) -> String {
+        if let Some(n) = &self.names[v] {
+            return n.clone();
+        }
+        let name = match self.layer_output[v].clone() {
+            Some(layer) => self.fresh(&layer),
+            None => format!("v{v}"),
+        };
+        self.names[v] = Some(name.clone());
+        name
     }
 
     fn fresh(&mut self, base: &str) -> String {
@@ -382,7 +422,8 @@ impl Emitter<'_> {
     fn inst(&mut self, v: ValueId) {
         let inst = &self.f.insts[v];
         let shape = inst.shape.clone();
-        let name = format!("v{v}");
+        let name = self.buffer_name(v);
+        let inst = &self.f.insts[v];
         let len = len_expr(&shape);
         let a = inst.args.clone();
         let unit = is_unit(&shape) && inst.dtype == DType::F32;
@@ -614,7 +655,7 @@ impl Emitter<'_> {
                 let x = self.slice(a[0]);
                 let y = self.slice(a[1]);
                 format!(
-                    "ops::matmul({x}, {y}, {lead}, {}, {}, {}, {transpose_a}, {transpose_b})?",
+                    "ops::matmul(ctx, {x}, {y}, {lead}, {}, {}, {}, {transpose_a}, {transpose_b})",
                     dim_expr(&m),
                     dim_expr(&k),
                     dim_expr(&nn)
@@ -626,28 +667,28 @@ impl Emitter<'_> {
                 let geo = conv_geometry(&xs, &ks, window);
                 let x = self.slice(a[0]);
                 let k = self.slice(a[1]);
-                format!("ops::conv2d(&{geo}, {x}, {k})?")
+                format!("ops::conv2d(ctx, &{geo}, {x}, {k}, {})", len_expr(shape))
             }
             Op::Conv2dBackInput { window, .. } => {
                 let ks = shape_of(a[1]);
                 let geo = conv_geometry(shape, &ks, window);
                 let dy = self.slice(a[0]);
                 let k = self.slice(a[1]);
-                format!("ops::conv2d_back_input(&{geo}, {dy}, {k})?")
+                format!("ops::conv2d_back_input(ctx, &{geo}, {dy}, {k}, {})", len_expr(shape))
             }
             Op::Conv2dBackKernel { window } => {
                 let xs = shape_of(a[0]);
                 let geo = conv_geometry(&xs, shape, window);
                 let x = self.slice(a[0]);
                 let dy = self.slice(a[1]);
-                format!("ops::conv2d_back_kernel(&{geo}, {x}, {dy})?")
+                format!("ops::conv2d_back_kernel(ctx, &{geo}, {x}, {dy}, {})", len_expr(shape))
             }
             Op::Pool2d { kind, window } => {
                 let geo = pool_geometry(&shape_of(a[0]), window);
                 let x = self.slice(a[0]);
                 match kind {
-                    PoolKind::Max => format!("ops::max_pool2d(&{geo}, {x})?"),
-                    PoolKind::Avg => format!("ops::avg_pool2d(&{geo}, {x})?"),
+                    PoolKind::Max => format!("ops::max_pool2d(ctx, &{geo}, {x}, {})", len_expr(shape)),
+                    PoolKind::Avg => format!("ops::avg_pool2d(ctx, &{geo}, {x}, {})", len_expr(shape)),
                 }
             }
             Op::Pool2dBack { kind, window } => {
@@ -655,8 +696,12 @@ impl Emitter<'_> {
                 let x = self.slice(a[0]);
                 let dy = self.slice(a[1]);
                 match kind {
-                    PoolKind::Max => format!("ops::max_pool2d_back(&{geo}, {x}, {dy})?"),
-                    PoolKind::Avg => format!("ops::avg_pool2d_back(&{geo}, {dy})?"),
+                    PoolKind::Max => {
+                        format!("ops::max_pool2d_back(ctx, &{geo}, {x}, {dy}, {})", len_expr(shape))
+                    }
+                    PoolKind::Avg => {
+                        format!("ops::avg_pool2d_back(ctx, &{geo}, {dy}, {})", len_expr(shape))
+                    }
                 }
             }
             Op::Permute { perm } => {

@@ -26,13 +26,51 @@ use std::path::Path;
 
 pub use func::ident;
 
-/// Comments attached to IR values (none yet: the IR does not record where values come from).
-#[derive(Default)]
-pub struct Notes;
+/// What a comment says about each part of the model: a layer's name, type and `.fm` line.
+pub struct Notes {
+    /// Per layer-graph node: `dense_1 (Dense), line 12: output probs = ...`.
+    nodes: Vec<String>,
+    /// Per parameter: its interchange name.
+    params: Vec<String>,
+    /// Per layer-graph node: its name as a Rust identifier, for the buffer holding its output.
+    pub(crate) idents: Vec<Option<String>>,
+}
 
 impl Notes {
-    fn for_value(&self, _f: &Function, _v: usize) -> Option<String> {
-        None
+    pub fn new(g: &ModelGraph, source: &str) -> Notes {
+        let nodes = g
+            .nodes
+            .iter()
+            .map(|n| {
+                let (line, _) = crate::diag::line_col(source, n.span.start);
+                let text = source.lines().nth(line - 1).unwrap_or("").trim();
+                let what = match &n.name {
+                    Some(name) => format!("{name} ({})", n.op.type_name()),
+                    None => n.op.type_name(),
+                };
+                format!("{what}, line {line}: {text}")
+            })
+            .collect();
+        let idents = g.nodes.iter().map(|n| n.name.as_deref().map(ident)).collect();
+        Notes {
+            nodes,
+            params: g.params.iter().map(|p| p.name.clone()).collect(),
+            idents,
+        }
+    }
+
+    fn for_value(&self, f: &Function, v: usize) -> Option<String> {
+        use crate::ir::Origin;
+        match f.insts[v].origin {
+            Origin::Unknown => None,
+            Origin::Node(n) => self.nodes.get(n).cloned(),
+            Origin::Backward(n) => self.nodes.get(n).map(|t| format!("gradient of {t}")),
+            Origin::Loss => Some("the loss".into()),
+            Origin::Update(p) => Some(match self.params.get(p) {
+                Some(name) => format!("optimizer update of `{name}`"),
+                None => "gradient clipping".into(),
+            }),
+        }
     }
 }
 
@@ -509,7 +547,7 @@ pub fn emit(
     }
     o.push_str("};\n");
 
-    let notes = Notes;
+    let notes = Notes::new(g, source);
     for (f, name, what) in [
         (&fns.train, "train_step", "The train step: forward in training mode, loss, backward, optimizer update."),
         (&fns.eval, "evaluate", "Evaluation: forward in inference mode and the loss."),
