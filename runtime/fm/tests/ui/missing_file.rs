@@ -1,3 +1,0 @@
-fm::model!("does_not_exist.fm");
-
-fn main() {}

@@ -1,3 +1,0 @@
-fm::model!("shape_error.fm");
-
-fn main() {}

@@ -1,3 +1,0 @@
-fm::model!("syntax_error.fm");
-
-fn main() {}

@@ -1,3 +1,0 @@
-fm::model!("zoo.fm", model = resnet_huge);
-
-fn main() {}
