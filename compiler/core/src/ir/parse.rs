@@ -357,6 +357,7 @@ impl<'a> Parser<'a> {
                         args: vec![],
                         shape,
                         dtype,
+                        origin: Origin::Unknown,
                     },
                 )?;
             }
@@ -557,6 +558,7 @@ impl<'a> Parser<'a> {
                 args,
                 shape,
                 dtype,
+                origin: Origin::Unknown,
             },
         )
     }
