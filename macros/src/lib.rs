@@ -155,7 +155,10 @@ fn expand_path(input: TokenStream2) -> TokenStream2 {
                 MessageFormat::Human,
                 false,
             );
-            return error(lit_span, &format!("`{rel}` has errors\n\n{}", rendered.trim_end()));
+            return error(
+                lit_span,
+                &format!("`{rel}` has errors\n\n{}", rendered.trim_end()),
+            );
         }
         Err(EmitError::Message(m)) => {
             let span = args.model.as_ref().map_or(lit_span, |m| m.span());

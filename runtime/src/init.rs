@@ -133,4 +133,3 @@ fn orthogonal(shape: &[usize], rng: &mut Rng) -> Vec<f32> {
     }
     out
 }
-

@@ -36,7 +36,6 @@ impl Rng {
     }
 }
 
-
 /// SplitMix64's finaliser: a strong 64-bit mixing function.
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -57,7 +57,10 @@ fn agree(p: &Prepared, model: Model) -> Result<(), String> {
         ));
     }
     let reference = run(p, &|s| Ok(Box::new(s) as Box<dyn Backend>))?;
-    let candidate = run(p, &move |_s| Ok(Box::new(model.clone()) as Box<dyn Backend>))?;
+    let candidate = run(
+        p,
+        &move |_s| Ok(Box::new(model.clone()) as Box<dyn Backend>),
+    )?;
     let exact = run(p, &f64_interpreter)?;
     compare_traces(
         &p.label,

@@ -315,17 +315,19 @@ impl Model {
         for (d, s) in defs.iter().zip(shapes) {
             let ok = !s.is_empty() && s[1..] == *d.shape;
             if !ok {
-                return Err(shape_error(format!(
-                    "{what} `{}` has shape {}, expected [batch, {}]",
-                    d.name,
-                    fmt_shape(s),
-                    d.shape
-                        .iter()
-                        .map(|x| x.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-                .replace("[batch, ]", "[batch]")));
+                return Err(shape_error(
+                    format!(
+                        "{what} `{}` has shape {}, expected [batch, {}]",
+                        d.name,
+                        fmt_shape(s),
+                        d.shape
+                            .iter()
+                            .map(|x| x.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                    .replace("[batch, ]", "[batch]"),
+                ));
             }
             match batch {
                 None => batch = Some(s[0]),
@@ -635,7 +637,10 @@ impl Backend for Model {
             } else if let Some(k) = self.def.slots.iter().position(|s| {
                 *name == format!("{OPT_PREFIX}{}/{}", self.def.params[s.param].name, s.name)
             }) {
-                (Target::Slot(k), self.def.params[self.def.slots[k].param].shape)
+                (
+                    Target::Slot(k),
+                    self.def.params[self.def.slots[k].param].shape,
+                )
             } else {
                 return Err(RuntimeError::without_path(
                     ErrorKind::Weights,

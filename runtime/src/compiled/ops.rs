@@ -14,10 +14,16 @@ pub use crate::random::uniform;
 /// The output of a kernel call: `len` values, or zeros and the error recorded in `ctx` (the
 /// generated function has no early returns, so it stays small to compile; the caller checks
 /// [`super::Ctx::take_error`] afterwards).
-fn output(ctx: &super::Ctx, len: usize, f: impl FnOnce(&mut [f32]) -> Result<(), kernels::KernelError>) -> Vec<f32> {
+fn output(
+    ctx: &super::Ctx,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> Result<(), kernels::KernelError>,
+) -> Vec<f32> {
     let mut out = vec![0.0; len];
     if let Err(e) = f(&mut out) {
-        ctx.fail(RuntimeError::backend(format!("internal error in generated code: {e}")));
+        ctx.fail(RuntimeError::backend(format!(
+            "internal error in generated code: {e}"
+        )));
         out.iter_mut().for_each(|v| *v = 0.0);
     }
     out
@@ -157,7 +163,9 @@ pub fn conv2d_back_input(
     k: &[f32],
     len: usize,
 ) -> Vec<f32> {
-    output(ctx, len, |out| kernels::conv2d_backward_input(s, dy, k, out, 0))
+    output(ctx, len, |out| {
+        kernels::conv2d_backward_input(s, dy, k, out, 0)
+    })
 }
 
 /// Gradient of [`conv2d`] w.r.t. its kernel.
@@ -168,7 +176,9 @@ pub fn conv2d_back_kernel(
     dy: &[f32],
     len: usize,
 ) -> Vec<f32> {
-    output(ctx, len, |out| kernels::conv2d_backward_kernel(s, x, dy, out, 0))
+    output(ctx, len, |out| {
+        kernels::conv2d_backward_kernel(s, x, dy, out, 0)
+    })
 }
 
 /// The geometry of pooling `[batch, h, w, c]`.
@@ -449,7 +459,10 @@ mod tests {
         );
         assert_eq!(broadcast(&[7.0f32], &[], &[]), [7.]);
         assert_eq!(slice(&x, &[2, 3], 1, 1, 3), [1., 2., 4., 5.]);
-        assert_eq!(pad(&x, &[2, 3], 0, 1, 0), [0., 0., 0., 0., 1., 2., 3., 4., 5.]);
+        assert_eq!(
+            pad(&x, &[2, 3], 0, 1, 0),
+            [0., 0., 0., 0., 1., 2., 3., 4., 5.]
+        );
         assert_eq!(reduce_sum(&x, &[2, 3], &[1]), [3., 12.]);
         assert_eq!(reduce_sum(&x, &[2, 3], &[0, 1]), [15.]);
         assert_eq!(reduce_max(&x, &[2, 3], &[0]), [3., 4., 5.]);

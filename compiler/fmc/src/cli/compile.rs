@@ -125,9 +125,10 @@ fn rust_text(sel: &super::session::Selected, file: &Path) -> Result<String, Stri
         spec: sel.spec.clone(),
         has_train: sel.has_train,
     };
-    let name = file
-        .file_name()
-        .map_or_else(|| file.display().to_string(), |f| f.to_string_lossy().into_owned());
+    let name = file.file_name().map_or_else(
+        || file.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    );
     let code = rust::emit(&selected, &checked.trains, &sel.source, &name)?;
     rust::pretty(&code)
 }

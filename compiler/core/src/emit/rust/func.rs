@@ -52,7 +52,11 @@ enum Repr {
     /// A buffer with this local name (a `Vec` or slice; `owned` when a local `Vec`).
     Buffer { name: String, owned: bool },
     /// Element `i` is `name[i % modulo]` or `name[i / div]`: a broadcast read in place.
-    Strided { name: String, modulo: usize, div: usize },
+    Strided {
+        name: String,
+        modulo: usize,
+        div: usize,
+    },
 }
 
 /// The length of a value of `shape` as a Rust expression in `n` (the batch size).
@@ -392,7 +396,11 @@ impl Emitter<'_> {
             };
             results.push(expr);
         }
-        let _ = writeln!(self.out, "{}", super::comment(&format!("results: {}", comment.join(", "))));
+        let _ = writeln!(
+            self.out,
+            "{}",
+            super::comment(&format!("results: {}", comment.join(", ")))
+        );
         let _ = writeln!(self.out, "vec![{}]", results.join(", "));
     }
 
@@ -512,7 +520,9 @@ impl Emitter<'_> {
                     }
                     _ => {
                         if let Some(r) = self.strided(a[0], &in_shape, &shape) {
-                            if self.users[v].iter().all(|&u| is_elementwise(&self.f.insts[u].op))
+                            if self.users[v]
+                                .iter()
+                                .all(|&u| is_elementwise(&self.f.insts[u].op))
                                 && !self.is_result[v]
                             {
                                 r
@@ -583,7 +593,10 @@ impl Emitter<'_> {
     /// `x[i % inner]`) or `[outer..., 1, ..., 1]` (each element repeated: `x[i / inner]`).
     fn strided(&mut self, src: ValueId, in_shape: &[Dim], out: &[Dim]) -> Option<Repr> {
         let r = in_shape.len();
-        let first_kept = in_shape.iter().position(|d| *d != Dim::Fixed(1)).unwrap_or(r);
+        let first_kept = in_shape
+            .iter()
+            .position(|d| *d != Dim::Fixed(1))
+            .unwrap_or(r);
         let last_kept = in_shape
             .iter()
             .rposition(|d| *d != Dim::Fixed(1))
@@ -626,18 +639,13 @@ impl Emitter<'_> {
     fn kernel_call(&mut self, op: &Op, a: &[ValueId], shape: &[Dim]) -> String {
         let shape_of = |v: ValueId| self.f.insts[v].shape.clone();
         match op {
-            Op::Reduce {
-                op: rop, axes, ..
-            } => {
+            Op::Reduce { op: rop, axes, .. } => {
                 let x = self.slice(a[0]);
                 let f = match rop {
                     ReduceOp::Sum => "reduce_sum",
                     ReduceOp::Max => "reduce_max",
                 };
-                format!(
-                    "ops::{f}({x}, &{}, &{axes:?})",
-                    dims_expr(&shape_of(a[0]))
-                )
+                format!("ops::{f}({x}, &{}, &{axes:?})", dims_expr(&shape_of(a[0])))
             }
             Op::MatMul {
                 transpose_a,
@@ -674,21 +682,31 @@ impl Emitter<'_> {
                 let geo = conv_geometry(shape, &ks, window);
                 let dy = self.slice(a[0]);
                 let k = self.slice(a[1]);
-                format!("ops::conv2d_back_input(ctx, &{geo}, {dy}, {k}, {})", len_expr(shape))
+                format!(
+                    "ops::conv2d_back_input(ctx, &{geo}, {dy}, {k}, {})",
+                    len_expr(shape)
+                )
             }
             Op::Conv2dBackKernel { window } => {
                 let xs = shape_of(a[0]);
                 let geo = conv_geometry(&xs, shape, window);
                 let x = self.slice(a[0]);
                 let dy = self.slice(a[1]);
-                format!("ops::conv2d_back_kernel(ctx, &{geo}, {x}, {dy}, {})", len_expr(shape))
+                format!(
+                    "ops::conv2d_back_kernel(ctx, &{geo}, {x}, {dy}, {})",
+                    len_expr(shape)
+                )
             }
             Op::Pool2d { kind, window } => {
                 let geo = pool_geometry(&shape_of(a[0]), window);
                 let x = self.slice(a[0]);
                 match kind {
-                    PoolKind::Max => format!("ops::max_pool2d(ctx, &{geo}, {x}, {})", len_expr(shape)),
-                    PoolKind::Avg => format!("ops::avg_pool2d(ctx, &{geo}, {x}, {})", len_expr(shape)),
+                    PoolKind::Max => {
+                        format!("ops::max_pool2d(ctx, &{geo}, {x}, {})", len_expr(shape))
+                    }
+                    PoolKind::Avg => {
+                        format!("ops::avg_pool2d(ctx, &{geo}, {x}, {})", len_expr(shape))
+                    }
                 }
             }
             Op::Pool2dBack { kind, window } => {
@@ -697,10 +715,16 @@ impl Emitter<'_> {
                 let dy = self.slice(a[1]);
                 match kind {
                     PoolKind::Max => {
-                        format!("ops::max_pool2d_back(ctx, &{geo}, {x}, {dy}, {})", len_expr(shape))
+                        format!(
+                            "ops::max_pool2d_back(ctx, &{geo}, {x}, {dy}, {})",
+                            len_expr(shape)
+                        )
                     }
                     PoolKind::Avg => {
-                        format!("ops::avg_pool2d_back(ctx, &{geo}, {dy}, {})", len_expr(shape))
+                        format!(
+                            "ops::avg_pool2d_back(ctx, &{geo}, {dy}, {})",
+                            len_expr(shape)
+                        )
                     }
                 }
             }

@@ -51,7 +51,11 @@ impl Notes {
                 format!("{what}, line {line}: {text}")
             })
             .collect();
-        let idents = g.nodes.iter().map(|n| n.name.as_deref().map(ident)).collect();
+        let idents = g
+            .nodes
+            .iter()
+            .map(|n| n.name.as_deref().map(ident))
+            .collect();
         Notes {
             nodes,
             params: g.params.iter().map(|p| p.name.clone()).collect(),
@@ -126,7 +130,11 @@ pub fn select(checked: &Checked, model: Option<&str>) -> Result<Selected, String
             }
         },
     };
-    let found = checked.trains.iter().find(|t| t.model == graph.name).cloned();
+    let found = checked
+        .trains
+        .iter()
+        .find(|t| t.model == graph.name)
+        .cloned();
     let has_train = found.is_some();
     let spec = found.unwrap_or_else(|| crate::exec::default_spec(&graph));
     Ok(Selected {
@@ -138,19 +146,16 @@ pub fn select(checked: &Checked, model: Option<&str>) -> Result<Selected, String
 
 /// Checks `source` (read from `path`, which data paths resolve against) and emits `model`
 /// (or the only model) as Rust, with comment markers (see [`pretty`] and [`strip_comments`]).
-pub fn emit_source(
-    source: &str,
-    path: &Path,
-    model: Option<&str>,
-) -> Result<String, EmitError> {
+pub fn emit_source(source: &str, path: &Path, model: Option<&str>) -> Result<String, EmitError> {
     let checked = crate::check::check_source(source, path);
     if checked.has_errors() {
         return Err(EmitError::Diagnostics(checked.diagnostics));
     }
     let sel = select(&checked, model).map_err(EmitError::Message)?;
-    let file = path
-        .file_name()
-        .map_or_else(|| path.display().to_string(), |f| f.to_string_lossy().into_owned());
+    let file = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    );
     emit(&sel, &checked.trains, source, &file).map_err(EmitError::Message)
 }
 
@@ -202,7 +207,11 @@ fn init_expr(init: Init) -> String {
         Init::Ones => "Init::Ones".into(),
         Init::Constant(v) => format!("Init::Constant({})", f64_lit(v)),
         Init::Uniform { lo, hi } => {
-            format!("Init::Uniform {{ lo: {}, hi: {} }}", f64_lit(lo), f64_lit(hi))
+            format!(
+                "Init::Uniform {{ lo: {}, hi: {} }}",
+                f64_lit(lo),
+                f64_lit(hi)
+            )
         }
         Init::Normal { mean, std } => format!(
             "Init::Normal {{ mean: {}, std: {} }}",
@@ -351,7 +360,11 @@ pub fn emit(
         .collect();
 
     let _ = writeln!(o, "impl {ty} {{");
-    let _ = writeln!(o, "/// The model's name in the `.fm` file.\npub const NAME: &'static str = {:?};", g.name);
+    let _ = writeln!(
+        o,
+        "/// The model's name in the `.fm` file.\npub const NAME: &'static str = {:?};",
+        g.name
+    );
     let _ = writeln!(
         o,
         "/// Per-sample shape of input `{}` (the batch axis is not included).\npub const INPUT_SHAPE: [usize; {}] = {};",
@@ -396,21 +409,39 @@ pub fn emit(
     let in_params: Vec<String> = input
         .iter()
         .map(|i| {
-            let name = if input.len() == 1 { "x".to_string() } else { ident(&i.name) };
+            let name = if input.len() == 1 {
+                "x".to_string()
+            } else {
+                ident(&i.name)
+            };
             format!("{name}: ArrayViewD<'_, {}>", rust_type(i.dtype))
         })
         .collect();
     let in_tensors: Vec<String> = input
         .iter()
         .map(|i| {
-            let name = if input.len() == 1 { "x".to_string() } else { ident(&i.name) };
+            let name = if input.len() == 1 {
+                "x".to_string()
+            } else {
+                ident(&i.name)
+            };
             let variant = if i.dtype == DType::I32 { "I32" } else { "F32" };
             format!("Tensor::{variant}({name}.to_owned())")
         })
         .collect();
     let expected: Vec<String> = input
         .iter()
-        .map(|i| format!("`{}` [batch, {}]", i.name, i.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")))
+        .map(|i| {
+            format!(
+                "`{}` [batch, {}]",
+                i.name,
+                i.shape
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
         .collect();
     if g.outputs.len() == 1 {
         let _ = writeln!(
@@ -549,9 +580,21 @@ pub fn emit(
 
     let notes = Notes::new(g, source);
     for (f, name, what) in [
-        (&fns.train, "train_step", "The train step: forward in training mode, loss, backward, optimizer update."),
-        (&fns.eval, "evaluate", "Evaluation: forward in inference mode and the loss."),
-        (&fns.predict, "predict", "Inference: the forward pass with dropout off and BatchNorm's moving statistics."),
+        (
+            &fns.train,
+            "train_step",
+            "The train step: forward in training mode, loss, backward, optimizer update.",
+        ),
+        (
+            &fns.eval,
+            "evaluate",
+            "Evaluation: forward in inference mode and the loss.",
+        ),
+        (
+            &fns.predict,
+            "predict",
+            "Inference: the forward pass with dropout off and BatchNorm's moving statistics.",
+        ),
     ] {
         let _ = writeln!(o, "{}", comment(what));
         o.push_str(&func::emit_function(f, name, &notes));
@@ -575,7 +618,11 @@ fn fn_args(f: &Function, slots: &[(usize, String, f64)], g: &ModelGraph) -> Stri
         .iter()
         .map(|a| match &a.kind {
             ArgKind::Input => {
-                let k = g.inputs.iter().position(|i| i.name == a.name).unwrap_or(inputs);
+                let k = g
+                    .inputs
+                    .iter()
+                    .position(|i| i.name == a.name)
+                    .unwrap_or(inputs);
                 inputs += 1;
                 format!("ArgKind::Input({k})")
             }
@@ -593,6 +640,8 @@ fn fn_args(f: &Function, slots: &[(usize, String, f64)], g: &ModelGraph) -> Stri
             }
             ArgKind::LearningRate => "ArgKind::LearningRate".into(),
             ArgKind::Step => "ArgKind::Step".into(),
+            // Only fmc's data-parallel training splits the step at the gradients.
+            ArgKind::Grad(_) => unreachable!("emitted functions take no gradient"),
         })
         .collect();
     parts.join(", ")
@@ -613,6 +662,9 @@ fn fn_results(f: &Function, slots: &[(usize, String, f64)]) -> Result<String, St
                         .position(|(p, s, _)| p == param && s == slot)
                         .ok_or_else(|| format!("internal error: result slot {slot} of parameter {param} is no argument"))?;
                     format!("ResultKind::Slot({k})")
+                }
+                ResultKind::Grad(_) => {
+                    return Err("internal error: emitted functions return no gradient".into())
                 }
             })
         })
