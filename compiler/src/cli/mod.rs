@@ -42,6 +42,10 @@ struct Cli {
     /// Print more (compile times, kernel counts).
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// Memory budget models are checked against before anything is allocated (`512M`, `8G`;
+    /// default: this machine's memory).
+    #[arg(long, global = true, value_name = "SIZE", value_parser = crate::check::limits::parse_memory)]
+    memory_limit: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -174,6 +178,8 @@ pub struct Global<'w> {
     pub quiet: bool,
     pub verbose: bool,
     pub term: Terminal,
+    /// The memory budget (`--memory-limit`, or this machine's memory).
+    pub limits: crate::check::Limits,
 }
 
 impl Global<'_> {
@@ -213,7 +219,7 @@ impl Global<'_> {
 /// Reads, parses and checks a file, printing its diagnostics. `Err(exit code)` when it could not
 /// be read or has errors.
 pub fn load_checked(g: &mut Global, path: &Path) -> Result<(String, Checked), i32> {
-    let (source, checked) = match crate::check::check_file(path) {
+    let (source, checked) = match crate::check::check_file_with(path, &g.limits) {
         Ok(x) => x,
         Err(e) => {
             g.fail(&format!("cannot read `{}`: {e}", path.display()));
@@ -275,6 +281,10 @@ pub fn run(
         quiet: cli.quiet,
         verbose: cli.verbose,
         term,
+        limits: cli.memory_limit.map_or_else(
+            crate::check::Limits::default,
+            crate::check::Limits::with_memory,
+        ),
     };
     match cli.command {
         Command::Check { file } => check::run(&mut g, &file),

@@ -55,7 +55,7 @@ pub fn select(
                 return Err(2);
             }
         };
-        checked = crate::check::check_source(&source, file);
+        checked = crate::check::check_source_with(&source, file, &g.limits);
         if checked.has_errors() {
             let _ = writeln!(g.err, "note: after applying `--set` to {name}:");
             g.print_diagnostics(
