@@ -479,10 +479,25 @@ Fix: `block b(x) { return x -> relu }`.",
         "E0219",
         "model too large",
         "\
-Block expansion and `repeat` produced more than 100,000 layers for one model, almost
-certainly by mistake (for example `repeat 1000000 { ... }`).
+A model is over one of the limits fm checks before allocating anything:
+- block expansion and `repeat` produce more than 100,000 layers (sized from the text before
+  expanding, so `block b(x) { return x -> c -> c }` chains that double at every level are
+  caught in microseconds);
+- block calls nest more than 256 deep, or expressions and block calls together more than
+  4,096 levels;
+- its parameters, or the activations of one sample, take more memory than the budget: this
+  machine's memory, or `--memory-limit SIZE` (`512M`, `8G`).
+The message names the largest contributors (block calls, or layers with their sizes).
 
-Fix: reduce the repeat counts.",
+Example:
+
+    model m {
+        input x: f32[4]
+        output y = x -> Dense(100000) -> Dense(100000)   // 37 GB of parameters
+    }
+
+Fix: reduce the repeat counts or layer sizes, call blocks one after another rather than
+from each other, or raise `--memory-limit` on a larger machine.",
     ),
     c(
         "E0301",
@@ -562,6 +577,28 @@ Fix: `x: { image: \"img\", meta: \"meta\" }`.",
 
 Fix: add `test: split(0.2)` (or a test source) to the data section, or use
 `validation: split(0.2)`.",
+    ),
+    c(
+        "E0308",
+        "training needs more memory than the budget",
+        "\
+One training step at the configured `batch_size` is planned before training starts: weights,
+gradients and optimizer state (Adam keeps two tensors per weight, SGD with momentum one),
+plus the activations of the batch and their gradients. When the plan is over the budget
+(this machine's memory, or `--memory-limit SIZE`), `fmc check` reports it, naming the
+batch size, both parts and the largest layers.
+
+Example:
+
+    model m {
+        input x: f32[4]
+        output y = x -> Dense(100000000) -> Dense(1)
+    }
+    train { loss: mse  optimizer: Adam(lr: 1e-3)  epochs: 1  batch_size: 32 }
+
+needs about 33 GB: 9 GB of weights and optimizer state and 24 GB of activations.
+
+Fix: lower `batch_size`, make the largest layers smaller, or raise `--memory-limit`.",
     ),
     c(
         "E0401",

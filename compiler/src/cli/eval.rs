@@ -33,7 +33,15 @@ pub struct EvalArgs {
 
 pub fn run(g: &mut Global, args: &EvalArgs) -> i32 {
     if args.x.is_some() != args.y.is_some() {
-        let _ = writeln!(g.err, "error: `--x` needs `--y`");
+        let (given, missing) = if args.x.is_some() {
+            ("--x", "--y")
+        } else {
+            ("--y", "--x")
+        };
+        let _ = writeln!(
+            g.err,
+            "error: `{given}` needs `{missing}`: give both the inputs (`--x`) and the targets (`--y`)"
+        );
         return 2;
     }
     let sel = match session::select(g, &args.file, args.model.as_deref(), &[]) {
@@ -54,7 +62,7 @@ pub fn run(g: &mut Global, args: &EvalArgs) -> i32 {
     };
     let result: Result<Vec<(String, f64)>, RuntimeError> = (|| {
         let meta = train::load_init(&mut backend, &args.weights)?;
-        let stored = session::stored_transforms(&meta, &sel.spec)?;
+        let stored = session::stored_transforms(&meta, &sel.spec, &args.weights)?;
         let md = session::model_data(&sel.graph, &sel.spec);
         let opts = LoadOptions {
             allow_nan: args.allow_nan,

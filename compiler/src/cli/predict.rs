@@ -24,7 +24,7 @@ pub struct PredictArgs {
     pub model: Option<String>,
     #[arg(long, value_enum, default_value_t = BackendChoice::Jit)]
     pub backend: BackendChoice,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub batch_size: usize,
     #[arg(long)]
     pub allow_nan: bool,
@@ -35,13 +35,18 @@ pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
+    if let Some(out) = &args.output {
+        if let Err(e) = fm_runtime::fsutil::check_writable(out) {
+            return runtime_error(g, &e);
+        }
+    }
     let mut backend = match session::backend(g, &sel, args.backend) {
         Ok(b) => b,
         Err(code) => return code,
     };
     let result: Result<Vec<Tensor>, RuntimeError> = (|| {
         let meta = train::load_init(&mut backend, &args.weights)?;
-        let transforms = session::stored_transforms(&meta, &sel.spec)?;
+        let transforms = session::stored_transforms(&meta, &sel.spec, &args.weights)?;
         let md = session::model_data(&sel.graph, &sel.spec);
         let raw = if md.inputs.len() == 1 {
             vec![read_array(&args.input)?]
