@@ -186,10 +186,8 @@ pub fn build(prepared: &Prepared, backend: BackendKind) -> Result<Box<dyn Runner
         })),
         // The JIT session has the interpreter's API; compile time is paid here, not per step.
         BackendKind::Jit => {
-            let (session, report) = fm_compiler::jit::session::new_session(
-                prepared.graph.clone(),
-                prepared.spec.clone(),
-            )?;
+            let (session, report) =
+                fm_jit::session::new_session(prepared.graph.clone(), prepared.spec.clone())?;
             if let Some((f, why)) = report.refused.first() {
                 return Err(format!("the JIT refused `{f}`: {why}"));
             }

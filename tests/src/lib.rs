@@ -29,12 +29,7 @@ pub fn fmc(args: &[&str]) -> Run {
     let argv = std::iter::once("fmc")
         .chain(args.iter().copied())
         .map(Into::into);
-    let code = fm_compiler::cli::run(
-        argv,
-        &mut out,
-        &mut err,
-        fm_compiler::cli::Terminal::default(),
-    );
+    let code = fmc::cli::run(argv, &mut out, &mut err, fmc::cli::Terminal::default());
     Run {
         code,
         stdout: String::from_utf8_lossy(&out).into_owned(),

@@ -33,7 +33,7 @@ const MODELS: u64 = 300;
 /// The candidate backend: the Cranelift JIT. A function the JIT refuses would run on the
 /// interpreter; here that is a failure, so every generated model really exercises the JIT.
 fn candidate_backend(session: Session) -> Result<Box<dyn Backend>, String> {
-    let (jit, report) = fm_compiler::jit::session::into_jit(session);
+    let (jit, report) = fm_jit::session::into_jit(session);
     if let Some((f, why)) = report.refused.first() {
         return Err(format!("the JIT refused `{f}`: {why}"));
     }

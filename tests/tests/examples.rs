@@ -70,12 +70,12 @@ fn box_drawing_on_a_terminal() {
     std::env::set_current_dir(root()).unwrap();
     let mut out = Vec::new();
     let mut err = Vec::new();
-    let term = fm_compiler::cli::Terminal {
+    let term = fmc::cli::Terminal {
         stdout_is_tty: true,
         ..Default::default()
     };
     let args = ["fmc", "summary", "examples/mnist_mlp.fm"].map(Into::into);
-    assert_eq!(fm_compiler::cli::run(args, &mut out, &mut err, term), 0);
+    assert_eq!(fmc::cli::run(args, &mut out, &mut err, term), 0);
     let text = String::from_utf8(out).unwrap();
     let expected_head = "\
 Model: \"mnist_mlp\"
@@ -98,7 +98,7 @@ Model: \"mnist_mlp\"
     // `--ascii` wins over the terminal.
     let mut out = Vec::new();
     let args = ["fmc", "summary", "--ascii", "examples/mnist_mlp.fm"].map(Into::into);
-    fm_compiler::cli::run(args, &mut out, &mut err, term);
+    fmc::cli::run(args, &mut out, &mut err, term);
     assert!(String::from_utf8(out).unwrap().contains("+---"));
 }
 

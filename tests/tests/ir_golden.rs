@@ -1,7 +1,7 @@
 //! Golden IR dumps (`fmc compile --emit ir|ir-opt`) of examples: the train step a reader can
 //! follow, before and after the optimization passes. Review changes with `cargo insta review`.
 
-use fm_compiler::cli::{run, Terminal};
+use fmc::cli::{run, Terminal};
 use std::path::Path;
 
 fn emit(example: &str, kind: &str) -> String {

@@ -132,7 +132,7 @@ fn models_over_the_memory_budget_are_errors_from_check() {
     assert_eq!(e.code, "E0219");
     let label = &e.primary.as_ref().unwrap().message;
     assert!(label.contains("its parameters take 37.26 GB"), "{label}");
-    assert!(label.contains("16.00 GB (`--memory-limit`)"), "{label}");
+    assert!(label.contains("more than the `--memory-limit` of 16.00 GB"), "{label}");
     assert!(
         e.notes.iter().any(|n| n.contains("`dense_1` 37.25 GB")),
         "{:?}",
@@ -175,7 +175,7 @@ fn memory_limit_flag() {
         .contains("error[E0219]: model `m` does not fit in memory"));
     assert!(run
         .stderr
-        .contains("19.53 KB; the budget is 10.00 KB (`--memory-limit`)"));
+        .contains("19.53 KB, more than the `--memory-limit` of 10.00 KB"));
     assert_eq!(fmc(&["--memory-limit", "lots", "check", p]).code, 2);
     // Also after the subcommand.
     assert_eq!(fmc(&["check", "--memory-limit", "1M", p]).code, 0);

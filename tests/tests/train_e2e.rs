@@ -2,7 +2,7 @@
 //! the accuracy Keras and PyTorch reach, eval and predict agree with it, resume is exact, and
 //! bad inputs exit with status 1 and a coded message.
 
-use fm_compiler::cli::{run, Terminal};
+use fmc::cli::{run, Terminal};
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {

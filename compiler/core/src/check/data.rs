@@ -1,0 +1,294 @@
+//! `data NAME { ... }` sections to [`DataSpec`]s. Paths resolve relative to the `.fm` file's
+//! directory; no file is opened here.
+
+use super::bind::{self, split_args};
+use super::items::Items;
+use super::table::{self, Kind};
+use super::values::{const_eval, Sym, Val};
+use super::{suggest, Ctx};
+use fm_codes as codes;
+use fm_grammar::ast::{Entry, Span};
+use fm_grammar::Diagnostic;
+use fm_runtime::config::{DataSpec, NpzKeys, Source, TestSource, Transform};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub struct DataResult {
+    pub name: String,
+    pub span: Span,
+    /// `None` when the section had errors.
+    pub spec: Option<DataSpec>,
+}
+
+const KEYS: &[&str] = &["train", "test", "x", "y"];
+
+pub fn resolve_all(ctx: &mut Ctx, items: &Items, base: &Path) -> Vec<DataResult> {
+    items
+        .data
+        .iter()
+        .filter_map(|s| {
+            let name = s.name.as_ref()?;
+            let before = ctx.error_count();
+            let spec = resolve(ctx, &name.name, &s.entries, name.span, base);
+            let ok = ctx.error_count() == before;
+            Some(DataResult {
+                name: name.name.clone(),
+                span: name.span,
+                spec: if ok { spec } else { None },
+            })
+        })
+        .collect()
+}
+
+/// Checks the keys of a section or dictionary: unknown keys (with suggestions) and duplicates.
+/// Returns the entries by key.
+pub fn entries_by_key<'e>(
+    ctx: &mut Ctx,
+    entries: &'e [Entry],
+    keys: &[&str],
+    what: &str,
+) -> HashMap<&'e str, &'e Entry> {
+    let mut out: HashMap<&str, &Entry> = HashMap::new();
+    for e in entries {
+        if !keys.contains(&e.key.name.as_str()) {
+            let mut d = Diagnostic::error(
+                codes::E0113,
+                format!("unknown key `{}` in {what}", e.key.name),
+            )
+            .with_primary(e.key.span, "unknown key");
+            match suggest(&e.key.name, keys.iter().copied()) {
+                Some(s) => d = d.with_help(format!("did you mean `{s}`?")),
+                None => {
+                    let all: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+                    d = d.with_note(format!("the keys are {}", all.join(", ")));
+                }
+            }
+            ctx.emit(d);
+            continue;
+        }
+        if let Some(first) = out.get(e.key.name.as_str()) {
+            let d = Diagnostic::error(
+                codes::E0105,
+                format!("the key `{}` is given twice", e.key.name),
+            )
+            .with_primary(e.key.span, "given again here")
+            .with_secondary(first.key.span, "first given here");
+            ctx.emit(d);
+            continue;
+        }
+        out.insert(&e.key.name, e);
+    }
+    out
+}
+
+fn resolve(
+    ctx: &mut Ctx,
+    name: &str,
+    entries: &[Entry],
+    span: Span,
+    base: &Path,
+) -> Option<DataSpec> {
+    let by_key = entries_by_key(ctx, entries, KEYS, "a `data` section");
+    let train = match by_key.get("train") {
+        Some(e) => {
+            let v = const_eval(ctx, &e.value);
+            source(ctx, &v, e.value.span, base, false)
+        }
+        None => {
+            ctx.error(
+                codes::E0206,
+                format!("data section `{name}` needs a `train` source"),
+                span,
+                "add `train: idx(\"images\", \"labels\")` (or `npy`, `npz`, `csv`)",
+            );
+            None
+        }
+    };
+    let test = by_key.get("test").and_then(|e| {
+        let v = const_eval(ctx, &e.value);
+        if let Val::Sym(Sym {
+            name,
+            args: Some(args),
+            ..
+        }) = &v
+        {
+            if name == "split" {
+                let sig = table::lookup(Kind::Source, "split")?;
+                let (pos, named) = split_args(args.clone());
+                let b = bind::bind(
+                    ctx,
+                    "split",
+                    sig.params,
+                    sig.positional,
+                    pos,
+                    named,
+                    e.value.span,
+                )?;
+                return Some(TestSource::Split(b.float(ctx, "fraction")?));
+            }
+        }
+        source(ctx, &v, e.value.span, base, true).map(TestSource::Source)
+    });
+    let x = by_key
+        .get("x")
+        .map(|e| transforms(ctx, e))
+        .unwrap_or(Some(vec![]));
+    let y = by_key
+        .get("y")
+        .map(|e| transforms(ctx, e))
+        .unwrap_or(Some(vec![]));
+    Some(DataSpec {
+        name: name.to_string(),
+        train: train?,
+        test,
+        x: x?,
+        y: y?,
+    })
+}
+
+fn resolve_path(base: &Path, p: &str) -> PathBuf {
+    let path = Path::new(p);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+fn source(ctx: &mut Ctx, v: &Val, span: Span, base: &Path, is_test: bool) -> Option<Source> {
+    let sources = ["idx", "npy", "npz", "csv"];
+    let Val::Sym(sym) = v else {
+        if !matches!(v, Val::Poison) {
+            ctx.error(
+                codes::E0201,
+                "expected a data source",
+                span,
+                format!(
+                    "expected `idx(...)`, `npy(...)`, `npz(...)` or `csv(...)`, found {}",
+                    v.describe()
+                ),
+            );
+        }
+        return None;
+    };
+    if !sources.contains(&sym.name.as_str()) {
+        let mut all: Vec<&str> = sources.to_vec();
+        if is_test {
+            all.push("split");
+        }
+        let mut d = Diagnostic::error(codes::E0117, format!("unknown data source `{}`", sym.name))
+            .with_primary(sym.name_span, "not a data source");
+        if let Some(s) = suggest(&sym.name, all.iter().copied()) {
+            d = d.with_help(format!("did you mean `{s}`?"));
+        }
+        if sym.name == "split" {
+            d = d.with_help("`split(f)` is only allowed for `test:`");
+        }
+        ctx.emit(d);
+        return None;
+    }
+    let sig = table::lookup(Kind::Source, &sym.name)?;
+    let mut args = sym.args.clone().unwrap_or_default();
+    // `npz(path, x: { image: "img" })`: per-input keys are a dictionary, bound separately.
+    let mut npz_dict = None;
+    if sym.name == "npz" {
+        if let Some(i) = args.iter().position(|a| {
+            matches!(&a.name, Some(n) if n.name == "x") && matches!(a.val, Val::Dict(_))
+        }) {
+            npz_dict = Some(args.remove(i));
+        }
+    }
+    let (pos, named) = split_args(args);
+    let b = bind::bind(ctx, &sym.name, sig.params, sig.positional, pos, named, span)?;
+    let p = |ctx: &mut Ctx, key: &str| b.string(ctx, key).map(|s| resolve_path(base, &s));
+    Some(match sym.name.as_str() {
+        "idx" => Source::Idx {
+            images: p(ctx, "images")?,
+            labels: p(ctx, "labels")?,
+        },
+        "npy" => Source::Npy {
+            x: p(ctx, "x")?,
+            y: p(ctx, "y")?,
+        },
+        "npz" => {
+            let x = match npz_dict {
+                Some(a) => {
+                    let Val::Dict(entries) = a.val else {
+                        return None;
+                    };
+                    let mut keys = Vec::new();
+                    for (k, v, s) in entries {
+                        match v {
+                            Val::Str(key) => keys.push((k.name.clone(), key)),
+                            other => {
+                                bind::type_error(ctx, &k.name, table::Ty::Str, &other, s);
+                                return None;
+                            }
+                        }
+                    }
+                    NpzKeys::PerInput(keys)
+                }
+                None => NpzKeys::One(b.string(ctx, "x")?),
+            };
+            Source::Npz {
+                path: p(ctx, "path")?,
+                x,
+                y: b.string(ctx, "y")?,
+            }
+        }
+        _ => Source::Csv {
+            path: p(ctx, "path")?,
+            label: b.string(ctx, "label")?,
+        },
+    })
+}
+
+fn transforms(ctx: &mut Ctx, e: &Entry) -> Option<Vec<Transform>> {
+    let v = const_eval(ctx, &e.value);
+    let list = match v {
+        Val::List(items) => items,
+        other => vec![(other, e.value.span)],
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (v, span) in list {
+        match transform(ctx, &v, span) {
+            Some(t) => out.push(t),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn transform(ctx: &mut Ctx, v: &Val, span: Span) -> Option<Transform> {
+    let Val::Sym(sym) = v else {
+        if !matches!(v, Val::Poison) {
+            ctx.error(
+                codes::E0201,
+                "expected a transform",
+                span,
+                format!(
+                    "expected `scale(f)`, `standardize` or `one_hot(n)`, found {}",
+                    v.describe()
+                ),
+            );
+        }
+        return None;
+    };
+    let Some(sig) = table::lookup(Kind::Transform, &sym.name) else {
+        let mut d = Diagnostic::error(codes::E0117, format!("unknown transform `{}`", sym.name))
+            .with_primary(sym.name_span, "not a transform");
+        if let Some(s) = suggest(&sym.name, table::names(Kind::Transform)) {
+            d = d.with_help(format!("did you mean `{s}`?"));
+        }
+        ctx.emit(d);
+        return None;
+    };
+    let (pos, named) = split_args(sym.args.clone().unwrap_or_default());
+    let b = bind::bind(ctx, sig.name, sig.params, sig.positional, pos, named, span)?;
+    Some(match sig.name {
+        "scale" => Transform::Scale(b.float(ctx, "factor")?),
+        "one_hot" => Transform::OneHot(b.int(ctx, "classes")? as usize),
+        _ => Transform::Standardize,
+    })
+}

@@ -1,0 +1,1037 @@
+//! `train [MODEL] { ... }` sections to [`TrainSpec`]s with every default of language.md section 6,
+//! and the E03xx checks: a loss that does not fit its output, clipping twice, monitors.
+
+use super::bind::{self, split_args, Bound};
+use super::data::{entries_by_key, DataResult};
+use super::expand::ModelResult;
+use super::items::Items;
+use super::table::{self, Kind, Range};
+use super::values::{const_eval, shape_str, Sym, Val};
+use super::{suggest, Ctx};
+use crate::graph::{Activation, ModelGraph, Op};
+use fm_codes as codes;
+use fm_grammar::ast::{Entry, Ident, Section, Span};
+use fm_grammar::Diagnostic;
+use fm_runtime::config::{
+    AccuracyKind, Checkpoint, CheckpointKeep, Clip, EarlyStopping, Every, Loss, Metric,
+    OptimizerKind, OptimizerSpec, OutputLoss, Schedule, TrainSpec, Validation,
+};
+
+use super::overrides::TRAIN_KEYS as KEYS;
+
+pub fn resolve_all(
+    ctx: &mut Ctx,
+    items: &Items,
+    models: &[ModelResult],
+    data: &[DataResult],
+) -> Vec<TrainSpec> {
+    items
+        .trains
+        .iter()
+        .filter_map(|s| {
+            let before = ctx.error_count();
+            let spec = resolve(ctx, s, models, data);
+            let spec = (ctx.error_count() == before).then_some(spec).flatten()?;
+            let graph = models
+                .iter()
+                .find(|m| m.name == spec.model)?
+                .graph
+                .as_ref()?;
+            let span = s
+                .entries
+                .iter()
+                .find(|e| e.key.name == "batch_size")
+                .map_or_else(|| head_span(s), |e| e.value.span);
+            let limits = ctx.limits;
+            super::limits::check_training_memory(ctx, span, graph, &spec, &limits);
+            (ctx.error_count() == before).then_some(spec)
+        })
+        .collect()
+}
+
+/// The model a `train` section trains: its name, or the file's only model.
+fn pick_model<'m>(
+    ctx: &mut Ctx,
+    s: &Section,
+    models: &'m [ModelResult],
+) -> Option<&'m ModelResult> {
+    match &s.name {
+        Some(name) => {
+            let found = models.iter().find(|m| m.name == name.name);
+            if found.is_none() {
+                let mut d =
+                    Diagnostic::error(codes::E0107, format!("unknown model `{}`", name.name))
+                        .with_primary(name.span, "no model with this name in this file");
+                if let Some(sg) = suggest(&name.name, models.iter().map(|m| m.name.as_str())) {
+                    d = d.with_help(format!("did you mean `{sg}`?"));
+                }
+                ctx.emit(d);
+            }
+            found
+        }
+        None => match models {
+            [only] => Some(only),
+            [] => {
+                ctx.error(
+                    codes::E0107,
+                    "this `train` section has no model to train",
+                    head_span(s),
+                    "the file declares no model",
+                );
+                None
+            }
+            _ => {
+                let names: Vec<String> = models.iter().map(|m| format!("`{}`", m.name)).collect();
+                ctx.emit(
+                    Diagnostic::error(codes::E0107, "which model does this `train` section train?")
+                        .with_primary(head_span(s), "the file has several models")
+                        .with_help(format!("name one: `train {} {{ ... }}`", models[0].name))
+                        .with_note(format!("the models are {}", names.join(", "))),
+                );
+                None
+            }
+        },
+    }
+}
+
+/// The `train` keyword, for diagnostics about the whole section.
+fn head_span(s: &Section) -> Span {
+    Span::new(s.span.start, (s.span.start + 5).min(s.span.end))
+}
+
+fn resolve(
+    ctx: &mut Ctx,
+    s: &Section,
+    models: &[ModelResult],
+    data: &[DataResult],
+) -> Option<TrainSpec> {
+    let model = pick_model(ctx, s, models);
+    let graph = model.and_then(|m| m.graph.as_ref());
+    let by_key = entries_by_key(ctx, &s.entries, KEYS, "a `train` section");
+    let mut ok = model.is_some();
+
+    let data_spec = match by_key.get("data") {
+        None => None,
+        Some(e) => match const_eval(ctx, &e.value) {
+            Val::Sym(Sym {
+                name,
+                name_span,
+                args: None,
+            }) => match data.iter().find(|d| d.name == name) {
+                Some(d) => {
+                    ok &= d.spec.is_some();
+                    d.spec.clone()
+                }
+                None => {
+                    let mut d =
+                        Diagnostic::error(codes::E0108, format!("unknown data section `{name}`"))
+                            .with_primary(name_span, "no `data` section with this name");
+                    if let Some(sg) = suggest(&name, data.iter().map(|d| d.name.as_str())) {
+                        d = d.with_help(format!("did you mean `{sg}`?"));
+                    }
+                    ctx.emit(d);
+                    ok = false;
+                    None
+                }
+            },
+            Val::Poison => None,
+            other => {
+                ctx.error(
+                    codes::E0201,
+                    "`data` must name a `data` section",
+                    e.value.span,
+                    format!("found {}", other.describe()),
+                );
+                None
+            }
+        },
+    };
+
+    if let (Some(d), Some(g), Some(e)) = (&data_spec, graph, by_key.get("data")) {
+        ok &= data_fits_inputs(ctx, d, g, e.value.span);
+    }
+    let losses = match by_key.get("loss") {
+        Some(e) => losses(ctx, e, by_key.get("loss_weights").copied(), graph),
+        None => {
+            ctx.error(
+                codes::E0304,
+                "this `train` section needs a `loss`",
+                head_span(s),
+                "add e.g. `loss: sparse_categorical_crossentropy`",
+            );
+            None
+        }
+    };
+    let optimizer = match by_key.get("optimizer") {
+        Some(e) => optimizer(ctx, e),
+        // Keras' `compile` default.
+        None => Some(OptimizerSpec {
+            kind: OptimizerKind::RmsProp {
+                rho: 0.9,
+                momentum: 0.0,
+                epsilon: 1e-7,
+            },
+            lr: 0.001,
+            weight_decay: 0.0,
+            clip: None,
+        }),
+    };
+    let schedule = match by_key.get("schedule") {
+        Some(e) => schedule(ctx, e),
+        None => Some(Schedule::Constant),
+    };
+    let epochs = int_entry(
+        ctx,
+        by_key.get("epochs").copied(),
+        "epochs",
+        Range::Positive,
+        1,
+    );
+    let batch_size = int_entry(
+        ctx,
+        by_key.get("batch_size").copied(),
+        "batch_size",
+        Range::Positive,
+        32,
+    );
+    let seed = int_entry(
+        ctx,
+        by_key.get("seed").copied(),
+        "seed",
+        Range::NonNegative,
+        0,
+    );
+    let shuffle = match by_key.get("shuffle") {
+        Some(e) => {
+            let v = const_eval(ctx, &e.value);
+            bind::to_bool(ctx, &v, e.value.span, "shuffle")
+        }
+        None => Some(true),
+    };
+    let validation = match by_key.get("validation") {
+        Some(e) => validation(ctx, e, data_spec.as_ref()),
+        None => Some(Validation::None),
+    };
+    let metrics = match by_key.get("metrics") {
+        Some(e) => metrics(ctx, e, losses.as_deref(), graph),
+        None => Some(vec![]),
+    };
+    let early_stopping = by_key.get("early_stopping").map(|e| early_stopping(ctx, e));
+    let checkpoint = by_key.get("checkpoint").map(|e| checkpoint(ctx, e));
+
+    // Monitors must name something training logs (a warning: the run still works).
+    if let (Some(metrics), Some(validation)) = (&metrics, &validation) {
+        let mut logged = vec!["loss".to_string()];
+        for m in metrics {
+            logged.push(m.name());
+        }
+        if *validation != Validation::None {
+            let val: Vec<String> = logged.iter().map(|l| format!("val_{l}")).collect();
+            logged.extend(val);
+        }
+        let mut monitors: Vec<(String, Span)> = Vec::new();
+        for key in ["early_stopping", "checkpoint"] {
+            if let Some(e) = by_key.get(key) {
+                monitors.push(monitor_of(ctx, e).unwrap_or(("val_loss".into(), e.key.span)));
+            }
+        }
+        if let Some(e) = by_key.get("schedule") {
+            if let Val::Sym(Sym {
+                name,
+                args,
+                name_span,
+            }) = const_eval(ctx, &e.value)
+            {
+                if name == "ReduceOnPlateau" {
+                    let m = args
+                        .unwrap_or_default()
+                        .into_iter()
+                        .find(|a| a.name.as_ref().is_some_and(|n| n.name == "monitor"))
+                        .and_then(|a| match a.val {
+                            Val::Sym(s) => Some((s.name, s.name_span)),
+                            _ => None,
+                        })
+                        .unwrap_or(("val_loss".into(), name_span));
+                    monitors.push(m);
+                }
+            }
+        }
+        for (m, span) in monitors {
+            if !logged.contains(&m) {
+                let mut d = Diagnostic::warning(codes::W0102, format!("no metric produces `{m}`"))
+                    .with_primary(span, "this monitor is never logged");
+                if m.starts_with("val_") && *validation == Validation::None {
+                    d = d.with_help(
+                        "add `validation: split(0.2)` (or `test`) so validation metrics exist",
+                    );
+                } else if let Some(sg) = suggest(&m, logged.iter().map(|s| s.as_str())) {
+                    d = d.with_help(format!("did you mean `{sg}`?"));
+                }
+                let all: Vec<String> = logged.iter().map(|l| format!("`{l}`")).collect();
+                ctx.emit(d.with_note(format!("training logs {}", all.join(", "))));
+            }
+        }
+    }
+
+    let model = model?;
+    if !ok {
+        return None;
+    }
+    Some(TrainSpec {
+        model: model.name.clone(),
+        data: data_spec,
+        losses: losses?,
+        optimizer: optimizer?,
+        schedule: schedule?,
+        epochs: epochs? as usize,
+        batch_size: batch_size? as usize,
+        validation: validation?,
+        shuffle: shuffle?,
+        seed: seed? as u64,
+        metrics: metrics?,
+        early_stopping: early_stopping.transpose_opt()?,
+        checkpoint: checkpoint.transpose_opt()?,
+    })
+}
+
+/// `Option<Option<T>>` where the inner `None` means "reported": absent stays `Some(None)`.
+trait TransposeOpt<T> {
+    fn transpose_opt(self) -> Option<Option<T>>;
+}
+impl<T> TransposeOpt<T> for Option<Option<T>> {
+    fn transpose_opt(self) -> Option<Option<T>> {
+        match self {
+            None => Some(None),
+            Some(None) => None,
+            Some(Some(t)) => Some(Some(t)),
+        }
+    }
+}
+
+fn int_entry(
+    ctx: &mut Ctx,
+    e: Option<&Entry>,
+    name: &str,
+    range: Range,
+    default: i64,
+) -> Option<i64> {
+    match e {
+        Some(e) => {
+            let v = const_eval(ctx, &e.value);
+            bind::to_int(ctx, &v, e.value.span, name, range)
+        }
+        None => Some(default),
+    }
+}
+
+fn monitor_of(ctx: &mut Ctx, e: &Entry) -> Option<(String, Span)> {
+    match const_eval(ctx, &e.value) {
+        Val::Dict(entries) => entries
+            .into_iter()
+            .find(|(k, _, _)| k.name == "monitor")
+            .and_then(|(_, v, _)| match v {
+                Val::Sym(s) => Some((s.name, s.name_span)),
+                _ => None,
+            }),
+        _ => None,
+    }
+}
+
+/// A built-in of `kind` from a symbolic value, bound to its table entry.
+fn bind_sym(
+    ctx: &mut Ctx,
+    kind: Kind,
+    v: &Val,
+    span: Span,
+) -> Option<(&'static table::Sig, Bound)> {
+    let Val::Sym(sym) = v else {
+        if !matches!(v, Val::Poison) {
+            ctx.error(
+                codes::E0201,
+                format!("expected a {}", kind.noun()),
+                span,
+                format!("found {}", v.describe()),
+            );
+        }
+        return None;
+    };
+    let Some(sig) = table::lookup(kind, &sym.name) else {
+        let code = match kind {
+            Kind::Loss => codes::E0109,
+            Kind::Optimizer => codes::E0110,
+            Kind::Schedule => codes::E0111,
+            _ => codes::E0112,
+        };
+        let mut d = Diagnostic::error(code, format!("unknown {} `{}`", kind.noun(), sym.name))
+            .with_primary(sym.name_span, format!("not a known {}", kind.noun()));
+        if let Some(s) = suggest(&sym.name, table::names(kind)) {
+            d = d.with_help(format!("did you mean `{s}`?"));
+        } else {
+            let all: Vec<String> = table::names(kind).map(|n| format!("`{n}`")).collect();
+            d = d.with_note(format!("expected one of {}", all.join(", ")));
+        }
+        ctx.emit(d);
+        return None;
+    };
+    let (pos, named) = split_args(sym.args.clone().unwrap_or_default());
+    let b = bind::bind(ctx, sig.name, sig.params, sig.positional, pos, named, span)?;
+    Some((sig, b))
+}
+
+fn loss_of(ctx: &mut Ctx, v: &Val, span: Span) -> Option<Loss> {
+    let (sig, b) = bind_sym(ctx, Kind::Loss, v, span)?;
+    Some(match sig.name {
+        "mse" => Loss::Mse,
+        "mae" => Loss::Mae,
+        "huber" => Loss::Huber {
+            delta: b.float(ctx, "delta")?,
+        },
+        "binary_crossentropy" => Loss::BinaryCrossentropy {
+            from_logits: b.bool(ctx, "from_logits")?,
+        },
+        "categorical_crossentropy" => Loss::CategoricalCrossentropy {
+            from_logits: b.bool(ctx, "from_logits")?,
+        },
+        _ => Loss::SparseCategoricalCrossentropy {
+            from_logits: b.bool(ctx, "from_logits")?,
+        },
+    })
+}
+
+fn loss_name(l: &Loss) -> &'static str {
+    match l {
+        Loss::Mse => "mse",
+        Loss::Mae => "mae",
+        Loss::Huber { .. } => "huber",
+        Loss::BinaryCrossentropy { .. } => "binary_crossentropy",
+        Loss::CategoricalCrossentropy { .. } => "categorical_crossentropy",
+        Loss::SparseCategoricalCrossentropy { .. } => "sparse_categorical_crossentropy",
+    }
+}
+
+/// The activation the output ends in (an activation stage, or a Dense/Conv `activation:`),
+/// when it applies over the last axis.
+pub fn final_activation(g: &ModelGraph, node: usize) -> Option<Activation> {
+    let n = g.nodes.get(node)?;
+    let last = n.shape.len().checked_sub(1);
+    let act = match &n.op {
+        Op::Activation(a) => *a,
+        Op::Dense { activation, .. } | Op::Conv { activation, .. } => *activation,
+        _ => return None,
+    };
+    match act {
+        Activation::Softmax { axis } if Some(axis) != last => None,
+        a => Some(a),
+    }
+}
+
+fn losses(
+    ctx: &mut Ctx,
+    e: &Entry,
+    weights: Option<&Entry>,
+    graph: Option<&ModelGraph>,
+) -> Option<Vec<OutputLoss>> {
+    let v = const_eval(ctx, &e.value);
+    // (output name, loss, span of the loss value)
+    let mut per_output: Vec<(String, Loss, Span)> = Vec::new();
+    let mut ok = true;
+    match &v {
+        Val::Dict(entries) => {
+            for (k, lv, s) in entries {
+                if let Some(g) = graph {
+                    if !g.outputs.iter().any(|o| o.name == k.name) {
+                        unknown_output(ctx, k, g);
+                        ok = false;
+                        continue;
+                    }
+                }
+                match loss_of(ctx, lv, *s) {
+                    Some(l) => per_output.push((k.name.clone(), l, *s)),
+                    None => ok = false,
+                }
+            }
+            if let (Some(g), true) = (graph, ok) {
+                for o in &g.outputs {
+                    if !per_output.iter().any(|(n, _, _)| *n == o.name) {
+                        ctx.error(
+                            codes::E0305,
+                            format!("the output `{}` has no loss", o.name),
+                            e.value.span,
+                            format!("add `{}: ...` here", o.name),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+        }
+        other => {
+            let l = loss_of(ctx, other, e.value.span)?;
+            match graph {
+                Some(g) => {
+                    for o in &g.outputs {
+                        per_output.push((o.name.clone(), l, e.value.span));
+                    }
+                }
+                None => per_output.push((String::new(), l, e.value.span)),
+            }
+        }
+    }
+    let mut weight_of: Vec<(String, f64)> = Vec::new();
+    if let Some(w) = weights {
+        match const_eval(ctx, &w.value) {
+            Val::Dict(entries) => {
+                for (k, wv, s) in entries {
+                    if let Some(g) = graph {
+                        if !g.outputs.iter().any(|o| o.name == k.name) {
+                            unknown_output(ctx, &k, g);
+                            ok = false;
+                            continue;
+                        }
+                    }
+                    match bind::to_float(ctx, &wv, s, &k.name, Range::NonNegative) {
+                        Some(x) => weight_of.push((k.name.clone(), x)),
+                        None => ok = false,
+                    }
+                }
+            }
+            Val::Poison => ok = false,
+            other => {
+                ctx.error(
+                    codes::E0201,
+                    "`loss_weights` must be a dictionary",
+                    w.value.span,
+                    format!(
+                        "expected `{{ output: weight }}`, found {}",
+                        other.describe()
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    let g = graph?;
+    if !ok {
+        return None;
+    }
+    let mut out = Vec::new();
+    for (name, loss, span) in per_output {
+        let o = g.outputs.iter().find(|o| o.name == name)?;
+        let node = &g.nodes[o.node];
+        let last = node.shape.last().copied().unwrap_or(1);
+        let act = final_activation(g, o.node);
+        let shape = shape_str(node.dtype, &node.shape);
+        let lname = loss_name(&loss);
+        let misfit = |ctx: &mut Ctx, msg: String, help: &str| {
+            ctx.emit(
+                Diagnostic::error(
+                    codes::E0301,
+                    format!("`{lname}` does not fit the output `{name}`"),
+                )
+                .with_primary(span, msg)
+                .with_secondary(o.span, format!("the output is {shape}"))
+                .with_help(help.to_string()),
+            );
+        };
+        let mut fused = false;
+        match loss {
+            Loss::BinaryCrossentropy { from_logits } => {
+                if matches!(act, Some(Activation::Softmax { .. })) {
+                    misfit(ctx, "binary cross-entropy on a softmax output".into(), "use `sigmoid` on a last dimension of 1, or `categorical_crossentropy`/`sparse_categorical_crossentropy` with softmax");
+                    ok = false;
+                } else if last != 1 {
+                    misfit(
+                        ctx,
+                        format!("binary cross-entropy needs a last dimension of 1, found {last}"),
+                        "end the model in `Dense(1, sigmoid)`",
+                    );
+                    ok = false;
+                }
+                fused = !from_logits && act == Some(Activation::Sigmoid);
+            }
+            Loss::CategoricalCrossentropy { from_logits }
+            | Loss::SparseCategoricalCrossentropy { from_logits } => {
+                if last < 2 {
+                    misfit(ctx, format!("a categorical cross-entropy needs at least 2 classes, found a last dimension of {last}"), "for two classes with one output unit use `binary_crossentropy`");
+                    ok = false;
+                } else if act == Some(Activation::Sigmoid) {
+                    misfit(ctx, "categorical cross-entropy on a sigmoid output".into(), "end the model in `softmax`, or use `binary_crossentropy` for independent labels");
+                    ok = false;
+                }
+                fused = !from_logits && matches!(act, Some(Activation::Softmax { .. }));
+                if from_logits
+                    && matches!(
+                        act,
+                        Some(Activation::Softmax { .. }) | Some(Activation::Sigmoid)
+                    )
+                {
+                    ctx.emit(
+                        Diagnostic::warning(
+                            codes::W0103,
+                            "`from_logits: true` on an output that is already a probability",
+                        )
+                        .with_primary(span, "the output ends in softmax")
+                        .with_help("drop the final softmax, or use `from_logits: false`"),
+                    );
+                }
+            }
+            _ => {}
+        }
+        if node.dtype != crate::graph::DType::F32 {
+            misfit(
+                ctx,
+                format!("the output is {shape}"),
+                "a loss needs an f32 output",
+            );
+            ok = false;
+        }
+        let weight = weight_of
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, w)| *w)
+            .unwrap_or(1.0);
+        out.push(OutputLoss {
+            output: name,
+            loss,
+            weight,
+            fused_with_activation: fused,
+        });
+    }
+    ok.then_some(out)
+}
+
+fn unknown_output(ctx: &mut Ctx, k: &Ident, g: &ModelGraph) {
+    let mut d = Diagnostic::error(
+        codes::E0305,
+        format!("model `{}` has no output `{}`", g.name, k.name),
+    )
+    .with_primary(k.span, "unknown output");
+    if let Some(s) = suggest(&k.name, g.outputs.iter().map(|o| o.name.as_str())) {
+        d = d.with_help(format!("did you mean `{s}`?"));
+    }
+    ctx.emit(d);
+}
+
+fn optimizer(ctx: &mut Ctx, e: &Entry) -> Option<OptimizerSpec> {
+    let v = const_eval(ctx, &e.value);
+    let (sig, b) = bind_sym(ctx, Kind::Optimizer, &v, e.value.span)?;
+    let kind = match sig.name {
+        "SGD" => OptimizerKind::Sgd {
+            momentum: b.float(ctx, "momentum")?,
+            nesterov: b.bool(ctx, "nesterov")?,
+        },
+        "Adam" => OptimizerKind::Adam {
+            beta1: b.float(ctx, "beta1")?,
+            beta2: b.float(ctx, "beta2")?,
+            epsilon: b.float(ctx, "epsilon")?,
+        },
+        "AdamW" => OptimizerKind::AdamW {
+            beta1: b.float(ctx, "beta1")?,
+            beta2: b.float(ctx, "beta2")?,
+            epsilon: b.float(ctx, "epsilon")?,
+        },
+        "RMSprop" => OptimizerKind::RmsProp {
+            rho: b.float(ctx, "rho")?,
+            momentum: b.float(ctx, "momentum")?,
+            epsilon: b.float(ctx, "epsilon")?,
+        },
+        _ => OptimizerKind::Adagrad {
+            initial_accumulator: b.float(ctx, "initial_accumulator")?,
+            epsilon: b.float(ctx, "epsilon")?,
+        },
+    };
+    let mut clip = None;
+    let mut first: Option<(&str, Span)> = None;
+    let mut ok = true;
+    for name in ["clip_norm", "global_clip_norm", "clip_value"] {
+        let Some(value) = b.opt_float(ctx, name) else {
+            ok = false;
+            continue;
+        };
+        let Some(value) = value else { continue };
+        let span = b.given(name).map(|(_, s)| *s).unwrap_or(e.value.span);
+        if let Some((fname, fspan)) = first {
+            ctx.emit(
+                Diagnostic::error(codes::E0302, "at most one clipping option")
+                    .with_primary(span, format!("`{name}` given as well"))
+                    .with_secondary(fspan, format!("`{fname}` given here"))
+                    .with_help("keep one of `clip_norm`, `global_clip_norm`, `clip_value`"),
+            );
+            ok = false;
+            continue;
+        }
+        first = Some((name, span));
+        clip = Some(match name {
+            "clip_norm" => Clip::Norm(value),
+            "global_clip_norm" => Clip::GlobalNorm(value),
+            _ => Clip::Value(value),
+        });
+    }
+    let lr = b.float(ctx, "lr")?;
+    let weight_decay = b.float(ctx, "weight_decay")?;
+    ok.then_some(OptimizerSpec {
+        kind,
+        lr,
+        weight_decay,
+        clip,
+    })
+}
+
+fn every(d: (u64, bool)) -> Every {
+    if d.1 {
+        Every::Steps(d.0)
+    } else {
+        Every::Epochs(d.0)
+    }
+}
+
+fn schedule(ctx: &mut Ctx, e: &Entry) -> Option<Schedule> {
+    let v = const_eval(ctx, &e.value);
+    let (sig, b) = bind_sym(ctx, Kind::Schedule, &v, e.value.span)?;
+    Some(match sig.name {
+        "Constant" => Schedule::Constant,
+        "Step" => Schedule::Step {
+            every: every(b.duration(ctx, "every")?),
+            gamma: b.float(ctx, "gamma")?,
+        },
+        "Exponential" => Schedule::Exponential {
+            rate: b.float(ctx, "rate")?,
+            every: every(b.duration(ctx, "every")?),
+            staircase: b.bool(ctx, "staircase")?,
+        },
+        "Cosine" => Schedule::Cosine {
+            warmup: every(b.duration(ctx, "warmup")?),
+            min_lr: b.float(ctx, "min_lr")?,
+        },
+        _ => Schedule::ReduceOnPlateau {
+            monitor: b.sym(ctx, "monitor")?,
+            factor: b.float(ctx, "factor")?,
+            patience: b.int(ctx, "patience")? as u64,
+            min_lr: b.float(ctx, "min_lr")?,
+        },
+    })
+}
+
+fn validation(
+    ctx: &mut Ctx,
+    e: &Entry,
+    data: Option<&fm_runtime::config::DataSpec>,
+) -> Option<Validation> {
+    let v = const_eval(ctx, &e.value);
+    match &v {
+        Val::Sym(Sym {
+            name,
+            args: None,
+            name_span,
+        }) => match name.as_str() {
+            "none" => Some(Validation::None),
+            "test" => {
+                if let Some(d) = data {
+                    if d.test.is_none() {
+                        ctx.emit(
+                            Diagnostic::error(codes::E0307, format!("data section `{}` has no test split", d.name))
+                                .with_primary(*name_span, "`validation: test` needs one")
+                                .with_help("add `test: ...` to the data section, or use `validation: split(0.2)`"),
+                        );
+                        return None;
+                    }
+                }
+                Some(Validation::Test)
+            }
+            _ => {
+                bind::unknown_value(
+                    ctx,
+                    "validation",
+                    name,
+                    *name_span,
+                    &["none", "test", "split"],
+                );
+                None
+            }
+        },
+        Val::Sym(Sym {
+            name,
+            args: Some(args),
+            ..
+        }) if name == "split" => {
+            let sig = table::lookup(Kind::Source, "split")?;
+            let (pos, named) = split_args(args.clone());
+            let b = bind::bind(
+                ctx,
+                "split",
+                sig.params,
+                sig.positional,
+                pos,
+                named,
+                e.value.span,
+            )?;
+            Some(Validation::Split(b.float(ctx, "fraction")?))
+        }
+        Val::Sym(Sym {
+            name, name_span, ..
+        }) => {
+            bind::unknown_value(
+                ctx,
+                "validation",
+                name,
+                *name_span,
+                &["none", "test", "split"],
+            );
+            None
+        }
+        Val::Poison => None,
+        other => {
+            ctx.error(
+                codes::E0201,
+                "`validation` must be `none`, `test` or `split(f)`",
+                e.value.span,
+                format!("found {}", other.describe()),
+            );
+            None
+        }
+    }
+}
+
+fn metrics(
+    ctx: &mut Ctx,
+    e: &Entry,
+    losses: Option<&[OutputLoss]>,
+    graph: Option<&ModelGraph>,
+) -> Option<Vec<Metric>> {
+    let v = const_eval(ctx, &e.value);
+    let items = match v {
+        Val::List(items) => items,
+        Val::Poison => return None,
+        other => vec![(other, e.value.span)],
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (mv, span) in items {
+        let Some((sig, b)) = bind_sym(ctx, Kind::Metric, &mv, span) else {
+            ok = false;
+            continue;
+        };
+        let m = match sig.name {
+            "accuracy" => {
+                // Keras: binary for binary cross-entropy or one output unit, sparse for sparse
+                // cross-entropy, categorical otherwise.
+                let first = losses.and_then(|l| l.first());
+                let last = graph.and_then(|g| {
+                    g.outputs
+                        .first()
+                        .map(|o| g.nodes[o.node].shape.last().copied().unwrap_or(1))
+                });
+                let kind = match first.map(|l| l.loss) {
+                    Some(Loss::BinaryCrossentropy { .. }) => AccuracyKind::Binary,
+                    _ if last == Some(1) => AccuracyKind::Binary,
+                    Some(Loss::SparseCategoricalCrossentropy { .. }) => AccuracyKind::Sparse,
+                    _ => AccuracyKind::Categorical,
+                };
+                Metric::Accuracy(kind)
+            }
+            "top_k" => match b.int(ctx, "k") {
+                Some(k) => Metric::TopK(k as usize),
+                None => {
+                    ok = false;
+                    continue;
+                }
+            },
+            "mse" => Metric::Mse,
+            "mae" => Metric::Mae,
+            "precision" => Metric::Precision,
+            _ => Metric::Recall,
+        };
+        if out.contains(&m) {
+            ctx.error(
+                codes::E0105,
+                format!("the metric `{}` is listed twice", sig.name),
+                span,
+                "listed again here",
+            );
+            ok = false;
+            continue;
+        }
+        out.push(m);
+    }
+    ok.then_some(out)
+}
+
+fn dict_entries(ctx: &mut Ctx, e: &Entry) -> Option<Vec<(Ident, Val, Span)>> {
+    match const_eval(ctx, &e.value) {
+        Val::Dict(entries) => Some(entries),
+        Val::Poison => None,
+        other => {
+            ctx.error(
+                codes::E0201,
+                format!("`{}` must be a dictionary", e.key.name),
+                e.value.span,
+                format!(
+                    "expected `{{ key: value, ... }}`, found {}",
+                    other.describe()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Checks dictionary keys against `keys` (reporting unknown and duplicate ones).
+fn dict_check<'d>(
+    ctx: &mut Ctx,
+    entries: &'d [(Ident, Val, Span)],
+    keys: &[&str],
+    what: &str,
+) -> Option<Vec<&'d (Ident, Val, Span)>> {
+    let mut ok = true;
+    let mut seen: Vec<&str> = Vec::new();
+    let mut out = Vec::new();
+    for en in entries {
+        let k = &en.0;
+        if !keys.contains(&k.name.as_str()) {
+            let mut d = Diagnostic::error(
+                codes::E0113,
+                format!("unknown key `{}` in `{what}`", k.name),
+            )
+            .with_primary(k.span, "unknown key");
+            if let Some(s) = suggest(&k.name, keys.iter().copied()) {
+                d = d.with_help(format!("did you mean `{s}`?"));
+            }
+            ctx.emit(d);
+            ok = false;
+        } else if seen.contains(&k.name.as_str()) {
+            ctx.error(
+                codes::E0105,
+                format!("the key `{}` is given twice", k.name),
+                k.span,
+                "given again here",
+            );
+            ok = false;
+        } else {
+            seen.push(&k.name);
+            out.push(en);
+        }
+    }
+    ok.then_some(out)
+}
+
+fn monitor_value(ctx: &mut Ctx, v: &Val, span: Span) -> Option<String> {
+    bind::to_sym(ctx, v, span, "monitor", table::Ty::Ident)
+}
+
+fn early_stopping(ctx: &mut Ctx, e: &Entry) -> Option<EarlyStopping> {
+    let entries = dict_entries(ctx, e)?;
+    let entries = dict_check(
+        ctx,
+        &entries,
+        &["monitor", "patience", "min_delta", "restore_best"],
+        "early_stopping",
+    )?;
+    let mut es = EarlyStopping {
+        monitor: "val_loss".into(),
+        patience: 3,
+        min_delta: 0.0,
+        restore_best: true,
+    };
+    for (k, v, s) in entries {
+        match k.name.as_str() {
+            "monitor" => es.monitor = monitor_value(ctx, v, *s)?,
+            "patience" => {
+                es.patience = bind::to_int(ctx, v, *s, "patience", Range::NonNegative)? as u64
+            }
+            "min_delta" => {
+                es.min_delta = bind::to_float(ctx, v, *s, "min_delta", Range::NonNegative)?
+            }
+            _ => es.restore_best = bind::to_bool(ctx, v, *s, "restore_best")?,
+        }
+    }
+    Some(es)
+}
+
+fn checkpoint(ctx: &mut Ctx, e: &Entry) -> Option<Checkpoint> {
+    let entries = dict_entries(ctx, e)?;
+    let entries = dict_check(ctx, &entries, &["monitor", "keep", "every"], "checkpoint")?;
+    let mut c = Checkpoint {
+        monitor: "val_loss".into(),
+        keep: CheckpointKeep::Best,
+        every: Every::Epochs(1),
+    };
+    for (k, v, s) in entries {
+        match k.name.as_str() {
+            "monitor" => c.monitor = monitor_value(ctx, v, *s)?,
+            "keep" => {
+                c.keep =
+                    match bind::to_sym(ctx, v, *s, "keep", table::Ty::Enum(table::KEEP))?.as_str() {
+                        "last" => CheckpointKeep::Last,
+                        _ => CheckpointKeep::Best,
+                    }
+            }
+            _ => match v {
+                Val::Dur { n, unit } => {
+                    let i = bind::to_int(
+                        ctx,
+                        &Val::Num { v: *n, int: true },
+                        *s,
+                        "every",
+                        Range::Positive,
+                    )? as u64;
+                    c.every = every((i, *unit == fm_grammar::ast::DurationUnit::Steps));
+                }
+                other => {
+                    bind::type_error(ctx, "every", table::Ty::Duration, other, *s);
+                    return None;
+                }
+            },
+        }
+    }
+    Some(c)
+}
+
+/// A data section feeds every model input: one input takes any source; several inputs need
+/// `npz(path, x: { input: "key", ... })` naming each input exactly once.
+fn data_fits_inputs(
+    ctx: &mut Ctx,
+    d: &fm_runtime::config::DataSpec,
+    g: &ModelGraph,
+    span: Span,
+) -> bool {
+    use fm_runtime::config::{NpzKeys, Source};
+    let inputs: Vec<&str> = g.inputs.iter().map(|i| i.name.as_str()).collect();
+    let keys: Option<Vec<&str>> = match &d.train {
+        Source::Npz {
+            x: NpzKeys::PerInput(keys),
+            ..
+        } => Some(keys.iter().map(|(k, _)| k.as_str()).collect()),
+        _ => None,
+    };
+    let message = match keys {
+        None if inputs.len() > 1 => format!(
+            "model `{}` has {} inputs, but data section `{}` gives one",
+            g.name,
+            inputs.len(),
+            d.name
+        ),
+        Some(keys) => {
+            let mut a = keys.clone();
+            let mut b = inputs.clone();
+            a.sort();
+            b.sort();
+            if a == b {
+                return true;
+            }
+            let shown: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+            format!(
+                "data section `{}` gives the inputs {}",
+                d.name,
+                shown.join(", ")
+            )
+        }
+        None => return true,
+    };
+    let names: Vec<String> = inputs.iter().map(|k| format!("`{k}`")).collect();
+    ctx.emit(
+        Diagnostic::error(codes::E0306, "the data does not match the model's inputs")
+            .with_primary(span, message)
+            .with_note(format!("model `{}` takes {}", g.name, names.join(", ")))
+            .with_help("name one npz key per input: `npz(\"data.npz\", x: { input: \"key\", ... }, y: \"labels\")`"),
+    );
+    false
+}

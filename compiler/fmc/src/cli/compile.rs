@@ -1,0 +1,147 @@
+//! `fmc compile FILE --emit KIND [-o OUT]`. `ast` is the parser's dump; the other kinds belong
+//! to the back end (THE LEAD PLUGS `ir`, `ir-opt` and `rust` IN HERE; `clif` is the JIT's).
+
+use super::{EmitKind, Global};
+use fm_compiler::diag::SourceFile;
+use std::path::Path;
+
+pub fn run(
+    g: &mut Global,
+    file: &Path,
+    emit: EmitKind,
+    output: Option<&Path>,
+    model: Option<&str>,
+) -> i32 {
+    let text = match emit {
+        EmitKind::Ast => {
+            let bytes = match std::fs::read(file) {
+                Ok(b) => b,
+                Err(e) => {
+                    g.fail(&format!("cannot read `{}`: {e}", file.display()));
+                    return 1;
+                }
+            };
+            let source = String::from_utf8_lossy(&bytes).into_owned();
+            let (ast, diags) = fm_grammar::parse_bytes(&bytes);
+            if !diags.is_empty() {
+                let name = file.display().to_string();
+                g.print_diagnostics(
+                    &diags,
+                    &SourceFile {
+                        name: &name,
+                        text: &source,
+                    },
+                );
+                return 1;
+            }
+            fm_grammar::dump_ast(&ast, &source)
+        }
+        EmitKind::Ir | EmitKind::IrOpt => {
+            let sel = match super::session::select(g, file, model, &[]) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            match ir_text(&sel, emit == EmitKind::IrOpt) {
+                Ok(t) => t,
+                Err(e) => {
+                    g.fail(&e);
+                    return 1;
+                }
+            }
+        }
+        EmitKind::Clif => {
+            let sel = match super::session::select(g, file, model, &[]) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            match clif_text(&sel) {
+                Ok(t) => t,
+                Err(e) => {
+                    g.fail(&e);
+                    return 1;
+                }
+            }
+        }
+        other => {
+            let _ = writeln!(g.err, "fmc compile --emit {other:?}: not implemented yet");
+            return 2;
+        }
+    };
+    match output {
+        Some(path) => match super::fmt::write_atomically(path, text.as_bytes()) {
+            Ok(()) => 0,
+            Err(e) => {
+                g.fail(&format!("cannot write `{}`: {e}", path.display()));
+                1
+            }
+        },
+        None => {
+            let _ = g.out.write_all(text.as_bytes());
+            0
+        }
+    }
+}
+
+/// The train step (when the file trains the model) and inference functions, before or after
+/// the optimization passes.
+fn ir_text(sel: &super::session::Selected, optimized: bool) -> Result<String, String> {
+    use fm_compiler::ir::{print::print_function, verify::verify};
+    let mut fns = Vec::new();
+    if sel.has_train {
+        fns.push(fm_compiler::lower::train_step_fn(&sel.graph, &sel.spec));
+    }
+    fns.push(fm_compiler::lower::predict_fn(&sel.graph));
+    let mut out = String::new();
+    for f in fns {
+        verify(&f).map_err(|e| {
+            format!(
+                "internal compiler error: `{}` fails verification: {e}",
+                f.name
+            )
+        })?;
+        let f = if optimized {
+            fm_compiler::passes::optimize(&f)?
+        } else {
+            f
+        };
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "// model `{}`: {} instructions\n",
+            sel.graph.name,
+            f.insts.len()
+        ));
+        out.push_str(&print_function(&f));
+    }
+    Ok(out)
+}
+
+/// The Cranelift IR the JIT generates for the train step (when the file trains the model) and
+/// the inference function, exactly as the `train`/`predict` commands compile them: every
+/// kernel once, then the entry function that calls them. Deterministic (golden-tested).
+fn clif_text(sel: &super::session::Selected) -> Result<String, String> {
+    let mut fns = Vec::new();
+    if sel.has_train {
+        fns.push(fm_compiler::lower::train_step_fn(&sel.graph, &sel.spec));
+    }
+    fns.push(fm_compiler::lower::predict_fn(&sel.graph));
+    let mut out = String::new();
+    for f in fns {
+        fm_compiler::ir::verify::verify(&f).map_err(|e| {
+            format!(
+                "internal compiler error: `{}` fails verification: {e}",
+                f.name
+            )
+        })?;
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "; model `{}`, function `{}`\n",
+            sel.graph.name, f.name
+        ));
+        out.push_str(&fm_jit::emit_clif(&f)?);
+    }
+    Ok(out)
+}

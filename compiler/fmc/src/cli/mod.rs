@@ -1,0 +1,307 @@
+//! The `fmc` driver: command-line parsing (clap) and one function per subcommand, each in its own
+//! file. `run` is the whole program minus process exit, so tests can call it in-process.
+//!
+//! Exit codes (cli.md): 0 success, 1 the input is wrong (a diagnostic was printed) or
+//! `fmt --check` found changes, 2 the command line is wrong.
+
+mod check;
+mod compile;
+mod eval;
+mod explain;
+mod fmt;
+mod plot;
+mod predict;
+mod session;
+mod summary;
+mod train;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use fm_compiler::check::Checked;
+use fm_compiler::diag::{self, MessageFormat, SourceFile};
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fmc",
+    version,
+    about = "The fm compiler driver",
+    propagate_version = true
+)]
+struct Cli {
+    /// When to colour diagnostics (NO_COLOR turns `auto` off).
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+    /// How diagnostics are printed.
+    #[arg(long, global = true, value_enum, default_value_t = FormatChoice::Human)]
+    message_format: FormatChoice,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Print more (compile times, kernel counts).
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    /// Memory budget models are checked against before anything is allocated (`512M`, `8G`;
+    /// default: this machine's memory).
+    #[arg(long, global = true, value_name = "SIZE", value_parser = fm_compiler::check::limits::parse_memory)]
+    memory_limit: Option<u64>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum FormatChoice {
+    Human,
+    Short,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum EmitKind {
+    Ast,
+    Ir,
+    IrOpt,
+    Rust,
+    Clif,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Parse and check names, types and shapes; prints only diagnostics.
+    Check {
+        /// The `.fm` file.
+        file: PathBuf,
+    },
+    /// Keras-style model summary and the resolved training setup.
+    Summary {
+        /// The `.fm` file.
+        file: PathBuf,
+        /// Plain ASCII table (also used when stdout is not a terminal).
+        #[arg(long)]
+        ascii: bool,
+        /// The model to summarise when the file has several (default: all).
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Format files canonically.
+    Fmt {
+        /// The `.fm` files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print a diff and exit 1 instead of rewriting when a file would change.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Print an intermediate form.
+    Compile {
+        /// The `.fm` file.
+        file: PathBuf,
+        /// What to print.
+        #[arg(long, value_enum)]
+        emit: EmitKind,
+        /// Write here (atomically) instead of stdout.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// The model, when the file has several.
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Compile, train, report, save.
+    Train(train::TrainArgs),
+    /// Loss and metrics on the test split (or the given data).
+    Eval(eval::EvalArgs),
+    /// Inference.
+    Predict(predict::PredictArgs),
+    /// Loss and metric curves per epoch.
+    Plot(plot::PlotArgs),
+    /// The long explanation of a diagnostic code.
+    Explain {
+        /// A code such as `E0203` or `W0101`.
+        code: String,
+    },
+}
+
+/// What the process environment says about the terminal.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Terminal {
+    pub stdout_is_tty: bool,
+    pub stderr_is_tty: bool,
+    /// `NO_COLOR` is set to a non-empty value.
+    pub no_color: bool,
+    /// Terminal width in columns, when known.
+    pub columns: Option<usize>,
+    /// The locale's character set is not UTF-8 (box drawing would not display).
+    pub non_utf8_locale: bool,
+}
+
+impl Terminal {
+    pub fn detect() -> Self {
+        use std::io::IsTerminal;
+        let columns = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.trim().parse().ok())
+            .filter(|&c: &usize| c > 0);
+        // The first of LC_ALL, LC_CTYPE, LANG that is set decides; unset or `C` counts as
+        // UTF-8, as Python (which Keras's summary runs in) coerces the C locale to UTF-8.
+        let locale = ["LC_ALL", "LC_CTYPE", "LANG"]
+            .iter()
+            .filter_map(|k| std::env::var(k).ok())
+            .find(|v| !v.is_empty())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let non_utf8_locale =
+            locale.contains('.') && !locale.contains("utf-8") && !locale.contains("utf8");
+        Terminal {
+            non_utf8_locale,
+            stdout_is_tty: std::io::stdout().is_terminal(),
+            stderr_is_tty: std::io::stderr().is_terminal(),
+            no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+            columns,
+        }
+    }
+}
+
+/// Options every subcommand sees.
+pub struct Global<'w> {
+    pub out: &'w mut dyn Write,
+    pub err: &'w mut dyn Write,
+    pub format: MessageFormat,
+    pub color: bool,
+    pub quiet: bool,
+    pub verbose: bool,
+    pub term: Terminal,
+    /// The memory budget (`--memory-limit`, or this machine's memory).
+    pub limits: fm_compiler::check::Limits,
+}
+
+impl Global<'_> {
+    /// Prints diagnostics to stderr (warnings are left out with `--quiet`).
+    pub fn print_diagnostics(&mut self, diags: &[fm_grammar::Diagnostic], file: &SourceFile) {
+        for d in diags {
+            if self.quiet && !d.is_error() {
+                continue;
+            }
+            let text = diag::render(d, file, self.format, self.color);
+            let _ = self.err.write_all(text.as_bytes());
+        }
+    }
+
+    /// A problem with no source location (unreadable file), printed like a diagnostic.
+    pub fn fail(&mut self, message: &str) {
+        let text = match self.format {
+            MessageFormat::Json => serde_json::json!({
+                "code": null, "severity": "error", "message": message, "file": null,
+                "line": null, "column": null, "end_line": null, "end_column": null,
+                "labels": [], "notes": []
+            })
+            .to_string(),
+            _ => {
+                let word = if self.color {
+                    "\x1b[1;31merror\x1b[0m"
+                } else {
+                    "error"
+                };
+                format!("{word}: {message}")
+            }
+        };
+        let _ = writeln!(self.err, "{text}");
+    }
+}
+
+/// Reads, parses and checks a file, printing its diagnostics. `Err(exit code)` when it could not
+/// be read or has errors.
+pub fn load_checked(g: &mut Global, path: &Path) -> Result<(String, Checked), i32> {
+    let (source, checked) = match fm_compiler::check::check_file_with(path, &g.limits) {
+        Ok(x) => x,
+        Err(e) => {
+            g.fail(&format!("cannot read `{}`: {e}", path.display()));
+            return Err(1);
+        }
+    };
+    let name = path.display().to_string();
+    g.print_diagnostics(
+        &checked.diagnostics,
+        &SourceFile {
+            name: &name,
+            text: &source,
+        },
+    );
+    if checked.has_errors() {
+        Err(1)
+    } else {
+        Ok((source, checked))
+    }
+}
+
+/// Runs `fmc` with these arguments (the first is the program name). Returns the exit code.
+pub fn run(
+    args: impl IntoIterator<Item = OsString>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    term: Terminal,
+) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = write!(out, "{}", e.render());
+                    return 0;
+                }
+                _ => 2,
+            };
+            let _ = write!(err, "{}", e.render());
+            return code;
+        }
+    };
+    let color = match cli.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => term.stderr_is_tty && !term.no_color,
+    };
+    let format = match cli.message_format {
+        FormatChoice::Human => MessageFormat::Human,
+        FormatChoice::Short => MessageFormat::Short,
+        FormatChoice::Json => MessageFormat::Json,
+    };
+    let mut g = Global {
+        out,
+        err,
+        format,
+        color,
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+        term,
+        limits: cli.memory_limit.map_or_else(
+            fm_compiler::check::Limits::default,
+            fm_compiler::check::Limits::with_memory,
+        ),
+    };
+    match cli.command {
+        Command::Check { file } => check::run(&mut g, &file),
+        Command::Summary { file, ascii, model } => {
+            summary::run(&mut g, &file, ascii, model.as_deref())
+        }
+        Command::Fmt { files, check } => fmt::run(&mut g, &files, check),
+        Command::Compile {
+            file,
+            emit,
+            output,
+            model,
+        } => compile::run(&mut g, &file, emit, output.as_deref(), model.as_deref()),
+        Command::Train(args) => train::run(&mut g, &args),
+        Command::Eval(args) => eval::run(&mut g, &args),
+        Command::Predict(args) => predict::run(&mut g, &args),
+        Command::Plot(args) => plot::run(&mut g, &args),
+        Command::Explain { code } => explain::run(&mut g, &code),
+    }
+}

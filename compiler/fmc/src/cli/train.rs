@@ -1,0 +1,220 @@
+//! `fmc train FILE [options]`: compile, train, report, save.
+
+use super::session::{self, runtime_error, BackendChoice};
+use super::Global;
+use fm_runtime::data::{
+    convert_samples, load_data, prepare, read_xy, Dataset, FittedTransforms, LoadOptions,
+};
+use fm_runtime::metrics::metric_defs;
+use fm_runtime::train::{self, FitOptions, ProgressMode};
+use fm_runtime::weights::WeightsMeta;
+use fm_runtime::RuntimeError;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// The `.fm` file.
+    pub file: PathBuf,
+    /// The model to train when the file has several.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Training inputs instead of the file's `data` (IDX, .npy, .npz[:key], .csv).
+    #[arg(long, value_name = "PATH")]
+    pub x: Option<String>,
+    /// Training targets (`file.csv:COLUMN` takes a CSV column).
+    #[arg(long, value_name = "PATH")]
+    pub y: Option<String>,
+    /// Held-out inputs, evaluated after training.
+    #[arg(long, value_name = "PATH")]
+    pub test_x: Option<String>,
+    /// Held-out targets.
+    #[arg(long, value_name = "PATH")]
+    pub test_y: Option<String>,
+    /// Override a `train` key, e.g. `--set epochs=3 --set optimizer="SGD(lr: 0.1)"`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Run exactly N optimizer steps (ignores `epochs`).
+    #[arg(long, value_name = "N")]
+    pub steps: Option<u64>,
+    /// Start from these weights instead of initialising.
+    #[arg(long, value_name = "W.safetensors")]
+    pub init: Option<PathBuf>,
+    /// Where the final weights and optimizer state go (default RUN_DIR/weights.safetensors).
+    #[arg(long, value_name = "W.safetensors")]
+    pub save: Option<PathBuf>,
+    /// Continue a run exactly from a checkpoint.
+    #[arg(long, value_name = "CKPT.safetensors")]
+    pub resume: Option<PathBuf>,
+    /// Where the run's files go (default runs/MODEL/N/).
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Jit)]
+    pub backend: BackendChoice,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Accept NaN and infinity in inputs.
+    #[arg(long)]
+    pub allow_nan: bool,
+}
+
+pub fn run(g: &mut Global, args: &TrainArgs) -> i32 {
+    match train(g, args) {
+        Ok(()) => 0,
+        Err(code) => code,
+    }
+}
+
+/// Training data: the file's `data` section or `--x/--y`, with the section's transforms.
+pub struct TrainData {
+    pub train: Dataset,
+    pub test: Option<Dataset>,
+    pub transforms: FittedTransforms,
+}
+
+fn load(g: &mut Global, args: &TrainArgs, sel: &session::Selected) -> Result<TrainData, i32> {
+    let md = session::model_data(&sel.graph, &sel.spec);
+    let opts = LoadOptions {
+        allow_nan: args.allow_nan,
+    };
+    let section = sel.spec.data.as_ref();
+    let result: Result<TrainData, RuntimeError> = (|| {
+        let mut data = match (&args.x, &args.y) {
+            (Some(x), Some(y)) => {
+                let raw = read_xy(x, y)?;
+                let converted = convert_samples(&raw, &md, opts)?;
+                let (tx, ty) = section.map_or((&[][..], &[][..]), |d| (&d.x[..], &d.y[..]));
+                let transforms = FittedTransforms::fit(tx, ty, &converted)?;
+                let train = prepare(&raw, &md, &transforms, opts)?;
+                TrainData {
+                    train,
+                    test: None,
+                    transforms,
+                }
+            }
+            _ => match section {
+                Some(d) => {
+                    let l = load_data(d, &md, opts)?;
+                    TrainData {
+                        train: l.train,
+                        test: l.test,
+                        transforms: l.transforms,
+                    }
+                }
+                None => {
+                    return Err(RuntimeError::without_path(
+                        fm_runtime::ErrorKind::DataSetup,
+                        "no training data: the `train` section names no `data`; give `--x PATH --y PATH`",
+                    ))
+                }
+            },
+        };
+        if let (Some(x), Some(y)) = (&args.test_x, &args.test_y) {
+            let raw = read_xy(x, y)?;
+            data.test = Some(prepare(&raw, &md, &data.transforms, opts)?);
+        }
+        Ok(data)
+    })();
+    result.map_err(|e| runtime_error(g, &e))
+}
+
+fn train(g: &mut Global, args: &TrainArgs) -> Result<(), i32> {
+    if args.init.is_some() && args.resume.is_some() {
+        let _ = writeln!(g.err, "error: `--init` and `--resume` cannot be used together (`--resume` restores the weights)");
+        return Err(2);
+    }
+    if args.x.is_some() != args.y.is_some() || args.test_x.is_some() != args.test_y.is_some() {
+        let _ = writeln!(
+            g.err,
+            "error: `--x` needs `--y` and `--test-x` needs `--test-y`"
+        );
+        return Err(2);
+    }
+    if let Some(n) = args.threads {
+        // Caps the GEMM and convolution kernels the JIT calls (the interpreter is
+        // single-threaded). A convolution's kernel gradient sums partial results per thread, so
+        // its last bits depend on the thread count: `--threads 1` reproduces a run exactly on
+        // any machine; a fixed N reproduces it on the same machine.
+        fm_runtime::kernels::set_thread_limit(n);
+    }
+    let sel = session::select(g, &args.file, args.model.as_deref(), &args.set)?;
+    if !sel.has_train {
+        g.fail(&format!(
+            "`{}` has no `train` section for model `{}`: add one with at least a `loss` and an `optimizer`",
+            args.file.display(),
+            sel.graph.name
+        ));
+        return Err(1);
+    }
+    // Everything that can be known before training is checked before training.
+    if let Some(save) = &args.save {
+        fm_runtime::fsutil::check_writable(save).map_err(|e| runtime_error(g, &e))?;
+    }
+    let data = load(g, args, &sel)?;
+    let mut backend = session::backend(g, &sel, args.backend)?;
+    if let Some(init) = &args.init {
+        train::load_init(&mut backend, init).map_err(|e| runtime_error(g, &e))?;
+    }
+    let run_dir = args
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| train::record::next_run_dir(Path::new("runs"), &sel.graph.name));
+    write_run_files(&run_dir, &sel).map_err(|e| runtime_error(g, &e))?;
+    let mut meta = WeightsMeta::new(&sel.graph.name, sel.source.as_bytes());
+    meta.transforms = Some(data.transforms.to_json());
+    let options = FitOptions {
+        run_dir: Some(run_dir.clone()),
+        steps: args.steps,
+        progress: if g.quiet {
+            ProgressMode::Quiet
+        } else if g.term.stderr_is_tty {
+            ProgressMode::Bar
+        } else {
+            ProgressMode::Lines
+        },
+        resume: args.resume.clone(),
+        save: args.save.clone(),
+        meta,
+    };
+    let history = train::fit_with_log(
+        &mut backend,
+        &sel.spec,
+        &data.train,
+        data.test.as_ref(),
+        &options,
+        &mut *g.err,
+    )
+    .map_err(|e| runtime_error(g, &e))?;
+    if let Some(test) = &data.test {
+        let defs = metric_defs(&sel.spec);
+        let logs = train::evaluate(&mut backend, test, sel.spec.batch_size, &defs)
+            .map_err(|e| runtime_error(g, &e))?;
+        let line: Vec<String> = logs
+            .iter()
+            .map(|(k, v)| format!("test_{k}: {}", train::progress::format_value(*v)))
+            .collect();
+        let _ = writeln!(g.out, "{}", line.join(" - "));
+    }
+    if !g.quiet {
+        if let Some(saved) = &history.saved {
+            let _ = writeln!(g.err, "saved weights to {}", saved.display());
+        }
+        let _ = writeln!(g.err, "run directory: {}", run_dir.display());
+    }
+    Ok(())
+}
+
+/// The resolved `.fm` and `summary.txt`, written before training starts.
+fn write_run_files(run_dir: &Path, sel: &session::Selected) -> Result<(), RuntimeError> {
+    fm_runtime::fsutil::create_dir_all(run_dir)?;
+    fm_runtime::fsutil::atomic_write(
+        &run_dir.join(format!("{}.fm", sel.graph.name)),
+        sel.source.as_bytes(),
+    )?;
+    let style = fm_compiler::summary::Style {
+        unicode: false,
+        width: 100,
+    };
+    let summary = fm_compiler::summary::render(&sel.graph, std::slice::from_ref(&sel.spec), &style);
+    fm_runtime::fsutil::atomic_write(&run_dir.join("summary.txt"), summary.as_bytes())
+}

@@ -1,0 +1,455 @@
+//! The Cranelift JIT backend: compiles an IR [`Function`] to native code and runs it.
+//!
+//! Pipeline: [`legalize`] rewrites the few ops whose evaluation order must follow the
+//! interpreter's, [`schedule`] turns the function into kernel calls (fusing elementwise
+//! chains), [`codegen`] emits one CLIF function per distinct kernel, and [`memory`] plans the
+//! buffers for each batch size; [`Compiled::run`] calls the kernels in order. MatMul, convolutions and pooling call the precompiled kernels
+//! of `fm_runtime::kernels::ffi`. The driver ([`Compiled::run`]) checks argument shapes before
+//! any generated code runs, and flushes denormals (FTZ/DAZ) while it runs. Compiled functions
+//! are cached per process by their IR text, which includes every shape (the batch symbolic);
+//! buffer plans are made per batch size.
+
+mod codegen;
+mod kernel;
+mod legalize;
+mod math;
+mod memory;
+mod schedule;
+pub mod session;
+
+use cranelift_codegen::ir::{Function as ClifFunction, UserFuncName};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
+use fm_compiler::interp::{Context, Value};
+use fm_compiler::ir::{eval_shape, print::print_function, Function, Op};
+use fm_runtime::kernels::ffi;
+use fm_runtime::tensor::DType;
+use ndarray::{ArrayD, IxDyn};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+pub use session::JitExecutor;
+
+/// What compiling one function cost and produced (printed by `fmc -v`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompileStats {
+    pub function: String,
+    /// Kernel calls per run.
+    pub calls: usize,
+    /// Distinct compiled kernels (equal kernels are shared).
+    pub kernels: usize,
+    /// IR instructions folded into another instruction's loop.
+    pub fused: usize,
+    /// CLIF instructions over all compiled functions.
+    pub clif_insts: usize,
+    pub compile_ms: f64,
+}
+
+/// A compiled kernel: `(operand pointers, batch size, seed, step) -> status` (0 = ok).
+type KernelFn = unsafe extern "C" fn(*const *mut u8, i64, i64, i64) -> i32;
+
+/// A function compiled to native code.
+pub struct Compiled {
+    /// The function as given (what the cache and `function()` compare against).
+    source: Function,
+    /// The function after `legalize`, which the schedule and buffers refer to.
+    func: Function,
+    sched: schedule::Schedule,
+    /// The kernel calls in order, each with its operand pointers as (value, element offset).
+    calls: Vec<(KernelFn, Vec<(usize, i64)>)>,
+    clif: String,
+    stats: CompileStats,
+    plans: Mutex<Buffers>,
+    /// Owns the generated code; never freed (compiled functions live in the process cache).
+    _module: ModuleHolder,
+}
+
+/// Buffer plans by batch size, and the arena reused from run to run.
+#[derive(Default)]
+struct Buffers {
+    plans: HashMap<usize, Arc<memory::Plan>>,
+    /// 16-byte words, so that every planned (64-byte-rounded) offset is 16-byte aligned.
+    arena: Vec<u128>,
+}
+
+struct ModuleHolder(#[allow(dead_code)] JITModule);
+// SAFETY: after `finalize_definitions` the module is only kept alive so that its code stays
+// mapped; it is never mutated again, and the generated code itself is reentrant.
+unsafe impl Send for ModuleHolder {}
+unsafe impl Sync for ModuleHolder {}
+
+fn host_isa() -> Result<Arc<dyn cranelift_codegen::isa::TargetIsa>, String> {
+    let mut flags = settings::builder();
+    let set = |f: &mut settings::Builder, k: &str, v: &str| {
+        f.set(k, v)
+            .map_err(|e| format!("internal error: cranelift flag {k}: {e}"))
+    };
+    set(&mut flags, "opt_level", "speed")?;
+    set(
+        &mut flags,
+        "enable_verifier",
+        if cfg!(debug_assertions) {
+            "true"
+        } else {
+            "false"
+        },
+    )?;
+    set(&mut flags, "use_colocated_libcalls", "false")?;
+    set(&mut flags, "is_pic", "false")?;
+    let isa = cranelift_native::builder()
+        .map_err(|e| format!("internal error: unsupported host: {e}"))?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| format!("internal error: {e}"))?;
+    Ok(isa)
+}
+
+fn new_module() -> Result<JITModule, String> {
+    let mut jb = JITBuilder::with_isa(host_isa()?, default_libcall_names());
+    let symbols: [(&str, *const u8); 9] = [
+        ("fm_sgemm", ffi::fm_sgemm as *const u8),
+        ("fm_conv2d_fwd", ffi::fm_conv2d_fwd as *const u8),
+        ("fm_conv2d_bwd_input", ffi::fm_conv2d_bwd_input as *const u8),
+        (
+            "fm_conv2d_bwd_kernel",
+            ffi::fm_conv2d_bwd_kernel as *const u8,
+        ),
+        ("fm_max_pool2d_fwd", ffi::fm_max_pool2d_fwd as *const u8),
+        ("fm_max_pool2d_bwd", ffi::fm_max_pool2d_bwd as *const u8),
+        ("fm_avg_pool2d_fwd", ffi::fm_avg_pool2d_fwd as *const u8),
+        ("fm_avg_pool2d_bwd", ffi::fm_avg_pool2d_bwd as *const u8),
+        ("fm_jit_powf", math::fm_jit_powf as *const u8),
+    ];
+    for (name, ptr) in symbols {
+        jb.symbol(name, ptr);
+    }
+    Ok(JITModule::new(jb))
+}
+
+fn count_insts(f: &ClifFunction) -> usize {
+    f.layout
+        .blocks()
+        .map(|b| f.layout.block_insts(b).count())
+        .sum()
+}
+
+/// Compiles `f` (uncached).
+fn compile_uncached(source: &Function) -> Result<Compiled, String> {
+    let start = Instant::now();
+    let legal = legalize::split_sums(source);
+    let f = &legal;
+    let sched = schedule::schedule(f)?;
+    let mut module = new_module()?;
+    let cc = module.isa().default_call_conv();
+    let mut externs: HashMap<&'static str, FuncId> = HashMap::new();
+    for (name, sig) in codegen::extern_signatures(cc) {
+        let id = module
+            .declare_function(name, Linkage::Import, &sig)
+            .map_err(|e| format!("internal error: {e}"))?;
+        externs.insert(name, id);
+    }
+    let sig = codegen::kernel_signature(cc);
+    let mut ctx = module.make_context();
+    let mut fctx = FunctionBuilderContext::new();
+    let mut ids: HashMap<&kernel::Kernel, FuncId> = HashMap::new();
+    let mut kernel_index: HashMap<FuncId, usize> = HashMap::new();
+    let mut clif = String::new();
+    let mut clif_insts = 0;
+    let mut calls: Vec<(FuncId, Vec<(usize, i64)>)> = Vec::new();
+    let err = |e: cranelift_module::ModuleError| format!("internal error: cranelift: {e:?}");
+    for step in &sched.steps {
+        let id = match ids.get(&step.kernel) {
+            Some(&id) => id,
+            None => {
+                let k = ids.len();
+                let id = module
+                    .declare_function(&format!("k{k}"), Linkage::Local, &sig)
+                    .map_err(err)?;
+                ctx.func = ClifFunction::with_name_signature(
+                    UserFuncName::user(0, id.as_u32()),
+                    sig.clone(),
+                );
+                {
+                    let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+                    let mut g = codegen::Gen::new(b, &mut module, &externs);
+                    let status = g.kernel(&step.kernel);
+                    g.finish(status);
+                }
+                clif_insts += count_insts(&ctx.func);
+                clif.push_str(&format!(
+                    "; k{k}: {}\n{}\n",
+                    step.kernel.name(),
+                    ctx.func.display()
+                ));
+                module.define_function(id, &mut ctx).map_err(err)?;
+                module.clear_context(&mut ctx);
+                ids.insert(&step.kernel, id);
+                kernel_index.insert(id, k);
+                id
+            }
+        };
+        calls.push((id, step.pointers()));
+    }
+    module.finalize_definitions().map_err(err)?;
+    // The call sequence runs from Rust (`Compiled::run`) rather than from a generated entry
+    // function: an unrolled sequence model makes thousands of calls, and generating code for
+    // each cost more compile time than all the kernels together. A call costs about 1 ns.
+    let mut kernels: HashMap<FuncId, KernelFn> = HashMap::new();
+    for &(id, _) in &calls {
+        kernels.entry(id).or_insert_with(|| {
+            let ptr = module.get_finalized_function(id);
+            // SAFETY: `ptr` is a finalized kernel with signature (i64 x4) -> i32 (system
+            // calling convention), which is ABI-compatible with `KernelFn`.
+            unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) }
+        });
+    }
+    clif.push_str(&format!("; calls of `{}`:\n", f.name));
+    for (id, ptrs) in &calls {
+        let args: Vec<String> = ptrs
+            .iter()
+            .map(|&(v, off)| match off {
+                0 => format!("%{v}"),
+                o => format!("%{v}+{o}"),
+            })
+            .collect();
+        clif.push_str(&format!("; k{}({})\n", kernel_index[id], args.join(", ")));
+    }
+    let calls: Vec<(KernelFn, Vec<(usize, i64)>)> =
+        calls.into_iter().map(|(id, p)| (kernels[&id], p)).collect();
+    let stats = CompileStats {
+        function: f.name.clone(),
+        calls: sched.steps.len(),
+        kernels: ids.len(),
+        fused: sched.fused,
+        clif_insts,
+        compile_ms: start.elapsed().as_secs_f64() * 1e3,
+    };
+    Ok(Compiled {
+        source: source.clone(),
+        func: legal,
+        sched,
+        calls,
+        clif,
+        stats,
+        plans: Mutex::new(Buffers::default()),
+        _module: ModuleHolder(module),
+    })
+}
+
+/// Whether to give every buffer its own allocation (env `FM_JIT_CHECK_BOUNDS`), for memory
+/// checkers; slower, otherwise identical.
+fn check_bounds() -> bool {
+    static CHECK: OnceLock<bool> = OnceLock::new();
+    *CHECK.get_or_init(|| std::env::var_os("FM_JIT_CHECK_BOUNDS").is_some())
+}
+
+type Cache = Mutex<HashMap<String, Arc<Compiled>>>;
+
+fn cache() -> &'static Cache {
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// Compiles `f`, or returns the process-wide cached compilation of an identical function.
+pub fn compile(f: &Function) -> Result<Arc<Compiled>, String> {
+    let key = print_function(f);
+    if let Some(c) = cache().lock().map_err(|_| "JIT cache poisoned")?.get(&key) {
+        return Ok(c.clone());
+    }
+    let c = Arc::new(compile_uncached(f)?);
+    cache()
+        .lock()
+        .map_err(|_| "JIT cache poisoned")?
+        .insert(key, c.clone());
+    Ok(c)
+}
+
+/// Whether this process has already compiled a function identical to `f`.
+pub fn is_cached(f: &Function) -> bool {
+    let key = print_function(f);
+    cache()
+        .lock()
+        .map(|c| c.contains_key(&key))
+        .unwrap_or(false)
+}
+
+/// Statistics of every function compiled so far in this process, by function name.
+pub fn stats() -> Vec<CompileStats> {
+    let mut v: Vec<CompileStats> = cache()
+        .lock()
+        .map(|c| c.values().map(|c| c.stats.clone()).collect())
+        .unwrap_or_default();
+    v.sort_by(|a, b| a.function.cmp(&b.function));
+    v
+}
+
+/// Deterministic CLIF text of every kernel compiled for `f`, then the list of calls.
+pub fn emit_clif(f: &Function) -> Result<String, String> {
+    Ok(compile(f)?.clif.clone())
+}
+
+/// Compiles (cached) and runs `f`, like [`fm_compiler::interp::run`].
+pub fn run(f: &Function, args: &[Value<f32>], ctx: Context) -> Result<Vec<Value<f32>>, String> {
+    compile(f)?.run(args, ctx)
+}
+
+impl Compiled {
+    pub fn stats(&self) -> &CompileStats {
+        &self.stats
+    }
+
+    pub fn function(&self) -> &Function {
+        &self.source
+    }
+
+    /// Runs on `args` (in `f.args` order); returns the results in order.
+    pub fn run(&self, args: &[Value<f32>], ctx: Context) -> Result<Vec<Value<f32>>, String> {
+        let f = &self.func;
+        if args.len() != f.args.len() {
+            return Err(format!(
+                "{} takes {} arguments, got {}",
+                f.name,
+                f.args.len(),
+                args.len()
+            ));
+        }
+        for (a, v) in f.args.iter().zip(args) {
+            let want = eval_shape(&a.shape, ctx.batch);
+            if v.shape() != want.as_slice() {
+                return Err(format!(
+                    "argument `{}` has shape {:?}, expected {:?}",
+                    a.name,
+                    v.shape(),
+                    want
+                ));
+            }
+            let ok = matches!(
+                (a.dtype, v),
+                (DType::F32, Value::F(_)) | (DType::I32, Value::I(_))
+            );
+            if !ok {
+                return Err(format!("argument `{}` has the wrong element type", a.name));
+            }
+        }
+        let n = ctx.batch;
+        let mut guard = self.plans.lock().map_err(|_| "JIT plan lock poisoned")?;
+        let Buffers { plans, arena } = &mut *guard;
+        let plan = plans
+            .entry(n)
+            .or_insert_with(|| Arc::new(memory::plan(f, &self.sched, n)))
+            .clone();
+        let words = plan.size.div_ceil(16).max(1);
+        if arena.len() < words {
+            *arena = vec![0u128; words];
+        }
+        let base = arena.as_mut_ptr() as *mut u8;
+        let s = &self.sched;
+        // With FM_JIT_CHECK_BOUNDS set, every buffer is its own exact-size allocation instead
+        // of a range of the arena, so valgrind or a sanitizer sees any access past its end.
+        let mut separate: Vec<Vec<u32>> = Vec::new();
+        let mut own = vec![std::ptr::null_mut::<u8>(); f.insts.len()];
+        if check_bounds() {
+            for (v, inst) in f.insts.iter().enumerate() {
+                if s.materialized[v] {
+                    let len: usize = eval_shape(&inst.shape, n).iter().product();
+                    separate.push(vec![0u32; len]);
+                    own[v] = separate
+                        .last_mut()
+                        .map_or(std::ptr::null_mut(), |b| b.as_mut_ptr() as *mut u8);
+                }
+            }
+        }
+        let bufs: Vec<*mut u8> = (0..f.insts.len())
+            .map(|v| {
+                let r = s.root[v];
+                if !s.materialized[r] {
+                    std::ptr::null_mut()
+                } else if check_bounds() {
+                    own[r]
+                } else {
+                    // SAFETY: plan offsets lie inside the arena (plan.size bytes).
+                    unsafe { base.add(plan.offset[r]) }
+                }
+            })
+            .collect();
+        for (v, inst) in f.insts.iter().enumerate() {
+            if let Op::Arg { index } = inst.op {
+                let dst = bufs[v];
+                // SAFETY: the buffer holds the argument's element count (shape checked above),
+                // 4 bytes each; f32 and i32 are both 4 bytes.
+                unsafe {
+                    match &args[index] {
+                        Value::F(a) => {
+                            let a = a.as_standard_layout();
+                            let src = a.as_slice().expect("standard layout");
+                            std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut f32, src.len())
+                        }
+                        Value::I(a) => {
+                            let a = a.as_standard_layout();
+                            let src = a.as_slice().expect("standard layout");
+                            std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut i32, src.len())
+                        }
+                    }
+                }
+            }
+        }
+        // Denormals flush to zero while compiled code runs (as TensorFlow does around its
+        // kernels): dying ReLUs push Adam's state into the denormal range, where x86 arithmetic
+        // is many times slower. Values that small are below every tolerance we compare with.
+        let flush = fm_runtime::kernels::FlushDenormals::enable();
+        let mut status = 0;
+        let mut ptrs: Vec<*mut u8> = Vec::new();
+        for (kernel, operands) in &self.calls {
+            ptrs.clear();
+            // SAFETY (of the `add`): offsets are those of slices and pads within their
+            // buffers, computed from the same shapes as the buffers.
+            ptrs.extend(
+                operands
+                    .iter()
+                    .map(|&(v, off)| unsafe { bufs[v].offset(off as isize * 4) }),
+            );
+            // SAFETY: every pointer the kernels use comes from `bufs`, sized by the plan from
+            // the same shapes the kernels were generated from, for this batch size `n`.
+            status = unsafe { kernel(ptrs.as_ptr(), n as i64, ctx.seed as i64, ctx.step as i64) };
+            if status != 0 {
+                break;
+            }
+        }
+        drop(flush);
+        if status != 0 {
+            return Err(format!(
+                "internal error: a precompiled kernel rejected its arguments (status {status})"
+            ));
+        }
+        Ok(f.results
+            .iter()
+            .map(|r| {
+                let inst = &f.insts[r.value];
+                let shape = eval_shape(&inst.shape, n);
+                let len: usize = shape.iter().product();
+                let src = bufs[r.value];
+                // SAFETY: the result buffer holds `len` initialised 4-byte elements.
+                unsafe {
+                    match inst.dtype {
+                        DType::F32 => Value::F(
+                            ArrayD::from_shape_vec(
+                                IxDyn(&shape),
+                                std::slice::from_raw_parts(src as *const f32, len).to_vec(),
+                            )
+                            .expect("result shape"),
+                        ),
+                        DType::I32 => Value::I(
+                            ArrayD::from_shape_vec(
+                                IxDyn(&shape),
+                                std::slice::from_raw_parts(src as *const i32, len).to_vec(),
+                            )
+                            .expect("result shape"),
+                        ),
+                    }
+                }
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,101 @@
+//! The JIT as an [`Executor`](fm_compiler::exec::Executor): a training session whose step functions
+//! run as compiled code.
+//!
+//! A function the JIT refuses (an op or shape it cannot compile) runs on the interpreter
+//! instead; [`new_session`] reports which, and why, so `fmc -v` can say so. Nothing is ever
+//! silently computed differently: the refusal happens at compile time, before any step.
+
+use super::{compile, CompileStats, Compiled};
+use fm_compiler::exec::{Executor, Session};
+use fm_compiler::graph::ModelGraph;
+use fm_compiler::interp::{self, Context, Value};
+use fm_compiler::ir::Function;
+use fm_runtime::config::TrainSpec;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Runs functions through the JIT, remembering the compilation of each function by name so a
+/// step does not re-hash the function (a changed function is recompiled).
+#[derive(Default)]
+pub struct JitExecutor {
+    compiled: Mutex<HashMap<String, Arc<Compiled>>>,
+    /// Functions (by name) the JIT refused, with the reason; they run on the interpreter.
+    refused: HashMap<String, String>,
+}
+
+impl JitExecutor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Compiles `f` ahead of its first run. If the JIT refuses it, `f` is remembered to run on
+    /// the interpreter and the reason is returned as the error; otherwise the compile
+    /// statistics, and whether the process had compiled `f` before.
+    pub fn prepare(&mut self, f: &Function) -> Result<(CompileStats, bool), String> {
+        let cached = super::is_cached(f);
+        match self.get(f) {
+            Ok(c) => Ok((c.stats().clone(), cached)),
+            Err(reason) => {
+                self.refused.insert(f.name.clone(), reason.clone());
+                Err(reason)
+            }
+        }
+    }
+
+    fn get(&self, f: &Function) -> Result<Arc<Compiled>, String> {
+        let mut map = self
+            .compiled
+            .lock()
+            .map_err(|_| "JIT backend lock poisoned")?;
+        if let Some(c) = map.get(&f.name) {
+            if c.function() == f {
+                return Ok(c.clone());
+            }
+        }
+        let c = compile(f)?;
+        map.insert(f.name.clone(), c.clone());
+        Ok(c)
+    }
+}
+
+impl Executor for JitExecutor {
+    fn run(
+        &self,
+        f: &Function,
+        args: &[Value<f32>],
+        ctx: Context,
+    ) -> Result<Vec<Value<f32>>, String> {
+        if self.refused.contains_key(&f.name) {
+            return interp::run(f, args, ctx);
+        }
+        self.get(f)?.run(args, ctx)
+    }
+}
+
+/// How compiling a session's functions went.
+#[derive(Clone, Debug, Default)]
+pub struct JitReport {
+    /// One entry per compiled function; `cached` when this process had compiled it before.
+    pub compiled: Vec<(CompileStats, bool)>,
+    /// Functions left to the interpreter: (function name, the JIT's reason).
+    pub refused: Vec<(String, String)>,
+}
+
+/// A [`Session`] (same API as the interpreter's) whose functions run compiled. Compiles the
+/// train, eval and predict functions up front so that refusals surface here, not mid-run.
+pub fn new_session(graph: ModelGraph, spec: TrainSpec) -> Result<(Session, JitReport), String> {
+    Ok(into_jit(Session::new(graph, spec)?))
+}
+
+/// Makes `session` (its state kept) run its functions through the JIT, compiling them now.
+pub fn into_jit(session: Session) -> (Session, JitReport) {
+    let mut exec = JitExecutor::new();
+    let mut report = JitReport::default();
+    for f in [&session.train_fn, &session.eval_fn, &session.predict_fn] {
+        match exec.prepare(f) {
+            Ok(done) => report.compiled.push(done),
+            Err(reason) => report.refused.push((f.name.clone(), reason)),
+        }
+    }
+    (session.with_backend(Box::new(exec)), report)
+}
