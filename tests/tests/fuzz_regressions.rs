@@ -31,7 +31,10 @@ fn each(target: &str, f: impl Fn(&[u8])) {
         for cut in [data.len() / 2, data.len().saturating_sub(1), 17] {
             f(&data[..cut.min(data.len())]);
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "{target}: too slow");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{target}: too slow"
+        );
     }
 }
 

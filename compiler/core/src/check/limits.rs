@@ -9,9 +9,9 @@
 
 use super::items::Items;
 use super::Ctx;
-use fm_codes as codes;
 use crate::graph::ModelGraph;
 use crate::summary::{readable_bytes, thousands};
+use fm_codes as codes;
 use fm_grammar::ast::{self, Expr, ExprKind, Span, Stmt};
 use fm_grammar::Diagnostic;
 use fm_runtime::config::{OptimizerKind, TrainSpec};
@@ -324,15 +324,18 @@ pub fn model_too_large(ctx: &mut Ctx, m: &ast::Model, items: &Items, sizes: &Blo
         return false;
     }
     sites.sort_by(|a, b| b.2.cmp(&a.2).then(a.1.start.cmp(&b.1.start)));
-    let mut d = Diagnostic::error(codes::E0219, format!("model `{}` is too large", m.name.name))
-        .with_primary(
-            m.name.span,
-            format!(
-                "it expands to at least {} layers; at most {} are allowed",
-                count(total),
-                thousands(MAX_NODES)
-            ),
-        );
+    let mut d = Diagnostic::error(
+        codes::E0219,
+        format!("model `{}` is too large", m.name.name),
+    )
+    .with_primary(
+        m.name.span,
+        format!(
+            "it expands to at least {} layers; at most {} are allowed",
+            count(total),
+            thousands(MAX_NODES)
+        ),
+    );
     for (name, span, n) in sites.iter().take(3) {
         d = d.with_secondary(
             *span,
