@@ -5,6 +5,7 @@ use crate::graph::ModelGraph;
 use crate::interp::{self, Context, Value};
 use crate::ir::{verify::verify, ArgKind, Function, ResultKind};
 use crate::lower;
+use crate::passes::PassTiming;
 use fm_runtime::config::TrainSpec;
 use fm_runtime::tensor::{DType, Tensor};
 use fm_runtime::train::{Backend, StepOutput};
@@ -52,6 +53,8 @@ pub struct Session {
     pub iterations: u64,
     /// What runs the functions (the interpreter unless replaced by `with_backend`).
     pub backend: Box<dyn Executor>,
+    /// The standard passes' times on each function (by function name), for `fmc -v`.
+    pub pass_timings: Vec<(String, Vec<PassTiming>)>,
 }
 
 /// The output of one step.
@@ -75,9 +78,17 @@ impl Session {
             })?;
         }
         // Run the optimized functions (simplify, CSE, DCE: tested to change no bit).
-        let train_fn = crate::passes::optimize(&train_fn)?;
-        let eval_fn = crate::passes::optimize(&eval_fn)?;
-        let predict_fn = crate::passes::optimize(&predict_fn)?;
+        let pipeline = crate::passes::standard();
+        let mut pass_timings = Vec::new();
+        let mut optimize = |f: Function| {
+            let name = f.name.clone();
+            let (f, timings) = pipeline.run(f)?;
+            pass_timings.push((name, timings));
+            Ok::<_, String>(f)
+        };
+        let train_fn = optimize(train_fn)?;
+        let eval_fn = optimize(eval_fn)?;
+        let predict_fn = optimize(predict_fn)?;
         let params = crate::init::initial_params(&graph, spec.seed);
         let init_slots = lower::optim::slots(&spec.optimizer);
         let mut slots = Vec::new();
@@ -104,6 +115,7 @@ impl Session {
             slots,
             iterations: 0,
             backend: Box::new(Interp),
+            pass_timings,
         })
     }
 

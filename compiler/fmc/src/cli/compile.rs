@@ -83,7 +83,8 @@ pub fn run(
 }
 
 /// The train step (when the file trains the model) and inference functions, before or after
-/// the optimization passes.
+/// the passes (the standard ones, then the backend's: `split_sums` and `fuse`, whose kernel
+/// plan is printed after each function).
 fn ir_text(sel: &super::session::Selected, optimized: bool) -> Result<String, String> {
     use fm_compiler::ir::{print::print_function, verify::verify};
     let mut fns = Vec::new();
@@ -100,7 +101,8 @@ fn ir_text(sel: &super::session::Selected, optimized: bool) -> Result<String, St
             )
         })?;
         let f = if optimized {
-            fm_compiler::passes::optimize(&f)?
+            let f = fm_compiler::passes::standard().run(f)?.0;
+            fm_compiler::passes::backend().run(f)?.0
         } else {
             f
         };
