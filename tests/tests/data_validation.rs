@@ -278,7 +278,9 @@ fn messages_name_their_file() {
     let run = fmc(&["eval", &rfm, "--weights", "w.safetensors", "--y", "y.npy"]);
     assert_eq!(run.code, 2);
     assert!(
-        run.stderr.starts_with("error: `--y` needs `--x`"),
+        run.stderr.starts_with(
+            "error: the following required arguments were not provided:\n  --x <PATH>"
+        ),
         "{}",
         run.stderr
     );

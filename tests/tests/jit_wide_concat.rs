@@ -30,8 +30,16 @@ fn a_6000_wide_concat_compiles_in_linear_memory() {
     let x: Vec<f32> = (0..32).map(|i| i as f32 / 32.0).collect();
     let xs = dir.join("x.npy");
     let ys = dir.join("y.npy");
-    write_npy(&xs, &Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[8, 4]), x).unwrap())).unwrap();
-    write_npy(&ys, &Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[8, 1]), vec![0.5; 8]).unwrap())).unwrap();
+    write_npy(
+        &xs,
+        &Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[8, 4]), x).unwrap()),
+    )
+    .unwrap();
+    write_npy(
+        &ys,
+        &Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[8, 1]), vec![0.5; 8]).unwrap()),
+    )
+    .unwrap();
     let start = Instant::now();
     let run = fmc(&[
         "-q",

@@ -43,18 +43,6 @@ pub struct EvalArgs {
 }
 
 pub fn run(g: &mut Global, args: &EvalArgs) -> i32 {
-    if args.x.is_some() != args.y.is_some() {
-        let (given, missing) = if args.x.is_some() {
-            ("--x", "--y")
-        } else {
-            ("--y", "--x")
-        };
-        let _ = writeln!(
-            g.err,
-            "error: `{given}` needs `{missing}`: give both the inputs (`--x`) and the targets (`--y`)"
-        );
-        return 2;
-    }
     session::set_threads(args.threads);
     let sel = match session::select(g, &args.file, args.model.as_deref(), &[]) {
         Ok(s) => s,
