@@ -256,3 +256,41 @@ fn eval_and_predict_take_batch_size_and_threads() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn compile_runs_the_passes_on_an_fmir_file() {
+    std::env::set_current_dir(root()).unwrap();
+    let case = "tests/filetests/fuse_dense_relu.fmir";
+    let opt = fmc(&["compile", case, "--emit", "ir-opt"]);
+    assert_eq!(opt.code, 0, "{}", opt.stderr);
+    assert!(
+        opt.stdout
+            .contains("k3 = elementwise %6 %9 %10 ops=[add, broadcast, max] len=N*128"),
+        "{}",
+        opt.stdout
+    );
+    let ir = fmc(&["compile", case, "--emit", "ir"]);
+    assert_eq!(ir.code, 0, "{}", ir.stderr);
+    assert!(!ir.stdout.contains("kernels {"), "{}", ir.stdout);
+    let clif = fmc(&["compile", case, "--emit", "clif"]);
+    assert_eq!(clif.code, 0, "{}", clif.stderr);
+    assert!(
+        clif.stdout.contains("; calls of `dense_relu`"),
+        "{}",
+        clif.stdout
+    );
+    // A malformed file: its name, line and column; exit 1.
+    let dir = std::env::temp_dir().join(format!("fm-fmir-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.fmir");
+    std::fs::write(&bad, "fn f(\n) {\n    %0 = const x : f32[]\n").unwrap();
+    let run = fmc(&["compile", bad.to_str().unwrap(), "--emit", "ir-opt"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("bad.fmir:3:16: expected a number, found `x`"),
+        "{}",
+        run.stderr
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

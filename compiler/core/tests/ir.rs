@@ -151,3 +151,49 @@ fn verifier_rejects_bad_kernel_plans() {
         "%0 = arg is in kernel k0 but has no code of its own",
     );
 }
+
+#[test]
+fn parser_reads_the_printed_form_back() {
+    let f = fused(&fusable());
+    let text = print::print_function(&f);
+    let back = parse::parse_function(&text).unwrap();
+    assert_eq!(
+        back.kernels, None,
+        "the kernel plan is the fuse pass's to choose"
+    );
+    assert_eq!(print::print_function(&fused(&back)), text);
+}
+
+#[test]
+fn parser_errors_name_line_and_column() {
+    let err = |text: &str| parse::parse_function(text).unwrap_err().to_string();
+    let head = "fn f(\n    %0: f32[N, 3] input \"x\",\n) {\n";
+    assert_eq!(
+        err(&format!(
+            "{head}    %1 = frobnicate %0 : f32[N, 3]\n    return\n}}\n"
+        )),
+        "4:10: unknown op `frobnicate`"
+    );
+    assert_eq!(
+        err(&format!(
+            "{head}    %1 = exp %7 : f32[N, 3]\n    return\n}}\n"
+        )),
+        "4:14: %7 is not defined before this use"
+    );
+    assert_eq!(
+        err(&format!("{head}    %1 = exp %0 : f32[N, 4]\n    return\n}}\n")),
+        "6:1: the function does not verify: %1 = exp is recorded as f32[N, 4] but computes f32[N, 3]"
+    );
+    assert_eq!(
+        err(&format!("{head}    %1 = exp %0 : q8[N]\n    return\n}}\n")),
+        "4:19: unknown element type `q8`"
+    );
+    assert_eq!(
+        err(&format!("{head}    %1 = reduce_sum %0 axis=1 : f32[N]\n")),
+        "4:24: expected `axes`"
+    );
+    assert_eq!(
+        err(head),
+        "3:1: unexpected end of input: expected an instruction or `return`"
+    );
+}

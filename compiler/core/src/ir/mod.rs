@@ -8,6 +8,7 @@
 
 pub mod builder;
 pub mod kernels;
+pub mod parse;
 pub mod print;
 pub mod shape;
 pub mod verify;
