@@ -119,3 +119,24 @@ fn safetensors() {
     let seed = &inputs("safetensors")[0];
     assert!(fm_runtime::weights::decode_weights(Path::new("s"), seed).is_ok());
 }
+
+#[test]
+fn ir_text() {
+    each("ir_text", |data| {
+        if let Ok(text) = std::str::from_utf8(data) {
+            if let Ok(f) = fm_compiler::ir::parse::parse_function(text) {
+                let _ = fm_compiler::ir::print::print_function(&f);
+            }
+        }
+    });
+    // The seeds (filetests) parse.
+    let dir = root().join("tests/fuzz/corpus/ir_text");
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap();
+        assert!(
+            fm_compiler::ir::parse::parse_function(&text).is_ok(),
+            "{}",
+            e.path().display()
+        );
+    }
+}
