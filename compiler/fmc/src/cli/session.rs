@@ -270,7 +270,8 @@ pub fn model_data(graph: &ModelGraph, spec: &TrainSpec) -> ModelData {
             let out_shape = &graph.nodes[o.node].shape;
             let loss = spec.losses.get(k).map(|l| l.loss);
             let (shape, dtype) = target_shape(loss, out_shape);
-            let t = TensorSpec::new(&format!("{}_target", o.name), dtype, &shape);
+            // Named after the output: messages say "the targets of output `probs`".
+            let t = TensorSpec::new(&o.name, dtype, &shape);
             match loss {
                 Some(Loss::SparseCategoricalCrossentropy { .. }) => {
                     t.with_classes(out_shape.last().copied().unwrap_or(1))
@@ -351,6 +352,33 @@ fn pass_times(timings: &[fm_compiler::passes::PassTiming]) -> String {
         .map(|t| format!("{} {:.2} ms", t.pass, t.ms))
         .collect();
     parts.join(", ")
+}
+
+/// `--weights`/`--init`: loads weights into the backend. A file written for another model says
+/// so in one line naming both models, instead of listing every tensor that does not fit.
+pub fn load_weights(
+    backend: &mut Session,
+    path: &Path,
+    model: &str,
+) -> Result<fm_runtime::weights::WeightsMeta, RuntimeError> {
+    fm_runtime::train::load_init(backend, path).map_err(|e| {
+        if e.kind != fm_runtime::ErrorKind::Weights {
+            return e;
+        }
+        let theirs = match fm_runtime::weights::load_weights(path) {
+            Ok(file) if !file.meta.model.is_empty() && file.meta.model != model => file.meta.model,
+            _ => return e,
+        };
+        let problems = e.message.split("; ").count();
+        RuntimeError::without_path(
+            fm_runtime::ErrorKind::Weights,
+            format!(
+                "`{}` holds the weights of model `{theirs}`, not of `{model}` ({problems} {} not fit)",
+                path.display(),
+                if problems == 1 { "tensor does" } else { "tensors do" }
+            ),
+        )
+    })
 }
 
 /// Prints a runtime error like a diagnostic and returns exit status 1.
