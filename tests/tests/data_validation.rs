@@ -67,7 +67,7 @@ fn nan_and_infinity_are_found_before_the_first_step() {
     assert_eq!(run.code, 1);
     assert!(
         run.stderr.starts_with(&format!(
-            "error[E0408]: {ys}: target 'y_target' is NaN at sample 7, element 0"
+            "error[E0408]: {ys}: target 'y' is NaN at sample 7, element 0"
         )),
         "{}",
         run.stderr
