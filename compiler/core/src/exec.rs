@@ -22,6 +22,33 @@ pub trait Executor: Send + Sync {
         args: &[Value<f32>],
         ctx: Context,
     ) -> Result<Vec<Value<f32>>, String>;
+
+    /// Runs `f`, writing result `i` into `args[a]` when `updates[i] == Some(a)` (a state
+    /// update: the training step's parameters and optimizer slots) and into `results[i]`
+    /// otherwise (resized to the number of results). An executor that can reads the arguments
+    /// where they are and writes into the existing arrays, so a step copies and allocates
+    /// nothing per parameter; this default runs [`Executor::run`] and moves the results.
+    fn run_in_place(
+        &self,
+        f: &Function,
+        args: &mut [Value<f32>],
+        updates: &[Option<usize>],
+        ctx: Context,
+        results: &mut Vec<Value<f32>>,
+    ) -> Result<(), String> {
+        let out = self.run(f, args, ctx)?;
+        results.clear();
+        for (v, update) in out.into_iter().zip(updates) {
+            match *update {
+                Some(a) => {
+                    args[a] = v;
+                    results.push(Value::F(ArrayD::zeros(IxDyn(&[0]))));
+                }
+                None => results.push(v),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The reference interpreter as an [`Executor`].
@@ -55,6 +82,19 @@ pub struct Session {
     pub backend: Box<dyn Executor>,
     /// The standard passes' times on each function (by function name), for `fmc -v`.
     pub pass_timings: Vec<(String, Vec<PassTiming>)>,
+    /// The train step's argument and result arrays, kept from step to step so that a step
+    /// allocates nothing (see [`Session::train_step`]).
+    step: StepBuffers,
+}
+
+/// The train step's arrays between steps. Parameters and slots are moved in for the step and
+/// back out after it (no copy); batch arrays and scalars are overwritten in place.
+#[derive(Default)]
+struct StepBuffers {
+    args: Vec<Value<f32>>,
+    results: Vec<Value<f32>>,
+    /// For each result of `train_fn`: the argument it updates in place.
+    updates: Vec<Option<usize>>,
 }
 
 /// The output of one step.
@@ -116,6 +156,7 @@ impl Session {
             iterations: 0,
             backend: Box::new(Interp),
             pass_timings,
+            step: StepBuffers::default(),
         })
     }
 
@@ -171,31 +212,99 @@ impl Session {
     }
 
     /// One optimizer step on a batch (training mode).
+    ///
+    /// The parameters and optimizer slots are moved into the step's argument list and the
+    /// executor updates them in place ([`Executor::run_in_place`]); the batch is converted into
+    /// arrays kept from the previous step. So with the JIT a step neither copies nor allocates
+    /// anything per parameter: only the outputs it returns are new arrays.
     pub fn train_step(
         &mut self,
         inputs: &[Tensor],
         targets: &[Tensor],
         lr: f32,
     ) -> Result<StepResult, String> {
-        let args = self.bind(&self.train_fn, inputs, targets, lr)?;
-        let results = self.backend.run(&self.train_fn, &args, self.ctx(inputs))?;
+        let mut step = std::mem::take(&mut self.step);
+        let result = self.train_step_with(&mut step, inputs, targets, lr);
+        // The state goes back to its owners whatever happened.
+        let empty = || ArrayD::zeros(IxDyn(&[0]));
+        let mut slot_k = 0;
+        for (a, v) in self.train_fn.args.iter().zip(step.args.iter_mut()) {
+            let owner = match a.kind {
+                ArgKind::Param(p) => &mut self.params[p],
+                ArgKind::OptSlot { .. } => {
+                    slot_k += 1;
+                    &mut self.slots[slot_k - 1].2
+                }
+                _ => continue,
+            };
+            if let Value::F(x) = v {
+                *owner = std::mem::replace(x, empty());
+            }
+        }
+        self.step = step;
+        if result.is_ok() {
+            self.iterations += 1;
+        }
+        result
+    }
+
+    fn train_step_with(
+        &mut self,
+        step: &mut StepBuffers,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        lr: f32,
+    ) -> Result<StepResult, String> {
+        let f = &self.train_fn;
+        let batch = inputs.first().map_or(0, |t| t.len());
+        if step.args.len() != f.args.len() {
+            step.args = f
+                .args
+                .iter()
+                .map(|_| Value::F(ArrayD::zeros(IxDyn(&[0]))))
+                .collect();
+            step.updates = update_targets(f);
+        }
+        let (mut input_i, mut target_i, mut slot_k) = (0, 0, 0);
+        let empty = || ArrayD::zeros(IxDyn(&[0]));
+        for (a, v) in f.args.iter().zip(step.args.iter_mut()) {
+            match &a.kind {
+                ArgKind::Input | ArgKind::Target => {
+                    let t = if a.kind == ArgKind::Input {
+                        input_i += 1;
+                        inputs.get(input_i - 1).ok_or("missing input")?
+                    } else {
+                        target_i += 1;
+                        targets.get(target_i - 1).ok_or("missing target")?
+                    };
+                    conform_into(t, a.dtype, batch, &a.shape, &a.name, v)?
+                }
+                ArgKind::Param(p) => {
+                    *v = Value::F(std::mem::replace(&mut self.params[*p], empty()))
+                }
+                ArgKind::OptSlot { .. } => {
+                    let slot = self.slots.get_mut(slot_k).ok_or("slot")?;
+                    slot_k += 1;
+                    *v = Value::F(std::mem::replace(&mut slot.2, empty()));
+                }
+                ArgKind::LearningRate => set_scalar(v, lr),
+                ArgKind::Step => set_scalar(v, (self.iterations + 1) as f32),
+            }
+        }
+        let ctx = self.ctx(inputs);
+        self.backend
+            .run_in_place(f, &mut step.args, &step.updates, ctx, &mut step.results)?;
         let mut out = StepResult {
             loss: 0.0,
             outputs: Vec::new(),
         };
-        let mut slot_k = 0;
-        for (r, v) in self.train_fn.results.iter().zip(results) {
+        for (r, v) in f.results.iter().zip(&step.results) {
             match &r.kind {
                 ResultKind::Loss => out.loss = v.scalar() as f64,
-                ResultKind::Output(_) => out.outputs.push(Tensor::F32(v.into_float())),
-                ResultKind::Param(p) => self.params[*p] = v.into_float(),
-                ResultKind::OptSlot { .. } => {
-                    self.slots[slot_k].2 = v.into_float();
-                    slot_k += 1;
-                }
+                ResultKind::Output(_) => out.outputs.push(Tensor::F32(v.clone().into_float())),
+                ResultKind::Param(_) | ResultKind::OptSlot { .. } => {}
             }
         }
-        self.iterations += 1;
         Ok(out)
     }
 
@@ -340,6 +449,78 @@ impl Backend for Session {
     }
     fn set_state(&mut self, state: &[(String, Tensor)]) -> Result<(), RuntimeError> {
         Session::set_state(self, state).map_err(|m| RuntimeError::new(ErrorKind::Weights, None, m))
+    }
+}
+
+/// For each result of a train function: the argument it replaces (a parameter's or an
+/// optimizer slot's new value).
+fn update_targets(f: &Function) -> Vec<Option<usize>> {
+    f.results
+        .iter()
+        .map(|r| {
+            f.args.iter().position(|a| match (&r.kind, &a.kind) {
+                (ResultKind::Param(p), ArgKind::Param(q)) => p == q,
+                (ResultKind::OptSlot { param, slot }, ArgKind::OptSlot { param: q, slot: t }) => {
+                    param == q && slot == t
+                }
+                _ => false,
+            })
+        })
+        .collect()
+}
+
+/// Makes `v` a 0-d f32 array holding `x`, in place when it already is one.
+fn set_scalar(v: &mut Value<f32>, x: f32) {
+    match v {
+        Value::F(a) if a.ndim() == 0 => a.fill(x),
+        _ => *v = Value::F(ArrayD::from_elem(IxDyn(&[]), x)),
+    }
+}
+
+/// [`conform`] into `dst`, reusing its array when the shape and type already fit.
+fn conform_into(
+    t: &Tensor,
+    dtype: DType,
+    batch: usize,
+    shape: &[crate::ir::Dim],
+    name: &str,
+    dst: &mut Value<f32>,
+) -> Result<(), String> {
+    let fits = |have: &[usize]| {
+        have.len() == shape.len() && have.iter().zip(shape).all(|(&h, &d)| h == d.eval(batch))
+    };
+    let count: usize = t.shape().iter().product();
+    match (dtype, t, &mut *dst) {
+        (DType::F32, Tensor::F32(src), Value::F(a))
+            if fits(a.shape()) && a.len() == count && a.is_standard_layout() =>
+        {
+            let a = a.as_slice_mut().expect("standard layout");
+            match src.as_slice() {
+                Some(x) => a.copy_from_slice(x),
+                None => a.iter_mut().zip(src.iter()).for_each(|(d, &s)| *d = s),
+            }
+            Ok(())
+        }
+        (DType::F32, Tensor::I32(src), Value::F(a))
+            if fits(a.shape()) && a.len() == count && a.is_standard_layout() =>
+        {
+            let a = a.as_slice_mut().expect("standard layout");
+            a.iter_mut()
+                .zip(src.iter())
+                .for_each(|(d, &s)| *d = s as f32);
+            Ok(())
+        }
+        (DType::I32, Tensor::I32(src), Value::I(a))
+            if fits(a.shape()) && a.len() == count && a.is_standard_layout() =>
+        {
+            let a = a.as_slice_mut().expect("standard layout");
+            a.iter_mut().zip(src.iter()).for_each(|(d, &s)| *d = s);
+            Ok(())
+        }
+        _ => {
+            *dst = conform(t, dtype, &crate::ir::eval_shape(shape, batch), name)?;
+            Ok(())
+        }
     }
 }
 
