@@ -10,14 +10,14 @@
 #
 # Environment: EPOCHS (per training run, default 3; the first epoch is a warm-up and the
 # median of the others is reported), THREADS (default 2), FRAMEWORKS (default "torch keras
-# jax"), VENV (default target/bench-venv: created and filled from PyPI on first use, never
-# needed by the tests), OUT (default target/bench-issue11). Data: the 10,000 real digits of
+# jax"; empty: fm only), VENV (default target/bench-venv: created and filled from PyPI on first
+# use, never needed by the tests), OUT (default target/bench-issue11). Data: the 10,000 real digits of
 # shared/data/mnist10k repeated 6 times (MNIST10K points at that folder if it is elsewhere).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${EPOCHS:-3}
 THREADS=${THREADS:-2}
-FRAMEWORKS=${FRAMEWORKS:-torch keras jax}
+FRAMEWORKS=${FRAMEWORKS-torch keras jax}
 VENV=${VENV:-target/bench-venv}
 OUT=${OUT:-target/bench-issue11}
 MNIST10K=${MNIST10K:-}
@@ -51,25 +51,33 @@ fi
 cargo build --release -p fmc -p fm-bench >&2
 FMC=target/release/fmc
 
-# Wall seconds and peak RSS (KiB) of a command, as JSON fields; its stdout goes to stderr.
+# Runs a command with its stdout into file $1, and prints its wall seconds and peak RSS (KiB)
+# as JSON fields.
 measure() {
-    local t0 t1 rss
+    local out=$1 t0 t1
+    shift
     t0=$(date +%s.%N)
-    rss=$( { /usr/bin/time -f '%M' "$@" >&2; } 2>&1 | tail -1)
+    /usr/bin/time -o "$OUT/time.txt" -f '%M' "$@" > "$out"
     t1=$(date +%s.%N)
-    echo "\"wall_s\": $(python3 -c "print(round($t1 - $t0, 3))"), \"peak_rss_kib\": $rss"
+    echo "\"wall_s\": $(python3 -c "print(round($t1 - $t0, 3))"), \"peak_rss_kib\": $(tail -1 "$OUT/time.txt")"
 }
 
 for model in mnist_mlp mnist_cnn; do
     for batch in 32 128; do
-        # fm: a copy of the example trained without a validation split, so all 60,000 samples
-        # are training samples as for the peers.
+        # fm: the example's model and train section, with a data section reading the 60,000
+        # samples scaled by 1/255 as the peers scale them, and no validation split (all
+        # 60,000 samples train, as for the peers).
         src="$OUT/$model.fm"
-        sed 's/^ *validation:.*//' "examples/$model.fm" > "$src"
+        {
+            printf 'data bench {\n    train: idx("%s", "%s")\n    x: scale(1 / 255)\n}\n\n' \
+                "$(realpath "$X")" "$(realpath "$Y")"
+            sed -e '/^data /,/^}/d' -e 's/^ *validation:.*//' -e 's/^ *data: .*//' \
+                "examples/$model.fm" | sed 's/^train\( [a-z_]*\)\? *{/&\n    data: bench/'
+        } > "$src"
         run="$OUT/run-$model-$batch"
         rm -rf "$run"
         echo "fm $model batch $batch ..." >&2
-        m=$(measure "$FMC" train "$src" --x "$X" --y "$Y" --threads "$THREADS" -q \
+        m=$(measure /dev/null "$FMC" train "$src" --threads "$THREADS" -q \
             --set batch_size="$batch" --set epochs="$EPOCHS" --run-dir "$run")
         python3 - "$run/metrics.jsonl" "$model" "$batch" "$THREADS" "$m" >> "$OUT/train.jsonl" <<'EOF'
 import json, sys
@@ -84,9 +92,9 @@ EOF
         for fw in $FRAMEWORKS; do
             echo "$fw $model batch $batch ..." >&2
             tmp="$OUT/$fw.tmp"
-            m=$(measure "$PY" bench/compare/peers_epochs.py --framework "$fw" --model "$model" \
-                --batch "$batch" --x "$X" --y "$Y" --threads "$THREADS" --epochs "$EPOCHS" \
-                2>>"$OUT/peers.log" | tee "$tmp" >/dev/null)
+            m=$(measure "$tmp" "$PY" bench/compare/peers_epochs.py --framework "$fw" \
+                --model "$model" --batch "$batch" --x "$X" --y "$Y" --threads "$THREADS" \
+                --epochs "$EPOCHS" 2>>"$OUT/peers.log")
             python3 -c 'import json,sys
 extra=json.loads("{"+sys.argv[2]+"}")
 for l in open(sys.argv[1]):
@@ -95,12 +103,13 @@ for l in open(sys.argv[1]):
     done
     # Start-up: launch to the end of the first training step (data loading included).
     echo "start-up $model ..." >&2
-    m=$(measure "$FMC" train "$OUT/$model.fm" --x "$X" --y "$Y" --threads "$THREADS" -q \
-        --steps 1 --run-dir "$OUT/run-$model-startup")
+    m=$(measure /dev/null "$FMC" train "$OUT/$model.fm" --threads "$THREADS" -q --steps 1 \
+        --run-dir "$OUT/run-$model-startup")
     echo "{\"framework\": \"fm\", \"model\": \"$model\", \"startup\": true, $m}" >> "$OUT/other.jsonl"
     for fw in $FRAMEWORKS; do
-        m=$(measure "$PY" bench/compare/peers_epochs.py --framework "$fw" --model "$model" \
-            --batch 32 --x "$X" --y "$Y" --threads "$THREADS" --steps 1 2>>"$OUT/peers.log")
+        m=$(measure /dev/null "$PY" bench/compare/peers_epochs.py --framework "$fw" \
+            --model "$model" --batch 32 --x "$X" --y "$Y" --threads "$THREADS" --steps 1 \
+            2>>"$OUT/peers.log")
         echo "{\"framework\": \"$fw\", \"model\": \"$model\", \"startup\": true, $m}" >> "$OUT/other.jsonl"
     done
     # Batch-1 predict latency.

@@ -166,43 +166,6 @@ impl Session {
         self
     }
 
-    /// Binds the arguments of `f` from the batch and the current state.
-    fn bind(
-        &self,
-        f: &Function,
-        inputs: &[Tensor],
-        targets: &[Tensor],
-        lr: f32,
-    ) -> Result<Vec<Value<f32>>, String> {
-        let mut slot_iter = self.slots.iter();
-        let mut input_i = 0;
-        let mut target_i = 0;
-        let batch = inputs.first().map_or(0, |t| t.len());
-        f.args
-            .iter()
-            .map(|a| {
-                Ok(match &a.kind {
-                    ArgKind::Input => {
-                        let t = inputs.get(input_i).ok_or("missing input")?;
-                        input_i += 1;
-                        conform(t, a.dtype, &crate::ir::eval_shape(&a.shape, batch), &a.name)?
-                    }
-                    ArgKind::Target => {
-                        let t = targets.get(target_i).ok_or("missing target")?;
-                        target_i += 1;
-                        conform(t, a.dtype, &crate::ir::eval_shape(&a.shape, batch), &a.name)?
-                    }
-                    ArgKind::Param(p) => Value::F(self.params[*p].clone()),
-                    ArgKind::OptSlot { .. } => Value::F(slot_iter.next().ok_or("slot")?.2.clone()),
-                    ArgKind::LearningRate => Value::F(ArrayD::from_elem(IxDyn(&[]), lr)),
-                    ArgKind::Step => {
-                        Value::F(ArrayD::from_elem(IxDyn(&[]), (self.iterations + 1) as f32))
-                    }
-                })
-            })
-            .collect()
-    }
-
     fn ctx(&self, inputs: &[Tensor]) -> Context {
         Context {
             batch: inputs.first().map_or(0, |t| t.len()),
@@ -309,9 +272,12 @@ impl Session {
     }
 
     /// Loss and outputs in inference mode.
-    pub fn evaluate(&self, inputs: &[Tensor], targets: &[Tensor]) -> Result<StepResult, String> {
-        let args = self.bind(&self.eval_fn, inputs, targets, 0.0)?;
-        let results = self.backend.run(&self.eval_fn, &args, self.ctx(inputs))?;
+    pub fn evaluate(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+    ) -> Result<StepResult, String> {
+        let results = self.run_with_state(Inference::Eval, inputs, targets)?;
         let mut out = StepResult {
             loss: 0.0,
             outputs: Vec::new(),
@@ -326,15 +292,90 @@ impl Session {
     }
 
     /// Outputs in inference mode.
-    pub fn predict(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
-        let args = self.bind(&self.predict_fn, inputs, &[], 0.0)?;
-        let results = self
-            .backend
-            .run(&self.predict_fn, &args, self.ctx(inputs))?;
+    pub fn predict(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
+        let results = self.run_with_state(Inference::Predict, inputs, &[])?;
         Ok(results
             .into_iter()
             .map(|v| Tensor::F32(v.into_float()))
             .collect())
+    }
+
+    /// Runs the eval or predict function with the parameters moved into its argument list and
+    /// back (an executor that reads arguments in place, as the JIT does, then copies none).
+    fn run_with_state(
+        &mut self,
+        which: Inference,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+    ) -> Result<Vec<Value<f32>>, String> {
+        let f = match which {
+            Inference::Eval => &self.eval_fn,
+            Inference::Predict => &self.predict_fn,
+        };
+        let batch = inputs.first().map_or(0, |t| t.len());
+        let ctx = Context {
+            batch,
+            seed: self.spec.seed,
+            step: self.iterations,
+        };
+        let empty = || ArrayD::zeros(IxDyn(&[0]));
+        let (mut input_i, mut target_i, mut slot_k) = (0, 0, 0);
+        let mut args = Vec::with_capacity(f.args.len());
+        let mut bound = Ok(());
+        for a in &f.args {
+            let v = match &a.kind {
+                ArgKind::Param(p) => Value::F(std::mem::replace(&mut self.params[*p], empty())),
+                ArgKind::OptSlot { .. } => {
+                    slot_k += 1;
+                    match self.slots.get_mut(slot_k - 1) {
+                        Some(slot) => Value::F(std::mem::replace(&mut slot.2, empty())),
+                        None => Value::F(empty()),
+                    }
+                }
+                ArgKind::Input | ArgKind::Target => {
+                    let t = if a.kind == ArgKind::Input {
+                        input_i += 1;
+                        inputs.get(input_i - 1)
+                    } else {
+                        target_i += 1;
+                        targets.get(target_i - 1)
+                    };
+                    let shape = crate::ir::eval_shape(&a.shape, batch);
+                    match t.map(|t| conform(t, a.dtype, &shape, &a.name)) {
+                        Some(Ok(v)) => v,
+                        Some(Err(e)) => {
+                            bound = bound.and(Err(e));
+                            Value::F(empty())
+                        }
+                        None => {
+                            bound = bound.and(Err(format!("missing `{}`", a.name)));
+                            Value::F(empty())
+                        }
+                    }
+                }
+                ArgKind::LearningRate => Value::F(ArrayD::from_elem(IxDyn(&[]), 0.0)),
+                ArgKind::Step => {
+                    Value::F(ArrayD::from_elem(IxDyn(&[]), (self.iterations + 1) as f32))
+                }
+            };
+            args.push(v);
+        }
+        let result = bound.and_then(|()| self.backend.run(f, &args, ctx));
+        // The state goes back to its owners whatever happened.
+        let mut slot_k = 0;
+        for (a, v) in f.args.iter().zip(args) {
+            match a.kind {
+                ArgKind::Param(p) => self.params[p] = v.into_float(),
+                ArgKind::OptSlot { .. } => {
+                    slot_k += 1;
+                    if let Some(slot) = self.slots.get_mut(slot_k - 1) {
+                        slot.2 = v.into_float();
+                    }
+                }
+                _ => {}
+            }
+        }
+        result
     }
 
     /// Every named tensor: parameters, `opt/PARAM/SLOT` and `opt/step`.
@@ -404,6 +445,13 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The functions [`Session::run_with_state`] runs.
+#[derive(Clone, Copy)]
+enum Inference {
+    Eval,
+    Predict,
 }
 
 enum Target {
