@@ -101,10 +101,12 @@ pub fn forward(
         Vec::with_capacity(graph.nodes.len());
     for (id, node) in graph.nodes.iter().enumerate() {
         let ins: Vec<ValueId> = node.inputs.iter().map(|&i| values[i]).collect();
+        ctx.b.origin = Origin::Node(id);
         let (v, pre) = lower_node(&mut ctx, id, node, &ins, inputs);
         values.push(v);
         pre_activation.push(pre);
     }
+    ctx.b.origin = Origin::Unknown;
     let outputs = graph.outputs.iter().map(|o| values[o.node]).collect();
     let logits = graph
         .outputs
@@ -266,6 +268,7 @@ pub fn eval_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
     let targets = target_args(&mut b, graph, spec);
     let params = param_args(&mut b, graph);
     let fwd = forward(&mut b, graph, &inputs, &params, Mode::Infer);
+    b.origin = Origin::Loss;
     let total = loss::total_loss(&mut b, graph, spec, &fwd, &targets, &params);
     b.result("loss", ResultKind::Loss, total);
     for (i, (o, &v)) in graph.outputs.iter().zip(&fwd.outputs).enumerate() {
@@ -285,6 +288,7 @@ pub fn train_step_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
     let step = b.arg("step", ArgKind::Step, vec![], DType::F32);
 
     let fwd = forward(&mut b, graph, &inputs, &params, Mode::Train);
+    b.origin = Origin::Loss;
     let total = loss::total_loss(&mut b, graph, spec, &fwd, &targets, &params);
 
     let trainable: Vec<usize> = (0..graph.params.len())

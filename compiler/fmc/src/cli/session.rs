@@ -26,9 +26,9 @@ pub enum BackendChoice {
     Interp,
 }
 
-/// Applies `--threads N`: caps the GEMM and convolution kernels the JIT calls (the interpreter
-/// is single-threaded). A convolution's kernel gradient sums partial results per thread, so its
-/// last bits depend on N: `--threads 1` reproduces a run on any machine.
+/// Applies `--threads N`: caps the kernel pool (GEMM, convolution, pooling and the JIT's
+/// elementwise loops; the interpreter is single-threaded). Work is split by output rows,
+/// channels, images or batch slices, never by partial sums, so results do not depend on N.
 pub fn set_threads(threads: Option<u64>) {
     if let Some(n) = threads {
         fm_runtime::kernels::set_thread_limit(n as usize);
@@ -122,51 +122,13 @@ fn pick(
         .find(|t| t.model == graph.name)
         .cloned();
     let has_train = found.is_some();
-    let spec = found.unwrap_or_else(|| default_spec(&graph));
+    let spec = found.unwrap_or_else(|| fm_compiler::exec::default_spec(&graph));
     Ok(Selected {
         source,
         graph,
         spec,
         has_train,
     })
-}
-
-/// The setup used when a file has no `train` section: enough to run inference.
-fn default_spec(graph: &ModelGraph) -> TrainSpec {
-    use fm_runtime::config::*;
-    TrainSpec {
-        model: graph.name.clone(),
-        data: None,
-        losses: graph
-            .outputs
-            .iter()
-            .map(|o| OutputLoss {
-                output: o.name.clone(),
-                loss: Loss::Mse,
-                weight: 1.0,
-                fused_with_activation: false,
-            })
-            .collect(),
-        optimizer: OptimizerSpec {
-            kind: OptimizerKind::Adam {
-                beta1: 0.9,
-                beta2: 0.999,
-                epsilon: 1e-7,
-            },
-            lr: 1e-3,
-            weight_decay: 0.0,
-            clip: None,
-        },
-        schedule: Schedule::Constant,
-        epochs: 1,
-        batch_size: 32,
-        validation: Validation::None,
-        shuffle: true,
-        seed: 0,
-        metrics: vec![],
-        early_stopping: None,
-        checkpoint: None,
-    }
 }
 
 /// Rewrites the `train` section of `model` (or the only one) with `KEY=VALUE` overrides:
