@@ -212,6 +212,10 @@ fn train(g: &mut Global, args: &TrainArgs, group: &dyn Collective) -> Result<(),
         ));
         return Err(1);
     }
+    // Everything that can be known before training is checked before training.
+    if let Some(save) = &args.save {
+        fm_runtime::fsutil::check_writable(save).map_err(|e| runtime_error(g, &e))?;
+    }
     let data = load(g, args, &sel)?;
     let mut session = session::backend(g, &sel, args.backend)?;
     if let Some(init) = &args.init {
