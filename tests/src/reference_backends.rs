@@ -140,6 +140,7 @@ impl Backend for F64Interpreter {
         let mut out = StepOutput {
             loss: 0.0,
             outputs: Vec::new(),
+            extra: vec![],
         };
         let mut slot_k = 0;
         let kinds: Vec<ResultKind> = f.results.iter().map(|r| r.kind.clone()).collect();
@@ -168,6 +169,7 @@ impl Backend for F64Interpreter {
         let mut out = StepOutput {
             loss: 0.0,
             outputs: Vec::new(),
+            extra: vec![],
         };
         for (r, v) in f.results.iter().zip(results) {
             match r.kind {

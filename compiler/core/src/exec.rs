@@ -1,7 +1,7 @@
 //! A model compiled for execution: its IR functions bound to parameter and optimizer state.
 //! This is what `fmc train/eval/predict` drive; the interpreter runs the functions.
 
-use crate::graph::ModelGraph;
+use crate::graph::{LagKind, ModelGraph};
 use crate::interp::{self, Context, Value};
 use crate::ir::{verify::verify, ArgKind, Function, ResultKind};
 use crate::lower;
@@ -41,12 +41,17 @@ impl Executor for Interp {
 pub struct Session {
     pub graph: ModelGraph,
     pub spec: TrainSpec,
+    /// The (first) training step function.
     pub train_fn: Function,
+    /// The functions of the further `step`s of a `train` section (language.md 9.4), run in
+    /// order after `train_fn` on the same batch.
+    pub more_steps: Vec<Function>,
     pub eval_fn: Function,
     pub predict_fn: Function,
     /// Values of `graph.params`.
     pub params: Vec<ArrayD<f32>>,
-    /// Optimizer slots in `train_fn` argument order: (param index, slot name, value).
+    /// Optimizer slots in argument order of the step functions: (param index, slot name,
+    /// value).
     pub slots: Vec<(usize, String, ArrayD<f32>)>,
     /// Optimizer steps taken so far.
     pub iterations: u64,
@@ -58,15 +63,17 @@ pub struct Session {
 pub struct StepResult {
     pub loss: f64,
     pub outputs: Vec<Tensor>,
+    /// Each named step's loss (`NAME_loss`) when the section has `step`s.
+    pub step_losses: Vec<(String, f64)>,
 }
 
 impl Session {
     /// Lowers `graph` for training with `spec`, with freshly initialised parameters.
     pub fn new(graph: ModelGraph, spec: TrainSpec) -> Result<Session, String> {
-        let train_fn = lower::train_step_fn(&graph, &spec);
+        let mut steps = lower::train_step_fns(&graph, &spec);
         let eval_fn = lower::eval_fn(&graph, &spec);
         let predict_fn = lower::predict_fn(&graph);
-        for f in [&train_fn, &eval_fn, &predict_fn] {
+        for f in steps.iter().chain([&eval_fn, &predict_fn]) {
             verify(f).map_err(|e| {
                 format!(
                     "internal compiler error: `{}` fails verification: {e}",
@@ -75,17 +82,33 @@ impl Session {
             })?;
         }
         // Run the optimized functions (simplify, CSE, DCE: tested to change no bit).
-        let train_fn = crate::passes::optimize(&train_fn)?;
+        for f in steps.iter_mut() {
+            *f = crate::passes::optimize(f)?;
+        }
+        let train_fn = steps.remove(0);
+        let more_steps = steps;
         let eval_fn = crate::passes::optimize(&eval_fn)?;
         let predict_fn = crate::passes::optimize(&predict_fn)?;
         let params = crate::init::initial_params(&graph, spec.seed);
         let init_slots = lower::optim::slots(&spec.optimizer);
-        let mut slots = Vec::new();
-        for a in &train_fn.args {
-            if let ArgKind::OptSlot { param, slot } = &a.kind {
+        let mut slots: Vec<(usize, String, ArrayD<f32>)> = Vec::new();
+        let step_specs = lower::steps_of(&spec);
+        for (k, f) in std::iter::once(&train_fn).chain(&more_steps).enumerate() {
+            let init_slots = match step_specs.get(k) {
+                Some(st) if k > 0 || !spec.steps.is_empty() => lower::optim::slots(&st.optimizer),
+                _ => init_slots.clone(),
+            };
+            for a in &f.args {
+                let ArgKind::OptSlot { param, slot } = &a.kind else {
+                    continue;
+                };
+                if slots.iter().any(|(p, s, _)| p == param && s == slot) {
+                    continue;
+                }
+                let plain = slot.rsplit('/').next().unwrap_or(slot);
                 let init = init_slots
                     .iter()
-                    .find(|(n, _)| n == slot)
+                    .find(|(n, _)| *n == plain)
                     .map_or(0.0, |s| s.1);
                 slots.push((
                     *param,
@@ -98,6 +121,7 @@ impl Session {
             graph,
             spec,
             train_fn,
+            more_steps,
             eval_fn,
             predict_fn,
             params,
@@ -121,7 +145,6 @@ impl Session {
         targets: &[Tensor],
         lr: f32,
     ) -> Result<Vec<Value<f32>>, String> {
-        let mut slot_iter = self.slots.iter();
         let mut input_i = 0;
         let mut target_i = 0;
         let batch = inputs.first().map_or(0, |t| t.len());
@@ -140,7 +163,14 @@ impl Session {
                         conform(t, a.dtype, &crate::ir::eval_shape(&a.shape, batch), &a.name)?
                     }
                     ArgKind::Param(p) => Value::F(self.params[*p].clone()),
-                    ArgKind::OptSlot { .. } => Value::F(slot_iter.next().ok_or("slot")?.2.clone()),
+                    ArgKind::OptSlot { param, slot } => Value::F(
+                        self.slots
+                            .iter()
+                            .find(|(p, s, _)| p == param && s == slot)
+                            .ok_or("optimizer slot")?
+                            .2
+                            .clone(),
+                    ),
                     ArgKind::LearningRate => Value::F(ArrayD::from_elem(IxDyn(&[]), lr)),
                     ArgKind::Step => {
                         Value::F(ArrayD::from_elem(IxDyn(&[]), (self.iterations + 1) as f32))
@@ -158,33 +188,93 @@ impl Session {
         }
     }
 
-    /// One optimizer step on a batch (training mode).
+    /// One optimizer step on a batch (training mode): every `step` of the section in order,
+    /// each seeing the weights the earlier ones changed, then the lagged weights' update.
+    /// The loss is the sum of the steps' losses; the outputs are the last step's.
     pub fn train_step(
         &mut self,
         inputs: &[Tensor],
         targets: &[Tensor],
         lr: f32,
     ) -> Result<StepResult, String> {
-        let args = self.bind(&self.train_fn, inputs, targets, lr)?;
-        let results = self.backend.run(&self.train_fn, &args, self.ctx(inputs))?;
         let mut out = StepResult {
             loss: 0.0,
             outputs: Vec::new(),
+            step_losses: Vec::new(),
         };
-        let mut slot_k = 0;
-        for (r, v) in self.train_fn.results.iter().zip(results) {
-            match &r.kind {
-                ResultKind::Loss => out.loss = v.scalar() as f64,
-                ResultKind::Output(_) => out.outputs.push(Tensor::F32(v.into_float())),
-                ResultKind::Param(p) => self.params[*p] = v.into_float(),
-                ResultKind::OptSlot { .. } => {
-                    self.slots[slot_k].2 = v.into_float();
-                    slot_k += 1;
+        let count = 1 + self.more_steps.len();
+        for k in 0..count {
+            let f = if k == 0 {
+                &self.train_fn
+            } else {
+                &self.more_steps[k - 1]
+            };
+            // Each step's learning rate: its optimizer's, scaled as the schedule scales the
+            // section's (the first step's) rate.
+            let step_lr = match self.spec.steps.get(k) {
+                Some(st) if self.spec.optimizer.lr != 0.0 => {
+                    (lr as f64 * st.optimizer.lr / self.spec.optimizer.lr) as f32
+                }
+                _ => lr,
+            };
+            let args = self.bind(f, inputs, targets, step_lr)?;
+            let results = self.backend.run(f, &args, self.ctx(inputs))?;
+            let f = if k == 0 {
+                &self.train_fn
+            } else {
+                &self.more_steps[k - 1]
+            };
+            let kinds: Vec<ResultKind> = f.results.iter().map(|r| r.kind.clone()).collect();
+            out.outputs.clear();
+            for (kind, v) in kinds.iter().zip(results) {
+                match kind {
+                    ResultKind::Loss => {
+                        let l = v.scalar() as f64;
+                        out.loss += l;
+                        if let Some(st) = self.spec.steps.get(k) {
+                            out.step_losses.push((format!("{}_loss", st.name), l));
+                        }
+                    }
+                    ResultKind::Output(_) => out.outputs.push(Tensor::F32(v.into_float())),
+                    ResultKind::Param(p) => self.params[*p] = v.into_float(),
+                    ResultKind::OptSlot { param, slot } => {
+                        if let Some(s) = self
+                            .slots
+                            .iter_mut()
+                            .find(|(p, s, _)| p == param && s == slot)
+                        {
+                            s.2 = v.into_float();
+                        }
+                    }
                 }
             }
         }
         self.iterations += 1;
+        self.update_lags();
         Ok(out)
+    }
+
+    /// Lagged weights (language.md 9.5) after a step: a copy refreshed every N steps, or an
+    /// exponential moving average. Never touched by gradients.
+    fn update_lags(&mut self) {
+        for lag in &self.graph.lags {
+            match lag.kind {
+                LagKind::Copy { every } => {
+                    if every > 0 && self.iterations % every == 0 {
+                        for &(live, copy) in &lag.pairs {
+                            self.params[copy] = self.params[live].clone();
+                        }
+                    }
+                }
+                LagKind::Ema { decay } => {
+                    let d = decay as f32;
+                    for &(live, copy) in &lag.pairs {
+                        let w = self.params[live].clone();
+                        self.params[copy].zip_mut_with(&w, |l, &w| *l = d * *l + (1.0 - d) * w);
+                    }
+                }
+            }
+        }
     }
 
     /// Loss and outputs in inference mode.
@@ -194,6 +284,7 @@ impl Session {
         let mut out = StepResult {
             loss: 0.0,
             outputs: Vec::new(),
+            step_losses: Vec::new(),
         };
         for (r, v) in self.eval_fn.results.iter().zip(results) {
             match r.kind {
@@ -206,10 +297,21 @@ impl Session {
 
     /// Outputs in inference mode.
     pub fn predict(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
+        let n = inputs.first().map_or(0, |t| t.len());
+        self.predict_samples(inputs, n)
+    }
+
+    /// Outputs in inference mode for a batch of `n` samples: `inputs` are the predict
+    /// function's input arguments (none when every input the outputs need is sampled,
+    /// `fmc predict --samples N`).
+    pub fn predict_samples(&self, inputs: &[Tensor], n: usize) -> Result<Vec<Tensor>, String> {
         let args = self.bind(&self.predict_fn, inputs, &[], 0.0)?;
-        let results = self
-            .backend
-            .run(&self.predict_fn, &args, self.ctx(inputs))?;
+        let ctx = Context {
+            batch: n,
+            seed: self.spec.seed,
+            step: self.iterations,
+        };
+        let results = self.backend.run(&self.predict_fn, &args, ctx)?;
         Ok(results
             .into_iter()
             .map(|v| Tensor::F32(v.into_float()))
@@ -307,6 +409,7 @@ impl Backend for Session {
         Ok(StepOutput {
             loss: r.loss,
             outputs: r.outputs,
+            extra: r.step_losses,
         })
     }
     fn evaluate(
@@ -318,6 +421,7 @@ impl Backend for Session {
         Ok(StepOutput {
             loss: r.loss,
             outputs: r.outputs,
+            extra: vec![],
         })
     }
     fn predict(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {

@@ -91,6 +91,8 @@ pub fn draw(init: Init, shape: &[usize], rng: &mut Rng) -> ArrayD<f32> {
             gen(&mut |r| sd * r.truncated_normal())
         }
         Init::Orthogonal => orthogonal(shape, rng),
+        // Resolved by `initial_params`; on its own a copy starts at zero.
+        Init::CopyOf(_) => vec![0.0; n],
         Init::LstmBias => {
             // Keras's `unit_forget_bias`: gates (i, f, c, o); the forget gate starts at 1.
             let units = n / 4;
@@ -146,14 +148,18 @@ fn orthogonal(shape: &[usize], rng: &mut Rng) -> Vec<f32> {
 }
 
 /// Initial values of every parameter of `graph`.
+/// Lagged copies (`Init::CopyOf`) start equal to their live parameter.
 pub fn initial_params(graph: &ModelGraph, seed: u64) -> Vec<ArrayD<f32>> {
-    graph
-        .params
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let mut rng = Rng::new(seed, i as u64);
-            draw(p.init, &p.shape, &mut rng)
-        })
-        .collect()
+    let mut out: Vec<ArrayD<f32>> = Vec::with_capacity(graph.params.len());
+    for (i, p) in graph.params.iter().enumerate() {
+        let v = match p.init {
+            Init::CopyOf(src) if src < out.len() => out[src].clone(),
+            init => {
+                let mut rng = Rng::new(seed, i as u64);
+                draw(init, &p.shape, &mut rng)
+            }
+        };
+        out.push(v);
+    }
+    out
 }

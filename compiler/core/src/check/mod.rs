@@ -12,6 +12,7 @@
 pub mod bind;
 pub mod data;
 pub mod expand;
+pub mod functions;
 pub mod items;
 pub mod layers;
 pub mod overrides;
@@ -78,10 +79,10 @@ pub fn check_file(path: &Path) -> std::io::Result<(String, Checked)> {
 pub fn check(file: &ast::File, source: &str, path: &Path) -> Checked {
     let mut ctx = Ctx::new(source, &path.display().to_string());
     let items = items::collect(&mut ctx, file);
-    let models = expand::expand_models(&mut ctx, &items);
+    let mut models = expand::expand_models(&mut ctx, &items);
     let base_dir = path.parent().unwrap_or(Path::new(""));
     let data = data::resolve_all(&mut ctx, &items, base_dir);
-    let trains = train::resolve_all(&mut ctx, &items, &models, &data);
+    let trains = train::resolve_all(&mut ctx, &items, &mut models, &data);
     let mut diagnostics = ctx.finish();
     diagnostics.sort_by_key(|d| d.primary.as_ref().map(|l| l.span.start).unwrap_or(0));
     Checked {

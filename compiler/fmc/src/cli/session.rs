@@ -155,6 +155,9 @@ fn default_spec(graph: &ModelGraph) -> TrainSpec {
         metrics: vec![],
         early_stopping: None,
         checkpoint: None,
+        objective: None,
+        steps: vec![],
+        value_metrics: vec![],
     }
 }
 
@@ -227,12 +230,24 @@ pub fn apply_overrides(
 }
 
 /// What the data loaders must produce for this model: its inputs, and one target per output.
+/// Sampled inputs (language.md 9.2) are drawn, not read; a loss expression reads the
+/// `target` declarations (9.3) instead of one target per output.
 pub fn model_data(graph: &ModelGraph, spec: &TrainSpec) -> ModelData {
     let inputs = graph
         .inputs
         .iter()
-        .map(|i| TensorSpec::new(&i.name, i.dtype, &i.shape))
+        .enumerate()
+        .filter(|(k, _)| !graph.sampled.iter().any(|(i, _)| i == k))
+        .map(|(_, i)| TensorSpec::new(&i.name, i.dtype, &i.shape))
         .collect();
+    if fm_compiler::lower::uses_declared_targets(spec) || !spec.steps.is_empty() {
+        let targets = graph
+            .targets
+            .iter()
+            .map(|t| TensorSpec::new(&t.name, t.dtype, &t.shape))
+            .collect();
+        return ModelData { inputs, targets };
+    }
     let targets = graph
         .outputs
         .iter()
