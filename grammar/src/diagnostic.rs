@@ -2,6 +2,7 @@
 //! compiler; this crate only needs to build them for syntax errors.
 
 use crate::ast::Span;
+use fm_codes::Code;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -19,8 +20,8 @@ pub struct Label {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Diagnostic {
     pub severity: Severity,
-    /// Stable code: `E0001`, `E0102`, `W0101`, ...
-    pub code: &'static str,
+    /// Stable code from the registry (`fm_codes`): `E0001`, `E0102`, `W0101`, ...
+    pub code: Code,
     /// One line, lowercase, no trailing period: "expected `)` or `,`".
     pub message: String,
     /// The primary span and what to say under it. `None` for errors with no source location
@@ -34,21 +35,25 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+    /// An error; `code` is an error code (E...), not a warning code.
+    pub fn error(code: Code, message: impl Into<String>) -> Self {
+        debug_assert!(!code.is_warning(), "{code} is a warning code");
+        Self::new(Severity::Error, code, message)
+    }
+    /// A warning; `code` is a warning code (W...).
+    pub fn warning(code: Code, message: impl Into<String>) -> Self {
+        debug_assert!(code.is_warning(), "{code} is an error code");
+        Self::new(Severity::Warning, code, message)
+    }
+    fn new(severity: Severity, code: Code, message: impl Into<String>) -> Self {
         Diagnostic {
-            severity: Severity::Error,
+            severity,
             code,
             message: message.into(),
             primary: None,
             secondary: Vec::new(),
             notes: Vec::new(),
             help: Vec::new(),
-        }
-    }
-    pub fn warning(code: &'static str, message: impl Into<String>) -> Self {
-        Diagnostic {
-            severity: Severity::Warning,
-            ..Diagnostic::error(code, message)
         }
     }
     pub fn with_primary(mut self, span: Span, message: impl Into<String>) -> Self {

@@ -11,8 +11,8 @@
 //! After a fatal error the parser only looks at the source before it.
 
 use crate::ast::Span;
-use crate::codes;
 use crate::diagnostic::Diagnostic;
+use fm_codes as codes;
 
 /// The deepest bracket nesting (`(`, `[`, `{` together) the parser accepts.
 pub const MAX_NESTING: usize = 256;
@@ -45,7 +45,7 @@ pub fn prescan(src: &str) -> Prescan {
             b'"' => match string_end(bytes, i) {
                 Some(end) => i = end,
                 None => {
-                    let diag = Diagnostic::error(codes::UNTERMINATED_STRING, "unterminated string")
+                    let diag = Diagnostic::error(codes::E0002, "unterminated string")
                         .with_primary(Span::new(i, i + 1), "string starts here")
                         .with_help(
                             "close the string with `\"`; write `\\\"` for a quote inside it",
@@ -75,12 +75,9 @@ pub fn prescan(src: &str) -> Prescan {
                     i = end;
                 }
                 None => {
-                    let diag = Diagnostic::error(
-                        codes::UNTERMINATED_COMMENT,
-                        "unterminated block comment",
-                    )
-                    .with_primary(Span::new(i, i + 2), "comment starts here")
-                    .with_help("close the comment with `*/`");
+                    let diag = Diagnostic::error(codes::E0003, "unterminated block comment")
+                        .with_primary(Span::new(i, i + 2), "comment starts here")
+                        .with_help("close the comment with `*/`");
                     return Prescan {
                         comments,
                         fatal: Some((i, diag)),
@@ -93,7 +90,7 @@ pub fn prescan(src: &str) -> Prescan {
                 max_depth = max_depth.max(depth.min(MAX_NESTING));
                 if depth > MAX_NESTING {
                     let diag = Diagnostic::error(
-                        codes::NESTING_TOO_DEEP,
+                        codes::E0005,
                         format!("brackets nested more than {MAX_NESTING} deep"),
                     )
                     .with_primary(Span::new(i, i + 1), "too deeply nested")

@@ -11,20 +11,19 @@
 //!   recursively needs at most that much stack. Use [`ast::Expr::pipeline`] to walk a pipeline
 //!   without recursion.
 //! - [`format()`]: the canonical layout (`fmc fmt`); [`dump_ast`]: the readable tree
-//!   (`fmc compile --emit ast`); [`explain`]: long texts for the E00xx codes (`fmc explain`);
+//!   (`fmc compile --emit ast`). Diagnostic codes and their explanations are `fm_codes`'.
 //!   [`line_col`] / [`LineIndex`]: byte offsets to 1-based line and column.
 
 pub mod ast;
-pub mod codes;
 pub mod diagnostic;
 pub mod dump;
 pub mod fmt;
 pub mod lexer;
 pub mod parser;
 
-pub use codes::explain;
 pub use diagnostic::{Diagnostic, Label, Severity};
 pub use dump::dump_ast;
+pub use fm_codes::Code;
 pub use fmt::format;
 
 /// Parses a whole file. Always returns a (possibly partial) AST; syntax errors (E00xx) are
@@ -41,7 +40,7 @@ pub fn parse_bytes(bytes: &[u8]) -> (ast::File, Vec<Diagnostic>) {
         Err(err) => {
             let bad = err.valid_up_to();
             let len = err.error_len().unwrap_or(bytes.len() - bad).max(1);
-            let diag = Diagnostic::error(codes::INVALID_UTF8, "the file is not valid UTF-8")
+            let diag = Diagnostic::error(fm_codes::E0006, "the file is not valid UTF-8")
                 .with_primary(
                     ast::Span::new(bad, (bad + len).min(bytes.len())),
                     "invalid UTF-8 here",

@@ -20,9 +20,9 @@ use pest::Parser as _;
 use pest_derive::Parser;
 
 use crate::ast::*;
-use crate::codes;
 use crate::diagnostic::Diagnostic;
 use crate::lexer::{self, skip_trivia, token_at, word_at, TokKind};
+use fm_codes as codes;
 
 #[derive(Parser)]
 #[grammar = "fm.pest"]
@@ -48,7 +48,7 @@ pub fn parse_source(src: &str) -> (File, Vec<Diagnostic>) {
     }
     on_deep_stack(|| parse_until(src, end, pre.comments, fatal)).unwrap_or_else(|| {
         let d = Diagnostic::error(
-            codes::NESTING_TOO_DEEP,
+            codes::E0005,
             "brackets nested too deeply for the available stack",
         )
         .with_help("split the expression with `let` bindings");
@@ -181,10 +181,9 @@ impl<'s> Driver<'s> {
                 if let Some(num) = pair.into_inner().find(|p| p.as_rule() == Rule::number) {
                     let span = self.span(&num, start);
                     if let Some((_, first)) = &file.version {
-                        let d =
-                            Diagnostic::error(codes::DUPLICATE_VERSION, "`version` given twice")
-                                .with_primary(span, "second `version`")
-                                .with_secondary(*first, "first given here");
+                        let d = Diagnostic::error(codes::E0009, "`version` given twice")
+                            .with_primary(span, "second `version`")
+                            .with_secondary(*first, "first given here");
                         self.diags.push(d);
                     } else {
                         file.version = Some((num.as_str().to_string(), span));
@@ -880,20 +879,17 @@ impl<'s> Driver<'s> {
             match text.parse::<f64>() {
                 Ok(v) if v.is_finite() => v,
                 _ => {
-                    let d = Diagnostic::error(
-                        codes::INVALID_NUMBER,
-                        format!("number `{text}` is out of range"),
-                    )
-                    .with_primary(span, "too large for a 64-bit float");
+                    let d =
+                        Diagnostic::error(codes::E0004, format!("number `{text}` is out of range"))
+                            .with_primary(span, "too large for a 64-bit float");
                     self.diags.push(d);
                     0.0
                 }
             }
         } else {
-            let mut d =
-                Diagnostic::error(codes::INVALID_NUMBER, format!("invalid number `{text}`"))
-                    .with_primary(span, "not a number")
-                    .with_help("numbers look like `32`, `0.5`, `1e-3` or `2.5E+2`");
+            let mut d = Diagnostic::error(codes::E0004, format!("invalid number `{text}`"))
+                .with_primary(span, "not a number")
+                .with_help("numbers look like `32`, `0.5`, `1e-3` or `2.5E+2`");
             if let Some(unit) = ["epochs", "epoch", "steps", "step"]
                 .iter()
                 .find(|u| text.ends_with(*u))
@@ -939,7 +935,7 @@ impl<'s> Driver<'s> {
                     let s = Span::new(body_start + i, body_start + j + other.len_utf8());
                     let shown: String = other.escape_debug().collect();
                     let d = Diagnostic::error(
-                        codes::UNKNOWN_ESCAPE,
+                        codes::E0007,
                         format!("unknown escape `\\{shown}` in string"),
                     )
                     .with_primary(s, "unknown escape")
@@ -1026,7 +1022,7 @@ impl<'s> Driver<'s> {
                         let key = key.trim_end();
                         let span = Span::new(key_start, key_start + key.len());
                         let d = Diagnostic::error(
-                            codes::UNEXPECTED_TOKEN,
+                            codes::E0001,
                             format!("expected an expression, found the next entry `{key}:`"),
                         )
                         .with_primary(span, "expected a value before this entry")
@@ -1087,7 +1083,7 @@ impl<'s> Driver<'s> {
         } else {
             format!("expected {expected}, found {found}")
         };
-        let d = Diagnostic::error(codes::UNEXPECTED_TOKEN, message).with_primary(span, label);
+        let d = Diagnostic::error(codes::E0001, message).with_primary(span, label);
         match self.habit_hint(pos, expected) {
             Some(help) => d.with_help(help),
             None => d,
@@ -1127,7 +1123,7 @@ impl<'s> Driver<'s> {
             Span::new(pos, tok_end)
         };
         let d = Diagnostic::error(
-            codes::UNCLOSED_BODY,
+            codes::E0008,
             format!("expected `}}` to close {what}, found {found}"),
         )
         .with_primary(span, "expected `}`")
@@ -1143,7 +1139,7 @@ impl<'s> Driver<'s> {
 
     fn too_deep(&mut self, span: Span) {
         let d = Diagnostic::error(
-            codes::NESTING_TOO_DEEP,
+            codes::E0005,
             format!("expression nested more than {MAX_EXPR_DEPTH} deep"),
         )
         .with_primary(span, "too deeply nested")

@@ -159,7 +159,7 @@ fn string_escapes() {
     let (_, diags) = fm_grammar::parse(r#"train { v: "a\qb\x" }"#);
     let codes: Vec<_> = diags
         .iter()
-        .map(|d| (d.code, d.primary.as_ref().unwrap().span))
+        .map(|d| (d.code.as_str(), d.primary.as_ref().unwrap().span))
         .collect();
     assert_eq!(
         codes,
@@ -306,7 +306,7 @@ fn recovery_reports_independent_errors_and_keeps_good_items() {
         .iter()
         .map(|d| {
             (
-                d.code,
+                d.code.as_str(),
                 fm_grammar::line_col(source, d.primary.as_ref().unwrap().span.start),
             )
         })
@@ -329,21 +329,6 @@ fn recovery_reports_independent_errors_and_keeps_good_items() {
         panic!()
     };
     assert_eq!(t.entries.len(), 1);
-}
-
-#[test]
-fn every_code_is_explained() {
-    for code in fm_grammar::codes::ALL {
-        let text = fm_grammar::explain(code).unwrap_or_else(|| panic!("{code}"));
-        assert!(text.starts_with(code), "{code}");
-        assert!(text.contains("Fix") || text.contains("fix"), "{code}");
-        assert!(
-            text.contains("Example") || text.contains("example"),
-            "{code}"
-        );
-    }
-    assert_eq!(fm_grammar::explain("E0102"), None);
-    assert_eq!(fm_grammar::explain("nonsense"), None);
 }
 
 #[test]

@@ -15,7 +15,7 @@ fn parse_checked(what: &str, bytes: &[u8]) -> (fm_grammar::ast::File, Vec<fm_gra
     let took = start.elapsed();
     assert!(took < PER_PARSE, "{what}: parse took {took:?}");
     for d in &diags {
-        assert!(d.code.starts_with("E00"), "{what}: {}", d.code);
+        assert!(d.code.as_str().starts_with("E00"), "{what}: {}", d.code);
         let span = d.primary.as_ref().expect("syntax errors have a span").span;
         assert!(
             span.start <= span.end && span.end <= bytes.len(),

@@ -1,27 +1,14 @@
 //! Errors of the runtime: data files, weights files, writing, and the backends.
 //!
-//! Every error carries a stable code (the E04xx family of language.md section 8), the file it is
-//! about when there is one, and a message that says what was expected and what was found.
-//!
-//! | code  | meaning |
-//! |-------|---------|
-//! | E0401 | a data file (or a file named on the command line) does not exist or cannot be read |
-//! | E0402 | a file is not in a format fm reads, or its header is malformed (bad magic, bad gzip, bad zip, bad CSV, an `.npz` key or CSV column that is not there) |
-//! | E0403 | a file is shorter than its header says (truncated IDX, `.npy` or gzip stream) |
-//! | E0404 | the shape of a sample does not fit the model input or target |
-//! | E0405 | an element type fm cannot use here (`.npy` dtype it does not read, fractional class labels, integers that do not fit) |
-//! | E0406 | inputs and targets (or several inputs) have different sample counts |
-//! | E0407 | a class label is outside `0..classes` |
-//! | E0408 | NaN or infinity in the inputs (allowed with `--allow-nan`) |
-//! | E0409 | the data setup does not fit the data (nothing to train on, a split that leaves no sample, standardize statistics missing) |
-//! | E0410 | a weights file problem: missing, unknown or mis-shaped tensor, corrupt safetensors header, bad metadata |
-//! | E0411 | a file cannot be written (unwritable directory, disk full) |
-//! | E0420 | a backend failed while running the model |
+//! Every error carries a stable code (the E04xx family of language.md section 8, registered with
+//! its title and explanation in `fm_codes`), the file it is about when there is one, and a message
+//! that says what was expected and what was found.
 
+use fm_codes::Code;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// What went wrong, one variant per error code.
+/// What went wrong, one variant per error code (see each code's explanation in `fm_codes`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     MissingFile,
@@ -40,20 +27,20 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// The stable diagnostic code.
-    pub fn code(self) -> &'static str {
+    pub fn code(self) -> Code {
         match self {
-            ErrorKind::MissingFile => "E0401",
-            ErrorKind::BadFormat => "E0402",
-            ErrorKind::Truncated => "E0403",
-            ErrorKind::Shape => "E0404",
-            ErrorKind::DType => "E0405",
-            ErrorKind::SampleCount => "E0406",
-            ErrorKind::LabelOutOfRange => "E0407",
-            ErrorKind::NonFinite => "E0408",
-            ErrorKind::DataSetup => "E0409",
-            ErrorKind::Weights => "E0410",
-            ErrorKind::Write => "E0411",
-            ErrorKind::Backend => "E0420",
+            ErrorKind::MissingFile => fm_codes::E0401,
+            ErrorKind::BadFormat => fm_codes::E0402,
+            ErrorKind::Truncated => fm_codes::E0403,
+            ErrorKind::Shape => fm_codes::E0404,
+            ErrorKind::DType => fm_codes::E0405,
+            ErrorKind::SampleCount => fm_codes::E0406,
+            ErrorKind::LabelOutOfRange => fm_codes::E0407,
+            ErrorKind::NonFinite => fm_codes::E0408,
+            ErrorKind::DataSetup => fm_codes::E0409,
+            ErrorKind::Weights => fm_codes::E0410,
+            ErrorKind::Write => fm_codes::E0411,
+            ErrorKind::Backend => fm_codes::E0420,
         }
     }
 }
@@ -89,7 +76,7 @@ impl RuntimeError {
     pub fn backend(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Backend, None, message)
     }
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         self.kind.code()
     }
 
@@ -132,23 +119,4 @@ pub fn fmt_shape(shape: &[usize]) -> String {
 /// Convenience for `PathBuf` display in messages.
 pub fn display_path(path: &Path) -> String {
     PathBuf::from(path).display().to_string()
-}
-
-/// The long explanation of a runtime error code (for `fmc explain`), with an example and the fix.
-pub fn explain(code: &str) -> Option<&'static str> {
-    Some(match code {
-        "E0401" => "A data or weights file named by the model or on the command line does not exist or cannot be read.\n\nExample: `train: idx(\"data/train-images-idx3-ubyte\", ...)` when the file is elsewhere.\nPaths in a `data` section are relative to the `.fm` file; command-line paths to the current directory.\nFix: correct the path, or pass the file with `--x`/`--y`.",
-        "E0402" => "A file is not in a format fm reads, or its header is malformed.\n\nfm detects the format from the content: IDX (magic `00 00 TYPE NDIM`), gzip-compressed IDX, `.npy` (`\\x93NUMPY`), `.npz` (a zip of `.npy` files) or CSV with a header row. This error also covers an `.npz` key or a CSV column that is not in the file (the message lists what is there).\nFix: convert the data (for example `np.save`), or select the right array with `data.npz:key` or column with `data.csv:COLUMN`.",
-        "E0403" => "A file ends before the data its header announces (a truncated download or copy).\n\nExample: an IDX header says [60000, 28, 28] but the file holds fewer bytes.\nFix: fetch or copy the file again; check its size or checksum.",
-        "E0404" => "The samples in a file do not have the shape the model's input or target expects.\n\nA sample shape equal to the input shape without its trailing 1-dimensions is accepted (IDX [N, 8, 8] feeds `f32[8, 8, 1]`), nothing else.\nExample: 28x28 images fed to `input image: f32[8, 8]`.\nFix: use matching data, or change the model's input shape (add a `Reshape` or `Flatten`).",
-        "E0405" => "The element type of a file cannot be used here.\n\n`.npy` files must be little-endian f32, f64, u8, i8, i16, i32 or i64; class targets must be whole numbers (2.0 is fine, 2.5 is not); integers must fit in i32.\nFix: convert with NumPy (`a.astype(np.float32)` or `a.astype(np.int32)`), or use a regression loss for real-valued targets.",
-        "E0406" => "Inputs and targets (or several inputs) hold different numbers of samples.\n\nExample: 60000 images but 10000 labels, usually a train file paired with a test file.\nFix: pair the matching files.",
-        "E0407" => "A class label is outside `0..classes`.\n\nSparse categorical targets are class indices: with a 10-way output, labels must be 0..=9 (and `one_hot(n)` needs labels 0..n-1).\nExample: labels 1..=10 instead of 0..=9.\nFix: shift or remap the labels, or widen the output layer.",
-        "E0408" => "The inputs contain NaN or infinity, which would turn every loss into NaN.\n\nFix: clean the data (for example impute missing values), or pass `--allow-nan` if the model handles them.",
-        "E0409" => "The data setup does not fit the data: nothing to train on, a `split(f)` that leaves no sample on one side, a model with several inputs and no key for one of them, `validation: test` without a test split, or `standardize` statistics missing when evaluating.\n\nFix: adjust the split fraction or the data section; evaluate with weights written by training (they hold the statistics).",
-        "E0410" => "A weights file does not fit the model or is damaged: a missing, unknown or mis-shaped tensor (the message names each one), a corrupt safetensors header, or bad metadata.\n\nTensor names follow language.md section 7 (`dense.kernel`, `conv2d_1.bias`, `opt/dense.kernel/m`).\nFix: use weights written for this model (same layers and sizes); `--resume` needs a checkpoint written by `fmc train`.",
-        "E0411" => "A file cannot be written: the directory does not exist or is not writable, or the disk is full.\n\nfm writes every file to a temporary name and renames it into place, so an earlier version of the file is left intact.\nFix: create the directory, choose another `--run-dir`/`--save`/`-o`, or free disk space.",
-        "E0420" => "The backend failed while running the model (an internal error or a resource limit).\n\nFix: rerun with `--backend interp` to compare, and report the message if it persists.",
-        _ => return None,
-    })
 }

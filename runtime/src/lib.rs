@@ -5,7 +5,7 @@
 //! - [`train`]: the training loop over a [`train::Backend`], schedules, early stopping,
 //!   checkpoints, resume, the run directory, progress, `evaluate`/`predict` helpers, `plot`;
 //! - [`metrics`]: streaming Keras metrics; [`weights`]: safetensors files;
-//! - [`fsutil`]: atomic writes; [`error`]: [`RuntimeError`] and the E04xx codes.
+//! - [`fsutil`]: atomic writes; [`error`]: [`RuntimeError`] and its E04xx codes.
 
 pub mod config;
 pub mod data;

@@ -1,11 +1,10 @@
-//! Error codes and their explanations, run directory numbering.
+//! Error codes, run directory numbering.
 
-use fm_runtime::error::explain;
 use fm_runtime::train::record::next_run_dir;
 use fm_runtime::ErrorKind;
 
 #[test]
-fn every_error_code_is_distinct_and_explained() {
+fn every_error_kind_has_its_own_code() {
     let kinds = [
         ErrorKind::MissingFile,
         ErrorKind::BadFormat,
@@ -20,7 +19,7 @@ fn every_error_code_is_distinct_and_explained() {
         ErrorKind::Write,
         ErrorKind::Backend,
     ];
-    let codes: Vec<&str> = kinds.iter().map(|k| k.code()).collect();
+    let codes: Vec<&str> = kinds.iter().map(|k| k.code().as_str()).collect();
     assert_eq!(
         codes,
         vec![
@@ -28,11 +27,6 @@ fn every_error_code_is_distinct_and_explained() {
             "E0410", "E0411", "E0420"
         ]
     );
-    for code in codes {
-        let text = explain(code).unwrap_or_else(|| panic!("{code} has no explanation"));
-        assert!(text.contains("Fix:"), "{code}");
-    }
-    assert_eq!(explain("E0499"), None);
 }
 
 #[test]

@@ -157,3 +157,102 @@ fn compile_emits_the_ast_and_the_ir() {
     assert_eq!(bad.code, 1);
     assert!(bad.stderr.contains("error[E0001]"));
 }
+
+/// Reads an f32 `.npy` file's data (fm writes a version-1 header).
+fn npy_f32(path: &std::path::Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let header_len = 10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    bytes[header_len..]
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn eval_and_predict_take_batch_size_and_threads() {
+    let dir = std::env::temp_dir().join(format!("fmc-batch-size-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let file = root().join("examples/digits_mlp.fm");
+    let file = file.to_str().unwrap();
+    let run_dir = dir.join("run");
+    let train = fmc(&[
+        "train",
+        file,
+        "--steps",
+        "20",
+        "--run-dir",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(train.code, 0, "{}", train.stderr);
+    let weights = run_dir.join("weights.safetensors");
+    let weights = weights.to_str().unwrap();
+
+    // The batch size changes how the test split is cut, not the numbers (up to f32 summation).
+    let eval = |extra: &[&str]| {
+        let run = fmc(&[&["eval", file, "--weights", weights, "--json"], extra].concat());
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap()
+    };
+    let default = eval(&[]);
+    let small = eval(&["--batch-size", "7", "--threads", "1"]);
+    assert_eq!(default["accuracy"], small["accuracy"]);
+    let (a, b) = (
+        default["loss"].as_f64().unwrap(),
+        small["loss"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() <= 1e-5 * a.abs(), "{a} vs {b}");
+
+    let images = root().join("examples/data/digits-images-idx3-ubyte");
+    let predict = |name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let run = fmc(&[
+            &[
+                "predict",
+                file,
+                "--weights",
+                weights,
+                "--input",
+                images.to_str().unwrap(),
+            ],
+            &["-o", out.to_str().unwrap()][..],
+            extra,
+        ]
+        .concat());
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        npy_f32(&out)
+    };
+    let p_default = predict("a.npy", &[]);
+    let p_small = predict("b.npy", &["--batch-size", "5", "--threads", "1"]);
+    assert_eq!(p_default.len(), 1797 * 10);
+    let worst = p_default
+        .iter()
+        .zip(&p_small)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-6, "predictions differ by {worst}");
+
+    // Zero is not a batch size; `--x` needs `--y`.
+    assert_eq!(
+        fmc(&["eval", file, "--weights", weights, "--batch-size", "0"]).code,
+        2
+    );
+    assert_eq!(
+        fmc(&[
+            "predict",
+            file,
+            "--weights",
+            weights,
+            "--input",
+            "x",
+            "--batch-size",
+            "0"
+        ])
+        .code,
+        2
+    );
+    assert_eq!(
+        fmc(&["eval", file, "--weights", weights, "--x", "x.npy"]).code,
+        2
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

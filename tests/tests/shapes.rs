@@ -34,7 +34,11 @@ fn params(g: &ModelGraph) -> Vec<(String, Vec<usize>)> {
 }
 
 fn codes(src: &str) -> Vec<&'static str> {
-    checked(src).diagnostics.iter().map(|d| d.code).collect()
+    checked(src)
+        .diagnostics
+        .iter()
+        .map(|d| d.code.as_str())
+        .collect()
 }
 
 #[test]

@@ -266,7 +266,7 @@ fn render_json(d: &Diagnostic, file: &SourceFile) -> String {
         None => (json!(null), json!(null), json!(null), json!(null)),
     };
     json!({
-        "code": d.code,
+        "code": d.code.as_str(),
         "severity": severity_word(d.severity),
         "message": d.message,
         "file": file.name,
@@ -296,6 +296,7 @@ pub fn render_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fm_codes as codes;
 
     const SRC: &str = "block residual(x, filters: int) {\n    let h = x\n        -> Conv2D(filters, 3)\n        -> BatchNorm -> relu\n        -> Conv2D(filters, 3)\n    return relu(x + h)\n}\n";
 
@@ -306,7 +307,7 @@ mod tests {
 
     #[test]
     fn human_layout_matches_the_spec() {
-        let d = Diagnostic::error("E0203", "shapes do not match in `+`")
+        let d = Diagnostic::error(codes::E0203, "shapes do not match in `+`")
             .with_primary(
                 span_of("x + h"),
                 "cannot add f32[32, 32, 64] and f32[28, 28, 64]",
@@ -340,7 +341,7 @@ error[E0203]: shapes do not match in `+`
 
     #[test]
     fn short_and_json_formats() {
-        let d = Diagnostic::error("E0101", "unknown layer `Dnse`")
+        let d = Diagnostic::error(codes::E0101, "unknown layer `Dnse`")
             .with_primary(span_of("relu(x"), "here");
         let file = SourceFile {
             name: "a.fm",
@@ -369,7 +370,7 @@ error[E0203]: shapes do not match in `+`
             let i = src.find(c).unwrap();
             Span::new(i, i + 1)
         };
-        let d = Diagnostic::warning("W0101", "w")
+        let d = Diagnostic::warning(codes::W0101, "w")
             .with_primary(at('l'), "here")
             .with_secondary(at('j'), "there");
         let out = render(&d, &file, MessageFormat::Human, false);
@@ -387,7 +388,7 @@ error[E0203]: shapes do not match in `+`
             text: src,
         };
         let start = src.find("input").unwrap();
-        let d = Diagnostic::error("E0218", "m")
+        let d = Diagnostic::error(codes::E0218, "m")
             .with_primary(Span::new(start, src.len()), "spans lines");
         let out = render(&d, &file, MessageFormat::Human, false);
         // The tab shows as four spaces and the underline starts under `input`.
@@ -395,7 +396,7 @@ error[E0203]: shapes do not match in `+`
             out.contains("2 |     input x: f32[3]\n  |     ^^^^^^^^^^^^^^^ spans lines\n"),
             "{out}"
         );
-        let nowhere = Diagnostic::error("E0401", "cannot read `x.idx`");
+        let nowhere = Diagnostic::error(codes::E0401, "cannot read `x.idx`");
         assert_eq!(
             render(&nowhere, &file, MessageFormat::Human, false),
             "error[E0401]: cannot read `x.idx`\n\n"

@@ -5,7 +5,6 @@ pub mod autodiff;
 pub mod check;
 pub mod diag;
 pub mod exec;
-pub mod explain;
 pub mod graph;
 pub mod init;
 pub mod interp;

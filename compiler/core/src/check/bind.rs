@@ -5,6 +5,7 @@ use super::table::{self, Dflt, Kind, ParamSpec, Range, Ty};
 use super::values::{num_str, Sym, SymArg, Val};
 use super::Ctx;
 use crate::graph::{Activation, Init};
+use fm_codes as codes;
 use fm_grammar::ast::{DurationUnit, Ident, Span};
 
 /// Arguments matched to parameters: `slots[i]` is the value given for `params[i]`.
@@ -82,7 +83,7 @@ pub fn bind(
         } else {
             ok = false;
             let d = fm_grammar::Diagnostic::error(
-                "E0207",
+                codes::E0207,
                 format!("too many positional arguments to `{callee}`"),
             )
             .with_primary(
@@ -106,7 +107,7 @@ pub fn bind(
                 if let Some((_, first)) = &slots[i] {
                     ok = false;
                     let d = fm_grammar::Diagnostic::error(
-                        "E0105",
+                        codes::E0105,
                         format!("argument `{}` is given twice", key.name),
                     )
                     .with_primary(key.span, "given again here")
@@ -120,7 +121,7 @@ pub fn bind(
                 ok = false;
                 unknown_name = true;
                 let mut d = fm_grammar::Diagnostic::error(
-                    "E0103",
+                    codes::E0103,
                     format!("`{callee}` has no argument `{}`", key.name),
                 )
                 .with_primary(key.span, "unknown argument");
@@ -140,7 +141,7 @@ pub fn bind(
         if slots[i].is_none() && p.default == Dflt::Required && !unknown_name {
             ok = false;
             let d = fm_grammar::Diagnostic::error(
-                "E0206",
+                codes::E0206,
                 format!("`{callee}` needs the argument `{}`", p.name),
             )
             .with_primary(call_span, format!("`{}` is missing", p.name))
@@ -344,7 +345,7 @@ impl Bound {
             Some((Val::List(items), span)) => {
                 if items.len() != n {
                     ctx.error(
-                        "E0201",
+                        codes::E0201,
                         format!("`{name}` needs {n} value{}", plural(n)),
                         *span,
                         format!("expected {n} integer{}, found {}", plural(n), items.len()),
@@ -427,7 +428,7 @@ pub fn type_error(ctx: &mut Ctx, name: &str, ty: Ty, found: &Val, span: Span) {
         return;
     }
     ctx.error(
-        "E0201",
+        codes::E0201,
         format!("{} must be {}", quoted(name), ty.describe()),
         span,
         format!("expected {}, found {}", ty.describe(), found.describe()),
@@ -436,7 +437,7 @@ pub fn type_error(ctx: &mut Ctx, name: &str, ty: Ty, found: &Val, span: Span) {
 
 fn range_error(ctx: &mut Ctx, name: &str, range: Range, v: f64, span: Span) {
     ctx.error(
-        "E0202",
+        codes::E0202,
         format!("{} must be {}", quoted(name), range.describe()),
         span,
         format!("{} is not {}", num_str(v), range.describe()),
@@ -451,7 +452,7 @@ pub fn to_int(ctx: &mut Ctx, v: &Val, span: Span, name: &str, range: Range) -> O
         Val::Num { v: x, .. } => {
             if *x != x.trunc() {
                 ctx.error(
-                    "E0212",
+                    codes::E0212,
                     format!("{} must be an integer", quoted(name)),
                     span,
                     format!("{} is not an integer", num_str(*x)),
@@ -464,7 +465,7 @@ pub fn to_int(ctx: &mut Ctx, v: &Val, span: Span, name: &str, range: Range) -> O
             }
             if x.abs() > MAX_INT {
                 ctx.error(
-                    "E0202",
+                    codes::E0202,
                     format!("{} is too large", quoted(name)),
                     span,
                     format!("{} is larger than {}", num_str(*x), num_str(MAX_INT)),
@@ -519,7 +520,7 @@ fn report_unknown_or_type(ctx: &mut Ctx, name: &str, ty: Ty, found: &Val, span: 
     }) = found
     {
         if let Some(s) = super::suggest(n, ctx.locals.iter().map(|s| s.as_str())) {
-            let d = fm_grammar::Diagnostic::error("E0102", format!("unknown name `{n}`"))
+            let d = fm_grammar::Diagnostic::error(codes::E0102, format!("unknown name `{n}`"))
                 .with_primary(*name_span, "not found in this scope")
                 .with_help(format!("did you mean `{s}`?"));
             ctx.emit(d);
@@ -554,7 +555,7 @@ pub fn to_sym(ctx: &mut Ctx, v: &Val, span: Span, name: &str, ty: Ty) -> Option<
 
 pub fn unknown_value(ctx: &mut Ctx, param: &str, found: &str, span: Span, allowed: &[&str]) {
     let mut d = fm_grammar::Diagnostic::error(
-        "E0104",
+        codes::E0104,
         format!("`{found}` is not a valid value for `{param}`"),
     )
     .with_primary(span, "unknown value");
@@ -630,7 +631,7 @@ pub fn to_init(ctx: &mut Ctx, v: &Val, span: Span, name: &str) -> Option<Init> {
             let hi = b.float(ctx, "hi")?;
             if lo >= hi {
                 ctx.error(
-                    "E0202",
+                    codes::E0202,
                     "`uniform` needs `lo < hi`",
                     span,
                     format!("{} is not less than {}", num_str(lo), num_str(hi)),

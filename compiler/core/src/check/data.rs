@@ -6,6 +6,7 @@ use super::items::Items;
 use super::table::{self, Kind};
 use super::values::{const_eval, Sym, Val};
 use super::{suggest, Ctx};
+use fm_codes as codes;
 use fm_grammar::ast::{Entry, Span};
 use fm_grammar::Diagnostic;
 use fm_runtime::config::{DataSpec, NpzKeys, Source, TestSource, Transform};
@@ -50,9 +51,11 @@ pub fn entries_by_key<'e>(
     let mut out: HashMap<&str, &Entry> = HashMap::new();
     for e in entries {
         if !keys.contains(&e.key.name.as_str()) {
-            let mut d =
-                Diagnostic::error("E0113", format!("unknown key `{}` in {what}", e.key.name))
-                    .with_primary(e.key.span, "unknown key");
+            let mut d = Diagnostic::error(
+                codes::E0113,
+                format!("unknown key `{}` in {what}", e.key.name),
+            )
+            .with_primary(e.key.span, "unknown key");
             match suggest(&e.key.name, keys.iter().copied()) {
                 Some(s) => d = d.with_help(format!("did you mean `{s}`?")),
                 None => {
@@ -64,9 +67,12 @@ pub fn entries_by_key<'e>(
             continue;
         }
         if let Some(first) = out.get(e.key.name.as_str()) {
-            let d = Diagnostic::error("E0105", format!("the key `{}` is given twice", e.key.name))
-                .with_primary(e.key.span, "given again here")
-                .with_secondary(first.key.span, "first given here");
+            let d = Diagnostic::error(
+                codes::E0105,
+                format!("the key `{}` is given twice", e.key.name),
+            )
+            .with_primary(e.key.span, "given again here")
+            .with_secondary(first.key.span, "first given here");
             ctx.emit(d);
             continue;
         }
@@ -90,7 +96,7 @@ fn resolve(
         }
         None => {
             ctx.error(
-                "E0206",
+                codes::E0206,
                 format!("data section `{name}` needs a `train` source"),
                 span,
                 "add `train: idx(\"images\", \"labels\")` (or `npy`, `npz`, `csv`)",
@@ -154,7 +160,7 @@ fn source(ctx: &mut Ctx, v: &Val, span: Span, base: &Path, is_test: bool) -> Opt
     let Val::Sym(sym) = v else {
         if !matches!(v, Val::Poison) {
             ctx.error(
-                "E0201",
+                codes::E0201,
                 "expected a data source",
                 span,
                 format!(
@@ -170,7 +176,7 @@ fn source(ctx: &mut Ctx, v: &Val, span: Span, base: &Path, is_test: bool) -> Opt
         if is_test {
             all.push("split");
         }
-        let mut d = Diagnostic::error("E0117", format!("unknown data source `{}`", sym.name))
+        let mut d = Diagnostic::error(codes::E0117, format!("unknown data source `{}`", sym.name))
             .with_primary(sym.name_span, "not a data source");
         if let Some(s) = suggest(&sym.name, all.iter().copied()) {
             d = d.with_help(format!("did you mean `{s}`?"));
@@ -258,7 +264,7 @@ fn transform(ctx: &mut Ctx, v: &Val, span: Span) -> Option<Transform> {
     let Val::Sym(sym) = v else {
         if !matches!(v, Val::Poison) {
             ctx.error(
-                "E0201",
+                codes::E0201,
                 "expected a transform",
                 span,
                 format!(
@@ -270,7 +276,7 @@ fn transform(ctx: &mut Ctx, v: &Val, span: Span) -> Option<Transform> {
         return None;
     };
     let Some(sig) = table::lookup(Kind::Transform, &sym.name) else {
-        let mut d = Diagnostic::error("E0117", format!("unknown transform `{}`", sym.name))
+        let mut d = Diagnostic::error(codes::E0117, format!("unknown transform `{}`", sym.name))
             .with_primary(sym.name_span, "not a transform");
         if let Some(s) = suggest(&sym.name, table::names(Kind::Transform)) {
             d = d.with_help(format!("did you mean `{s}`?"));

@@ -13,6 +13,7 @@ use crate::graph::{
     DType, Func, Init, InputInfo, Lag, LagKind, ModelGraph, Node, Op, OutputInfo, ParamInfo,
     Sampler,
 };
+use fm_codes as codes;
 use fm_grammar::ast::{self, Arg, BinOp, Expr, ExprKind, Ident, ParamTyKind, Span, Stmt};
 use fm_grammar::Diagnostic;
 use std::collections::HashMap;
@@ -193,7 +194,7 @@ impl Expander<'_, '_, '_, '_> {
                     let name_span = name.as_ref().map(|n| n.span).unwrap_or(*span);
                     if let Some(first) = outputs.get(&out_name) {
                         let d = Diagnostic::error(
-                            "E0105",
+                            codes::E0105,
                             format!("the output `{out_name}` is defined twice"),
                         )
                         .with_primary(name_span, "defined again here")
@@ -216,7 +217,7 @@ impl Expander<'_, '_, '_, '_> {
                     }
                 }
                 Stmt::Return { span, .. } => self.ctx.error(
-                    "E0218",
+                    codes::E0218,
                     "`return` is only allowed in a block",
                     *span,
                     "a model declares `output NAME = ...` instead",
@@ -225,7 +226,7 @@ impl Expander<'_, '_, '_, '_> {
         }
         if outputs.is_empty() {
             self.ctx.error(
-                "E0218",
+                codes::E0218,
                 format!("model `{}` has no output", m.name.name),
                 m.name.span,
                 "a model needs at least one `output`",
@@ -245,7 +246,7 @@ impl Expander<'_, '_, '_, '_> {
         }
         if self.graph.inputs.is_empty() && !m.body.iter().any(|s| matches!(s, Stmt::Input { .. })) {
             self.ctx.error(
-                "E0218",
+                codes::E0218,
                 format!("model `{}` has no input", m.name.name),
                 m.name.span,
                 "declare one, e.g. `input x: f32[10]`",
@@ -277,8 +278,9 @@ impl Expander<'_, '_, '_, '_> {
             "f32" => Some(DType::F32),
             "i32" => Some(DType::I32),
             other => {
-                let mut d = Diagnostic::error("E0116", format!("unknown element type `{other}`"))
-                    .with_primary(dtype.span, "expected `f32` or `i32`");
+                let mut d =
+                    Diagnostic::error(codes::E0116, format!("unknown element type `{other}`"))
+                        .with_primary(dtype.span, "expected `f32` or `i32`");
                 if let Some(s) = suggest(other, ["f32", "i32"].into_iter()) {
                     d = d.with_help(format!("did you mean `{s}`?"));
                 }
@@ -369,7 +371,7 @@ impl Expander<'_, '_, '_, '_> {
     fn sampler(&mut self, e: &Expr, dtype: DType) -> Option<Sampler> {
         let ExprKind::Call { callee, args } = &e.kind else {
             self.ctx.error(
-                "E0201",
+                codes::E0201,
                 "expected a distribution",
                 e.span,
                 "write `normal(mean, std)`, `uniform(lo, hi)` or `categorical(weights, power: 1)`",
@@ -380,8 +382,9 @@ impl Expander<'_, '_, '_, '_> {
             "normal" | "uniform" => DType::F32,
             "categorical" => DType::I32,
             other => {
-                let mut d = Diagnostic::error("E0101", format!("unknown distribution `{other}`"))
-                    .with_primary(callee.span, "expected `normal`, `uniform` or `categorical`");
+                let mut d =
+                    Diagnostic::error(codes::E0101, format!("unknown distribution `{other}`"))
+                        .with_primary(callee.span, "expected `normal`, `uniform` or `categorical`");
                 if let Some(s) = suggest(other, ["normal", "uniform", "categorical"].into_iter()) {
                     d = d.with_help(format!("did you mean `{s}`?"));
                 }
@@ -391,7 +394,7 @@ impl Expander<'_, '_, '_, '_> {
         };
         if want != dtype {
             self.ctx.error(
-                "E0209",
+                codes::E0209,
                 format!("`{}` draws {} values", callee.name, want.name()),
                 e.span,
                 format!("the input is declared {}", dtype.name()),
@@ -409,7 +412,7 @@ impl Expander<'_, '_, '_, '_> {
                 None if i < 2 => i,
                 None => {
                     self.ctx.error(
-                        "E0207",
+                        codes::E0207,
                         format!("too many arguments to `{}`", callee.name),
                         a.span,
                         "it takes two",
@@ -420,7 +423,7 @@ impl Expander<'_, '_, '_, '_> {
                     Some(k) => k,
                     None => {
                         self.ctx.error(
-                            "E0103",
+                            codes::E0103,
                             format!("`{}` has no argument `{}`", callee.name, n.name),
                             n.span,
                             format!("expected `{}` or `{}`", names[0], names[1]),
@@ -438,7 +441,7 @@ impl Expander<'_, '_, '_, '_> {
             (None, Some(d)) => Some(d),
             (None, None) => {
                 ctx.error(
-                    "E0206",
+                    codes::E0206,
                     format!("the distribution needs `{what}`"),
                     e.span,
                     format!("`{what}` is missing"),
@@ -452,7 +455,7 @@ impl Expander<'_, '_, '_, '_> {
                 let std = num(self.ctx, &vals[1], "std", Some(1.0))?;
                 if std < 0.0 {
                     self.ctx
-                        .error("E0202", "`std` must be >= 0", e.span, "negative");
+                        .error(codes::E0202, "`std` must be >= 0", e.span, "negative");
                     return None;
                 }
                 Some(Sampler::Normal { mean, std })
@@ -462,7 +465,7 @@ impl Expander<'_, '_, '_, '_> {
                 let hi = num(self.ctx, &vals[1], "hi", Some(1.0))?;
                 if lo > hi {
                     self.ctx
-                        .error("E0202", "`uniform` needs lo <= hi", e.span, "lo > hi");
+                        .error(codes::E0202, "`uniform` needs lo <= hi", e.span, "lo > hi");
                     return None;
                 }
                 Some(Sampler::Uniform { lo, hi })
@@ -507,7 +510,7 @@ impl Expander<'_, '_, '_, '_> {
                             Ok(w) => w,
                             Err(msg) => {
                                 self.ctx.error(
-                                    "E0401",
+                                    codes::E0401,
                                     format!("cannot read the weights of `categorical`: {msg}"),
                                     ws,
                                     "this `.npy` file",
@@ -518,7 +521,7 @@ impl Expander<'_, '_, '_, '_> {
                     }
                     other => {
                         self.ctx.error(
-                            "E0201",
+                            codes::E0201,
                             "`categorical` needs a list of weights or a `.npy` path",
                             ws,
                             format!("found {}", other.describe()),
@@ -530,7 +533,7 @@ impl Expander<'_, '_, '_, '_> {
                 let total: f64 = raised.iter().sum();
                 if weights.is_empty() || !total.is_finite() || total <= 0.0 {
                     self.ctx.error(
-                        "E0202",
+                        codes::E0202,
                         "`categorical` needs weights with a positive, finite sum",
                         ws,
                         format!("{} weights summing to {total}", weights.len()),
@@ -540,7 +543,7 @@ impl Expander<'_, '_, '_, '_> {
                 // Drawing i32 indices needs an f32-to-i32 conversion both backends lack.
                 let _ = raised;
                 self.ctx.error(
-                    "E0223",
+                    codes::E0223,
                     "`categorical` sampling is not implemented yet",
                     e.span,
                     "only `normal` and `uniform` inputs can be sampled for now",
@@ -556,7 +559,7 @@ impl Expander<'_, '_, '_, '_> {
 
     fn bind(&mut self, env: &mut Env, name: &Ident, val: Val, is_let: bool) {
         if let Some(prev) = env.vars.get(&name.name) {
-            let d = Diagnostic::error("E0105", format!("`{}` is defined twice", name.name))
+            let d = Diagnostic::error(codes::E0105, format!("`{}` is defined twice", name.name))
                 .with_primary(name.span, "defined again here")
                 .with_secondary(prev.span, "first defined here")
                 .with_help("names are unique within a model or block");
@@ -587,7 +590,7 @@ impl Expander<'_, '_, '_, '_> {
         unused.sort_by_key(|b| b.span.start);
         for b in unused {
             let name = self.ctx.snippet(b.span);
-            let d = Diagnostic::warning("W0101", format!("unused `let`: `{name}`"))
+            let d = Diagnostic::warning(codes::W0101, format!("unused `let`: `{name}`"))
                 .with_primary(b.span, "never used")
                 .with_help(format!(
                     "use it, remove it, or name it `_{name}` to silence this warning"
@@ -601,7 +604,7 @@ impl Expander<'_, '_, '_, '_> {
         if self.graph.nodes.len() >= MAX_NODES && !self.too_large {
             self.too_large = true;
             self.ctx.error(
-                "E0219",
+                codes::E0219,
                 format!("model `{}` is too large", self.graph.name),
                 self.name_span,
                 format!("it expands to more than {MAX_NODES} layers"),
@@ -630,7 +633,7 @@ impl Expander<'_, '_, '_, '_> {
             }
             other => {
                 self.ctx.error(
-                    "E0215",
+                    codes::E0215,
                     format!("expected a tensor for {what}"),
                     span,
                     format!("found {}", other.describe()),
@@ -642,13 +645,13 @@ impl Expander<'_, '_, '_, '_> {
 
     fn unknown_name(&mut self, name: &str, span: Span) {
         if table::lookup_callable(name).is_some() || self.items.blocks.contains_key(name) {
-            let d = Diagnostic::error("E0215", format!("`{name}` needs a tensor input"))
+            let d = Diagnostic::error(codes::E0215, format!("`{name}` needs a tensor input"))
                 .with_primary(span, "used as a value")
                 .with_help(format!("use it as a pipeline stage: `x -> {name}`"));
             self.ctx.emit(d);
             return;
         }
-        let mut d = Diagnostic::error("E0102", format!("unknown name `{name}`"))
+        let mut d = Diagnostic::error(codes::E0102, format!("unknown name `{name}`"))
             .with_primary(span, "not found in this scope");
         if let Some((_, later)) = self.later.iter().find(|(n, _)| n == name) {
             d = d
@@ -690,7 +693,7 @@ impl Expander<'_, '_, '_, '_> {
             }
             ExprKind::Repeat { .. } => {
                 self.ctx.error(
-                    "E0215",
+                    codes::E0215,
                     "`repeat` must be a pipeline stage",
                     e.span,
                     "write `x -> repeat N { ... }`",
@@ -713,7 +716,7 @@ impl Expander<'_, '_, '_, '_> {
                 ),
                 other => {
                     self.ctx.error(
-                        "E0201",
+                        codes::E0201,
                         "cannot negate a value that is not a number",
                         e.span,
                         format!("this is {}", other.describe()),
@@ -730,7 +733,7 @@ impl Expander<'_, '_, '_, '_> {
             ),
             ExprKind::Dict(_) | ExprKind::Duration { .. } | ExprKind::Step { .. } => {
                 self.ctx.error(
-                    "E0215",
+                    codes::E0215,
                     "this value is not allowed in a model",
                     e.span,
                     "dictionaries and durations belong in `train` sections",
@@ -764,9 +767,12 @@ impl Expander<'_, '_, '_, '_> {
                     return Val::Poison;
                 }
                 self.ctx.emit(
-                    Diagnostic::error("E0216", format!("`{}` combines two tensors", op.symbol()))
-                        .with_primary(span, format!("found a tensor and {}", other.describe()))
-                        .with_help("scale a tensor with `Rescale(factor, offset: ...)`"),
+                    Diagnostic::error(
+                        codes::E0216,
+                        format!("`{}` combines two tensors", op.symbol()),
+                    )
+                    .with_primary(span, format!("found a tensor and {}", other.describe()))
+                    .with_help("scale a tensor with `Rescale(factor, offset: ...)`"),
                 );
                 Val::Poison
             }
@@ -798,7 +804,7 @@ impl Expander<'_, '_, '_, '_> {
         if x.dtype != y.dtype {
             self.ctx.emit(
                 Diagnostic::error(
-                    "E0209",
+                    codes::E0209,
                     format!("element types do not match in `{}`", op.symbol()),
                 )
                 .with_primary(
@@ -814,7 +820,7 @@ impl Expander<'_, '_, '_, '_> {
         }
         if x.dtype == DType::I32 {
             self.ctx.error(
-                "E0209",
+                codes::E0209,
                 format!("`{}` needs f32 tensors", op.symbol()),
                 span,
                 format!("found {}", shape_str(x.dtype, &x.shape)),
@@ -822,16 +828,18 @@ impl Expander<'_, '_, '_, '_> {
             return Val::Poison;
         }
         let Some(shape) = broadcast(&x.shape, &y.shape) else {
-            let mut d =
-                Diagnostic::error("E0203", format!("shapes do not match in `{}`", op.symbol()))
-                    .with_primary(
-                        span,
-                        format!(
-                            "cannot {verb} {} and {}",
-                            shape_str(x.dtype, &x.shape),
-                            shape_str(y.dtype, &y.shape)
-                        ),
-                    );
+            let mut d = Diagnostic::error(
+                codes::E0203,
+                format!("shapes do not match in `{}`", op.symbol()),
+            )
+            .with_primary(
+                span,
+                format!(
+                    "cannot {verb} {} and {}",
+                    shape_str(x.dtype, &x.shape),
+                    shape_str(y.dtype, &y.shape)
+                ),
+            );
             let shrinks: Vec<&(Span, String)> =
                 [&x.shrink, &y.shrink].into_iter().flatten().collect();
             if shrinks.is_empty() {
@@ -888,7 +896,7 @@ impl Expander<'_, '_, '_, '_> {
                         b.used = true;
                     }
                     self.ctx.error(
-                        "E0215",
+                        codes::E0215,
                         format!("`{}` is a value, not a pipeline stage", id.name),
                         stage.span,
                         "expected a layer, function, block or `repeat`",
@@ -914,7 +922,7 @@ impl Expander<'_, '_, '_, '_> {
                 };
                 if n > MAX_REPEAT {
                     self.ctx.error(
-                        "E0202",
+                        codes::E0202,
                         "the repeat count is too large",
                         count.span,
                         format!("at most {MAX_REPEAT}"),
@@ -936,7 +944,7 @@ impl Expander<'_, '_, '_, '_> {
             }
             _ => {
                 self.ctx.error(
-                    "E0215",
+                    codes::E0215,
                     "expected a pipeline stage",
                     stage.span,
                     "a stage is a layer, function, block call or `repeat`",
@@ -996,10 +1004,15 @@ impl Expander<'_, '_, '_, '_> {
             .find(|a| a.name.as_ref().is_some_and(|n| n.name == "weights"));
         if let Some(w) = weights_arg {
             if is_builtin || !self.named.contains_key(&callee.name) {
-                let _ = self.eval_args(args, env, scope);
+                let others: Vec<Arg> = args
+                    .iter()
+                    .filter(|a| !a.name.as_ref().is_some_and(|n| n.name == "weights"))
+                    .cloned()
+                    .collect();
+                let _ = self.eval_args(&others, env, scope);
                 if is_builtin {
                     self.ctx.emit(
-                        Diagnostic::error("E0222", "lagged weights need a call by name")
+                        Diagnostic::error(codes::E0222, "lagged weights need a call by name")
                             .with_primary(
                                 w.span,
                                 format!("`{}` here makes new weights; there is nothing to lag", callee.name),
@@ -1019,7 +1032,7 @@ impl Expander<'_, '_, '_, '_> {
                 let _ = self.eval_args(args, env, scope);
                 self.ctx.emit(
                     Diagnostic::error(
-                        "E0215",
+                        codes::E0215,
                         format!(
                             "`{}` cannot be used in a loss or metric expression",
                             callee.name
@@ -1051,7 +1064,7 @@ impl Expander<'_, '_, '_, '_> {
                 if self.objective_only {
                     let _ = self.eval_args(args, env, scope);
                     self.ctx.error(
-                        "E0215",
+                        codes::E0215,
                         format!(
                             "`{}` cannot be called in a loss or metric expression",
                             callee.name
@@ -1136,7 +1149,7 @@ impl Expander<'_, '_, '_, '_> {
     ) -> Val {
         if self.share.is_some() {
             self.ctx.error(
-                "E0215",
+                codes::E0215,
                 format!("`{}` cannot be called inside a shared call", callee.name),
                 span,
                 "shared calls do not nest",
@@ -1163,7 +1176,7 @@ impl Expander<'_, '_, '_, '_> {
                 Some(n) => {
                     self.ctx.emit(
                         Diagnostic::error(
-                            "E0103",
+                            codes::E0103,
                             format!("a call of `{}` by name takes no `{}`", callee.name, n.name),
                         )
                         .with_primary(n.span, "its settings are those of the named call")
@@ -1188,7 +1201,7 @@ impl Expander<'_, '_, '_, '_> {
                 match self.graph.lags.iter().position(|l| l.call == callee.name) {
                     Some(i) if self.graph.lags[i].kind != kind => {
                         self.ctx.error(
-                            "E0222",
+                            codes::E0222,
                             format!("`{}` already has a different lagged copy", callee.name),
                             kspan,
                             "one lagged copy per named call",
@@ -1230,7 +1243,7 @@ impl Expander<'_, '_, '_, '_> {
         let v = const_eval(self.ctx, e);
         let bad = |ctx: &mut Ctx| {
             ctx.error(
-                "E0201",
+                codes::E0201,
                 "expected `copy(every: N steps)` or `ema(DECAY)`",
                 e.span,
                 "not a lagged-weights setting",
@@ -1264,7 +1277,7 @@ impl Expander<'_, '_, '_, '_> {
                     }
                     _ => {
                         self.ctx.error(
-                            "E0202",
+                            codes::E0202,
                             "`every` must be a positive number of steps",
                             a.span,
                             "e.g. `every: 500 steps`",
@@ -1278,7 +1291,7 @@ impl Expander<'_, '_, '_, '_> {
                 let d = bind::to_float(self.ctx, &a.val, a.span, "decay", table::Range::Any)?;
                 if !(0.0..1.0).contains(&d) {
                     self.ctx.error(
-                        "E0202",
+                        codes::E0202,
                         "`ema` decay must be in [0, 1)",
                         a.span,
                         format!("found {d}"),
@@ -1306,7 +1319,7 @@ impl Expander<'_, '_, '_, '_> {
         } else {
             "function or block"
         };
-        let mut d = Diagnostic::error("E0101", format!("unknown {what} `{}`", callee.name))
+        let mut d = Diagnostic::error(codes::E0101, format!("unknown {what} `{}`", callee.name))
             .with_primary(
                 callee.span,
                 "not a built-in layer, function or block in this file",
@@ -1477,9 +1490,12 @@ impl Expander<'_, '_, '_, '_> {
             format!("{min} to {max} tensor inputs")
         };
         self.ctx.emit(
-            Diagnostic::error("E0204", format!("`{what}` takes {expected}, found {found}"))
-                .with_primary(span, format!("{found} tensor input{} here", plural(found)))
-                .with_note("in a pipeline, the incoming value is the first tensor input"),
+            Diagnostic::error(
+                codes::E0204,
+                format!("`{what}` takes {expected}, found {found}"),
+            )
+            .with_primary(span, format!("{found} tensor input{} here", plural(found)))
+            .with_note("in a pipeline, the incoming value is the first tensor input"),
         );
     }
 
@@ -1500,7 +1516,7 @@ impl Expander<'_, '_, '_, '_> {
                     && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !valid {
                     self.ctx.error(
-                        "E0201",
+                        codes::E0201,
                         "a layer name must be an identifier",
                         vspan,
                         format!("{s:?} is not an identifier"),
@@ -1509,7 +1525,7 @@ impl Expander<'_, '_, '_, '_> {
                 }
                 if let Some(prev) = scope.taken.get(&s) {
                     let mut d = Diagnostic::error(
-                        "E0105",
+                        codes::E0105,
                         format!("the layer name `{s}` is already used in this scope"),
                     )
                     .with_primary(vspan, "used again here");
@@ -1537,7 +1553,7 @@ impl Expander<'_, '_, '_, '_> {
             Some((Val::Poison, _, _)) => None,
             Some((other, vspan, _)) => {
                 self.ctx.error(
-                    "E0201",
+                    codes::E0201,
                     "`name` must be a string",
                     vspan,
                     format!(
@@ -1558,7 +1574,7 @@ impl Expander<'_, '_, '_, '_> {
                 };
                 if let Some(Some(explicit)) = scope.taken.get(&name) {
                     let d = Diagnostic::error(
-                        "E0105",
+                        codes::E0105,
                         format!("the layer name `{name}` is already used in this scope"),
                     )
                     .with_primary(span, format!("this layer would be named `{name}`"))
@@ -1592,7 +1608,7 @@ impl Expander<'_, '_, '_, '_> {
         if sig.kind == Kind::Function {
             if let Some((_, _, key_span)) = &name_arg {
                 self.ctx.error(
-                    "E0103",
+                    codes::E0103,
                     format!("the function `{}` takes no `name`", sig.name),
                     *key_span,
                     "functions own no weights, so they are not named",
@@ -1647,7 +1663,7 @@ impl Expander<'_, '_, '_, '_> {
                     .any(|p| layers::numel(&p.shape).is_none_or(|n| n > MAX_PARAM_ELEMENTS))
                 {
                     self.ctx.error(
-                        "E0210",
+                        codes::E0210,
                         format!("`{}` would have too many parameters", sig.name),
                         span,
                         format!("more than {MAX_PARAM_ELEMENTS} in one tensor"),
@@ -1737,7 +1753,7 @@ impl Expander<'_, '_, '_, '_> {
                         .map(|t| shape_str(t.dtype, &t.shape))
                         .collect();
                     let mut d = Diagnostic::error(
-                        "E0220",
+                        codes::E0220,
                         format!("the shared call `{sname}` gets an input its weights do not fit"),
                     )
                     .with_primary(
@@ -1835,7 +1851,7 @@ impl Expander<'_, '_, '_, '_> {
                     } else {
                         ok = false;
                         self.ctx.error(
-                            "E0207",
+                            codes::E0207,
                             format!("too many arguments to block `{}`", callee.name),
                             a.span,
                             format!(
@@ -1851,7 +1867,7 @@ impl Expander<'_, '_, '_, '_> {
                     Some(i) if slots[i].is_some() => {
                         ok = false;
                         self.ctx.error(
-                            "E0105",
+                            codes::E0105,
                             format!("argument `{}` is given twice", key.name),
                             key.span,
                             "given again here",
@@ -1862,7 +1878,7 @@ impl Expander<'_, '_, '_, '_> {
                         ok = false;
                         unknown_name = true;
                         let mut d = Diagnostic::error(
-                            "E0103",
+                            codes::E0103,
                             format!("block `{}` has no parameter `{}`", callee.name, key.name),
                         )
                         .with_primary(key.span, "unknown argument")
@@ -1894,7 +1910,7 @@ impl Expander<'_, '_, '_, '_> {
                         }
                         self.ctx.emit(
                             Diagnostic::error(
-                                "E0206",
+                                codes::E0206,
                                 format!(
                                     "block `{}` needs the argument `{}`",
                                     callee.name, p.name.name
@@ -1965,7 +1981,7 @@ impl Expander<'_, '_, '_, '_> {
                     let v = self.eval(value, &mut env, &mut inner);
                     if result.is_some() {
                         self.ctx.error(
-                            "E0218",
+                            codes::E0218,
                             "a block returns once",
                             stmt.span(),
                             "second `return`",
@@ -1977,7 +1993,7 @@ impl Expander<'_, '_, '_, '_> {
                 Stmt::Input { span, .. }
                 | Stmt::Target { span, .. }
                 | Stmt::Output { span, .. } => self.ctx.error(
-                    "E0218",
+                    codes::E0218,
                     "`input` and `output` belong in a model",
                     *span,
                     "a block takes parameters and ends with `return`",
@@ -1986,7 +2002,7 @@ impl Expander<'_, '_, '_, '_> {
         }
         if result.is_none() {
             self.ctx.error(
-                "E0218",
+                codes::E0218,
                 format!("block `{}` has no `return`", callee.name),
                 block.name.span,
                 "end the block with `return EXPR`",
@@ -2001,7 +2017,7 @@ impl Expander<'_, '_, '_, '_> {
                 Val::Poison => Val::Poison,
                 other => {
                     self.ctx.error(
-                        "E0215",
+                        codes::E0215,
                         "a block must return a tensor",
                         vspan,
                         format!("found {}", other.describe()),

@@ -8,6 +8,7 @@ use super::table::Range;
 use super::values::{shape_str, Sym, SymArg, Tv, Val};
 use super::Ctx;
 use crate::graph::{DType, Func, Op, Reduction};
+use fm_codes as codes;
 use fm_grammar::ast::Span;
 use fm_grammar::Diagnostic;
 
@@ -64,7 +65,7 @@ pub fn infer(ctx: &mut Ctx, name: &str, args: Vec<SymArg>, span: Span) -> Option
             Val::Num { v: n, .. } => Some(Operand::Number(*n)),
             other => {
                 ctx.error(
-                    "E0215",
+                    codes::E0215,
                     format!("`{name}` expects a tensor or a number as {what}"),
                     v.1,
                     format!("found {}", other.describe()),
@@ -78,7 +79,7 @@ pub fn infer(ctx: &mut Ctx, name: &str, args: Vec<SymArg>, span: Span) -> Option
             Val::Tensor(t) => Some(t.clone()),
             other => {
                 ctx.error(
-                    "E0215",
+                    codes::E0215,
                     format!("`{name}` expects a tensor as {what}"),
                     v.1,
                     format!("found {}", other.describe()),
@@ -91,7 +92,7 @@ pub fn infer(ctx: &mut Ctx, name: &str, args: Vec<SymArg>, span: Span) -> Option
         if pos.len() != n {
             ctx.emit(
                 Diagnostic::error(
-                    "E0204",
+                    codes::E0204,
                     format!(
                         "`{name}` takes {n} argument{}, found {}",
                         if n == 1 { "" } else { "s" },
@@ -111,7 +112,7 @@ pub fn infer(ctx: &mut Ctx, name: &str, args: Vec<SymArg>, span: Span) -> Option
             if !allowed.contains(&key) {
                 let n = a.name.as_ref().unwrap();
                 ctx.error(
-                    "E0103",
+                    codes::E0103,
                     format!("`{name}` has no argument `{key}`"),
                     n.span,
                     if allowed.is_empty() {
@@ -128,7 +129,7 @@ pub fn infer(ctx: &mut Ctx, name: &str, args: Vec<SymArg>, span: Span) -> Option
     let need_f32 = |ctx: &mut Ctx, t: &Tv, s: Span| -> bool {
         if t.dtype != DType::F32 {
             ctx.error(
-                "E0209",
+                codes::E0209,
                 format!("`{name}` needs an f32 tensor"),
                 s,
                 format!("found {}", shape_str(t.dtype, &t.shape)),
@@ -178,7 +179,7 @@ pub fn infer(ctx: &mut Ctx, name: &str, args: Vec<SymArg>, span: Span) -> Option
                 };
                 ctx.emit(
                     Diagnostic::error(
-                        "E0203",
+                        codes::E0203,
                         format!("the target of `{name}` does not fit its prediction"),
                     )
                     .with_primary(
@@ -194,7 +195,7 @@ pub fn infer(ctx: &mut Ctx, name: &str, args: Vec<SymArg>, span: Span) -> Option
             }
         } else if sparse {
             ctx.error(
-                "E0209",
+                codes::E0209,
                 format!("`{name}` needs integer class targets"),
                 pos[1].1,
                 "a number cannot be a class index tensor",
@@ -203,7 +204,7 @@ pub fn infer(ctx: &mut Ctx, name: &str, args: Vec<SymArg>, span: Span) -> Option
         }
         if pred.shape.is_empty() && sparse {
             ctx.error(
-                "E0201",
+                codes::E0201,
                 format!("`{name}` needs class scores on a last axis"),
                 pos[0].1,
                 "found a per-sample scalar",
@@ -241,7 +242,7 @@ pub fn infer(ctx: &mut Ctx, name: &str, args: Vec<SymArg>, span: Span) -> Option
                         let r = rank as i64;
                         if i < -r || i >= r {
                             ctx.error(
-                                "E0202",
+                                codes::E0202,
                                 format!("axis {i} is out of range"),
                                 s,
                                 format!(
@@ -286,7 +287,7 @@ pub fn infer(ctx: &mut Ctx, name: &str, args: Vec<SymArg>, span: Span) -> Option
             }
             let Some(mut shape) = super::expand::broadcast(&a.shape, &b.shape) else {
                 ctx.error(
-                    "E0203",
+                    codes::E0203,
                     "shapes do not match in `dot`",
                     span,
                     format!(
@@ -299,7 +300,7 @@ pub fn infer(ctx: &mut Ctx, name: &str, args: Vec<SymArg>, span: Span) -> Option
             };
             if shape.pop().is_none() {
                 ctx.error(
-                    "E0201",
+                    codes::E0201,
                     "`dot` needs a last axis",
                     span,
                     "both operands are per-sample scalars",
@@ -323,7 +324,7 @@ pub fn infer(ctx: &mut Ctx, name: &str, args: Vec<SymArg>, span: Span) -> Option
             }
             let Some((_, rest)) = x.shape.split_last() else {
                 ctx.error(
-                    "E0201",
+                    codes::E0201,
                     "`pick` needs a last axis to pick from",
                     pos[0].1,
                     "found a per-sample scalar",
@@ -332,7 +333,7 @@ pub fn infer(ctx: &mut Ctx, name: &str, args: Vec<SymArg>, span: Span) -> Option
             };
             if i.dtype != DType::I32 || i.shape != rest {
                 ctx.emit(
-                    Diagnostic::error("E0203", "the index of `pick` does not fit")
+                    Diagnostic::error(codes::E0203, "the index of `pick` does not fit")
                         .with_primary(
                             pos[1].1,
                             format!(
@@ -367,7 +368,7 @@ pub fn infer(ctx: &mut Ctx, name: &str, args: Vec<SymArg>, span: Span) -> Option
             let hi = super::bind::to_float(ctx, &pos[2].0, pos[2].1, "hi", Range::Any)?;
             if lo > hi {
                 ctx.error(
-                    "E0202",
+                    codes::E0202,
                     "`clip` needs lo <= hi",
                     span,
                     format!("found lo = {lo}, hi = {hi}"),

@@ -3,6 +3,7 @@
 //! closes the cycle).
 
 use super::{table, Ctx};
+use fm_codes as codes;
 use fm_grammar::ast::{self, Expr, ExprKind, Span, Stmt};
 use fm_grammar::Diagnostic;
 use std::collections::HashMap;
@@ -38,7 +39,7 @@ pub fn collect<'f>(ctx: &mut Ctx, file: &'f ast::File) -> Items<'f> {
             ast::Item::Block(b) => {
                 if table::is_builtin_callable(&b.name.name) {
                     let d = Diagnostic::error(
-                        "E0114",
+                        codes::E0114,
                         format!("a block cannot be named `{}`", b.name.name),
                     )
                     .with_primary(
@@ -61,7 +62,7 @@ pub fn collect<'f>(ctx: &mut Ctx, file: &'f ast::File) -> Items<'f> {
                     }
                 }
                 None => ctx.error(
-                    "E0218",
+                    codes::E0218,
                     "a `data` section needs a name",
                     s.span,
                     "expected `data NAME { ... }`",
@@ -83,7 +84,7 @@ fn duplicate<'f>(
 ) -> bool {
     if let Some(first) = seen.get(name.name.as_str()) {
         let d = Diagnostic::error(
-            "E0105",
+            codes::E0105,
             format!("the {what} `{}` is defined twice", name.name),
         )
         .with_primary(name.span, "defined again here")
@@ -102,7 +103,7 @@ fn check_params(ctx: &mut Ctx, b: &ast::Block) {
         duplicate(ctx, "parameter", &p.name, &mut seen);
         if p.name.name == "name" {
             ctx.error(
-                "E0105",
+                codes::E0105,
                 "a block parameter cannot be called `name`",
                 p.name.span,
                 "every block call already takes `name:` (its naming scope)",
@@ -110,7 +111,7 @@ fn check_params(ctx: &mut Ctx, b: &ast::Block) {
         }
         if p.ty.is_none() && p.default.is_some() {
             ctx.error(
-                "E0201",
+                codes::E0201,
                 "a tensor parameter cannot have a default",
                 p.span,
                 "give the parameter a type (`int`, `float`, `bool`, `ident`) or drop the default",
@@ -202,7 +203,7 @@ fn find_recursion(ctx: &mut Ctx, blocks: &HashMap<String, &ast::Block>) -> Vec<S
                     let start = path.iter().position(|p| p == callee).unwrap_or(0);
                     let cycle = &path[start..];
                     let mut d =
-                        Diagnostic::error("E0106", format!("block `{callee}` calls itself"))
+                        Diagnostic::error(codes::E0106, format!("block `{callee}` calls itself"))
                             .with_primary(span, "recursive call");
                     if cycle.len() > 1 {
                         let chain: Vec<String> = cycle.iter().map(|c| format!("`{c}`")).collect();

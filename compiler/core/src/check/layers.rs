@@ -8,6 +8,7 @@ use super::table::Sig;
 use super::values::{dims_str, shape_str, Tv};
 use super::Ctx;
 use crate::graph::{Activation, DType, Init, NodeId, Op, Padding, PoolKind, RnnKind};
+use fm_codes as codes;
 use fm_grammar::ast::Span;
 use fm_grammar::Diagnostic;
 
@@ -62,7 +63,7 @@ fn node(op: Op, inputs: &[Tv], shape: Vec<usize>, params: Vec<ParamDef>) -> Laye
 /// Reports an input that does not fit: primary at the call, secondary at the input's origin.
 fn input_error(
     ctx: &mut Ctx,
-    code: &'static str,
+    code: fm_codes::Code,
     message: String,
     span: Span,
     label: String,
@@ -83,7 +84,7 @@ fn need_f32(ctx: &mut Ctx, sig: &Sig, t: &Tv, span: Span) -> Option<()> {
     if t.dtype == DType::F32 {
         return Some(());
     }
-    let mut d = Diagnostic::error("E0209", format!("`{}` needs an f32 input", sig.name))
+    let mut d = Diagnostic::error(codes::E0209, format!("`{}` needs an f32 input", sig.name))
         .with_primary(span, format!("found {}", shape_str(t.dtype, &t.shape)));
     if t.origin.end <= span.start || t.origin.start >= span.end {
         d = d.with_secondary(
@@ -102,7 +103,7 @@ fn need_rank(ctx: &mut Ctx, sig: &Sig, t: &Tv, rank: usize, span: Span) -> Optio
     }
     input_error(
         ctx,
-        "E0205",
+        codes::E0205,
         format!(
             "`{}` expects an input of shape {}",
             sig.name, sig.input_desc
@@ -125,7 +126,7 @@ pub fn numel(shape: &[usize]) -> Option<usize> {
 
 fn too_large(ctx: &mut Ctx, sig: &Sig, span: Span) -> Option<LayerOut> {
     ctx.error(
-        "E0210",
+        codes::E0210,
         format!("`{}` would create a tensor that is too large", sig.name),
         span,
         "the element count overflows",
@@ -138,7 +139,7 @@ fn activation(ctx: &mut Ctx, spec: ActSpec, rank: usize, arg_span: Span) -> Opti
         Ok(a) => Some(a),
         Err(axis) => {
             ctx.error(
-                "E0211",
+                codes::E0211,
                 format!("axis {axis} is out of range"),
                 arg_span,
                 format!("the value has {rank} per-sample axes (the batch cannot be addressed)"),
@@ -254,7 +255,7 @@ pub fn infer(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> 
             let dim = b.int(ctx, "dim")? as usize;
             let init = b.init(ctx, "init")?;
             if x.dtype != DType::I32 {
-                let mut d = Diagnostic::error("E0209", "`Embedding` needs i32 token ids")
+                let mut d = Diagnostic::error(codes::E0209, "`Embedding` needs i32 token ids")
                     .with_primary(span, format!("found {}", shape_str(x.dtype, &x.shape)));
                 if x.origin.end <= span.start || x.origin.start >= span.end {
                     d = d.with_secondary(
@@ -296,7 +297,7 @@ pub fn infer(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> 
                 Some(a) => Some(LayerOut::Int(x.shape[a] as i64)),
                 None => {
                     ctx.error(
-                        "E0211",
+                        codes::E0211,
                         format!(
                             "axis {axis} is out of range for {}",
                             shape_str(x.dtype, &x.shape)
@@ -343,7 +344,7 @@ fn dense(ctx: &mut Ctx, sig: &Sig, b: &Bound, x: &Tv, span: Span) -> Option<Laye
     let Some(&input) = x.shape.last() else {
         return input_error(
             ctx,
-            "E0205",
+            codes::E0205,
             "`Dense` expects an input of shape [.., in]".into(),
             span,
             format!("found a scalar {}", shape_str(x.dtype, &x.shape)),
@@ -464,7 +465,7 @@ fn spatial_out(
                     "kernel"
                 };
                 let mut d = Diagnostic::error(
-                    "E0208",
+                    codes::E0208,
                     format!("the {what} of `{}` does not fit its input", sig.name),
                 )
                 .with_primary(
@@ -578,7 +579,7 @@ fn reshape(ctx: &mut Ctx, sig: &Sig, b: &Bound, x: &Tv, span: Span) -> Option<La
     let unknown = target.iter().filter(|&&d| d == -1).count();
     if unknown > 1 || target.is_empty() || target.iter().any(|&d| d == 0 || d < -1) {
         ctx.error(
-            "E0210",
+            codes::E0210,
             "invalid `Reshape` target",
             aspan,
             "expected positive sizes with at most one -1",
@@ -615,7 +616,7 @@ fn reshape(ctx: &mut Ctx, sig: &Sig, b: &Bound, x: &Tv, span: Span) -> Option<La
             let shown: Vec<String> = target.iter().map(|d| d.to_string()).collect();
             input_error(
                 ctx,
-                "E0210",
+                codes::E0210,
                 format!(
                     "cannot reshape {} to [{}]",
                     shape_str(x.dtype, &x.shape),
@@ -684,7 +685,7 @@ fn attention(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> 
         if t.shape.len() < 2 {
             return input_error(
                 ctx,
-                "E0205",
+                codes::E0205,
                 "`MultiHeadAttention` expects inputs of shape [T, D]".into(),
                 span,
                 format!(
@@ -700,7 +701,7 @@ fn attention(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> 
     if v.shape.len() != r || k.shape.len() != r || v.shape[..r - 1] != k.shape[..r - 1] {
         ctx.emit(
             Diagnostic::error(
-                "E0213",
+                codes::E0213,
                 "the value and key of `MultiHeadAttention` do not match",
             )
             .with_primary(
@@ -726,7 +727,7 @@ fn attention(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> 
     } else {
         ctx.emit(
             Diagnostic::error(
-                "E0213",
+                codes::E0213,
                 format!("{heads} heads do not divide the model dimension {d}"),
             )
             .with_primary(
@@ -785,7 +786,7 @@ fn concat(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> Opt
     let rank = first.shape.len();
     let Some(a) = resolve_axis(axis, rank) else {
         ctx.error(
-            "E0211",
+            codes::E0211,
             format!(
                 "axis {axis} is out of range for {}",
                 shape_str(first.dtype, &first.shape)
@@ -800,14 +801,15 @@ fn concat(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> Opt
         let fits =
             t.shape.len() == rank && (0..rank).all(|i| i == a || t.shape[i] == first.shape[i]);
         if !fits {
-            let mut d = Diagnostic::error("E0214", "shapes do not match in `concat`").with_primary(
-                span,
-                format!(
-                    "cannot join {} and {} on axis {a}",
-                    shape_str(first.dtype, &first.shape),
-                    shape_str(t.dtype, &t.shape)
-                ),
-            );
+            let mut d = Diagnostic::error(codes::E0214, "shapes do not match in `concat`")
+                .with_primary(
+                    span,
+                    format!(
+                        "cannot join {} and {} on axis {a}",
+                        shape_str(first.dtype, &first.shape),
+                        shape_str(t.dtype, &t.shape)
+                    ),
+                );
             for x in [first, t] {
                 if x.origin.end <= span.start || x.origin.start >= span.end {
                     d = d.with_secondary(x.origin, format!("this is {}", dims_str(&x.shape)));

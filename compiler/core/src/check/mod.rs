@@ -135,7 +135,7 @@ impl<'a> Ctx<'a> {
     /// An error with one primary label.
     pub fn error(
         &mut self,
-        code: &'static str,
+        code: fm_codes::Code,
         message: impl Into<String>,
         span: Span,
         label: impl Into<String>,

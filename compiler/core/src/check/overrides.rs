@@ -7,6 +7,7 @@
 // A `Diagnostic` is the natural error here; it is returned once per command line.
 #![allow(clippy::result_large_err)]
 
+use fm_codes as codes;
 use fm_grammar::ast::Item;
 use fm_grammar::Diagnostic;
 
@@ -34,7 +35,7 @@ pub fn parse_assignment(text: &str) -> Result<(String, String), Diagnostic> {
             Ok((k.trim().to_string(), v.trim().to_string()))
         }
         _ => Err(Diagnostic::error(
-            "E0113",
+            codes::E0113,
             format!("`--set {text}` is not of the form KEY=VALUE"),
         )
         .with_help("for example `--set epochs=3` or `--set optimizer=\"SGD(lr: 0.1)\"`")),
@@ -51,8 +52,10 @@ pub fn apply(
     let mut text = source.to_string();
     for (key, value) in overrides {
         if !TRAIN_KEYS.contains(&key.as_str()) {
-            let mut d =
-                Diagnostic::error("E0113", format!("unknown `train` key `{key}` in `--set`"));
+            let mut d = Diagnostic::error(
+                codes::E0113,
+                format!("unknown `train` key `{key}` in `--set`"),
+            );
             if let Some(s) = super::suggest(key, TRAIN_KEYS.iter().copied()) {
                 d = d.with_help(format!("did you mean `{s}`?"));
             }
@@ -60,7 +63,7 @@ pub fn apply(
         }
         if value.contains('\n') {
             return Err(Diagnostic::error(
-                "E0201",
+                codes::E0201,
                 format!("the value of `--set {key}` must be one line"),
             ));
         }
@@ -79,10 +82,11 @@ pub fn apply(
                 (None, _) => true,
             });
         let Some(section) = section else {
-            return Err(
-                Diagnostic::error("E0107", "the file has no `train` section to override")
-                    .with_help("add `train { ... }` to the file"),
-            );
+            return Err(Diagnostic::error(
+                codes::E0107,
+                "the file has no `train` section to override",
+            )
+            .with_help("add `train { ... }` to the file"));
         };
         match section.entries.iter().find(|e| e.key.name == *key) {
             Some(entry) => {
@@ -128,7 +132,7 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_assignments_are_errors() {
         let e = run(&[("epoch", "3")]).unwrap_err();
-        assert_eq!(e.code, "E0113");
+        assert_eq!(e.code, codes::E0113);
         assert_eq!(e.help, vec!["did you mean `epochs`?".to_string()]);
         assert!(parse_assignment("epochs").is_err());
         assert_eq!(

@@ -10,6 +10,7 @@ use super::table::{self, Kind, Range};
 use super::values::{const_eval, shape_str, Sym, Val};
 use super::{suggest, Ctx};
 use crate::graph::{Activation, DType, ModelGraph, Op};
+use fm_codes as codes;
 use fm_grammar::ast::{Entry, Expr, ExprKind, Ident, Section, Span};
 use fm_grammar::Diagnostic;
 use fm_runtime::config::{
@@ -65,7 +66,7 @@ fn objective(
         }
         Val::Tensor(t) => {
             ctx.emit(
-                Diagnostic::error("E0221", format!("{what} is not a per-sample scalar"))
+                Diagnostic::error(codes::E0221, format!("{what} is not a per-sample scalar"))
                     .with_primary(
                         e.span,
                         format!("this is {} per sample", shape_str(t.dtype, &t.shape)),
@@ -77,7 +78,7 @@ fn objective(
         Val::Poison => None,
         Val::Num { .. } => {
             ctx.error(
-                "E0221",
+                codes::E0221,
                 format!("{what} is a constant"),
                 e.span,
                 "it must depend on the model",
@@ -89,7 +90,7 @@ fn objective(
             args: None,
             name_span,
         }) => {
-            let mut d = Diagnostic::error("E0102", format!("unknown name `{name}`"))
+            let mut d = Diagnostic::error(codes::E0102, format!("unknown name `{name}`"))
                 .with_primary(name_span, "not a model value or a loss");
             let mut values: Vec<String> = graph.values.iter().map(|(n, _)| n.clone()).collect();
             values.extend(table::names(Kind::Loss).map(String::from));
@@ -101,7 +102,7 @@ fn objective(
         }
         other => {
             ctx.error(
-                "E0221",
+                codes::E0221,
                 format!("{what} must be a tensor expression"),
                 e.span,
                 format!("found {}", other.describe()),
@@ -122,7 +123,7 @@ fn update_params(ctx: &mut Ctx, e: &Entry, graph: &ModelGraph) -> Option<Vec<usi
                     ExprKind::Name(n) => out.push((n.name.clone(), n.span)),
                     _ => {
                         ctx.error(
-                            "E0201",
+                            codes::E0201,
                             "`update:` lists named calls",
                             i.span,
                             "expected a call's name",
@@ -135,7 +136,7 @@ fn update_params(ctx: &mut Ctx, e: &Entry, graph: &ModelGraph) -> Option<Vec<usi
         }
         _ => {
             ctx.error(
-                "E0201",
+                codes::E0201,
                 "`update:` names a call or lists calls",
                 e.value.span,
                 "expected e.g. `update: d` or `update: [g, d]`",
@@ -167,8 +168,9 @@ fn update_params(ctx: &mut Ctx, e: &Entry, graph: &ModelGraph) -> Option<Vec<usi
                     }
                 }
             }
-            let mut d = Diagnostic::error("E0118", format!("`update:` names nothing: `{name}`"))
-                .with_primary(span, "no named call with trainable weights has this name");
+            let mut d =
+                Diagnostic::error(codes::E0118, format!("`update:` names nothing: `{name}`"))
+                    .with_primary(span, "no named call with trainable weights has this name");
             if let Some(sg) = suggest(&name, calls.iter().map(|s| s.as_str())) {
                 d = d.with_help(format!("did you mean `{sg}`?"));
             } else if !calls.is_empty() {
@@ -226,7 +228,7 @@ fn step(
         ),
         None => {
             ctx.error(
-                "E0304",
+                codes::E0304,
                 format!("the step `{}` needs a `loss`", name.name),
                 name.span,
                 "add e.g. `loss: binary_crossentropy(p_fake, 1)`",
@@ -246,7 +248,7 @@ fn step(
         Some(e) => optimizer(ctx, e),
         None => {
             ctx.error(
-                "E0304",
+                codes::E0304,
                 format!("the step `{}` needs an `optimizer`", name.name),
                 name.span,
                 "add e.g. `optimizer: Adam(lr: 2e-4, beta1: 0.5)`",
@@ -280,8 +282,9 @@ fn pick_model<'m>(
         Some(name) => {
             let found = models.iter().find(|m| m.name == name.name);
             if found.is_none() {
-                let mut d = Diagnostic::error("E0107", format!("unknown model `{}`", name.name))
-                    .with_primary(name.span, "no model with this name in this file");
+                let mut d =
+                    Diagnostic::error(codes::E0107, format!("unknown model `{}`", name.name))
+                        .with_primary(name.span, "no model with this name in this file");
                 if let Some(sg) = suggest(&name.name, models.iter().map(|m| m.name.as_str())) {
                     d = d.with_help(format!("did you mean `{sg}`?"));
                 }
@@ -293,7 +296,7 @@ fn pick_model<'m>(
             [only] => Some(only),
             [] => {
                 ctx.error(
-                    "E0107",
+                    codes::E0107,
                     "this `train` section has no model to train",
                     head_span(s),
                     "the file declares no model",
@@ -303,7 +306,7 @@ fn pick_model<'m>(
             _ => {
                 let names: Vec<String> = models.iter().map(|m| format!("`{}`", m.name)).collect();
                 ctx.emit(
-                    Diagnostic::error("E0107", "which model does this `train` section train?")
+                    Diagnostic::error(codes::E0107, "which model does this `train` section train?")
                         .with_primary(head_span(s), "the file has several models")
                         .with_help(format!("name one: `train {} {{ ... }}`", models[0].name))
                         .with_note(format!("the models are {}", names.join(", "))),
@@ -346,7 +349,7 @@ fn resolve(
         if let Some((_, first)) = step_names.iter().find(|(n, _)| *n == name.name) {
             ctx.emit(
                 Diagnostic::error(
-                    "E0105",
+                    codes::E0105,
                     format!("the step `{}` is defined twice", name.name),
                 )
                 .with_primary(name.span, "defined again here")
@@ -371,7 +374,7 @@ fn resolve(
             if let Some(e) = plain.iter().find(|e| e.key.name == key) {
                 ctx.emit(
                     Diagnostic::error(
-                        "E0306",
+                        codes::E0308,
                         format!("`{key}` belongs in each `step` when a `train` section has steps"),
                     )
                     .with_primary(e.key.span, "given beside `step` entries")
@@ -383,8 +386,10 @@ fn resolve(
     }
     // `loss:` as an expression (9.3).
     let mut objective_node = None;
+    let mut loss_is_objective = false;
     if let Some(e) = plain.iter().find(|e| e.key.name == "loss") {
         if !has_steps && is_objective(&e.value) {
+            loss_is_objective = true;
             match model_index.and_then(|i| models[i].graph.as_mut()) {
                 Some(g) => match objective(ctx, items, g, &e.value, "the loss expression") {
                     Some(n) => objective_node = Some(n),
@@ -413,7 +418,7 @@ fn resolve(
                 }
                 None => {
                     let mut d =
-                        Diagnostic::error("E0108", format!("unknown data section `{name}`"))
+                        Diagnostic::error(codes::E0108, format!("unknown data section `{name}`"))
                             .with_primary(name_span, "no `data` section with this name");
                     if let Some(sg) = suggest(&name, data.iter().map(|d| d.name.as_str())) {
                         d = d.with_help(format!("did you mean `{sg}`?"));
@@ -426,7 +431,7 @@ fn resolve(
             Val::Poison => None,
             other => {
                 ctx.error(
-                    "E0201",
+                    codes::E0201,
                     "`data` must name a `data` section",
                     e.value.span,
                     format!("found {}", other.describe()),
@@ -440,11 +445,11 @@ fn resolve(
         ok &= data_fits_inputs(ctx, d, g, e.value.span);
     }
     let losses = match by_key.get("loss") {
-        _ if has_steps || objective_node.is_some() => Some(vec![]),
+        _ if has_steps || loss_is_objective => Some(vec![]),
         Some(e) => losses(ctx, e, by_key.get("loss_weights").copied(), graph),
         None => {
             ctx.error(
-                "E0304",
+                codes::E0304,
                 "this `train` section needs a `loss`",
                 head_span(s),
                 "add e.g. `loss: sparse_categorical_crossentropy`",
@@ -552,7 +557,7 @@ fn resolve(
         }
         for (m, span) in monitors {
             if !logged.contains(&m) {
-                let mut d = Diagnostic::warning("W0102", format!("no metric produces `{m}`"))
+                let mut d = Diagnostic::warning(codes::W0102, format!("no metric produces `{m}`"))
                     .with_primary(span, "this monitor is never logged");
                 if m.starts_with("val_") && *validation == Validation::None {
                     d = d.with_help(
@@ -644,7 +649,7 @@ fn bind_sym(
     let Val::Sym(sym) = v else {
         if !matches!(v, Val::Poison) {
             ctx.error(
-                "E0201",
+                codes::E0201,
                 format!("expected a {}", kind.noun()),
                 span,
                 format!("found {}", v.describe()),
@@ -654,10 +659,10 @@ fn bind_sym(
     };
     let Some(sig) = table::lookup(kind, &sym.name) else {
         let code = match kind {
-            Kind::Loss => "E0109",
-            Kind::Optimizer => "E0110",
-            Kind::Schedule => "E0111",
-            _ => "E0112",
+            Kind::Loss => codes::E0109,
+            Kind::Optimizer => codes::E0110,
+            Kind::Schedule => codes::E0111,
+            _ => codes::E0112,
         };
         let mut d = Diagnostic::error(code, format!("unknown {} `{}`", kind.noun(), sym.name))
             .with_primary(sym.name_span, format!("not a known {}", kind.noun()));
@@ -751,7 +756,7 @@ fn losses(
                 for o in &g.outputs {
                     if !per_output.iter().any(|(n, _, _)| *n == o.name) {
                         ctx.error(
-                            "E0305",
+                            codes::E0305,
                             format!("the output `{}` has no loss", o.name),
                             e.value.span,
                             format!("add `{}: ...` here", o.name),
@@ -794,7 +799,7 @@ fn losses(
             Val::Poison => ok = false,
             other => {
                 ctx.error(
-                    "E0201",
+                    codes::E0201,
                     "`loss_weights` must be a dictionary",
                     w.value.span,
                     format!(
@@ -821,7 +826,7 @@ fn losses(
         let misfit = |ctx: &mut Ctx, msg: String, help: &str| {
             ctx.emit(
                 Diagnostic::error(
-                    "E0301",
+                    codes::E0301,
                     format!("`{lname}` does not fit the output `{name}`"),
                 )
                 .with_primary(span, msg)
@@ -863,7 +868,7 @@ fn losses(
                 {
                     ctx.emit(
                         Diagnostic::warning(
-                            "W0103",
+                            codes::W0103,
                             "`from_logits: true` on an output that is already a probability",
                         )
                         .with_primary(span, "the output ends in softmax")
@@ -898,7 +903,7 @@ fn losses(
 
 fn unknown_output(ctx: &mut Ctx, k: &Ident, g: &ModelGraph) {
     let mut d = Diagnostic::error(
-        "E0305",
+        codes::E0305,
         format!("model `{}` has no output `{}`", g.name, k.name),
     )
     .with_primary(k.span, "unknown output");
@@ -948,7 +953,7 @@ fn optimizer(ctx: &mut Ctx, e: &Entry) -> Option<OptimizerSpec> {
         let span = b.given(name).map(|(_, s)| *s).unwrap_or(e.value.span);
         if let Some((fname, fspan)) = first {
             ctx.emit(
-                Diagnostic::error("E0302", "at most one clipping option")
+                Diagnostic::error(codes::E0302, "at most one clipping option")
                     .with_primary(span, format!("`{name}` given as well"))
                     .with_secondary(fspan, format!("`{fname}` given here"))
                     .with_help("keep one of `clip_norm`, `global_clip_norm`, `clip_value`"),
@@ -1025,7 +1030,7 @@ fn validation(
                 if let Some(d) = data {
                     if d.test.is_none() {
                         ctx.emit(
-                            Diagnostic::error("E0307", format!("data section `{}` has no test split", d.name))
+                            Diagnostic::error(codes::E0307, format!("data section `{}` has no test split", d.name))
                                 .with_primary(*name_span, "`validation: test` needs one")
                                 .with_help("add `test: ...` to the data section, or use `validation: split(0.2)`"),
                         );
@@ -1078,7 +1083,7 @@ fn validation(
         Val::Poison => None,
         other => {
             ctx.error(
-                "E0201",
+                codes::E0201,
                 "`validation` must be `none`, `test` or `split(f)`",
                 e.value.span,
                 format!("found {}", other.describe()),
@@ -1139,7 +1144,7 @@ fn metrics(
         };
         if out.contains(&m) {
             ctx.error(
-                "E0105",
+                codes::E0105,
                 format!("the metric `{}` is listed twice", sig.name),
                 span,
                 "listed again here",
@@ -1158,7 +1163,7 @@ fn dict_entries(ctx: &mut Ctx, e: &Entry) -> Option<Vec<(Ident, Val, Span)>> {
         Val::Poison => None,
         other => {
             ctx.error(
-                "E0201",
+                codes::E0201,
                 format!("`{}` must be a dictionary", e.key.name),
                 e.value.span,
                 format!(
@@ -1184,8 +1189,11 @@ fn dict_check<'d>(
     for en in entries {
         let k = &en.0;
         if !keys.contains(&k.name.as_str()) {
-            let mut d = Diagnostic::error("E0113", format!("unknown key `{}` in `{what}`", k.name))
-                .with_primary(k.span, "unknown key");
+            let mut d = Diagnostic::error(
+                codes::E0113,
+                format!("unknown key `{}` in `{what}`", k.name),
+            )
+            .with_primary(k.span, "unknown key");
             if let Some(s) = suggest(&k.name, keys.iter().copied()) {
                 d = d.with_help(format!("did you mean `{s}`?"));
             }
@@ -1193,7 +1201,7 @@ fn dict_check<'d>(
             ok = false;
         } else if seen.contains(&k.name.as_str()) {
             ctx.error(
-                "E0105",
+                codes::E0105,
                 format!("the key `{}` is given twice", k.name),
                 k.span,
                 "given again here",
@@ -1329,7 +1337,7 @@ fn data_fits_inputs(
     };
     let names: Vec<String> = inputs.iter().map(|k| format!("`{k}`")).collect();
     ctx.emit(
-        Diagnostic::error("E0306", "the data does not match the model's inputs")
+        Diagnostic::error(codes::E0306, "the data does not match the model's inputs")
             .with_primary(span, message)
             .with_note(format!("model `{}` takes {}", g.name, names.join(", ")))
             .with_help("name one npz key per input: `npz(\"data.npz\", x: { input: \"key\", ... }, y: \"labels\")`"),

@@ -7,6 +7,7 @@
 
 use super::Ctx;
 use crate::graph::{DType, NodeId};
+use fm_codes as codes;
 use fm_grammar::ast::{BinOp, DurationUnit, Expr, ExprKind, Ident, Span};
 
 /// A tensor value inside a model: a graph node with its per-sample shape.
@@ -159,7 +160,7 @@ pub fn const_eval(ctx: &mut Ctx, e: &Expr) -> Val {
             Val::Poison => Val::Poison,
             other => {
                 ctx.error(
-                    "E0201",
+                    codes::E0201,
                     "cannot negate a value that is not a number",
                     e.span,
                     format!("this is {}", other.describe()),
@@ -182,7 +183,7 @@ pub fn const_eval(ctx: &mut Ctx, e: &Expr) -> Val {
             Val::Poison => Val::Poison,
             other => {
                 ctx.error(
-                    "E0201",
+                    codes::E0201,
                     "a duration needs a number",
                     value.span,
                     format!("expected a number, found {}", other.describe()),
@@ -192,7 +193,7 @@ pub fn const_eval(ctx: &mut Ctx, e: &Expr) -> Val {
         },
         ExprKind::Step { name, .. } => {
             ctx.error(
-                "E0215",
+                codes::E0215,
                 format!("`step {}` is only allowed in a `train` section", name.name),
                 e.span,
                 "a step holds `update:`, `loss:` and `optimizer:` of a training step",
@@ -201,7 +202,7 @@ pub fn const_eval(ctx: &mut Ctx, e: &Expr) -> Val {
         }
         ExprKind::Pipe { .. } | ExprKind::Repeat { .. } => {
             ctx.error(
-                "E0215",
+                codes::E0215,
                 "a pipeline is not allowed here",
                 e.span,
                 "expected a constant value",
@@ -227,7 +228,12 @@ pub fn fold_or_report(
             match fold_binary(op, *x, *xi, *y, *yi) {
                 Ok(v) => v,
                 Err(msg) => {
-                    ctx.error("E0201", format!("cannot fold `{}`", op.symbol()), span, msg);
+                    ctx.error(
+                        codes::E0201,
+                        format!("cannot fold `{}`", op.symbol()),
+                        span,
+                        msg,
+                    );
                     Val::Poison
                 }
             }
@@ -239,7 +245,7 @@ pub fn fold_or_report(
                 (&a, a_span)
             };
             ctx.error(
-                "E0201",
+                codes::E0201,
                 format!("`{}` needs numbers or tensors", op.symbol()),
                 bad_span,
                 format!("found {}", bad.describe()),

@@ -11,31 +11,39 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
+    /// The `.fm` file (its `train` section gives the loss and metrics).
     pub file: PathBuf,
-    /// Trained weights (safetensors).
+    /// Trained weights (safetensors written by `fmc train`).
     #[arg(long, value_name = "W.safetensors")]
     pub weights: PathBuf,
-    #[arg(long)]
+    /// The model to evaluate when the file has several.
+    #[arg(long, value_name = "NAME")]
     pub model: Option<String>,
-    /// Inputs to evaluate on instead of the data's test split.
-    #[arg(long, value_name = "PATH")]
+    /// Inputs to evaluate on instead of the data's test split (IDX, .npy, .npz[:key], .csv).
+    #[arg(long, value_name = "PATH", requires = "y")]
     pub x: Option<String>,
-    #[arg(long, value_name = "PATH")]
+    /// Targets for `--x` (`file.csv:COLUMN` takes a CSV column).
+    #[arg(long, value_name = "PATH", requires = "x")]
     pub y: Option<String>,
-    /// Print a JSON object with full precision.
+    /// Print a JSON object with full precision instead of `loss: 0.1234 - ...`.
     #[arg(long)]
     pub json: bool,
+    /// Samples per batch (default: the `train` section's `batch_size`); bounds memory.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: Option<u64>,
+    /// Where the model runs.
     #[arg(long, value_enum, default_value_t = BackendChoice::Jit)]
     pub backend: BackendChoice,
+    /// Threads of the GEMM and convolution kernels (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub threads: Option<u64>,
+    /// Accept NaN and infinity in the inputs.
     #[arg(long)]
     pub allow_nan: bool,
 }
 
 pub fn run(g: &mut Global, args: &EvalArgs) -> i32 {
-    if args.x.is_some() != args.y.is_some() {
-        let _ = writeln!(g.err, "error: `--x` needs `--y`");
-        return 2;
-    }
+    session::set_threads(args.threads);
     let sel = match session::select(g, &args.file, args.model.as_deref(), &[]) {
         Ok(s) => s,
         Err(code) => return code,
@@ -83,7 +91,7 @@ pub fn run(g: &mut Global, args: &EvalArgs) -> i32 {
         train::evaluate(
             &mut backend,
             &data,
-            sel.spec.batch_size,
+            args.batch_size.map_or(sel.spec.batch_size, |n| n as usize),
             &metric_defs(&sel.spec),
         )
     })();

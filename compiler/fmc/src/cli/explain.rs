@@ -4,7 +4,7 @@ use super::Global;
 
 pub fn run(g: &mut Global, code: &str) -> i32 {
     let code = code.trim().to_ascii_uppercase();
-    match fm_compiler::explain::explain(&code) {
+    match fm_codes::explain(&code) {
         Some(text) => {
             let _ = writeln!(g.out, "{}", text.trim_end());
             0

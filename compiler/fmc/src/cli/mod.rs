@@ -11,16 +11,20 @@ mod explain;
 mod fmt;
 mod plot;
 mod predict;
+pub mod reference;
 mod session;
 mod summary;
 mod train;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use fm_compiler::check::Checked;
 use fm_compiler::diag::{self, MessageFormat, SourceFile};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// The help heading of the flags every subcommand takes, kept apart from each command's own.
+const GLOBAL: &str = "Global options";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,16 +35,16 @@ use std::path::{Path, PathBuf};
 )]
 struct Cli {
     /// When to colour diagnostics (NO_COLOR turns `auto` off).
-    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto, help_heading = GLOBAL)]
     color: ColorChoice,
-    /// How diagnostics are printed.
-    #[arg(long, global = true, value_enum, default_value_t = FormatChoice::Human)]
+    /// How diagnostics are printed (json: one object per line).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = FormatChoice::Human, help_heading = GLOBAL)]
     message_format: FormatChoice,
     /// Print only errors.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     quiet: bool,
     /// Print more (compile times, kernel counts).
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     verbose: bool,
     #[command(subcommand)]
     command: Command,
@@ -62,10 +66,15 @@ enum FormatChoice {
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum EmitKind {
+    /// The parsed file, with spans.
     Ast,
+    /// The tensor IR of the train step and inference, before optimization.
     Ir,
+    /// The same after the optimization passes.
     IrOpt,
+    /// What `model!` expands to (not implemented yet: exit 2).
     Rust,
+    /// The Cranelift IR of the JIT's kernels.
     Clif,
 }
 
@@ -84,7 +93,7 @@ enum Command {
         #[arg(long)]
         ascii: bool,
         /// The model to summarise when the file has several (default: all).
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         model: Option<String>,
     },
     /// Format files canonically.
@@ -101,13 +110,13 @@ enum Command {
         /// The `.fm` file.
         file: PathBuf,
         /// What to print.
-        #[arg(long, value_enum)]
+        #[arg(long, value_enum, value_name = "KIND")]
         emit: EmitKind,
         /// Write here (atomically) instead of stdout.
-        #[arg(short = 'o', long)]
+        #[arg(short = 'o', long, value_name = "OUT")]
         output: Option<PathBuf>,
         /// The model, when the file has several.
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         model: Option<String>,
     },
     /// Compile, train, report, save.
@@ -123,6 +132,11 @@ enum Command {
         /// A code such as `E0203` or `W0101`.
         code: String,
     },
+}
+
+/// The clap definition of the whole command line (for help texts and the generated reference).
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 /// What the process environment says about the terminal.

@@ -11,26 +11,38 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
+    /// The `.fm` file.
     pub file: PathBuf,
+    /// Trained weights (safetensors written by `fmc train`).
     #[arg(long, value_name = "W.safetensors")]
     pub weights: PathBuf,
     /// Inputs (IDX, .npy, .npz[:key], .csv); a model with several inputs takes an .npz whose
     /// keys are the input names.
     #[arg(long, value_name = "X")]
     pub input: String,
+    /// Write the outputs here as .npy (several outputs: `Y.NAME.npy`) instead of printing them.
     #[arg(short = 'o', long, value_name = "Y.npy")]
     pub output: Option<PathBuf>,
-    #[arg(long)]
+    /// The model to run when the file has several.
+    #[arg(long, value_name = "NAME")]
     pub model: Option<String>,
+    /// Samples per batch (default: the `train` section's `batch_size`, 32 without one); bounds
+    /// memory.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: Option<u64>,
+    /// Where the model runs.
     #[arg(long, value_enum, default_value_t = BackendChoice::Jit)]
     pub backend: BackendChoice,
-    #[arg(long, default_value_t = 256)]
-    pub batch_size: usize,
+    /// Threads of the GEMM and convolution kernels (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub threads: Option<u64>,
+    /// Accept NaN and infinity in the inputs.
     #[arg(long)]
     pub allow_nan: bool,
 }
 
 pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
+    session::set_threads(args.threads);
     let sel = match session::select(g, &args.file, args.model.as_deref(), &[]) {
         Ok(s) => s,
         Err(code) => return code,
@@ -59,7 +71,11 @@ pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
                 allow_nan: args.allow_nan,
             },
         )?;
-        train::predict(&mut backend, &inputs, args.batch_size)
+        train::predict(
+            &mut backend,
+            &inputs,
+            args.batch_size.map_or(sel.spec.batch_size, |n| n as usize),
+        )
     })();
     let outputs = match result {
         Ok(o) => o,

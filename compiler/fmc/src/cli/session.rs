@@ -26,6 +26,15 @@ pub enum BackendChoice {
     Interp,
 }
 
+/// Applies `--threads N`: caps the GEMM and convolution kernels the JIT calls (the interpreter
+/// is single-threaded). A convolution's kernel gradient sums partial results per thread, so its
+/// last bits depend on N: `--threads 1` reproduces a run on any machine.
+pub fn set_threads(threads: Option<u64>) {
+    if let Some(n) = threads {
+        fm_runtime::kernels::set_thread_limit(n as usize);
+    }
+}
+
 /// A checked file with the model and training setup a command works on.
 pub struct Selected {
     /// The source after `--set` overrides (written to the run directory).
@@ -328,7 +337,7 @@ pub fn runtime_error(g: &mut Global, e: &RuntimeError) -> i32 {
     let code = e.kind.code();
     let text = match g.format {
         fm_compiler::diag::MessageFormat::Json => serde_json::json!({
-            "code": code, "severity": "error", "message": e.to_string(), "file": e.path,
+            "code": code.as_str(), "severity": "error", "message": e.to_string(), "file": e.path,
             "line": null, "column": null, "end_line": null, "end_column": null,
             "labels": [], "notes": []
         })

@@ -16,7 +16,7 @@ pub struct TrainArgs {
     /// The `.fm` file.
     pub file: PathBuf,
     /// The model to train when the file has several.
-    #[arg(long)]
+    #[arg(long, value_name = "NAME")]
     pub model: Option<String>,
     /// Training inputs instead of the file's `data` (IDX, .npy, .npz[:key], .csv).
     #[arg(long, value_name = "PATH")]
@@ -48,9 +48,10 @@ pub struct TrainArgs {
     /// Where the run's files go (default runs/MODEL/N/).
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
+    /// Where the model runs.
     #[arg(long, value_enum, default_value_t = BackendChoice::Jit)]
     pub backend: BackendChoice,
-    /// Worker threads (default: all cores).
+    /// Threads of the GEMM and convolution kernels (default: one per core).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Accept NaN and infinity in inputs.
