@@ -708,12 +708,21 @@ impl Expander<'_, '_, '_, '_> {
             ExprKind::Neg(inner) => match self.eval(inner, env, scope) {
                 Val::Num { v, int } => Val::Num { v: -v, int },
                 Val::Poison => Val::Poison,
-                Val::Tensor(t) => self.func_node(
+                Val::Tensor(t) if self.extended() => self.func_node(
                     Op::Func(Func::Neg),
                     vec![Operand::Tensor(t.clone())],
                     t.shape,
                     e.span,
                 ),
+                Val::Tensor(_) => {
+                    self.ctx.error(
+                        codes::E0216,
+                        "tensors cannot be negated",
+                        e.span,
+                        "unary `-` applies to numbers only",
+                    );
+                    Val::Poison
+                }
                 other => {
                     self.ctx.error(
                         codes::E0201,
@@ -748,11 +757,11 @@ impl Expander<'_, '_, '_, '_> {
             (Val::Poison, _) | (_, Val::Poison) => Val::Poison,
             (Val::Tensor(x), Val::Tensor(y)) => self.elementwise(op, x, y, span),
             // A number as an operand of a tensor expression (language.md 9.3).
-            (Val::Tensor(x), Val::Num { v, .. }) => {
+            (Val::Tensor(x), Val::Num { v, .. }) if self.extended() => {
                 let c = self.constant(v, b_span);
                 self.elementwise(op, x, c, span)
             }
-            (Val::Num { v, .. }, Val::Tensor(y)) => {
+            (Val::Num { v, .. }, Val::Tensor(y)) if self.extended() => {
                 let c = self.constant(v, a_span);
                 self.elementwise(op, c, y, span)
             }
@@ -799,7 +808,15 @@ impl Expander<'_, '_, '_, '_> {
             BinOp::Add => ("add", Op::Add),
             BinOp::Sub => ("subtract", Op::Sub),
             BinOp::Mul => ("multiply", Op::Mul),
-            BinOp::Div => ("divide", Op::Div),
+            BinOp::Div if self.extended() => ("divide", Op::Div),
+            BinOp::Div => {
+                self.ctx.emit(
+                    Diagnostic::error(codes::E0216, "tensors cannot be divided")
+                        .with_primary(span, "`/` applies to numbers only")
+                        .with_help("scale a tensor with `Rescale(factor)`"),
+                );
+                return Val::Poison;
+            }
         };
         if x.dtype != y.dtype {
             self.ctx.emit(
@@ -1044,7 +1061,7 @@ impl Expander<'_, '_, '_, '_> {
                 return Val::Poison;
             }
         }
-        if !is_builtin && functions::is_function(&callee.name) {
+        if !is_builtin && functions::is_function(&callee.name) && self.extended() {
             let mut vals = Vec::new();
             if let Some(p) = piped {
                 vals.push(SymArg {
@@ -1085,6 +1102,12 @@ impl Expander<'_, '_, '_, '_> {
         }
         let vals = self.eval_args(args, env, scope);
         self.call_evaluated(callee, vals, piped, span, scope)
+    }
+
+    /// Version 0.2 expressions (language.md 9.3): in `train` objectives always, in `let` and
+    /// `output` when the file declares `version 0.2`.
+    fn extended(&self) -> bool {
+        self.objective_only || self.ctx.version_0_2
     }
 
     /// A number operand of a tensor expression as a constant node of per-sample shape `[]`.

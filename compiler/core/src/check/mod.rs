@@ -78,6 +78,7 @@ pub fn check_file(path: &Path) -> std::io::Result<(String, Checked)> {
 /// Checks a parsed file.
 pub fn check(file: &ast::File, source: &str, path: &Path) -> Checked {
     let mut ctx = Ctx::new(source, &path.display().to_string());
+    ctx.version_0_2 = file.version.as_ref().is_some_and(|(v, _)| v == "0.2");
     let items = items::collect(&mut ctx, file);
     let mut models = expand::expand_models(&mut ctx, &items);
     let base_dir = path.parent().unwrap_or(Path::new(""));
@@ -103,6 +104,9 @@ pub struct Ctx<'a> {
     pub expansion_notes: Vec<String>,
     /// Names bound in the scope being checked (for "did you mean").
     pub locals: Vec<String>,
+    /// The file declares `version 0.2`: `let` and `output` expressions may use `/`, unary
+    /// minus, numbers as tensor operands and the functions of language.md 9.3.
+    pub version_0_2: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -113,6 +117,7 @@ impl<'a> Ctx<'a> {
             diags: Vec::new(),
             expansion_notes: Vec::new(),
             locals: Vec::new(),
+            version_0_2: false,
         }
     }
 

@@ -39,14 +39,21 @@ pub fn resolve_all(
 
 /// True when a `loss:` value is an objective expression (language.md 9.3) rather than a loss
 /// name, a loss with settings (`huber(delta: 2)`) or a per-output dictionary.
-fn is_objective(e: &Expr) -> bool {
+/// A bare name is an objective when it names a model value; a call when it calls a function
+/// of 9.3 or a loss with positional (tensor) arguments. Anything else is a loss name, so a
+/// misspelt one is reported as an unknown loss.
+fn is_objective(e: &Expr, graph: Option<&ModelGraph>) -> bool {
     match &e.kind {
-        ExprKind::Name(n) => table::lookup(Kind::Loss, &n.name).is_none(),
+        ExprKind::Name(n) => graph.is_some_and(|g| g.values.iter().any(|(v, _)| *v == n.name)),
         ExprKind::Call { callee, args } => {
-            table::lookup(Kind::Loss, &callee.name).is_none()
-                || args.iter().any(|a| a.name.is_none())
+            if table::lookup(Kind::Loss, &callee.name).is_some() {
+                args.iter().any(|a| a.name.is_none())
+            } else {
+                super::functions::is_function(&callee.name)
+                    || graph.is_some_and(|g| g.values.iter().any(|(v, _)| *v == callee.name))
+            }
         }
-        ExprKind::Dict(_) => false,
+        ExprKind::Dict(_) | ExprKind::Str(_) | ExprKind::Bool(_) => false,
         _ => true,
     }
 }
@@ -212,7 +219,7 @@ fn step(
         ok = false;
     }
     let (losses_v, objective_v) = match by_key.get("loss") {
-        Some(e) if is_objective(&e.value) => (
+        Some(e) if is_objective(&e.value, Some(graph)) => (
             Some(vec![]),
             Some(objective(
                 ctx,
@@ -388,7 +395,8 @@ fn resolve(
     let mut objective_node = None;
     let mut loss_is_objective = false;
     if let Some(e) = plain.iter().find(|e| e.key.name == "loss") {
-        if !has_steps && is_objective(&e.value) {
+        if !has_steps && is_objective(&e.value, model_index.and_then(|i| models[i].graph.as_ref()))
+        {
             loss_is_objective = true;
             match model_index.and_then(|i| models[i].graph.as_mut()) {
                 Some(g) => match objective(ctx, items, g, &e.value, "the loss expression") {
