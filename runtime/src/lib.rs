@@ -5,12 +5,14 @@
 //! - [`train`]: the training loop over a [`train::Backend`], schedules, early stopping,
 //!   checkpoints, resume, the run directory, progress, `evaluate`/`predict` helpers, `plot`;
 //! - [`metrics`]: streaming Keras metrics; [`weights`]: safetensors files;
-//! - [`fsutil`]: atomic writes; [`error`]: [`RuntimeError`] and its E04xx codes.
+//! - [`fsutil`]: atomic writes; [`error`]: [`RuntimeError`] and its E04xx codes;
+//! - [`image`]: image grids of image-shaped outputs (PNG, SVG).
 
 pub mod config;
 pub mod data;
 pub mod error;
 pub mod fsutil;
+pub mod image;
 pub mod kernels;
 pub mod metrics;
 pub mod tensor;

@@ -147,13 +147,28 @@ impl Session {
     ) -> Result<Vec<Value<f32>>, String> {
         let mut input_i = 0;
         let mut target_i = 0;
+        let data_inputs: Vec<&str> = self
+            .graph
+            .inputs
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| !self.graph.sampled.iter().any(|(i, _)| i == k))
+            .map(|(_, i)| i.name.as_str())
+            .collect();
         let batch = inputs.first().map_or(0, |t| t.len());
         f.args
             .iter()
             .map(|a| {
                 Ok(match &a.kind {
                     ArgKind::Input => {
-                        let t = inputs.get(input_i).ok_or("missing input")?;
+                        // `inputs` are the inputs read from data (not the sampled ones), in
+                        // model order; a function may take only some of them (predict takes
+                        // those its outputs need).
+                        let k = data_inputs
+                            .iter()
+                            .position(|n| *n == a.name)
+                            .unwrap_or(input_i);
+                        let t = inputs.get(k).ok_or("missing input")?;
                         input_i += 1;
                         conform(t, a.dtype, &crate::ir::eval_shape(&a.shape, batch), &a.name)?
                     }
@@ -298,18 +313,29 @@ impl Session {
     /// Outputs in inference mode.
     pub fn predict(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
         let n = inputs.first().map_or(0, |t| t.len());
-        self.predict_samples(inputs, n)
+        self.predict_samples(inputs, n, 0)
     }
 
     /// Outputs in inference mode for a batch of `n` samples: `inputs` are the predict
     /// function's input arguments (none when every input the outputs need is sampled,
     /// `fmc predict --samples N`).
-    pub fn predict_samples(&self, inputs: &[Tensor], n: usize) -> Result<Vec<Tensor>, String> {
+    /// Batch number `part` of a prediction draws its own samples.
+    pub fn predict_samples(
+        &self,
+        inputs: &[Tensor],
+        n: usize,
+        part: u64,
+    ) -> Result<Vec<Tensor>, String> {
         let args = self.bind(&self.predict_fn, inputs, &[], 0.0)?;
         let ctx = Context {
             batch: n,
             seed: self.spec.seed,
-            step: self.iterations,
+            // Streams of training steps count up from 0; predictions' count down.
+            step: if part == 0 {
+                self.iterations
+            } else {
+                u64::MAX - part
+            },
         };
         let results = self.backend.run(&self.predict_fn, &args, ctx)?;
         Ok(results

@@ -14,7 +14,7 @@ pub fn draw(b: &mut Builder, s: &Sampler, shape: &[usize], salt: u64) -> ValueId
             b.add_scalar(scaled, *lo)
         }
         Sampler::Normal { mean, std } => {
-            // Centre the 24-bit grid so p is never 0 or 1.
+            // Centre the 24-bit grid so p is never 0.
             let p = b.add_scalar(u, 0.5 / (1u64 << 24) as f64);
             let z = inverse_normal_cdf(b, p);
             let scaled = b.mul_scalar(z, *std);
@@ -85,7 +85,11 @@ fn inverse_normal_cdf(b: &mut Builder, p: ValueId) -> ValueId {
         let np = b.neg(p);
         b.add_scalar(np, 1.0)
     };
+    // p rounds to 1.0 in f32 above 1 - 2^-25, so 1 - p can be 0: keep s positive (the
+    // deepest tail is then about 5.4 standard deviations).
     let s = b.min(p, one_minus);
+    let floor = b.constant(1.0 / (1u64 << 25) as f64);
+    let s = b.max(s, floor);
     let ls = b.log(s);
     let m2 = b.mul_scalar(ls, -2.0);
     let t = b.sqrt(m2);
