@@ -1045,6 +1045,9 @@ impl<'s> Driver<'s> {
                     if let Some(open) = unclosed_opener(src, pos, at) {
                         let bracket = &src[open.start..open.end];
                         d = d.with_secondary(open, format!("`{bracket}` opened here"));
+                        if let Some(help) = tuple_hint(src, open, at, self.end) {
+                            d = d.with_help(help);
+                        }
                     }
                 }
                 self.diags.push(d);
@@ -1329,6 +1332,59 @@ fn unclosed_opener(src: &str, from: usize, to: usize) -> Option<Span> {
         pos = tok_end;
     }
     stack.last().map(|&p| Span::new(p, p + 1))
+}
+
+/// Help for a Python tuple (`Conv2D(32, (3, 3))`): a `,` inside parentheses that do not belong
+/// to a call. Suggests the list with the same elements when it fits on the line.
+fn tuple_hint(src: &str, open: Span, comma: usize, end: usize) -> Option<String> {
+    let bytes = src.as_bytes();
+    if bytes.get(open.start) != Some(&b'(') || bytes.get(comma) != Some(&b',') {
+        return None;
+    }
+    let before = src[..open.start].trim_end();
+    if before
+        .bytes()
+        .last()
+        .is_some_and(|b| lexer::is_ident_char(b) || b == b')' || b == b']')
+    {
+        return None;
+    }
+    // The matching `)` on the same line, if any.
+    let end = src[open.start..end]
+        .find('\n')
+        .map_or(end, |i| open.start + i);
+    let mut depth = 0usize;
+    let mut pos = open.start;
+    let mut close = None;
+    while pos < end {
+        pos = skip_trivia(src, pos, end);
+        if pos >= end {
+            break;
+        }
+        let (kind, tok_end) = token_at(src, pos, end);
+        if kind == TokKind::Punct {
+            match bytes[pos] {
+                b'(' | b'[' | b'{' => depth += 1,
+                b')' | b']' | b'}' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        close = Some(pos);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        pos = tok_end;
+    }
+    let generic = "lists (kernel sizes, strides, shapes) are written in brackets, not parentheses";
+    match close {
+        Some(c) if c - open.start <= 40 => Some(format!(
+            "did you mean `[{}]`? {generic}",
+            src[open.start + 1..c].trim()
+        )),
+        _ => Some(generic.to_string()),
+    }
 }
 
 fn placeholder(span: Span) -> Expr {

@@ -4,12 +4,18 @@
 //! renamed over the destination (rename is atomic within one file system). A destination that
 //! exists and is not a regular file (a device such as `/dev/null` or `/dev/full`, a FIFO) is
 //! written directly: renaming over it would replace the device node.
+//!
+//! A process killed while writing leaves its temporary file (`.NAME.PID.N.tmp`) behind; the
+//! first write of a later process into that directory removes those of processes that no
+//! longer run.
 
 use crate::error::RuntimeError;
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Writes `bytes` to `path` atomically.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
@@ -34,6 +40,7 @@ pub fn atomic_write_with(
         }
     }
     let tmp = temp_path(path);
+    remove_stale_temps(tmp.parent().unwrap_or(Path::new(".")));
     let result = (|| -> std::io::Result<()> {
         let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         let mut writer = BufWriter::new(file);
@@ -84,6 +91,79 @@ fn temp_path(path: &Path) -> PathBuf {
     match path.parent() {
         Some(parent) => parent.join(tmp_name),
         None => PathBuf::from(tmp_name),
+    }
+}
+
+/// The process id in a temporary file's name `.NAME.PID.N.tmp`, if it is one.
+fn temp_owner(file_name: &str) -> Option<u32> {
+    let inner = file_name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut parts = inner.rsplitn(3, '.');
+    let n = parts.next()?;
+    let pid = parts.next()?;
+    let name = parts.next()?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(n) && !name.is_empty()).then_some(())?;
+    pid.parse().ok().filter(|_| digits(pid))
+}
+
+/// Whether process `pid` may still be running (and writing its temporary file). Where that
+/// cannot be known (no `/proc`), it is assumed to run, so nothing is removed.
+fn may_be_running(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let proc_root = Path::new("/proc");
+    if !proc_root.join("self").exists() {
+        return true;
+    }
+    proc_root.join(pid.to_string()).exists()
+}
+
+/// Removes the temporary files that killed processes left in `dir`; once per directory per
+/// process, as a run rewrites the same files every epoch.
+fn remove_stale_temps(dir: &Path) {
+    static CLEANED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+    {
+        let mut cleaned = CLEANED.lock().unwrap_or_else(|e| e.into_inner());
+        if !cleaned
+            .get_or_insert_with(HashSet::new)
+            .insert(dir.to_path_buf())
+        {
+            return;
+        }
+    }
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_owner) else {
+            continue;
+        };
+        if !may_be_running(pid) && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::temp_owner;
+
+    #[test]
+    fn temp_names_are_recognised() {
+        assert_eq!(temp_owner(".weights.safetensors.4242.7.tmp"), Some(4242));
+        assert_eq!(temp_owner(".metrics.jsonl.1.0.tmp"), Some(1));
+        assert_eq!(temp_owner("weights.safetensors.4242.7.tmp"), None);
+        assert_eq!(temp_owner(".4242.7.tmp"), None);
+        assert_eq!(temp_owner(".notes.tmp"), None);
+        assert_eq!(temp_owner(".a.b.7.tmp"), None);
+        assert_eq!(temp_owner(".a.12x.7.tmp"), None);
     }
 }
 

@@ -48,8 +48,9 @@ impl WeightsMeta {
         }
     }
 
-    fn to_map(&self) -> HashMap<String, String> {
-        let mut map: HashMap<String, String> = self.other.clone().into_iter().collect();
+    /// The metadata keys in sorted order (so identical runs write identical bytes).
+    fn to_map(&self) -> BTreeMap<String, String> {
+        let mut map = self.other.clone();
         map.insert("format".into(), "pt".into());
         map.insert("fm_version".into(), self.fm_version.clone());
         map.insert("model".into(), self.model.clone());
@@ -166,16 +167,45 @@ pub fn encode_weights(
         .iter()
         .map(|(n, t)| (n.clone(), tensor_bytes(t)))
         .collect();
-    safetensors::serialize(
-        encoded.iter().map(|(n, t)| (n.as_str(), t)),
-        Some(meta.to_map()),
-    )
-    .map_err(|e| {
-        RuntimeError::without_path(
-            ErrorKind::Weights,
-            format!("cannot encode safetensors: {e}"),
-        )
-    })
+    let bytes = safetensors::serialize(encoded.iter().map(|(n, t)| (n.as_str(), t)), None)
+        .map_err(|e| {
+            RuntimeError::without_path(
+                ErrorKind::Weights,
+                format!("cannot encode safetensors: {e}"),
+            )
+        })?;
+    Ok(with_metadata(bytes, &meta.to_map()))
+}
+
+/// Puts `__metadata__` first in the header of safetensors `bytes` written without metadata,
+/// with its keys in sorted order: the safetensors crate writes a `HashMap` in the process's
+/// random order, which made identical runs write files that differ in bytes. Tensor offsets
+/// are relative to the end of the header, so only the header changes.
+fn with_metadata(bytes: Vec<u8>, meta: &BTreeMap<String, String>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte header length")) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + n])
+        .expect("safetensors writes a UTF-8 header")
+        .trim_end();
+    let tensors = header
+        .strip_prefix('{')
+        .and_then(|h| h.strip_suffix('}'))
+        .expect("the header is a JSON object");
+    let meta_json = serde_json::to_string(meta).expect("strings serialize");
+    let mut new_header = format!("{{\"__metadata__\":{meta_json}");
+    if !tensors.is_empty() {
+        new_header.push(',');
+        new_header.push_str(tensors);
+    }
+    new_header.push('}');
+    // The header is padded with spaces to a multiple of 8 bytes, as safetensors does.
+    while !new_header.len().is_multiple_of(8) {
+        new_header.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + new_header.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(new_header.len() as u64).to_le_bytes());
+    out.extend_from_slice(new_header.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
 }
 
 /// Writes a weights file atomically.

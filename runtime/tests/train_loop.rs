@@ -924,7 +924,9 @@ fn checkpoints_keep_best_and_last() {
     // Best val_loss 0.4 first reached at epoch 3 (1-based); equal later values do not replace it.
     assert_eq!((best.meta.epoch, best.meta.step), (3, 6));
     assert_eq!(best.get("counter").unwrap().to_f32()[[0]], 6.0);
-    assert!(!dir.path().join("checkpoints/last.safetensors").exists());
+    // `keep: best` leaves the default `last.safetensors` of every epoch end beside it.
+    let last = load_weights(&dir.path().join("checkpoints/last.safetensors")).unwrap();
+    assert_eq!((last.meta.epoch, last.meta.step), (5, 10));
     let text = String::from_utf8(log).unwrap();
     let events: Vec<&str> = text
         .lines()
@@ -1067,4 +1069,137 @@ fn bar_mode_runs_without_a_terminal() {
     .unwrap();
     assert_eq!((h.epochs.len(), b.step), (2, 4));
     assert!(log.is_empty());
+}
+
+/// `--steps A --save B` then `--resume B --steps N` (and the same with epochs): the step counts
+/// are the whole run's, so the second command finishes where the uninterrupted run does, with
+/// the same tensors and the same `metrics.jsonl`/`metrics.csv` (less timings).
+fn steps_then_resume(first: u64, total: Option<u64>, epochs: usize) {
+    let (train, _) = digits();
+    let mut spec = train_spec(epochs, 0.05);
+    spec.schedule = Schedule::Cosine {
+        warmup: Every::Steps(10),
+        min_lr: 0.001,
+    };
+    // Callbacks that judge whole epochs must not fire where `--steps` stopped the first part.
+    spec.early_stopping = Some(EarlyStopping {
+        monitor: "val_loss".into(),
+        patience: 100,
+        min_delta: 0.0,
+        restore_best: false,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole");
+    let mut a = SoftmaxRegression::new(3);
+    let mut opts = options(Some(&whole), ProgressMode::Quiet);
+    opts.steps = total;
+    let ha = fit_with_log(&mut a, &spec, &train, None, &opts, &mut Vec::new()).unwrap();
+
+    let parts = dir.path().join("parts");
+    let saved = dir.path().join("B1.safetensors");
+    let mut b = SoftmaxRegression::new(3);
+    let mut opts = options(Some(&parts), ProgressMode::Quiet);
+    opts.steps = Some(first);
+    opts.save = Some(saved.clone());
+    fit_with_log(&mut b, &spec, &train, None, &opts, &mut Vec::new()).unwrap();
+    let meta = load_weights(&saved).unwrap().meta;
+    assert_eq!((meta.step, meta.epoch), (first, first / 36));
+    // The default checkpoint holds the same state.
+    let last = load_weights(&parts.join("checkpoints/last.safetensors")).unwrap();
+    assert_eq!(last.meta.step, first);
+
+    let mut c = SoftmaxRegression::new(99);
+    let mut opts = options(Some(&parts), ProgressMode::Quiet);
+    opts.steps = total;
+    opts.resume = Some(saved);
+    let hc = fit_with_log(&mut c, &spec, &train, None, &opts, &mut Vec::new()).unwrap();
+    assert_eq!(hc.step, ha.step);
+    assert_eq!(
+        final_state(&c),
+        final_state(&a),
+        "resumed at step {first} differs from the uninterrupted run"
+    );
+    // A run begun with `--steps` logs steps in `metrics.jsonl` to its end.
+    let files: &[&str] = if total.is_some() {
+        &["metrics.jsonl", "metrics.csv"]
+    } else {
+        let rows = untimed(&parts.join("metrics.jsonl"));
+        assert_eq!(rows.len() as u64, ha.step);
+        assert!(rows.iter().all(|r| !r.contains("val_loss")));
+        &["metrics.csv"]
+    };
+    for file in files {
+        let rows = |dir: &Path| -> Vec<String> {
+            if file.ends_with("jsonl") {
+                untimed(&dir.join(file))
+            } else {
+                // Drop the two timing columns (the last two).
+                std::fs::read_to_string(dir.join(file))
+                    .unwrap()
+                    .lines()
+                    .map(|l| l.rsplitn(3, ',').nth(2).unwrap().to_string())
+                    .collect()
+            }
+        };
+        assert_eq!(rows(&parts), rows(&whole), "{file}, resumed at {first}");
+    }
+}
+
+#[test]
+fn steps_count_the_whole_run_when_resumed() {
+    // 36 steps per epoch. Mid-epoch, on a boundary, and one step before a boundary.
+    for first in [20, 36, 71] {
+        steps_then_resume(first, Some(90), 4);
+    }
+}
+
+#[test]
+fn epochs_count_the_whole_run_when_resumed_from_steps() {
+    steps_then_resume(50, None, 3);
+}
+
+#[test]
+fn a_failed_run_leaves_nothing_that_looks_finished() {
+    let (train, _) = digits();
+    let spec = train_spec(3, 0.05);
+    let dir = tempfile::tempdir().unwrap();
+    // Fails inside the first epoch, before any checkpoint: the directory it made is removed.
+    let early = dir.path().join("early");
+    let mut b = SoftmaxRegression::new(3);
+    b.fail_at = Some(10);
+    let opts = options(Some(&early), ProgressMode::Quiet);
+    fit_with_log(&mut b, &spec, &train, None, &opts, &mut Vec::new()).unwrap_err();
+    assert!(!early.exists());
+    // Fails in the second epoch: the default checkpoint of the first stays, marked failed,
+    // and neither the final weights nor the curves (what a finished run has) exist.
+    let late = dir.path().join("late");
+    let mut b = SoftmaxRegression::new(3);
+    b.fail_at = Some(50);
+    let mut opts = options(Some(&late), ProgressMode::Quiet);
+    opts.run_files = vec![("m.fm".into(), b"model m {}".to_vec())];
+    fit_with_log(&mut b, &spec, &train, None, &opts, &mut Vec::new()).unwrap_err();
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(late.join("run.json")).unwrap()).unwrap();
+    assert_eq!(info["status"], "failed");
+    assert!(
+        info["error"].as_str().unwrap().contains("simulated crash"),
+        "{info}"
+    );
+    assert_eq!(std::fs::read(late.join("m.fm")).unwrap(), b"model m {}");
+    assert!(!late.join("weights.safetensors").exists());
+    assert!(!late.join("curves.svg").exists());
+    let last = load_weights(&late.join("checkpoints/last.safetensors")).unwrap();
+    assert_eq!(last.meta.step, 36);
+    // Resumed, it finishes: `finished`, and the weights of an uninterrupted run.
+    let mut c = SoftmaxRegression::new(99);
+    let mut opts = options(Some(&late), ProgressMode::Quiet);
+    opts.resume = Some(late.join("checkpoints/last.safetensors"));
+    fit_with_log(&mut c, &spec, &train, None, &opts, &mut Vec::new()).unwrap();
+    let info = std::fs::read_to_string(late.join("run.json")).unwrap();
+    assert!(info.contains("finished"), "{info}");
+    let mut a = SoftmaxRegression::new(3);
+    let straight = dir.path().join("straight");
+    let opts = options(Some(&straight), ProgressMode::Quiet);
+    fit_with_log(&mut a, &spec, &train, None, &opts, &mut Vec::new()).unwrap();
+    assert_eq!(final_state(&c), final_state(&a));
 }

@@ -248,3 +248,61 @@ fn atomic_write_replaces_whole_files() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "second\n");
     assert_eq!(files_in(dir.path()), vec!["metrics.csv"]);
 }
+
+#[test]
+fn identical_states_encode_to_identical_bytes() {
+    // The metadata used to go through a HashMap, whose order changes from one map to the next.
+    let mut meta = WeightsMeta::new("digits_mlp", b"model digits_mlp {}");
+    meta.epoch = 3;
+    meta.step = 135;
+    meta.transforms = Some("{}".into());
+    meta.train_state = Some(r#"{"epoch":3}"#.into());
+    meta.other.insert("zeta".into(), "1".into());
+    meta.other.insert("alpha".into(), "2".into());
+    let first = encode_weights(&model_state(), &meta).unwrap();
+    for _ in 0..20 {
+        assert_eq!(encode_weights(&model_state(), &meta).unwrap(), first);
+    }
+    // Sorted keys, `__metadata__` first, the header padded to 8 bytes, and readable.
+    let n = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
+    assert_eq!(n % 8, 0);
+    let header = std::str::from_utf8(&first[8..8 + n]).unwrap();
+    assert!(
+        header.starts_with(r#"{"__metadata__":{"alpha":"2","epoch":"3","fm_version":"#),
+        "{header}"
+    );
+    let back = decode_weights(Path::new("w"), &first).unwrap();
+    assert_eq!(back.meta, meta);
+    // No tensors at all is still a valid file.
+    let empty = encode_weights(&[], &meta).unwrap();
+    assert_eq!(decode_weights(Path::new("w"), &empty).unwrap().meta, meta);
+}
+
+#[test]
+fn temporary_files_of_killed_writers_are_removed_by_the_next_write() {
+    let dir = tempfile::tempdir().unwrap();
+    // 999999999 is above Linux's largest process id: no such process runs. Process 1 runs, and
+    // so does this one: their files may be being written and stay.
+    let stale = ".weights.safetensors.999999999.3.tmp";
+    let other_name = ".metrics.jsonl.999999999.0.tmp";
+    let live = ".weights.safetensors.1.0.tmp";
+    let mine = format!(".weights.safetensors.{}.99.tmp", std::process::id());
+    for name in [stale, other_name, live, &mine, "notes.tmp"] {
+        std::fs::write(dir.path().join(name), b"partial").unwrap();
+    }
+    atomic_write(&dir.path().join("weights.safetensors"), b"whole").unwrap();
+    let left = files_in(dir.path());
+    if Path::new("/proc/self").exists() {
+        assert_eq!(
+            left,
+            vec![
+                live.to_string(),
+                mine,
+                "notes.tmp".into(),
+                "weights.safetensors".into()
+            ]
+        );
+    } else {
+        assert_eq!(left.len(), 6);
+    }
+}

@@ -231,6 +231,27 @@ fn eval_and_predict_take_batch_size_and_threads() {
         .fold(0f32, f32::max);
     assert!(worst < 1e-6, "predictions differ by {worst}");
 
+    // Printed, each row of the classifier (its loss is a cross-entropy) starts with its class.
+    let printed = fmc(&[
+        "predict",
+        file,
+        "--weights",
+        weights,
+        "--input",
+        images.to_str().unwrap(),
+    ]);
+    assert_eq!(printed.code, 0, "{}", printed.stderr);
+    let lines: Vec<&str> = printed.stdout.lines().collect();
+    assert_eq!(lines.len(), 1797);
+    for (line, row) in lines.iter().zip(p_default.chunks(10)) {
+        let best = (0..10).fold(0, |b, i| if row[i] > row[b] { i } else { b });
+        assert!(
+            line.starts_with(&format!("class {best}: ")),
+            "{line} vs {row:?}"
+        );
+        assert_eq!(line.split(' ').count(), 12, "{line}");
+    }
+
     // Zero is not a batch size; `--x` needs `--y`.
     assert_eq!(
         fmc(&["eval", file, "--weights", weights, "--batch-size", "0"]).code,
@@ -255,4 +276,106 @@ fn eval_and_predict_take_batch_size_and_threads() {
         2
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn predict_prints_a_classifiers_class_with_its_probabilities() {
+    use fm_runtime::tensor::Tensor;
+    use fm_runtime::weights::{save_weights, WeightsMeta};
+    use ndarray::{ArrayD, IxDyn};
+    let dir = std::env::temp_dir().join(format!("fmc-predict-class-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let t = |shape: &[usize], v: Vec<f32>| {
+        Tensor::F32(ArrayD::from_shape_vec(IxDyn(shape), v).unwrap())
+    };
+    let x = dir.join("x.npy");
+    fm_runtime::data::npy::write_npy(&x, &t(&[3, 2], vec![2.0, 0.0, -2.0, 0.0, 0.0, 1.0])).unwrap();
+    // Without a `train` section the final activation decides: softmax (argmax), a one-unit
+    // sigmoid (0.5), anything else prints the values alone.
+    let cases: [(&str, usize, &str); 3] = [
+        // Values from the same arithmetic in Python's math module.
+        ("softmax", 3, "class 0: 0.936240 0.046613 0.017148\nclass 2: 0.017148 0.046613 0.936240\nclass 2: 0.106507 0.106507 0.786986\n"),
+        ("sigmoid", 1, "class 1: 0.731059\nclass 0: 0.047426\nclass 0: 0.268941\n"),
+        ("tanh", 1, "0.761594\n-0.995055\n-0.761594\n"),
+    ];
+    for (act, units, expected) in cases {
+        let file = dir.join(format!("{act}.fm"));
+        std::fs::write(
+            &file,
+            format!(
+                "model m {{\n    input x: f32[2]\n    output p = x -> Dense({units}, {act})\n}}\n"
+            ),
+        )
+        .unwrap();
+        // kernel [[1, 0, -1], [0, 1, 2]] (its first `units` columns), bias [0, -1, 0] or [-1].
+        let kernel: Vec<f32> = [[1.0, 0.0, -1.0], [0.0, 1.0, 2.0]]
+            .iter()
+            .flat_map(|r| r[..units].to_vec())
+            .collect();
+        let bias = if units == 1 {
+            vec![-1.0]
+        } else {
+            vec![0.0, -1.0, 0.0]
+        };
+        let w = dir.join(format!("{act}.safetensors"));
+        save_weights(
+            &w,
+            &[
+                ("dense.kernel".into(), t(&[2, units], kernel)),
+                ("dense.bias".into(), t(&[units], bias)),
+            ],
+            &WeightsMeta::new("m", b""),
+        )
+        .unwrap();
+        let run = fmc(&[
+            "predict",
+            file.to_str().unwrap(),
+            "--weights",
+            w.to_str().unwrap(),
+            "--input",
+            x.to_str().unwrap(),
+        ]);
+        assert_eq!(run.code, 0, "{act}: {}", run.stderr);
+        assert_eq!(run.stdout, expected, "{act}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn compile_runs_the_passes_on_an_fmir_file() {
+    std::env::set_current_dir(root()).unwrap();
+    let case = "tests/filetests/fuse_dense_relu.fmir";
+    let opt = fmc(&["compile", case, "--emit", "ir-opt"]);
+    assert_eq!(opt.code, 0, "{}", opt.stderr);
+    assert!(
+        opt.stdout
+            .contains("k3 = elementwise %6 %9 %10 ops=[add, broadcast, max] len=N*128"),
+        "{}",
+        opt.stdout
+    );
+    let ir = fmc(&["compile", case, "--emit", "ir"]);
+    assert_eq!(ir.code, 0, "{}", ir.stderr);
+    assert!(!ir.stdout.contains("kernels {"), "{}", ir.stdout);
+    let clif = fmc(&["compile", case, "--emit", "clif"]);
+    assert_eq!(clif.code, 0, "{}", clif.stderr);
+    assert!(
+        clif.stdout.contains("; calls of `dense_relu`"),
+        "{}",
+        clif.stdout
+    );
+    // A malformed file: its name, line and column; exit 1.
+    let dir = std::env::temp_dir().join(format!("fm-fmir-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.fmir");
+    std::fs::write(&bad, "fn f(\n) {\n    %0 = const x : f32[]\n").unwrap();
+    let run = fmc(&["compile", bad.to_str().unwrap(), "--emit", "ir-opt"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("bad.fmir:3:16: expected a number, found `x`"),
+        "{}",
+        run.stderr
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -44,6 +44,70 @@ fn error_cases_render_as_expected() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// Runs the `setup` commands, then `fmc ARGS`, from the repository root, and compares the last
+/// one's stderr and exit code with `tests/golden/runtime/NAME.stderr`. `TMP` in the arguments is
+/// a fresh temporary directory, written `TMP` in the golden.
+fn runtime_case(name: &str, setup: &[&[&str]], args: &[&str]) -> Option<String> {
+    std::env::set_current_dir(root()).unwrap();
+    let tmp = std::env::temp_dir().join(format!("fm-runtime-golden-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let tmp_str = tmp.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| a.replace("TMP", tmp_str)).collect();
+        fmc(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    for cmd in setup {
+        let r = run(cmd);
+        assert_eq!(r.code, 0, "{name}: setup {cmd:?} failed:\n{}", r.stderr);
+    }
+    let r = run(args);
+    let actual = format!("{}exit code: {}\n", r.stderr, r.code).replace(tmp_str, "TMP");
+    let _ = std::fs::remove_dir_all(&tmp);
+    golden(
+        &root().join(format!("tests/golden/runtime/{name}.stderr")),
+        &actual,
+    )
+}
+
+/// Messages of commands that read data or weights (language.md section 8's E04xx).
+#[test]
+fn runtime_errors_render_as_expected() {
+    let mut failures = Vec::new();
+    // The labels of a model that forgot Flatten: named by their output, with the fix.
+    failures.extend(runtime_case(
+        "forgot_flatten",
+        &[],
+        &[
+            "train",
+            "tests/golden/runtime/forgot_flatten.fm",
+            "--steps",
+            "1",
+            "--run-dir",
+            "TMP/run",
+        ],
+    ));
+    // Weights of another model: one line naming both models.
+    failures.extend(runtime_case(
+        "weights_of_another_model",
+        &[&[
+            "train",
+            "examples/digits_mlp.fm",
+            "--steps",
+            "1",
+            "--run-dir",
+            "TMP/mlp",
+        ]],
+        &[
+            "eval",
+            "examples/digits_cnn.fm",
+            "--weights",
+            "TMP/mlp/weights.safetensors",
+        ],
+    ));
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
 #[test]
 fn every_code_family_is_covered() {
     let dir = root().join("tests/golden/errors");

@@ -1,5 +1,6 @@
 //! Golden IR dumps (`fmc compile --emit ir|ir-opt`) of examples: the train step a reader can
-//! follow, before and after the optimization passes. Review changes with `cargo insta review`.
+//! follow, before and after the passes (review changes with `cargo insta review`); the text
+//! form parses back; every example's kernel count is pinned.
 
 use fmc::cli::{run, Terminal};
 use std::path::Path;
@@ -44,14 +45,7 @@ fn digits_cnn_ir_opt() {
 /// Every example lowers to verified IR, and the passes shrink its train step.
 #[test]
 fn every_example_lowers_and_optimizes() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|n| n.ends_with(".fm"))
-        .collect();
-    names.sort();
+    let names = example_names();
     assert!(names.len() >= 9);
     for name in names {
         let count = |text: &str| {
@@ -66,4 +60,94 @@ fn every_example_lowers_and_optimizes() {
             "{name}: {before} instructions before the passes, {after} after"
         );
     }
+}
+
+/// The example files, sorted.
+fn example_names() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".fm"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The functions of an `--emit ir|ir-opt` listing, each without its `// model` line.
+fn functions(listing: &str) -> Vec<String> {
+    listing
+        .split("// model ")
+        .skip(1)
+        .map(|part| {
+            let body = &part[part.find('\n').unwrap() + 1..];
+            body.trim_end().to_string() + "\n"
+        })
+        .collect()
+}
+
+/// The printed IR parses back to the same function, for every example's train step and
+/// inference, before the passes and after them (the kernel plan is chosen again by `fuse`).
+#[test]
+fn every_example_round_trips_through_text() {
+    use fm_compiler::ir::{parse::parse_function, print::print_function};
+    for name in example_names() {
+        for kind in ["ir", "ir-opt"] {
+            for text in functions(&emit(&name, kind)) {
+                let f = parse_function(&text).unwrap_or_else(|e| panic!("{name} {kind}: {e}"));
+                let f = if kind == "ir-opt" {
+                    fm_compiler::passes::Pipeline::named(&["fuse"])
+                        .unwrap()
+                        .run(f)
+                        .unwrap()
+                        .0
+                } else {
+                    f
+                };
+                assert_eq!(print_function(&f), text, "{name} {kind}");
+            }
+        }
+    }
+}
+
+/// Kernel counts of every example (train step, predict), pinned like tinygrad's
+/// `check_schedule`: a fusion change that adds or removes kernels must update this table.
+#[test]
+fn kernel_counts_are_pinned() {
+    let pinned: &[(&str, usize, usize)] = &[
+        ("binary_classifier.fm", 70, 9),
+        ("digits_cnn.fm", 117, 25),
+        ("digits_mlp.fm", 60, 14),
+        ("linear_regression.fm", 16, 2),
+        ("lstm_sequence.fm", 2914, 918),
+        ("mnist_cnn.fm", 119, 25),
+        ("mnist_mlp.fm", 60, 14),
+        ("resnet_tiny.fm", 335, 42),
+        ("text_transformer.fm", 660, 142),
+    ];
+    let mut actual = Vec::new();
+    for name in example_names() {
+        let counts: Vec<usize> = functions(&emit(&name, "ir-opt"))
+            .iter()
+            .map(|f| {
+                let plan = &f[f.find("kernels {").unwrap()..];
+                plan.lines().filter(|l| l.starts_with("    k")).count()
+            })
+            .collect();
+        let (train, predict) = match counts[..] {
+            [t, p] => (t, p),
+            [p] => (0, p),
+            _ => panic!("{name}: {counts:?}"),
+        };
+        actual.push((name, train, predict));
+    }
+    let actual_ref: Vec<(&str, usize, usize)> = actual
+        .iter()
+        .map(|(n, t, p)| (n.as_str(), *t, *p))
+        .collect();
+    assert_eq!(
+        actual_ref, pinned,
+        "kernels (train step, predict) per example"
+    );
 }

@@ -5,6 +5,7 @@ use crate::graph::{LagKind, ModelGraph};
 use crate::interp::{self, Context, Value};
 use crate::ir::{verify::verify, ArgKind, Function, ResultKind};
 use crate::lower;
+use crate::passes::PassTiming;
 use fm_runtime::config::TrainSpec;
 use fm_runtime::tensor::{DType, Tensor};
 use fm_runtime::train::{Backend, StepOutput};
@@ -57,6 +58,8 @@ pub struct Session {
     pub iterations: u64,
     /// What runs the functions (the interpreter unless replaced by `with_backend`).
     pub backend: Box<dyn Executor>,
+    /// The standard passes' times on each function (by function name), for `fmc -v`.
+    pub pass_timings: Vec<(String, Vec<PassTiming>)>,
 }
 
 /// The output of one step.
@@ -70,7 +73,7 @@ pub struct StepResult {
 impl Session {
     /// Lowers `graph` for training with `spec`, with freshly initialised parameters.
     pub fn new(graph: ModelGraph, spec: TrainSpec) -> Result<Session, String> {
-        let mut steps = lower::train_step_fns(&graph, &spec);
+        let steps = lower::train_step_fns(&graph, &spec);
         let eval_fn = lower::eval_fn(&graph, &spec);
         let predict_fn = lower::predict_fn(&graph);
         for f in steps.iter().chain([&eval_fn, &predict_fn]) {
@@ -82,13 +85,22 @@ impl Session {
             })?;
         }
         // Run the optimized functions (simplify, CSE, DCE: tested to change no bit).
-        for f in steps.iter_mut() {
-            *f = crate::passes::optimize(f)?;
-        }
+        let pipeline = crate::passes::standard();
+        let mut pass_timings = Vec::new();
+        let mut optimize = |f: Function| {
+            let name = f.name.clone();
+            let (f, timings) = pipeline.run(f)?;
+            pass_timings.push((name, timings));
+            Ok::<_, String>(f)
+        };
+        let mut steps = steps
+            .into_iter()
+            .map(&mut optimize)
+            .collect::<Result<Vec<_>, _>>()?;
         let train_fn = steps.remove(0);
         let more_steps = steps;
-        let eval_fn = crate::passes::optimize(&eval_fn)?;
-        let predict_fn = crate::passes::optimize(&predict_fn)?;
+        let eval_fn = optimize(eval_fn)?;
+        let predict_fn = optimize(predict_fn)?;
         let params = crate::init::initial_params(&graph, spec.seed);
         let init_slots = lower::optim::slots(&spec.optimizer);
         let mut slots: Vec<(usize, String, ArrayD<f32>)> = Vec::new();
@@ -128,6 +140,7 @@ impl Session {
             slots,
             iterations: 0,
             backend: Box::new(Interp),
+            pass_timings,
         })
     }
 

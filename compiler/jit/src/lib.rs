@@ -1,8 +1,8 @@
 //! The Cranelift JIT backend: compiles an IR [`Function`] to native code and runs it.
 //!
-//! Pipeline: [`legalize`] rewrites the few ops whose evaluation order must follow the
-//! interpreter's, [`schedule`] turns the function into kernel calls (fusing elementwise
-//! chains), [`codegen`] emits one CLIF function per distinct kernel, and [`memory`] plans the
+//! Pipeline: the core's backend passes (`split_sums`, which puts sums in the interpreter's
+//! order, and `fuse`, which chooses the kernels) run first, verified; [`schedule`] turns the
+//! planned kernels into kernel calls, [`codegen`] emits one CLIF function per distinct kernel, and [`memory`] plans the
 //! buffers for each batch size; [`Compiled::run`] calls the kernels in order. MatMul, convolutions and pooling call the precompiled kernels
 //! of `fm_runtime::kernels::ffi`. The driver ([`Compiled::run`]) checks argument shapes before
 //! any generated code runs, and flushes denormals (FTZ/DAZ) while it runs. Compiled functions
@@ -11,7 +11,6 @@
 
 mod codegen;
 mod kernel;
-mod legalize;
 mod math;
 mod memory;
 mod schedule;
@@ -24,6 +23,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
 use fm_compiler::interp::{Context, Value};
 use fm_compiler::ir::{eval_shape, print::print_function, Function, Op};
+use fm_compiler::passes::PassTiming;
 use fm_runtime::kernels::ffi;
 use fm_runtime::tensor::DType;
 use ndarray::{ArrayD, IxDyn};
@@ -45,6 +45,8 @@ pub struct CompileStats {
     pub fused: usize,
     /// CLIF instructions over all compiled functions.
     pub clif_insts: usize,
+    /// The backend passes' times (included in `compile_ms`).
+    pub passes: Vec<PassTiming>,
     pub compile_ms: f64,
 }
 
@@ -55,7 +57,7 @@ type KernelFn = unsafe extern "C" fn(*const *mut u8, i64, i64, i64) -> i32;
 pub struct Compiled {
     /// The function as given (what the cache and `function()` compare against).
     source: Function,
-    /// The function after `legalize`, which the schedule and buffers refer to.
+    /// The function after the backend passes, which the schedule and buffers refer to.
     func: Function,
     sched: schedule::Schedule,
     /// The kernel calls in order, each with its operand pointers as (value, element offset).
@@ -138,7 +140,7 @@ fn count_insts(f: &ClifFunction) -> usize {
 /// Compiles `f` (uncached).
 fn compile_uncached(source: &Function) -> Result<Compiled, String> {
     let start = Instant::now();
-    let legal = legalize::split_sums(source);
+    let (legal, passes) = fm_compiler::passes::backend().run(source.clone())?;
     let f = &legal;
     let sched = schedule::schedule(f)?;
     let mut module = new_module()?;
@@ -224,6 +226,7 @@ fn compile_uncached(source: &Function) -> Result<Compiled, String> {
         kernels: ids.len(),
         fused: sched.fused,
         clif_insts,
+        passes,
         compile_ms: start.elapsed().as_secs_f64() * 1e3,
     };
     Ok(Compiled {

@@ -1,15 +1,11 @@
-//! From an IR function to a list of kernel calls: elementwise fusion, aliasing of reshapes, and
-//! one kernel description per remaining instruction.
-//!
-//! Fusion rule (greedy, deterministic): an elementwise instruction (unary, binary, select, or a
-//! broadcast of a single element) joins the fused group of its users when every user belongs to
-//! that same group, it has the group's element count, and it is not a function result. A group
-//! runs as one loop at its root (its last instruction), so its intermediates never reach memory.
+//! From an IR function and its kernel plan (`Function::kernels`, chosen by the core's `fuse`
+//! pass) to a list of kernel calls: one kernel description per planned kernel (a fused group
+//! becomes one elementwise expression), reshapes aliasing their operand's buffer.
 
 use super::kernel::*;
+use fm_compiler::ir::kernels::{is_elementwise, reduce_loops};
 use fm_compiler::ir::*;
 use fm_runtime::kernels::{Conv2dShape, Pool2dShape};
-use fm_runtime::tensor::DType;
 
 /// One kernel call: operands are IR values (inputs, then the output).
 #[derive(Clone, Debug)]
@@ -122,16 +118,6 @@ fn simplify(mut r: Region) -> Region {
     r
 }
 
-fn is_elementwise(f: &Function, v: ValueId) -> bool {
-    match &f.insts[v].op {
-        Op::Unary(_) | Op::Binary(_) | Op::Select => true,
-        Op::Broadcast { .. } => {
-            f.insts[v].dtype == DType::F32 && count(f, f.insts[v].args[0]) == Sym::ONE
-        }
-        _ => false,
-    }
-}
-
 fn geom_of(x: &[Dim], kernel: [usize; 2], out_c: usize, w: &Window) -> Result<Geom, String> {
     let fx = |d: Dim| {
         d.fixed()
@@ -190,34 +176,21 @@ fn check_pool(g: &Geom) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
+/// The kernel calls of `f`, which must carry its (verified) kernel plan.
 pub fn schedule(f: &Function) -> Result<Schedule, String> {
     let len = f.insts.len();
-    let mut users: Vec<Vec<ValueId>> = vec![Vec::new(); len];
-    for (v, inst) in f.insts.iter().enumerate() {
-        for &a in &inst.args {
-            users[a].push(v);
-        }
-    }
-    let mut is_result = vec![false; len];
-    for r in &f.results {
-        is_result[r.value] = true;
-    }
-    // Fusion groups, decided from the last instruction backwards (users first).
+    let plan = f
+        .kernels
+        .as_ref()
+        .ok_or("internal error: the JIT needs the `fuse` pass's kernel plan")?;
+    // The fused group (by root) of every elementwise instruction.
     let mut group: Vec<Option<ValueId>> = vec![None; len];
-    for v in (0..len).rev() {
-        if !is_elementwise(f, v) {
-            continue;
-        }
-        let g = users[v].first().and_then(|&u| group[u]);
-        let joins = match g {
-            Some(g) => {
-                !is_result[v]
-                    && users[v].iter().all(|&u| group[u] == Some(g))
-                    && count(f, v) == count(f, g)
+    for k in &plan.kernels {
+        if is_elementwise(f, k.root()) {
+            for &m in &k.members {
+                group[m] = Some(k.root());
             }
-            None => false,
-        };
-        group[v] = if joins { g } else { Some(v) };
+        }
     }
     let mut root: Vec<ValueId> = (0..len).collect();
     let mut materialized = vec![false; len];
@@ -252,28 +225,11 @@ pub fn schedule(f: &Function) -> Result<Schedule, String> {
             Op::Const { value } => Kernel::Const((*value as f32).to_bits()),
             Op::BatchSize => Kernel::BatchSize,
             Op::Reduce { op, axes, .. } => {
-                let ish = &f.insts[a[0]].shape;
-                let mut blocks: Vec<(Sym, bool)> = Vec::new();
-                for (i, &d) in ish.iter().enumerate() {
-                    let red = axes.contains(&i);
-                    let s = Sym::of_dim(d);
-                    if s == Sym::ONE {
-                        continue;
-                    }
-                    match blocks.last_mut() {
-                        Some(last) if last.1 == red => last.0 = last.0.mul(s),
-                        _ => blocks.push((s, red)),
-                    }
-                }
-                if blocks.is_empty() {
-                    blocks.push((Sym::ONE, false));
-                }
-                // After `legalize::split_sums` a sum has one axis; the interpreter adds over
-                // an array's last axis in unrolled order, over any other axis in sequence.
-                let unrolled = *op == ReduceOp::Sum && axes.as_slice() == [ish.len() - 1];
+                // The loop choice is the core's (`--emit ir-opt` prints it).
+                let (blocks, unrolled) = reduce_loops(&f.insts[a[0]].shape, *op, axes);
                 Kernel::Reduce {
                     op: *op,
-                    blocks,
+                    blocks: blocks.iter().map(|&(d, r)| (Sym::of_dim(d), r)).collect(),
                     unrolled,
                 }
             }

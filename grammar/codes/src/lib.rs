@@ -138,6 +138,7 @@ registry! {
     W0101: "unused `let`",
     W0102: "monitor that no metric produces",
     W0103: "`from_logits: true` on a probability output",
+    W0104: "classification loss on an output that keeps spatial positions",
 }
 
 pub use Code::*;

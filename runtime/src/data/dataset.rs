@@ -71,6 +71,7 @@ pub fn split_point(n: usize, fraction: f64) -> usize {
 /// What the model expects of one input or target, per sample (without the batch axis).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorSpec {
+    /// The input's name; for a target, the name of the output it is compared with.
     pub name: String,
     pub dtype: DType,
     pub shape: Vec<usize>,
@@ -178,11 +179,20 @@ pub fn conform_target(
 ) -> Result<Tensor, RuntimeError> {
     let sample = target.sample_shape().to_vec();
     if !sample_shape_fits(&sample, &spec.shape) {
+        // One value per sample for an output with positions: the model, not the data, is
+        // usually what is wrong (Flatten forgotten).
+        let hint = if sample.len() < spec.shape.len()
+            && spec.shape.len() > usize::from(spec.classes.is_none())
+        {
+            "; for one label per sample the output must be one vector per sample: add Flatten or a global pool before the last Dense"
+        } else {
+            ""
+        };
         return Err(RuntimeError::in_origin(
             ErrorKind::Shape,
             origin,
             format!(
-                "target '{}' expects samples of shape {} (data shape [N, {}]), found samples of shape {} (data shape {})",
+                "the targets of output `{}` must be samples of shape {} (data shape [N, {}]), found samples of shape {} (data shape {}){hint}",
                 spec.name,
                 fmt_shape(&spec.shape),
                 spec.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
@@ -208,7 +218,7 @@ pub fn conform_target(
                     ErrorKind::DType,
                     origin,
                     format!(
-                        "target '{}' expects integer class indices, found {v} at element {i}",
+                        "the targets of output `{}` must be integer class indices, found {v} at element {i}",
                         spec.name
                     ),
                 ));

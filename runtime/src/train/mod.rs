@@ -27,7 +27,7 @@ use crate::tensor::Tensor;
 use crate::weights::{check_tensors, load_weights, save_weights, WeightsMeta, OPT_PREFIX};
 use callbacks::{checkpoint_improves, EarlyDecision, EarlyState, EarlyStopper};
 use progress::Progress;
-use record::{RunLog, CHECKPOINTS, CURVES, WEIGHTS};
+use record::{RunInfo, RunLog, CHECKPOINTS, CURVES, WEIGHTS};
 use schedule::{LrSchedule, PlateauState};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -84,7 +84,8 @@ pub struct FitOptions {
     /// Where `metrics.csv`, `metrics.jsonl`, `checkpoints/`, `curves.svg` and the final weights
     /// go. Without it, nothing is written (except `save`) and checkpoints are skipped.
     pub run_dir: Option<PathBuf>,
-    /// `--steps N`: exactly N optimizer steps, ignoring `epochs`.
+    /// `--steps N`: stop after the run's step N (counted from its start, so a resumed run stops
+    /// where the uninterrupted one does); `epochs` still sets the schedule's length.
     pub steps: Option<u64>,
     pub progress: ProgressMode,
     /// `--resume CKPT`: continue the run saved in this checkpoint.
@@ -93,6 +94,9 @@ pub struct FitOptions {
     pub save: Option<PathBuf>,
     /// Metadata for every weights file written (model, source hash, transforms).
     pub meta: WeightsMeta,
+    /// Files written into the run directory when the run starts, once the data and the resume
+    /// checkpoint passed their checks (`fmc` writes the resolved `.fm` and `summary.txt`).
+    pub run_files: Vec<(String, Vec<u8>)>,
 }
 
 impl Default for FitOptions {
@@ -104,6 +108,7 @@ impl Default for FitOptions {
             resume: None,
             save: None,
             meta: WeightsMeta::default(),
+            run_files: Vec::new(),
         }
     }
 }
@@ -186,9 +191,11 @@ pub fn fit_with_log<B: Backend + ?Sized>(
     let batch_size = spec.batch_size.max(1);
     let n = train.len();
     let steps_per_epoch = batch_count(n, batch_size) as u64;
-    let total_steps = options
-        .steps
-        .unwrap_or(spec.epochs as u64 * steps_per_epoch);
+    // The run the file describes is `epochs` long: schedules (Cosine) span it whatever
+    // `--steps` says. `--steps N` stops the run at its step N, counted from the run's start, so
+    // a resumed run stops where the uninterrupted one does.
+    let planned_steps = spec.epochs as u64 * steps_per_epoch;
+    let total_steps = options.steps.unwrap_or(planned_steps);
     let total_epochs = total_steps.div_ceil(steps_per_epoch);
     let defs = metric_defs(spec);
     let mut progress = Progress::new(options.progress);
@@ -196,7 +203,7 @@ pub fn fit_with_log<B: Backend + ?Sized>(
         spec.optimizer.lr,
         &spec.schedule,
         steps_per_epoch,
-        total_steps,
+        planned_steps,
     );
     let mut early = spec.early_stopping.clone().map(EarlyStopper::new);
     let mut checkpoint_best: Option<f64> = None;
@@ -218,8 +225,10 @@ pub fn fit_with_log<B: Backend + ?Sized>(
                 ),
             ));
         }
-        start_epoch = state.epoch;
+        // The step decides where the run continues (`epoch` is derived from it: a weights file
+        // of an older fm recorded a partly done epoch as completed).
         step = state.step;
+        start_epoch = step / steps_per_epoch;
         if let (Some(p), Some(saved)) = (schedule.plateau.as_mut(), state.plateau) {
             *p = saved;
         }
@@ -228,80 +237,239 @@ pub fn fit_with_log<B: Backend + ?Sized>(
         resumed_metrics = state.epoch_metrics;
     }
 
+    // From here on the run directory holds the run: `run.json` says `running` (which is also
+    // what a killed run leaves), then `finished`, or `failed` (see `record::mark_failed`).
+    let fresh_dir = options.run_dir.as_ref().map(|d| !d.exists());
     let mut run_log = match &options.run_dir {
-        Some(dir) => Some(RunLog::open(
-            dir,
-            options.steps.is_some(),
-            options.resume.as_ref().map(|_| step),
-        )?),
+        Some(dir) => {
+            let run = RunLog::open(
+                dir,
+                options.steps.is_some(),
+                options.resume.as_ref().map(|_| step),
+                steps_per_epoch,
+            )?;
+            for (name, bytes) in &options.run_files {
+                crate::fsutil::atomic_write(&dir.join(name), bytes)?;
+            }
+            RunInfo {
+                status: "running".into(),
+                saved: RunInfo::read(dir).and_then(|i| i.saved),
+                error: None,
+            }
+            .write(dir)?;
+            Some(run)
+        }
         None => None,
     };
-    let mut history = History {
-        epochs: Vec::new(),
-        step,
-        stopped_epoch: None,
-        restored_epoch: None,
-        saved: None,
-    };
-    let mut warned: Vec<String> = Vec::new();
-    let mut lr = schedule.lr(step, start_epoch);
-
-    for epoch in start_epoch..total_epochs {
-        let epoch_start_step = epoch * steps_per_epoch;
-        let first_batch = step.saturating_sub(epoch_start_step);
-        let last_batch = steps_per_epoch.min(total_steps - epoch_start_step);
-        if first_batch >= last_batch {
-            continue;
-        }
-        progress.begin_epoch(epoch + 1, total_epochs, last_batch);
-        let clock = Instant::now();
-        let seconds_before = if first_batch > 0 {
-            resumed_seconds
-        } else {
-            0.0
+    let result = (|| -> Result<History, RuntimeError> {
+        let mut history = History {
+            epochs: Vec::new(),
+            step,
+            stopped_epoch: None,
+            restored_epoch: None,
+            saved: None,
         };
-        match resumed_metrics.take() {
-            Some(saved) if first_batch > 0 => metrics = saved,
-            _ => metrics.reset(),
-        }
-        let order = epoch_order(n, spec.shuffle, spec.seed, epoch);
-        let mut samples = 0usize;
-        for b in first_batch..last_batch {
-            let data = batch(&train, &order, batch_size, b as usize);
-            lr = schedule.lr(step, epoch);
-            let out = backend.train_step(&data.inputs, &data.targets, lr)?;
-            metrics.update_loss(out.loss, data.len());
-            for (name, v) in &out.extra {
-                metrics.update_extra(name, *v, data.len());
+        let mut warned: Vec<String> = Vec::new();
+        let mut lr = schedule.lr(step, start_epoch);
+        // The running metrics and seconds of an epoch the run stops inside (`--steps`), saved so that
+        // a resumed run finishes that epoch as the uninterrupted run would.
+        let mut partial: Option<(MetricSet, f64)> = match &resumed_metrics {
+            Some(m) if !step.is_multiple_of(steps_per_epoch) => Some((m.clone(), resumed_seconds)),
+            _ => None,
+        };
+
+        for epoch in start_epoch..total_epochs {
+            let epoch_start_step = epoch * steps_per_epoch;
+            let first_batch = step.saturating_sub(epoch_start_step);
+            let last_batch = steps_per_epoch.min(total_steps - epoch_start_step);
+            if first_batch >= last_batch {
+                continue;
             }
-            metrics.update(&out.outputs, &data.targets)?;
-            samples += data.len();
-            step += 1;
-            if let Some(run) = run_log.as_mut() {
-                run.step(epoch + 1, step, out.loss as f32, lr);
+            progress.begin_epoch(epoch + 1, total_epochs, last_batch);
+            let clock = Instant::now();
+            let seconds_before = if first_batch > 0 {
+                resumed_seconds
+            } else {
+                0.0
+            };
+            match resumed_metrics.take() {
+                Some(saved) if first_batch > 0 => metrics = saved,
+                _ => metrics.reset(),
+            }
+            let order = epoch_order(n, spec.shuffle, spec.seed, epoch);
+            let mut samples = 0usize;
+            for b in first_batch..last_batch {
+                let data = batch(&train, &order, batch_size, b as usize);
+                lr = schedule.lr(step, epoch);
+                let out = backend.train_step(&data.inputs, &data.targets, lr)?;
+                metrics.update_loss(out.loss, data.len());
+                for (name, v) in &out.extra {
+                    metrics.update_extra(name, *v, data.len());
+                }
+                metrics.update(&out.outputs, &data.targets)?;
+                samples += data.len();
+                step += 1;
+                if let Some(run) = run_log.as_mut() {
+                    run.step(epoch + 1, step, out.loss as f32, lr);
+                }
+                let seconds = seconds_before + clock.elapsed().as_secs_f64();
+                progress.update(b + 1, seconds, &metrics.results());
+                if let (Some(ck), Some(run)) = (&spec.checkpoint, run_log.as_ref()) {
+                    if let Every::Steps(k) = ck.every {
+                        if k > 0 && step.is_multiple_of(k) && b + 1 < last_batch {
+                            let current = lookup(&metrics.results(), &ck.monitor);
+                            let state = train_state(
+                                spec,
+                                step,
+                                steps_per_epoch,
+                                &schedule,
+                                &early,
+                                checkpoint_best,
+                                &Some((metrics.clone(), seconds)),
+                            );
+                            let ctx = CheckpointCtx {
+                                backend: &*backend,
+                                options,
+                                run_dir: run.dir(),
+                                early: early.as_mut(),
+                                announce: true,
+                            };
+                            checkpoint(
+                                ctx,
+                                ck.keep,
+                                &ck.monitor,
+                                current,
+                                &mut checkpoint_best,
+                                state,
+                                epoch + 1,
+                                &mut progress,
+                                log,
+                            )?;
+                        }
+                    }
+                }
+            }
+            // Throughput of this process's part of the epoch (a resumed epoch counts its own batches).
+            let train_seconds = clock.elapsed().as_secs_f64();
+            // An epoch the run stops inside (`--steps`) is reported and logged, but callbacks that
+            // judge whole epochs (plateau, early stopping, `keep: best`) wait for it to complete, so
+            // that the run resumed from here ends exactly as the uninterrupted one.
+            let complete = last_batch == steps_per_epoch;
+            partial = (!complete).then(|| (metrics.clone(), seconds_before + train_seconds));
+            let mut logs = metrics.results();
+            if let Some(val) = &validation {
+                let val_logs = evaluate(backend, val, batch_size, &defs)?;
+                logs.extend(val_logs.into_iter().map(|(k, v)| (format!("val_{k}"), v)));
             }
             let seconds = seconds_before + clock.elapsed().as_secs_f64();
-            progress.update(b + 1, seconds, &metrics.results());
-            if let (Some(ck), Some(run)) = (&spec.checkpoint, run_log.as_ref()) {
-                if let Every::Steps(k) = ck.every {
-                    if k > 0 && step.is_multiple_of(k) && b + 1 < last_batch {
-                        let current = lookup(&metrics.results(), &ck.monitor);
-                        let state = TrainState {
-                            epoch,
+            progress.end_epoch(log, epoch + 1, total_epochs, last_batch, seconds, &logs);
+            let record = EpochRecord {
+                epoch: epoch + 1,
+                step,
+                logs: logs.clone(),
+                lr,
+                seconds,
+                samples_per_second: if train_seconds > 0.0 {
+                    samples as f64 / train_seconds
+                } else {
+                    0.0
+                },
+            };
+            if let Some(run) = run_log.as_mut() {
+                run.epoch(&record)?;
+            }
+            history.epochs.push(record);
+            history.step = step;
+
+            // Callbacks, in the order their effects must be saved: the learning rate, early
+            // stopping's decision, then the checkpoint (which records both), then a restore.
+            if let (true, Some(monitor)) =
+                (complete, schedule.plateau_monitor().map(str::to_string))
+            {
+                let current = lookup(&logs, &monitor);
+                warn_missing(
+                    &mut warned,
+                    "ReduceOnPlateau",
+                    &monitor,
+                    current,
+                    &logs,
+                    &mut progress,
+                    log,
+                );
+                if let Some(new_lr) = schedule.on_epoch_end(current) {
+                    progress.event(
+                        log,
+                        &format!(
+                            "Epoch {}: ReduceLROnPlateau reducing learning rate to {new_lr}.",
+                            epoch + 1
+                        ),
+                    );
+                }
+            }
+            let decision = match early.as_mut() {
+                Some(es) if complete => {
+                    let current = lookup(&logs, &es.config.monitor);
+                    warn_missing(
+                        &mut warned,
+                        "early stopping",
+                        &es.config.monitor.clone(),
+                        current,
+                        &logs,
+                        &mut progress,
+                        log,
+                    );
+                    // Like Keras' `get_weights`: parameters and BatchNorm statistics, not the
+                    // optimizer state, are what `restore_best` brings back.
+                    es.on_epoch_end(epoch, current, || {
+                        backend
+                            .state()
+                            .into_iter()
+                            .filter(|(n, _)| !n.starts_with(OPT_PREFIX))
+                            .collect()
+                    })
+                }
+                _ => EarlyDecision::Continue,
+            };
+            if let Some(run) = run_log.as_ref() {
+                let last_epoch =
+                    epoch + 1 == total_epochs || matches!(decision, EarlyDecision::Stop { .. });
+                // The configured checkpoint, when due.
+                if let Some(ck) = &spec.checkpoint {
+                    let due = match ck.every {
+                        Every::Epochs(k) => complete && k > 0 && (epoch + 1).is_multiple_of(k),
+                        // A step checkpoint that falls on an epoch's last batch is written here,
+                        // after validation, so that resuming starts cleanly at the next epoch.
+                        Every::Steps(k) => k > 0 && step.is_multiple_of(k),
+                    };
+                    let keep_last = ck.keep == CheckpointKeep::Last;
+                    if (complete || keep_last) && (due || (last_epoch && keep_last)) {
+                        let current = lookup(&logs, &ck.monitor);
+                        if !keep_last {
+                            warn_missing(
+                                &mut warned,
+                                "checkpoint",
+                                &ck.monitor,
+                                current,
+                                &logs,
+                                &mut progress,
+                                log,
+                            );
+                        }
+                        let state = train_state(
+                            spec,
                             step,
-                            seed: spec.seed,
                             steps_per_epoch,
-                            plateau: schedule.plateau.clone(),
-                            early: early.as_ref().map(|e| e.state.clone()),
+                            &schedule,
+                            &early,
                             checkpoint_best,
-                            epoch_metrics: Some(metrics.clone()),
-                            epoch_seconds: seconds,
-                        };
+                            &partial,
+                        );
                         let ctx = CheckpointCtx {
                             backend: &*backend,
                             options,
                             run_dir: run.dir(),
                             early: early.as_mut(),
+                            announce: true,
                         };
                         checkpoint(
                             ctx,
@@ -316,180 +484,97 @@ pub fn fit_with_log<B: Backend + ?Sized>(
                         )?;
                     }
                 }
-            }
-        }
-        // Throughput of this process's part of the epoch (a resumed epoch counts its own batches).
-        let train_seconds = clock.elapsed().as_secs_f64();
-        let mut logs = metrics.results();
-        if let Some(val) = &validation {
-            let val_logs = evaluate(backend, val, batch_size, &defs)?;
-            logs.extend(val_logs.into_iter().map(|(k, v)| (format!("val_{k}"), v)));
-        }
-        let seconds = seconds_before + clock.elapsed().as_secs_f64();
-        progress.end_epoch(log, epoch + 1, total_epochs, last_batch, seconds, &logs);
-        let record = EpochRecord {
-            epoch: epoch + 1,
-            step,
-            logs: logs.clone(),
-            lr,
-            seconds,
-            samples_per_second: if train_seconds > 0.0 {
-                samples as f64 / train_seconds
-            } else {
-                0.0
-            },
-        };
-        if let Some(run) = run_log.as_mut() {
-            run.epoch(&record)?;
-        }
-        history.epochs.push(record);
-        history.step = step;
-
-        // Callbacks, in the order their effects must be saved: the learning rate, early
-        // stopping's decision, then the checkpoint (which records both), then a restore.
-        if let Some(monitor) = schedule.plateau_monitor().map(str::to_string) {
-            let current = lookup(&logs, &monitor);
-            warn_missing(
-                &mut warned,
-                "ReduceOnPlateau",
-                &monitor,
-                current,
-                &logs,
-                &mut progress,
-                log,
-            );
-            if let Some(new_lr) = schedule.on_epoch_end(current) {
-                progress.event(
-                    log,
-                    &format!(
-                        "Epoch {}: ReduceLROnPlateau reducing learning rate to {new_lr}.",
-                        epoch + 1
-                    ),
-                );
-            }
-        }
-        let decision = match early.as_mut() {
-            Some(es) => {
-                let current = lookup(&logs, &es.config.monitor);
-                warn_missing(
-                    &mut warned,
-                    "early stopping",
-                    &es.config.monitor.clone(),
-                    current,
-                    &logs,
-                    &mut progress,
-                    log,
-                );
-                // Like Keras' `get_weights`: parameters and BatchNorm statistics, not the
-                // optimizer state, are what `restore_best` brings back.
-                es.on_epoch_end(epoch, current, || {
-                    backend
-                        .state()
-                        .into_iter()
-                        .filter(|(n, _)| !n.starts_with(OPT_PREFIX))
-                        .collect()
-                })
-            }
-            None => EarlyDecision::Continue,
-        };
-        if let (Some(ck), Some(run)) = (&spec.checkpoint, run_log.as_ref()) {
-            let due = match ck.every {
-                Every::Epochs(k) => k > 0 && (epoch + 1).is_multiple_of(k),
-                // A step checkpoint that falls on an epoch's last batch is written here, after
-                // validation, so that resuming starts cleanly at the next epoch.
-                Every::Steps(k) => k > 0 && step.is_multiple_of(k),
-            };
-            let last_epoch =
-                epoch + 1 == total_epochs || matches!(decision, EarlyDecision::Stop { .. });
-            if due || (last_epoch && ck.keep == CheckpointKeep::Last) {
-                let current = lookup(&logs, &ck.monitor);
-                if ck.keep == CheckpointKeep::Best {
-                    warn_missing(
-                        &mut warned,
-                        "checkpoint",
-                        &ck.monitor,
-                        current,
-                        &logs,
+                // Unless the file configures `keep: last` (with its own `every`), the default
+                // `checkpoints/last.safetensors` at each epoch end, silently, so that every run
+                // directory can be resumed from its last epoch (or from where `--steps` stopped it).
+                let configured_last = spec
+                    .checkpoint
+                    .as_ref()
+                    .is_some_and(|ck| ck.keep == CheckpointKeep::Last);
+                if !configured_last {
+                    let state = train_state(
+                        spec,
+                        step,
+                        steps_per_epoch,
+                        &schedule,
+                        &early,
+                        checkpoint_best,
+                        &partial,
+                    );
+                    let ctx = CheckpointCtx {
+                        backend: &*backend,
+                        options,
+                        run_dir: run.dir(),
+                        early: early.as_mut(),
+                        announce: false,
+                    };
+                    checkpoint(
+                        ctx,
+                        CheckpointKeep::Last,
+                        "loss",
+                        None,
+                        &mut None,
+                        state,
+                        epoch + 1,
                         &mut progress,
                         log,
-                    );
+                    )?;
                 }
-                let state = TrainState {
-                    epoch: epoch + 1,
-                    step,
-                    seed: spec.seed,
-                    steps_per_epoch,
-                    plateau: schedule.plateau.clone(),
-                    early: early.as_ref().map(|e| e.state.clone()),
-                    checkpoint_best,
-                    epoch_metrics: None,
-                    epoch_seconds: 0.0,
-                };
-                let ctx = CheckpointCtx {
-                    backend: &*backend,
-                    options,
-                    run_dir: run.dir(),
-                    early: early.as_mut(),
-                };
-                checkpoint(
-                    ctx,
-                    ck.keep,
-                    &ck.monitor,
-                    current,
-                    &mut checkpoint_best,
-                    state,
-                    epoch + 1,
-                    &mut progress,
-                    log,
-                )?;
+            }
+            if let EarlyDecision::Stop { restore } = decision {
+                history.stopped_epoch = Some(epoch);
+                let mut message = format!("Epoch {}: early stopping", epoch + 1);
+                if let Some((best_epoch, weights)) = restore {
+                    backend.set_state(&weights)?;
+                    history.restored_epoch = Some(best_epoch);
+                    message.push_str(&format!(
+                        "; restoring model weights from the end of the best epoch: {}.",
+                        best_epoch + 1
+                    ));
+                }
+                progress.event(log, &message);
+                break;
             }
         }
-        if let EarlyDecision::Stop { restore } = decision {
-            history.stopped_epoch = Some(epoch);
-            let mut message = format!("Epoch {}: early stopping", epoch + 1);
-            if let Some((best_epoch, weights)) = restore {
-                backend.set_state(&weights)?;
-                history.restored_epoch = Some(best_epoch);
-                message.push_str(&format!(
-                    "; restoring model weights from the end of the best epoch: {}.",
-                    best_epoch + 1
-                ));
-            }
-            progress.event(log, &message);
-            break;
-        }
-    }
 
-    // The final weights, with the resume state of the end of the run.
-    let final_state = TrainState {
-        epoch: history
-            .epochs
-            .last()
-            .map(|r| r.epoch)
-            .unwrap_or(start_epoch),
-        step,
-        seed: spec.seed,
-        steps_per_epoch,
-        plateau: schedule.plateau.clone(),
-        early: early.as_ref().map(|e| e.state.clone()),
-        checkpoint_best,
-        epoch_metrics: None,
-        epoch_seconds: 0.0,
-    };
-    let save_path = options
-        .save
-        .clone()
-        .or_else(|| options.run_dir.as_ref().map(|d| d.join(WEIGHTS)));
-    if let Some(path) = save_path {
-        save_state(&path, backend.state(), &options.meta, &final_state)?;
-        history.saved = Some(path);
-    }
-    if let Some(dir) = &options.run_dir {
-        if dir.join(record::JSONL).exists() {
-            plot(dir, &dir.join(CURVES))?;
+        // The final weights, with the resume state of the end of the run.
+        let final_state = train_state(
+            spec,
+            step,
+            steps_per_epoch,
+            &schedule,
+            &early,
+            checkpoint_best,
+            &partial,
+        );
+        let save_path = options
+            .save
+            .clone()
+            .or_else(|| options.run_dir.as_ref().map(|d| d.join(WEIGHTS)));
+        if let Some(path) = save_path {
+            save_state(&path, backend.state(), &options.meta, &final_state)?;
+            history.saved = Some(path);
         }
+        if let Some(dir) = &options.run_dir {
+            if dir.join(record::JSONL).exists() {
+                plot(dir, &dir.join(CURVES))?;
+            }
+            RunInfo {
+                status: "finished".into(),
+                saved: options
+                    .save
+                    .as_ref()
+                    .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone())),
+                error: None,
+            }
+            .write(dir)?;
+        }
+        Ok(history)
+    })();
+    if let (Err(e), Some(dir), Some(fresh)) = (&result, &options.run_dir, fresh_dir) {
+        record::mark_failed(dir, fresh, e);
     }
-    Ok(history)
+    result
 }
 
 fn lookup(logs: &[(String, f64)], key: &str) -> Option<f64> {
@@ -525,6 +610,36 @@ struct CheckpointCtx<'a, B: Backend + ?Sized> {
     options: &'a FitOptions,
     run_dir: &'a Path,
     early: Option<&'a mut EarlyStopper>,
+    /// Print the `saving model to` line (the default `last.safetensors` is written silently).
+    announce: bool,
+}
+
+/// The loop's state after `step` steps; `partial` holds the running metrics and seconds when
+/// `step` is inside an epoch.
+fn train_state(
+    spec: &TrainSpec,
+    step: u64,
+    steps_per_epoch: u64,
+    schedule: &LrSchedule,
+    early: &Option<EarlyStopper>,
+    checkpoint_best: Option<f64>,
+    partial: &Option<(MetricSet, f64)>,
+) -> TrainState {
+    let (epoch_metrics, epoch_seconds) = match partial {
+        Some((m, s)) => (Some(m.clone()), *s),
+        None => (None, 0.0),
+    };
+    TrainState {
+        epoch: step / steps_per_epoch,
+        step,
+        seed: spec.seed,
+        steps_per_epoch,
+        plateau: schedule.plateau.clone(),
+        early: early.as_ref().map(|e| e.state.clone()),
+        checkpoint_best,
+        epoch_metrics,
+        epoch_seconds,
+    }
 }
 
 /// Writes `checkpoints/last.safetensors`, or `checkpoints/best.safetensors` when the monitor
@@ -590,7 +705,9 @@ fn checkpoint<B: Backend + ?Sized>(
             }
         }
     }
-    progress.event(log, &message);
+    if ctx.announce {
+        progress.event(log, &message);
+    }
     Ok(())
 }
 

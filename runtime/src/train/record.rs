@@ -95,12 +95,14 @@ pub struct RunLog {
 }
 
 impl RunLog {
-    /// Opens `dir` (creating it and `checkpoints/`). With `resume_step`, records of later steps
-    /// than the checkpoint's are dropped, so a resumed run's logs read as an uninterrupted run's.
+    /// Opens `dir` (creating it and `checkpoints/`). With `resume_step`, the existing records are
+    /// kept up to the checkpoint's step, less the record of an epoch that stopped part-way
+    /// (`--steps`), which the resumed run completes: its logs then read as an uninterrupted run's.
     pub fn open(
         dir: &Path,
         per_step: bool,
         resume_step: Option<u64>,
+        steps_per_epoch: u64,
     ) -> Result<Self, RuntimeError> {
         create_dir_all(dir)?;
         create_dir_all(&dir.join(CHECKPOINTS))?;
@@ -112,9 +114,15 @@ impl RunLog {
         };
         if let Some(step) = resume_step {
             let keep = |m: &Row| {
-                row_get(m, "step")
-                    .and_then(Value::as_u64)
-                    .is_some_and(|s| s <= step)
+                let Some(s) = row_get(m, "step").and_then(Value::as_u64) else {
+                    return false;
+                };
+                // Epoch records carry `seconds`; step records (`--steps`) do not.
+                let whole_epoch = row_get(m, "seconds").is_none()
+                    || row_get(m, "epoch").and_then(Value::as_u64)
+                        == Some(s / steps_per_epoch.max(1))
+                        && s.is_multiple_of(steps_per_epoch.max(1));
+                s <= step && whole_epoch
             };
             log.jsonl = read_jsonl(&dir.join(JSONL))
                 .into_iter()
@@ -124,6 +132,10 @@ impl RunLog {
                 .into_iter()
                 .filter(keep)
                 .collect();
+            // A run that began logging steps (`--steps`) goes on logging steps.
+            if log.jsonl.iter().any(|m| row_get(m, "seconds").is_none()) {
+                log.per_step = true;
+            }
         }
         Ok(log)
     }
@@ -254,4 +266,122 @@ fn parse_row(line: &str) -> Option<Row> {
         .collect();
     row.sort_by_key(|(at, _, _)| *at);
     Some(row.into_iter().map(|(_, k, v)| (k, v)).collect())
+}
+
+/// `run.json`: what state a run directory is in.
+pub const RUN_INFO: &str = "run.json";
+
+/// The contents of `run.json`: `status` is `running` (also what a killed run leaves), `finished`
+/// or `failed` (with `error`); `saved` is where the final weights went when that is outside the
+/// run directory (`--save`), so that `--resume` of that file continues this run.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunInfo {
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl RunInfo {
+    pub fn read(dir: &Path) -> Option<RunInfo> {
+        let text = std::fs::read_to_string(dir.join(RUN_INFO)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<(), RuntimeError> {
+        let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
+        text.push('\n');
+        atomic_write(&dir.join(RUN_INFO), text.as_bytes())
+    }
+}
+
+/// The files of a run directory that `--resume DIR` may continue from, in order of preference
+/// when several hold the same step.
+fn resume_candidates(dir: &Path) -> Vec<PathBuf> {
+    let mut files = vec![
+        dir.join(CHECKPOINTS).join("last.safetensors"),
+        dir.join(CHECKPOINTS).join("best.safetensors"),
+        dir.join(WEIGHTS),
+    ];
+    if let Some(saved) = RunInfo::read(dir).and_then(|i| i.saved) {
+        files.push(saved);
+    }
+    files
+}
+
+/// The checkpoint of a run directory that is furthest into the run (the most optimizer
+/// steps); files that do not load as checkpoints are passed over.
+pub fn latest_checkpoint(dir: &Path) -> Result<PathBuf, RuntimeError> {
+    let mut best: Option<(u64, PathBuf)> = None;
+    for file in resume_candidates(dir) {
+        if !file.is_file() {
+            continue;
+        }
+        let Ok(w) = crate::weights::load_weights(&file) else {
+            continue;
+        };
+        if w.meta.train_state.is_none() {
+            continue;
+        }
+        if best.as_ref().is_none_or(|(step, _)| w.meta.step > *step) {
+            best = Some((w.meta.step, file));
+        }
+    }
+    best.map(|(_, f)| f).ok_or_else(|| {
+        RuntimeError::at(
+            crate::error::ErrorKind::MissingFile,
+            dir,
+            "no checkpoint to resume from (expected checkpoints/last.safetensors or weights.safetensors)",
+        )
+    })
+}
+
+/// The run directory a checkpoint file belongs to: `DIR` for `DIR/checkpoints/*.safetensors`
+/// and for a file beside a `run.json`; else the run under `runs_base` whose `run.json` names
+/// the file as its `--save`d weights.
+pub fn run_dir_of(checkpoint: &Path, runs_base: &Path) -> Option<PathBuf> {
+    let parent = checkpoint.parent().filter(|p| !p.as_os_str().is_empty());
+    let parent = parent.unwrap_or(Path::new("."));
+    if parent.file_name().is_some_and(|n| n == CHECKPOINTS) {
+        if let Some(dir) = parent.parent() {
+            if dir.join(RUN_INFO).is_file() || dir.join(JSONL).is_file() {
+                return Some(dir.to_path_buf());
+            }
+        }
+    }
+    if parent.join(RUN_INFO).is_file() {
+        return Some(parent.to_path_buf());
+    }
+    let wanted = checkpoint.canonicalize().ok()?;
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(runs_base)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join(RUN_INFO).is_file())
+        .collect();
+    runs.sort();
+    runs.into_iter().find(|dir| {
+        RunInfo::read(dir)
+            .and_then(|i| i.saved)
+            .and_then(|s| s.canonicalize().ok())
+            .is_some_and(|s| s == wanted)
+    })
+}
+
+/// After a run failed: a run directory the run created and that holds no checkpoint is
+/// removed; otherwise its `run.json` says `failed`, with the error. Either way nothing looks
+/// finished: `weights.safetensors` and `curves.svg` are written only at the end of a run.
+pub fn mark_failed(dir: &Path, fresh: bool, error: &RuntimeError) {
+    let has_checkpoint = latest_checkpoint(dir).is_ok();
+    if fresh && !has_checkpoint {
+        let _ = std::fs::remove_dir_all(dir);
+        return;
+    }
+    let _ = RunInfo {
+        status: "failed".into(),
+        saved: RunInfo::read(dir).and_then(|i| i.saved),
+        error: Some(error.to_string()),
+    }
+    .write(dir);
 }

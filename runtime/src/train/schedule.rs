@@ -17,7 +17,8 @@ pub struct LrSchedule {
     pub base_lr: f64,
     pub schedule: Schedule,
     pub steps_per_epoch: u64,
-    /// Steps of the whole run (`epochs * steps_per_epoch`, or `--steps`): Cosine decays over it.
+    /// Steps of the run the `train` section describes (`epochs * steps_per_epoch`, whatever
+    /// `--steps` says): Cosine decays over it.
     pub total_steps: u64,
     /// State of `ReduceOnPlateau` (None for the other schedules).
     pub plateau: Option<PlateauState>,

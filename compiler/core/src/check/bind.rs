@@ -125,7 +125,7 @@ pub fn bind(
                     format!("`{callee}` has no argument `{}`", key.name),
                 )
                 .with_primary(key.span, "unknown argument");
-                if let Some(s) = super::suggest(&key.name, params.iter().map(|p| p.name)) {
+                if let Some(s) = super::suggest_argument(&key.name, params.iter().map(|p| p.name)) {
                     d = d.with_help(format!("did you mean `{s}`?"));
                 } else if !params.is_empty() {
                     let all: Vec<String> = params.iter().map(|p| format!("`{}`", p.name)).collect();

@@ -292,3 +292,140 @@ fn transform(ctx: &mut Ctx, v: &Val, span: Span) -> Option<Transform> {
         _ => Transform::Standardize,
     })
 }
+
+/// The positions and names of the string arguments of a data source that are file paths
+/// (`npz`'s and `csv`'s other strings are keys and columns).
+fn path_params(source: &str) -> &'static [(usize, &'static str)] {
+    match source {
+        "idx" => &[(0, "images"), (1, "labels")],
+        "npy" => &[(0, "x"), (1, "y")],
+        "npz" | "csv" => &[(0, "path")],
+        _ => &[],
+    }
+}
+
+/// `source` with every relative data path rewritten so that it names the same file when the
+/// text is read from `to_dir` instead of `from_dir` (the copy of a `.fm` file in a run
+/// directory). Absolute paths and the rest of the text are unchanged; a file that does not
+/// parse is returned as it is.
+pub fn rebase_data_paths(source: &str, from_dir: &Path, to_dir: &Path) -> String {
+    use fm_grammar::ast::{ExprKind, Item};
+    let (file, errors) = fm_grammar::parse(source);
+    if !errors.is_empty() {
+        return source.to_string();
+    }
+    let mut edits: Vec<(Span, String)> = Vec::new();
+    for item in &file.items {
+        let Item::Data(section) = item else { continue };
+        for entry in &section.entries {
+            let ExprKind::Call { callee, args } = &entry.value.kind else {
+                continue;
+            };
+            let params = path_params(&callee.name);
+            let mut position = 0;
+            for arg in args {
+                let is_path = match &arg.name {
+                    Some(n) => params.iter().any(|(_, p)| *p == n.name),
+                    None => {
+                        position += 1;
+                        params.iter().any(|(i, _)| *i == position - 1)
+                    }
+                };
+                if let (true, ExprKind::Str(text)) = (is_path, &arg.value.kind) {
+                    if Path::new(text).is_absolute() {
+                        continue;
+                    }
+                    let moved = relative_path(&from_dir.join(text), to_dir);
+                    edits.push((arg.value.span, quote(&moved.to_string_lossy())));
+                }
+            }
+        }
+    }
+    edits.sort_by_key(|(span, _)| std::cmp::Reverse(span.start));
+    let mut out = source.to_string();
+    for (span, text) in edits {
+        out.replace_range(span.start..span.end, &text);
+    }
+    out
+}
+
+/// `target` as seen from the directory `dir`: relative when both resolve to absolute paths (so a
+/// project moved as a whole keeps working), else `target` made absolute.
+fn relative_path(target: &Path, dir: &Path) -> PathBuf {
+    let absolute = |p: &Path| {
+        p.canonicalize()
+            .or_else(|_| std::path::absolute(p).map(|a| normalize(&a)))
+    };
+    let (Ok(target), Ok(dir)) = (absolute(target), absolute(dir)) else {
+        return target.to_path_buf();
+    };
+    let t: Vec<_> = target.components().collect();
+    let d: Vec<_> = dir.components().collect();
+    let common = t.iter().zip(&d).take_while(|(a, b)| a == b).count();
+    if common == 0 {
+        return target;
+    }
+    let mut out = PathBuf::new();
+    for _ in common..d.len() {
+        out.push("..");
+    }
+    for c in &t[common..] {
+        out.push(c);
+    }
+    out
+}
+
+/// Removes `.` and folds `..` lexically (for a path that does not exist yet).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// A `.fm` string literal (the escapes of the grammar: `\"`, `\\`, `\n`, `\t`).
+fn quote(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_paths_are_rebased_to_the_copy() {
+        let dir = std::env::temp_dir().join(format!("fm-rebase-{}", std::process::id()));
+        let project = dir.join("project");
+        let run = dir.join("project/runs/m/1");
+        std::fs::create_dir_all(project.join("data")).unwrap();
+        std::fs::create_dir_all(&run).unwrap();
+        let source = "data d {\n    train: idx(\"data/a\", labels: \"data/b\")\n    test: csv(\"t.csv\", label: \"y\")\n}\ndata e {\n    train: npz(\"/abs/e.npz\", x: \"data/not-a-path\")\n}\n";
+        let out = rebase_data_paths(source, &project, &run);
+        assert_eq!(
+            out,
+            "data d {\n    train: idx(\"../../../data/a\", labels: \"../../../data/b\")\n    test: csv(\"../../../t.csv\", label: \"y\")\n}\ndata e {\n    train: npz(\"/abs/e.npz\", x: \"data/not-a-path\")\n}\n"
+        );
+        // A file with syntax errors is left alone.
+        assert_eq!(rebase_data_paths("data {", &project, &run), "data {");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

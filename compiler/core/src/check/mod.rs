@@ -191,6 +191,39 @@ pub fn suggest<'c>(name: &str, candidates: impl Iterator<Item = &'c str>) -> Opt
     best.map(|(_, c)| c.to_string())
 }
 
+/// Keras's (and PyTorch's) names of arguments fm spells differently, as (theirs, fm's).
+const KERAS_NAMES: &[(&str, &str)] = &[
+    ("learning_rate", "lr"),
+    ("strides", "stride"),
+    ("kernel_size", "kernel"),
+    ("dilation_rate", "dilation"),
+    ("pool_size", "size"),
+    ("kernel_initializer", "init"),
+    ("bias_initializer", "bias_init"),
+    ("num_heads", "heads"),
+    ("input_dim", "vocab"),
+    ("output_dim", "dim"),
+    ("target_shape", "shape"),
+    ("beta_1", "beta1"),
+    ("beta_2", "beta2"),
+    ("clipnorm", "clip_norm"),
+    ("global_clipnorm", "global_clip_norm"),
+    ("clipvalue", "clip_value"),
+];
+
+/// The name fm uses for an argument written with its Keras name (`learning_rate` -> `lr`), when
+/// it is one of `candidates`; otherwise the closest candidate ([`suggest`]).
+pub fn suggest_argument<'c>(
+    name: &str,
+    candidates: impl Iterator<Item = &'c str> + Clone,
+) -> Option<String> {
+    KERAS_NAMES
+        .iter()
+        .find(|(keras, fm)| *keras == name && candidates.clone().any(|c| c == *fm))
+        .map(|(_, fm)| fm.to_string())
+        .or_else(|| suggest(name, candidates))
+}
+
 /// Edit distance over chars where a swap of two neighbours counts as one edit (optimal string
 /// alignment), so `smae` is one edit from `same`.
 pub fn edit_distance(a: &str, b: &str) -> usize {
@@ -243,5 +276,16 @@ mod tests {
             Some("Conv2D")
         );
         assert_eq!(suggest("Transformer", names.iter().copied()), None);
+    }
+
+    #[test]
+    fn keras_argument_names_suggest_fm_names() {
+        let adam = ["lr", "beta1", "beta2", "epsilon"];
+        let s = |n: &str| suggest_argument(n, adam.iter().copied());
+        assert_eq!(s("learning_rate").as_deref(), Some("lr"));
+        assert_eq!(s("beta_1").as_deref(), Some("beta1"));
+        assert_eq!(s("epsilom").as_deref(), Some("epsilon"));
+        // A Keras name whose fm name the callee does not take suggests nothing from the table.
+        assert_eq!(s("strides"), None);
     }
 }

@@ -886,6 +886,9 @@ fn losses(
             }
             _ => {}
         }
+        if let Some(w) = positions_warning(g, o.node, &name, &loss, span) {
+            ctx.emit(w);
+        }
         if node.dtype != crate::graph::DType::F32 {
             misfit(
                 ctx,
@@ -907,6 +910,87 @@ fn losses(
         });
     }
     ok.then_some(out)
+}
+
+/// W0104: a classification loss on an output that keeps the positions of a convolution or
+/// pooling layer (`Conv2D -> Dense(10, softmax)`, Flatten forgotten). `Dense`, activations and
+/// other position-wise layers between them keep the positions; `Flatten`, global pools,
+/// `Reshape`, recurrent and attention layers end the search (their outputs are meant per step).
+fn positions_warning(
+    g: &ModelGraph,
+    output: usize,
+    name: &str,
+    loss: &Loss,
+    span: Span,
+) -> Option<Diagnostic> {
+    let shape = &g.nodes[output].shape;
+    if shape.len() < 2 {
+        return None;
+    }
+    let sparse = match loss {
+        Loss::SparseCategoricalCrossentropy { .. } => true,
+        Loss::CategoricalCrossentropy { .. } | Loss::BinaryCrossentropy { .. } => false,
+        _ => return None,
+    };
+    let mut at = output;
+    let source = loop {
+        let n = &g.nodes[at];
+        match &n.op {
+            Op::Conv { .. } | Op::Pool { .. } => break at,
+            Op::Dense { .. }
+            | Op::Activation(_)
+            | Op::Dropout { .. }
+            | Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Rescale { .. }
+            | Op::Add
+            | Op::Sub
+            | Op::Mul => at = *n.inputs.first()?,
+            _ => return None,
+        }
+    };
+    let positions = &shape[..shape.len() - 1];
+    let per_sample: Vec<String> = if sparse { positions } else { &shape[..] }
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    let grid: Vec<String> = positions.iter().map(|d| d.to_string()).collect();
+    let src = &g.nodes[source];
+    let pool = match &src.op {
+        Op::Conv { kernel, .. } => format!("GlobalAvgPool{}D", kernel.len()),
+        Op::Pool { size, .. } => format!("GlobalAvgPool{}D", size.len()),
+        _ => "GlobalAvgPool2D".into(),
+    };
+    Some(
+        Diagnostic::warning(
+            codes::W0104,
+            format!(
+                "`{}` on `{name}` needs a label for each of its {} positions",
+                loss_name(loss),
+                grid.join("x")
+            ),
+        )
+        .with_primary(
+            span,
+            format!(
+                "expects targets of shape [{}] per sample",
+                per_sample.join(", ")
+            ),
+        )
+        .with_secondary(
+            src.span,
+            format!(
+                "`{name}` keeps the {} positions of this `{}`: it is {}",
+                grid.join("x"),
+                src.op.type_name(),
+                shape_str(g.nodes[output].dtype, shape)
+            ),
+        )
+        .with_help(format!(
+            "for one label per sample, add Flatten or a global pool (`{pool}`) before the `Dense`"
+        ))
+        .with_note("`Dense` acts on the last axis only, as in Keras"),
+    )
 }
 
 fn unknown_output(ctx: &mut Ctx, k: &Ident, g: &ModelGraph) {

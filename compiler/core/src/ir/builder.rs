@@ -21,6 +21,7 @@ impl Builder {
                 args: Vec::new(),
                 insts: Vec::new(),
                 results: Vec::new(),
+                kernels: None,
             },
         }
     }

@@ -7,6 +7,8 @@
 //! (`Broadcast`), which keeps shape inference, autodiff and code generation simple.
 
 pub mod builder;
+pub mod kernels;
+pub mod parse;
 pub mod print;
 pub mod shape;
 pub mod verify;
@@ -359,6 +361,8 @@ pub struct Function {
     pub args: Vec<Arg>,
     pub insts: Vec<Inst>,
     pub results: Vec<FnResult>,
+    /// The kernels the fusion pass chose (`None` before it runs; a rewrite drops them).
+    pub kernels: Option<kernels::KernelPlan>,
 }
 
 impl Function {

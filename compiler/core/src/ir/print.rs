@@ -102,7 +102,7 @@ fn arg_kind(k: &ArgKind) -> String {
     }
 }
 
-/// Prints a whole function.
+/// Prints a whole function, then its kernels when the fusion pass has chosen them.
 pub fn print_function(f: &Function) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "fn {}(", f.name);
@@ -145,5 +145,8 @@ pub fn print_function(f: &Function) -> String {
         let _ = writeln!(out, "        \"{}\" = %{}", r.name, r.value);
     }
     let _ = writeln!(out, "}}");
+    if let Some(plan) = &f.kernels {
+        out.push_str(&kernels::print_plan(f, plan));
+    }
     out
 }

@@ -1,5 +1,5 @@
-//! The IR verifier: re-derives every instruction's type and checks SSA order. Run after
-//! lowering and after every pass in debug and test builds; a failure is a compiler bug.
+//! The IR verifier: re-derives every instruction's type, checks SSA order and the kernel plan.
+//! Run after lowering and after every pass; a failure is a compiler bug.
 
 use super::shape::infer;
 use super::*;
@@ -46,6 +46,9 @@ pub fn verify(f: &Function) -> Result<(), String> {
         if r.value >= f.insts.len() {
             return Err(format!("result `{}` names undefined %{}", r.name, r.value));
         }
+    }
+    if let Some(plan) = &f.kernels {
+        super::kernels::verify_plan(f, plan)?;
     }
     Ok(())
 }

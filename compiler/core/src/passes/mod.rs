@@ -1,27 +1,146 @@
-//! Optimization passes over IR functions. Each pass is a function `Function -> Function`; the
-//! pipeline verifies the result of every pass (a failure is a compiler bug).
+//! Passes over IR functions, as values: each is a [`Pass`] with a name, run by a [`Pipeline`]
+//! that verifies the function after every pass (a failure is a compiler bug) and times it.
+//!
+//! - [`standard`]: `simplify`, `cse`, `dce`, the rewrites every backend runs (they change no
+//!   bit of any result);
+//! - [`backend`]: `split_sums` (sums in the interpreter's order) and `fuse` (the kernel plan),
+//!   which the JIT compiles and `fmc compile --emit ir-opt` prints.
+
+pub mod cse;
+pub mod dce;
+pub mod fuse;
+pub mod simplify;
+pub mod split_sums;
 
 use crate::ir::verify::verify;
 use crate::ir::*;
-use std::collections::HashMap;
+use std::time::Instant;
 
-/// The standard pipeline: algebraic simplification, common subexpressions, dead code.
-pub fn optimize(f: &Function) -> Result<Function, String> {
-    let mut f = f.clone();
-    for (name, pass) in [
-        ("simplify", simplify as fn(&Function) -> Function),
-        ("cse", cse),
-        ("dce", dce),
-    ] {
-        f = pass(&f);
-        verify(&f).map_err(|e| format!("internal compiler error: after pass `{name}`: {e}"))?;
+/// One transformation of a function. A pass that rewrites instructions returns a function
+/// without kernels (`kernels: None`); `fuse` adds them.
+pub trait Pass: Send + Sync {
+    /// The name `-v` and verifier errors use (`simplify`, `cse`, ...).
+    fn name(&self) -> &'static str;
+    fn run(&self, f: Function) -> Result<Function, String>;
+}
+
+/// A pass made of a plain rewrite function.
+pub struct Rewrite {
+    pub name: &'static str,
+    pub rewrite: fn(&Function) -> Function,
+}
+
+impl Pass for Rewrite {
+    fn name(&self) -> &'static str {
+        self.name
     }
-    Ok(f)
+    fn run(&self, f: Function) -> Result<Function, String> {
+        Ok((self.rewrite)(&f))
+    }
+}
+
+/// What one pass cost on one function.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PassTiming {
+    pub pass: &'static str,
+    pub ms: f64,
+}
+
+/// Passes run in order, each followed by the verifier.
+pub struct Pipeline {
+    pub passes: Vec<Box<dyn Pass>>,
+}
+
+impl Pipeline {
+    /// Runs every pass on `f`, verifying after each; returns the result and each pass's time
+    /// (the verifier's time included).
+    pub fn run(&self, f: Function) -> Result<(Function, Vec<PassTiming>), String> {
+        let mut f = f;
+        let mut timings = Vec::with_capacity(self.passes.len());
+        for pass in &self.passes {
+            let start = Instant::now();
+            let name = pass.name();
+            f = pass.run(f)?;
+            verify(&f).map_err(|e| {
+                format!(
+                    "internal compiler error: after pass `{name}` on `{}`: {e}",
+                    f.name
+                )
+            })?;
+            timings.push(PassTiming {
+                pass: name,
+                ms: start.elapsed().as_secs_f64() * 1e3,
+            });
+        }
+        Ok((f, timings))
+    }
+
+    /// The passes by name, in the order given (for `.fmir` tests and tools).
+    pub fn named(names: &[&str]) -> Result<Pipeline, String> {
+        let passes = names
+            .iter()
+            .map(|&n| {
+                all()
+                    .into_iter()
+                    .find(|p| p.name() == n)
+                    .ok_or_else(|| format!("unknown pass `{n}` (passes: {})", ALL.join(", ")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Pipeline { passes })
+    }
+}
+
+/// Every pass's name, in pipeline order.
+pub const ALL: [&str; 5] = ["simplify", "cse", "dce", "split_sums", "fuse"];
+
+fn all() -> Vec<Box<dyn Pass>> {
+    let mut v = standard().passes;
+    v.extend(backend().passes);
+    v
+}
+
+/// Algebraic simplification, common subexpressions, dead code: what every backend runs.
+pub fn standard() -> Pipeline {
+    Pipeline {
+        passes: vec![
+            Box::new(Rewrite {
+                name: "simplify",
+                rewrite: simplify::simplify,
+            }),
+            Box::new(Rewrite {
+                name: "cse",
+                rewrite: cse::cse,
+            }),
+            Box::new(Rewrite {
+                name: "dce",
+                rewrite: dce::dce,
+            }),
+        ],
+    }
+}
+
+/// What the compiled backends run after [`standard`]: sums split into single axes in the
+/// interpreter's order, then the kernel plan.
+pub fn backend() -> Pipeline {
+    Pipeline {
+        passes: vec![
+            Box::new(Rewrite {
+                name: "split_sums",
+                rewrite: split_sums::split_sums,
+            }),
+            Box::new(fuse::Fuse),
+        ],
+    }
+}
+
+/// The standard pipeline on `f` (verified after every pass).
+pub fn optimize(f: &Function) -> Result<Function, String> {
+    Ok(standard().run(f.clone())?.0)
 }
 
 /// Rebuilds `f` keeping instruction `v` when `keep[v]`, with operands renamed through `map`
 /// (an operand may be redirected to another value by earlier rewrites).
-fn rebuild(f: &Function, keep: &[bool], redirect: &[ValueId]) -> Function {
+pub(super) fn rebuild(f: &Function, keep: &[bool], redirect: &[ValueId]) -> Function {
     let mut new_id = vec![usize::MAX; f.insts.len()];
     let mut insts = Vec::new();
     for (v, inst) in f.insts.iter().enumerate() {
@@ -39,6 +158,7 @@ fn rebuild(f: &Function, keep: &[bool], redirect: &[ValueId]) -> Function {
         name: f.name.clone(),
         args: f.args.clone(),
         insts,
+        kernels: None,
         results: f
             .results
             .iter()
@@ -48,113 +168,4 @@ fn rebuild(f: &Function, keep: &[bool], redirect: &[ValueId]) -> Function {
             })
             .collect(),
     }
-}
-
-/// Dead-code elimination: keeps what the results need, and every argument read.
-pub fn dce(f: &Function) -> Function {
-    let mut live = vec![false; f.insts.len()];
-    for r in &f.results {
-        live[r.value] = true;
-    }
-    for v in (0..f.insts.len()).rev() {
-        if matches!(f.insts[v].op, Op::Arg { .. }) {
-            live[v] = true;
-        }
-        if live[v] {
-            for &a in &f.insts[v].args {
-                live[a] = true;
-            }
-        }
-    }
-    let identity: Vec<ValueId> = (0..f.insts.len()).collect();
-    rebuild(f, &live, &identity)
-}
-
-/// Common-subexpression elimination: identical ops on identical operands compute once.
-/// Every op is pure (random bits are a function of seed, step and salt), so all qualify.
-pub fn cse(f: &Function) -> Function {
-    let mut seen: HashMap<String, ValueId> = HashMap::new();
-    let mut redirect: Vec<ValueId> = (0..f.insts.len()).collect();
-    let mut keep = vec![true; f.insts.len()];
-    for (v, inst) in f.insts.iter().enumerate() {
-        if matches!(inst.op, Op::Arg { .. }) {
-            continue;
-        }
-        let args: Vec<ValueId> = inst.args.iter().map(|&a| redirect[a]).collect();
-        let key = format!("{:?}|{:?}|{:?}", inst.op, args, inst.shape);
-        match seen.get(&key) {
-            Some(&prev) => {
-                redirect[v] = prev;
-                keep[v] = false;
-            }
-            None => {
-                seen.insert(key, v);
-            }
-        }
-    }
-    rebuild(f, &keep, &redirect)
-}
-
-/// The scalar constant a value holds, looking through broadcasts and reshapes.
-fn constant_of(f: &Function, v: ValueId) -> Option<f64> {
-    match &f.insts[v].op {
-        Op::Const { value } => Some(*value),
-        Op::Broadcast { .. } | Op::Reshape { .. } => constant_of(f, f.insts[v].args[0]),
-        _ => None,
-    }
-}
-
-/// Algebraic simplification: `x * 1`, `x + 0`, `x - 0`, `x / 1` become `x`; binary ops on two
-/// scalar constants fold.
-pub fn simplify(f: &Function) -> Function {
-    let mut f = f.clone();
-    let mut redirect: Vec<ValueId> = (0..f.insts.len()).collect();
-    for v in 0..f.insts.len() {
-        for a in f.insts[v].args.iter_mut() {
-            *a = redirect[*a];
-        }
-        let inst = f.insts[v].clone();
-        let Op::Binary(op) = inst.op else { continue };
-        let (x, y) = (inst.args[0], inst.args[1]);
-        let (cx, cy) = (constant_of(&f, x), constant_of(&f, y));
-        if inst.shape.is_empty() {
-            if let (Some(a), Some(b)) = (cx, cy) {
-                let folded = match op {
-                    BinaryOp::Add => Some(a + b),
-                    BinaryOp::Sub => Some(a - b),
-                    BinaryOp::Mul => Some(a * b),
-                    BinaryOp::Div => Some(a / b),
-                    BinaryOp::Pow => Some(a.powf(b)),
-                    _ => None,
-                };
-                if let Some(value) = folded {
-                    f.insts[v] = Inst {
-                        op: Op::Const { value },
-                        args: vec![],
-                        shape: vec![],
-                        dtype: inst.dtype,
-                    };
-                    continue;
-                }
-            }
-        }
-        let same = |o: ValueId| f.insts[o].shape == inst.shape;
-        let target = match (op, cx, cy) {
-            (BinaryOp::Mul, _, Some(c)) if c == 1.0 && same(x) => Some(x),
-            (BinaryOp::Mul, Some(c), _) if c == 1.0 && same(y) => Some(y),
-            (BinaryOp::Add, _, Some(c)) if c == 0.0 && same(x) => Some(x),
-            (BinaryOp::Add, Some(c), _) if c == 0.0 && same(y) => Some(y),
-            (BinaryOp::Sub | BinaryOp::Div, _, Some(c))
-                if c == if op == BinaryOp::Sub { 0.0 } else { 1.0 } && same(x) =>
-            {
-                Some(x)
-            }
-            _ => None,
-        };
-        if let Some(t) = target {
-            redirect[v] = t;
-        }
-    }
-    let keep = vec![true; f.insts.len()];
-    rebuild(&f, &keep, &redirect)
 }

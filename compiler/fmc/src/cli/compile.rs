@@ -1,8 +1,10 @@
-//! `fmc compile FILE --emit KIND [-o OUT]`. `ast` is the parser's dump; the other kinds belong
-//! to the back end (THE LEAD PLUGS `ir`, `ir-opt` and `rust` IN HERE; `clif` is the JIT's).
+//! `fmc compile FILE --emit KIND [-o OUT]`. `ast` is the parser's dump; `ir` and `ir-opt` the
+//! tensor IR before and after the passes; `clif` the JIT's Cranelift IR (`rust` is not written
+//! yet). FILE may also be an IR function in text form (`.fmir`), for `ir`, `ir-opt` and `clif`.
 
 use super::{EmitKind, Global};
 use fm_compiler::diag::SourceFile;
+use fm_compiler::ir::{print::print_function, Function};
 use std::path::Path;
 
 pub fn run(
@@ -12,7 +14,29 @@ pub fn run(
     output: Option<&Path>,
     model: Option<&str>,
 ) -> i32 {
+    let is_fmir = file.extension().is_some_and(|e| e == "fmir");
     let text = match emit {
+        EmitKind::Ir | EmitKind::IrOpt | EmitKind::Clif if is_fmir => {
+            let f = match read_fmir(file) {
+                Ok(f) => f,
+                Err(e) => {
+                    g.fail(&e);
+                    return 1;
+                }
+            };
+            let text = match emit {
+                EmitKind::Ir => Ok(print_function(&f)),
+                EmitKind::IrOpt => optimized(f).map(|f| print_function(&f)),
+                _ => fm_jit::emit_clif(&f),
+            };
+            match text {
+                Ok(t) => t,
+                Err(e) => {
+                    g.fail(&e);
+                    return 1;
+                }
+            }
+        }
         EmitKind::Ast => {
             let bytes = match std::fs::read(file) {
                 Ok(b) => b,
@@ -83,9 +107,10 @@ pub fn run(
 }
 
 /// The train step (when the file trains the model) and inference functions, before or after
-/// the optimization passes.
-fn ir_text(sel: &super::session::Selected, optimized: bool) -> Result<String, String> {
-    use fm_compiler::ir::{print::print_function, verify::verify};
+/// the passes (the standard ones, then the backend's: `split_sums` and `fuse`, whose kernel
+/// plan is printed after each function).
+fn ir_text(sel: &super::session::Selected, optimized_ir: bool) -> Result<String, String> {
+    use fm_compiler::ir::verify::verify;
     let mut fns = Vec::new();
     if sel.has_train {
         fns.push(fm_compiler::lower::train_step_fn(&sel.graph, &sel.spec));
@@ -99,11 +124,7 @@ fn ir_text(sel: &super::session::Selected, optimized: bool) -> Result<String, St
                 f.name
             )
         })?;
-        let f = if optimized {
-            fm_compiler::passes::optimize(&f)?
-        } else {
-            f
-        };
+        let f = if optimized_ir { optimized(f)? } else { f };
         if !out.is_empty() {
             out.push('\n');
         }
@@ -115,6 +136,19 @@ fn ir_text(sel: &super::session::Selected, optimized: bool) -> Result<String, St
         out.push_str(&print_function(&f));
     }
     Ok(out)
+}
+
+/// `f` after the standard passes and the backend's (`split_sums`, `fuse`).
+fn optimized(f: Function) -> Result<Function, String> {
+    let f = fm_compiler::passes::standard().run(f)?.0;
+    Ok(fm_compiler::passes::backend().run(f)?.0)
+}
+
+/// An IR function in text form (`.fmir`), parsed and verified.
+fn read_fmir(file: &Path) -> Result<Function, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
+    fm_compiler::ir::parse::parse_function(&text).map_err(|e| format!("{}:{e}", file.display()))
 }
 
 /// The Cranelift IR the JIT generates for the train step (when the file trains the model) and

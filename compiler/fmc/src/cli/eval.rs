@@ -61,7 +61,7 @@ pub fn run(g: &mut Global, args: &EvalArgs) -> i32 {
         Err(code) => return code,
     };
     let result: Result<Vec<(String, f64)>, RuntimeError> = (|| {
-        let meta = train::load_init(&mut backend, &args.weights)?;
+        let meta = session::load_weights(&mut backend, &args.weights, &sel.graph.name)?;
         let stored = session::stored_transforms(&meta, &sel.spec)?;
         let md = session::model_data(&sel.graph, &sel.spec);
         let opts = LoadOptions {

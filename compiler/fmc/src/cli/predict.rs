@@ -62,7 +62,7 @@ pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
         Err(code) => return code,
     };
     let result: Result<Vec<Tensor>, RuntimeError> = (|| {
-        let meta = train::load_init(&mut backend, &args.weights)?;
+        let meta = session::load_weights(&mut backend, &args.weights, &sel.graph.name)?;
         if let Some(n) = args.samples {
             return sampled(
                 &backend,
@@ -134,11 +134,11 @@ pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
             0
         }
         None => {
-            for (o, t) in sel.graph.outputs.iter().zip(&outputs) {
+            for (k, (o, t)) in sel.graph.outputs.iter().zip(&outputs).enumerate() {
                 if outputs.len() > 1 {
                     let _ = writeln!(g.out, "{}:", o.name);
                 }
-                print_rows(g, t);
+                print_rows(g, t, classifier(&sel, k));
             }
             0
         }
@@ -194,14 +194,73 @@ fn sampled(
         .collect()
 }
 
-/// One line per sample, values separated by spaces.
-fn print_rows(g: &mut Global, t: &Tensor) {
+/// How a classifier's output row names its class.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Classes {
+    /// Several classes: the most probable one (softmax or logits alike).
+    Argmax,
+    /// One unit: class 1 at or past this probability (0.5) or logit (0).
+    Threshold(f32),
+}
+
+/// Whether output `k` is a classifier's: its loss is a cross-entropy, or (without a `train`
+/// section) it ends in softmax or in a one-unit sigmoid. Only per-sample vectors qualify.
+fn classifier(sel: &session::Selected, k: usize) -> Option<Classes> {
+    use fm_compiler::graph::Activation;
+    use fm_runtime::config::Loss;
+    let o = sel.graph.outputs.get(k)?;
+    let shape = &sel.graph.nodes[o.node].shape;
+    let [units] = shape.as_slice() else {
+        return None;
+    };
+    if sel.has_train {
+        return match sel.spec.losses.get(k)?.loss {
+            Loss::SparseCategoricalCrossentropy { .. } | Loss::CategoricalCrossentropy { .. }
+                if *units >= 2 =>
+            {
+                Some(Classes::Argmax)
+            }
+            Loss::BinaryCrossentropy { from_logits } if *units == 1 => {
+                Some(Classes::Threshold(if from_logits { 0.0 } else { 0.5 }))
+            }
+            _ => None,
+        };
+    }
+    match fm_compiler::check::train::final_activation(&sel.graph, o.node)? {
+        Activation::Softmax { .. } if *units >= 2 => Some(Classes::Argmax),
+        Activation::Sigmoid if *units == 1 => Some(Classes::Threshold(0.5)),
+        _ => None,
+    }
+}
+
+/// One line per sample, values separated by spaces; a classifier's line starts with the class:
+/// `class 7: 0.000012 ... 0.998104 ...`.
+fn print_rows(g: &mut Global, t: &Tensor, classes: Option<Classes>) {
     let values = t.to_f32();
     let n = t.len();
     let per = values.len().checked_div(n).unwrap_or(0);
     let flat: Vec<f32> = values.iter().copied().collect();
     for row in flat.chunks(per.max(1)) {
         let cells: Vec<String> = row.iter().map(|v| format!("{v:.6}")).collect();
-        let _ = writeln!(g.out, "{}", cells.join(" "));
+        let class = match classes {
+            Some(Classes::Argmax) => row
+                .iter()
+                .enumerate()
+                .fold(None, |best: Option<(usize, f32)>, (i, &v)| match best {
+                    Some((_, b)) if b >= v || v.is_nan() => best,
+                    _ => Some((i, v)),
+                })
+                .map(|(i, _)| i),
+            Some(Classes::Threshold(at)) => row.first().map(|&v| usize::from(v >= at)),
+            None => None,
+        };
+        match class {
+            Some(c) => {
+                let _ = writeln!(g.out, "class {c}: {}", cells.join(" "));
+            }
+            None => {
+                let _ = writeln!(g.out, "{}", cells.join(" "));
+            }
+        }
     }
 }

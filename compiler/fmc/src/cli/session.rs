@@ -265,7 +265,8 @@ pub fn model_data(graph: &ModelGraph, spec: &TrainSpec) -> ModelData {
             let out_shape = &graph.nodes[o.node].shape;
             let loss = spec.losses.get(k).map(|l| l.loss);
             let (shape, dtype) = target_shape(loss, out_shape);
-            let t = TensorSpec::new(&format!("{}_target", o.name), dtype, &shape);
+            // Named after the output: messages say "the targets of output `probs`".
+            let t = TensorSpec::new(&o.name, dtype, &shape);
             match loss {
                 Some(Loss::SparseCategoricalCrossentropy { .. }) => {
                     t.with_classes(out_shape.last().copied().unwrap_or(1))
@@ -303,6 +304,9 @@ pub fn backend(g: &mut Global, selected: &Selected, choice: BackendChoice) -> Re
             started.elapsed().as_secs_f64() * 1e3,
             choice
         );
+        for (function, timings) in &session.pass_timings {
+            let _ = writeln!(g.err, "  passes `{function}`: {}", pass_times(timings));
+        }
         for (st, cached) in report.iter().flat_map(|r| &r.compiled) {
             let _ = writeln!(
                 g.err,
@@ -315,7 +319,11 @@ pub fn backend(g: &mut Global, selected: &Selected, choice: BackendChoice) -> Re
                 if *cached {
                     "cached".to_string()
                 } else {
-                    format!("compiled in {:.1} ms", st.compile_ms)
+                    format!(
+                        "compiled in {:.1} ms (passes: {})",
+                        st.compile_ms,
+                        pass_times(&st.passes)
+                    )
                 }
             );
         }
@@ -330,6 +338,42 @@ pub fn backend(g: &mut Global, selected: &Selected, choice: BackendChoice) -> Re
         }
     }
     Ok(session)
+}
+
+/// `simplify 0.1 ms, cse 0.4 ms, ...`
+fn pass_times(timings: &[fm_compiler::passes::PassTiming]) -> String {
+    let parts: Vec<String> = timings
+        .iter()
+        .map(|t| format!("{} {:.2} ms", t.pass, t.ms))
+        .collect();
+    parts.join(", ")
+}
+
+/// `--weights`/`--init`: loads weights into the backend. A file written for another model says
+/// so in one line naming both models, instead of listing every tensor that does not fit.
+pub fn load_weights(
+    backend: &mut Session,
+    path: &Path,
+    model: &str,
+) -> Result<fm_runtime::weights::WeightsMeta, RuntimeError> {
+    fm_runtime::train::load_init(backend, path).map_err(|e| {
+        if e.kind != fm_runtime::ErrorKind::Weights {
+            return e;
+        }
+        let theirs = match fm_runtime::weights::load_weights(path) {
+            Ok(file) if !file.meta.model.is_empty() && file.meta.model != model => file.meta.model,
+            _ => return e,
+        };
+        let problems = e.message.split("; ").count();
+        RuntimeError::without_path(
+            fm_runtime::ErrorKind::Weights,
+            format!(
+                "`{}` holds the weights of model `{theirs}`, not of `{model}` ({problems} {} not fit)",
+                path.display(),
+                if problems == 1 { "tensor does" } else { "tensors do" }
+            ),
+        )
+    })
 }
 
 /// Prints a runtime error like a diagnostic and returns exit status 1.

@@ -6,6 +6,7 @@ use fm_runtime::data::{
     convert_samples, load_data, prepare, read_xy, Dataset, FittedTransforms, LoadOptions,
 };
 use fm_runtime::metrics::metric_defs;
+use fm_runtime::train::record;
 use fm_runtime::train::{self, FitOptions, ProgressMode};
 use fm_runtime::weights::WeightsMeta;
 use fm_runtime::RuntimeError;
@@ -33,7 +34,8 @@ pub struct TrainArgs {
     /// Override a `train` key, e.g. `--set epochs=3 --set optimizer="SGD(lr: 0.1)"`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Run exactly N optimizer steps (ignores `epochs`).
+    /// Stop after step N of the run, counted from its start (with `--resume`, the steps before
+    /// the checkpoint count); `epochs` still sets the schedule's length.
     #[arg(long, value_name = "N")]
     pub steps: Option<u64>,
     /// Start from these weights instead of initialising.
@@ -42,8 +44,9 @@ pub struct TrainArgs {
     /// Where the final weights and optimizer state go (default RUN_DIR/weights.safetensors).
     #[arg(long, value_name = "W.safetensors")]
     pub save: Option<PathBuf>,
-    /// Continue a run exactly from a checkpoint.
-    #[arg(long, value_name = "CKPT.safetensors")]
+    /// Continue a run exactly from a checkpoint, or from a run directory's latest one; the run's
+    /// directory (and its metrics) carries on unless `--run-dir` says otherwise.
+    #[arg(long, value_name = "CKPT.safetensors|RUN_DIR")]
     pub resume: Option<PathBuf>,
     /// Where the run's files go (default runs/MODEL/N/).
     #[arg(long, value_name = "DIR")]
@@ -150,13 +153,28 @@ fn train(g: &mut Global, args: &TrainArgs) -> Result<(), i32> {
     let data = load(g, args, &sel)?;
     let mut backend = session::backend(g, &sel, args.backend)?;
     if let Some(init) = &args.init {
-        train::load_init(&mut backend, init).map_err(|e| runtime_error(g, &e))?;
+        session::load_weights(&mut backend, init, &sel.graph.name)
+            .map_err(|e| runtime_error(g, &e))?;
     }
+    let runs = Path::new("runs");
+    // `--resume DIR` continues from the directory's latest checkpoint, in that directory; a
+    // checkpoint file continues in the run directory it belongs to, when there is one.
+    let (resume, resumed_dir) = match &args.resume {
+        None => (None, None),
+        Some(p) if p.is_dir() => {
+            let latest = record::latest_checkpoint(p).map_err(|e| runtime_error(g, &e))?;
+            (Some(latest), Some(p.clone()))
+        }
+        Some(p) => (
+            Some(p.clone()),
+            record::run_dir_of(p, &runs.join(&sel.graph.name)),
+        ),
+    };
     let run_dir = args
         .run_dir
         .clone()
-        .unwrap_or_else(|| train::record::next_run_dir(Path::new("runs"), &sel.graph.name));
-    write_run_files(&run_dir, &sel).map_err(|e| runtime_error(g, &e))?;
+        .or(resumed_dir)
+        .unwrap_or_else(|| record::next_run_dir(runs, &sel.graph.name));
     let mut meta = WeightsMeta::new(&sel.graph.name, sel.source.as_bytes());
     meta.transforms = Some(data.transforms.to_json());
     let options = FitOptions {
@@ -169,19 +187,34 @@ fn train(g: &mut Global, args: &TrainArgs) -> Result<(), i32> {
         } else {
             ProgressMode::Lines
         },
-        resume: args.resume.clone(),
+        resume,
         save: args.save.clone(),
         meta,
+        run_files: run_files(&run_dir, &sel, &args.file),
     };
-    let history = train::fit_with_log(
+    let fitted = train::fit_with_log(
         &mut backend,
         &sel.spec,
         &data.train,
         data.test.as_ref(),
         &options,
         &mut *g.err,
-    )
-    .map_err(|e| runtime_error(g, &e))?;
+    );
+    let history = match fitted {
+        Ok(h) => h,
+        Err(e) => {
+            let code = runtime_error(g, &e);
+            if !g.quiet && record::latest_checkpoint(&run_dir).is_ok() {
+                let _ = writeln!(
+                    g.err,
+                    "note: the run failed; {} keeps its last checkpoint: `--resume {}` continues the run",
+                    run_dir.display(),
+                    run_dir.display()
+                );
+            }
+            return Err(code);
+        }
+    };
     if let Some(test) = &data.test {
         let defs = metric_defs(&sel.spec);
         let logs = train::evaluate(&mut backend, test, sel.spec.batch_size, &defs)
@@ -201,17 +234,23 @@ fn train(g: &mut Global, args: &TrainArgs) -> Result<(), i32> {
     Ok(())
 }
 
-/// The resolved `.fm` and `summary.txt`, written before training starts.
-fn write_run_files(run_dir: &Path, sel: &session::Selected) -> Result<(), RuntimeError> {
-    fm_runtime::fsutil::create_dir_all(run_dir)?;
-    fm_runtime::fsutil::atomic_write(
-        &run_dir.join(format!("{}.fm", sel.graph.name)),
-        sel.source.as_bytes(),
-    )?;
+/// The resolved `.fm` (its data paths rebased so that the copy reads the same files) and
+/// `summary.txt`, which the run writes into its directory when it starts.
+fn run_files(run_dir: &Path, sel: &session::Selected, file: &Path) -> Vec<(String, Vec<u8>)> {
+    let from = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // The copy's paths are relative to the run directory, which may not exist yet: rebase
+    // against the directory it will be.
+    let copy = fm_compiler::check::data::rebase_data_paths(&sel.source, from, run_dir);
     let style = fm_compiler::summary::Style {
         unicode: false,
         width: 100,
     };
     let summary = fm_compiler::summary::render(&sel.graph, std::slice::from_ref(&sel.spec), &style);
-    fm_runtime::fsutil::atomic_write(&run_dir.join("summary.txt"), summary.as_bytes())
+    vec![
+        (format!("{}.fm", sel.graph.name), copy.into_bytes()),
+        ("summary.txt".into(), summary.into_bytes()),
+    ]
 }

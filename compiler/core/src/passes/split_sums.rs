@@ -1,5 +1,4 @@
-//! IR rewrites that make the compiled code compute what the interpreter computes, in the same
-//! floating-point order, before scheduling.
+//! Sums in the interpreter's order, for the compiled backends (run before `fuse`).
 //!
 //! A sum over several axes becomes a chain of single-axis sums, innermost axis first: that is
 //! how the interpreter (ndarray's `sum_axis`, one axis at a time, last listed first) adds, and
@@ -7,18 +6,22 @@
 //! matters where they are followed by cancellation (layer norm subtracts a mean, then divides
 //! by a small standard deviation, turning one ulp of the sum into 1e-4 of the output).
 
-use fm_compiler::ir::{Dim, Function, Inst, Op, ReduceOp, Shape, ValueId};
+use crate::ir::{Dim, Function, Inst, Op, ReduceOp, Shape, ValueId};
 
 /// Returns `f` with every multi-axis `reduce_sum` split into single-axis sums.
 pub fn split_sums(f: &Function) -> Function {
     if !f.insts.iter().any(is_multi_axis_sum) {
-        return f.clone();
+        return Function {
+            kernels: None,
+            ..f.clone()
+        };
     }
     let mut out = Function {
         name: f.name.clone(),
         args: f.args.clone(),
         insts: Vec::with_capacity(f.insts.len()),
         results: f.results.clone(),
+        kernels: None,
     };
     let mut new_id: Vec<ValueId> = Vec::with_capacity(f.insts.len());
     for inst in &f.insts {

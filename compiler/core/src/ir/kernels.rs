@@ -1,0 +1,266 @@
+//! Kernels: which instructions run together as one loop nest, and the loop choices made for
+//! each. The fusion pass ([`crate::passes::fuse`]) decides them and records them on the
+//! function ([`Function::kernels`]); `fmc compile --emit ir-opt` prints them, the verifier
+//! checks them, and the JIT compiles one kernel per entry, in order.
+//!
+//! Arguments and reshapes belong to no kernel: a reshape aliases its operand's buffer.
+
+use super::*;
+
+/// The kernels of a function, in call order (each after the kernels computing its operands).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelPlan {
+    pub kernels: Vec<PlannedKernel>,
+}
+
+/// One kernel: the instructions it computes, ascending. The last is the root, the one value
+/// the kernel writes to memory; the others (fused elementwise instructions) live in registers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedKernel {
+    pub members: Vec<ValueId>,
+}
+
+impl PlannedKernel {
+    pub fn root(&self) -> ValueId {
+        *self.members.last().expect("a kernel has members")
+    }
+}
+
+/// Whether `v` computes elementwise (unary, binary, select, or the broadcast of one f32
+/// element): such instructions fuse into one loop over their element count.
+pub fn is_elementwise(f: &Function, v: ValueId) -> bool {
+    match &f.insts[v].op {
+        Op::Unary(_) | Op::Binary(_) | Op::Select => true,
+        Op::Broadcast { .. } => {
+            f.insts[v].dtype == DType::F32 && count(&f.insts[f.insts[v].args[0]].shape) == ONE
+        }
+        _ => false,
+    }
+}
+
+const ONE: Dim = Dim::Fixed(1);
+
+/// Product of two sizes; at most one may depend on the batch (it is only ever on axis 0).
+pub fn mul(a: Dim, b: Dim) -> Dim {
+    match (a, b) {
+        (Dim::Fixed(x), Dim::Fixed(y)) => Dim::Fixed(x * y),
+        (Dim::Batch(k), Dim::Fixed(c)) | (Dim::Fixed(c), Dim::Batch(k)) => Dim::Batch(k * c),
+        (Dim::Batch(_), Dim::Batch(_)) => {
+            panic!("internal error: product of two batch-dependent sizes")
+        }
+    }
+}
+
+/// Element count of a shape.
+pub fn count(shape: &[Dim]) -> Dim {
+    shape.iter().fold(ONE, |acc, &d| mul(acc, d))
+}
+
+/// The loop nest of a reduction of `x` over `axes`: blocks of merged adjacent axes (size,
+/// reduced?), outermost first, unit axes dropped; and whether the innermost reduced run adds
+/// in ndarray's eightfold-unrolled order (the interpreter's order for a sum over an array's
+/// last axis) rather than in sequence.
+pub fn reduce_loops(x: &[Dim], op: ReduceOp, axes: &[usize]) -> (Vec<(Dim, bool)>, bool) {
+    let mut blocks: Vec<(Dim, bool)> = Vec::new();
+    for (i, &d) in x.iter().enumerate() {
+        let red = axes.contains(&i);
+        if d == ONE {
+            continue;
+        }
+        match blocks.last_mut() {
+            Some(last) if last.1 == red => last.0 = mul(last.0, d),
+            _ => blocks.push((d, red)),
+        }
+    }
+    if blocks.is_empty() {
+        blocks.push((ONE, false));
+    }
+    // After `split_sums` a sum has one axis.
+    let unrolled = op == ReduceOp::Sum && axes == [x.len() - 1];
+    (blocks, unrolled)
+}
+
+/// What kind of loop nest a kernel is (the name `--emit ir-opt` prints).
+pub fn kind(f: &Function, k: &PlannedKernel) -> &'static str {
+    let root = k.root();
+    if is_elementwise(f, root) {
+        return "elementwise";
+    }
+    match &f.insts[root].op {
+        Op::Reduce { .. } => "reduce",
+        Op::Conv2d { .. } | Op::Conv2dBackInput { .. } | Op::Conv2dBackKernel { .. } => "conv",
+        Op::Pool2d { .. } | Op::Pool2dBack { .. } => "pool",
+        Op::Permute { .. }
+        | Op::Broadcast { .. }
+        | Op::Slice { .. }
+        | Op::Pad { .. }
+        | Op::Concat { .. } => "copy",
+        op => op.name(),
+    }
+}
+
+/// The kernel's loop choices, as printed after its members (`len=N*128`, `loops=[...]`).
+pub fn attrs(f: &Function, k: &PlannedKernel) -> String {
+    let root = k.root();
+    let inst = &f.insts[root];
+    let dim = |d: Dim| print::dim_str(d);
+    if is_elementwise(f, root) {
+        let ops: Vec<&str> = k.members.iter().map(|&m| f.insts[m].op.name()).collect();
+        return format!("ops=[{}] len={}", ops.join(", "), dim(count(&inst.shape)));
+    }
+    match &inst.op {
+        Op::Reduce { op, axes, .. } => {
+            let (blocks, unrolled) = reduce_loops(&f.insts[inst.args[0]].shape, *op, axes);
+            let loops: Vec<String> = blocks
+                .iter()
+                .map(|&(d, red)| format!("{} {}", dim(d), if red { "reduce" } else { "keep" }))
+                .collect();
+            format!(
+                "op={} loops=[{}]{}",
+                inst.op.name(),
+                loops.join(", "),
+                if unrolled { " unrolled" } else { "" }
+            )
+        }
+        Op::MatMul {
+            transpose_a,
+            transpose_b,
+        } => {
+            let sa = &f.insts[inst.args[0]].shape;
+            let sb = &f.insts[inst.args[1]].shape;
+            let r = sa.len();
+            let (m, k) = if *transpose_a {
+                (sa[r - 1], sa[r - 2])
+            } else {
+                (sa[r - 2], sa[r - 1])
+            };
+            let n = if *transpose_b { sb[r - 2] } else { sb[r - 1] };
+            let lead = count(&sa[..r - 2]);
+            let mut s = String::new();
+            if lead != ONE {
+                s.push_str(&format!("lead={} ", dim(lead)));
+            }
+            s.push_str(&format!("m={} k={} n={}", dim(m), dim(k), dim(n)));
+            if *transpose_a {
+                s.push_str(" transpose_a");
+            }
+            if *transpose_b {
+                s.push_str(" transpose_b");
+            }
+            s
+        }
+        Op::Conv2d { .. }
+        | Op::Conv2dBackInput { .. }
+        | Op::Conv2dBackKernel { .. }
+        | Op::Pool2d { .. }
+        | Op::Pool2dBack { .. }
+        | Op::Permute { .. }
+        | Op::Broadcast { .. }
+        | Op::Slice { .. }
+        | Op::Pad { .. }
+        | Op::Concat { .. } => format!("op={}", inst.op.name()),
+        _ => String::new(),
+    }
+}
+
+/// Prints the plan: `kernels { k0 = matmul %5 m=N k=64 n=128 ... }`.
+pub fn print_plan(f: &Function, plan: &KernelPlan) -> String {
+    let mut out = String::from("kernels {\n");
+    for (i, k) in plan.kernels.iter().enumerate() {
+        let members: Vec<String> = k.members.iter().map(|m| format!("%{m}")).collect();
+        let attrs = attrs(f, k);
+        out.push_str(&format!("    k{i} = {} {}", kind(f, k), members.join(" ")));
+        if !attrs.is_empty() {
+            out.push(' ');
+            out.push_str(&attrs);
+        }
+        out.push('\n');
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// Checks the plan against its function: every instruction but arguments and reshapes in
+/// exactly one kernel, kernels in instruction order, and fused instructions elementwise, of
+/// their root's element count, used only inside their kernel and not function results.
+pub fn verify_plan(f: &Function, plan: &KernelPlan) -> Result<(), String> {
+    let len = f.insts.len();
+    let mut kernel_of: Vec<Option<usize>> = vec![None; len];
+    let mut last_root: Option<ValueId> = None;
+    for (i, k) in plan.kernels.iter().enumerate() {
+        if k.members.is_empty() {
+            return Err(format!("kernel k{i} has no instructions"));
+        }
+        if !k.members.windows(2).all(|w| w[0] < w[1]) {
+            return Err(format!("kernel k{i}: members are not in ascending order"));
+        }
+        let root = k.root();
+        if root >= len {
+            return Err(format!("kernel k{i} names undefined %{root}"));
+        }
+        if last_root.is_some_and(|r| r >= root) {
+            return Err(format!(
+                "kernel k{i} (root %{root}) is out of instruction order"
+            ));
+        }
+        last_root = Some(root);
+        for &m in &k.members {
+            if let Some(j) = kernel_of[m] {
+                return Err(format!("%{m} is in kernels k{j} and k{i}"));
+            }
+            kernel_of[m] = Some(i);
+        }
+        if k.members.len() > 1 {
+            for &m in &k.members {
+                if !is_elementwise(f, m) {
+                    return Err(format!(
+                        "kernel k{i} fuses %{m} = {}, which is not elementwise",
+                        f.insts[m].op.name()
+                    ));
+                }
+                if count(&f.insts[m].shape) != count(&f.insts[root].shape) {
+                    return Err(format!(
+                        "kernel k{i} fuses %{m}, whose element count differs from its root %{root}"
+                    ));
+                }
+            }
+        }
+    }
+    let mut is_result = vec![false; len];
+    for r in &f.results {
+        is_result[r.value] = true;
+    }
+    for (v, inst) in f.insts.iter().enumerate() {
+        let planned = !matches!(inst.op, Op::Arg { .. } | Op::Reshape { .. });
+        match (planned, kernel_of[v]) {
+            (true, None) => return Err(format!("%{v} = {} is in no kernel", inst.op.name())),
+            (false, Some(i)) => {
+                return Err(format!(
+                    "%{v} = {} is in kernel k{i} but has no code of its own",
+                    inst.op.name()
+                ))
+            }
+            _ => {}
+        }
+        for &a in &inst.args {
+            // A fused (non-root) value exists only inside its kernel's loop.
+            if let Some(i) = kernel_of[a] {
+                if plan.kernels[i].root() != a && kernel_of[v] != Some(i) {
+                    return Err(format!(
+                        "%{a} is fused into kernel k{i} but %{v} outside it reads it"
+                    ));
+                }
+            }
+        }
+    }
+    for (v, &res) in is_result.iter().enumerate() {
+        if let Some(i) = kernel_of[v] {
+            if res && plan.kernels[i].root() != v {
+                return Err(format!(
+                    "result %{v} is fused into kernel k{i} and never written"
+                ));
+            }
+        }
+    }
+    Ok(())
+}

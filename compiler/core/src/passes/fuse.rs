@@ -1,0 +1,78 @@
+//! Fusion: the kernel plan ([`KernelPlan`]) of a function, recorded in `Function::kernels`.
+//!
+//! Rule (greedy, deterministic): an elementwise instruction (unary, binary, select, or the
+//! broadcast of a single element) joins the fused group of its users when every user belongs to
+//! that same group, it has the group's element count, and it is not a function result. A group
+//! runs as one loop at its root (its last instruction), so its intermediates never reach memory.
+//! Every other instruction but arguments and reshapes (which alias their operand) is a kernel
+//! of its own.
+
+use super::Pass;
+use crate::ir::kernels::{count, is_elementwise, KernelPlan, PlannedKernel};
+use crate::ir::*;
+
+/// The fusion pass.
+pub struct Fuse;
+
+impl Pass for Fuse {
+    fn name(&self) -> &'static str {
+        "fuse"
+    }
+    fn run(&self, mut f: Function) -> Result<Function, String> {
+        f.kernels = Some(plan(&f));
+        Ok(f)
+    }
+}
+
+/// The kernels of `f`, in instruction order of their roots.
+pub fn plan(f: &Function) -> KernelPlan {
+    let len = f.insts.len();
+    let mut users: Vec<Vec<ValueId>> = vec![Vec::new(); len];
+    for (v, inst) in f.insts.iter().enumerate() {
+        for &a in &inst.args {
+            users[a].push(v);
+        }
+    }
+    let mut is_result = vec![false; len];
+    for r in &f.results {
+        is_result[r.value] = true;
+    }
+    // Fusion groups (by root), decided from the last instruction backwards (users first).
+    let mut group: Vec<Option<ValueId>> = vec![None; len];
+    for v in (0..len).rev() {
+        if !is_elementwise(f, v) {
+            continue;
+        }
+        let g = users[v].first().and_then(|&u| group[u]);
+        let joins = match g {
+            Some(g) => {
+                !is_result[v]
+                    && users[v].iter().all(|&u| group[u] == Some(g))
+                    && count(&f.insts[v].shape) == count(&f.insts[g].shape)
+            }
+            None => false,
+        };
+        group[v] = if joins { g } else { Some(v) };
+    }
+    let mut members: Vec<Vec<ValueId>> = vec![Vec::new(); len];
+    for (v, g) in group.iter().enumerate() {
+        if let Some(g) = g {
+            members[*g].push(v);
+        }
+    }
+    let mut kernels = Vec::new();
+    for (v, inst) in f.insts.iter().enumerate() {
+        match inst.op {
+            Op::Arg { .. } | Op::Reshape { .. } => {}
+            _ if is_elementwise(f, v) => {
+                if group[v] == Some(v) {
+                    kernels.push(PlannedKernel {
+                        members: std::mem::take(&mut members[v]),
+                    });
+                }
+            }
+            _ => kernels.push(PlannedKernel { members: vec![v] }),
+        }
+    }
+    KernelPlan { kernels }
+}
