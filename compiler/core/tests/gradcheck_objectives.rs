@@ -204,6 +204,7 @@ train m {{
 fn every_loss_called_as_a_function() {
     for loss in [
         "mse(y, t)",
+        "mse(y, s)",
         "mae(y, t)",
         "huber(y, t, delta: 0.3)",
         "binary_crossentropy(q, p)",

@@ -103,6 +103,12 @@ pub fn per_sample_loss(
     } else {
         target
     };
+    // A target of lower rank broadcasts over the per-sample axes (`f32[]` against `[N, 1]`).
+    let target = if sparse {
+        target
+    } else {
+        super::align_ranks(b, pred, target).1
+    };
     let per_element = elementwise_loss(b, loss, pred, logits, target);
     let rest: Vec<usize> = (1..b.rank(per_element)).collect();
     b.mean(per_element, &rest, false)

@@ -332,8 +332,9 @@ pub fn predict_fn(graph: &ModelGraph) -> Function {
     let mut b = Builder::new("predict");
     let roots: Vec<NodeId> = graph.outputs.iter().map(|o| o.node).collect();
     let need = needed(graph, &roots);
-    let inputs = input_values(&mut b, graph, Some(&need), 0);
+    let mut inputs = input_args(&mut b, graph, Some(&need));
     let params = param_args(&mut b, graph);
+    draw_samples(&mut b, graph, &mut inputs, 0);
     let fwd = forward_with(&mut b, graph, &inputs, &[], &params, Mode::Infer, &roots);
     for (i, (o, &v)) in graph.outputs.iter().zip(&fwd.outputs).enumerate() {
         b.result(&o.name, ResultKind::Output(i), v);
@@ -366,9 +367,10 @@ pub fn uses_declared_targets(spec: &TrainSpec) -> bool {
 /// With several steps, the sum of their losses.
 pub fn eval_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
     let mut b = Builder::new("eval_step");
-    let inputs = input_values(&mut b, graph, None, 0);
+    let mut inputs = input_args(&mut b, graph, None);
     let targets = target_args(&mut b, graph, spec);
     let params = param_args(&mut b, graph);
+    draw_samples(&mut b, graph, &mut inputs, 0);
     let steps = steps_of(spec);
     let mut roots: Vec<NodeId> = graph.outputs.iter().map(|o| o.node).collect();
     roots.extend(steps.iter().filter_map(|s| s.objective));
@@ -498,7 +500,7 @@ pub fn train_step_fns(graph: &ModelGraph, spec: &TrainSpec) -> Vec<Function> {
                 format!("train_step_{}", st.name)
             };
             let mut b = Builder::new(&fname);
-            let inputs = input_values(&mut b, graph, None, k);
+            let mut inputs = input_args(&mut b, graph, None);
             let targets = target_args(&mut b, graph, spec);
             let params = param_args(&mut b, graph);
             let trainable: Vec<usize> = (0..graph.params.len())
@@ -510,6 +512,8 @@ pub fn train_step_fns(graph: &ModelGraph, spec: &TrainSpec) -> Vec<Function> {
             });
             let lr = b.arg("lr", ArgKind::LearningRate, vec![], DType::F32);
             let step = b.arg("step", ArgKind::Step, vec![], DType::F32);
+            // Arguments come first in a function; the draws follow them.
+            draw_samples(&mut b, graph, &mut inputs, k);
 
             let mut roots: Vec<NodeId> = graph.outputs.iter().map(|o| o.node).collect();
             roots.extend(st.objective);
@@ -575,29 +579,30 @@ pub fn train_step_fns(graph: &ModelGraph, spec: &TrainSpec) -> Vec<Function> {
         .collect()
 }
 
-/// Values of the model inputs: an argument for each input read from data, random draws for
-/// each sampled input (9.2) from the stream of step function `step`. With `need`, only the
-/// inputs it marks become arguments (the others get a placeholder never used).
-fn input_values(
-    b: &mut Builder,
-    graph: &ModelGraph,
-    need: Option<&[bool]>,
-    step: usize,
-) -> Vec<ValueId> {
+/// An argument for each model input read from data (with `need`, only those it marks); sampled
+/// inputs (and inputs not needed) get a placeholder, filled by [`draw_samples`].
+fn input_args(b: &mut Builder, graph: &ModelGraph, need: Option<&[bool]>) -> Vec<ValueId> {
     graph
         .inputs
         .iter()
         .enumerate()
         .map(|(k, i)| {
-            if need.is_some_and(|n| !n[i.node]) {
-                return usize::MAX;
-            }
-            match graph.sampled.iter().find(|(idx, _)| *idx == k) {
-                Some((_, s)) => sample::draw(b, s, &i.shape, sample_salt(step, k)),
-                None => b.arg(&i.name, ArgKind::Input, batched(&i.shape), i.dtype),
+            let sampled = graph.sampled.iter().any(|(idx, _)| *idx == k);
+            if sampled || need.is_some_and(|n| !n[i.node]) {
+                usize::MAX
+            } else {
+                b.arg(&i.name, ArgKind::Input, batched(&i.shape), i.dtype)
             }
         })
         .collect()
+}
+
+/// Random draws for each sampled input (9.2) from the stream of step function `step`.
+fn draw_samples(b: &mut Builder, graph: &ModelGraph, inputs: &mut [ValueId], step: usize) {
+    for (k, s) in &graph.sampled {
+        let shape = graph.inputs[*k].shape.clone();
+        inputs[*k] = sample::draw(b, s, &shape, sample_salt(step, *k));
+    }
 }
 
 fn param_args(b: &mut Builder, graph: &ModelGraph) -> Vec<ValueId> {
