@@ -8,7 +8,10 @@
 //! time per call.
 //!
 //! Usage: fm-bench [--models a,b] [--backends interp,jit] [--modes train,predict]
-//!                 [--seconds S] [--runs R]
+//!                 [--seconds S] [--runs R] [--batch N] [--threads N]
+//!
+//! `--batch N` measures only that batch size (`--batch 1 --modes predict` is the batch-1
+//! latency of `bench/issue11.sh`); `--threads N` lets the kernels use N threads (default 1).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -22,6 +25,8 @@ struct Options {
     modes: Vec<String>,
     seconds: f64,
     runs: usize,
+    batch: Option<usize>,
+    threads: usize,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -31,6 +36,8 @@ fn parse_args() -> Result<Options, String> {
         modes: vec!["train".into(), "predict".into()],
         seconds: 3.0,
         runs: 5,
+        batch: None,
+        threads: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -55,10 +62,26 @@ fn parse_args() -> Result<Options, String> {
                     .parse()
                     .map_err(|_| "--runs takes a positive integer".to_string())?
             }
+            "--batch" => {
+                options.batch = Some(
+                    value()?
+                        .parse()
+                        .ok()
+                        .filter(|&b| b > 0)
+                        .ok_or("--batch takes a positive integer")?,
+                )
+            }
+            "--threads" => {
+                options.threads = value()?
+                    .parse()
+                    .ok()
+                    .filter(|&t| t > 0)
+                    .ok_or("--threads takes a positive integer")?
+            }
             "-h" | "--help" => {
                 println!(
                     "fm-bench [--models a,b] [--backends interp,jit] [--modes train,predict] \
-                     [--seconds S] [--runs R]"
+                     [--seconds S] [--runs R] [--batch N] [--threads N]"
                 );
                 std::process::exit(0);
             }
@@ -111,11 +134,18 @@ fn median_seconds(
     Ok(times[times.len() / 2])
 }
 
-fn report(model: &str, backend: BackendKind, mode: &str, batch: usize, seconds: f64) {
+fn report(
+    options: &Options,
+    model: &str,
+    backend: BackendKind,
+    mode: &str,
+    batch: usize,
+    seconds: f64,
+) {
     let line = serde_json::json!({
         "framework": "fm",
         "backend": backend.name(),
-        "threads": 1,
+        "threads": options.threads,
         "model": model,
         "mode": mode,
         "batch": batch,
@@ -132,7 +162,8 @@ fn run(options: &Options) -> Result<(), String> {
     {
         let prepared = prepare(model)?;
         for &backend in &options.backends {
-            for &batch in model.batches {
+            let batches = options.batch.map_or(model.batches.to_vec(), |b| vec![b]);
+            for batch in batches {
                 let (inputs, targets) = synthetic_batch(&prepared, batch, 0);
                 let mut runner: Box<dyn Runner> = build(&prepared, backend)?;
                 for mode in &options.modes {
@@ -148,7 +179,7 @@ fn run(options: &Options) -> Result<(), String> {
                         })?,
                         other => return Err(format!("unknown mode `{other}`")),
                     };
-                    report(model.name, backend, mode, batch, seconds);
+                    report(options, model.name, backend, mode, batch, seconds);
                 }
             }
         }
@@ -173,8 +204,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The table compares single-threaded throughput (the records say `"threads": 1`).
-    fm_runtime::kernels::set_thread_limit(1);
+    // The records say how many threads the kernels had (README's table: 1).
+    fm_runtime::kernels::set_thread_limit(options.threads);
     match run(&options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,7 +1,8 @@
 //! The one registry of diagnostic codes (`fm_codes`) against what the crates emit, after rustc's
 //! tidy checks of `rustc_error_codes`:
-//! - no crate spells a code as a string (emitting takes a registered `fm_codes::Code`), and every
-//!   registered code is emitted somewhere (no dead entries);
+//! - no crate spells a code as a string (emitting takes a registered `fm_codes::Code`), every
+//!   registered code is emitted somewhere (no dead entries), and W codes are emitted as warnings,
+//!   E codes as errors;
 //! - the example of every checker and syntax code is a complete `.fm` file that `fmc check`
 //!   rejects with that very code, so the explanation and the printed diagnostic agree;
 //! - every such code has a golden case (`tests/golden/errors/cODE_*.fm`, whose rendering and code
@@ -55,6 +56,7 @@ fn no_crate_spells_a_code_as_a_string_and_every_code_is_emitted() {
     let registry = root().join("grammar/codes");
     let mut used = std::collections::BTreeSet::new();
     let mut literals = Vec::new();
+    let mut mismatched = Vec::new();
     for path in sources() {
         if path.starts_with(&registry) {
             continue;
@@ -76,6 +78,18 @@ fn no_crate_spells_a_code_as_a_string_and_every_code_is_emitted() {
                     "{rel}: {code} is not registered"
                 );
                 used.insert(code.to_string());
+                // The severity follows the code: `error(E...)`, `warning(W...)`.
+                let before = text[..i]
+                    .trim_end_matches(|c: char| c.is_alphanumeric() || c == '_' || c == ':')
+                    .trim_end();
+                let wrong = if code.starts_with('W') {
+                    "error("
+                } else {
+                    "warning("
+                };
+                if before.ends_with(wrong) {
+                    mismatched.push(format!("{rel}: {wrong}{code}"));
+                }
             }
         }
     }
@@ -83,6 +97,11 @@ fn no_crate_spells_a_code_as_a_string_and_every_code_is_emitted() {
         literals.is_empty(),
         "codes spelt as strings (use `fm_codes::CODE`):\n{}",
         literals.join("\n")
+    );
+    assert!(
+        mismatched.is_empty(),
+        "severity does not follow the code:\n{}",
+        mismatched.join("\n")
     );
     let unused: Vec<&str> = ALL
         .iter()

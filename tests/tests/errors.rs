@@ -105,6 +105,26 @@ fn runtime_errors_render_as_expected() {
             "TMP/mlp/weights.safetensors",
         ],
     ));
+    // A checkpoint of another model to `--resume`: the same line, before training starts.
+    failures.extend(runtime_case(
+        "checkpoint_of_another_model",
+        &[&[
+            "train",
+            "examples/digits_mlp.fm",
+            "--steps",
+            "1",
+            "--run-dir",
+            "TMP/mlp",
+        ]],
+        &[
+            "train",
+            "examples/digits_cnn.fm",
+            "--resume",
+            "TMP/mlp",
+            "--run-dir",
+            "TMP/cnn",
+        ],
+    ));
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 

@@ -22,6 +22,33 @@ pub trait Executor: Send + Sync {
         args: &[Value<f32>],
         ctx: Context,
     ) -> Result<Vec<Value<f32>>, String>;
+
+    /// Runs `f`, writing result `i` into `args[a]` when `updates[i] == Some(a)` (a state
+    /// update: the training step's parameters and optimizer slots) and into `results[i]`
+    /// otherwise (resized to the number of results). An executor that can reads the arguments
+    /// where they are and writes into the existing arrays, so a step copies and allocates
+    /// nothing per parameter; this default runs [`Executor::run`] and moves the results.
+    fn run_in_place(
+        &self,
+        f: &Function,
+        args: &mut [Value<f32>],
+        updates: &[Option<usize>],
+        ctx: Context,
+        results: &mut Vec<Value<f32>>,
+    ) -> Result<(), String> {
+        let out = self.run(f, args, ctx)?;
+        results.clear();
+        for (v, update) in out.into_iter().zip(updates) {
+            match *update {
+                Some(a) => {
+                    args[a] = v;
+                    results.push(Value::F(ArrayD::zeros(IxDyn(&[0]))));
+                }
+                None => results.push(v),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The reference interpreter as an [`Executor`].
@@ -51,8 +78,8 @@ pub struct Session {
     pub predict_fn: Function,
     /// Values of `graph.params`.
     pub params: Vec<ArrayD<f32>>,
-    /// Optimizer slots in argument order of the step functions: (param index, slot name,
-    /// value).
+    /// Optimizer slots in argument order of the step functions (`train_fn`'s first):
+    /// (param index, slot name, value).
     pub slots: Vec<(usize, String, ArrayD<f32>)>,
     /// Optimizer steps taken so far.
     pub iterations: u64,
@@ -60,6 +87,19 @@ pub struct Session {
     pub backend: Box<dyn Executor>,
     /// The standard passes' times on each function (by function name), for `fmc -v`.
     pub pass_timings: Vec<(String, Vec<PassTiming>)>,
+    /// The train step's argument and result arrays, kept from step to step so that a step
+    /// allocates nothing (see [`Session::train_step`]).
+    step: StepBuffers,
+}
+
+/// The train step's arrays between steps. Parameters and slots are moved in for the step and
+/// back out after it (no copy); batch arrays and scalars are overwritten in place.
+#[derive(Default)]
+struct StepBuffers {
+    args: Vec<Value<f32>>,
+    results: Vec<Value<f32>>,
+    /// For each result of `train_fn`: the argument it updates in place.
+    updates: Vec<Option<usize>>,
 }
 
 /// The output of one step.
@@ -141,6 +181,7 @@ impl Session {
             iterations: 0,
             backend: Box::new(Interp),
             pass_timings,
+            step: StepBuffers::default(),
         })
     }
 
@@ -148,6 +189,221 @@ impl Session {
     pub fn with_backend(mut self, backend: Box<dyn Executor>) -> Session {
         self.backend = backend;
         self
+    }
+
+    fn ctx(&self, inputs: &[Tensor]) -> Context {
+        Context {
+            batch: inputs.first().map_or(0, |t| t.len()),
+            seed: self.spec.seed,
+            step: self.iterations,
+        }
+    }
+
+    /// One optimizer step on a batch (training mode).
+    ///
+    /// The parameters and optimizer slots are moved into the step's argument list and the
+    /// executor updates them in place ([`Executor::run_in_place`]); the batch is converted into
+    /// arrays kept from the previous step. So with the JIT a step neither copies nor allocates
+    /// anything per parameter: only the outputs it returns are new arrays.
+    ///
+    /// A `train` section with several `step`s (language.md 9.4) runs each step function in
+    /// order, each seeing the weights the earlier ones changed; the loss is the sum of the
+    /// steps' losses. Lagged weights (9.5) are updated after the step.
+    pub fn train_step(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        lr: f32,
+    ) -> Result<StepResult, String> {
+        let mut out = if self.more_steps.is_empty() {
+            self.train_step_in_place(inputs, targets, lr)?
+        } else {
+            self.train_steps(inputs, targets, lr)?
+        };
+        if let [only] = self.spec.steps.as_slice() {
+            out.step_losses = vec![(format!("{}_loss", only.name), out.loss)];
+        }
+        self.update_lags();
+        Ok(out)
+    }
+
+    fn train_step_in_place(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        lr: f32,
+    ) -> Result<StepResult, String> {
+        let mut step = std::mem::take(&mut self.step);
+        let result = self.train_step_with(&mut step, inputs, targets, lr);
+        // The state goes back to its owners whatever happened.
+        let empty = || ArrayD::zeros(IxDyn(&[0]));
+        let mut slot_k = 0;
+        for (a, v) in self.train_fn.args.iter().zip(step.args.iter_mut()) {
+            let owner = match a.kind {
+                ArgKind::Param(p) => &mut self.params[p],
+                ArgKind::OptSlot { .. } => {
+                    slot_k += 1;
+                    &mut self.slots[slot_k - 1].2
+                }
+                _ => continue,
+            };
+            if let Value::F(x) = v {
+                *owner = std::mem::replace(x, empty());
+            }
+        }
+        self.step = step;
+        if result.is_ok() {
+            self.iterations += 1;
+        }
+        result
+    }
+
+    fn train_step_with(
+        &mut self,
+        step: &mut StepBuffers,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        lr: f32,
+    ) -> Result<StepResult, String> {
+        let f = &self.train_fn;
+        let batch = inputs.first().map_or(0, |t| t.len());
+        if step.args.len() != f.args.len() {
+            step.args = f
+                .args
+                .iter()
+                .map(|_| Value::F(ArrayD::zeros(IxDyn(&[0]))))
+                .collect();
+            step.updates = update_targets(f);
+        }
+        let (mut input_i, mut target_i, mut slot_k) = (0, 0, 0);
+        let empty = || ArrayD::zeros(IxDyn(&[0]));
+        for (a, v) in f.args.iter().zip(step.args.iter_mut()) {
+            match &a.kind {
+                ArgKind::Input | ArgKind::Target => {
+                    let t = if a.kind == ArgKind::Input {
+                        input_i += 1;
+                        inputs.get(input_i - 1).ok_or("missing input")?
+                    } else {
+                        target_i += 1;
+                        targets.get(target_i - 1).ok_or("missing target")?
+                    };
+                    conform_into(t, a.dtype, batch, &a.shape, &a.name, v)?
+                }
+                ArgKind::Param(p) => {
+                    *v = Value::F(std::mem::replace(&mut self.params[*p], empty()))
+                }
+                ArgKind::OptSlot { .. } => {
+                    let slot = self.slots.get_mut(slot_k).ok_or("slot")?;
+                    slot_k += 1;
+                    *v = Value::F(std::mem::replace(&mut slot.2, empty()));
+                }
+                ArgKind::LearningRate => set_scalar(v, lr),
+                ArgKind::Step => set_scalar(v, (self.iterations + 1) as f32),
+            }
+        }
+        let ctx = self.ctx(inputs);
+        self.backend
+            .run_in_place(f, &mut step.args, &step.updates, ctx, &mut step.results)?;
+        let mut out = StepResult {
+            loss: 0.0,
+            outputs: Vec::new(),
+            step_losses: Vec::new(),
+        };
+        for (r, v) in f.results.iter().zip(&step.results) {
+            match &r.kind {
+                ResultKind::Loss => out.loss = v.scalar() as f64,
+                ResultKind::Output(_) => out.outputs.push(Tensor::F32(v.clone().into_float())),
+                ResultKind::Param(_) | ResultKind::OptSlot { .. } => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Several step functions on one batch (their outputs are the last step's). They bind
+    /// their arguments by copy: a section with steps does not take the in-place path.
+    fn train_steps(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        lr: f32,
+    ) -> Result<StepResult, String> {
+        let mut out = StepResult {
+            loss: 0.0,
+            outputs: Vec::new(),
+            step_losses: Vec::new(),
+        };
+        let count = 1 + self.more_steps.len();
+        for k in 0..count {
+            let f = if k == 0 {
+                &self.train_fn
+            } else {
+                &self.more_steps[k - 1]
+            };
+            // Each step's learning rate: its optimizer's, scaled as the schedule scales the
+            // section's (the first step's) rate.
+            let step_lr = match self.spec.steps.get(k) {
+                Some(st) if self.spec.optimizer.lr != 0.0 => {
+                    (lr as f64 * st.optimizer.lr / self.spec.optimizer.lr) as f32
+                }
+                _ => lr,
+            };
+            let args = self.bind(f, inputs, targets, step_lr)?;
+            let results = self.backend.run(f, &args, self.ctx(inputs))?;
+            let f = if k == 0 {
+                &self.train_fn
+            } else {
+                &self.more_steps[k - 1]
+            };
+            let kinds: Vec<ResultKind> = f.results.iter().map(|r| r.kind.clone()).collect();
+            out.outputs.clear();
+            for (kind, v) in kinds.iter().zip(results) {
+                match kind {
+                    ResultKind::Loss => {
+                        let l = v.scalar() as f64;
+                        out.loss += l;
+                        if let Some(st) = self.spec.steps.get(k) {
+                            out.step_losses.push((format!("{}_loss", st.name), l));
+                        }
+                    }
+                    ResultKind::Output(_) => out.outputs.push(Tensor::F32(v.into_float())),
+                    ResultKind::Param(p) => self.params[*p] = v.into_float(),
+                    ResultKind::OptSlot { param, slot } => {
+                        if let Some(s) = self
+                            .slots
+                            .iter_mut()
+                            .find(|(p, s, _)| p == param && s == slot)
+                        {
+                            s.2 = v.into_float();
+                        }
+                    }
+                }
+            }
+        }
+        self.iterations += 1;
+        Ok(out)
+    }
+
+    /// Lagged weights (language.md 9.5) after a step: a copy refreshed every N steps, or an
+    /// exponential moving average. Never touched by gradients.
+    fn update_lags(&mut self) {
+        for lag in &self.graph.lags {
+            match lag.kind {
+                LagKind::Copy { every } => {
+                    if every > 0 && self.iterations % every == 0 {
+                        for &(live, copy) in &lag.pairs {
+                            self.params[copy] = self.params[live].clone();
+                        }
+                    }
+                }
+                LagKind::Ema { decay } => {
+                    let d = decay as f32;
+                    for &(live, copy) in &lag.pairs {
+                        let w = self.params[live].clone();
+                        self.params[copy].zip_mut_with(&w, |l, &w| *l = d * *l + (1.0 - d) * w);
+                    }
+                }
+            }
+        }
     }
 
     /// Binds the arguments of `f` from the batch and the current state.
@@ -208,127 +464,6 @@ impl Session {
             .collect()
     }
 
-    fn ctx(&self, inputs: &[Tensor]) -> Context {
-        Context {
-            batch: inputs.first().map_or(0, |t| t.len()),
-            seed: self.spec.seed,
-            step: self.iterations,
-        }
-    }
-
-    /// One optimizer step on a batch (training mode): every `step` of the section in order,
-    /// each seeing the weights the earlier ones changed, then the lagged weights' update.
-    /// The loss is the sum of the steps' losses; the outputs are the last step's.
-    pub fn train_step(
-        &mut self,
-        inputs: &[Tensor],
-        targets: &[Tensor],
-        lr: f32,
-    ) -> Result<StepResult, String> {
-        let mut out = StepResult {
-            loss: 0.0,
-            outputs: Vec::new(),
-            step_losses: Vec::new(),
-        };
-        let count = 1 + self.more_steps.len();
-        for k in 0..count {
-            let f = if k == 0 {
-                &self.train_fn
-            } else {
-                &self.more_steps[k - 1]
-            };
-            // Each step's learning rate: its optimizer's, scaled as the schedule scales the
-            // section's (the first step's) rate.
-            let step_lr = match self.spec.steps.get(k) {
-                Some(st) if self.spec.optimizer.lr != 0.0 => {
-                    (lr as f64 * st.optimizer.lr / self.spec.optimizer.lr) as f32
-                }
-                _ => lr,
-            };
-            let args = self.bind(f, inputs, targets, step_lr)?;
-            let results = self.backend.run(f, &args, self.ctx(inputs))?;
-            let f = if k == 0 {
-                &self.train_fn
-            } else {
-                &self.more_steps[k - 1]
-            };
-            let kinds: Vec<ResultKind> = f.results.iter().map(|r| r.kind.clone()).collect();
-            out.outputs.clear();
-            for (kind, v) in kinds.iter().zip(results) {
-                match kind {
-                    ResultKind::Loss => {
-                        let l = v.scalar() as f64;
-                        out.loss += l;
-                        if let Some(st) = self.spec.steps.get(k) {
-                            out.step_losses.push((format!("{}_loss", st.name), l));
-                        }
-                    }
-                    ResultKind::Output(_) => out.outputs.push(Tensor::F32(v.into_float())),
-                    ResultKind::Param(p) => self.params[*p] = v.into_float(),
-                    ResultKind::OptSlot { param, slot } => {
-                        if let Some(s) = self
-                            .slots
-                            .iter_mut()
-                            .find(|(p, s, _)| p == param && s == slot)
-                        {
-                            s.2 = v.into_float();
-                        }
-                    }
-                }
-            }
-        }
-        self.iterations += 1;
-        self.update_lags();
-        Ok(out)
-    }
-
-    /// Lagged weights (language.md 9.5) after a step: a copy refreshed every N steps, or an
-    /// exponential moving average. Never touched by gradients.
-    fn update_lags(&mut self) {
-        for lag in &self.graph.lags {
-            match lag.kind {
-                LagKind::Copy { every } => {
-                    if every > 0 && self.iterations % every == 0 {
-                        for &(live, copy) in &lag.pairs {
-                            self.params[copy] = self.params[live].clone();
-                        }
-                    }
-                }
-                LagKind::Ema { decay } => {
-                    let d = decay as f32;
-                    for &(live, copy) in &lag.pairs {
-                        let w = self.params[live].clone();
-                        self.params[copy].zip_mut_with(&w, |l, &w| *l = d * *l + (1.0 - d) * w);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Loss and outputs in inference mode.
-    pub fn evaluate(&self, inputs: &[Tensor], targets: &[Tensor]) -> Result<StepResult, String> {
-        let args = self.bind(&self.eval_fn, inputs, targets, 0.0)?;
-        let results = self.backend.run(&self.eval_fn, &args, self.ctx(inputs))?;
-        let mut out = StepResult {
-            loss: 0.0,
-            outputs: Vec::new(),
-            step_losses: Vec::new(),
-        };
-        for (r, v) in self.eval_fn.results.iter().zip(results) {
-            match r.kind {
-                ResultKind::Loss => out.loss = v.scalar() as f64,
-                _ => out.outputs.push(Tensor::F32(v.into_float())),
-            }
-        }
-        Ok(out)
-    }
-
-    /// Outputs in inference mode.
-    pub fn predict(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
-        let n = inputs.first().map_or(0, |t| t.len());
-        self.predict_samples(inputs, n, 0)
-    }
-
     /// Outputs in inference mode for a batch of `n` samples: `inputs` are the predict
     /// function's input arguments (none when every input the outputs need is sampled,
     /// `fmc predict --samples N`).
@@ -355,6 +490,124 @@ impl Session {
             .into_iter()
             .map(|v| Tensor::F32(v.into_float()))
             .collect())
+    }
+
+    /// Loss and outputs in inference mode.
+    pub fn evaluate(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+    ) -> Result<StepResult, String> {
+        let results = self.run_with_state(Inference::Eval, inputs, targets)?;
+        let mut out = StepResult {
+            loss: 0.0,
+            outputs: Vec::new(),
+            step_losses: Vec::new(),
+        };
+        for (r, v) in self.eval_fn.results.iter().zip(results) {
+            match r.kind {
+                ResultKind::Loss => out.loss = v.scalar() as f64,
+                _ => out.outputs.push(Tensor::F32(v.into_float())),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Outputs in inference mode.
+    pub fn predict(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
+        let results = self.run_with_state(Inference::Predict, inputs, &[])?;
+        Ok(results
+            .into_iter()
+            .map(|v| Tensor::F32(v.into_float()))
+            .collect())
+    }
+
+    /// Runs the eval or predict function with the parameters moved into its argument list and
+    /// back (an executor that reads arguments in place, as the JIT does, then copies none).
+    fn run_with_state(
+        &mut self,
+        which: Inference,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+    ) -> Result<Vec<Value<f32>>, String> {
+        let f = match which {
+            Inference::Eval => &self.eval_fn,
+            Inference::Predict => &self.predict_fn,
+        };
+        let batch = inputs.first().map_or(0, |t| t.len());
+        let ctx = Context {
+            batch,
+            seed: self.spec.seed,
+            step: self.iterations,
+        };
+        let empty = || ArrayD::zeros(IxDyn(&[0]));
+        let (mut input_i, mut target_i, mut slot_k) = (0, 0, 0);
+        let mut args = Vec::with_capacity(f.args.len());
+        let mut bound = Ok(());
+        for a in &f.args {
+            let v = match &a.kind {
+                ArgKind::Param(p) => Value::F(std::mem::replace(&mut self.params[*p], empty())),
+                ArgKind::OptSlot { .. } => {
+                    slot_k += 1;
+                    match self.slots.get_mut(slot_k - 1) {
+                        Some(slot) => Value::F(std::mem::replace(&mut slot.2, empty())),
+                        None => Value::F(empty()),
+                    }
+                }
+                ArgKind::Input | ArgKind::Target => {
+                    let t = if a.kind == ArgKind::Input {
+                        // `inputs` are the inputs read from data, in model order; predict
+                        // takes only those its outputs need (language.md 9.2).
+                        input_i += 1;
+                        let k = self
+                            .graph
+                            .inputs
+                            .iter()
+                            .enumerate()
+                            .filter(|(k, _)| !self.graph.sampled.iter().any(|(i, _)| i == k))
+                            .position(|(_, i)| i.name == a.name)
+                            .unwrap_or(input_i - 1);
+                        inputs.get(k)
+                    } else {
+                        target_i += 1;
+                        targets.get(target_i - 1)
+                    };
+                    let shape = crate::ir::eval_shape(&a.shape, batch);
+                    match t.map(|t| conform(t, a.dtype, &shape, &a.name)) {
+                        Some(Ok(v)) => v,
+                        Some(Err(e)) => {
+                            bound = bound.and(Err(e));
+                            Value::F(empty())
+                        }
+                        None => {
+                            bound = bound.and(Err(format!("missing `{}`", a.name)));
+                            Value::F(empty())
+                        }
+                    }
+                }
+                ArgKind::LearningRate => Value::F(ArrayD::from_elem(IxDyn(&[]), 0.0)),
+                ArgKind::Step => {
+                    Value::F(ArrayD::from_elem(IxDyn(&[]), (self.iterations + 1) as f32))
+                }
+            };
+            args.push(v);
+        }
+        let result = bound.and_then(|()| self.backend.run(f, &args, ctx));
+        // The state goes back to its owners whatever happened.
+        let mut slot_k = 0;
+        for (a, v) in f.args.iter().zip(args) {
+            match a.kind {
+                ArgKind::Param(p) => self.params[p] = v.into_float(),
+                ArgKind::OptSlot { .. } => {
+                    slot_k += 1;
+                    if let Some(slot) = self.slots.get_mut(slot_k - 1) {
+                        slot.2 = v.into_float();
+                    }
+                }
+                _ => {}
+            }
+        }
+        result
     }
 
     /// Every named tensor: parameters, `opt/PARAM/SLOT` and `opt/step`.
@@ -426,6 +679,13 @@ impl Session {
     }
 }
 
+/// The functions [`Session::run_with_state`] runs.
+#[derive(Clone, Copy)]
+enum Inference {
+    Eval,
+    Predict,
+}
+
 enum Target {
     Param(usize),
     Slot(usize),
@@ -471,6 +731,78 @@ impl Backend for Session {
     }
     fn set_state(&mut self, state: &[(String, Tensor)]) -> Result<(), RuntimeError> {
         Session::set_state(self, state).map_err(|m| RuntimeError::new(ErrorKind::Weights, None, m))
+    }
+}
+
+/// For each result of a train function: the argument it replaces (a parameter's or an
+/// optimizer slot's new value).
+fn update_targets(f: &Function) -> Vec<Option<usize>> {
+    f.results
+        .iter()
+        .map(|r| {
+            f.args.iter().position(|a| match (&r.kind, &a.kind) {
+                (ResultKind::Param(p), ArgKind::Param(q)) => p == q,
+                (ResultKind::OptSlot { param, slot }, ArgKind::OptSlot { param: q, slot: t }) => {
+                    param == q && slot == t
+                }
+                _ => false,
+            })
+        })
+        .collect()
+}
+
+/// Makes `v` a 0-d f32 array holding `x`, in place when it already is one.
+fn set_scalar(v: &mut Value<f32>, x: f32) {
+    match v {
+        Value::F(a) if a.ndim() == 0 => a.fill(x),
+        _ => *v = Value::F(ArrayD::from_elem(IxDyn(&[]), x)),
+    }
+}
+
+/// [`conform`] into `dst`, reusing its array when the shape and type already fit.
+fn conform_into(
+    t: &Tensor,
+    dtype: DType,
+    batch: usize,
+    shape: &[crate::ir::Dim],
+    name: &str,
+    dst: &mut Value<f32>,
+) -> Result<(), String> {
+    let fits = |have: &[usize]| {
+        have.len() == shape.len() && have.iter().zip(shape).all(|(&h, &d)| h == d.eval(batch))
+    };
+    let count: usize = t.shape().iter().product();
+    match (dtype, t, &mut *dst) {
+        (DType::F32, Tensor::F32(src), Value::F(a))
+            if fits(a.shape()) && a.len() == count && a.is_standard_layout() =>
+        {
+            let a = a.as_slice_mut().expect("standard layout");
+            match src.as_slice() {
+                Some(x) => a.copy_from_slice(x),
+                None => a.iter_mut().zip(src.iter()).for_each(|(d, &s)| *d = s),
+            }
+            Ok(())
+        }
+        (DType::F32, Tensor::I32(src), Value::F(a))
+            if fits(a.shape()) && a.len() == count && a.is_standard_layout() =>
+        {
+            let a = a.as_slice_mut().expect("standard layout");
+            a.iter_mut()
+                .zip(src.iter())
+                .for_each(|(d, &s)| *d = s as f32);
+            Ok(())
+        }
+        (DType::I32, Tensor::I32(src), Value::I(a))
+            if fits(a.shape()) && a.len() == count && a.is_standard_layout() =>
+        {
+            let a = a.as_slice_mut().expect("standard layout");
+            a.iter_mut().zip(src.iter()).for_each(|(d, &s)| *d = s);
+            Ok(())
+        }
+        _ => {
+            *dst = conform(t, dtype, &crate::ir::eval_shape(shape, batch), name)?;
+            Ok(())
+        }
     }
 }
 

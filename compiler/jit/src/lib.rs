@@ -61,7 +61,7 @@ pub struct Compiled {
     func: Function,
     sched: schedule::Schedule,
     /// The kernel calls in order, each with its operand pointers as (value, element offset).
-    calls: Vec<(KernelFn, Vec<(usize, i64)>)>,
+    calls: Vec<Call>,
     clif: String,
     stats: CompileStats,
     plans: Mutex<Buffers>,
@@ -69,12 +69,24 @@ pub struct Compiled {
     _module: ModuleHolder,
 }
 
-/// Buffer plans by batch size, and the arena reused from run to run.
+/// Buffer plans by batch size, and what is reused from run to run (so a run allocates nothing
+/// once its batch size has been seen).
 #[derive(Default)]
 struct Buffers {
-    plans: HashMap<usize, Arc<memory::Plan>>,
+    plans: HashMap<usize, Arc<Prepared>>,
     /// 16-byte words, so that every planned (64-byte-rounded) offset is 16-byte aligned.
     arena: Vec<u128>,
+    /// Each value's buffer address in the current run (as integers: the struct must be Send).
+    bufs: Vec<usize>,
+    /// One kernel call's operand pointers.
+    ptrs: Vec<usize>,
+}
+
+/// What a batch size fixes: the buffer plan and the shapes of the arguments and results.
+struct Prepared {
+    plan: memory::Plan,
+    arg_shapes: Vec<Vec<usize>>,
+    result_shapes: Vec<Vec<usize>>,
 }
 
 struct ModuleHolder(#[allow(dead_code)] JITModule);
@@ -218,8 +230,15 @@ fn compile_uncached(source: &Function) -> Result<Compiled, String> {
             .collect();
         clif.push_str(&format!("; k{}({})\n", kernel_index[id], args.join(", ")));
     }
-    let calls: Vec<(KernelFn, Vec<(usize, i64)>)> =
-        calls.into_iter().map(|(id, p)| (kernels[&id], p)).collect();
+    let calls: Vec<Call> = calls
+        .into_iter()
+        .zip(&sched.steps)
+        .map(|((id, operands), step)| Call {
+            kernel: kernels[&id],
+            operands,
+            rows: batch_rows(&step.kernel),
+        })
+        .collect();
     let stats = CompileStats {
         function: f.name.clone(),
         calls: sched.steps.len(),
@@ -309,6 +328,71 @@ impl Compiled {
 
     /// Runs on `args` (in `f.args` order); returns the results in order.
     pub fn run(&self, args: &[Value<f32>], ctx: Context) -> Result<Vec<Value<f32>>, String> {
+        let ran = self.execute(args, ctx)?;
+        Ok((0..self.func.results.len())
+            .map(|i| match ran.result(i) {
+                (shape, Data::F(x)) => Value::F(array(shape, x)),
+                (shape, Data::I(x)) => Value::I(array(shape, x)),
+            })
+            .collect())
+    }
+
+    /// Runs on `args` without copying them, then writes result `i` into `args[a]` when
+    /// `updates[i] == Some(a)` (an in-place state update: parameters, optimizer slots) and into
+    /// `results[i]` otherwise, reusing the allocations already there when the shapes fit. Once
+    /// a batch size has been run, this allocates nothing. `results` is resized to the number
+    /// of results; the entries of updated results are left as they were.
+    pub fn run_in_place(
+        &self,
+        args: &mut [Value<f32>],
+        updates: &[Option<usize>],
+        ctx: Context,
+        results: &mut Vec<Value<f32>>,
+    ) -> Result<(), String> {
+        let n_results = self.func.results.len();
+        if updates.len() != n_results || updates.iter().flatten().any(|&a| a >= args.len()) {
+            return Err(format!(
+                "internal error: {} result updates for {} results",
+                updates.len(),
+                n_results
+            ));
+        }
+        results.resize_with(n_results, || Value::F(ArrayD::zeros(IxDyn(&[0]))));
+        let ran = self.execute(args, ctx)?;
+        // A result that is an argument itself (a parameter the step leaves unchanged) is read
+        // where the argument is: write the results that are not updates first, then the
+        // updates, and refuse the one order that could read an argument already overwritten.
+        for (i, update) in updates.iter().enumerate() {
+            if let (Some(a), Some(src)) = (update, ran.argument_of(i)) {
+                if src != *a && updates.contains(&Some(src)) {
+                    return Err(format!(
+                        "internal error: result {i} reads argument {src}, which another result \
+                         overwrites"
+                    ));
+                }
+            }
+        }
+        for (i, slot) in results.iter_mut().enumerate() {
+            if updates[i].is_none() {
+                let (shape, data) = ran.result(i);
+                write(slot, shape, data);
+            }
+        }
+        for (i, update) in updates.iter().enumerate() {
+            let Some(a) = *update else { continue };
+            if ran.argument_of(i) == Some(a) {
+                continue; // unchanged, and already in place
+            }
+            let (shape, data) = ran.result(i);
+            write(&mut args[a], shape, data);
+        }
+        Ok(())
+    }
+
+    /// Checks `args` and runs every kernel; the results are then read from the returned
+    /// [`Ran`], which holds the buffers (and the pointers it keeps into `args` are used only
+    /// by [`Ran::argument_of`]'s bookkeeping, never to read them after `args` changes).
+    fn execute(&self, args: &[Value<f32>], ctx: Context) -> Result<Ran<'_>, String> {
         let f = &self.func;
         if args.len() != f.args.len() {
             return Err(format!(
@@ -318,8 +402,24 @@ impl Compiled {
                 args.len()
             ));
         }
-        for (a, v) in f.args.iter().zip(args) {
-            let want = eval_shape(&a.shape, ctx.batch);
+        let n = ctx.batch;
+        let mut guard = self.plans.lock().map_err(|_| "JIT plan lock poisoned")?;
+        let prep = guard
+            .plans
+            .entry(n)
+            .or_insert_with(|| {
+                Arc::new(Prepared {
+                    plan: memory::plan(f, &self.sched, n),
+                    arg_shapes: f.args.iter().map(|a| eval_shape(&a.shape, n)).collect(),
+                    result_shapes: f
+                        .results
+                        .iter()
+                        .map(|r| eval_shape(&f.insts[r.value].shape, n))
+                        .collect(),
+                })
+            })
+            .clone();
+        for ((a, v), want) in f.args.iter().zip(args).zip(&prep.arg_shapes) {
             if v.shape() != want.as_slice() {
                 return Err(format!(
                     "argument `{}` has shape {:?}, expected {:?}",
@@ -336,24 +436,23 @@ impl Compiled {
                 return Err(format!("argument `{}` has the wrong element type", a.name));
             }
         }
-        let n = ctx.batch;
-        let mut guard = self.plans.lock().map_err(|_| "JIT plan lock poisoned")?;
-        let Buffers { plans, arena } = &mut *guard;
-        let plan = plans
-            .entry(n)
-            .or_insert_with(|| Arc::new(memory::plan(f, &self.sched, n)))
-            .clone();
+        let Buffers {
+            arena, bufs, ptrs, ..
+        } = &mut *guard;
+        let plan = &prep.plan;
         let words = plan.size.div_ceil(16).max(1);
         if arena.len() < words {
             *arena = vec![0u128; words];
         }
         let base = arena.as_mut_ptr() as *mut u8;
         let s = &self.sched;
-        // With FM_JIT_CHECK_BOUNDS set, every buffer is its own exact-size allocation instead
-        // of a range of the arena, so valgrind or a sanitizer sees any access past its end.
+        // With FM_JIT_CHECK_BOUNDS set, every buffer (arguments included) is its own
+        // exact-size allocation instead of a range of the arena or the caller's array, so
+        // valgrind or a sanitizer sees any access past its end.
         let mut separate: Vec<Vec<u32>> = Vec::new();
-        let mut own = vec![std::ptr::null_mut::<u8>(); f.insts.len()];
+        let mut own: Vec<*mut u8> = Vec::new();
         if check_bounds() {
+            own = vec![std::ptr::null_mut::<u8>(); f.insts.len()];
             for (v, inst) in f.insts.iter().enumerate() {
                 if s.materialized[v] {
                     let len: usize = eval_shape(&inst.shape, n).iter().product();
@@ -364,38 +463,34 @@ impl Compiled {
                 }
             }
         }
-        let bufs: Vec<*mut u8> = (0..f.insts.len())
-            .map(|v| {
-                let r = s.root[v];
-                if !s.materialized[r] {
-                    std::ptr::null_mut()
-                } else if check_bounds() {
-                    own[r]
-                } else {
-                    // SAFETY: plan offsets lie inside the arena (plan.size bytes).
-                    unsafe { base.add(plan.offset[r]) }
-                }
-            })
-            .collect();
+        bufs.clear();
+        bufs.extend((0..f.insts.len()).map(|v| {
+            let r = s.root[v];
+            if !s.materialized[r] {
+                0
+            } else if check_bounds() {
+                own[r] as usize
+            } else {
+                // SAFETY: plan offsets lie inside the arena (plan.size bytes).
+                unsafe { base.add(plan.offset[r]) as usize }
+            }
+        }));
+        // Arguments in standard layout are read where they are (no copy); the others are
+        // copied into their planned buffers. Kernels never write to an argument's buffer.
         for (v, inst) in f.insts.iter().enumerate() {
             if let Op::Arg { index } = inst.op {
-                let dst = bufs[v];
-                // SAFETY: the buffer holds the argument's element count (shape checked above),
-                // 4 bytes each; f32 and i32 are both 4 bytes.
-                unsafe {
-                    match &args[index] {
-                        Value::F(a) => {
-                            let a = a.as_standard_layout();
-                            let src = a.as_slice().expect("standard layout");
-                            std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut f32, src.len())
-                        }
-                        Value::I(a) => {
-                            let a = a.as_standard_layout();
-                            let src = a.as_slice().expect("standard layout");
-                            std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut i32, src.len())
-                        }
-                    }
-                }
+                let planned = bufs[v] as *mut u8;
+                bufs[v] = match &args[index] {
+                    Value::F(a) => argument_buffer(a, planned),
+                    Value::I(a) => argument_buffer(a, planned),
+                } as usize;
+            }
+        }
+        // Reshapes of arguments read the argument where it is.
+        for v in 0..f.insts.len() {
+            let r = s.root[v];
+            if r != v && matches!(f.insts[r].op, Op::Arg { .. }) {
+                bufs[v] = bufs[r];
             }
         }
         // Denormals flush to zero while compiled code runs (as TensorFlow does around its
@@ -403,19 +498,18 @@ impl Compiled {
         // is many times slower. Values that small are below every tolerance we compare with.
         let flush = fm_runtime::kernels::FlushDenormals::enable();
         let mut status = 0;
-        let mut ptrs: Vec<*mut u8> = Vec::new();
-        for (kernel, operands) in &self.calls {
+        for call in &self.calls {
             ptrs.clear();
-            // SAFETY (of the `add`): offsets are those of slices and pads within their
+            // SAFETY (of the `offset`): offsets are those of slices and pads within their
             // buffers, computed from the same shapes as the buffers.
-            ptrs.extend(
-                operands
-                    .iter()
-                    .map(|&(v, off)| unsafe { bufs[v].offset(off as isize * 4) }),
-            );
-            // SAFETY: every pointer the kernels use comes from `bufs`, sized by the plan from
-            // the same shapes the kernels were generated from, for this batch size `n`.
-            status = unsafe { kernel(ptrs.as_ptr(), n as i64, ctx.seed as i64, ctx.step as i64) };
+            ptrs.extend(call.operands.iter().map(|&(v, off)| unsafe {
+                (bufs[v] as *mut u8).offset(off as isize * 4) as usize
+            }));
+            // SAFETY: every pointer the kernels use comes from `bufs`: arena ranges sized by
+            // the plan, or the caller's argument arrays (shapes checked above), for the shapes
+            // the kernels were generated from at this batch size `n`. Kernels write only to
+            // their outputs, which are arena buffers.
+            status = unsafe { call.run(ptrs, n, ctx) };
             if status != 0 {
                 break;
             }
@@ -426,33 +520,162 @@ impl Compiled {
                 "internal error: a precompiled kernel rejected its arguments (status {status})"
             ));
         }
-        Ok(f.results
-            .iter()
-            .map(|r| {
-                let inst = &f.insts[r.value];
-                let shape = eval_shape(&inst.shape, n);
-                let len: usize = shape.iter().product();
-                let src = bufs[r.value];
-                // SAFETY: the result buffer holds `len` initialised 4-byte elements.
-                unsafe {
-                    match inst.dtype {
-                        DType::F32 => Value::F(
-                            ArrayD::from_shape_vec(
-                                IxDyn(&shape),
-                                std::slice::from_raw_parts(src as *const f32, len).to_vec(),
-                            )
-                            .expect("result shape"),
-                        ),
-                        DType::I32 => Value::I(
-                            ArrayD::from_shape_vec(
-                                IxDyn(&shape),
-                                std::slice::from_raw_parts(src as *const i32, len).to_vec(),
-                            )
-                            .expect("result shape"),
-                        ),
-                    }
-                }
-            })
-            .collect())
+        Ok(Ran {
+            compiled: self,
+            guard,
+            prep,
+            _separate: separate,
+        })
     }
+}
+
+/// One kernel call of a compiled function.
+struct Call {
+    kernel: KernelFn,
+    /// Operand pointers as (value, element offset).
+    operands: Vec<(usize, i64)>,
+    /// For an elementwise loop over `rows * N` elements (N the batch): `rows`, and which
+    /// operands advance with the element index (the others are broadcast scalars). Such a call
+    /// may run as several calls on slices of the batch, on the kernels' thread pool: each
+    /// element is computed by the same code whichever slice it is in, so results do not
+    /// depend on the split.
+    rows: Option<(usize, Vec<bool>)>,
+}
+
+impl Call {
+    /// Runs the kernel on operand pointers `ptrs` for batch size `n`.
+    ///
+    /// # Safety
+    /// `ptrs` are the operands' buffers for batch size `n`, as the kernel was generated for.
+    unsafe fn run(&self, ptrs: &[usize], n: usize, ctx: Context) -> i32 {
+        let call = |p: &[usize], n: usize| {
+            // SAFETY: caller contract, for the batch slice `p` addresses.
+            unsafe {
+                (self.kernel)(
+                    p.as_ptr() as *const *mut u8,
+                    n as i64,
+                    ctx.seed as i64,
+                    ctx.step as i64,
+                )
+            }
+        };
+        let Some((rows, advances)) = &self.rows else {
+            return call(ptrs, n);
+        };
+        let threads = fm_runtime::kernels::threads_for_elements(n, rows * n);
+        if threads <= 1 || ptrs.len() > MAX_SPLIT_OPERANDS {
+            return call(ptrs, n);
+        }
+        let parts = threads;
+        let result = fm_runtime::kernels::parallel_parts(parts, threads, |p| {
+            let (start, len) = (n * p / parts, n * (p + 1) / parts - n * p / parts);
+            let mut slice = [0usize; MAX_SPLIT_OPERANDS];
+            for (k, (&ptr, &adv)) in ptrs.iter().zip(advances).enumerate() {
+                slice[k] = if adv { ptr + start * rows * 4 } else { ptr };
+            }
+            match call(&slice[..ptrs.len()], len) {
+                0 => Ok(()),
+                status => Err(status),
+            }
+        });
+        result.err().unwrap_or(0)
+    }
+}
+
+/// Operand pointers a batch-split call carries on the stack.
+const MAX_SPLIT_OPERANDS: usize = 16;
+
+/// `Some((rows, advances))` for a kernel that is an elementwise loop over `rows * N` elements.
+fn batch_rows(kernel: &kernel::Kernel) -> Option<(usize, Vec<bool>)> {
+    match kernel {
+        kernel::Kernel::Elementwise { len, inputs, .. } if len.c == 0 && len.n > 0 => {
+            let advances = inputs
+                .iter()
+                .map(|m| !matches!(m, kernel::InMode::Splat))
+                .chain([true])
+                .collect();
+            Some((len.n as usize, advances))
+        }
+        _ => None,
+    }
+}
+
+/// The argument's elements where the kernels can read them: the array itself when it is in
+/// standard layout, else a copy in the planned buffer `planned`.
+fn argument_buffer<T: Copy>(a: &ArrayD<T>, planned: *mut u8) -> *mut u8 {
+    if !check_bounds() {
+        if let Some(x) = a.as_slice() {
+            return x.as_ptr() as *mut u8;
+        }
+    }
+    let a = a.as_standard_layout();
+    let x = a.as_slice().expect("standard layout");
+    // SAFETY: the planned buffer holds the argument's element count (its shape was checked),
+    // 4 bytes each, like `T`.
+    unsafe { std::ptr::copy_nonoverlapping(x.as_ptr(), planned as *mut T, x.len()) };
+    planned
+}
+
+/// A finished run: its buffers, locked until the results have been read.
+struct Ran<'a> {
+    compiled: &'a Compiled,
+    guard: std::sync::MutexGuard<'a, Buffers>,
+    prep: Arc<Prepared>,
+    /// The per-value allocations of FM_JIT_CHECK_BOUNDS mode.
+    _separate: Vec<Vec<u32>>,
+}
+
+impl Ran<'_> {
+    /// Result `i`: its shape and its elements.
+    fn result(&self, i: usize) -> (&[usize], Data<'_>) {
+        let f = &self.compiled.func;
+        let r = &f.results[i];
+        let shape = &self.prep.result_shapes[i];
+        let len: usize = shape.iter().product();
+        let src = self.guard.bufs[r.value];
+        // SAFETY: the result buffer holds `len` initialised 4-byte elements (an arena range
+        // the lock keeps alive, or an argument array the caller has not changed yet).
+        let data = unsafe {
+            match f.insts[r.value].dtype {
+                DType::F32 => Data::F(std::slice::from_raw_parts(src as *const f32, len)),
+                DType::I32 => Data::I(std::slice::from_raw_parts(src as *const i32, len)),
+            }
+        };
+        (shape, data)
+    }
+
+    /// The argument index that result `i` is (through reshapes), if it is one.
+    fn argument_of(&self, i: usize) -> Option<usize> {
+        let f = &self.compiled.func;
+        match f.insts[self.compiled.sched.root[f.results[i].value]].op {
+            Op::Arg { index } => Some(index),
+            _ => None,
+        }
+    }
+}
+
+/// Writes a result into `dst`, in place when its shape and type fit.
+fn write(dst: &mut Value<f32>, shape: &[usize], data: Data<'_>) {
+    match (dst, data) {
+        (Value::F(a), Data::F(x)) if a.shape() == shape && a.is_standard_layout() => a
+            .as_slice_mut()
+            .expect("standard layout")
+            .copy_from_slice(x),
+        (Value::I(a), Data::I(x)) if a.shape() == shape && a.is_standard_layout() => a
+            .as_slice_mut()
+            .expect("standard layout")
+            .copy_from_slice(x),
+        (dst, Data::F(x)) => *dst = Value::F(array(shape, x)),
+        (dst, Data::I(x)) => *dst = Value::I(array(shape, x)),
+    }
+}
+
+/// A result's elements, borrowed from the buffer that holds them.
+enum Data<'a> {
+    F(&'a [f32]),
+    I(&'a [i32]),
+}
+
+fn array<T: Copy>(shape: &[usize], data: &[T]) -> ArrayD<T> {
+    ArrayD::from_shape_vec(IxDyn(shape), data.to_vec()).expect("result shape")
 }

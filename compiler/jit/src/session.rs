@@ -6,7 +6,7 @@
 //! silently computed differently: the refusal happens at compile time, before any step.
 
 use super::{compile, CompileStats, Compiled};
-use fm_compiler::exec::{Executor, Session};
+use fm_compiler::exec::{Executor, Interp, Session};
 use fm_compiler::graph::ModelGraph;
 use fm_compiler::interp::{self, Context, Value};
 use fm_compiler::ir::Function;
@@ -69,6 +69,20 @@ impl Executor for JitExecutor {
             return interp::run(f, args, ctx);
         }
         self.get(f)?.run(args, ctx)
+    }
+
+    fn run_in_place(
+        &self,
+        f: &Function,
+        args: &mut [Value<f32>],
+        updates: &[Option<usize>],
+        ctx: Context,
+        results: &mut Vec<Value<f32>>,
+    ) -> Result<(), String> {
+        if self.refused.contains_key(&f.name) {
+            return Interp.run_in_place(f, args, updates, ctx, results);
+        }
+        self.get(f)?.run_in_place(args, updates, ctx, results)
     }
 }
 

@@ -14,16 +14,25 @@
 
 use std::ops::Range;
 
-use super::fpenv::DenormalMode;
 use super::gemm::{gemm, MatMut, MatRef};
 use super::scalar::Scalar;
-use super::split::{even_ranges, for_each_row_chunk, useful_threads};
-use super::{check_len, checked_product, KernelError};
+use super::split::{even_range, for_each_part, for_each_row_chunk, useful_threads, SendPtr};
+use super::{avx2_variant, check_len, checked_product, KernelError};
 
 /// Elements of patch matrix per tile: 48 Ki elements (192 KiB of f32) fits L2 beside W.
 const PATCH_TILE_ELEMS: usize = 48 * 1024;
 /// Fewer rows than this per GEMM call and packing W dominates.
 const MIN_TILE_PIXELS: usize = 32;
+/// Patches at most this long (a first layer on one or two channels) skip the GEMM in the
+/// forward pass: with so short an inner dimension its packing costs more than the arithmetic.
+/// (The kernel gradient keeps the GEMM, whose inner dimension is the pixels: its summation
+/// order, blocked by the GEMM, is what the interpreter's matches.)
+const DIRECT_MAX_PATCH: usize = 32;
+/// Pixels per patch block of the direct forward path.
+const DIRECT_BLOCK: usize = 128;
+/// Output channels per register block of the direct forward path (and per thread split of the
+/// kernel gradient).
+const FL: usize = 8;
 
 /// The static geometry of one 2-D convolution. `#[repr(C)]` so the JIT can pass a pointer to
 /// one (all fields are `usize`; arrays are `[height, width]`).
@@ -170,14 +179,42 @@ fn source(
         .filter(|&x| x < size)
 }
 
-/// Calls `visit(patch_offset, input_offset)` for each kernel tap of output pixel `p` that lands
-/// inside the input (taps in padding are skipped); offsets are element offsets of the first
-/// channel.
-#[inline]
-fn for_each_tap(s: &Conv2dShape, d: &Conv2dDims, p: usize, mut visit: impl FnMut(usize, usize)) {
+/// Calls `visit(k, n, oh, ow)` for the `k`-th pixel of `pixels` at image `n`, output row `oh`
+/// and column `ow`, in order (counting up instead of dividing per pixel).
+#[inline(always)]
+fn for_each_pixel(
+    d: &Conv2dDims,
+    pixels: Range<usize>,
+    mut visit: impl FnMut(usize, usize, usize, usize),
+) {
     let per_image = d.out_h * d.out_w;
-    let (n, rem) = (p / per_image, p % per_image);
-    let (oh, ow) = (rem / d.out_w, rem % d.out_w);
+    let (mut n, rem) = (pixels.start / per_image, pixels.start % per_image);
+    let (mut oh, mut ow) = (rem / d.out_w, rem % d.out_w);
+    for k in 0..pixels.len() {
+        visit(k, n, oh, ow);
+        ow += 1;
+        if ow == d.out_w {
+            ow = 0;
+            oh += 1;
+            if oh == d.out_h {
+                oh = 0;
+                n += 1;
+            }
+        }
+    }
+}
+
+/// Calls `visit(patch_offset, input_offset)` for each kernel tap of output pixel `(n, oh, ow)`
+/// that lands inside the input (taps in padding are skipped); offsets are element offsets of
+/// the first channel.
+#[inline(always)]
+fn for_each_tap(
+    s: &Conv2dShape,
+    n: usize,
+    oh: usize,
+    ow: usize,
+    mut visit: impl FnMut(usize, usize),
+) {
     for i in 0..s.kernel_h {
         let Some(ih) = source(oh, i, s.stride[0], s.dilation[0], s.pad_before[0], s.in_h) else {
             continue;
@@ -195,7 +232,9 @@ fn for_each_tap(s: &Conv2dShape, d: &Conv2dDims, p: usize, mut visit: impl FnMut
 }
 
 /// Writes the patch rows of `pixels` into `patches` (`pixels.len() x patch_len`, row-major),
-/// zeros where a tap falls in the padding.
+/// zeros where a tap falls in the padding. Plain loops (no per-pixel division or call): with
+/// one input channel this is most of a first layer's time.
+#[inline(always)]
 fn im2col<T: Scalar>(
     s: &Conv2dShape,
     d: &Conv2dDims,
@@ -203,12 +242,49 @@ fn im2col<T: Scalar>(
     pixels: Range<usize>,
     patches: &mut [T],
 ) {
-    let c = s.in_c;
-    for (row, p) in patches.chunks_exact_mut(d.patch_len).zip(pixels) {
-        row.fill(T::ZERO);
-        for_each_tap(s, d, p, |po, io| {
-            row[po..po + c].copy_from_slice(&input[io..io + c])
-        });
+    let (c, pl) = (s.in_c, d.patch_len);
+    let per_image = d.out_h * d.out_w;
+    let (mut n, rem) = (pixels.start / per_image, pixels.start % per_image);
+    let (mut oh, mut ow) = (rem / d.out_w, rem % d.out_w);
+    for row in patches.chunks_exact_mut(pl).take(pixels.len()) {
+        // Tap coordinates in the padded input.
+        let (h0, w0) = (oh * s.stride[0], ow * s.stride[1]);
+        let mut po = 0;
+        for i in 0..s.kernel_h {
+            let h = h0 + i * s.dilation[0];
+            let ih = h.wrapping_sub(s.pad_before[0]);
+            if h < s.pad_before[0] || ih >= s.in_h {
+                row[po..po + s.kernel_w * c].fill(T::ZERO);
+                po += s.kernel_w * c;
+                continue;
+            }
+            let row_base = (n * s.in_h + ih) * s.in_w;
+            for j in 0..s.kernel_w {
+                let w = w0 + j * s.dilation[1];
+                let iw = w.wrapping_sub(s.pad_before[1]);
+                let dst = &mut row[po..po + c];
+                if w < s.pad_before[1] || iw >= s.in_w {
+                    dst.fill(T::ZERO);
+                } else {
+                    let src = &input[(row_base + iw) * c..(row_base + iw + 1) * c];
+                    if c == 1 {
+                        dst[0] = src[0];
+                    } else {
+                        dst.copy_from_slice(src);
+                    }
+                }
+                po += c;
+            }
+        }
+        ow += 1;
+        if ow == d.out_w {
+            ow = 0;
+            oh += 1;
+            if oh == d.out_h {
+                oh = 0;
+                n += 1;
+            }
+        }
     }
 }
 
@@ -222,16 +298,17 @@ fn col2im_add<T: Scalar>(
     d_input: &mut [T],
     first_image: usize,
 ) {
-    let c = s.in_c;
+    let (c, pl) = (s.in_c, d.patch_len);
     let base = first_image * s.in_h * s.in_w * c;
-    for (row, p) in d_patches.chunks_exact(d.patch_len).zip(pixels) {
-        for_each_tap(s, d, p, |po, io| {
+    for_each_pixel(d, pixels, |k, n, oh, ow| {
+        let row = &d_patches[k * pl..(k + 1) * pl];
+        for_each_tap(s, n, oh, ow, |po, io| {
             let dst = &mut d_input[io - base..io - base + c];
             for (x, &g) in dst.iter_mut().zip(&row[po..po + c]) {
                 *x += g;
             }
         });
-    }
+    });
 }
 
 /// Pixels per patch tile for this patch length.
@@ -285,7 +362,7 @@ pub fn conv2d_forward<T: Scalar>(
     }
     let threads = useful_threads(threads, d.pixels / MIN_TILE_PIXELS, d.flops());
     for_each_row_chunk(output, shape.out_c, d.pixels, threads, |pixels, out| {
-        forward_pixels(shape, &d, input, w, pixels, out, &mut Vec::new())
+        forward_pixels(shape, &d, input, kernel, pixels, out, &mut Vec::new())
     })
 }
 
@@ -314,19 +391,23 @@ pub fn conv2d_forward_pixels<T: Scalar>(
         out.len(),
         pixels.len() * shape.out_c,
     )?;
-    let w = MatRef::row_major(kernel, d.patch_len, shape.out_c)?;
-    forward_pixels(shape, &d, input, w, pixels, out, scratch)
+    forward_pixels(shape, &d, input, kernel, pixels, out, scratch)
 }
 
 fn forward_pixels<T: Scalar>(
     s: &Conv2dShape,
     d: &Conv2dDims,
     input: &[T],
-    w: MatRef<'_, T>,
+    kernel: &[T],
     pixels: Range<usize>,
     out: &mut [T],
     scratch: &mut Vec<T>,
 ) -> Result<(), KernelError> {
+    if d.patch_len <= DIRECT_MAX_PATCH {
+        forward_direct_dispatch(s, d, input, kernel, pixels, out, scratch);
+        return Ok(());
+    }
+    let w = MatRef::row_major(kernel, d.patch_len, s.out_c)?;
     let tile = tile_pixels(d.patch_len);
     scratch.resize(tile.min(pixels.len()) * d.patch_len, T::ZERO);
     let first = pixels.start;
@@ -416,68 +497,127 @@ pub fn conv2d_backward_kernel<T: Scalar>(
         let dw = MatMut::row_major(d_kernel, shape.in_c, shape.out_c)?;
         return gemm(T::ONE, x.t(), dy, T::ZERO, dw, threads);
     }
-    // Each thread sums its pixel range into a private buffer (the first into d_kernel itself).
-    let threads = useful_threads(threads, d.pixels / MIN_TILE_PIXELS, d.flops());
-    let ranges = even_ranges(d.pixels, threads);
-    let accumulate = |pixels: Range<usize>, dw: &mut [T]| {
-        kernel_grad_pixels(shape, &d, input, d_output, pixels, dw)
-    };
-    if ranges.len() <= 1 {
-        return accumulate(0..d.pixels, d_kernel);
+    // Threads split the output channels (columns of d_kernel): each element is summed over all
+    // pixels in the same order whatever the split, so the result is the same for every thread
+    // count (and equal to the single-threaded one).
+    let f = shape.out_c;
+    let blocks = f.div_ceil(FL);
+    let threads = useful_threads(threads, blocks, d.flops());
+    if threads <= 1 {
+        return kernel_grad_cols(shape, &d, input, d_output, 0..f, d_kernel);
     }
-    let mut partials = vec![vec![T::ZERO; d.kernel_len]; ranges.len() - 1];
-    let mode = DenormalMode::current();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = ranges[1..]
-            .iter()
-            .cloned()
-            .zip(partials.iter_mut())
-            .map(|(r, buf)| {
-                scope.spawn(move || {
-                    mode.apply();
-                    accumulate(r, buf)
-                })
-            })
-            .collect();
-        let mut result = accumulate(ranges[0].clone(), d_kernel);
-        for h in handles {
-            let r = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-            result = result.and(r);
+    let dk = SendPtr(d_kernel.as_mut_ptr());
+    for_each_part(threads, threads, |p| {
+        let b = even_range(blocks, threads, p);
+        let cols = b.start * FL..(b.end * FL).min(f);
+        let mut part = vec![T::ZERO; d.patch_len * cols.len()];
+        kernel_grad_cols(shape, &d, input, d_output, cols.clone(), &mut part)?;
+        for (tap, row) in part.chunks_exact(cols.len()).enumerate() {
+            // SAFETY: each part writes only its own columns `cols` of d_kernel (patch_len rows
+            // of out_c), which stays borrowed until every part has finished.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(dk.get().add(tap * f + cols.start), cols.len())
+            };
+            dst.copy_from_slice(row);
         }
-        result
-    })?;
-    for partial in &partials {
-        for (x, &p) in d_kernel.iter_mut().zip(partial) {
-            *x += p;
-        }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
-/// `dw = sum over pixels of patch(p)^T * d_output(p)`, overwriting `dw`.
-fn kernel_grad_pixels<T: Scalar>(
+/// Columns `cols` of the kernel gradient, `dw = sum over pixels of patch(p)^T * d_output(p,
+/// cols)`, into `dw` (`patch_len x cols.len()`, row-major), overwriting it.
+fn kernel_grad_cols<T: Scalar>(
     s: &Conv2dShape,
     d: &Conv2dDims,
     input: &[T],
     d_output: &[T],
-    pixels: Range<usize>,
+    cols: Range<usize>,
     dw: &mut [T],
 ) -> Result<(), KernelError> {
     dw.fill(T::ZERO);
     let tile = tile_pixels(d.patch_len);
-    let mut patches = vec![T::ZERO; tile.min(pixels.len()) * d.patch_len];
-    for t in tiles(pixels, tile) {
+    let mut patches = vec![T::ZERO; tile.min(d.pixels) * d.patch_len];
+    for t in tiles(0..d.pixels, tile) {
         let p = &mut patches[..t.len() * d.patch_len];
         im2col(s, d, input, t.clone(), p);
-        let dy = &d_output[t.start * s.out_c..t.end * s.out_c];
+        let dy = &d_output[t.start * s.out_c + cols.start..t.end * s.out_c];
         gemm(
             T::ONE,
             MatRef::row_major(p, t.len(), d.patch_len)?.t(),
-            MatRef::row_major(dy, t.len(), s.out_c)?,
+            MatRef::new(dy, t.len(), cols.len(), s.out_c, 1)?,
             T::ONE,
-            MatMut::row_major(dw, d.patch_len, s.out_c)?,
+            MatMut::row_major(dw, d.patch_len, cols.len())?,
             1,
         )?;
     }
     Ok(())
+}
+
+avx2_variant! {
+    fn forward_direct_dispatch(
+        s: &Conv2dShape,
+        d: &Conv2dDims,
+        input: &[T],
+        kernel: &[T],
+        pixels: Range<usize>,
+        out: &mut [T],
+        scratch: &mut Vec<T>,
+    ) => forward_direct
+}
+
+/// Forward of a short-patch convolution: per block of pixels, the patches, then per pixel and
+/// per block of output channels one register accumulator over the taps (in tap order).
+#[inline(always)]
+fn forward_direct<T: Scalar>(
+    s: &Conv2dShape,
+    d: &Conv2dDims,
+    input: &[T],
+    kernel: &[T],
+    pixels: Range<usize>,
+    out: &mut [T],
+    scratch: &mut Vec<T>,
+) {
+    let (pl, f) = (d.patch_len, s.out_c);
+    scratch.resize(DIRECT_BLOCK * pl, T::ZERO);
+    let first = pixels.start;
+    for t in tiles(pixels, DIRECT_BLOCK) {
+        let patches = &mut scratch[..t.len() * pl];
+        im2col(s, d, input, t.clone(), patches);
+        let rows = &mut out[(t.start - first) * f..(t.end - first) * f];
+        for (patch, o) in patches.chunks_exact(pl).zip(rows.chunks_exact_mut(f)) {
+            let mut f0 = 0;
+            while f0 + 4 * FL <= f {
+                dot_block::<T, { 4 * FL }>(patch, kernel, f, f0, o);
+                f0 += 4 * FL;
+            }
+            while f0 + FL <= f {
+                dot_block::<T, FL>(patch, kernel, f, f0, o);
+                f0 += FL;
+            }
+            while f0 < f {
+                dot_block::<T, 1>(patch, kernel, f, f0, o);
+                f0 += 1;
+            }
+        }
+    }
+}
+
+/// `o[f0..f0 + W] = sum over taps of patch[tap] * kernel[tap, f0..f0 + W]`.
+#[inline(always)]
+fn dot_block<T: Scalar, const W: usize>(
+    patch: &[T],
+    kernel: &[T],
+    f: usize,
+    f0: usize,
+    o: &mut [T],
+) {
+    // Taps in order, each added with one rounding: the GEMM micro-kernels' sum.
+    let mut acc = [T::ZERO; W];
+    for (&x, w) in patch.iter().zip(kernel.chunks_exact(f)) {
+        let w: &[T; W] = w[f0..f0 + W].try_into().expect("W lanes");
+        for l in 0..W {
+            acc[l] = x.mul_add(w[l], acc[l]);
+        }
+    }
+    o[f0..f0 + W].copy_from_slice(&acc);
 }

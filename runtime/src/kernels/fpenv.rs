@@ -2,9 +2,9 @@
 //!
 //! Dying ReLUs drive optimizer state into the denormal range, where x86 arithmetic is up to
 //! 100x slower; flushing them to zero is what Keras/TensorFlow numbers assume. The mode lives in
-//! the per-thread MXCSR register. Linux threads inherit it from their creator (pthread_create
-//! copies the floating-point environment), other platforms may not, so the kernels also set the
-//! caller's mode explicitly in every worker they spawn: results never depend on thread count.
+//! the per-thread MXCSR register, so the kernels' pool threads take the caller's mode for every
+//! part of a call they run (and restore their own after): results never depend on which thread
+//! ran a part.
 
 /// MXCSR "flush to zero" (denormal results become 0) and "denormals are zero" (denormal inputs
 /// read as 0) bits.
@@ -78,8 +78,8 @@ impl Drop for FlushDenormals {
     }
 }
 
-/// The calling thread's denormal mode, to re-apply at the start of each worker thread.
-#[derive(Clone, Copy)]
+/// The calling thread's denormal mode, to re-apply on the pool thread that runs a part.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct DenormalMode(bool);
 
 impl DenormalMode {
@@ -87,10 +87,10 @@ impl DenormalMode {
         DenormalMode(denormals_flushed())
     }
 
-    /// Applies the mode to the (fresh, short-lived worker) thread calling this.
+    /// Applies the mode to the thread calling this.
     pub(crate) fn apply(self) {
-        if self.0 {
-            set_flush(true);
+        if denormals_flushed() != self.0 {
+            set_flush(self.0);
         }
     }
 }

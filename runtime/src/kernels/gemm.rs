@@ -3,11 +3,10 @@
 //! Views carry a row and a column stride, so a transposed operand is the same buffer with the
 //! strides swapped ([`MatRef::t`]) and never needs a copy. The core is `matrixmultiply` (packed
 //! AVX-512 / AVX2+FMA / SSE2 / portable micro-kernels chosen at run time); large products are
-//! split over rows of `C` across scoped threads.
+//! split over rows of `C` across the kernels' thread pool.
 
-use super::fpenv::DenormalMode;
 use super::scalar::Scalar;
-use super::split::{even_ranges, useful_threads};
+use super::split::{even_range, for_each_part, useful_threads, SendPtr};
 use super::KernelError;
 
 /// Index one past the last element a `rows x cols` view with these strides touches.
@@ -269,19 +268,6 @@ pub fn dgemm(
     gemm(alpha, a, b, beta, c, threads)
 }
 
-/// A raw pointer that may cross into a scoped thread (each thread gets disjoint rows of C).
-#[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
-// SAFETY: only used for disjoint row blocks of C inside `gemm_raw`.
-unsafe impl<T> Send for SendPtr<T> {}
-unsafe impl<T> Sync for SendPtr<T> {}
-impl<T> SendPtr<T> {
-    // A method (not field access) so closures capture the whole Send wrapper.
-    fn get(self) -> *mut T {
-        self.0
-    }
-}
-
 /// The unchecked core of [`gemm`], splitting rows of C over up to `threads` threads.
 ///
 /// # Safety
@@ -319,7 +305,8 @@ pub unsafe fn gemm_raw<T: Scalar>(
     let a = SendPtr(a as *mut T);
     let b = SendPtr(b as *mut T);
     let c = SendPtr(c);
-    let block = move |rows: std::ops::Range<usize>| {
+    let _ = for_each_part::<(), _>(threads, threads, |p| {
+        let rows = even_range(m, threads, p);
         let r0 = rows.start as isize;
         // SAFETY: rows r0.. of A and C lie inside the caller's valid region; row blocks of C are
         // disjoint because C's elements are distinct.
@@ -340,17 +327,7 @@ pub unsafe fn gemm_raw<T: Scalar>(
                 rsc,
                 csc,
             )
-        }
-    };
-    let ranges = even_ranges(m, threads);
-    let mode = DenormalMode::current();
-    std::thread::scope(|scope| {
-        for r in ranges[1..].iter().cloned() {
-            scope.spawn(move || {
-                mode.apply();
-                block(r)
-            });
-        }
-        block(ranges[0].clone());
+        };
+        Ok(())
     });
 }

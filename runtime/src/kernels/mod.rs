@@ -32,7 +32,7 @@ pub use pool::{
     Pool2dShape,
 };
 pub use scalar::Scalar;
-pub use split::set_thread_limit;
+pub use split::{parallel_parts, set_thread_limit, threads_for_elements};
 
 use std::fmt;
 
@@ -62,6 +62,34 @@ impl fmt::Display for KernelError {
 }
 
 impl std::error::Error for KernelError {}
+
+/// Defines `fn $name<T: Scalar>(args)`, which runs `$inner` (an `#[inline(always)]` function
+/// of the same arguments) compiled for AVX2 and FMA when the CPU has them, so its loops use
+/// 256-bit vectors and `Scalar::mul_add` is one instruction, and as it is otherwise.
+macro_rules! avx2_variant {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $inner:ident) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        fn $name<T: Scalar>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2<T: Scalar>($($arg: $ty),*) {
+                    $inner($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $inner($($arg),*)
+        }
+    };
+}
+pub(crate) use avx2_variant;
 
 /// Checks that a buffer holds exactly `expected` elements.
 fn check_len(what: &str, got: usize, expected: usize) -> Result<(), KernelError> {

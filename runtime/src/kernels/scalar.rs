@@ -22,6 +22,10 @@ pub trait Scalar:
     /// `n` as this type (pooling window sizes; exact for the small counts used).
     fn from_count(n: usize) -> Self;
 
+    /// `self * a + b` rounded once (a fused multiply-add, as the GEMM's micro-kernels compute;
+    /// one instruction where the code is compiled with FMA enabled).
+    fn mul_add(self, a: Self, b: Self) -> Self;
+
     /// `C = alpha * A * B + beta * C` on raw strided storage; when `beta` is zero, `C` is
     /// written without being read (so it may hold NaN or garbage).
     ///
@@ -56,6 +60,11 @@ impl Scalar for f32 {
         n as f32
     }
 
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f32::mul_add(self, a, b)
+    }
+
     unsafe fn gemm_raw(
         m: usize,
         k: usize,
@@ -85,6 +94,11 @@ impl Scalar for f64 {
 
     fn from_count(n: usize) -> Self {
         n as f64
+    }
+
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f64::mul_add(self, a, b)
     }
 
     unsafe fn gemm_raw(

@@ -1061,3 +1061,89 @@ fn worker_threads_inherit_the_callers_denormal_flushing() {
     conv2d_forward(&s, &x, &vec![1e-20f32; d.kernel_len], &mut y, 2).unwrap();
     assert!(y.iter().all(|&v| v == 0.0));
 }
+
+// ---------------------------------------------------------------- thread counts
+
+#[test]
+fn conv_kernel_gradient_is_the_same_for_every_thread_count() {
+    let s = conv_shape(16, (13, 13, 8), (3, 3, 16), [1, 1], [1, 1], [0, 0], [0, 0]);
+    let d = s.dims().unwrap();
+    let mut rng = Rng(7);
+    let (x, dy) = (
+        to_f32(&rng.vec(d.input_len)),
+        to_f32(&rng.vec(d.output_len)),
+    );
+    let grad = |threads| {
+        let mut dw = vec![f32::NAN; d.kernel_len];
+        conv2d_backward_kernel(&s, &x, &dy, &mut dw, threads).unwrap();
+        dw
+    };
+    let one = grad(1);
+    for threads in [2, 3, 8] {
+        assert!(
+            grad(threads)
+                .iter()
+                .zip(&one)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{threads} threads"
+        );
+    }
+}
+
+#[test]
+fn max_pooling_on_many_images_matches_naive_and_keeps_nan_first_cells() {
+    // Big enough to split over threads; 26 and 11 are the MNIST CNN's pooled sizes (11 leaves
+    // a row and a column no window covers).
+    for (h, c) in [(26, 32), (11, 19)] {
+        let s = Pool2dShape {
+            batch: 16,
+            in_h: h,
+            in_w: h,
+            channels: c,
+            window: [2, 2],
+            stride: [2, 2],
+            pad_before: [0, 0],
+            pad_after: [0, 0],
+        };
+        let d = s.dims().unwrap();
+        let mut rng = Rng(h as u64);
+        let mut x = to_f32(&rng.vec(d.input_len));
+        // Ties and a NaN in the first cell of a window.
+        x[c] = x[0];
+        x[1] = f32::NAN;
+        let dy = to_f32(&rng.vec(d.output_len));
+        let xr: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let dyr: Vec<f64> = dy.iter().map(|&v| v as f64).collect();
+        let (want_y, want_dx) = naive_pool(&s, true, &xr, &dyr);
+        let mut y = vec![0.0f32; d.output_len];
+        let mut dx = vec![f32::NAN; d.input_len];
+        max_pool2d_forward(&s, &x, &mut y).unwrap();
+        max_pool2d_backward(&s, &x, &dy, &mut dx).unwrap();
+        assert!(y[1].is_nan());
+        assert_eq!(dx[1], dy[1]);
+        let finite = |v: &[f32]| {
+            v.iter()
+                .map(|&a| if a.is_nan() { 0.0 } else { a })
+                .collect()
+        };
+        let finite64 = |v: &[f64]| -> Vec<f64> {
+            v.iter()
+                .map(|&a| if a.is_nan() { 0.0 } else { a })
+                .collect()
+        };
+        let (y, want_y): (Vec<f32>, _) = (finite(&y), finite64(&want_y));
+        assert_close("forward", &y, &want_y, &vec![1.0; y.len()], 0.0);
+        assert_close("backward", &dx, &want_dx, &vec![1.0; dx.len()], 0.0);
+    }
+}
+
+#[test]
+fn conv_on_many_images_matches_naive_in_every_path() {
+    // Direct (short patches) and GEMM paths, several kernel-gradient ranges, 1 and 2 threads.
+    for (c, f) in [(3, 5), (1, 32), (8, 16)] {
+        let s = conv_shape(33, (7, 7, c), (3, 3, f), [1, 1], [1, 1], [1, 1], [1, 1]);
+        for threads in [1, 2] {
+            check_conv_f32(&s, 5, threads);
+        }
+    }
+}

@@ -123,7 +123,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Loss and metrics on the test split (or the given data).
     Eval(eval::EvalArgs),
-    /// Inference.
+    /// Inference: `.npy` with `-o`, else one line per sample (a classifier's starts with its
+    /// class).
     Predict(predict::PredictArgs),
     /// Loss and metric curves per epoch.
     Plot(plot::PlotArgs),

@@ -356,24 +356,47 @@ pub fn load_weights(
     path: &Path,
     model: &str,
 ) -> Result<fm_runtime::weights::WeightsMeta, RuntimeError> {
-    fm_runtime::train::load_init(backend, path).map_err(|e| {
-        if e.kind != fm_runtime::ErrorKind::Weights {
-            return e;
-        }
-        let theirs = match fm_runtime::weights::load_weights(path) {
-            Ok(file) if !file.meta.model.is_empty() && file.meta.model != model => file.meta.model,
-            _ => return e,
-        };
-        let problems = e.message.split("; ").count();
-        RuntimeError::without_path(
-            fm_runtime::ErrorKind::Weights,
-            format!(
-                "`{}` holds the weights of model `{theirs}`, not of `{model}` ({problems} {} not fit)",
-                path.display(),
-                if problems == 1 { "tensor does" } else { "tensors do" }
-            ),
-        )
-    })
+    fm_runtime::train::load_init(backend, path).map_err(|e| another_model(e, path, model))
+}
+
+/// `--resume CKPT`: a checkpoint of another model says so in one line before training starts
+/// (the training loop reports every other problem with the file).
+pub fn check_checkpoint(backend: &Session, path: &Path, model: &str) -> Result<(), RuntimeError> {
+    let Ok(file) = fm_runtime::weights::load_weights(path) else {
+        return Ok(());
+    };
+    let expected: Vec<(String, Vec<usize>)> = backend
+        .state()
+        .into_iter()
+        .map(|(n, t)| (n, t.shape().to_vec()))
+        .collect();
+    fm_runtime::weights::check_tensors(path, &file.tensors, &expected)
+        .map_err(|e| another_model(e, path, model))
+}
+
+/// A weights error (E0410) about a file whose metadata names another model: one line naming
+/// both. Other errors pass through.
+fn another_model(e: RuntimeError, path: &Path, model: &str) -> RuntimeError {
+    if e.kind != fm_runtime::ErrorKind::Weights {
+        return e;
+    }
+    let theirs = match fm_runtime::weights::load_weights(path) {
+        Ok(file) if !file.meta.model.is_empty() && file.meta.model != model => file.meta.model,
+        _ => return e,
+    };
+    let problems = e.message.split("; ").count();
+    RuntimeError::without_path(
+        fm_runtime::ErrorKind::Weights,
+        format!(
+            "`{}` holds the weights of model `{theirs}`, not of `{model}` ({problems} {} not fit)",
+            path.display(),
+            if problems == 1 {
+                "tensor does"
+            } else {
+                "tensors do"
+            }
+        ),
+    )
 }
 
 /// Prints a runtime error like a diagnostic and returns exit status 1.

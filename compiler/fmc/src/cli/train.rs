@@ -170,6 +170,10 @@ fn train(g: &mut Global, args: &TrainArgs) -> Result<(), i32> {
             record::run_dir_of(p, &runs.join(&sel.graph.name)),
         ),
     };
+    if let Some(checkpoint) = &resume {
+        session::check_checkpoint(&backend, checkpoint, &sel.graph.name)
+            .map_err(|e| runtime_error(g, &e))?;
+    }
     let run_dir = args
         .run_dir
         .clone()
