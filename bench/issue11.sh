@@ -10,14 +10,14 @@
 #
 # Environment: EPOCHS (per training run, default 3; the first epoch is a warm-up and the
 # median of the others is reported), THREADS (default 2), FRAMEWORKS (default "torch keras
-# jax"), VENV (default target/bench-venv: created and filled from PyPI on first use, never
-# needed by the tests), OUT (default target/bench-issue11). Data: the 10,000 real digits of
+# jax"; empty: fm only), VENV (default target/bench-venv: created and filled from PyPI on first
+# use, never needed by the tests), OUT (default target/bench-issue11). Data: the 10,000 real digits of
 # shared/data/mnist10k repeated 6 times (MNIST10K points at that folder if it is elsewhere).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${EPOCHS:-3}
 THREADS=${THREADS:-2}
-FRAMEWORKS=${FRAMEWORKS:-torch keras jax}
+FRAMEWORKS=${FRAMEWORKS-torch keras jax}
 VENV=${VENV:-target/bench-venv}
 OUT=${OUT:-target/bench-issue11}
 MNIST10K=${MNIST10K:-}

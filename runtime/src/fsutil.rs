@@ -151,6 +151,17 @@ fn remove_stale_temps(dir: &Path) {
     }
 }
 
+/// Makes the rename durable; failures are ignored (some file systems cannot sync directories).
+fn sync_parent_dir(path: &Path) {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Ok(dir) = File::open(parent) {
+        let _ = dir.sync_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::temp_owner;
@@ -164,16 +175,5 @@ mod tests {
         assert_eq!(temp_owner(".notes.tmp"), None);
         assert_eq!(temp_owner(".a.b.7.tmp"), None);
         assert_eq!(temp_owner(".a.12x.7.tmp"), None);
-    }
-}
-
-/// Makes the rename durable; failures are ignored (some file systems cannot sync directories).
-fn sync_parent_dir(path: &Path) {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if let Ok(dir) = File::open(parent) {
-        let _ = dir.sync_all();
     }
 }

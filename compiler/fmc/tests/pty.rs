@@ -186,6 +186,15 @@ fn every_other_command_finishes_on_a_terminal() {
         let screen = on_terminal(&dir, &args, LIMIT);
         assert_eq!(screen.code, 0, "fmc {}:\n{}", args.join(" "), screen.text);
     }
+    // Resumed inside epoch 2: the bar starts part-way and the run goes on to epoch 20.
+    let resumed = on_terminal(&dir, &["train", &fm, "--resume", run_s], LIMIT);
+    assert_eq!(resumed.code, 0, "{}", resumed.text);
+    assert!(
+        resumed.text.contains("Epoch 2/20") && resumed.text.contains("Epoch 20/20"),
+        "{}",
+        resumed.text
+    );
+    assert!(!resumed.text.contains("Epoch 1/20"), "{}", resumed.text);
     // eval on a terminal prints its line like anywhere else.
     let eval = on_terminal(&dir, &["eval", &fm, "--weights", w], LIMIT);
     assert!(eval.text.contains("loss: "), "{}", eval.text);

@@ -138,9 +138,10 @@ pub struct TrainState {
     pub plateau: Option<PlateauState>,
     pub early: Option<EarlyState>,
     pub checkpoint_best: Option<f64>,
-    /// Running metrics and elapsed seconds of the epoch in progress (mid-epoch checkpoints).
+    /// Running metrics of the epoch in progress (mid-epoch checkpoints). No timings are
+    /// saved, so identical runs write identical files; a resumed epoch's `seconds` count the
+    /// resumed part only.
     pub epoch_metrics: Option<MetricSet>,
-    pub epoch_seconds: f64,
 }
 
 /// Name of the file beside a checkpoint that holds early stopping's best state.
@@ -210,7 +211,6 @@ pub fn fit_with_log<B: Backend + ?Sized>(
     let mut metrics = MetricSet::new(defs.clone());
     let mut start_epoch = 0u64;
     let mut step = 0u64;
-    let mut resumed_seconds = 0.0;
     let mut resumed_metrics: Option<MetricSet> = None;
 
     if let Some(path) = &options.resume {
@@ -233,7 +233,6 @@ pub fn fit_with_log<B: Backend + ?Sized>(
             *p = saved;
         }
         checkpoint_best = state.checkpoint_best;
-        resumed_seconds = state.epoch_seconds;
         resumed_metrics = state.epoch_metrics;
     }
 
@@ -271,10 +270,10 @@ pub fn fit_with_log<B: Backend + ?Sized>(
         };
         let mut warned: Vec<String> = Vec::new();
         let mut lr = schedule.lr(step, start_epoch);
-        // The running metrics and seconds of an epoch the run stops inside (`--steps`), saved so that
-        // a resumed run finishes that epoch as the uninterrupted run would.
-        let mut partial: Option<(MetricSet, f64)> = match &resumed_metrics {
-            Some(m) if !step.is_multiple_of(steps_per_epoch) => Some((m.clone(), resumed_seconds)),
+        // The running metrics of an epoch the run stops inside (`--steps`), saved so that a
+        // resumed run finishes that epoch as the uninterrupted run would.
+        let mut partial: Option<MetricSet> = match &resumed_metrics {
+            Some(m) if !step.is_multiple_of(steps_per_epoch) => Some(m.clone()),
             _ => None,
         };
 
@@ -287,11 +286,6 @@ pub fn fit_with_log<B: Backend + ?Sized>(
             }
             progress.begin_epoch(epoch + 1, total_epochs, last_batch);
             let clock = Instant::now();
-            let seconds_before = if first_batch > 0 {
-                resumed_seconds
-            } else {
-                0.0
-            };
             match resumed_metrics.take() {
                 Some(saved) if first_batch > 0 => metrics = saved,
                 _ => metrics.reset(),
@@ -312,7 +306,7 @@ pub fn fit_with_log<B: Backend + ?Sized>(
                 if let Some(run) = run_log.as_mut() {
                     run.step(epoch + 1, step, out.loss as f32, lr);
                 }
-                let seconds = seconds_before + clock.elapsed().as_secs_f64();
+                let seconds = clock.elapsed().as_secs_f64();
                 progress.update(b + 1, seconds, &metrics.results());
                 if let (Some(ck), Some(run)) = (&spec.checkpoint, run_log.as_ref()) {
                     if let Every::Steps(k) = ck.every {
@@ -325,7 +319,7 @@ pub fn fit_with_log<B: Backend + ?Sized>(
                                 &schedule,
                                 &early,
                                 checkpoint_best,
-                                &Some((metrics.clone(), seconds)),
+                                &Some(metrics.clone()),
                             );
                             let ctx = CheckpointCtx {
                                 backend: &*backend,
@@ -355,13 +349,13 @@ pub fn fit_with_log<B: Backend + ?Sized>(
             // judge whole epochs (plateau, early stopping, `keep: best`) wait for it to complete, so
             // that the run resumed from here ends exactly as the uninterrupted one.
             let complete = last_batch == steps_per_epoch;
-            partial = (!complete).then(|| (metrics.clone(), seconds_before + train_seconds));
+            partial = (!complete).then(|| metrics.clone());
             let mut logs = metrics.results();
             if let Some(val) = &validation {
                 let val_logs = evaluate(backend, val, batch_size, &defs)?;
                 logs.extend(val_logs.into_iter().map(|(k, v)| (format!("val_{k}"), v)));
             }
-            let seconds = seconds_before + clock.elapsed().as_secs_f64();
+            let seconds = clock.elapsed().as_secs_f64();
             progress.end_epoch(log, epoch + 1, total_epochs, last_batch, seconds, &logs);
             let record = EpochRecord {
                 epoch: epoch + 1,
@@ -614,7 +608,7 @@ struct CheckpointCtx<'a, B: Backend + ?Sized> {
     announce: bool,
 }
 
-/// The loop's state after `step` steps; `partial` holds the running metrics and seconds when
+/// The loop's state after `step` steps; `partial` holds the running metrics when
 /// `step` is inside an epoch.
 fn train_state(
     spec: &TrainSpec,
@@ -623,12 +617,8 @@ fn train_state(
     schedule: &LrSchedule,
     early: &Option<EarlyStopper>,
     checkpoint_best: Option<f64>,
-    partial: &Option<(MetricSet, f64)>,
+    partial: &Option<MetricSet>,
 ) -> TrainState {
-    let (epoch_metrics, epoch_seconds) = match partial {
-        Some((m, s)) => (Some(m.clone()), *s),
-        None => (None, 0.0),
-    };
     TrainState {
         epoch: step / steps_per_epoch,
         step,
@@ -637,8 +627,7 @@ fn train_state(
         plateau: schedule.plateau.clone(),
         early: early.as_ref().map(|e| e.state.clone()),
         checkpoint_best,
-        epoch_metrics,
-        epoch_seconds,
+        epoch_metrics: partial.clone(),
     }
 }
 

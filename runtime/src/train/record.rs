@@ -1,5 +1,6 @@
 //! The run directory's logs: `metrics.jsonl` (one object per epoch; with `--steps`, one per
-//! step) and `metrics.csv` (one row per epoch). Both are rewritten atomically after every epoch.
+//! step) and `metrics.csv` (one row per epoch), both rewritten atomically after every epoch;
+//! `run.json`, the run's status; and finding the checkpoint and directory a `--resume` continues.
 //!
 //! Epoch records: `epoch` (1-based: epochs completed), `step` (optimizer steps taken), `loss`,
 //! the metrics, `val_loss` and the validation metrics, `lr` (the rate of the epoch's last step),

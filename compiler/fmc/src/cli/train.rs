@@ -208,7 +208,9 @@ fn train(g: &mut Global, args: &TrainArgs) -> Result<(), i32> {
         Ok(h) => h,
         Err(e) => {
             let code = runtime_error(g, &e);
-            if !g.quiet && record::latest_checkpoint(&run_dir).is_ok() {
+            // A run that failed after it started keeps its checkpoints (`run.json`: failed).
+            let failed = record::RunInfo::read(&run_dir).is_some_and(|i| i.status == "failed");
+            if !g.quiet && failed && record::latest_checkpoint(&run_dir).is_ok() {
                 let _ = writeln!(
                     g.err,
                     "note: the run failed; {} keeps its last checkpoint: `--resume {}` continues the run",
