@@ -1,6 +1,6 @@
 //! Golden test of `fmc compile FILE --emit clif`: the CLIF the JIT generates is deterministic
 //! and reviewed like any other output. After an intended change, regenerate with
-//! `FM_BLESS=1 cargo test --release --test jit_clif` and review the diff.
+//! `BLESS=1 cargo test --release --test jit_clif` and review the diff.
 
 use fmc::cli::{run, Terminal};
 use std::path::Path;
@@ -26,12 +26,12 @@ fn golden(example: &str, golden: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/golden/clif")
         .join(golden);
-    if std::env::var_os("FM_BLESS").is_some() {
+    if std::env::var_os("BLESS").is_some_and(|v| v != "0") {
         std::fs::write(&path, &text).unwrap();
         return;
     }
     let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with FM_BLESS=1 to create)", path.display()));
+        .unwrap_or_else(|e| panic!("{}: {e} (run with BLESS=1 to create)", path.display()));
     if text != want {
         let line = text
             .lines()
@@ -40,7 +40,7 @@ fn golden(example: &str, golden: &str) {
             .unwrap_or(text.lines().count().min(want.lines().count()));
         panic!(
             "--emit clif for {example} differs from {} at line {}:\n  got:  {:?}\n  want: {:?}\n\
-             (FM_BLESS=1 regenerates it)",
+             (BLESS=1 regenerates it)",
             path.display(),
             line + 1,
             text.lines().nth(line),

@@ -21,6 +21,8 @@ use cranelift_module::{FuncId, Module};
 use fm_compiler::ir::{BinaryOp, PoolKind, ReduceOp, UnaryOp};
 use std::collections::HashMap;
 
+use super::externs::Extern;
+
 /// The signature of every kernel.
 pub fn kernel_signature(cc: CallConv) -> Signature {
     let mut s = Signature::new(cc);
@@ -29,36 +31,6 @@ pub fn kernel_signature(cc: CallConv) -> Signature {
     }
     s.returns.push(AbiParam::new(I32));
     s
-}
-
-/// The precompiled functions generated code may call, with their signatures.
-pub fn extern_signatures(cc: CallConv) -> Vec<(&'static str, Signature)> {
-    let sig = |params: &[cranelift_codegen::ir::Type], ret: Option<cranelift_codegen::ir::Type>| {
-        let mut s = Signature::new(cc);
-        s.params.extend(params.iter().map(|&t| AbiParam::new(t)));
-        s.returns.extend(ret.map(AbiParam::new));
-        s
-    };
-    let conv = sig(&[I64, I64, I64, I64, I64], Some(I32));
-    vec![
-        (
-            "fm_sgemm",
-            sig(
-                &[
-                    I64, I64, I64, F32, I64, I64, I64, I64, I64, I64, F32, I64, I64, I64, I64,
-                ],
-                None,
-            ),
-        ),
-        ("fm_conv2d_fwd", conv.clone()),
-        ("fm_conv2d_bwd_input", conv.clone()),
-        ("fm_conv2d_bwd_kernel", conv),
-        ("fm_max_pool2d_fwd", sig(&[I64, I64, I64], Some(I32))),
-        ("fm_max_pool2d_bwd", sig(&[I64, I64, I64, I64], Some(I32))),
-        ("fm_avg_pool2d_fwd", sig(&[I64, I64, I64], Some(I32))),
-        ("fm_avg_pool2d_bwd", sig(&[I64, I64, I64], Some(I32))),
-        ("fm_jit_powf", sig(&[F32, F32], Some(F32))),
-    ]
 }
 
 /// Loads and stores may be unaligned but never trap (bounds are guaranteed by construction).
@@ -78,7 +50,7 @@ struct Reduction<'k> {
 pub struct Gen<'a, 'm> {
     pub b: FunctionBuilder<'a>,
     module: &'m mut JITModule,
-    externs: &'m HashMap<&'static str, FuncId>,
+    externs: &'m HashMap<Extern, FuncId>,
     ptrs: Value,
     n: Value,
     seed: Value,
@@ -90,7 +62,7 @@ impl<'a, 'm> Gen<'a, 'm> {
     pub fn new(
         mut b: FunctionBuilder<'a>,
         module: &'m mut JITModule,
-        externs: &'m HashMap<&'static str, FuncId>,
+        externs: &'m HashMap<Extern, FuncId>,
     ) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
@@ -137,8 +109,8 @@ impl<'a, 'm> Gen<'a, 'm> {
         self.b.ins().iadd(base, off)
     }
 
-    fn callee(&mut self, name: &str) -> cranelift_codegen::ir::FuncRef {
-        let id = self.externs[name];
+    fn callee(&mut self, f: Extern) -> cranelift_codegen::ir::FuncRef {
+        let id = self.externs[&f];
         self.module.declare_func_in_func(id, self.b.func)
     }
 
@@ -397,9 +369,9 @@ impl<'a, 'm> Gen<'a, 'm> {
                 let shape = self.shape_struct(geom, true);
                 let ops: Vec<Value> = (0..3).map(|k| self.operand(k)).collect();
                 let name = match kind {
-                    ConvKind::Forward => "fm_conv2d_fwd",
-                    ConvKind::BackInput => "fm_conv2d_bwd_input",
-                    ConvKind::BackKernel => "fm_conv2d_bwd_kernel",
+                    ConvKind::Forward => Extern::Conv2dFwd,
+                    ConvKind::BackInput => Extern::Conv2dBwdInput,
+                    ConvKind::BackKernel => Extern::Conv2dBwdKernel,
                 };
                 let f = self.callee(name);
                 // 0: the process-wide limit (`--threads`); the kernel splits only work big
@@ -413,11 +385,11 @@ impl<'a, 'm> Gen<'a, 'm> {
             }
             Kernel::Pool { kind, back, geom } => {
                 let shape = self.shape_struct(geom, false);
-                let (name, args): (&str, Vec<usize>) = match (kind, back) {
-                    (PoolKind::Max, false) => ("fm_max_pool2d_fwd", vec![0, 1]),
-                    (PoolKind::Avg, false) => ("fm_avg_pool2d_fwd", vec![0, 1]),
-                    (PoolKind::Max, true) => ("fm_max_pool2d_bwd", vec![0, 1, 2]),
-                    (PoolKind::Avg, true) => ("fm_avg_pool2d_bwd", vec![1, 2]),
+                let (name, args): (Extern, Vec<usize>) = match (kind, back) {
+                    (PoolKind::Max, false) => (Extern::MaxPool2dFwd, vec![0, 1]),
+                    (PoolKind::Avg, false) => (Extern::AvgPool2dFwd, vec![0, 1]),
+                    (PoolKind::Max, true) => (Extern::MaxPool2dBwd, vec![0, 1, 2]),
+                    (PoolKind::Avg, true) => (Extern::AvgPool2dBwd, vec![1, 2]),
                 };
                 let mut vals = vec![shape];
                 for k in args {
@@ -473,7 +445,7 @@ impl<'a, 'm> Gen<'a, 'm> {
         let mk = self.b.ins().imul(m, k);
         let kn = self.b.ins().imul(k, n);
         let mn = self.b.ins().imul(m, n);
-        let f = self.callee("fm_sgemm");
+        let f = self.callee(Extern::Sgemm);
         let zero = self.i64c(0);
         self.for_loop(zero, lead, 1, &mut |g, l| {
             let ao = g.b.ins().imul(l, mk);
@@ -808,7 +780,7 @@ impl<'a, 'm> Gen<'a, 'm> {
 
     fn binary(&mut self, op: BinaryOp, a: Value, b: Value) -> Value {
         if op == BinaryOp::Pow {
-            let f = self.callee("fm_jit_powf");
+            let f = self.callee(Extern::Powf);
             let mut r = a;
             for lane in 0..4u8 {
                 let x = self.b.ins().extractlane(a, lane);

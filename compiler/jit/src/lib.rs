@@ -10,6 +10,7 @@
 //! buffer plans are made per batch size.
 
 mod codegen;
+mod externs;
 mod kernel;
 mod math;
 mod memory;
@@ -21,10 +22,10 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
+use externs::Extern;
 use fm_compiler::interp::{Context, Value};
 use fm_compiler::ir::{eval_shape, print::print_function, Function, Op};
 use fm_compiler::passes::PassTiming;
-use fm_runtime::kernels::ffi;
 use fm_runtime::tensor::DType;
 use ndarray::{ArrayD, IxDyn};
 use std::collections::HashMap;
@@ -122,22 +123,8 @@ fn host_isa() -> Result<Arc<dyn cranelift_codegen::isa::TargetIsa>, String> {
 
 fn new_module() -> Result<JITModule, String> {
     let mut jb = JITBuilder::with_isa(host_isa()?, default_libcall_names());
-    let symbols: [(&str, *const u8); 9] = [
-        ("fm_sgemm", ffi::fm_sgemm as *const u8),
-        ("fm_conv2d_fwd", ffi::fm_conv2d_fwd as *const u8),
-        ("fm_conv2d_bwd_input", ffi::fm_conv2d_bwd_input as *const u8),
-        (
-            "fm_conv2d_bwd_kernel",
-            ffi::fm_conv2d_bwd_kernel as *const u8,
-        ),
-        ("fm_max_pool2d_fwd", ffi::fm_max_pool2d_fwd as *const u8),
-        ("fm_max_pool2d_bwd", ffi::fm_max_pool2d_bwd as *const u8),
-        ("fm_avg_pool2d_fwd", ffi::fm_avg_pool2d_fwd as *const u8),
-        ("fm_avg_pool2d_bwd", ffi::fm_avg_pool2d_bwd as *const u8),
-        ("fm_jit_powf", math::fm_jit_powf as *const u8),
-    ];
-    for (name, ptr) in symbols {
-        jb.symbol(name, ptr);
+    for f in Extern::ALL {
+        jb.symbol(f.name(), f.address());
     }
     Ok(JITModule::new(jb))
 }
@@ -157,12 +144,12 @@ fn compile_uncached(source: &Function) -> Result<Compiled, String> {
     let sched = schedule::schedule(f)?;
     let mut module = new_module()?;
     let cc = module.isa().default_call_conv();
-    let mut externs: HashMap<&'static str, FuncId> = HashMap::new();
-    for (name, sig) in codegen::extern_signatures(cc) {
+    let mut externs: HashMap<Extern, FuncId> = HashMap::new();
+    for f in Extern::ALL {
         let id = module
-            .declare_function(name, Linkage::Import, &sig)
+            .declare_function(f.name(), Linkage::Import, &f.signature(cc))
             .map_err(|e| format!("internal error: {e}"))?;
-        externs.insert(name, id);
+        externs.insert(f, id);
     }
     let sig = codegen::kernel_signature(cc);
     let mut ctx = module.make_context();

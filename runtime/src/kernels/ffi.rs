@@ -132,47 +132,6 @@ pub unsafe extern "C" fn fm_conv2d_fwd(
     }
 }
 
-/// [`conv::conv2d_forward_pixels`] on flattened output pixels `pixel_begin..pixel_end`, writing
-/// `(pixel_end - pixel_begin) * out_c` values to `output_ptr` (single-threaded, allocates its
-/// patch buffer per call).
-///
-/// # Safety
-/// As [`fm_conv2d_fwd`], with `output_ptr` valid for the rows written.
-#[no_mangle]
-pub unsafe extern "C" fn fm_conv2d_fwd_pixels(
-    shape: *const Conv2dShape,
-    input_ptr: *const f32,
-    kernel_ptr: *const f32,
-    pixel_begin: usize,
-    pixel_end: usize,
-    output_ptr: *mut f32,
-) -> i32 {
-    // SAFETY: caller contract (lengths come from the validated shape and range).
-    unsafe {
-        let Some((s, d)) = conv_shape(shape) else {
-            return FM_INVALID_ARGUMENT;
-        };
-        if pixel_begin > pixel_end || pixel_end > d.pixels {
-            return FM_INVALID_ARGUMENT;
-        }
-        let (Some(x), Some(w), Some(y)) = (
-            input(input_ptr, d.input_len),
-            input(kernel_ptr, d.kernel_len),
-            output(output_ptr, (pixel_end - pixel_begin) * s.out_c),
-        ) else {
-            return FM_INVALID_ARGUMENT;
-        };
-        status(conv::conv2d_forward_pixels(
-            &s,
-            x,
-            w,
-            pixel_begin..pixel_end,
-            y,
-            &mut Vec::new(),
-        ))
-    }
-}
-
 /// [`conv::conv2d_backward_input`]: `d_input [N,H,W,C]` from `d_output [N,OH,OW,F]`.
 ///
 /// # Safety

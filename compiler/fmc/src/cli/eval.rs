@@ -34,7 +34,8 @@ pub struct EvalArgs {
     /// Where the model runs.
     #[arg(long, value_enum, default_value_t = BackendChoice::Jit)]
     pub backend: BackendChoice,
-    /// Threads of the GEMM and convolution kernels (default: one per core).
+    /// Threads of the kernels: GEMM, convolution, pooling, the JIT's elementwise loops (default:
+    /// one per core; results do not depend on it).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub threads: Option<u64>,
     /// Accept NaN and infinity in the inputs.

@@ -26,9 +26,9 @@ pub enum BackendChoice {
     Interp,
 }
 
-/// Applies `--threads N`: caps the GEMM and convolution kernels the JIT calls (the interpreter
-/// is single-threaded). A convolution's kernel gradient sums partial results per thread, so its
-/// last bits depend on N: `--threads 1` reproduces a run on any machine.
+/// Applies `--threads N`: caps the kernel pool (GEMM, convolution, pooling and the JIT's
+/// elementwise loops; the interpreter is single-threaded). Work is split by output rows,
+/// channels, images or batch slices, never by partial sums, so results do not depend on N.
 pub fn set_threads(threads: Option<u64>) {
     if let Some(n) = threads {
         fm_runtime::kernels::set_thread_limit(n as usize);

@@ -54,9 +54,10 @@ pub struct TrainArgs {
     /// Where the model runs.
     #[arg(long, value_enum, default_value_t = BackendChoice::Jit)]
     pub backend: BackendChoice,
-    /// Threads of the GEMM and convolution kernels (default: one per core).
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
+    /// Threads of the kernels: GEMM, convolution, pooling, the JIT's elementwise loops (default:
+    /// one per core; results do not depend on it).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub threads: Option<u64>,
     /// Accept NaN and infinity in inputs.
     #[arg(long)]
     pub allow_nan: bool,
@@ -134,13 +135,7 @@ fn train(g: &mut Global, args: &TrainArgs) -> Result<(), i32> {
         );
         return Err(2);
     }
-    if let Some(n) = args.threads {
-        // Caps the GEMM and convolution kernels the JIT calls (the interpreter is
-        // single-threaded). A convolution's kernel gradient sums partial results per thread, so
-        // its last bits depend on the thread count: `--threads 1` reproduces a run exactly on
-        // any machine; a fixed N reproduces it on the same machine.
-        fm_runtime::kernels::set_thread_limit(n);
-    }
+    session::set_threads(args.threads);
     let sel = session::select(g, &args.file, args.model.as_deref(), &args.set)?;
     if !sel.has_train {
         g.fail(&format!(
