@@ -36,6 +36,10 @@ pub fn gradients(b: &mut Builder, loss: ValueId, wrt: &[ValueId]) -> Vec<ValueId
             continue;
         }
         let inst = b.func.insts[v].clone();
+        b.origin = match inst.origin {
+            Origin::Node(n) => Origin::Backward(n),
+            other => other,
+        };
         let contributions = rule(b, v, &inst, g);
         for (arg_pos, grad) in contributions {
             let a = inst.args[arg_pos];

@@ -355,33 +355,7 @@ impl Op {
     }
 }
 
-/// How a parameter's initial value is drawn (Keras definitions; fans from the shape as Keras's
-/// `compute_fans`: 2-D `[in, out]`; otherwise receptive field = product of all but the last two).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Init {
-    Zeros,
-    Ones,
-    Constant(f64),
-    Uniform {
-        lo: f64,
-        hi: f64,
-    },
-    Normal {
-        mean: f64,
-        std: f64,
-    },
-    GlorotUniform,
-    GlorotNormal,
-    HeUniform,
-    HeNormal,
-    LecunNormal,
-    Orthogonal,
-    /// The LSTM bias `[4 * units]` in Keras gate order (i, f, c, o): zeros, except the forget
-    /// gate's `units` entries, which start at 1 (Keras `unit_forget_bias=True`).
-    LstmBias,
-    /// A lagged copy (9.5): starts equal to the initial value of parameter number `0`.
-    CopyOf(ParamId),
-}
+pub use fm_runtime::init::Init;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamInfo {

@@ -4,6 +4,7 @@
 pub mod autodiff;
 pub mod check;
 pub mod diag;
+pub mod emit;
 pub mod exec;
 pub mod graph;
 pub mod init;

@@ -11,6 +11,8 @@ use super::*;
 #[derive(Clone, Debug)]
 pub struct Builder {
     pub func: Function,
+    /// The origin given to instructions pushed from now on.
+    pub origin: Origin,
 }
 
 impl Builder {
@@ -23,6 +25,7 @@ impl Builder {
                 results: Vec::new(),
                 kernels: None,
             },
+            origin: Origin::Unknown,
         }
     }
 
@@ -68,6 +71,7 @@ impl Builder {
             args,
             shape,
             dtype,
+            origin: self.origin,
         });
         self.func.insts.len() - 1
     }

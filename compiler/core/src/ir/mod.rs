@@ -333,6 +333,24 @@ pub struct Inst {
     pub args: Vec<ValueId>,
     pub shape: Shape,
     pub dtype: DType,
+    /// What part of the model this instruction computes (for comments in generated code; no
+    /// pass or backend depends on it, and the text form does not print it).
+    pub origin: Origin,
+}
+
+/// Where an instruction comes from, as far as lowering knows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Origin {
+    #[default]
+    Unknown,
+    /// The forward computation of layer-graph node N.
+    Node(usize),
+    /// The gradient through node N.
+    Backward(usize),
+    /// The loss, its regularisers and their gradient.
+    Loss,
+    /// Gradient clipping and the optimizer update of parameter P (`usize::MAX`: all of them).
+    Update(usize),
 }
 
 /// What a function result is.

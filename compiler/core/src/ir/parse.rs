@@ -352,6 +352,7 @@ impl<'a> Parser<'a> {
                         args: vec![],
                         shape,
                         dtype,
+                        origin: Origin::Unknown,
                     },
                 )?;
             }
@@ -552,6 +553,7 @@ impl<'a> Parser<'a> {
                 args,
                 shape,
                 dtype,
+                origin: Origin::Unknown,
             },
         )
     }

@@ -145,6 +145,7 @@ pub fn forward_with(
             .iter()
             .map(|&i| values[i].expect("inputs are lowered before their users"))
             .collect();
+        ctx.b.origin = Origin::Node(id);
         let (v, pre) = match &node.op {
             GOp::Target { index } => (targets[*index], None),
             GOp::Loss(l) => {
@@ -159,6 +160,7 @@ pub fn forward_with(
         values.push(Some(v));
         pre_activation.push(pre);
     }
+    ctx.b.origin = Origin::Unknown;
     let outputs = graph
         .outputs
         .iter()
@@ -388,6 +390,7 @@ pub fn eval_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
         Mode::Infer,
         &roots,
     );
+    b.origin = Origin::Loss;
     let mut total = None;
     for st in &steps {
         let l = step_loss(&mut b, graph, st, &fwd, &targets, &params);
@@ -531,6 +534,7 @@ pub fn train_step_fns(graph: &ModelGraph, spec: &TrainSpec) -> Vec<Function> {
                 Mode::Train,
                 &roots,
             );
+            b.origin = Origin::Loss;
             let total = step_loss(&mut b, graph, st, &fwd, &targets, &params);
 
             let wrt: Vec<ValueId> = trainable.iter().map(|&p| params[p]).collect();

@@ -116,12 +116,14 @@ pub fn update(
     step: ValueId,
 ) -> Updates {
     let _ = graph;
+    b.origin = Origin::Update(usize::MAX);
     let grads = clip(b, opt.clip, grads);
     let mut out = Updates {
         params: Vec::new(),
         slots: Vec::new(),
     };
     for (&p, &g) in trainable.iter().zip(&grads) {
+        b.origin = Origin::Update(p);
         let mut w = params[p];
         if opt.weight_decay != 0.0 {
             let wd = b.mul_scalar(lr, opt.weight_decay);

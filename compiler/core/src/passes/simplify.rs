@@ -41,6 +41,7 @@ pub fn simplify(f: &Function) -> Function {
                         args: vec![],
                         shape: vec![],
                         dtype: inst.dtype,
+                        origin: inst.origin,
                     };
                     continue;
                 }

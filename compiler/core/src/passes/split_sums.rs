@@ -49,6 +49,7 @@ pub fn split_sums(f: &Function) -> Function {
                         args: vec![src],
                         shape: shape.clone(),
                         dtype: inst.dtype,
+                        origin: inst.origin,
                     });
                     src = out.insts.len() - 1;
                 }
@@ -61,6 +62,7 @@ pub fn split_sums(f: &Function) -> Function {
                     args,
                     shape: inst.shape.clone(),
                     dtype: inst.dtype,
+                    origin: inst.origin,
                 });
                 new_id.push(out.insts.len() - 1);
             }

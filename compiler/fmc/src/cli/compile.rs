@@ -1,6 +1,7 @@
 //! `fmc compile FILE --emit KIND [-o OUT]`. `ast` is the parser's dump; `ir` and `ir-opt` the
-//! tensor IR before and after the passes; `clif` the JIT's Cranelift IR (`rust` is not written
-//! yet). FILE may also be an IR function in text form (`.fmir`), for `ir`, `ir-opt` and `clif`.
+//! tensor IR before and after the passes; `rust` the code `model!` expands to; `clif` the JIT's
+//! Cranelift IR. FILE may also be an IR function in text form (`.fmir`), for `ir`, `ir-opt` and
+//! `clif`.
 
 use super::{EmitKind, Global};
 use fm_compiler::diag::SourceFile;
@@ -86,9 +87,18 @@ pub fn run(
                 }
             }
         }
-        other => {
-            let _ = writeln!(g.err, "fmc compile --emit {other:?}: not implemented yet");
-            return 2;
+        EmitKind::Rust => {
+            let sel = match super::session::select(g, file, model, &[]) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            match rust_text(&sel, file) {
+                Ok(t) => t,
+                Err(e) => {
+                    g.fail(&e);
+                    return 1;
+                }
+            }
         }
     };
     match output {
@@ -104,6 +114,23 @@ pub fn run(
             0
         }
     }
+}
+
+/// What `model!` expands to for this model, pretty-printed with the `.fm` lines in comments.
+fn rust_text(sel: &super::session::Selected, file: &Path) -> Result<String, String> {
+    use fm_compiler::emit::rust;
+    let checked = fm_compiler::check::check_source(&sel.source, file);
+    let selected = rust::Selected {
+        graph: sel.graph.clone(),
+        spec: sel.spec.clone(),
+        has_train: sel.has_train,
+    };
+    let name = file.file_name().map_or_else(
+        || file.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    );
+    let code = rust::emit(&selected, &checked.trains, &sel.source, &name)?;
+    rust::pretty(&code)
 }
 
 /// The train step (when the file trains the model) and inference functions, before or after

@@ -72,7 +72,7 @@ pub enum EmitKind {
     Ir,
     /// The same after the optimization passes.
     IrOpt,
-    /// What `model!` expands to (not implemented yet: exit 2).
+    /// What `model!` expands to (pretty-printed Rust).
     Rust,
     /// The Cranelift IR of the JIT's kernels.
     Clif,

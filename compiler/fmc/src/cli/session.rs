@@ -120,54 +120,13 @@ fn pick(
         .find(|t| t.model == graph.name)
         .cloned();
     let has_train = found.is_some();
-    let spec = found.unwrap_or_else(|| default_spec(&graph));
+    let spec = found.unwrap_or_else(|| fm_compiler::exec::default_spec(&graph));
     Ok(Selected {
         source,
         graph,
         spec,
         has_train,
     })
-}
-
-/// The setup used when a file has no `train` section: enough to run inference.
-fn default_spec(graph: &ModelGraph) -> TrainSpec {
-    use fm_runtime::config::*;
-    TrainSpec {
-        model: graph.name.clone(),
-        data: None,
-        losses: graph
-            .outputs
-            .iter()
-            .map(|o| OutputLoss {
-                output: o.name.clone(),
-                loss: Loss::Mse,
-                weight: 1.0,
-                fused_with_activation: false,
-            })
-            .collect(),
-        optimizer: OptimizerSpec {
-            kind: OptimizerKind::Adam {
-                beta1: 0.9,
-                beta2: 0.999,
-                epsilon: 1e-7,
-            },
-            lr: 1e-3,
-            weight_decay: 0.0,
-            clip: None,
-        },
-        schedule: Schedule::Constant,
-        epochs: 1,
-        batch_size: 32,
-        validation: Validation::None,
-        shuffle: true,
-        seed: 0,
-        metrics: vec![],
-        early_stopping: None,
-        checkpoint: None,
-        objective: None,
-        steps: vec![],
-        value_metrics: vec![],
-    }
 }
 
 /// Rewrites the `train` section of `model` (or the only one) with `KEY=VALUE` overrides:

@@ -1,0 +1,3 @@
+//! Code generators: Rust source for `model!` and `fmc compile --emit rust`.
+
+pub mod rust;

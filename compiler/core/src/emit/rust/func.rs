@@ -1,0 +1,882 @@
+//! One IR function as a Rust function over slices.
+//!
+//! The function has no early return (kernels record errors in the `Ctx`), which keeps it cheap to
+//! compile. Every value gets one of four representations:
+//! - a scalar (`f32` local or literal) when it has exactly one element,
+//! - a splat (a scalar broadcast to a shape), materialised only where a kernel needs it,
+//! - an inline expression: an elementwise value with one user that is itself elementwise, so a
+//!   chain of them becomes one loop (`max(x[i] + b[i % 128], 0.0)`),
+//! - a buffer: a `Vec<f32>` local (or a function argument's slice).
+//!
+//! Reshapes are free (buffers are row-major), broadcasts of rows or columns fold into the loops
+//! that read them, and GEMM, convolution and pooling call `fm::compiled::ops`, which calls the
+//! runtime kernels the JIT uses.
+
+use super::Notes;
+use crate::ir::*;
+use fm_runtime::tensor::DType;
+use std::fmt::Write;
+
+/// For each value, the layer it is the output of: the last instruction of each layer's forward
+/// computation, when the layer has a name.
+fn layer_outputs(f: &Function, notes: &Notes) -> Vec<Option<String>> {
+    let mut last = std::collections::HashMap::new();
+    for (v, inst) in f.insts.iter().enumerate() {
+        if let Origin::Node(n) = inst.origin {
+            if !matches!(inst.op, Op::Arg { .. } | Op::Const { .. }) {
+                last.insert(n, v);
+            }
+        }
+    }
+    let mut out = vec![None; f.insts.len()];
+    for (n, v) in last {
+        if let Some(Some(name)) = notes.idents.get(n) {
+            out[v] = Some(name.clone());
+        }
+    }
+    out
+}
+
+/// Fused expressions stop growing at this depth (a recurrence unrolled over time would
+/// otherwise become one expression hundreds of operations deep).
+const MAX_FUSED_DEPTH: usize = 8;
+
+#[derive(Clone, Debug)]
+enum Repr {
+    /// A one-element value: a Rust `f32` expression (local name or literal).
+    Scalar(String),
+    /// Every element equals this scalar expression.
+    Splat(String),
+    /// Element `i` is this expression (fused into its one user's loop).
+    Inline(String),
+    /// A buffer with this local name (a `Vec` or slice; `owned` when a local `Vec`).
+    Buffer { name: String, owned: bool },
+    /// Element `i` is `name[i % modulo]` or `name[i / div]`: a broadcast read in place.
+    Strided {
+        name: String,
+        modulo: usize,
+        div: usize,
+    },
+}
+
+/// The length of a value of `shape` as a Rust expression in `n` (the batch size).
+pub fn len_expr(shape: &[Dim]) -> String {
+    let mut fixed = 1usize;
+    let mut batch = None;
+    for d in shape {
+        match d {
+            Dim::Batch(k) => batch = Some(batch.unwrap_or(1) * k),
+            Dim::Fixed(x) => fixed *= x,
+        }
+    }
+    match batch {
+        None => fixed.to_string(),
+        Some(k) if k * fixed == 1 => "n".into(),
+        Some(k) => format!("n * {}", k * fixed),
+    }
+}
+
+/// The dims of `shape` as a Rust array expression.
+pub fn dims_expr(shape: &[Dim]) -> String {
+    let parts: Vec<String> = shape.iter().map(dim_expr).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+fn dim_expr(d: &Dim) -> String {
+    match d {
+        Dim::Batch(1) => "n".into(),
+        Dim::Batch(k) => format!("{k} * n"),
+        Dim::Fixed(x) => x.to_string(),
+    }
+}
+
+/// Statically known to hold exactly one element.
+fn is_unit(shape: &[Dim]) -> bool {
+    shape.iter().all(|d| *d == Dim::Fixed(1))
+}
+
+fn is_elementwise(op: &Op) -> bool {
+    matches!(op, Op::Unary(_) | Op::Binary(_) | Op::Select)
+}
+
+/// An f32 literal that reads back to exactly `value as f32`.
+pub fn f32_lit(value: f64) -> String {
+    let v = value as f32;
+    if v.is_nan() {
+        "f32::NAN".into()
+    } else if v == f32::INFINITY {
+        "f32::INFINITY".into()
+    } else if v == f32::NEG_INFINITY {
+        "f32::NEG_INFINITY".into()
+    } else if v < 0.0 || (v == 0.0 && v.is_sign_negative()) {
+        format!("(-{:?}f32)", -v)
+    } else {
+        format!("{v:?}f32")
+    }
+}
+
+/// A Rust identifier from an IR name (`dense.kernel` -> `dense_kernel`).
+pub fn ident(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    while s.contains("__") {
+        s = s.replace("__", "_");
+    }
+    let s = s.trim_matches('_').to_lowercase();
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) || is_keyword(&s) {
+        format!("t_{s}")
+    } else {
+        s
+    }
+}
+
+fn is_keyword(s: &str) -> bool {
+    matches!(
+        s,
+        "as" | "break"
+            | "const"
+            | "continue"
+            | "crate"
+            | "else"
+            | "enum"
+            | "extern"
+            | "false"
+            | "fn"
+            | "for"
+            | "if"
+            | "impl"
+            | "in"
+            | "let"
+            | "loop"
+            | "match"
+            | "mod"
+            | "move"
+            | "mut"
+            | "pub"
+            | "ref"
+            | "return"
+            | "self"
+            | "static"
+            | "struct"
+            | "super"
+            | "trait"
+            | "true"
+            | "type"
+            | "unsafe"
+            | "use"
+            | "where"
+            | "while"
+            | "async"
+            | "await"
+            | "dyn"
+            | "abstract"
+            | "become"
+            | "box"
+            | "do"
+            | "final"
+            | "macro"
+            | "override"
+            | "priv"
+            | "typeof"
+            | "unsized"
+            | "virtual"
+            | "yield"
+            | "try"
+            | "gen"
+            | "n"
+            | "ctx"
+            | "args"
+            | "ops"
+    )
+}
+
+struct Emitter<'a> {
+    f: &'a Function,
+    repr: Vec<Option<Repr>>,
+    users: Vec<Vec<ValueId>>,
+    is_result: Vec<bool>,
+    out: String,
+    notes: &'a Notes,
+    last_note: Option<String>,
+    /// Local names already used (arguments are unique by construction; values are `vN`).
+    used_names: std::collections::HashSet<String>,
+    /// Splats materialised for kernels (their elementwise users keep reading the scalar).
+    splats: std::collections::HashMap<ValueId, String>,
+    /// The local name of each value's buffer, once chosen.
+    names: Vec<Option<String>>,
+    /// Per value: the layer whose output it is (the last instruction of the layer's forward).
+    layer_output: Vec<Option<String>>,
+}
+
+/// Emits `fn NAME(ctx: &Ctx, args: &[Arg<'_>]) -> Result<Vec<Vec<f32>>, Error>` for `f`.
+pub fn emit_function(f: &Function, name: &str, notes: &Notes) -> String {
+    let mut users = vec![Vec::new(); f.insts.len()];
+    for (v, inst) in f.insts.iter().enumerate() {
+        for &a in &inst.args {
+            users[a].push(v);
+        }
+    }
+    let mut is_result = vec![false; f.insts.len()];
+    for r in &f.results {
+        is_result[r.value] = true;
+    }
+    let mut e = Emitter {
+        f,
+        repr: vec![None; f.insts.len()],
+        users,
+        is_result,
+        out: String::new(),
+        notes,
+        last_note: None,
+        used_names: Default::default(),
+        splats: Default::default(),
+        names: vec![None; f.insts.len()],
+        layer_output: layer_outputs(f, notes),
+    };
+    e.body();
+    let mut head = String::new();
+    let _ = writeln!(
+        head,
+        "#[allow(unused_variables, clippy::all)] fn {name}(ctx: &Ctx, args: &[Arg<'_>]) -> Vec<Vec<f32>> {{"
+    );
+    head.push_str("let n = ctx.batch;\n");
+    head.push_str(&e.out);
+    head.push_str("}\n");
+    head
+}
+
+impl Emitter<'_> {
+    fn note(&mut self, v: ValueId) {
+        if let Some(text) = self.notes.for_value(self.f, v) {
+            if self.last_note.as_deref() != Some(text.as_str()) {
+                let _ = writeln!(self.out, "{}", super::comment(&text));
+                self.last_note = Some(text);
+            }
+        }
+    }
+
+    fn repr(&self, v: ValueId) -> &Repr {
+        self.repr[v].as_ref().expect("operands come first")
+    }
+
+    /// Element `i` of `v` inside a loop.
+    fn elem(&self, v: ValueId) -> String {
+        match self.repr(v) {
+            Repr::Scalar(s) | Repr::Splat(s) => s.clone(),
+            Repr::Inline(e) => e.clone(),
+            Repr::Buffer { name, .. } => format!("{name}[i]"),
+            Repr::Strided { name, modulo, div } => {
+                if *modulo > 0 {
+                    format!("{name}[i % {modulo}]")
+                } else {
+                    format!("{name}[i / {div}]")
+                }
+            }
+        }
+    }
+
+    /// Buffers read by `elem(v)` (to re-slice before a loop).
+    fn reads(&self, v: ValueId, acc: &mut Vec<(String, bool)>) {
+        match self.repr(v) {
+            Repr::Buffer { name, .. } => {
+                if !acc.iter().any(|(n, _)| n == name) {
+                    acc.push((name.clone(), true));
+                }
+            }
+            Repr::Strided { name, .. } => {
+                if !acc.iter().any(|(n, _)| n == name) {
+                    acc.push((name.clone(), false));
+                }
+            }
+            Repr::Inline(_) => {
+                for &a in &self.f.insts[v].args {
+                    self.reads(a, acc);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A `&[f32]`-typed expression for `v`, materialising it if needed.
+    fn slice(&mut self, v: ValueId) -> String {
+        match self.repr(v).clone() {
+            Repr::Scalar(s) => format!("&[{s}]"),
+            Repr::Buffer { name, .. } => format!("&{name}"),
+            Repr::Splat(s) => {
+                if let Some(name) = self.splats.get(&v) {
+                    return format!("&{name}");
+                }
+                let name = format!("v{v}");
+                let len = len_expr(&self.f.insts[v].shape);
+                let _ = writeln!(self.out, "let {name} = vec![{s}; {len}];");
+                self.splats.insert(v, name.clone());
+                format!("&{name}")
+            }
+            Repr::Inline(_) | Repr::Strided { .. } => {
+                let name = self.materialize(v);
+                format!("&{name}")
+            }
+        }
+    }
+
+    /// Writes the loop computing `v` into a new buffer; returns its name.
+    fn materialize(&mut self, v: ValueId) -> String {
+        let name = self.buffer_name(v);
+        let len = len_expr(&self.f.insts[v].shape);
+        match self.repr(v).clone() {
+            Repr::Splat(s) => {
+                let _ = writeln!(self.out, "let {name} = vec![{s}; {len}];");
+            }
+            Repr::Buffer { name, .. } => return name,
+            Repr::Scalar(s) => {
+                let _ = writeln!(self.out, "let {name} = vec![{s}];");
+            }
+            Repr::Inline(_) | Repr::Strided { .. } => {
+                let mut reads = Vec::new();
+                self.reads(v, &mut reads);
+                let body = self.elem(v);
+                self.write_loop(&name, &len, &reads, &body);
+            }
+        }
+        self.repr[v] = Some(Repr::Buffer {
+            name: name.clone(),
+            owned: true,
+        });
+        name
+    }
+
+    fn write_loop(&mut self, name: &str, len: &str, reads: &[(String, bool)], body: &str) {
+        let _ = writeln!(self.out, "let mut {name} = vec![0.0f32; {len}];");
+        let full: Vec<&String> = reads.iter().filter(|r| r.1).map(|r| &r.0).collect();
+        self.out.push_str("{\n");
+        // Every slice re-sliced to the loop's length, so the compiler drops the bounds checks
+        // and vectorizes the loop.
+        for r in &full {
+            let _ = writeln!(self.out, "let {r} = &{r}[..{len}];");
+        }
+        let _ = writeln!(
+            self.out,
+            "for (i, out) in {name}.iter_mut().enumerate() {{ *out = {body}; }}"
+        );
+        self.out.push_str("}\n");
+    }
+
+    fn body(&mut self) {
+        for v in 0..self.f.insts.len() {
+            self.inst(v);
+        }
+        let mut results = Vec::new();
+        let mut comment = Vec::new();
+        let reprs: Vec<Repr> = self
+            .f
+            .results
+            .iter()
+            .map(|r| self.repr(r.value).clone())
+            .collect();
+        for (k, r) in self.f.results.iter().enumerate() {
+            comment.push(r.name.clone());
+            let expr = match reprs[k].clone() {
+                Repr::Scalar(s) => format!("vec![{s}]"),
+                Repr::Buffer { name, owned } => {
+                    // A buffer named by a later result too is copied here and moved there.
+                    let later = reprs[k + 1..]
+                        .iter()
+                        .any(|x| matches!(x, Repr::Buffer { name: m, .. } if *m == name));
+                    if owned && !later {
+                        name
+                    } else if owned {
+                        format!("{name}.clone()")
+                    } else {
+                        format!("{name}.to_vec()")
+                    }
+                }
+                _ => self.materialize(r.value),
+            };
+            results.push(expr);
+        }
+        let _ = writeln!(
+            self.out,
+            "{}",
+            super::comment(&format!("results: {}", comment.join(", ")))
+        );
+        let _ = writeln!(self.out, "vec![{}]", results.join(", "));
+    }
+
+    /// The name of `v`'s buffer: the layer's name for a layer's output (`dense_1`), else `vN`.
+    fn buffer_name(&mut self, v: ValueId) -> String {
+        if let Some(n) = &self.names[v] {
+            return n.clone();
+        }
+        let name = match self.layer_output[v].clone() {
+            Some(layer) => self.fresh(&layer),
+            None => format!("v{v}"),
+        };
+        self.names[v] = Some(name.clone());
+        name
+    }
+
+    fn fresh(&mut self, base: &str) -> String {
+        let mut name = ident(base);
+        let mut k = 1;
+        while !self.used_names.insert(name.clone()) {
+            k += 1;
+            name = format!("{}_{k}", ident(base));
+        }
+        name
+    }
+
+    fn inst(&mut self, v: ValueId) {
+        let inst = &self.f.insts[v];
+        let shape = inst.shape.clone();
+        let name = self.buffer_name(v);
+        let inst = &self.f.insts[v];
+        let len = len_expr(&shape);
+        let a = inst.args.clone();
+        let unit = is_unit(&shape) && inst.dtype == DType::F32;
+        let repr = match &inst.op {
+            Op::Arg { index } => {
+                let arg = &self.f.args[*index];
+                let local = self.fresh(&arg.name);
+                let access = match arg.dtype {
+                    DType::F32 if shape.is_empty() => {
+                        let _ = writeln!(self.out, "let {local} = args[{index}].scalar();");
+                        return self.set(v, Repr::Scalar(local));
+                    }
+                    DType::F32 => "f32",
+                    DType::I32 => "i32",
+                };
+                let _ = writeln!(self.out, "let {local} = args[{index}].{access}();");
+                if unit {
+                    Repr::Scalar(format!("{local}[0]"))
+                } else {
+                    Repr::Buffer {
+                        name: local,
+                        owned: false,
+                    }
+                }
+            }
+            Op::Const { value } => Repr::Scalar(f32_lit(*value)),
+            Op::BatchSize => Repr::Scalar("(n as f32)".into()),
+            Op::Unary(UnaryOp::StopGradient) => match self.repr(a[0]).clone() {
+                // The identity: the value itself (its gradient is cut by autodiff, not here).
+                Repr::Inline(_) => {
+                    let b = self.materialize(a[0]);
+                    Repr::Buffer {
+                        name: b,
+                        owned: true,
+                    }
+                }
+                r => r,
+            },
+            Op::Unary(_) | Op::Binary(_) | Op::Select => {
+                let ins: Vec<String> = a.iter().map(|&x| self.elem(x)).collect();
+                let expr = elementwise(&inst.op, &ins);
+                let uniform = a
+                    .iter()
+                    .all(|&x| matches!(self.repr(x), Repr::Scalar(_) | Repr::Splat(_)));
+                if uniform && !unit {
+                    // Every element is the same: compute it once.
+                    self.note(v);
+                    let _ = writeln!(self.out, "let {name} = {expr};");
+                    Repr::Splat(name)
+                } else if unit {
+                    self.note(v);
+                    let _ = writeln!(self.out, "let {name} = {expr};");
+                    Repr::Scalar(name)
+                } else if self.fusable(v) && self.inline_depth(&a) < MAX_FUSED_DEPTH {
+                    Repr::Inline(expr)
+                } else {
+                    self.note(v);
+                    let mut reads = Vec::new();
+                    for &x in &a {
+                        self.reads(x, &mut reads);
+                    }
+                    self.write_loop(&name, &len, &reads, &expr);
+                    Repr::Buffer { name, owned: true }
+                }
+            }
+            Op::Reshape { .. } => match self.repr(a[0]).clone() {
+                Repr::Inline(_) | Repr::Strided { .. } => {
+                    let b = self.materialize(a[0]);
+                    Repr::Buffer {
+                        name: b,
+                        owned: true,
+                    }
+                }
+                Repr::Scalar(s) if !unit => Repr::Splat(s),
+                r => r,
+            },
+            Op::Broadcast { .. } => {
+                let in_shape = self.f.insts[a[0]].shape.clone();
+                match self.repr(a[0]).clone() {
+                    Repr::Scalar(s) | Repr::Splat(s) => {
+                        if unit {
+                            Repr::Scalar(s)
+                        } else {
+                            Repr::Splat(s)
+                        }
+                    }
+                    _ => {
+                        if let Some(r) = self.strided(a[0], &in_shape, &shape) {
+                            if self.users[v]
+                                .iter()
+                                .all(|&u| is_elementwise(&self.f.insts[u].op))
+                                && !self.is_result[v]
+                            {
+                                r
+                            } else {
+                                self.note(v);
+                                let src = self.slice(a[0]);
+                                let _ = writeln!(
+                                    self.out,
+                                    "let {name} = ops::broadcast({src}, &{}, &{});",
+                                    dims_expr(&in_shape),
+                                    dims_expr(&shape)
+                                );
+                                Repr::Buffer { name, owned: true }
+                            }
+                        } else {
+                            self.note(v);
+                            let src = self.slice(a[0]);
+                            let _ = writeln!(
+                                self.out,
+                                "let {name} = ops::broadcast({src}, &{}, &{});",
+                                dims_expr(&in_shape),
+                                dims_expr(&shape)
+                            );
+                            Repr::Buffer { name, owned: true }
+                        }
+                    }
+                }
+            }
+            op => {
+                self.note(v);
+                let call = self.kernel_call(op, &a, &shape);
+                if unit {
+                    let _ = writeln!(self.out, "let {name} = {call}[0];");
+                    Repr::Scalar(name)
+                } else {
+                    let _ = writeln!(self.out, "let {name} = {call};");
+                    Repr::Buffer { name, owned: true }
+                }
+            }
+        };
+        self.set(v, repr);
+    }
+
+    fn set(&mut self, v: ValueId, r: Repr) {
+        self.repr[v] = Some(r);
+    }
+
+    /// How many elementwise ops deep the inline operands of a new value already are.
+    fn inline_depth(&self, a: &[ValueId]) -> usize {
+        a.iter()
+            .map(|&x| match self.repr(x) {
+                Repr::Inline(_) => 1 + self.inline_depth(&self.f.insts[x].args),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// An elementwise value can be computed inside its user's loop when it has exactly one
+    /// user, that user is elementwise, and it is not a result.
+    fn fusable(&self, v: ValueId) -> bool {
+        !self.is_result[v]
+            && self.users[v].len() == 1
+            && is_elementwise(&self.f.insts[self.users[v][0]].op)
+    }
+
+    /// A broadcast that reads its input in place: `[1, ..., 1, inner...]` (rows repeated:
+    /// `x[i % inner]`) or `[outer..., 1, ..., 1]` (each element repeated: `x[i / inner]`).
+    fn strided(&mut self, src: ValueId, in_shape: &[Dim], out: &[Dim]) -> Option<Repr> {
+        let r = in_shape.len();
+        let first_kept = in_shape
+            .iter()
+            .position(|d| *d != Dim::Fixed(1))
+            .unwrap_or(r);
+        let last_kept = in_shape
+            .iter()
+            .rposition(|d| *d != Dim::Fixed(1))
+            .map_or(0, |p| p + 1);
+        // Leading ones, then axes equal to the output's.
+        let leading = in_shape[first_kept..]
+            .iter()
+            .zip(&out[first_kept..])
+            .all(|(a, b)| a == b);
+        let inner_fixed = |dims: &[Dim]| -> Option<usize> {
+            dims.iter().map(|d| d.fixed()).product::<Option<usize>>()
+        };
+        let name = match self.repr(src).clone() {
+            Repr::Buffer { name, .. } => name,
+            _ => self.materialize(src),
+        };
+        if leading {
+            let inner = inner_fixed(&in_shape[first_kept..])?;
+            return Some(Repr::Strided {
+                name,
+                modulo: inner,
+                div: 0,
+            });
+        }
+        let trailing = in_shape[..last_kept]
+            .iter()
+            .zip(&out[..last_kept])
+            .all(|(a, b)| a == b);
+        if trailing {
+            let div = inner_fixed(&out[last_kept..])?;
+            return Some(Repr::Strided {
+                name,
+                modulo: 0,
+                div,
+            });
+        }
+        None
+    }
+
+    fn kernel_call(&mut self, op: &Op, a: &[ValueId], shape: &[Dim]) -> String {
+        let shape_of = |v: ValueId| self.f.insts[v].shape.clone();
+        match op {
+            Op::Reduce { op: rop, axes, .. } => {
+                let x = self.slice(a[0]);
+                let f = match rop {
+                    ReduceOp::Sum => "reduce_sum",
+                    ReduceOp::Max => "reduce_max",
+                };
+                format!("ops::{f}({x}, &{}, &{axes:?})", dims_expr(&shape_of(a[0])))
+            }
+            Op::MatMul {
+                transpose_a,
+                transpose_b,
+            } => {
+                let sa = shape_of(a[0]);
+                let r = sa.len();
+                let (m, k) = if *transpose_a {
+                    (sa[r - 1], sa[r - 2])
+                } else {
+                    (sa[r - 2], sa[r - 1])
+                };
+                let nn = shape[r - 1];
+                let lead = len_expr(&shape[..r - 2]);
+                let x = self.slice(a[0]);
+                let y = self.slice(a[1]);
+                format!(
+                    "ops::matmul(ctx, {x}, {y}, {lead}, {}, {}, {}, {transpose_a}, {transpose_b})",
+                    dim_expr(&m),
+                    dim_expr(&k),
+                    dim_expr(&nn)
+                )
+            }
+            Op::Conv2d { window } => {
+                let xs = shape_of(a[0]);
+                let ks = shape_of(a[1]);
+                let geo = conv_geometry(&xs, &ks, window);
+                let x = self.slice(a[0]);
+                let k = self.slice(a[1]);
+                format!("ops::conv2d(ctx, &{geo}, {x}, {k}, {})", len_expr(shape))
+            }
+            Op::Conv2dBackInput { window, .. } => {
+                let ks = shape_of(a[1]);
+                let geo = conv_geometry(shape, &ks, window);
+                let dy = self.slice(a[0]);
+                let k = self.slice(a[1]);
+                format!(
+                    "ops::conv2d_back_input(ctx, &{geo}, {dy}, {k}, {})",
+                    len_expr(shape)
+                )
+            }
+            Op::Conv2dBackKernel { window } => {
+                let xs = shape_of(a[0]);
+                let geo = conv_geometry(&xs, shape, window);
+                let x = self.slice(a[0]);
+                let dy = self.slice(a[1]);
+                format!(
+                    "ops::conv2d_back_kernel(ctx, &{geo}, {x}, {dy}, {})",
+                    len_expr(shape)
+                )
+            }
+            Op::Pool2d { kind, window } => {
+                let geo = pool_geometry(&shape_of(a[0]), window);
+                let x = self.slice(a[0]);
+                match kind {
+                    PoolKind::Max => {
+                        format!("ops::max_pool2d(ctx, &{geo}, {x}, {})", len_expr(shape))
+                    }
+                    PoolKind::Avg => {
+                        format!("ops::avg_pool2d(ctx, &{geo}, {x}, {})", len_expr(shape))
+                    }
+                }
+            }
+            Op::Pool2dBack { kind, window } => {
+                let geo = pool_geometry(&shape_of(a[0]), window);
+                let x = self.slice(a[0]);
+                let dy = self.slice(a[1]);
+                match kind {
+                    PoolKind::Max => {
+                        format!(
+                            "ops::max_pool2d_back(ctx, &{geo}, {x}, {dy}, {})",
+                            len_expr(shape)
+                        )
+                    }
+                    PoolKind::Avg => {
+                        format!(
+                            "ops::avg_pool2d_back(ctx, &{geo}, {dy}, {})",
+                            len_expr(shape)
+                        )
+                    }
+                }
+            }
+            Op::Permute { perm } => {
+                let x = self.slice(a[0]);
+                format!(
+                    "ops::permute({x}, &{}, &{perm:?})",
+                    dims_expr(&shape_of(a[0]))
+                )
+            }
+            Op::Slice { axis, start, end } => {
+                let x = self.slice(a[0]);
+                format!(
+                    "ops::slice({x}, &{}, {axis}, {start}, {end})",
+                    dims_expr(&shape_of(a[0]))
+                )
+            }
+            Op::Pad {
+                axis,
+                before,
+                after,
+            } => {
+                let x = self.slice(a[0]);
+                format!(
+                    "ops::pad({x}, &{}, {axis}, {before}, {after})",
+                    dims_expr(&shape_of(a[0]))
+                )
+            }
+            Op::Concat { axis } => {
+                let parts: Vec<String> = a
+                    .iter()
+                    .map(|&p| {
+                        let s = self.slice(p);
+                        format!("({s}, &{} as &[usize])", dims_expr(&shape_of(p)))
+                    })
+                    .collect();
+                format!("ops::concat(&[{}], {axis})", parts.join(", "))
+            }
+            Op::Gather => {
+                let ts = shape_of(a[0]);
+                let rows = dim_expr(&ts[0]);
+                let row_len = len_expr(&ts[1..]);
+                let t = self.slice(a[0]);
+                let idx = self.int_slice(a[1]);
+                format!("ops::gather({t}, {rows}, {row_len}, {idx})")
+            }
+            Op::ScatterAdd { rows } => {
+                let row_len = len_expr(&shape[1..]);
+                let idx = self.int_slice(a[0]);
+                let vals = self.slice(a[1]);
+                format!("ops::scatter_add({idx}, {vals}, {rows}, {row_len})")
+            }
+            Op::OneHot { depth } => {
+                let idx = self.int_slice(a[0]);
+                format!("ops::one_hot({idx}, {depth})")
+            }
+            Op::RandomUniform { salt, .. } => {
+                format!("ops::random_uniform(ctx, {salt}, {})", len_expr(shape))
+            }
+            Op::LowerTriangle { rows, cols } => format!("ops::lower_triangle({rows}, {cols})"),
+            Op::Arg { .. }
+            | Op::Const { .. }
+            | Op::BatchSize
+            | Op::Unary(_)
+            | Op::Binary(_)
+            | Op::Select
+            | Op::Reshape { .. }
+            | Op::Broadcast { .. } => unreachable!("handled by the caller"),
+        }
+    }
+
+    fn int_slice(&self, v: ValueId) -> String {
+        match self.repr(v) {
+            Repr::Buffer { name, .. } => format!("&{name}"),
+            // i32 values are only arguments and their reshapes.
+            _ => "&[]".into(),
+        }
+    }
+}
+
+fn conv_geometry(x: &[Dim], k: &[Dim], w: &Window) -> String {
+    let d = |i: usize, s: &[Dim]| dim_expr(&s[i]);
+    format!(
+        "ops::conv_shape({}, [{}, {}, {}], [{}, {}], {}, {:?}, {:?}, [{}, {}], [{}, {}])",
+        d(0, x),
+        d(1, x),
+        d(2, x),
+        d(3, x),
+        d(0, k),
+        d(1, k),
+        d(3, k),
+        w.stride,
+        w.dilation,
+        w.pad[0].0,
+        w.pad[1].0,
+        w.pad[0].1,
+        w.pad[1].1
+    )
+}
+
+fn pool_geometry(x: &[Dim], w: &Window) -> String {
+    let d = |i: usize| dim_expr(&x[i]);
+    format!(
+        "ops::pool_shape({}, [{}, {}, {}], {:?}, {:?}, [{}, {}], [{}, {}])",
+        d(0),
+        d(1),
+        d(2),
+        d(3),
+        w.kernel,
+        w.stride,
+        w.pad[0].0,
+        w.pad[1].0,
+        w.pad[0].1,
+        w.pad[1].1
+    )
+}
+
+/// The expression of an elementwise op on its operands' element expressions.
+fn elementwise(op: &Op, x: &[String]) -> String {
+    match op {
+        Op::Unary(u) => {
+            let a = &x[0];
+            match u {
+                UnaryOp::Neg => format!("(-{a})"),
+                UnaryOp::Exp => format!("{a}.exp()"),
+                UnaryOp::Log => format!("{a}.ln()"),
+                UnaryOp::Sqrt => format!("{a}.sqrt()"),
+                UnaryOp::Tanh => format!("{a}.tanh()"),
+                UnaryOp::Sigmoid => format!("ops::sigmoid({a})"),
+                UnaryOp::Erf => format!("ops::erf({a})"),
+                UnaryOp::Abs => format!("{a}.abs()"),
+                UnaryOp::Sign => format!("ops::sign({a})"),
+                UnaryOp::ToFloat => format!("({a} as f32)"),
+                UnaryOp::StopGradient => a.clone(),
+            }
+        }
+        Op::Binary(b) => {
+            let (a, c) = (&x[0], &x[1]);
+            match b {
+                BinaryOp::Add => format!("({a} + {c})"),
+                BinaryOp::Sub => format!("({a} - {c})"),
+                BinaryOp::Mul => format!("({a} * {c})"),
+                BinaryOp::Div => format!("({a} / {c})"),
+                BinaryOp::Max => format!("ops::max({a}, {c})"),
+                BinaryOp::Min => format!("ops::min({a}, {c})"),
+                BinaryOp::Pow => format!("{a}.powf({c})"),
+                BinaryOp::Greater => format!("ops::flag({a} > {c})"),
+                BinaryOp::GreaterEq => format!("ops::flag({a} >= {c})"),
+                BinaryOp::Equal => format!("ops::flag({a} == {c})"),
+            }
+        }
+        Op::Select => format!("(if {} != 0.0 {{ {} }} else {{ {} }})", x[0], x[1], x[2]),
+        _ => unreachable!("not elementwise"),
+    }
+}

@@ -1,0 +1,693 @@
+//! What Rust generated from a `.fm` file (`model!`, `fmc compile --emit rust`) links against.
+//!
+//! The generated code holds the model's three IR functions (train step, evaluation, inference)
+//! as plain Rust over slices, and a [`ModelDef`] describing them: inputs, targets, parameters and
+//! their initialisers, optimizer slots, the resolved `train` section. [`Model`] is everything
+//! else, shared by every generated model: the state (parameters, optimizer slots, step), shape
+//! checks, binding to the training loop ([`crate::train::Backend`], so `fit` is the runtime's
+//! loop with its schedules, validation, callbacks and checkpoints), and weights files in the
+//! safetensors layout `fmc` reads and writes. [`ops`] holds the operations that are not plain
+//! elementwise loops (GEMM, convolution and pooling call [`crate::kernels`], as the JIT does).
+
+pub mod ops;
+
+use crate::config::{Loss, TrainSpec};
+use crate::data::{load_data, Dataset, LoadOptions, LoadedData, ModelData, TensorSpec};
+use crate::error::fmt_shape;
+use crate::init::{draw, Init};
+use crate::metrics::{metric_defs, MetricSet};
+use crate::random::Rng;
+use crate::tensor::{DType, Tensor};
+use crate::train::schedule::LrSchedule;
+use crate::train::{self, Backend, FitOptions, History, StepOutput};
+use crate::weights::{load_weights, save_weights, WeightsMeta, OPT_PREFIX};
+use crate::{ErrorKind, RuntimeError};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use std::path::Path;
+
+/// A model input, output or training target: name, dtype and per-sample shape.
+#[derive(Clone, Copy, Debug)]
+pub struct TensorDef {
+    pub name: &'static str,
+    pub dtype: DType,
+    pub shape: &'static [usize],
+    /// For class-index targets: the number of classes.
+    pub classes: Option<usize>,
+}
+
+/// A parameter (or BatchNorm statistic) in the order of language.md section 7.
+#[derive(Clone, Copy, Debug)]
+pub struct ParamDef {
+    pub name: &'static str,
+    pub shape: &'static [usize],
+    pub init: Init,
+}
+
+/// An optimizer slot (`m`, `v`, ...) of a parameter, with its initial value.
+#[derive(Clone, Copy, Debug)]
+pub struct SlotDef {
+    pub param: usize,
+    pub name: &'static str,
+    pub init: f32,
+}
+
+/// What a generated function's argument is bound to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgKind {
+    /// Model input number k.
+    Input(usize),
+    /// Training target of output number k.
+    Target(usize),
+    Param(usize),
+    /// Optimizer slot number k (index into [`ModelDef::slots`]).
+    Slot(usize),
+    LearningRate,
+    /// The 1-based number of the step being taken.
+    Step,
+}
+
+/// What a generated function's result is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResultKind {
+    Loss,
+    Output(usize),
+    Param(usize),
+    Slot(usize),
+}
+
+/// The batch size and random stream of one call, and the first error a kernel reported.
+#[derive(Debug)]
+pub struct Ctx {
+    pub batch: usize,
+    pub seed: u64,
+    pub step: u64,
+    error: std::cell::RefCell<Option<RuntimeError>>,
+}
+
+impl Ctx {
+    pub fn new(batch: usize, seed: u64, step: u64) -> Ctx {
+        Ctx {
+            batch,
+            seed,
+            step,
+            error: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// Records a kernel's error (the first one is kept).
+    pub fn fail(&self, e: RuntimeError) {
+        let mut slot = self.error.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+
+    pub fn take_error(&self) -> Option<RuntimeError> {
+        self.error.borrow_mut().take()
+    }
+}
+
+/// An argument of a generated function: row-major data.
+#[derive(Clone, Copy, Debug)]
+pub enum Arg<'a> {
+    F32(&'a [f32]),
+    I32(&'a [i32]),
+}
+
+impl<'a> Arg<'a> {
+    /// The f32 data (an i32 argument where f32 is expected is a code generator bug; it reads as
+    /// empty, which the kernels' length checks report).
+    pub fn f32(self) -> &'a [f32] {
+        match self {
+            Arg::F32(s) => s,
+            Arg::I32(_) => &[],
+        }
+    }
+    pub fn i32(self) -> &'a [i32] {
+        match self {
+            Arg::I32(s) => s,
+            Arg::F32(_) => &[],
+        }
+    }
+    /// A scalar argument (learning rate, step).
+    pub fn scalar(self) -> f32 {
+        self.f32().first().copied().unwrap_or(0.0)
+    }
+}
+
+/// A generated function: its argument and result bindings and the code.
+#[derive(Clone, Copy)]
+pub struct FnDef {
+    pub args: &'static [ArgKind],
+    pub results: &'static [ResultKind],
+    pub run: fn(&Ctx, &[Arg<'_>]) -> Vec<Vec<f32>>,
+}
+
+/// Everything generated code tells the runtime about a model.
+pub struct ModelDef {
+    pub name: &'static str,
+    /// The `.fm` source (its hash goes into weights files, as `fmc`'s).
+    pub source: &'static str,
+    pub inputs: &'static [TensorDef],
+    pub outputs: &'static [TensorDef],
+    pub targets: &'static [TensorDef],
+    pub params: &'static [ParamDef],
+    pub slots: &'static [SlotDef],
+    /// The resolved `train` section (a [`TrainSpec`] as JSON).
+    pub train_spec: &'static str,
+    pub train: FnDef,
+    pub eval: FnDef,
+    pub predict: FnDef,
+}
+
+/// Loss, metrics and step count after one [`Model::train_step`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepStats {
+    /// The batch's mean loss (including regularisers) before the update.
+    pub loss: f64,
+    /// The file's metrics on the batch's outputs before the update, by name.
+    pub metrics: Vec<(String, f64)>,
+    /// Optimizer steps taken so far (including this one).
+    pub step: u64,
+}
+
+/// A generated model's state and everything generic about running it.
+pub struct Model {
+    def: &'static ModelDef,
+    spec: TrainSpec,
+    params: Vec<Vec<f32>>,
+    slots: Vec<Vec<f32>>,
+    step: u64,
+}
+
+fn shape_error(message: String) -> RuntimeError {
+    RuntimeError::without_path(ErrorKind::Shape, message)
+}
+
+/// A row-major copy of a tensor's data (no copy when it already is).
+fn flat<T: Clone>(a: &ArrayD<T>) -> std::borrow::Cow<'_, [T]> {
+    match a.as_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(a.iter().cloned().collect()),
+    }
+}
+
+enum Bound<'a> {
+    F(std::borrow::Cow<'a, [f32]>),
+    I(std::borrow::Cow<'a, [i32]>),
+}
+
+impl Model {
+    /// Fresh parameters drawn from the file's initialisers with `seed` (as `fmc train` with
+    /// `seed: SEED`), optimizer slots at their initial values, step 0.
+    pub fn new(def: &'static ModelDef, seed: u64) -> Self {
+        let mut spec: TrainSpec = match serde_json::from_str(def.train_spec) {
+            Ok(s) => s,
+            // Generated code always embeds a valid spec; a mismatch means the generated code
+            // and this runtime come from different fm versions.
+            Err(e) => panic!(
+                "model `{}` was generated by another fm version (train spec: {e})",
+                def.name
+            ),
+        };
+        spec.seed = seed;
+        let params = def
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let a = draw(p.init, p.shape, &mut Rng::new(seed, i as u64));
+                a.into_raw_vec_and_offset().0
+            })
+            .collect();
+        let slots = def
+            .slots
+            .iter()
+            .map(|s| vec![s.init; def.params[s.param].shape.iter().product()])
+            .collect();
+        Model {
+            def,
+            spec,
+            params,
+            slots,
+            step: 0,
+        }
+    }
+
+    pub fn def(&self) -> &'static ModelDef {
+        self.def
+    }
+
+    /// The resolved `train` section (with the seed given to [`Model::new`]).
+    pub fn spec(&self) -> &TrainSpec {
+        &self.spec
+    }
+
+    pub fn spec_mut(&mut self) -> &mut TrainSpec {
+        &mut self.spec
+    }
+
+    /// Optimizer steps taken.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// Total number of parameter values (BatchNorm statistics included, as `fmc summary`).
+    pub fn param_count(&self) -> usize {
+        self.params.iter().map(Vec::len).sum()
+    }
+
+    /// A parameter by its interchange name (`dense.kernel`).
+    pub fn param(&self, name: &str) -> Option<ArrayD<f32>> {
+        let k = self.def.params.iter().position(|p| p.name == name)?;
+        ArrayD::from_shape_vec(IxDyn(self.def.params[k].shape), self.params[k].clone()).ok()
+    }
+
+    /// Loads a weights file written by `fmc train` or [`Model::save`]: parameters, and the
+    /// optimizer state and step when the file has them. Missing, unknown or mis-shaped tensors
+    /// are errors naming the tensor.
+    pub fn load(def: &'static ModelDef, path: impl AsRef<Path>) -> Result<Self, RuntimeError> {
+        let path = path.as_ref();
+        let file = load_weights(path)?;
+        let mut model = Model::new(def, 0);
+        if let Some(seed) = serde_json::from_str::<TrainSpec>(def.train_spec)
+            .ok()
+            .map(|s| s.seed)
+        {
+            model.spec.seed = seed;
+        }
+        let params = file.without_optimizer_state();
+        let expected: Vec<(String, Vec<usize>)> = def
+            .params
+            .iter()
+            .map(|p| (p.name.to_string(), p.shape.to_vec()))
+            .collect();
+        crate::weights::check_tensors(path, &params, &expected)?;
+        let with_opt = file.tensors.len() > params.len();
+        let all = if with_opt { &file.tensors } else { &params };
+        model
+            .set_state(all)
+            .map_err(|e| RuntimeError::at(ErrorKind::Weights, path, e.message))?;
+        Ok(model)
+    }
+
+    /// Writes parameters, optimizer state and step as safetensors (atomically), in the layout
+    /// of `fmc train`'s `weights.safetensors`.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), RuntimeError> {
+        let mut meta = WeightsMeta::new(self.def.name, self.def.source.as_bytes());
+        meta.step = self.step;
+        save_weights(path.as_ref(), &self.state(), &meta)
+    }
+
+    fn check_samples(
+        defs: &[TensorDef],
+        shapes: &[&[usize]],
+        what: &str,
+    ) -> Result<usize, RuntimeError> {
+        if shapes.len() != defs.len() {
+            return Err(shape_error(format!(
+                "expected {} {what} tensor(s), got {}",
+                defs.len(),
+                shapes.len()
+            )));
+        }
+        let mut batch = None;
+        for (d, s) in defs.iter().zip(shapes) {
+            let ok = !s.is_empty() && s[1..] == *d.shape;
+            if !ok {
+                return Err(shape_error(
+                    format!(
+                        "{what} `{}` has shape {}, expected [batch, {}]",
+                        d.name,
+                        fmt_shape(s),
+                        d.shape
+                            .iter()
+                            .map(|x| x.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                    .replace("[batch, ]", "[batch]"),
+                ));
+            }
+            match batch {
+                None => batch = Some(s[0]),
+                Some(b) if b != s[0] => {
+                    return Err(shape_error(format!(
+                        "{what} `{}` has {} samples, the others {b}",
+                        d.name, s[0]
+                    )))
+                }
+                _ => {}
+            }
+        }
+        Ok(batch.unwrap_or(0))
+    }
+
+    /// Runs `f` on a batch: binds arguments, calls the generated code, returns its results.
+    fn run(
+        &self,
+        f: &FnDef,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        lr: f32,
+    ) -> Result<Vec<Vec<f32>>, RuntimeError> {
+        let in_shapes: Vec<&[usize]> = inputs.iter().map(Tensor::shape).collect();
+        let batch = Self::check_samples(self.def.inputs, &in_shapes, "input")?;
+        let bound_in: Vec<Bound> = inputs
+            .iter()
+            .zip(self.def.inputs)
+            .map(|(t, d)| conform(t, d.dtype))
+            .collect();
+        let mut bound_t: Vec<Bound> = Vec::new();
+        if f.args.iter().any(|a| matches!(a, ArgKind::Target(_))) {
+            if targets.len() != self.def.targets.len() {
+                return Err(shape_error(format!(
+                    "expected {} target tensor(s), got {}",
+                    self.def.targets.len(),
+                    targets.len()
+                )));
+            }
+            for (t, d) in targets.iter().zip(self.def.targets) {
+                let want: usize = batch * d.shape.iter().product::<usize>();
+                if t.len() != batch || t.shape().iter().product::<usize>() != want {
+                    return Err(shape_error(format!(
+                        "target `{}` has shape {}, expected {}",
+                        d.name,
+                        fmt_shape(t.shape()),
+                        fmt_shape(&[&[batch][..], d.shape].concat())
+                    )));
+                }
+                bound_t.push(conform(t, d.dtype));
+            }
+        }
+        let lr = [lr];
+        let step = [(self.step + 1) as f32];
+        let args: Vec<Arg> = f
+            .args
+            .iter()
+            .map(|a| match *a {
+                ArgKind::Input(k) => bound(&bound_in[k]),
+                ArgKind::Target(k) => bound(&bound_t[k]),
+                ArgKind::Param(p) => Arg::F32(&self.params[p]),
+                ArgKind::Slot(s) => Arg::F32(&self.slots[s]),
+                ArgKind::LearningRate => Arg::F32(&lr),
+                ArgKind::Step => Arg::F32(&step),
+            })
+            .collect();
+        let ctx = Ctx::new(batch, self.spec.seed, self.step);
+        let results = (f.run)(&ctx, &args);
+        match ctx.take_error() {
+            Some(e) => Err(e),
+            None => Ok(results),
+        }
+    }
+
+    fn outputs(&self, batch: usize, results: Vec<Vec<f32>>, f: &FnDef) -> Vec<Tensor> {
+        f.results
+            .iter()
+            .zip(results)
+            .filter_map(|(r, v)| match r {
+                ResultKind::Output(k) => {
+                    let shape = [&[batch][..], self.def.outputs[*k].shape].concat();
+                    Some(Tensor::F32(
+                        ArrayD::from_shape_vec(IxDyn(&shape), v).unwrap_or_default(),
+                    ))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Inference on a batch of each input (`[batch, ...]`), in output order. A wrong shape is
+    /// an error naming the expected one.
+    pub fn predict_batch(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        let results = self.run(&self.def.predict, inputs, &[], 0.0)?;
+        let batch = inputs.first().map_or(0, Tensor::len);
+        Ok(self.outputs(batch, results, &self.def.predict))
+    }
+
+    /// Inference on one f32 input: `[batch, ...]` in, the first output out.
+    pub fn predict_f32(&self, x: ArrayViewD<'_, f32>) -> Result<ArrayD<f32>, RuntimeError> {
+        let out = self.predict_batch(&[Tensor::F32(x.to_owned())])?;
+        first_f32(out)
+    }
+
+    /// Inference on one i32 (token) input.
+    pub fn predict_i32(&self, x: ArrayViewD<'_, i32>) -> Result<ArrayD<f32>, RuntimeError> {
+        let out = self.predict_batch(&[Tensor::I32(x.to_owned())])?;
+        first_f32(out)
+    }
+
+    /// One optimizer step on a batch with the file's loss, optimizer, schedule and clipping
+    /// (the learning rate of step `step()`; epoch-based schedules count this as epoch 0).
+    pub fn train_step_batch(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+    ) -> Result<StepStats, RuntimeError> {
+        let schedule = LrSchedule::new(self.spec.optimizer.lr, &self.spec.schedule, 1, 1);
+        let lr = schedule.lr(self.step, 0);
+        let out = Backend::train_step(self, inputs, targets, lr)?;
+        let mut metrics = MetricSet::new(metric_defs(&self.spec));
+        metrics.update(&out.outputs, targets)?;
+        Ok(StepStats {
+            loss: out.loss,
+            metrics: metrics.metric_values(),
+            step: self.step,
+        })
+    }
+
+    /// Loss and metrics over a data set in inference mode.
+    pub fn evaluate_data(&mut self, data: &Dataset) -> Result<Vec<(String, f64)>, RuntimeError> {
+        let defs = metric_defs(&self.spec);
+        let batch = self.spec.batch_size;
+        train::evaluate(self, data, batch, &defs)
+    }
+
+    /// Trains with the file's `train` section (epochs, batch size, validation, callbacks,
+    /// progress on stderr) on `train`, validating on `test` when the section says so.
+    pub fn fit_data(
+        &mut self,
+        train_data: &Dataset,
+        test: Option<&Dataset>,
+        options: &FitOptions,
+    ) -> Result<History, RuntimeError> {
+        let mut options = options.clone();
+        if options.meta.model.is_empty() {
+            options.meta = WeightsMeta::new(self.def.name, self.def.source.as_bytes());
+        }
+        let spec = self.spec.clone();
+        train::fit(self, &spec, train_data, test, &options)
+    }
+
+    /// The model's inputs and targets as the data loaders describe them.
+    pub fn model_data(&self) -> ModelData {
+        let spec = |d: &TensorDef| {
+            let t = TensorSpec::new(d.name, d.dtype, d.shape);
+            match d.classes {
+                Some(c) => t.with_classes(c),
+                None => t,
+            }
+        };
+        ModelData {
+            inputs: self.def.inputs.iter().map(spec).collect(),
+            targets: self.def.targets.iter().map(spec).collect(),
+        }
+    }
+
+    /// Loads the file's `data` section (paths as resolved when the model was compiled) with
+    /// its transforms and test split.
+    pub fn load_file_data(&self) -> Result<LoadedData, RuntimeError> {
+        match &self.spec.data {
+            Some(d) => load_data(d, &self.model_data(), LoadOptions::default()),
+            None => Err(RuntimeError::without_path(
+                ErrorKind::DataSetup,
+                format!(
+                    "model `{}`: the `train` section names no `data`",
+                    self.def.name
+                ),
+            )),
+        }
+    }
+
+    /// Whether the first output's loss takes class indices (sparse categorical).
+    pub fn sparse_targets(&self) -> bool {
+        matches!(
+            self.spec.losses.first().map(|l| l.loss),
+            Some(Loss::SparseCategoricalCrossentropy { .. })
+        )
+    }
+}
+
+fn first_f32(out: Vec<Tensor>) -> Result<ArrayD<f32>, RuntimeError> {
+    match out.into_iter().next() {
+        Some(Tensor::F32(a)) => Ok(a),
+        Some(t) => Ok(t.to_f32()),
+        None => Err(RuntimeError::backend("the model has no output")),
+    }
+}
+
+fn conform(t: &Tensor, dtype: DType) -> Bound<'_> {
+    match (dtype, t) {
+        (DType::F32, Tensor::F32(a)) => Bound::F(flat(a)),
+        (DType::F32, Tensor::I32(a)) => Bound::F(a.iter().map(|&v| v as f32).collect()),
+        (DType::I32, Tensor::I32(a)) => Bound::I(flat(a)),
+        (DType::I32, Tensor::F32(a)) => Bound::I(a.iter().map(|&v| v as i32).collect()),
+    }
+}
+
+fn bound<'a>(b: &'a Bound<'_>) -> Arg<'a> {
+    match b {
+        Bound::F(s) => Arg::F32(s),
+        Bound::I(s) => Arg::I32(s),
+    }
+}
+
+impl Backend for Model {
+    fn train_step(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        lr: f32,
+    ) -> Result<StepOutput, RuntimeError> {
+        let f = self.def.train;
+        let results = self.run(&f, inputs, targets, lr)?;
+        let batch = inputs.first().map_or(0, Tensor::len);
+        let mut loss = 0.0;
+        let mut outputs = Vec::new();
+        for (r, v) in f.results.iter().zip(results) {
+            match *r {
+                ResultKind::Loss => loss = v.first().copied().unwrap_or(f32::NAN) as f64,
+                ResultKind::Output(k) => {
+                    let shape = [&[batch][..], self.def.outputs[k].shape].concat();
+                    outputs.push(Tensor::F32(
+                        ArrayD::from_shape_vec(IxDyn(&shape), v).unwrap_or_default(),
+                    ))
+                }
+                ResultKind::Param(p) => self.params[p] = v,
+                ResultKind::Slot(s) => self.slots[s] = v,
+            }
+        }
+        self.step += 1;
+        Ok(StepOutput {
+            loss,
+            outputs,
+            extra: Vec::new(),
+        })
+    }
+
+    fn evaluate(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+    ) -> Result<StepOutput, RuntimeError> {
+        let f = self.def.eval;
+        let results = self.run(&f, inputs, targets, 0.0)?;
+        let batch = inputs.first().map_or(0, Tensor::len);
+        let loss = f
+            .results
+            .iter()
+            .zip(&results)
+            .find(|(r, _)| **r == ResultKind::Loss)
+            .and_then(|(_, v)| v.first().copied())
+            .unwrap_or(f32::NAN) as f64;
+        Ok(StepOutput {
+            loss,
+            outputs: self.outputs(batch, results, &f),
+            extra: Vec::new(),
+        })
+    }
+
+    fn predict(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        self.predict_batch(inputs)
+    }
+
+    fn state(&self) -> Vec<(String, Tensor)> {
+        let tensor = |shape: &[usize], v: &Vec<f32>| {
+            Tensor::F32(ArrayD::from_shape_vec(IxDyn(shape), v.clone()).unwrap_or_default())
+        };
+        let mut out: Vec<(String, Tensor)> = self
+            .def
+            .params
+            .iter()
+            .zip(&self.params)
+            .map(|(p, v)| (p.name.to_string(), tensor(p.shape, v)))
+            .collect();
+        for (s, v) in self.def.slots.iter().zip(&self.slots) {
+            let p = &self.def.params[s.param];
+            out.push((
+                format!("{OPT_PREFIX}{}/{}", p.name, s.name),
+                tensor(p.shape, v),
+            ));
+        }
+        out.push((
+            "opt/step".into(),
+            Tensor::I32(ArrayD::from_elem(IxDyn(&[]), self.step as i32)),
+        ));
+        out
+    }
+
+    fn set_state(&mut self, state: &[(String, Tensor)]) -> Result<(), RuntimeError> {
+        enum Target {
+            Param(usize),
+            Slot(usize),
+            Step,
+        }
+        let mut plan = Vec::new();
+        for (name, t) in state {
+            let (target, shape): (Target, &[usize]) = if name == "opt/step" {
+                (Target::Step, t.shape())
+            } else if let Some(p) = self.def.params.iter().position(|p| p.name == name) {
+                (Target::Param(p), self.def.params[p].shape)
+            } else if let Some(k) = self.def.slots.iter().position(|s| {
+                *name == format!("{OPT_PREFIX}{}/{}", self.def.params[s.param].name, s.name)
+            }) {
+                (
+                    Target::Slot(k),
+                    self.def.params[self.def.slots[k].param].shape,
+                )
+            } else {
+                return Err(RuntimeError::without_path(
+                    ErrorKind::Weights,
+                    format!(
+                        "unknown tensor `{name}`: model `{}` has no such parameter or optimizer slot",
+                        self.def.name
+                    ),
+                ));
+            };
+            if t.shape() != shape {
+                return Err(RuntimeError::without_path(
+                    ErrorKind::Weights,
+                    format!(
+                        "tensor `{name}` has shape {}, expected {}",
+                        fmt_shape(t.shape()),
+                        fmt_shape(shape)
+                    ),
+                ));
+            }
+            plan.push((target, t.to_f32()));
+        }
+        for (target, value) in plan {
+            match target {
+                Target::Param(p) => self.params[p] = flat(&value).into_owned(),
+                Target::Slot(k) => self.slots[k] = flat(&value).into_owned(),
+                Target::Step => {
+                    self.step = value.iter().next().copied().unwrap_or(0.0).max(0.0) as u64
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Clone for Model {
+    fn clone(&self) -> Self {
+        Model {
+            def: self.def,
+            spec: self.spec.clone(),
+            params: self.params.clone(),
+            slots: self.slots.clone(),
+            step: self.step,
+        }
+    }
+}
