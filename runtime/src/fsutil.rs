@@ -61,6 +61,36 @@ pub fn atomic_write_with(
     }
 }
 
+/// Checks, before any work is done, that `path` can be written later: not a directory, and its
+/// directory exists and takes new files (probed with an empty temporary file, removed again).
+pub fn check_writable(path: &Path) -> Result<(), RuntimeError> {
+    if let Ok(meta) = fs::metadata(path) {
+        if meta.is_dir() {
+            return Err(RuntimeError::at(
+                crate::error::ErrorKind::Write,
+                path,
+                "cannot write: it is a directory",
+            ));
+        }
+        if !meta.is_file() {
+            // A device or FIFO is written in place.
+            return OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map(drop)
+                .map_err(|err| RuntimeError::write_io(path, &err));
+        }
+    }
+    let tmp = temp_path(path);
+    match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+        Ok(_) => {
+            let _ = fs::remove_file(&tmp);
+            Ok(())
+        }
+        Err(err) => Err(RuntimeError::write_io(path, &err)),
+    }
+}
+
 /// Creates `dir` and its parents, with an error naming it.
 pub fn create_dir_all(dir: &Path) -> Result<(), RuntimeError> {
     fs::create_dir_all(dir).map_err(|err| RuntimeError::write_io(dir, &err))

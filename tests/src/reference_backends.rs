@@ -66,6 +66,9 @@ impl F64Interpreter {
                         let t = (self.session.iterations + 1) as f64;
                         return Ok(Value::F(ArrayD::from_elem(IxDyn(&[]), t)));
                     }
+                    ArgKind::Grad(_) => {
+                        return Err("the reference backend runs no apply_step".into())
+                    }
                 };
                 let shape = IxDyn(&eval_shape(&a.shape, batch));
                 let reshape = |e: ndarray::ShapeError| format!("`{}`: {e}", a.name);
@@ -153,6 +156,7 @@ impl Backend for F64Interpreter {
                     self.slots[slot_k] = v.into_float();
                     slot_k += 1;
                 }
+                ResultKind::Grad(_) => {}
             }
         }
         self.session.iterations += 1;

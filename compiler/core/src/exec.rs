@@ -87,9 +87,28 @@ pub struct Session {
     pub backend: Box<dyn Executor>,
     /// The standard passes' times on each function (by function name), for `fmc -v`.
     pub pass_timings: Vec<(String, Vec<PassTiming>)>,
+    /// The train step split at the gradients, for data-parallel training (see
+    /// [`Session::split_step`]).
+    pub split: Option<SplitStep>,
     /// The train step's argument and result arrays, kept from step to step so that a step
     /// allocates nothing (see [`Session::train_step`]).
     step: StepBuffers,
+}
+
+/// `train_fn` split at the gradients: `grad_fn` (forward, loss, backward on a shard) and
+/// `apply_fn` (the optimizer update from the all-reduced gradients).
+pub struct SplitStep {
+    pub grad_fn: Function,
+    pub apply_fn: Function,
+}
+
+/// What [`Session::grad_step`] returns for a shard.
+pub struct GradResult {
+    /// The shard's mean loss (including regularisers).
+    pub loss: f64,
+    pub outputs: Vec<Tensor>,
+    /// The gradient of each trainable parameter, in parameter order.
+    pub grads: Vec<ArrayD<f32>>,
 }
 
 /// The train step's arrays between steps. Parameters and slots are moved in for the step and
@@ -181,6 +200,7 @@ impl Session {
             iterations: 0,
             backend: Box::new(Interp),
             pass_timings,
+            split: None,
             step: StepBuffers::default(),
         })
     }
@@ -189,6 +209,107 @@ impl Session {
     pub fn with_backend(mut self, backend: Box<dyn Executor>) -> Session {
         self.backend = backend;
         self
+    }
+
+    /// Lowers (verified and optimized as `train_fn` is) the train step split at the
+    /// gradients, for [`Session::grad_step`] and [`Session::apply_gradients`].
+    pub fn split_step(&mut self) -> Result<(), String> {
+        if self.split.is_some() {
+            return Ok(());
+        }
+        if !self.spec.steps.is_empty() || !self.graph.lags.is_empty() {
+            return Err(
+                "data-parallel training does not support `step` blocks or lagged weights \
+                 (language 0.2) yet; train this file on one process"
+                    .to_string(),
+            );
+        }
+        let pipeline = crate::passes::standard();
+        let mut lowered = Vec::new();
+        for f in [
+            lower::grad_fn(&self.graph, &self.spec),
+            lower::apply_fn(&self.graph, &self.spec),
+        ] {
+            verify(&f).map_err(|e| {
+                format!(
+                    "internal compiler error: `{}` fails verification: {e}",
+                    f.name
+                )
+            })?;
+            let (f, timings) = pipeline.run(f)?;
+            self.pass_timings.push((f.name.clone(), timings));
+            lowered.push(f);
+        }
+        let apply_fn = lowered.pop().expect("apply_step");
+        let grad_fn = lowered.pop().expect("grad_step");
+        self.split = Some(SplitStep { grad_fn, apply_fn });
+        Ok(())
+    }
+
+    fn split_fns(&self) -> Result<&SplitStep, String> {
+        self.split
+            .as_ref()
+            .ok_or_else(|| "internal error: the train step was not split".to_string())
+    }
+
+    /// Forward, loss and backward on a batch (training mode), without the update; BatchNorm
+    /// moving statistics are updated from the batch. Needs [`Session::split_step`].
+    pub fn grad_step(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+    ) -> Result<GradResult, String> {
+        let f = &self.split_fns()?.grad_fn;
+        let args = self.bind(f, inputs, targets, 0.0, &[])?;
+        let results = self.backend.run(f, &args, self.ctx(inputs))?;
+        let mut out = GradResult {
+            loss: 0.0,
+            outputs: Vec::new(),
+            grads: Vec::new(),
+        };
+        let mut state = Vec::new();
+        for (r, v) in f.results.iter().zip(results) {
+            match &r.kind {
+                ResultKind::Loss => out.loss = v.scalar() as f64,
+                ResultKind::Output(_) => out.outputs.push(Tensor::F32(v.into_float())),
+                ResultKind::Param(p) => state.push((*p, v.into_float())),
+                ResultKind::Grad(_) => out.grads.push(v.into_float()),
+                ResultKind::OptSlot { .. } => return Err("grad_step updates no slot".into()),
+            }
+        }
+        for (p, v) in state {
+            self.params[p] = v;
+        }
+        Ok(out)
+    }
+
+    /// The optimizer update from `grads` (one per trainable parameter, in parameter order);
+    /// counts a step. Needs [`Session::split_step`].
+    pub fn apply_gradients(&mut self, grads: &[ArrayD<f32>], lr: f32) -> Result<(), String> {
+        let f = &self.split_fns()?.apply_fn;
+        let args = self.bind(f, &[], &[], lr, grads)?;
+        let results = self.backend.run(f, &args, self.ctx(&[]))?;
+        let mut slot_k = 0;
+        let mut params = Vec::new();
+        let mut slots = Vec::new();
+        for (r, v) in f.results.iter().zip(results) {
+            match &r.kind {
+                ResultKind::Param(p) => params.push((*p, v.into_float())),
+                ResultKind::OptSlot { .. } => {
+                    slots.push((slot_k, v.into_float()));
+                    slot_k += 1;
+                }
+                _ => return Err("apply_step returns parameters and slots only".into()),
+            }
+        }
+        for (p, v) in params {
+            self.params[p] = v;
+        }
+        for (k, v) in slots {
+            self.slots[k].2 = v;
+        }
+        self.iterations += 1;
+        Ok(())
     }
 
     fn ctx(&self, inputs: &[Tensor]) -> Context {
@@ -299,6 +420,7 @@ impl Session {
                 }
                 ArgKind::LearningRate => set_scalar(v, lr),
                 ArgKind::Step => set_scalar(v, (self.iterations + 1) as f32),
+                ArgKind::Grad(_) => return Err("train_step takes no gradient".into()),
             }
         }
         let ctx = self.ctx(inputs);
@@ -313,7 +435,7 @@ impl Session {
             match &r.kind {
                 ResultKind::Loss => out.loss = v.scalar() as f64,
                 ResultKind::Output(_) => out.outputs.push(Tensor::F32(v.clone().into_float())),
-                ResultKind::Param(_) | ResultKind::OptSlot { .. } => {}
+                ResultKind::Param(_) | ResultKind::OptSlot { .. } | ResultKind::Grad(_) => {}
             }
         }
         Ok(out)
@@ -347,7 +469,7 @@ impl Session {
                 }
                 _ => lr,
             };
-            let args = self.bind(f, inputs, targets, step_lr)?;
+            let args = self.bind(f, inputs, targets, step_lr, &[])?;
             let results = self.backend.run(f, &args, self.ctx(inputs))?;
             let f = if k == 0 {
                 &self.train_fn
@@ -367,6 +489,7 @@ impl Session {
                     }
                     ResultKind::Output(_) => out.outputs.push(Tensor::F32(v.into_float())),
                     ResultKind::Param(p) => self.params[*p] = v.into_float(),
+                    ResultKind::Grad(_) => {}
                     ResultKind::OptSlot { param, slot } => {
                         if let Some(s) = self
                             .slots
@@ -406,14 +529,17 @@ impl Session {
         }
     }
 
-    /// Binds the arguments of `f` from the batch and the current state.
+    /// Binds the arguments of `f` from the batch, the current state and, for `apply_step`,
+    /// the gradients (one per trainable parameter, in parameter order).
     fn bind(
         &self,
         f: &Function,
         inputs: &[Tensor],
         targets: &[Tensor],
         lr: f32,
+        grads: &[ArrayD<f32>],
     ) -> Result<Vec<Value<f32>>, String> {
+        let mut grad_iter = grads.iter();
         let mut input_i = 0;
         let mut target_i = 0;
         let data_inputs: Vec<&str> = self
@@ -459,6 +585,13 @@ impl Session {
                     ArgKind::Step => {
                         Value::F(ArrayD::from_elem(IxDyn(&[]), (self.iterations + 1) as f32))
                     }
+                    ArgKind::Grad(_) => {
+                        let g = grad_iter.next().ok_or("missing gradient")?;
+                        if g.shape() != crate::ir::eval_shape(&a.shape, batch).as_slice() {
+                            return Err(format!("gradient `{}` has shape {:?}", a.name, g.shape()));
+                        }
+                        Value::F(g.clone())
+                    }
                 })
             })
             .collect()
@@ -474,7 +607,7 @@ impl Session {
         n: usize,
         part: u64,
     ) -> Result<Vec<Tensor>, String> {
-        let args = self.bind(&self.predict_fn, inputs, &[], 0.0)?;
+        let args = self.bind(&self.predict_fn, inputs, &[], 0.0, &[])?;
         let ctx = Context {
             batch: n,
             seed: self.spec.seed,
@@ -588,6 +721,10 @@ impl Session {
                 ArgKind::LearningRate => Value::F(ArrayD::from_elem(IxDyn(&[]), 0.0)),
                 ArgKind::Step => {
                     Value::F(ArrayD::from_elem(IxDyn(&[]), (self.iterations + 1) as f32))
+                }
+                ArgKind::Grad(_) => {
+                    bound = bound.and(Err(format!("`{}` takes no gradient", f.name)));
+                    Value::F(empty())
                 }
             };
             args.push(v);

@@ -89,34 +89,39 @@ pub fn column_widths(positions: &[f64], line_length: usize) -> Vec<usize> {
     widths
 }
 
-/// Greedy word wrap; words longer than the width are folded.
+/// Greedy word wrap; words longer than the width are folded. Linear in the text.
 fn wrap(text: &str, width: usize) -> Vec<String> {
     let width = width.max(1);
     let mut lines = Vec::new();
     let mut cur = String::new();
+    let mut cur_len = 0;
     for word in text.split(' ') {
-        let mut word = word.to_string();
+        let mut word = word;
         loop {
-            let cur_len = cur.chars().count();
             let wlen = word.chars().count();
             if cur_len == 0 && wlen <= width {
-                cur = word;
+                cur = word.to_string();
+                cur_len = wlen;
                 break;
             }
             if cur_len > 0 && cur_len + 1 + wlen <= width {
                 cur.push(' ');
-                cur.push_str(&word);
+                cur.push_str(word);
+                cur_len += 1 + wlen;
                 break;
             }
             if cur_len > 0 {
                 lines.push(std::mem::take(&mut cur));
+                cur_len = 0;
                 continue;
             }
             // A word longer than the line: fold it.
-            let head: String = word.chars().take(width).collect();
-            let tail: String = word.chars().skip(width).collect();
-            lines.push(head);
-            word = tail;
+            let cut = word
+                .char_indices()
+                .nth(width)
+                .map_or(word.len(), |(i, _)| i);
+            lines.push(word[..cut].to_string());
+            word = &word[cut..];
         }
     }
     lines.push(cur);

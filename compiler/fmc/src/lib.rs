@@ -2,3 +2,4 @@
 //! (`fm_compiler`), the JIT (`fm_jit`) and the runtime (`fm_runtime`).
 
 pub mod cli;
+pub mod distributed;

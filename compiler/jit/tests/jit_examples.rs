@@ -109,6 +109,7 @@ fn optimized_train_step_matches(
             }
             ArgKind::LearningRate => Value::F(ndarray::arr0(1e-3f32).into_dyn()),
             ArgKind::Step => Value::F(ndarray::arr0(4f32).into_dyn()),
+            ArgKind::Grad(_) => unreachable!("train_step takes no gradient"),
         })
         .collect();
     let ctx = Context {
@@ -228,6 +229,7 @@ fn debug_divergence() {
                 }
                 ArgKind::LearningRate => Value::F(ndarray::arr0(1e-2f32).into_dyn()),
                 ArgKind::Step => Value::F(ndarray::arr0(1f32).into_dyn()),
+                ArgKind::Grad(_) => unreachable!("train_step takes no gradient"),
             }
         })
         .collect();

@@ -118,7 +118,8 @@ registry! {
     E0305: "loss map does not match the outputs",
     E0306: "data does not match the model's inputs",
     E0307: "validation on a missing test split",
-    E0308: "`loss` or `optimizer` beside `step` entries",
+    E0308: "training needs more memory than the budget",
+    E0309: "`loss` or `optimizer` beside `step` entries",
 
     // E04xx: data, weights and files (the runtime, commands that read data).
     E0401: "data or weights file cannot be read",
@@ -127,8 +128,8 @@ registry! {
     E0404: "data shape does not fit the model",
     E0405: "element type cannot be used",
     E0406: "sample counts differ",
-    E0407: "class label out of range",
-    E0408: "NaN or infinity in the inputs",
+    E0407: "class label or token id out of range",
+    E0408: "NaN or infinity in the data, or training went non-finite",
     E0409: "data setup does not fit the data",
     E0410: "weights file does not fit the model",
     E0411: "file cannot be written",

@@ -78,6 +78,9 @@ pub struct TensorSpec {
     /// For class-index targets (sparse categorical): the number of classes; labels must lie in
     /// `0..classes`.
     pub classes: Option<usize>,
+    /// For token-id inputs: the smallest vocabulary among the `Embedding` layers that read them,
+    /// with that layer's name; ids must lie in `0..vocab`.
+    pub ids: Option<(usize, String)>,
 }
 
 impl TensorSpec {
@@ -87,7 +90,12 @@ impl TensorSpec {
             dtype,
             shape: shape.to_vec(),
             classes: None,
+            ids: None,
         }
+    }
+    pub fn with_ids(mut self, vocab: usize, layer: &str) -> Self {
+        self.ids = Some((vocab, layer.to_string()));
+        self
     }
     pub fn with_classes(mut self, classes: usize) -> Self {
         self.classes = Some(classes);
@@ -331,4 +339,88 @@ fn check_finite(raw: &RawArray, values: &[f32]) -> Result<(), RuntimeError> {
         ));
     }
     Ok(())
+}
+
+/// Checks transformed samples before the first step: inputs finite (unless `allow_nan`) and
+/// token ids inside their vocabulary, targets finite. `input_origins` and `target_origin` name
+/// the files in the messages.
+pub fn validate(
+    data: &Dataset,
+    model: &super::ModelData,
+    input_origins: &[String],
+    target_origin: &str,
+    allow_nan: bool,
+) -> Result<(), RuntimeError> {
+    for (k, (t, spec)) in data.inputs.iter().zip(&model.inputs).enumerate() {
+        let origin = input_origins.get(k).map_or("", String::as_str);
+        let per = spec.shape.iter().product::<usize>().max(1);
+        match t {
+            Tensor::F32(a) if !allow_nan => {
+                if let Some((i, v)) = a.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                    return Err(RuntimeError::in_origin(
+                        ErrorKind::NonFinite,
+                        origin,
+                        format!(
+                            "input '{}' is {} at sample {}, element {} after the data section's `x` transforms (pass --allow-nan to accept it)",
+                            spec.name,
+                            describe_non_finite(*v),
+                            i / per,
+                            i % per
+                        ),
+                    ));
+                }
+            }
+            Tensor::I32(a) => {
+                if let Some((vocab, layer)) = &spec.ids {
+                    if let Some((i, v)) = a
+                        .iter()
+                        .enumerate()
+                        .find(|(_, &v)| v < 0 || v as i64 >= *vocab as i64)
+                    {
+                        return Err(RuntimeError::in_origin(
+                            ErrorKind::LabelOutOfRange,
+                            origin,
+                            format!(
+                                "token id {v} at sample {}, element {} of input '{}' is out of range: `{layer}` has a vocabulary of {vocab}, so ids must be 0..={}",
+                                i / per,
+                                i % per,
+                                spec.name,
+                                vocab - 1
+                            ),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for (t, spec) in data.targets.iter().zip(&model.targets) {
+        if let Tensor::F32(a) = t {
+            let per = spec.shape.iter().product::<usize>().max(1);
+            if let Some((i, v)) = a.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(RuntimeError::in_origin(
+                    ErrorKind::NonFinite,
+                    target_origin,
+                    format!(
+                        "target '{}' is {} at sample {}, element {}: the loss would be NaN",
+                        spec.name,
+                        describe_non_finite(*v),
+                        i / per,
+                        i % per
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn describe_non_finite(v: f32) -> &'static str {
+    if v.is_nan() {
+        "NaN"
+    } else if v > 0.0 {
+        "infinity"
+    } else {
+        "-infinity"
+    }
 }

@@ -147,7 +147,7 @@ pub fn load_eval_data(
             let raw = read_source(&spec.train, &model.input_names())?;
             let all = convert_samples(&raw, model, options)?;
             let (_, test) = all.split_tail(*fraction);
-            finish(transforms, model, &target_origin(&raw), test)
+            finish(transforms, model, &raw, options, test)
         }
     }
 }
@@ -178,10 +178,9 @@ fn assemble(
     model: &ModelData,
     options: LoadOptions,
 ) -> Result<LoadedData, RuntimeError> {
-    let target_origin = target_origin(raw);
     let all = convert_samples(raw, model, options)?;
-    let (train, test, test_origin) = match test {
-        TestPart::None => (all, None, String::new()),
+    let (train, test, test_raw) = match test {
+        TestPart::None => (all, None, None),
         TestPart::Split(fraction) => {
             let (train, test) = all.split_tail(fraction);
             if train.is_empty() || test.is_empty() {
@@ -195,21 +194,33 @@ fn assemble(
                     ),
                 ));
             }
-            (train, Some(test), target_origin.clone())
+            (train, Some(test), None)
         }
         TestPart::Raw(raw_test) => {
-            let origin = self::target_origin(&raw_test);
-            (
-                all,
-                Some(convert_samples(&raw_test, model, options)?),
-                origin,
-            )
+            let test = convert_samples(&raw_test, model, options)?;
+            (all, Some(test), Some(raw_test))
         }
     };
+    if train.is_empty() {
+        return Err(no_samples(raw, "training"));
+    }
+    if let Some(t) = &test {
+        if t.is_empty() {
+            return Err(no_samples(test_raw.as_ref().unwrap_or(raw), "test"));
+        }
+    }
     let transforms = FittedTransforms::fit(x_transforms, y_transforms, &train)?;
-    let train = finish(&transforms, model, &target_origin, train)?;
+    let train = finish(&transforms, model, raw, options, train)?;
     let test = test
-        .map(|t| finish(&transforms, model, &test_origin, t))
+        .map(|t| {
+            finish(
+                &transforms,
+                model,
+                test_raw.as_ref().unwrap_or(raw),
+                options,
+                t,
+            )
+        })
         .transpose()?;
     Ok(LoadedData {
         train,
@@ -227,7 +238,25 @@ pub fn prepare(
     options: LoadOptions,
 ) -> Result<Dataset, RuntimeError> {
     let converted = convert_samples(raw, model, options)?;
-    finish(transforms, model, &target_origin(raw), converted)
+    if converted.is_empty() {
+        return Err(no_samples(raw, "input"));
+    }
+    finish(transforms, model, raw, options, converted)
+}
+
+/// E0409 for a set with no samples, naming its first file.
+fn no_samples(raw: &RawSamples, what: &str) -> RuntimeError {
+    let origin = raw
+        .inputs
+        .first()
+        .map(|r| r.origin.clone())
+        .or_else(|| raw.targets.as_ref().map(|t| t.origin.clone()))
+        .unwrap_or_default();
+    RuntimeError::in_origin(
+        ErrorKind::DataSetup,
+        &origin,
+        format!("holds no samples: there is nothing to use as {what} data"),
+    )
 }
 
 /// Converts and transforms inputs only (for `predict`).
@@ -239,13 +268,27 @@ pub fn prepare_inputs(
 ) -> Result<Vec<Tensor>, RuntimeError> {
     check_input_arity(raw, model)?;
     let refs: Vec<&RawArray> = raw.iter().collect();
-    dataset::check_sample_counts(&refs)?;
+    if dataset::check_sample_counts(&refs)? == 0 {
+        let origin = raw.first().map(|r| r.origin.clone()).unwrap_or_default();
+        return Err(RuntimeError::in_origin(
+            ErrorKind::DataSetup,
+            &origin,
+            "holds no samples: there is nothing to predict",
+        ));
+    }
     let inputs = raw
         .iter()
         .zip(&model.inputs)
         .map(|(r, spec)| dataset::convert_input(r, spec, options.allow_nan))
         .collect::<Result<Vec<_>, _>>()?;
-    transforms.apply_inputs(inputs)
+    let inputs = transforms.apply_inputs(inputs)?;
+    let data = Dataset {
+        inputs,
+        targets: Vec::new(),
+    };
+    let origins: Vec<String> = raw.iter().map(|r| r.origin.clone()).collect();
+    dataset::validate(&data, model, &origins, "", options.allow_nan)?;
+    Ok(data.inputs)
 }
 
 fn target_origin(raw: &RawSamples) -> String {
@@ -308,22 +351,28 @@ pub fn convert_samples(
     Ok(Dataset { inputs, targets })
 }
 
-/// Applies the transforms, then fits the targets to the model (dtype, shape, class range).
+/// Applies the transforms, fits the targets to the model (dtype, shape, class range), and
+/// validates the result (finite values, token ids in range).
 fn finish(
     transforms: &FittedTransforms,
     model: &ModelData,
-    origin: &str,
+    raw: &RawSamples,
+    options: LoadOptions,
     data: Dataset,
 ) -> Result<Dataset, RuntimeError> {
-    let data = transforms.apply(origin, data)?;
+    let origin = target_origin(raw);
+    let data = transforms.apply(&origin, data)?;
     let targets = data
         .targets
         .into_iter()
         .zip(&model.targets)
-        .map(|(t, spec)| dataset::conform_target(origin, t, spec))
+        .map(|(t, spec)| dataset::conform_target(&origin, t, spec))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Dataset {
+    let data = Dataset {
         inputs: data.inputs,
         targets,
-    })
+    };
+    let input_origins: Vec<String> = raw.inputs.iter().map(|r| r.origin.clone()).collect();
+    dataset::validate(&data, model, &input_origins, &origin, options.allow_nan)?;
+    Ok(data)
 }

@@ -28,6 +28,10 @@ pub struct FittedTransforms {
     pub y: Vec<Transform>,
     pub x_stats: Vec<Vec<FeatureStats>>,
     pub y_stats: Vec<Vec<FeatureStats>>,
+    /// The weights file these transforms were meant to come from, when it stored none (named
+    /// by the "standardize has no statistics" error). Not serialised.
+    #[serde(skip)]
+    pub from_weights: Option<String>,
 }
 
 impl FittedTransforms {
@@ -71,12 +75,19 @@ impl FittedTransforms {
             y: y.to_vec(),
             x_stats: fit_chain(x, &train.inputs, "inputs")?,
             y_stats: fit_chain(y, &train.targets, "targets")?,
+            from_weights: None,
         })
     }
 
     /// Transforms model inputs.
     pub fn apply_inputs(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RuntimeError> {
-        apply_chain(&self.x, &self.x_stats, inputs, "inputs")
+        apply_chain(
+            &self.x,
+            &self.x_stats,
+            inputs,
+            "inputs",
+            self.from_weights.as_deref(),
+        )
     }
 
     /// Transforms targets; `origin` names the target file in label-range errors of `one_hot`.
@@ -85,7 +96,13 @@ impl FittedTransforms {
         origin: &str,
         targets: Vec<Tensor>,
     ) -> Result<Vec<Tensor>, RuntimeError> {
-        apply_chain(&self.y, &self.y_stats, targets, origin)
+        apply_chain(
+            &self.y,
+            &self.y_stats,
+            targets,
+            origin,
+            self.from_weights.as_deref(),
+        )
     }
 
     /// Transforms a whole dataset.
@@ -115,6 +132,7 @@ fn apply_chain(
     stats: &[Vec<FeatureStats>],
     tensors: Vec<Tensor>,
     origin: &str,
+    weights: Option<&str>,
 ) -> Result<Vec<Tensor>, RuntimeError> {
     tensors
         .into_iter()
@@ -123,11 +141,16 @@ fn apply_chain(
             let mut next_stats = stats.get(i).map(|s| s.iter()).into_iter().flatten();
             for transform in chain {
                 let s = if *transform == Transform::Standardize {
-                    Some(next_stats.next().ok_or_else(|| {
-                        RuntimeError::without_path(
+                    Some(next_stats.next().ok_or_else(|| match weights {
+                        Some(w) => RuntimeError::in_origin(
+                            ErrorKind::DataSetup,
+                            w,
+                            "holds no `standardize` statistics: use weights written by `fmc train` for this model (they store the statistics)",
+                        ),
+                        None => RuntimeError::without_path(
                             ErrorKind::DataSetup,
                             "standardize has no statistics: train the model first (they are stored in its weights)",
-                        )
+                        ),
                     })?)
                 } else {
                     None

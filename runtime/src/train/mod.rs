@@ -158,6 +158,48 @@ pub fn fit<B: Backend + ?Sized>(
     fit_with_log(backend, spec, train, test, options, &mut std::io::stderr())
 }
 
+/// The first weight (not optimizer state) holding NaN or infinity: its name, the element's
+/// index and value.
+fn first_non_finite<B: Backend + ?Sized>(backend: &B) -> Option<(String, usize, f32)> {
+    backend.state().into_iter().find_map(|(name, t)| {
+        if name.starts_with("opt/") {
+            return None;
+        }
+        let values = t.to_f32();
+        values
+            .iter()
+            .position(|v| !v.is_finite())
+            .map(|i| (name, i, values.iter().nth(i).copied().unwrap_or(f32::NAN)))
+    })
+}
+
+/// E0408 for a run stopped because training went non-finite at `step` (Keras's TerminateOnNaN,
+/// naming the step and the first parameter). Nothing is saved after it: the last checkpoint
+/// holds the last good weights.
+fn non_finite_stop<B: Backend + ?Sized>(
+    backend: &B,
+    step: u64,
+    epoch: u64,
+    loss: Option<f64>,
+) -> RuntimeError {
+    let what = match loss {
+        Some(l) => format!("the loss is {l}"),
+        None => "a gradient went non-finite".to_string(),
+    };
+    let param = match first_non_finite(backend) {
+        Some((name, i, v)) => {
+            format!("; the first parameter that is not finite is `{name}` (element {i} is {v})")
+        }
+        None => String::new(),
+    };
+    RuntimeError::without_path(
+        ErrorKind::NonFinite,
+        format!(
+            "training stopped at step {step} (epoch {epoch}): {what}{param}. Nothing was saved after the last checkpoint, which holds the last good weights; lower the learning rate or clip the gradients (`clip_norm`)"
+        ),
+    )
+}
+
 /// Trains; one-line progress (when not on a terminal) and event lines go to `log`.
 pub fn fit_with_log<B: Backend + ?Sized>(
     backend: &mut B,
@@ -296,6 +338,14 @@ pub fn fit_with_log<B: Backend + ?Sized>(
                 let data = batch(&train, &order, batch_size, b as usize);
                 lr = schedule.lr(step, epoch);
                 let out = backend.train_step(&data.inputs, &data.targets, lr)?;
+                if !out.loss.is_finite() {
+                    return Err(non_finite_stop(
+                        &*backend,
+                        step + 1,
+                        epoch + 1,
+                        Some(out.loss),
+                    ));
+                }
                 metrics.update_loss(out.loss, data.len());
                 for (name, v) in &out.extra {
                     metrics.update_extra(name, *v, data.len());
@@ -342,6 +392,11 @@ pub fn fit_with_log<B: Backend + ?Sized>(
                         }
                     }
                 }
+            }
+            // A gradient that went non-finite without reaching the loss (a ReLU masks NaN) is
+            // caught at the end of the epoch, before anything is saved.
+            if first_non_finite(&*backend).is_some() {
+                return Err(non_finite_stop(&*backend, step, epoch + 1, None));
             }
             // Throughput of this process's part of the epoch (a resumed epoch counts its own batches).
             let train_seconds = clock.elapsed().as_secs_f64();

@@ -6,6 +6,7 @@ use super::bind::{self, plural};
 use super::functions::{self, Operand};
 use super::items::Items;
 use super::layers::{self, LayerOut};
+use super::limits::{self, MAX_DEPTH, MAX_NODES};
 use super::table::{self, Kind, Sig};
 use super::values::{const_eval, fold_or_report, shape_str, Sym, SymArg, Tv, Val};
 use super::{suggest, Ctx};
@@ -25,19 +26,25 @@ pub struct ModelResult {
     pub graph: Option<ModelGraph>,
 }
 
-/// Most nodes one model may expand to (a guard against `repeat 1000000`).
-const MAX_NODES: usize = 100_000;
 /// Largest parameter tensor (elements): 2^40, far beyond any real model.
 const MAX_PARAM_ELEMENTS: usize = 1 << 40;
 /// Largest `repeat` count.
 const MAX_REPEAT: i64 = 10_000;
 
 pub fn expand_models(ctx: &mut Ctx, items: &Items) -> Vec<ModelResult> {
+    let sizes = limits::size_blocks(items);
     items
         .models
         .iter()
         .map(|m| {
             let errors_before = ctx.error_count();
+            if limits::model_too_large(ctx, m, items, &sizes) {
+                return ModelResult {
+                    name: m.name.name.clone(),
+                    span: m.name.span,
+                    graph: None,
+                };
+            }
             let mut ex = Expander {
                 ctx,
                 items,
@@ -53,15 +60,20 @@ pub fn expand_models(ctx: &mut Ctx, items: &Items) -> Vec<ModelResult> {
                 },
                 stack: Vec::new(),
                 too_large: false,
+                expanded: 0,
+                depth: 0,
                 name_span: m.name.span,
-                later: Vec::new(),
+                later: &[],
                 named: HashMap::new(),
                 share: None,
                 objective_only: false,
             };
             ex.model(m);
             let graph = ex.graph;
-            let ok = ctx.error_count() == errors_before;
+            ctx.muted = false;
+            let budget = ctx.limits;
+            let ok = ctx.error_count() == errors_before
+                && !limits::check_model_memory(ctx, &graph, m.name.span, &budget);
             ModelResult {
                 name: m.name.name.clone(),
                 span: m.name.span,
@@ -101,13 +113,8 @@ struct Binding {
 #[derive(Default)]
 struct Env {
     vars: HashMap<String, Binding>,
+    /// The names in the order they were bound.
     order: Vec<String>,
-}
-
-impl Env {
-    fn names(&self) -> Vec<String> {
-        self.order.clone()
-    }
 }
 
 struct Expander<'c, 'a, 'i, 'f> {
@@ -116,12 +123,17 @@ struct Expander<'c, 'a, 'i, 'f> {
     graph: ModelGraph,
     /// Blocks being expanded, outermost first.
     stack: Vec<String>,
+    /// Set once the model passed [`MAX_NODES`] or [`MAX_DEPTH`] (reported once; expansion stops).
     too_large: bool,
+    /// Nodes created plus block calls expanded so far.
+    expanded: usize,
+    /// Current nesting of expression evaluation and block calls.
+    depth: usize,
     /// The model's name (for whole-model diagnostics).
     name_span: Span,
-    /// `let` names of the body being evaluated that are defined after the current statement,
-    /// for "defined later" notes.
-    later: Vec<(String, Span)>,
+    /// The statements of the body being evaluated from the current one on, for "defined later"
+    /// notes.
+    later: &'f [Stmt],
     /// Named calls of the model body (`name: "d"`), callable again by name (9.1).
     named: HashMap<String, NamedCall>,
     /// Set while a named call runs again with its weights.
@@ -154,13 +166,15 @@ struct Share {
     failed: bool,
 }
 
-impl Expander<'_, '_, '_, '_> {
-    fn model(&mut self, m: &ast::Model) {
+impl<'f> Expander<'_, '_, '_, 'f> {
+    fn model(&mut self, m: &'f ast::Model) {
         let mut env = Env::default();
         let mut scope = Scope::new(String::new());
         let mut outputs: HashMap<String, Span> = HashMap::new();
+        // `ctx.locals` mirrors `env`: `bind` adds to both.
+        self.ctx.locals.clear();
         for (i, stmt) in m.body.iter().enumerate() {
-            self.later = lets_after(&m.body[i..]);
+            self.later = &m.body[i..];
             match stmt {
                 Stmt::Input {
                     name,
@@ -173,12 +187,10 @@ impl Expander<'_, '_, '_, '_> {
                     name, dtype, dims, ..
                 } => self.input(&mut env, name, dtype, dims, None, true),
                 Stmt::Let { name, value, .. } => {
-                    self.ctx.locals = env.names();
                     let v = self.eval(value, &mut env, &mut scope);
                     self.bind_let(&mut env, name, v);
                 }
                 Stmt::Output { name, value, span } => {
-                    self.ctx.locals = env.names();
                     let v = self.eval(value, &mut env, &mut scope);
                     let out_name = match name {
                         Some(n) => n.name.clone(),
@@ -566,6 +578,7 @@ impl Expander<'_, '_, '_, '_> {
             self.ctx.emit(d);
             return;
         }
+        self.ctx.locals.push(name.name.clone());
         env.order.push(name.name.clone());
         env.vars.insert(
             name.name.clone(),
@@ -601,21 +614,66 @@ impl Expander<'_, '_, '_, '_> {
     }
 
     fn push_node(&mut self, node: Node) -> usize {
-        if self.graph.nodes.len() >= MAX_NODES && !self.too_large {
-            self.too_large = true;
-            self.ctx.error(
-                codes::E0219,
-                format!("model `{}` is too large", self.graph.name),
-                self.name_span,
-                format!("it expands to more than {MAX_NODES} layers"),
-            );
-        }
+        self.count_expansion();
         self.graph.nodes.push(node);
         let id = self.graph.nodes.len() - 1;
         if let Some(share) = &self.share {
             self.graph.shared.push((id, share.name.clone()));
         }
         id
+    }
+
+    /// Counts a node or block call against [`MAX_NODES`], reporting the model once when over.
+    fn count_expansion(&mut self) {
+        self.expanded += 1;
+        if self.expanded > MAX_NODES && !self.too_large {
+            self.too_large = true;
+            let notes = std::mem::take(&mut self.ctx.expansion_notes);
+            self.ctx.error(
+                codes::E0219,
+                format!("model `{}` is too large", self.graph.name),
+                self.name_span,
+                format!(
+                    "it expands to more than {} layers",
+                    crate::summary::thousands(MAX_NODES)
+                ),
+            );
+            self.ctx.expansion_notes = notes;
+            self.ctx.muted = true;
+        }
+    }
+
+    /// Enters one level of evaluation; false (after reporting once) past [`MAX_DEPTH`].
+    fn enter(&mut self, span: Span) -> bool {
+        if self.depth >= MAX_DEPTH {
+            if self.too_large {
+                return false;
+            }
+            self.too_large = true;
+            let notes = std::mem::take(&mut self.ctx.expansion_notes);
+            let first = notes.first().cloned();
+            let mut d = Diagnostic::error(
+                codes::E0219,
+                format!("model `{}` nests too deeply", self.graph.name),
+            )
+            .with_primary(
+                span,
+                format!("more than {MAX_DEPTH} levels of block calls and pipeline stages here"),
+            )
+            .with_help("call the blocks one after another in the model instead of from each other");
+            if let Some(first) = first {
+                d = d.with_note(format!(
+                    "the chain starts {}",
+                    first.trim_start_matches("while ")
+                ));
+            }
+            self.ctx.emit(d);
+            self.ctx.expansion_notes = notes;
+            self.ctx.muted = true;
+            return false;
+        }
+        self.depth += 1;
+        true
     }
 
     /// A tensor, or a report saying what was found instead (nothing for poison).
@@ -653,9 +711,13 @@ impl Expander<'_, '_, '_, '_> {
         }
         let mut d = Diagnostic::error(codes::E0102, format!("unknown name `{name}`"))
             .with_primary(span, "not found in this scope");
-        if let Some((_, later)) = self.later.iter().find(|(n, _)| n == name) {
+        let later = self.later.iter().find_map(|s| match s {
+            Stmt::Let { name: n, .. } if n.name == name => Some(n.span),
+            _ => None,
+        });
+        if let Some(later) = later {
             d = d
-                .with_secondary(*later, "defined later, here")
+                .with_secondary(later, "defined later, here")
                 .with_help("a `let` is visible only after its definition; move it up");
         } else if let Some(s) = suggest(name, self.ctx.locals.iter().map(|s| s.as_str())) {
             d = d.with_help(format!("did you mean `{s}`?"));
@@ -664,6 +726,15 @@ impl Expander<'_, '_, '_, '_> {
     }
 
     fn eval(&mut self, e: &Expr, env: &mut Env, scope: &mut Scope) -> Val {
+        if !self.enter(e.span) {
+            return Val::Poison;
+        }
+        let v = self.eval_inner(e, env, scope);
+        self.depth -= 1;
+        v
+    }
+
+    fn eval_inner(&mut self, e: &Expr, env: &mut Env, scope: &mut Scope) -> Val {
         match &e.kind {
             ExprKind::Number { .. } | ExprKind::Str(_) | ExprKind::Bool(_) => {
                 const_eval(self.ctx, e)
@@ -1851,6 +1922,10 @@ impl Expander<'_, '_, '_, '_> {
         if self.items.recursive.contains(&callee.name) || self.stack.contains(&callee.name) {
             return Val::Poison;
         }
+        self.count_expansion();
+        if self.too_large {
+            return Val::Poison;
+        }
         let tensor_params: Vec<&ast::Param> =
             block.params.iter().filter(|p| p.ty.is_none()).collect();
         let attr_params: Vec<&ast::Param> =
@@ -1917,6 +1992,8 @@ impl Expander<'_, '_, '_, '_> {
             }
         }
         let mut env = Env::default();
+        // The block's names replace the caller's in `ctx.locals` until the call returns.
+        let saved_locals = std::mem::take(&mut self.ctx.locals);
         for (t, p) in tensors.into_iter().zip(&tensor_params) {
             self.bind(&mut env, &p.name, Val::Tensor(t.0), false);
         }
@@ -1975,10 +2052,13 @@ impl Expander<'_, '_, '_, '_> {
                 }
             }
         }
-        if !ok || poisoned {
+        if !ok || poisoned || !self.enter(span) {
+            self.ctx.locals = saved_locals;
             return Val::Poison;
         }
         let Some(local) = self.layer_name(scope, &callee.name, name_arg, span) else {
+            self.ctx.locals = saved_locals;
+            self.depth -= 1;
             return Val::Poison;
         };
         let mut inner = Scope::new(format!("{}{local}/", scope.prefix));
@@ -1989,12 +2069,10 @@ impl Expander<'_, '_, '_, '_> {
         );
         self.ctx.expansion_notes.push(note);
         self.stack.push(callee.name.clone());
-        let saved_locals = std::mem::take(&mut self.ctx.locals);
         let mut result = None;
-        let saved_later = std::mem::take(&mut self.later);
+        let saved_later = self.later;
         for (i, stmt) in block.body.iter().enumerate() {
-            self.later = lets_after(&block.body[i..]);
-            self.ctx.locals = env.names();
+            self.later = &block.body[i..];
             match stmt {
                 Stmt::Let { name, value, .. } => {
                     let v = self.eval(value, &mut env, &mut inner);
@@ -2052,6 +2130,7 @@ impl Expander<'_, '_, '_, '_> {
         };
         self.stack.pop();
         self.ctx.expansion_notes.pop();
+        self.depth -= 1;
         out
     }
 }
@@ -2086,13 +2165,15 @@ pub fn eval_objective(ctx: &mut Ctx, items: &Items, graph: &mut ModelGraph, e: &
         graph: std::mem::take(graph),
         stack: Vec::new(),
         too_large: false,
+        expanded: 0,
+        depth: 0,
         name_span,
-        later: Vec::new(),
+        later: &[],
         named: HashMap::new(),
         share: None,
         objective_only: true,
     };
-    ex.ctx.locals = env.names();
+    ex.ctx.locals = env.order.clone();
     let mut scope = Scope::new(String::new());
     let v = ex.eval(e, &mut env, &mut scope);
     *graph = ex.graph;
@@ -2120,17 +2201,6 @@ fn names_in(e: &Expr, out: &mut Vec<String>) {
         }
         _ => {}
     }
-}
-
-/// The `let` names defined in `stmts` (the current statement and the ones after it).
-fn lets_after(stmts: &[Stmt]) -> Vec<(String, Span)> {
-    stmts
-        .iter()
-        .filter_map(|s| match s {
-            Stmt::Let { name, .. } => Some((name.name.clone(), name.span)),
-            _ => None,
-        })
-        .collect()
 }
 
 fn overlaps(a: Span, b: Span) -> bool {

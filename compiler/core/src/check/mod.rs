@@ -7,6 +7,7 @@
 //! - `expand`: evaluating model bodies, expanding blocks and `repeat`, naming scopes.
 //! - `layers`: shape inference and the parameter table of every layer and function.
 //! - `train` and `data`: the `train` and `data` sections.
+//! - `limits`: sizes computed before allocation (layers, nesting, memory) against the budget.
 //! - `overrides`: `--set KEY=VALUE` applied to a `train` section before checking.
 
 pub mod bind;
@@ -15,6 +16,7 @@ pub mod expand;
 pub mod functions;
 pub mod items;
 pub mod layers;
+pub mod limits;
 pub mod overrides;
 pub mod table;
 pub mod train;
@@ -24,6 +26,8 @@ use crate::graph::ModelGraph;
 use fm_grammar::ast::{self, Span};
 use fm_grammar::Diagnostic;
 use fm_runtime::config::{DataSpec, TrainSpec};
+pub use limits::Limits;
+use std::collections::HashSet;
 use std::path::Path;
 
 /// The result of checking a file: everything that checked, and every diagnostic.
@@ -48,6 +52,11 @@ impl Checked {
 /// Parses and checks `source`. `path` is the file's path: data paths resolve relative to its
 /// directory and notes name it. After a syntax error only syntax errors are reported.
 pub fn check_source(source: &str, path: &Path) -> Checked {
+    check_source_with(source, path, &Limits::default())
+}
+
+/// [`check_source`] against a memory budget.
+pub fn check_source_with(source: &str, path: &Path, limits: &Limits) -> Checked {
     let (file, syntax) = fm_grammar::parse(source);
     if !syntax.is_empty() {
         return Checked {
@@ -55,17 +64,22 @@ pub fn check_source(source: &str, path: &Path) -> Checked {
             ..Checked::default()
         };
     }
-    check(&file, source, path)
+    check_with(&file, source, path, limits)
 }
 
 /// Reads, parses and checks a file: the source as text (invalid UTF-8 replaced) and the result.
 /// Invalid UTF-8 is reported as E0006 by the parser.
 pub fn check_file(path: &Path) -> std::io::Result<(String, Checked)> {
+    check_file_with(path, &Limits::default())
+}
+
+/// [`check_file`] against a memory budget.
+pub fn check_file_with(path: &Path, limits: &Limits) -> std::io::Result<(String, Checked)> {
     let bytes = std::fs::read(path)?;
     let source = String::from_utf8_lossy(&bytes).into_owned();
     let (file, syntax) = fm_grammar::parse_bytes(&bytes);
     let checked = if syntax.is_empty() {
-        check(&file, &source, path)
+        check_with(&file, &source, path, limits)
     } else {
         Checked {
             diagnostics: syntax,
@@ -75,10 +89,34 @@ pub fn check_file(path: &Path) -> std::io::Result<(String, Checked)> {
     Ok((source, checked))
 }
 
-/// Checks a parsed file.
+/// Checks a parsed file against the machine's memory.
 pub fn check(file: &ast::File, source: &str, path: &Path) -> Checked {
+    check_with(file, source, path, &Limits::default())
+}
+
+/// Checks a parsed file against a memory budget. Runs on a thread with a stack sized for the
+/// deepest expansion [`limits::MAX_DEPTH`] allows, whatever the caller's stack.
+pub fn check_with(file: &ast::File, source: &str, path: &Path, limits: &Limits) -> Checked {
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("fm-check".to_string())
+            .stack_size(limits::CHECK_STACK)
+            .spawn_scoped(scope, || check_here(file, source, path, limits));
+        match worker {
+            Ok(handle) => match handle.join() {
+                Ok(checked) => checked,
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            // No thread could be started: check on this one.
+            Err(_) => check_here(file, source, path, limits),
+        }
+    })
+}
+
+fn check_here(file: &ast::File, source: &str, path: &Path, limits: &Limits) -> Checked {
     let mut ctx = Ctx::new(source, &path.display().to_string());
     ctx.version_0_2 = file.version.as_ref().is_some_and(|(v, _)| v == "0.2");
+    ctx.limits = *limits;
     let items = items::collect(&mut ctx, file);
     let mut models = expand::expand_models(&mut ctx, &items);
     let base_dir = path.parent().unwrap_or(Path::new(""));
@@ -100,6 +138,9 @@ pub struct Ctx<'a> {
     pub src: &'a str,
     pub file_name: String,
     diags: Vec<Diagnostic>,
+    /// (code, message, primary span) of every diagnostic recorded, to drop repeats in O(1).
+    seen: HashSet<(fm_codes::Code, String, Option<Span>)>,
+    errors: usize,
     /// "while expanding `residual(64)` at FILE:12:12", innermost last.
     pub expansion_notes: Vec<String>,
     /// Names bound in the scope being checked (for "did you mean").
@@ -107,6 +148,11 @@ pub struct Ctx<'a> {
     /// The file declares `version 0.2`: `let` and `output` expressions may use `/`, unary
     /// minus, numbers as tensor operands and the functions of language.md 9.3.
     pub version_0_2: bool,
+    /// The memory budget sizes are checked against.
+    pub limits: Limits,
+    /// Set while the rest of a model that went over a limit is skipped: its diagnostics would
+    /// be consequences of the cut, not findings.
+    pub muted: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -115,24 +161,32 @@ impl<'a> Ctx<'a> {
             src,
             file_name: file_name.to_string(),
             diags: Vec::new(),
+            seen: HashSet::new(),
+            errors: 0,
             expansion_notes: Vec::new(),
             locals: Vec::new(),
             version_0_2: false,
+            limits: Limits::default(),
+            muted: false,
         }
     }
 
     /// Records a diagnostic, adding the notes of the block expansions it happened inside.
     /// The same error found again in another expansion of the same code is dropped.
     pub fn emit(&mut self, mut d: Diagnostic) {
+        if self.muted {
+            return;
+        }
         for note in self.expansion_notes.iter().rev() {
             d.notes.push(note.clone());
         }
-        let dup = self.diags.iter().any(|e| {
-            e.code == d.code
-                && e.message == d.message
-                && e.primary.as_ref().map(|l| l.span) == d.primary.as_ref().map(|l| l.span)
-        });
-        if !dup {
+        let key = (
+            d.code,
+            d.message.clone(),
+            d.primary.as_ref().map(|l| l.span),
+        );
+        if self.seen.insert(key) {
+            self.errors += usize::from(d.is_error());
             self.diags.push(d);
         }
     }
@@ -165,17 +219,24 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn error_count(&self) -> usize {
-        self.diags.iter().filter(|d| d.is_error()).count()
+        self.errors
     }
 }
 
+/// Longest name (bytes) `suggest` compares.
+const MAX_SUGGEST_LEN: usize = 64;
+
 /// The closest candidate to `name` by edit distance, when it is close enough to be a likely typo.
 pub fn suggest<'c>(name: &str, candidates: impl Iterator<Item = &'c str>) -> Option<String> {
+    // Typos are short; the edit distance is quadratic, so very long names get no suggestion.
+    if name.len() > MAX_SUGGEST_LEN {
+        return None;
+    }
     let limit = (name.chars().count().max(3) / 3).max(1);
     let lower = name.to_lowercase();
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
-        if c == name {
+        if c == name || c.len() > MAX_SUGGEST_LEN {
             continue;
         }
         // Case-only differences (`dense` for `Dense`) are always worth suggesting.

@@ -32,7 +32,20 @@ pub fn resolve_all(
         .filter_map(|s| {
             let before = ctx.error_count();
             let spec = resolve(ctx, items, s, models, data);
-            (ctx.error_count() == before).then_some(spec).flatten()
+            let spec = (ctx.error_count() == before).then_some(spec).flatten()?;
+            let graph = models
+                .iter()
+                .find(|m| m.name == spec.model)?
+                .graph
+                .as_ref()?;
+            let span = s
+                .entries
+                .iter()
+                .find(|e| e.key.name == "batch_size")
+                .map_or_else(|| head_span(s), |e| e.value.span);
+            let limits = ctx.limits;
+            super::limits::check_training_memory(ctx, span, graph, &spec, &limits);
+            (ctx.error_count() == before).then_some(spec)
         })
         .collect()
 }
@@ -381,7 +394,7 @@ fn resolve(
             if let Some(e) = plain.iter().find(|e| e.key.name == key) {
                 ctx.emit(
                     Diagnostic::error(
-                        codes::E0308,
+                        codes::E0309,
                         format!("`{key}` belongs in each `step` when a `train` section has steps"),
                     )
                     .with_primary(e.key.span, "given beside `step` entries")

@@ -317,6 +317,9 @@ pub enum ArgKind {
     LearningRate,
     /// 1-based step number t of the update being computed (f32 scalar).
     Step,
+    /// The gradient of the loss with respect to `ModelGraph::params[index]` (the `apply_step`
+    /// of data-parallel training takes the gradient all-reduced over the ranks).
+    Grad(usize),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -364,6 +367,8 @@ pub enum ResultKind {
     Param(usize),
     /// New value of an optimizer slot.
     OptSlot { param: usize, slot: String },
+    /// The gradient of the loss with respect to `ModelGraph::params[index]` (`grad_step`).
+    Grad(usize),
 }
 
 #[derive(Clone, Debug, PartialEq)]

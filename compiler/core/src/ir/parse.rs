@@ -307,6 +307,7 @@ impl<'a> Parser<'a> {
         self.func.name = l.ident()?.to_string();
         l.expect("(")?;
         let mut params = 0;
+        let mut grads = 0;
         if !l.eat(")") {
             if !l.at_end() {
                 return Err(l.err("expected one argument per line after `(`"));
@@ -333,6 +334,10 @@ impl<'a> Parser<'a> {
                     },
                     "lr" => ArgKind::LearningRate,
                     "step" => ArgKind::Step,
+                    "grad" => {
+                        grads += 1;
+                        ArgKind::Grad(grads - 1)
+                    }
                     other => return Err(l.err(format!("unknown argument kind `{other}`"))),
                 };
                 let arg_name = l.string()?;

@@ -99,6 +99,7 @@ fn arg_kind(k: &ArgKind) -> String {
         ArgKind::OptSlot { .. } => "opt".into(),
         ArgKind::LearningRate => "lr".into(),
         ArgKind::Step => "step".into(),
+        ArgKind::Grad(_) => "grad".into(),
     }
 }
 

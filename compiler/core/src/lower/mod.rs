@@ -3,7 +3,9 @@
 //! Two entry points share one forward lowering:
 //! - [`predict_fn`]: inputs and parameters in, model outputs out (inference mode);
 //! - [`train_step_fn`]: inputs, targets, parameters, optimizer state, learning rate and step in;
-//!   loss, outputs, new parameters (including BatchNorm statistics) and new optimizer state out.
+//!   loss, outputs, new parameters (including BatchNorm statistics) and new optimizer state out;
+//! - [`grad_fn`] and [`apply_fn`]: the same step split at the gradients, for data-parallel
+//!   training (the gradients are all-reduced between the two).
 //!
 //! Layer families live in their own modules; axes in the graph are per sample, so every axis
 //! here is shifted by one for the batch.
@@ -506,8 +508,8 @@ pub fn train_step_fns(graph: &ModelGraph, spec: &TrainSpec) -> Vec<Function> {
             let mut inputs = input_args(&mut b, graph, None);
             let targets = target_args(&mut b, graph, spec);
             let params = param_args(&mut b, graph);
-            let trainable: Vec<usize> = (0..graph.params.len())
-                .filter(|&p| graph.params[p].trainable)
+            let trainable: Vec<usize> = trainable(graph)
+                .into_iter()
                 .filter(|p| st.update.as_ref().is_none_or(|u| u.contains(p)))
                 .collect();
             let slots = optim::slot_args_for(&mut b, graph, &st.optimizer, &trainable, |p| {
@@ -581,6 +583,110 @@ pub fn train_step_fns(graph: &ModelGraph, spec: &TrainSpec) -> Vec<Function> {
             b.finish()
         })
         .collect()
+}
+
+/// The indices of the trainable parameters, in parameter order.
+pub fn trainable(graph: &ModelGraph) -> Vec<usize> {
+    (0..graph.params.len())
+        .filter(|&p| graph.params[p].trainable)
+        .collect()
+}
+
+/// The first half of a data-parallel step: forward, loss and backward on a rank's shard, no
+/// update. `grad_step(inputs, targets, params) -> loss, outputs, new BatchNorm statistics,
+/// the gradient of every trainable parameter`. Together with [`apply_fn`] it computes what
+/// [`train_step_fn`] computes for a single-step `train` section, with the gradients exposed in
+/// between (for the all-reduce).
+pub fn grad_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
+    let steps = steps_of(spec);
+    let st = &steps[0];
+    let mut b = Builder::new("grad_step");
+    let mut inputs = input_args(&mut b, graph, None);
+    let targets = target_args(&mut b, graph, spec);
+    let params = param_args(&mut b, graph);
+    draw_samples(&mut b, graph, &mut inputs, 0);
+    let mut roots: Vec<NodeId> = graph.outputs.iter().map(|o| o.node).collect();
+    roots.extend(st.objective);
+    let declared = if uses_declared_targets(spec) {
+        targets.clone()
+    } else {
+        vec![]
+    };
+    let fwd = forward_with(
+        &mut b,
+        graph,
+        &inputs,
+        &declared,
+        &params,
+        Mode::Train,
+        &roots,
+    );
+    b.origin = Origin::Loss;
+    let total = step_loss(&mut b, graph, st, &fwd, &targets, &params);
+    let trainable = trainable(graph);
+    let wrt: Vec<ValueId> = trainable.iter().map(|&p| params[p]).collect();
+    let grads = autodiff::gradients(&mut b, total, &wrt);
+    b.result("loss", ResultKind::Loss, total);
+    for (i, (o, &v)) in graph.outputs.iter().zip(&fwd.outputs).enumerate() {
+        b.result(&o.name, ResultKind::Output(i), v);
+    }
+    for &(p, v) in &fwd.state_updates {
+        b.result(&graph.params[p].name, ResultKind::Param(p), v);
+    }
+    for (&p, &g) in trainable.iter().zip(&grads) {
+        let name = format!("grad/{}", graph.params[p].name);
+        b.result(&name, ResultKind::Grad(p), g);
+    }
+    b.finish()
+}
+
+/// The second half of a data-parallel step: the optimizer update from given gradients.
+/// `apply_step(params, slots, grads, lr, step) -> new trainable params, new slots`.
+pub fn apply_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
+    let mut b = Builder::new("apply_step");
+    let params = param_args(&mut b, graph);
+    let slots = optim::slot_args(&mut b, graph, &spec.optimizer);
+    let trainable = trainable(graph);
+    let grads: Vec<ValueId> = trainable
+        .iter()
+        .map(|&p| {
+            let info = &graph.params[p];
+            b.arg(
+                &format!("grad/{}", info.name),
+                ArgKind::Grad(p),
+                fixed(&info.shape),
+                DType::F32,
+            )
+        })
+        .collect();
+    let lr = b.arg("lr", ArgKind::LearningRate, vec![], DType::F32);
+    let step = b.arg("step", ArgKind::Step, vec![], DType::F32);
+    let updates = optim::update(
+        &mut b,
+        graph,
+        &spec.optimizer,
+        &trainable,
+        &params,
+        &grads,
+        &slots,
+        lr,
+        step,
+    );
+    for (&p, &v) in trainable.iter().zip(&updates.params) {
+        b.result(&graph.params[p].name, ResultKind::Param(p), v);
+    }
+    for (slot, v) in updates.slots {
+        let name = format!("opt/{}/{}", graph.params[slot.param].name, slot.slot);
+        b.result(
+            &name,
+            ResultKind::OptSlot {
+                param: slot.param,
+                slot: slot.slot,
+            },
+            v,
+        );
+    }
+    b.finish()
 }
 
 /// An argument for each model input read from data (with `need`, only those it marks); sampled

@@ -63,7 +63,7 @@ pub fn run(g: &mut Global, args: &EvalArgs) -> i32 {
     };
     let result: Result<Vec<(String, f64)>, RuntimeError> = (|| {
         let meta = session::load_weights(&mut backend, &args.weights, &sel.graph.name)?;
-        let stored = session::stored_transforms(&meta, &sel.spec)?;
+        let stored = session::stored_transforms(&meta, &sel.spec, &args.weights)?;
         let md = session::model_data(&sel.graph, &sel.spec);
         let opts = LoadOptions {
             allow_nan: args.allow_nan,

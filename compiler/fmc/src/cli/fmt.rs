@@ -72,67 +72,19 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
-/// A unified diff (3 lines of context) of two texts, line by line.
+/// A unified diff (3 lines of context) of two texts, line by line. Myers' algorithm in linear
+/// memory; past a time bound (a file where almost every line changes) the diff gets coarser but
+/// stays correct, so `fmt --check` is bounded on any input.
 pub fn unified_diff(name: &str, old: &str, new: &str) -> String {
-    let a: Vec<&str> = old.lines().collect();
-    let b: Vec<&str> = new.lines().collect();
-    // Longest common subsequence table (files are small).
-    let (n, m) = (a.len(), b.len());
-    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    // Edit script: (' ', '-', '+') with the line.
-    let mut ops: Vec<(char, &str)> = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while i < n || j < m {
-        if i < n && j < m && a[i] == b[j] {
-            ops.push((' ', a[i]));
-            i += 1;
-            j += 1;
-        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            ops.push(('-', a[i]));
-            i += 1;
-        } else {
-            ops.push(('+', b[j]));
-            j += 1;
-        }
-    }
-    let mut out = format!("--- {name}\n+++ {name} (formatted)\n");
-    let context = 3;
-    let changed: Vec<usize> = ops
-        .iter()
-        .enumerate()
-        .filter(|(_, o)| o.0 != ' ')
-        .map(|(k, _)| k)
-        .collect();
-    let mut k = 0;
-    while k < changed.len() {
-        let start = changed[k].saturating_sub(context);
-        let mut end = changed[k];
-        while k < changed.len() && changed[k] <= end + 2 * context {
-            end = changed[k];
-            k += 1;
-        }
-        let end = (end + context + 1).min(ops.len());
-        // Line numbers at the hunk start.
-        let old_start = ops[..start].iter().filter(|o| o.0 != '+').count() + 1;
-        let new_start = ops[..start].iter().filter(|o| o.0 != '-').count() + 1;
-        let old_len = ops[start..end].iter().filter(|o| o.0 != '+').count();
-        let new_len = ops[start..end].iter().filter(|o| o.0 != '-').count();
-        out.push_str(&format!(
-            "@@ -{old_start},{old_len} +{new_start},{new_len} @@\n"
-        ));
-        for (c, line) in &ops[start..end] {
-            out.push_str(&format!("{c}{line}\n"));
-        }
-    }
+    let diff = similar::TextDiff::configure()
+        .algorithm(similar::Algorithm::Myers)
+        .deadline(std::time::Instant::now() + std::time::Duration::from_secs(2))
+        .diff_lines(old, new);
+    let mut out = String::new();
+    let formatted = format!("{name} (formatted)");
+    let mut unified = diff.unified_diff();
+    unified.context_radius(3).header(name, &formatted);
+    let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{unified}"));
     out
 }
 

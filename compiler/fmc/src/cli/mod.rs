@@ -46,6 +46,10 @@ struct Cli {
     /// Print more (compile times, kernel counts).
     #[arg(short, long, global = true, help_heading = GLOBAL)]
     verbose: bool,
+    /// Memory budget models are checked against before anything is allocated (`512M`, `8G`;
+    /// default: this machine's memory).
+    #[arg(long, global = true, value_name = "SIZE", value_parser = fm_compiler::check::limits::parse_memory)]
+    memory_limit: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -189,6 +193,8 @@ pub struct Global<'w> {
     pub quiet: bool,
     pub verbose: bool,
     pub term: Terminal,
+    /// The memory budget (`--memory-limit`, or this machine's memory).
+    pub limits: fm_compiler::check::Limits,
 }
 
 impl Global<'_> {
@@ -228,7 +234,7 @@ impl Global<'_> {
 /// Reads, parses and checks a file, printing its diagnostics. `Err(exit code)` when it could not
 /// be read or has errors.
 pub fn load_checked(g: &mut Global, path: &Path) -> Result<(String, Checked), i32> {
-    let (source, checked) = match fm_compiler::check::check_file(path) {
+    let (source, checked) = match fm_compiler::check::check_file_with(path, &g.limits) {
         Ok(x) => x,
         Err(e) => {
             g.fail(&format!("cannot read `{}`: {e}", path.display()));
@@ -290,6 +296,10 @@ pub fn run(
         quiet: cli.quiet,
         verbose: cli.verbose,
         term,
+        limits: cli.memory_limit.map_or_else(
+            fm_compiler::check::Limits::default,
+            fm_compiler::check::Limits::with_memory,
+        ),
     };
     match cli.command {
         Command::Check { file } => check::run(&mut g, &file),

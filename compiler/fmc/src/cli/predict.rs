@@ -58,6 +58,11 @@ pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
+    if let Some(out) = &args.output {
+        if let Err(e) = fm_runtime::fsutil::check_writable(out) {
+            return runtime_error(g, &e);
+        }
+    }
     let mut backend = match session::backend(g, &sel, args.backend) {
         Ok(b) => b,
         Err(code) => return code,
@@ -72,7 +77,7 @@ pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
             );
         }
         let input = args.input.as_deref().unwrap_or_default();
-        let transforms = session::stored_transforms(&meta, &sel.spec)?;
+        let transforms = session::stored_transforms(&meta, &sel.spec, &args.weights)?;
         let md = session::model_data(&sel.graph, &sel.spec);
         let raw = if md.inputs.len() == 1 {
             vec![read_array(input)?]

@@ -64,7 +64,7 @@ pub fn select(
                 return Err(2);
             }
         };
-        checked = fm_compiler::check::check_source(&source, file);
+        checked = fm_compiler::check::check_source_with(&source, file, &g.limits);
         if checked.has_errors() {
             let _ = writeln!(g.err, "note: after applying `--set` to {name}:");
             g.print_diagnostics(
@@ -77,11 +77,12 @@ pub fn select(
             return Err(2);
         }
     }
-    pick(g, source, checked, model)
+    pick(g, file, source, checked, model)
 }
 
 fn pick(
     g: &mut Global,
+    file: &Path,
     source: String,
     checked: Checked,
     model: Option<&str>,
@@ -92,7 +93,8 @@ fn pick(
             None => {
                 let names: Vec<&str> = checked.models.iter().map(|x| x.name.as_str()).collect();
                 g.fail(&format!(
-                    "no model `{m}` in the file (it has: {})",
+                    "no model `{m}` in `{}` (it has: {})",
+                    file.display(),
                     names.join(", ")
                 ));
                 return Err(2);
@@ -101,7 +103,7 @@ fn pick(
         None => match checked.models.as_slice() {
             [one] => one.clone(),
             [] => {
-                g.fail("the file declares no model");
+                g.fail(&format!("`{}` declares no model", file.display()));
                 return Err(1);
             }
             many => {
@@ -206,7 +208,25 @@ pub fn model_data(graph: &ModelGraph, spec: &TrainSpec) -> ModelData {
         .iter()
         .enumerate()
         .filter(|(k, _)| !graph.sampled.iter().any(|(i, _)| i == k))
-        .map(|(_, i)| TensorSpec::new(&i.name, i.dtype, &i.shape))
+        .map(|(_, i)| {
+            let spec = TensorSpec::new(&i.name, i.dtype, &i.shape);
+            // Token ids must index every `Embedding` that reads them.
+            let smallest = graph
+                .nodes
+                .iter()
+                .filter(|n| n.inputs.first() == Some(&i.node))
+                .filter_map(|n| match n.op {
+                    fm_compiler::graph::Op::Embedding { vocab, .. } => {
+                        Some((vocab, n.name.clone().unwrap_or_default()))
+                    }
+                    _ => None,
+                })
+                .min_by_key(|(v, _)| *v);
+            match smallest {
+                Some((vocab, layer)) => spec.with_ids(vocab, &layer),
+                None => spec,
+            }
+        })
         .collect();
     if fm_compiler::lower::uses_declared_targets(spec) || !spec.steps.is_empty() {
         let targets = graph
@@ -377,15 +397,22 @@ pub fn runtime_error(g: &mut Global, e: &RuntimeError) -> i32 {
 /// The transforms to apply to data for a trained model: those stored in its weights' metadata
 /// (with their `standardize` statistics), or, for weights made elsewhere, the `data` section's
 /// own chain (a `standardize` then reports that it has no statistics).
+/// `weights` names the file in the messages.
 pub fn stored_transforms(
     meta: &fm_runtime::weights::WeightsMeta,
     spec: &TrainSpec,
+    weights: &Path,
 ) -> Result<fm_runtime::data::FittedTransforms, RuntimeError> {
+    let name = weights.display().to_string();
     match meta.transforms.as_deref() {
-        Some(json) => fm_runtime::data::FittedTransforms::from_json(json),
+        Some(json) => fm_runtime::data::FittedTransforms::from_json(json).map_err(|mut e| {
+            e.path.get_or_insert(name);
+            e
+        }),
         None => Ok(fm_runtime::data::FittedTransforms {
             x: spec.data.as_ref().map(|d| d.x.clone()).unwrap_or_default(),
             y: spec.data.as_ref().map(|d| d.y.clone()).unwrap_or_default(),
+            from_weights: Some(name),
             ..Default::default()
         }),
     }

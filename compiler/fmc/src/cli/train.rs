@@ -2,12 +2,14 @@
 
 use super::session::{self, runtime_error, BackendChoice};
 use super::Global;
+use crate::distributed::DataParallel;
 use fm_runtime::data::{
     convert_samples, load_data, prepare, read_xy, Dataset, FittedTransforms, LoadOptions,
 };
+use fm_runtime::distributed::{launcher_world_size, Collective, Single};
 use fm_runtime::metrics::metric_defs;
 use fm_runtime::train::record;
-use fm_runtime::train::{self, FitOptions, ProgressMode};
+use fm_runtime::train::{self, Backend, FitOptions, ProgressMode};
 use fm_runtime::weights::WeightsMeta;
 use fm_runtime::RuntimeError;
 use std::path::{Path, PathBuf};
@@ -61,12 +63,77 @@ pub struct TrainArgs {
     /// Accept NaN and infinity in inputs.
     #[arg(long)]
     pub allow_nan: bool,
+    /// Data-parallel training over MPI (`mpirun -np N fmc train ...`; chosen by itself when
+    /// an MPI launcher started fmc with several ranks); needs fmc built with `--features mpi`.
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub distributed: Option<Distributed>,
+}
+
+/// How `fmc train` spreads a run over processes.
+#[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
+pub enum Distributed {
+    /// One process.
+    None,
+    /// Every MPI rank trains on its shard of each global batch.
+    Mpi,
+}
+
+/// The process group of a run: MPI's world when distributed, else one process.
+fn group(g: &mut Global, args: &TrainArgs) -> Result<Box<dyn Collective>, i32> {
+    let launched = launcher_world_size().filter(|&n| n > 1);
+    let want = match args.distributed {
+        Some(d) => d,
+        None if launched.is_some() => Distributed::Mpi,
+        None => Distributed::None,
+    };
+    match want {
+        Distributed::None => Ok(Box::new(Single)),
+        Distributed::Mpi => mpi_world(g, launched),
+    }
+}
+
+#[cfg(feature = "mpi")]
+fn mpi_world(g: &mut Global, _launched: Option<usize>) -> Result<Box<dyn Collective>, i32> {
+    match crate::distributed::mpi::MpiWorld::init() {
+        Some(w) => Ok(Box::new(w)),
+        None => {
+            g.fail("MPI was initialized before in this process");
+            Err(1)
+        }
+    }
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_world(g: &mut Global, launched: Option<usize>) -> Result<Box<dyn Collective>, i32> {
+    let why = match launched {
+        Some(n) => format!("fmc runs under an MPI launcher with {n} ranks, but this fmc was built without MPI support (each rank would train alone)"),
+        None => "`--distributed mpi` needs an fmc built with MPI support".to_string(),
+    };
+    g.fail(&format!(
+        "{why}: build it with `cargo build --release -p fmc --features mpi` (needs libopenmpi-dev and libclang-dev)"
+    ));
+    Err(1)
 }
 
 pub fn run(g: &mut Global, args: &TrainArgs) -> i32 {
-    match train(g, args) {
+    let group = match group(g, args) {
+        Ok(group) => group,
+        Err(code) => return code,
+    };
+    // Only rank 0 prints progress and results; errors print on every rank.
+    let quiet = g.quiet;
+    if group.rank() > 0 {
+        g.quiet = true;
+    }
+    let result = train(g, args, &*group);
+    g.quiet = quiet;
+    match result {
         Ok(()) => 0,
-        Err(code) => code,
+        Err(code) => {
+            // The other ranks wait in their next collective: end them too.
+            group.abort(code);
+            code
+        }
     }
 }
 
@@ -123,7 +190,7 @@ fn load(g: &mut Global, args: &TrainArgs, sel: &session::Selected) -> Result<Tra
     result.map_err(|e| runtime_error(g, &e))
 }
 
-fn train(g: &mut Global, args: &TrainArgs) -> Result<(), i32> {
+fn train(g: &mut Global, args: &TrainArgs, group: &dyn Collective) -> Result<(), i32> {
     if args.init.is_some() && args.resume.is_some() {
         let _ = writeln!(g.err, "error: `--init` and `--resume` cannot be used together (`--resume` restores the weights)");
         return Err(2);
@@ -145,10 +212,14 @@ fn train(g: &mut Global, args: &TrainArgs) -> Result<(), i32> {
         ));
         return Err(1);
     }
+    // Everything that can be known before training is checked before training.
+    if let Some(save) = &args.save {
+        fm_runtime::fsutil::check_writable(save).map_err(|e| runtime_error(g, &e))?;
+    }
     let data = load(g, args, &sel)?;
-    let mut backend = session::backend(g, &sel, args.backend)?;
+    let mut session = session::backend(g, &sel, args.backend)?;
     if let Some(init) = &args.init {
-        session::load_weights(&mut backend, init, &sel.graph.name)
+        session::load_weights(&mut session, init, &sel.graph.name)
             .map_err(|e| runtime_error(g, &e))?;
     }
     let runs = Path::new("runs");
@@ -166,9 +237,23 @@ fn train(g: &mut Global, args: &TrainArgs) -> Result<(), i32> {
         ),
     };
     if let Some(checkpoint) = &resume {
-        session::check_checkpoint(&backend, checkpoint, &sel.graph.name)
+        session::check_checkpoint(&session, checkpoint, &sel.graph.name)
             .map_err(|e| runtime_error(g, &e))?;
     }
+    // One process trains the session itself; several ranks train it data-parallel, and only
+    // rank 0 writes the run directory, checkpoints and weights.
+    let root = group.rank() == 0;
+    let mut backend: Box<dyn Backend + '_> = if group.size() > 1 {
+        match DataParallel::new(session, group) {
+            Ok(p) => Box::new(p),
+            Err(e) => {
+                g.fail(&e);
+                return Err(1);
+            }
+        }
+    } else {
+        Box::new(session)
+    };
     let run_dir = args
         .run_dir
         .clone()
@@ -177,7 +262,7 @@ fn train(g: &mut Global, args: &TrainArgs) -> Result<(), i32> {
     let mut meta = WeightsMeta::new(&sel.graph.name, sel.source.as_bytes());
     meta.transforms = Some(data.transforms.to_json());
     let options = FitOptions {
-        run_dir: Some(run_dir.clone()),
+        run_dir: root.then(|| run_dir.clone()),
         steps: args.steps,
         progress: if g.quiet {
             ProgressMode::Quiet
@@ -187,12 +272,12 @@ fn train(g: &mut Global, args: &TrainArgs) -> Result<(), i32> {
             ProgressMode::Lines
         },
         resume,
-        save: args.save.clone(),
+        save: args.save.clone().filter(|_| root),
         meta,
         run_files: run_files(&run_dir, &sel, &args.file),
     };
     let fitted = train::fit_with_log(
-        &mut backend,
+        &mut *backend,
         &sel.spec,
         &data.train,
         data.test.as_ref(),
@@ -205,7 +290,7 @@ fn train(g: &mut Global, args: &TrainArgs) -> Result<(), i32> {
             let code = runtime_error(g, &e);
             // A run that failed after it started keeps its checkpoints (`run.json`: failed).
             let failed = record::RunInfo::read(&run_dir).is_some_and(|i| i.status == "failed");
-            if !g.quiet && failed && record::latest_checkpoint(&run_dir).is_ok() {
+            if !g.quiet && root && failed && record::latest_checkpoint(&run_dir).is_ok() {
                 let _ = writeln!(
                     g.err,
                     "note: the run failed; {} keeps its last checkpoint: `--resume {}` continues the run",
@@ -216,9 +301,9 @@ fn train(g: &mut Global, args: &TrainArgs) -> Result<(), i32> {
             return Err(code);
         }
     };
-    if let Some(test) = &data.test {
+    if let Some(test) = data.test.as_ref().filter(|_| root) {
         let defs = metric_defs(&sel.spec);
-        let logs = train::evaluate(&mut backend, test, sel.spec.batch_size, &defs)
+        let logs = train::evaluate(&mut *backend, test, sel.spec.batch_size, &defs)
             .map_err(|e| runtime_error(g, &e))?;
         let line: Vec<String> = logs
             .iter()
