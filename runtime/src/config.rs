@@ -84,16 +84,16 @@ pub struct TrainSpec {
     pub checkpoint: Option<Checkpoint>,
     /// `loss:` written as an expression (language.md 9.3): the model graph's node holding the
     /// per-sample objective; training minimises its batch mean. `losses` is then empty.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objective: Option<usize>,
     /// `step NAME { ... }` entries in the order written (9.4). Empty: one step made of
     /// `losses`/`objective` and `optimizer`. Otherwise `losses` is empty, `objective` is
     /// `None` and `optimizer` is the first step's.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepSpec>,
     /// Metrics over model values (`metrics: [mean(q)]`): (logged name, graph node of the
     /// per-sample value); reported as batch means.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub value_metrics: Vec<(String, usize)>,
 }
 
