@@ -102,6 +102,7 @@ impl F64Interpreter {
             batch: inputs.first().map_or(0, |t| t.len()),
             seed: self.session.spec.seed,
             step: self.session.iterations,
+            sample_offset: 0,
         };
         interp::run(f, &args, ctx).map_err(error)
     }

@@ -202,6 +202,7 @@ fn run_case(dir: &Path, failures: &mut Failures) -> bool {
         batch: x[0].len(),
         seed: spec.seed,
         step: 0,
+        sample_offset: 0,
     };
     let results = interp::run(&f, &args, ctx).unwrap();
     if let Some(want) = expected.get("loss") {

@@ -253,15 +253,23 @@ impl Session {
     }
 
     /// Forward, loss and backward on a batch (training mode), without the update; BatchNorm
-    /// moving statistics are updated from the batch. Needs [`Session::split_step`].
+    /// moving statistics are updated from the batch. `first_sample` is the index of the batch's
+    /// first sample in the global batch it is a shard of (0 for a whole batch), so that its
+    /// dropout masks are those one process draws for the same samples. Needs
+    /// [`Session::split_step`].
     pub fn grad_step(
         &mut self,
         inputs: &[Tensor],
         targets: &[Tensor],
+        first_sample: usize,
     ) -> Result<GradResult, String> {
         let f = &self.split_fns()?.grad_fn;
         let args = self.bind(f, inputs, targets, 0.0, &[])?;
-        let results = self.backend.run(f, &args, self.ctx(inputs))?;
+        let ctx = Context {
+            sample_offset: first_sample,
+            ..self.ctx(inputs)
+        };
+        let results = self.backend.run(f, &args, ctx)?;
         let mut out = GradResult {
             loss: 0.0,
             outputs: Vec::new(),
@@ -317,6 +325,7 @@ impl Session {
             batch: inputs.first().map_or(0, |t| t.len()),
             seed: self.spec.seed,
             step: self.iterations,
+            sample_offset: 0,
         }
     }
 
@@ -609,6 +618,7 @@ impl Session {
     ) -> Result<Vec<Tensor>, String> {
         let args = self.bind(&self.predict_fn, inputs, &[], 0.0, &[])?;
         let ctx = Context {
+            sample_offset: 0,
             batch: n,
             seed: self.spec.seed,
             // Streams of training steps count up from 0; predictions' count down.
@@ -672,6 +682,7 @@ impl Session {
             batch,
             seed: self.spec.seed,
             step: self.iterations,
+            sample_offset: 0,
         };
         let empty = || ArrayD::zeros(IxDyn(&[0]));
         let (mut input_i, mut target_i, mut slot_k) = (0, 0, 0);

@@ -215,6 +215,7 @@ fn check(
         batch,
         seed: 1,
         step: 0,
+        sample_offset: 0,
     };
     let args = |params: &[ArrayD<f64>]| -> Vec<Value<f64>> {
         let mut a: Vec<Value<f64>> = inputs.clone();
@@ -741,6 +742,7 @@ fn dropout_masks_are_seeded_and_scaled() {
                 batch: 2,
                 seed,
                 step,
+                sample_offset: 0,
             },
         )
         .unwrap()[0]

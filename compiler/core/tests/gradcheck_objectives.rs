@@ -136,6 +136,7 @@ fn check(src: &str) -> Vec<ArrayD<f64>> {
         .map(|p| ArrayD::from_shape_fn(IxDyn(&p.shape), |_| rng.next() * 0.5))
         .collect();
     let ctx = Context {
+        sample_offset: 0,
         batch,
         seed: 3,
         step: 1,
@@ -254,6 +255,7 @@ fn stop_gradient_blocks_its_operand() {
                 .map(|p| Value::F(ArrayD::from_shape_fn(IxDyn(&p.shape), |_| rng.next()))),
         );
         let ctx = Context {
+            sample_offset: 0,
             batch: 2,
             seed: 0,
             step: 0,

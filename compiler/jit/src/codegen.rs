@@ -1,9 +1,10 @@
 //! CLIF generation: one function per [`Kernel`] (the driver in `mod.rs` calls them in
 //! schedule order).
 //!
-//! Every kernel has the signature `(ptrs: i64, n: i64, seed: i64, step: i64) -> i32`: `ptrs`
-//! points to the kernel's operand buffer pointers (inputs, then the output), `n` is the batch
-//! size, the result is 0 or the error status of a precompiled kernel. Loops process f32x4
+//! Every kernel has the signature `(ptrs: i64, n: i64, seed: i64, step: i64, first: i64) -> i32`:
+//! `ptrs` points to the kernel's operand buffer pointers (inputs, then the output), `n` is the
+//! batch size, `first` the index of the batch's first sample in the global batch (a
+//! data-parallel shard's offset, for the random numbers), the result is 0 or the error status of a precompiled kernel. Loops process f32x4
 //! vectors while four elements remain and finish with a scalar tail, so no access ever passes
 //! the end of a buffer whose length is the op's element count.
 
@@ -26,7 +27,7 @@ use super::externs::Extern;
 /// The signature of every kernel.
 pub fn kernel_signature(cc: CallConv) -> Signature {
     let mut s = Signature::new(cc);
-    for _ in 0..4 {
+    for _ in 0..5 {
         s.params.push(AbiParam::new(I64));
     }
     s.returns.push(AbiParam::new(I32));
@@ -55,10 +56,11 @@ pub struct Gen<'a, 'm> {
     n: Value,
     seed: Value,
     step: Value,
+    first: Value,
 }
 
 impl<'a, 'm> Gen<'a, 'm> {
-    /// Starts a kernel body: creates the entry block with the four parameters.
+    /// Starts a kernel body: creates the entry block with the five parameters.
     pub fn new(
         mut b: FunctionBuilder<'a>,
         module: &'m mut JITModule,
@@ -76,6 +78,7 @@ impl<'a, 'm> Gen<'a, 'm> {
             n: p[1],
             seed: p[2],
             step: p[3],
+            first: p[4],
         }
     }
 
@@ -326,7 +329,11 @@ impl<'a, 'm> Gen<'a, 'm> {
                     );
                 });
             }
-            Kernel::RandomUniform { len, salt } => self.random_uniform(*len, *salt),
+            Kernel::RandomUniform {
+                len,
+                salt,
+                per_sample,
+            } => self.random_uniform(*len, *salt, *per_sample),
             Kernel::LowerTriangle { rows, cols } => {
                 let out = self.operand(0);
                 let zero = self.i64c(0);
@@ -479,7 +486,10 @@ impl<'a, 'm> Gen<'a, 'm> {
     }
 
     /// Bit-identical to `interp::random::uniform`.
-    fn random_uniform(&mut self, len: Sym, salt: u64) {
+    /// Uniform [0, 1) numbers, number `i` from the key of (seed, step, salt) and the counter
+    /// `i + first * per_sample`: a shard starting at sample `first` of the global batch draws
+    /// what one process draws for those samples.
+    fn random_uniform(&mut self, len: Sym, salt: u64, per_sample: i64) {
         let out = self.operand(0);
         let a = self
             .b
@@ -495,8 +505,12 @@ impl<'a, 'm> Gen<'a, 'm> {
         let key = self.mix(a);
         let len = self.sym(len);
         let zero = self.i64c(0);
+        let base = self.b.ins().imul_imm_s(self.first, per_sample);
         self.for_loop(zero, len, 1, &mut |g, i| {
-            let h = g.b.ins().imul_imm_s(i, 0x9e37_79b9_7f4a_7c15u64 as i64);
+            let counter = g.b.ins().iadd(i, base);
+            let h =
+                g.b.ins()
+                    .imul_imm_s(counter, 0x9e37_79b9_7f4a_7c15u64 as i64);
             let h = g.b.ins().bxor(key, h);
             let bits = g.mix(h);
             let top = g.b.ins().ushr_imm_u(bits, 40);

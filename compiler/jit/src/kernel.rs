@@ -157,10 +157,12 @@ pub enum Kernel {
         count: Sym,
         depth: usize,
     },
-    /// Operands: output.
+    /// Operands: output. `per_sample`: numbers per sample when the samples lead the shape
+    /// (the counter then starts at the shard's first sample), else 0.
     RandomUniform {
         len: Sym,
         salt: u64,
+        per_sample: i64,
     },
     LowerTriangle {
         rows: usize,

@@ -51,8 +51,9 @@ pub struct CompileStats {
     pub compile_ms: f64,
 }
 
-/// A compiled kernel: `(operand pointers, batch size, seed, step) -> status` (0 = ok).
-type KernelFn = unsafe extern "C" fn(*const *mut u8, i64, i64, i64) -> i32;
+/// A compiled kernel: `(operand pointers, batch size, seed, step, first sample) -> status`
+/// (0 = ok).
+type KernelFn = unsafe extern "C" fn(*const *mut u8, i64, i64, i64, i64) -> i32;
 
 /// A function compiled to native code.
 pub struct Compiled {
@@ -543,6 +544,7 @@ impl Call {
                     n as i64,
                     ctx.seed as i64,
                     ctx.step as i64,
+                    ctx.sample_offset as i64,
                 )
             }
         };

@@ -416,9 +416,13 @@ pub fn schedule(f: &Function) -> Result<Schedule, String> {
                 count: count(f, a[0]),
                 depth: *depth,
             },
-            Op::RandomUniform { salt, .. } => Kernel::RandomUniform {
+            Op::RandomUniform { salt, shape } => Kernel::RandomUniform {
                 len: count(f, v),
                 salt: *salt,
+                per_sample: match (shape.first(), Sym::count(shape.get(1..).unwrap_or(&[]))) {
+                    (Some(Dim::Batch(1)), rest) if rest.n == 0 => rest.c,
+                    _ => 0,
+                },
             },
             Op::LowerTriangle { rows, cols } => Kernel::LowerTriangle {
                 rows: *rows,

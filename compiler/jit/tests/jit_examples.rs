@@ -116,6 +116,7 @@ fn optimized_train_step_matches(
         batch: inputs[0].len(),
         seed: 5,
         step: 3,
+        sample_offset: 0,
     };
     let want = interp::run(&f, &args, ctx).unwrap();
     let got = fm_jit::run(&f, &args, ctx).unwrap();
@@ -237,6 +238,7 @@ fn debug_divergence() {
         batch,
         seed: 0,
         step: 0,
+        sample_offset: 0,
     };
     let tol: f32 = std::env::var("FM_TOL").map_or(1e-5, |t| t.parse().unwrap());
     let d = first_divergence(f, &args, ctx, tol);

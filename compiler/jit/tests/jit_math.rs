@@ -25,6 +25,7 @@ fn run_unary(op: UnaryOp, xs: &[f32]) -> (Vec<f32>, Vec<f32>) {
         batch: 1,
         seed: 0,
         step: 0,
+        sample_offset: 0,
     };
     let got = fm_jit::run(&f, &args, ctx).unwrap();
     let flushed = [flush_value(&args[0])];

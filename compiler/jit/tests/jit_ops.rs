@@ -94,6 +94,7 @@ fn compare(f: &Function, tol: f32) {
             batch: n,
             seed: 42,
             step: 3,
+            sample_offset: 0,
         };
         compare_args(f, &args_for(f, n, k as u64 + 1), ctx, tol);
     }
@@ -219,6 +220,7 @@ fn special_values() {
         batch: 1,
         seed: 0,
         step: 0,
+        sample_offset: 0,
     };
     use BinaryOp::*;
     for op in [Add, Sub, Mul, Div, Max, Min, Greater, GreaterEq, Equal, Pow] {
@@ -552,6 +554,7 @@ fn generators_are_bit_identical() {
                 batch: n,
                 seed,
                 step,
+                sample_offset: 0,
             };
             compare_args(&f, &args_for(&f, n, 3), ctx, 0.0);
         }
@@ -581,6 +584,7 @@ fn bad_arguments_are_refused_at_the_boundary() {
         batch: 7,
         seed: 0,
         step: 0,
+        sample_offset: 0,
     };
     let good = args_for(&f, 7, 1);
     assert!(fm_jit::run(&f, &good, ctx).is_ok());
@@ -618,6 +622,7 @@ fn refused_functions_run_on_the_interpreter() {
         batch: 3,
         seed: 0,
         step: 0,
+        sample_offset: 0,
     };
     let args = args_for(&f, 3, 1);
     let e = fm_jit::run(&f, &args, ctx).unwrap_err();

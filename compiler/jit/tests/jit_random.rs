@@ -197,6 +197,7 @@ fn random_programs_match_the_interpreter() {
                 batch: n,
                 seed: case,
                 step: 1,
+                sample_offset: 0,
             };
             let want = interp::run(&f, &args, ctx).unwrap();
             let got = fm_jit::run(&f, &args, ctx).unwrap_or_else(|e| {
@@ -223,4 +224,51 @@ fn random_programs_match_the_interpreter() {
         }
     }
     assert_eq!(checked, 900);
+}
+
+/// A data-parallel shard of samples `first..first + n` of a global batch draws the random
+/// numbers one process draws for those samples, on the JIT and the interpreter alike; numbers
+/// of a shape without a leading batch axis (one per step, not per sample) are the same on
+/// every shard.
+#[test]
+fn a_shard_draws_the_numbers_of_its_samples() {
+    let mut b = Builder::new("random");
+    let per_sample = b.random_uniform(vec![Dim::N, Dim::Fixed(3), Dim::Fixed(2)], 7);
+    let shared = b.random_uniform(vec![Dim::Fixed(4)], 8);
+    b.result("a", ResultKind::Output(0), per_sample);
+    b.result("b", ResultKind::Output(1), shared);
+    let f = b.finish();
+    let ctx = |batch, sample_offset| Context {
+        batch,
+        seed: 11,
+        step: 5,
+        sample_offset,
+    };
+    type Runner = fn(&Function, &[Value<f32>], Context) -> Result<Vec<Value<f32>>, String>;
+    let runners: [(&str, Runner); 2] = [("interp", interp::run), ("jit", fm_jit::run)];
+    for (name, run) in runners {
+        let whole = run(&f, &[], ctx(10, 0)).unwrap();
+        let whole_a = whole[0].clone().into_float();
+        let whole_b = whole[1].clone().into_float();
+        for (first, n) in [(0, 4), (4, 3), (7, 3)] {
+            let part = run(&f, &[], ctx(n, first)).unwrap();
+            let a = part[0].clone().into_float();
+            let want: Vec<f32> = whole_a
+                .iter()
+                .skip(first * 6)
+                .take(n * 6)
+                .copied()
+                .collect();
+            assert_eq!(
+                a.iter().copied().collect::<Vec<_>>(),
+                want,
+                "{name}: shard {first}+{n}"
+            );
+            assert_eq!(
+                part[1].clone().into_float(),
+                whole_b,
+                "{name}: shared numbers"
+            );
+        }
+    }
 }

@@ -86,6 +86,10 @@ pub struct Context {
     pub batch: usize,
     pub seed: u64,
     pub step: u64,
+    /// The index, in the whole global batch, of this batch's first sample: a data-parallel rank
+    /// runs on a shard of the global batch and draws the random numbers (dropout masks) that
+    /// one process draws for those samples. 0 for a whole batch.
+    pub sample_offset: usize,
 }
 
 /// Runs `f` on `args` (in `f.args` order) and returns every value of `f.results` in order.
@@ -322,9 +326,17 @@ fn eval<T: Real>(
                 }
             }))
         }
-        Op::RandomUniform { salt, .. } => {
+        Op::RandomUniform { salt, shape } => {
             let n: usize = out_shape.iter().product();
-            let data = (0..n as u64)
+            // Counter `i` of the whole global batch: shifted by the samples before this shard
+            // when the samples lead the shape (then each sample's numbers are contiguous).
+            let first = match shape.first() {
+                Some(Dim::Batch(1)) if ctx.batch > 0 => {
+                    (ctx.sample_offset * (n / ctx.batch)) as u64
+                }
+                _ => 0,
+            };
+            let data = (first..first + n as u64)
                 .map(|i| T::from_f64(random::uniform(ctx.seed, ctx.step, *salt, i) as f64))
                 .collect();
             Value::F(ArrayD::from_shape_vec(IxDyn(&out_shape), data).map_err(|e| e.to_string())?)

@@ -311,10 +311,14 @@ fn train(g: &mut Global, args: &TrainArgs, group: &dyn Collective) -> Result<(),
             return Err(code);
         }
     };
-    if let Some(test) = data.test.as_ref().filter(|_| root) {
+    // Every rank evaluates its shard of the test set (a collective); rank 0 prints.
+    if let Some(test) = data.test.as_ref() {
         let defs = metric_defs(&sel.spec);
         let logs = train::evaluate(&mut *backend, test, sel.spec.batch_size, &defs)
             .map_err(|e| runtime_error(g, &e))?;
+        if !root {
+            return Ok(());
+        }
         let line: Vec<String> = logs
             .iter()
             .map(|(k, v)| format!("test_{k}: {}", train::progress::format_value(*v)))

@@ -4,7 +4,9 @@
 //! One step, on every rank:
 //! 1. take the shard of the global batch (`fm_runtime::distributed::shard`: contiguous, the
 //!    first `len % ranks` ranks one sample more);
-//! 2. `grad_step` on it: the shard's mean loss and the gradient of that mean;
+//! 2. `grad_step` on it: the shard's mean loss and the gradient of that mean, with the dropout
+//!    masks one process draws for those samples (the random counter starts at the shard's
+//!    first sample);
 //! 3. one sum all-reduce of every gradient and the loss, each weighted by `shard / batch`, which
 //!    makes them the gradient and loss of the global batch's mean (regularisers, the same on
 //!    every rank, are weighted to exactly once);
@@ -15,7 +17,9 @@
 //!    `broadcast_buffers`), so every rank holds the state rank 0 saves;
 //! 6. the outputs of every shard are gathered, so that metrics are those of the global batch.
 //!
-//! Evaluation and prediction run whole on every rank (each rank holds the same model).
+//! Evaluation (validation and test during training) is sharded the same way: each rank
+//! evaluates its shard, the shard-weighted losses are summed and the outputs gathered, so the
+//! metrics are those of the whole batch. Prediction runs whole on every rank.
 
 #[cfg(feature = "mpi")]
 pub mod mpi;
@@ -26,6 +30,7 @@ use fm_runtime::tensor::Tensor;
 use fm_runtime::train::{Backend, StepOutput};
 use fm_runtime::{ErrorKind, RuntimeError};
 use ndarray::{ArrayD, IxDyn};
+use std::ops::Range;
 
 /// A session trained data-parallel over `group`.
 pub struct DataParallel<'a> {
@@ -33,6 +38,11 @@ pub struct DataParallel<'a> {
     group: &'a dyn Collective,
     /// Indices of the non-trainable parameters (BatchNorm statistics), broadcast from rank 0.
     state_params: Vec<usize>,
+}
+
+/// The samples `range` of every tensor.
+fn part(ts: &[Tensor], range: &Range<usize>) -> Vec<Tensor> {
+    ts.iter().map(|t| t.slice_samples(range.clone())).collect()
 }
 
 fn backend_error(message: String) -> RuntimeError {
@@ -77,10 +87,9 @@ impl<'a> DataParallel<'a> {
         let mut buf: Vec<f32> = Vec::new();
         let mut outputs_local: Vec<Tensor> = Vec::new();
         if local > 0 {
-            let part = |ts: &[Tensor]| -> Vec<Tensor> {
-                ts.iter().map(|t| t.slice_samples(mine.clone())).collect()
-            };
-            let r = self.session.grad_step(&part(inputs), &part(targets))?;
+            let r =
+                self.session
+                    .grad_step(&part(inputs, &mine), &part(targets, &mine), mine.start)?;
             let w = local as f32 / n as f32;
             for g in &r.grads {
                 buf.extend(g.iter().map(|v| v * w));
@@ -111,6 +120,29 @@ impl<'a> DataParallel<'a> {
         let outputs = self.gather_outputs(outputs_local, n)?;
         Ok(StepOutput {
             loss,
+            outputs,
+            extra: Vec::new(),
+        })
+    }
+
+    /// Loss and outputs of a batch in inference mode, each rank evaluating its shard: the
+    /// shard-weighted losses sum to the batch's mean loss, and the outputs are gathered.
+    fn evaluate(&mut self, inputs: &[Tensor], targets: &[Tensor]) -> Result<StepOutput, String> {
+        let n = inputs.first().map_or(0, Tensor::len);
+        let mine = shard(n, self.group.rank(), self.group.size());
+        let mut loss = [0f32];
+        let mut outputs_local = Vec::new();
+        if !mine.is_empty() {
+            let r = self
+                .session
+                .evaluate(&part(inputs, &mine), &part(targets, &mine))?;
+            loss[0] = (r.loss * mine.len() as f64 / n as f64) as f32;
+            outputs_local = r.outputs;
+        }
+        self.group.all_reduce_sum(&mut loss);
+        let outputs = self.gather_outputs(outputs_local, n)?;
+        Ok(StepOutput {
+            loss: f64::from(loss[0]),
             outputs,
             extra: Vec::new(),
         })
@@ -178,7 +210,7 @@ impl Backend for DataParallel<'_> {
         inputs: &[Tensor],
         targets: &[Tensor],
     ) -> Result<StepOutput, RuntimeError> {
-        Backend::evaluate(&mut self.session, inputs, targets)
+        DataParallel::evaluate(self, inputs, targets).map_err(backend_error)
     }
     fn predict(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
         Backend::predict(&mut self.session, inputs)
