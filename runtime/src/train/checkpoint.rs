@@ -253,6 +253,7 @@ pub(super) fn resume_from<B: Backend + ?Sized>(
             format!("bad train_state metadata: {e}"),
         )
     })?;
+    check_step(path, &file.tensors, &state)?;
     backend.set_state(&file.tensors)?;
     if let Some(es) = early {
         es.state = state.early.clone().unwrap_or_default();
@@ -264,6 +265,32 @@ pub(super) fn resume_from<B: Backend + ?Sized>(
         }
     }
     Ok(state)
+}
+
+/// A checkpoint's `opt/step` tensor (the optimizer's step count, which drives Adam's bias
+/// correction and the learning-rate schedule) must agree with its `train_state` metadata: a file
+/// whose parts disagree was edited or mixed from two runs, and resuming from it would continue
+/// neither.
+fn check_step(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    state: &TrainState,
+) -> Result<(), RuntimeError> {
+    let bad = |message: String| Err(RuntimeError::at(ErrorKind::Weights, path, message));
+    if let Some((_, t)) = tensors.iter().find(|(n, _)| n == "opt/step") {
+        let value = match t {
+            Tensor::I32(a) => a.iter().next().map(|&v| v as f64),
+            Tensor::F32(a) => a.iter().next().map(|&v| v as f64),
+        };
+        if t.len() != 1 || value != Some(state.step as f64) {
+            let shown = value.map_or("nothing".to_string(), |v| v.to_string());
+            return bad(format!(
+                "tensor `opt/step` holds {shown}, but the checkpoint's train_state says step {}; the file mixes two runs or was edited, so it cannot be resumed",
+                state.step
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `--init W`: parameters and BatchNorm statistics from a weights file (optimizer state and

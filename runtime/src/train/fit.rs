@@ -9,7 +9,7 @@ use super::progress::Progress;
 use super::record::{self, RunInfo, RunLog, CURVES, WEIGHTS};
 use super::schedule::LrSchedule;
 use super::{evaluate, plot, Backend, EpochRecord, FitOptions, History};
-use crate::config::TrainSpec;
+use crate::config::{TrainSpec, Validation};
 use crate::data::batch::{batch, batch_count, epoch_order};
 use crate::data::Dataset;
 use crate::error::{ErrorKind, RuntimeError};
@@ -67,9 +67,13 @@ impl<'a, B: Backend + ?Sized> Run<'a, B> {
         validation: Option<&'a Dataset>,
     ) -> Result<Self, RuntimeError> {
         if train.is_empty() {
+            let why = match &spec.validation {
+                Validation::Split(f) => format!(": `validation: split({f})` takes all of them"),
+                _ => String::new(),
+            };
             return Err(RuntimeError::without_path(
                 ErrorKind::DataSetup,
-                "no training samples",
+                format!("no training samples are left{why}"),
             ));
         }
         let batch_size = spec.batch_size.max(1);
@@ -273,6 +277,9 @@ impl<'a, B: Backend + ?Sized> Run<'a, B> {
             ));
         }
         self.metrics.update_loss(out.loss, data.len());
+        for (name, v) in &out.extra {
+            self.metrics.update_extra(name, *v, data.len());
+        }
         self.metrics.update(&out.outputs, &data.targets)?;
         self.step += 1;
         if let Some(run) = self.run_log.as_mut() {

@@ -43,6 +43,8 @@ pub struct StepOutput {
     pub loss: f64,
     /// The model outputs of the forward pass (before the update), one per model output.
     pub outputs: Vec<Tensor>,
+    /// Further named losses to report (each step's `NAME_loss`, language.md 9.4).
+    pub extra: Vec<(String, f64)>,
 }
 
 /// A way to run a compiled model. Implemented by the interpreter, the JIT and AOT models.
