@@ -66,6 +66,9 @@ pub enum InMode {
     FullInt,
     /// The single element 0, broadcast to every lane.
     Splat,
+    /// f32 element `i % m` (a broadcast view of `m` trailing elements, such as a bias; `m`
+    /// divides the elements per batch row, so a batch slice starts at element 0 again).
+    Cycle(usize),
 }
 
 /// One node of a fused elementwise expression; operands index earlier nodes.

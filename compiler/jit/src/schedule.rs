@@ -3,7 +3,7 @@
 //! becomes one elementwise expression), reshapes aliasing their operand's buffer.
 
 use super::kernel::*;
-use fm_compiler::ir::kernels::{is_elementwise, reduce_loops};
+use fm_compiler::ir::kernels::{broadcast_views, is_elementwise, reduce_loops, BroadcastView};
 use fm_compiler::ir::*;
 use fm_runtime::kernels::{Conv2dShape, Pool2dShape};
 
@@ -192,6 +192,7 @@ pub fn schedule(f: &Function) -> Result<Schedule, String> {
             }
         }
     }
+    let views = broadcast_views(f);
     let mut root: Vec<ValueId> = (0..len).collect();
     let mut materialized = vec![false; len];
     let mut steps = Vec::new();
@@ -208,12 +209,17 @@ pub fn schedule(f: &Function) -> Result<Schedule, String> {
                 root[v] = root[a[0]];
                 continue;
             }
+            // Read through its source by the elementwise kernels using it.
+            _ if views[v].is_some() => {
+                fused += 1;
+                continue;
+            }
             _ if is_elementwise(f, v) => {
                 if group[v] != Some(v) {
                     fused += 1;
                     continue;
                 }
-                let (kernel, operands) = fuse_group(f, v, &group);
+                let (kernel, operands) = fuse_group(f, v, &group, &views);
                 materialized[v] = true;
                 steps.push(Step::new(
                     kernel,
@@ -444,11 +450,27 @@ pub fn schedule(f: &Function) -> Result<Schedule, String> {
 }
 
 /// The expression of the fused group rooted at `g`, and its external inputs.
-fn fuse_group(f: &Function, g: ValueId, group: &[Option<ValueId>]) -> (Kernel, Vec<ValueId>) {
+fn fuse_group(
+    f: &Function,
+    g: ValueId,
+    group: &[Option<ValueId>],
+    views: &[Option<BroadcastView>],
+) -> (Kernel, Vec<ValueId>) {
     let mut nodes: Vec<ENode> = Vec::new();
     let mut inputs: Vec<(ValueId, InMode)> = Vec::new();
     let mut node_of: std::collections::HashMap<ValueId, usize> = Default::default();
-    let mut input_node = |nodes: &mut Vec<ENode>, v: ValueId, mode: InMode| -> usize {
+    let mut input_node = |nodes: &mut Vec<ENode>, mut v: ValueId, mut mode: InMode| -> usize {
+        // A broadcast view reads its source (through reshapes, and views of one element).
+        loop {
+            match views[v] {
+                Some(BroadcastView::Splat) => mode = InMode::Splat,
+                Some(BroadcastView::Cycle(m)) if mode != InMode::Splat => mode = InMode::Cycle(m),
+                Some(BroadcastView::Cycle(_)) => {}
+                None if matches!(f.insts[v].op, Op::Reshape { .. }) => {}
+                None => break,
+            }
+            v = f.insts[v].args[0];
+        }
         if let Op::Const { value } = f.insts[v].op {
             nodes.push(ENode::Const((value as f32).to_bits()));
             return nodes.len() - 1;

@@ -3,7 +3,9 @@
 //! function ([`Function::kernels`]); `fmc compile --emit ir-opt` prints them, the verifier
 //! checks them, and the JIT compiles one kernel per entry, in order.
 //!
-//! Arguments and reshapes belong to no kernel: a reshape aliases its operand's buffer.
+//! Arguments, reshapes and broadcast views belong to no kernel: a reshape aliases its
+//! operand's buffer, and the kernels reading a broadcast view read its source in the view's
+//! mode ([`broadcast_views`]).
 
 use super::*;
 
@@ -39,6 +41,63 @@ pub fn is_elementwise(f: &Function, v: ValueId) -> bool {
 }
 
 const ONE: Dim = Dim::Fixed(1);
+
+/// How an elementwise kernel reads a broadcast it does not materialize (a broadcast view).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BroadcastView {
+    /// The source's single element, in every lane.
+    Splat,
+    /// Element `i % m` of the source's `m` elements: the source's shape is a suffix of the
+    /// output's (leading axes of size 1 expanded), like a bias broadcast over the batch.
+    Cycle(usize),
+}
+
+/// How a broadcast `v` could be read without materializing it, if it can.
+pub fn broadcast_view_kind(f: &Function, v: ValueId) -> Option<BroadcastView> {
+    let inst = &f.insts[v];
+    if !matches!(inst.op, Op::Broadcast { .. }) || inst.dtype != DType::F32 {
+        return None;
+    }
+    let src = &f.insts[inst.args[0]].shape;
+    let m = count(src);
+    if m == ONE {
+        return Some(BroadcastView::Splat);
+    }
+    let Dim::Fixed(m) = m else { return None };
+    // Unit source axes first, then axes equal to the output's.
+    let first_kept = src.iter().position(|&d| d != ONE)?;
+    let suffix = src[first_kept..]
+        .iter()
+        .zip(&inst.shape[first_kept..])
+        .all(|(a, b)| a == b);
+    (suffix && count(&inst.shape) != Dim::Fixed(m)).then_some(BroadcastView::Cycle(m))
+}
+
+/// The broadcasts of `f` that belong to no kernel: every kernel that reads one reads its
+/// source in the view's mode instead (its users are all elementwise and it is not a result),
+/// so a bias or a constant is never written out at the size of the activations.
+pub fn broadcast_views(f: &Function) -> Vec<Option<BroadcastView>> {
+    let len = f.insts.len();
+    let mut users: Vec<Vec<ValueId>> = vec![Vec::new(); len];
+    for (v, inst) in f.insts.iter().enumerate() {
+        for &a in &inst.args {
+            users[a].push(v);
+        }
+    }
+    let mut is_result = vec![false; len];
+    for r in &f.results {
+        is_result[r.value] = true;
+    }
+    (0..len)
+        .map(|v| {
+            let kind = broadcast_view_kind(f, v)?;
+            let viewable = !is_result[v]
+                && !users[v].is_empty()
+                && users[v].iter().all(|&u| is_elementwise(f, u));
+            viewable.then_some(kind)
+        })
+        .collect()
+}
 
 /// Product of two sizes; at most one may depend on the batch (it is only ever on axis 0).
 pub fn mul(a: Dim, b: Dim) -> Dim {
@@ -180,7 +239,8 @@ pub fn print_plan(f: &Function, plan: &KernelPlan) -> String {
     out
 }
 
-/// Checks the plan against its function: every instruction but arguments and reshapes in
+/// Checks the plan against its function: every instruction but arguments, reshapes and
+/// broadcast views in
 /// exactly one kernel, kernels in instruction order, and fused instructions elementwise, of
 /// their root's element count, used only inside their kernel and not function results.
 pub fn verify_plan(f: &Function, plan: &KernelPlan) -> Result<(), String> {
@@ -230,8 +290,9 @@ pub fn verify_plan(f: &Function, plan: &KernelPlan) -> Result<(), String> {
     for r in &f.results {
         is_result[r.value] = true;
     }
+    let views = broadcast_views(f);
     for (v, inst) in f.insts.iter().enumerate() {
-        let planned = !matches!(inst.op, Op::Arg { .. } | Op::Reshape { .. });
+        let planned = !matches!(inst.op, Op::Arg { .. } | Op::Reshape { .. }) && views[v].is_none();
         match (planned, kernel_of[v]) {
             (true, None) => return Err(format!("%{v} = {} is in no kernel", inst.op.name())),
             (false, Some(i)) => {

@@ -4,11 +4,12 @@
 //! broadcast of a single element) joins the fused group of its users when every user belongs to
 //! that same group, it has the group's element count, and it is not a function result. A group
 //! runs as one loop at its root (its last instruction), so its intermediates never reach memory.
-//! Every other instruction but arguments and reshapes (which alias their operand) is a kernel
-//! of its own.
+//! Every other instruction but arguments, reshapes (which alias their operand) and broadcast
+//! views (a broadcast of one element or of a trailing block, read only by elementwise kernels,
+//! which read its source instead: [`broadcast_views`]) is a kernel of its own.
 
 use super::Pass;
-use crate::ir::kernels::{count, is_elementwise, KernelPlan, PlannedKernel};
+use crate::ir::kernels::{broadcast_views, count, is_elementwise, KernelPlan, PlannedKernel};
 use crate::ir::*;
 
 /// The fusion pass.
@@ -37,10 +38,11 @@ pub fn plan(f: &Function) -> KernelPlan {
     for r in &f.results {
         is_result[r.value] = true;
     }
+    let views = broadcast_views(f);
     // Fusion groups (by root), decided from the last instruction backwards (users first).
     let mut group: Vec<Option<ValueId>> = vec![None; len];
     for v in (0..len).rev() {
-        if !is_elementwise(f, v) {
+        if !is_elementwise(f, v) || views[v].is_some() {
             continue;
         }
         let g = users[v].first().and_then(|&u| group[u]);
@@ -64,6 +66,7 @@ pub fn plan(f: &Function) -> KernelPlan {
     for (v, inst) in f.insts.iter().enumerate() {
         match inst.op {
             Op::Arg { .. } | Op::Reshape { .. } => {}
+            _ if views[v].is_some() => {}
             _ if is_elementwise(f, v) => {
                 if group[v] == Some(v) {
                     kernels.push(PlannedKernel {
