@@ -365,7 +365,28 @@ impl<'a, 'm> Gen<'a, 'm> {
                 ta,
                 tb,
             } => self.matmul(*lead, *m, *k, *n, *ta, *tb),
-            Kernel::Conv { kind, geom } => {
+            Kernel::Conv {
+                kind,
+                geom,
+                bias,
+                relu,
+            } if *bias || *relu => {
+                debug_assert_eq!(*kind, ConvKind::Forward);
+                let shape = self.shape_struct(geom, true);
+                let x = self.operand(0);
+                let w = self.operand(1);
+                let (b, y) = if *bias {
+                    (self.operand(2), self.operand(3))
+                } else {
+                    (self.i64c(0), self.operand(2))
+                };
+                let relu = self.i64c(i64::from(*relu));
+                let f = self.callee(Extern::Conv2dFwdFused);
+                let threads = self.i64c(0);
+                let call = self.b.ins().call(f, &[shape, x, w, b, relu, y, threads]);
+                return self.b.inst_results(call)[0];
+            }
+            Kernel::Conv { kind, geom, .. } => {
                 let shape = self.shape_struct(geom, true);
                 let ops: Vec<Value> = (0..3).map(|k| self.operand(k)).collect();
                 let name = match kind {
@@ -383,11 +404,17 @@ impl<'a, 'm> Gen<'a, 'm> {
                     .call(f, &[shape, ops[0], ops[1], ops[2], threads]);
                 return self.b.inst_results(call)[0];
             }
-            Kernel::Pool { kind, back, geom } => {
+            Kernel::Pool {
+                kind,
+                back,
+                geom,
+                relu,
+            } => {
                 let shape = self.shape_struct(geom, false);
                 let (name, args): (Extern, Vec<usize>) = match (kind, back) {
                     (PoolKind::Max, false) => (Extern::MaxPool2dFwd, vec![0, 1]),
                     (PoolKind::Avg, false) => (Extern::AvgPool2dFwd, vec![0, 1]),
+                    (PoolKind::Max, true) if *relu => (Extern::MaxPool2dBwdRelu, vec![0, 1, 2]),
                     (PoolKind::Max, true) => (Extern::MaxPool2dBwd, vec![0, 1, 2]),
                     (PoolKind::Avg, true) => (Extern::AvgPool2dBwd, vec![1, 2]),
                 };
