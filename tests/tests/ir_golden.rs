@@ -119,12 +119,14 @@ fn kernel_counts_are_pinned() {
         ("binary_classifier.fm", 64, 7),
         ("digits_cnn.fm", 100, 18),
         ("digits_mlp.fm", 56, 12),
+        ("gan_digits.fm", 98, 35),
         ("linear_regression.fm", 16, 2),
         ("lstm_sequence.fm", 2908, 915),
         ("mnist_cnn.fm", 97, 17),
         ("mnist_mlp.fm", 56, 12),
         ("resnet_tiny.fm", 286, 28),
         ("text_transformer.fm", 584, 113),
+        ("vae_digits.fm", 122, 38),
     ];
     let mut actual = Vec::new();
     for name in example_names() {
