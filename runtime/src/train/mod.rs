@@ -41,6 +41,8 @@ pub struct StepOutput {
     pub loss: f64,
     /// The model outputs of the forward pass (before the update), one per model output.
     pub outputs: Vec<Tensor>,
+    /// Further named losses to report (each step's `NAME_loss`, language.md 9.4).
+    pub extra: Vec<(String, f64)>,
 }
 
 /// A way to run a compiled model. Implemented by the interpreter, the JIT and AOT models.
@@ -345,6 +347,9 @@ pub fn fit_with_log<B: Backend + ?Sized>(
                     ));
                 }
                 metrics.update_loss(out.loss, data.len());
+                for (name, v) in &out.extra {
+                    metrics.update_extra(name, *v, data.len());
+                }
                 metrics.update(&out.outputs, &data.targets)?;
                 samples += data.len();
                 step += 1;
