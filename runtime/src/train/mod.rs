@@ -226,9 +226,13 @@ pub fn fit_with_log<B: Backend + ?Sized>(
         },
     };
     if train.is_empty() {
+        let why = match &spec.validation {
+            Validation::Split(f) => format!(": `validation: split({f})` takes all of them"),
+            _ => String::new(),
+        };
         return Err(RuntimeError::without_path(
             ErrorKind::DataSetup,
-            "no training samples",
+            format!("no training samples are left{why}"),
         ));
     }
     let batch_size = spec.batch_size.max(1);
@@ -796,6 +800,7 @@ fn resume_from<B: Backend + ?Sized>(
             format!("bad train_state metadata: {e}"),
         )
     })?;
+    check_step(path, &file.tensors, &state)?;
     backend.set_state(&file.tensors)?;
     if let Some(es) = early {
         es.state = state.early.clone().unwrap_or_default();
@@ -807,6 +812,32 @@ fn resume_from<B: Backend + ?Sized>(
         }
     }
     Ok(state)
+}
+
+/// A checkpoint's `opt/step` tensor (the optimizer's step count, which drives Adam's bias
+/// correction and the learning-rate schedule) must agree with its `train_state` metadata: a file
+/// whose parts disagree was edited or mixed from two runs, and resuming from it would continue
+/// neither.
+fn check_step(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    state: &TrainState,
+) -> Result<(), RuntimeError> {
+    let bad = |message: String| Err(RuntimeError::at(ErrorKind::Weights, path, message));
+    if let Some((_, t)) = tensors.iter().find(|(n, _)| n == "opt/step") {
+        let value = match t {
+            Tensor::I32(a) => a.iter().next().map(|&v| v as f64),
+            Tensor::F32(a) => a.iter().next().map(|&v| v as f64),
+        };
+        if t.len() != 1 || value != Some(state.step as f64) {
+            let shown = value.map_or("nothing".to_string(), |v| v.to_string());
+            return bad(format!(
+                "tensor `opt/step` holds {shown}, but the checkpoint's train_state says step {}; the file mixes two runs or was edited, so it cannot be resumed",
+                state.step
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `--init W`: parameters and BatchNorm statistics from a weights file (optimizer state and
