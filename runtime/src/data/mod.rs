@@ -61,7 +61,7 @@ pub fn load_data(
     model: &ModelData,
     options: LoadOptions,
 ) -> Result<LoadedData, RuntimeError> {
-    let raw = read_source(&spec.train, &model.input_names())?;
+    let raw = read_source(&spec.train, &model.input_names(), !model.targets.is_empty())?;
     let test = test_part(spec.test.as_ref(), model)?;
     assemble(&raw, test, &spec.x, &spec.y, model, options)
 }
@@ -98,7 +98,9 @@ pub fn load_training_data(
                     "--x and --y go together: give both the inputs and the targets",
                 ))
             }
-            (None, None, Some(d)) => read_source(&d.train, &model.input_names())?,
+            (None, None, Some(d)) => {
+                read_source(&d.train, &model.input_names(), !model.targets.is_empty())?
+            }
             (None, None, None) => return Err(RuntimeError::without_path(
                 ErrorKind::DataSetup,
                 "nothing to train on: the train section names no data, and no --x/--y were given",
@@ -138,13 +140,13 @@ pub fn load_eval_data(
     let spec = data.ok_or_else(no_test)?;
     match spec.test.as_ref().ok_or_else(no_test)? {
         TestSource::Source(source) => prepare(
-            &read_source(source, &model.input_names())?,
+            &read_source(source, &model.input_names(), !model.targets.is_empty())?,
             model,
             transforms,
             options,
         ),
         TestSource::Split(fraction) => {
-            let raw = read_source(&spec.train, &model.input_names())?;
+            let raw = read_source(&spec.train, &model.input_names(), !model.targets.is_empty())?;
             let all = convert_samples(&raw, model, options)?;
             let (_, test) = all.split_tail(*fraction);
             finish(transforms, model, &raw, options, test)
@@ -163,9 +165,11 @@ fn test_part(test: Option<&TestSource>, model: &ModelData) -> Result<TestPart, R
     Ok(match test {
         None => TestPart::None,
         Some(TestSource::Split(f)) => TestPart::Split(*f),
-        Some(TestSource::Source(source)) => {
-            TestPart::Raw(read_source(source, &model.input_names())?)
-        }
+        Some(TestSource::Source(source)) => TestPart::Raw(read_source(
+            source,
+            &model.input_names(),
+            !model.targets.is_empty(),
+        )?),
     })
 }
 
