@@ -22,6 +22,7 @@ pub mod init;
 pub mod kernels;
 pub mod metrics;
 pub mod random;
+pub mod system;
 pub mod tensor;
 pub mod train;
 pub mod weights;
