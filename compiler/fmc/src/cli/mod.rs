@@ -8,6 +8,7 @@ mod check;
 mod compile;
 mod eval;
 mod explain;
+mod export;
 mod fmt;
 mod plot;
 mod predict;
@@ -132,6 +133,8 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Loss and metric curves per epoch.
     Plot(plot::PlotArgs),
+    /// Write a trained model's inference graph as ONNX.
+    Export(export::ExportArgs),
     /// The long explanation of a diagnostic code.
     Explain {
         /// A code such as `E0203` or `W0101`.
@@ -231,6 +234,21 @@ impl Global<'_> {
     }
 }
 
+/// Prints an import or export error (`error[E0412]: FILE: node ...: message`); returns exit 1.
+pub fn interop_error(g: &mut Global, e: &fm_interop::InteropError) -> i32 {
+    let text = match g.format {
+        MessageFormat::Json => serde_json::json!({
+            "code": e.code.as_str(), "severity": "error", "message": e.to_string(),
+            "file": e.file, "line": null, "column": null, "end_line": null, "end_column": null,
+            "labels": [], "notes": []
+        })
+        .to_string(),
+        _ => format!("error[{}]: {e}", e.code),
+    };
+    let _ = writeln!(g.err, "{text}");
+    1
+}
+
 /// Reads, parses and checks a file, printing its diagnostics. `Err(exit code)` when it could not
 /// be read or has errors.
 pub fn load_checked(g: &mut Global, path: &Path) -> Result<(String, Checked), i32> {
@@ -317,6 +335,7 @@ pub fn run(
         Command::Eval(args) => eval::run(&mut g, &args),
         Command::Predict(args) => predict::run(&mut g, &args),
         Command::Plot(args) => plot::run(&mut g, &args),
+        Command::Export(args) => export::run(&mut g, &args),
         Command::Explain { code } => explain::run(&mut g, &code),
     }
 }
