@@ -1,5 +1,5 @@
 //! Errors of import and export: a stable code (E0402 malformed file, E0410 weights that do not
-//! fit, E0413 nothing in ONNX for an fm layer), the
+//! fit, E0412 nothing in `.fm` for a node or layer, E0413 nothing in ONNX for an fm layer), the
 //! file, and the part of it (node, layer, tensor) the message is about.
 
 use fm_codes::Code;

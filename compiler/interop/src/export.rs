@@ -11,7 +11,8 @@
 
 use crate::error::InteropError;
 use crate::onnx::{self, *};
-use fm_codes::{E0410, E0413};
+use fm_codes::E0410;
+use fm_codes::E0413;
 use fm_compiler::graph::{Activation, DType, ModelGraph, Node, Op, Padding, PoolKind, RnnKind};
 use fm_runtime::config::Transform;
 use fm_runtime::data::FittedTransforms;

@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod export;
+pub mod import;
 pub mod onnx;
 
 pub use error::InteropError;

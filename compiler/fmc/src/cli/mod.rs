@@ -10,6 +10,7 @@ mod eval;
 mod explain;
 mod export;
 mod fmt;
+mod import;
 mod plot;
 mod predict;
 pub mod reference;
@@ -133,6 +134,8 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Loss and metric curves per epoch.
     Plot(plot::PlotArgs),
+    /// Turn an ONNX model into a formatted `.fm` file and safetensors weights.
+    Import(import::ImportArgs),
     /// Write a trained model's inference graph as ONNX.
     Export(export::ExportArgs),
     /// The long explanation of a diagnostic code.
@@ -335,6 +338,7 @@ pub fn run(
         Command::Eval(args) => eval::run(&mut g, &args),
         Command::Predict(args) => predict::run(&mut g, &args),
         Command::Plot(args) => plot::run(&mut g, &args),
+        Command::Import(args) => import::run(&mut g, &args),
         Command::Export(args) => export::run(&mut g, &args),
         Command::Explain { code } => explain::run(&mut g, &code),
     }
