@@ -123,8 +123,18 @@ pub struct ParamTy {
 
 #[derive(Clone, PartialEq, Debug)]
 pub enum Stmt {
-    /// `input NAME: DTYPE[D1, D2]`
+    /// `input NAME: DTYPE[D1, D2]`, optionally `~ DISTRIBUTION(...)` (a sampled input).
     Input {
+        name: Ident,
+        dtype: Ident,
+        dims: Vec<Expr>,
+        /// The distribution call after `~`.
+        sample: Option<Expr>,
+        span: Span,
+    },
+    /// `target NAME: DTYPE[D1, ...]`: a per-sample value read from the data for losses and
+    /// metrics (version 0.2).
+    Target {
         name: Ident,
         dtype: Ident,
         dims: Vec<Expr>,
@@ -150,6 +160,7 @@ impl Stmt {
     pub fn span(&self) -> Span {
         match self {
             Stmt::Input { span, .. }
+            | Stmt::Target { span, .. }
             | Stmt::Let { span, .. }
             | Stmt::Output { span, .. }
             | Stmt::Return { span, .. } => *span,
@@ -259,6 +270,8 @@ pub enum ExprKind {
     List(Vec<Expr>),
     /// `{ key: value, ... }` (loss maps, `early_stopping: { ... }`, npz keys).
     Dict(Vec<Entry>),
+    /// `step NAME { key: value ... }`: the value of a `train` entry whose key is `step`.
+    Step { name: Ident, body: Vec<Entry> },
     /// `5 epochs`, `500 steps` (also `1 epoch`, `1 step`).
     Duration {
         value: Box<Expr>,

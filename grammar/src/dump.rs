@@ -109,6 +109,7 @@ impl Dumper<'_> {
                 name,
                 dtype,
                 dims,
+                sample,
                 span,
             } => {
                 let dims: Vec<&str> = dims
@@ -116,6 +117,22 @@ impl Dumper<'_> {
                     .map(|d| self.source.get(d.span.start..d.span.end).unwrap_or("?"))
                     .collect();
                 let text = format!("Input {}: {}[{}]", name.name, dtype.name, dims.join(", "));
+                self.line(indent, &text, *span);
+                if let Some(s) = sample {
+                    self.expr(indent + 1, "~ ", s);
+                }
+            }
+            Stmt::Target {
+                name,
+                dtype,
+                dims,
+                span,
+            } => {
+                let dims: Vec<&str> = dims
+                    .iter()
+                    .map(|d| self.source.get(d.span.start..d.span.end).unwrap_or("?"))
+                    .collect();
+                let text = format!("Target {}: {}[{}]", name.name, dtype.name, dims.join(", "));
                 self.line(indent, &text, *span);
             }
             Stmt::Let { name, value, span } => {
@@ -192,6 +209,12 @@ impl Dumper<'_> {
             ExprKind::Dict(entries) => {
                 self.line(indent, &format!("{prefix}Dict"), e.span);
                 for en in entries {
+                    self.expr(indent + 1, &format!("{}: ", en.key.name), &en.value);
+                }
+            }
+            ExprKind::Step { name, body } => {
+                self.line(indent, &format!("{prefix}Step {}", name.name), e.span);
+                for en in body {
                     self.expr(indent + 1, &format!("{}: ", en.key.name), &en.value);
                 }
             }

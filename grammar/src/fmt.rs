@@ -190,6 +190,22 @@ impl Formatter<'_> {
             if let Some(prev) = prev_end {
                 self.blank_between(prev, e.span.start);
             }
+            if let ExprKind::Step { name, body } = &e.value.kind {
+                // `step NAME { ... }` prints as its dictionary would.
+                let dict = Expr {
+                    kind: ExprKind::Dict(body.clone()),
+                    span: e.value.span,
+                };
+                self.value(
+                    INDENT,
+                    format!("step {} ", name.name),
+                    &dict,
+                    e.span.start,
+                    true,
+                );
+                prev_end = Some(e.span.end);
+                continue;
+            }
             self.value(
                 INDENT,
                 format!("{}: ", e.key.name),
@@ -244,9 +260,30 @@ impl Formatter<'_> {
             }
             match stmt {
                 Stmt::Input {
-                    name, dtype, dims, ..
+                    name,
+                    dtype,
+                    dims,
+                    sample,
+                    ..
                 } => {
                     let mut text = format!("input {}: {}[", name.name, dtype.name);
+                    for (i, d) in dims.iter().enumerate() {
+                        if i > 0 {
+                            text.push_str(", ");
+                        }
+                        inline(d, &mut text);
+                    }
+                    text.push(']');
+                    if let Some(s) = sample {
+                        text.push_str(" ~ ");
+                        inline(s, &mut text);
+                    }
+                    self.push(INDENT, text, Some((span.start, span.end)));
+                }
+                Stmt::Target {
+                    name, dtype, dims, ..
+                } => {
+                    let mut text = format!("target {}: {}[", name.name, dtype.name);
                     for (i, d) in dims.iter().enumerate() {
                         if i > 0 {
                             text.push_str(", ");
@@ -524,6 +561,16 @@ fn inline(e: &Expr, out: &mut String) {
                 inline(&en.value, out);
             }
             out.push_str(" }");
+        }
+        ExprKind::Step { name, body } => {
+            out.push_str("step ");
+            out.push_str(&name.name);
+            out.push(' ');
+            let dict = Expr {
+                kind: ExprKind::Dict(body.clone()),
+                span: e.span,
+            };
+            inline(&dict, out);
         }
         ExprKind::Duration { value, unit } => {
             inline(value, out);

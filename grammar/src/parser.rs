@@ -316,6 +316,7 @@ impl<'s> Driver<'s> {
             let word = word_at(self.src, pos, self.end);
             let rule = match word {
                 Some("input") => Some(Rule::input_stmt),
+                Some("target") => Some(Rule::target_stmt),
                 Some("let") => Some(Rule::let_stmt),
                 Some("output") => Some(Rule::output_stmt),
                 Some("return") => Some(Rule::return_stmt),
@@ -381,9 +382,11 @@ impl<'s> Driver<'s> {
         let mut idents = Vec::new();
         let mut exprs = Vec::new();
         let mut out_name = None;
+        let mut sample = None;
         for p in pair.into_inner() {
             match p.as_rule() {
                 Rule::ident => idents.push(self.ident(&p, base)),
+                Rule::call => sample = Some(self.expr(p, base).0),
                 Rule::output_name => {
                     out_name = p
                         .into_inner()
@@ -405,6 +408,13 @@ impl<'s> Driver<'s> {
         let mut idents = idents.into_iter();
         match rule {
             Rule::input_stmt => Stmt::Input {
+                name: idents.next().unwrap_or_else(missing),
+                dtype: idents.next().unwrap_or_else(missing),
+                dims: exprs,
+                sample,
+                span,
+            },
+            Rule::target_stmt => Stmt::Target {
                 name: idents.next().unwrap_or_else(missing),
                 dtype: idents.next().unwrap_or_else(missing),
                 dims: exprs,
@@ -518,6 +528,12 @@ impl<'s> Driver<'s> {
                     depth = d;
                     value = Some(e);
                 }
+                Rule::step_entry => {
+                    let (k, e, d) = self.step_entry(p, base);
+                    key = Some(k);
+                    depth = d;
+                    value = Some(e);
+                }
                 _ => {}
             }
         }
@@ -533,6 +549,46 @@ impl<'s> Driver<'s> {
             span,
         };
         (entry, depth)
+    }
+
+    /// `step NAME { entries }`: the key `step` and a [`ExprKind::Step`] value.
+    fn step_entry(&mut self, pair: Pair<'s, Rule>, base: usize) -> (Ident, Expr, usize) {
+        let span = self.span(&pair, base);
+        let mut key = Ident {
+            name: "step".into(),
+            span,
+        };
+        let mut name = None;
+        let mut body = Vec::new();
+        let mut depth = 1;
+        let mut dict_span = span;
+        for p in pair.into_inner() {
+            match p.as_rule() {
+                Rule::kw_step => key.span = self.span(&p, base),
+                Rule::ident => name = Some(self.ident(&p, base)),
+                Rule::dict => {
+                    dict_span = self.span(&p, base);
+                    for q in p.into_inner() {
+                        if q.as_rule() == Rule::entry {
+                            let (e, d) = self.entry(q, base);
+                            depth = depth.max(d + 1);
+                            body.push(e);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let name = name.unwrap_or_else(|| Ident {
+            name: String::new(),
+            span,
+        });
+        // The value spans the `{ ... }` (the entry spans `step NAME { ... }`).
+        let value = Expr {
+            kind: ExprKind::Step { name, body },
+            span: dict_span,
+        };
+        (key, value, depth)
     }
 
     // ------------------------------------------------------------------ expressions
@@ -1441,6 +1497,11 @@ fn rule_name(rule: Rule) -> (u8, &'static str) {
         Rule::kw_return => (6, "`return`"),
         Rule::kw_repeat => (6, "`repeat`"),
         Rule::kw_version => (6, "`version`"),
+        Rule::kw_target => (6, "`target`"),
+        Rule::kw_step => (6, "`step`"),
+        Rule::step_entry => (2, "a `step NAME { ... }` entry"),
+        Rule::target_stmt => (1, "a `target` declaration"),
+        Rule::tilde => (8, "`~`"),
         Rule::colon => (7, "`:`"),
         Rule::eq => (7, "`=`"),
         Rule::lparen => (7, "`(`"),

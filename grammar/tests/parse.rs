@@ -58,6 +58,14 @@ fn sexp(e: &Expr) -> String {
                 .collect::<Vec<_>>()
                 .join(" ")
         ),
+        ExprKind::Step { name, body } => format!(
+            "step {}({})",
+            name.name,
+            body.iter()
+                .map(|e| format!("{}={}", e.key.name, sexp(&e.value)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
         ExprKind::Duration { value, unit } => format!("{}{:?}", sexp(value), unit),
     }
 }
@@ -183,6 +191,7 @@ fn spans_are_byte_ranges_of_what_was_written() {
         dtype,
         dims,
         span,
+        ..
     } = &m.body[0]
     else {
         panic!()
@@ -354,4 +363,51 @@ fn parse_bytes_on_valid_utf8_is_parse() {
     .unwrap();
     let text = String::from_utf8(source.clone()).unwrap();
     assert_eq!(fm_grammar::parse_bytes(&source), fm_grammar::parse(&text));
+}
+
+#[test]
+fn version_0_2_statements_and_steps_parse() {
+    let src = "version 0.2
+model m {
+    input z: f32[4] ~ normal(0, 1)
+    target t: f32[]
+    output y = z -> Dense(1)
+}
+train m {
+    step fit { update: d, loss: mse(y, t), optimizer: SGD(lr: 0.1) }
+    epochs: 2
+}
+";
+    let (file, diags) = fm_grammar::parse(src);
+    assert!(diags.is_empty(), "{diags:?}");
+    let Item::Model(m) = &file.items[0] else {
+        panic!("model")
+    };
+    let Stmt::Input { sample, .. } = &m.body[0] else {
+        panic!("input")
+    };
+    assert_eq!(sexp(sample.as_ref().unwrap()), "normal(0 1)");
+    assert!(matches!(&m.body[1], Stmt::Target { dims, .. } if dims.is_empty()));
+    let Item::Train(t) = &file.items[1] else {
+        panic!("train")
+    };
+    assert_eq!(t.entries[0].key.name, "step");
+    assert_eq!(
+        sexp(&t.entries[0].value),
+        "step fit(update=d loss=mse(y t) optimizer=SGD(lr=0.1))"
+    );
+    assert_eq!(t.entries[1].key.name, "epochs");
+    // `step` stays usable as an entry key and `target` as a name.
+    let (_, diags) = fm_grammar::parse("model m { input target: f32[1] output y = target }");
+    assert!(diags.is_empty(), "{diags:?}");
+    // The formatter keeps steps and sampled inputs.
+    let formatted = fm_grammar::format(&file, src);
+    assert!(
+        formatted.contains("input z: f32[4] ~ normal(0, 1)"),
+        "{formatted}"
+    );
+    assert!(
+        formatted.contains("step fit { update: d, loss: mse(y, t), optimizer: SGD(lr: 0.1) }"),
+        "{formatted}"
+    );
 }

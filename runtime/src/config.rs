@@ -82,6 +82,32 @@ pub struct TrainSpec {
     pub metrics: Vec<Metric>,
     pub early_stopping: Option<EarlyStopping>,
     pub checkpoint: Option<Checkpoint>,
+    /// `loss:` written as an expression (language.md 9.3): the model graph's node holding the
+    /// per-sample objective; training minimises its batch mean. `losses` is then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<usize>,
+    /// `step NAME { ... }` entries in the order written (9.4). Empty: one step made of
+    /// `losses`/`objective` and `optimizer`. Otherwise `losses` is empty, `objective` is
+    /// `None` and `optimizer` is the first step's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepSpec>,
+    /// Metrics over model values (`metrics: [mean(q)]`): (logged name, graph node of the
+    /// per-sample value); reported as batch means.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub value_metrics: Vec<(String, usize)>,
+}
+
+/// One `step NAME { ... }` of a `train` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepSpec {
+    pub name: String,
+    /// Named losses per output (`loss: mse`), or empty when `objective` is set.
+    pub losses: Vec<OutputLoss>,
+    /// The graph node of the per-sample objective when `loss:` is an expression.
+    pub objective: Option<usize>,
+    pub optimizer: OptimizerSpec,
+    /// The parameters (indices into the model's parameters) this step updates; `None`: all.
+    pub update: Option<Vec<usize>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

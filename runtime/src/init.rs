@@ -28,6 +28,9 @@ pub enum Init {
     /// The LSTM bias `[4 * units]` in Keras gate order (i, f, c, o): zeros, except the forget
     /// gate's `units` entries, which start at 1 (Keras `unit_forget_bias=True`).
     LstmBias,
+    /// A lagged copy (language.md 9.5): starts equal to the initial value of the parameter with
+    /// this index (the caller copies it; drawn alone it is zeros).
+    CopyOf(usize),
 }
 
 /// Keras's `compute_fans`.
@@ -80,6 +83,7 @@ pub fn draw(init: Init, shape: &[usize], rng: &mut Rng) -> ArrayD<f32> {
             gen(&mut |r| sd * r.truncated_normal())
         }
         Init::Orthogonal => orthogonal(shape, rng),
+        Init::CopyOf(_) => vec![0.0; n],
         Init::LstmBias => {
             // Keras's `unit_forget_bias`: gates (i, f, c, o); the forget gate starts at 1.
             let units = n / 4;

@@ -73,6 +73,10 @@ pub struct MetricSet {
     running: Vec<Running>,
     loss_sum: f64,
     loss_samples: f64,
+    /// Further per-batch means reported after the loss (each step's `NAME_loss`, language.md
+    /// 9.4): (name, weighted sum, samples).
+    #[serde(default)]
+    extra: Vec<(String, f64, f64)>,
 }
 
 impl MetricSet {
@@ -83,6 +87,19 @@ impl MetricSet {
             running,
             loss_sum: 0.0,
             loss_samples: 0.0,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Adds a batch's mean of a named value (a step's loss), weighted by its samples.
+    pub fn update_extra(&mut self, name: &str, value: f64, batch_size: usize) {
+        let n = batch_size as f64;
+        match self.extra.iter_mut().find(|e| e.0 == name) {
+            Some(e) => {
+                e.1 += value * n;
+                e.2 += n;
+            }
+            None => self.extra.push((name.to_string(), value * n, n)),
         }
     }
     pub fn defs(&self) -> &[MetricDef] {
@@ -94,6 +111,7 @@ impl MetricSet {
             .for_each(|r| *r = Running::default());
         self.loss_sum = 0.0;
         self.loss_samples = 0.0;
+        self.extra.clear();
     }
 
     /// Adds a batch's mean loss, weighted by its number of samples.
@@ -137,6 +155,9 @@ impl MetricSet {
     /// `loss` then every metric.
     pub fn results(&self) -> Vec<(String, f64)> {
         let mut out = vec![("loss".to_string(), self.loss())];
+        for (name, sum, n) in &self.extra {
+            out.push((name.clone(), if *n > 0.0 { sum / n } else { 0.0 }));
+        }
         out.extend(self.metric_values());
         out
     }

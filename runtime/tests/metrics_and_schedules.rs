@@ -142,6 +142,9 @@ fn spec(losses: Vec<OutputLoss>, metrics: Vec<Metric>) -> TrainSpec {
         metrics,
         early_stopping: None,
         checkpoint: None,
+        objective: None,
+        steps: vec![],
+        value_metrics: vec![],
     }
 }
 

@@ -131,6 +131,7 @@ impl Backend for SoftmaxRegression {
         Ok(StepOutput {
             loss,
             outputs: vec![Self::probs_tensor(probs)],
+            extra: vec![],
         })
     }
 
@@ -144,6 +145,7 @@ impl Backend for SoftmaxRegression {
         Ok(StepOutput {
             loss: Self::loss(&probs, &labels),
             outputs: vec![Self::probs_tensor(probs)],
+            extra: vec![],
         })
     }
 
@@ -265,6 +267,9 @@ fn train_spec(epochs: usize, lr: f64) -> TrainSpec {
         metrics: vec![Metric::Accuracy(AccuracyKind::Sparse)],
         early_stopping: None,
         checkpoint: None,
+        objective: None,
+        steps: vec![],
+        value_metrics: vec![],
     }
 }
 
@@ -714,12 +719,14 @@ impl Backend for Scripted {
         Ok(StepOutput {
             loss: self.train_losses[self.epoch()],
             outputs: vec![],
+            extra: vec![],
         })
     }
     fn evaluate(&mut self, _: &[Tensor], _: &[Tensor]) -> Result<StepOutput, RuntimeError> {
         Ok(StepOutput {
             loss: self.val_losses[self.epoch()],
             outputs: vec![],
+            extra: vec![],
         })
     }
     fn predict(&mut self, _: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {

@@ -515,7 +515,8 @@ pub fn compare(
 
 /// Properties of the interpreter that hold for every model, checked on its trace `t` of `p`:
 ///
-/// - Inference is per sample: predicting sample `i` alone gives row `i` of the batched
+/// - Inference is per sample (for models without sampled inputs): predicting sample `i` alone
+///   gives row `i` of the batched
 ///   prediction (BatchNorm uses its moving statistics, attention and recurrences stay within a
 ///   sample), within `Tolerance::SAMPLE` (GEMMs of another shape may round differently).
 /// - Without active dropout or BatchNorm, training mode computes the same forward pass as
@@ -524,7 +525,13 @@ pub fn compare(
 pub fn check_invariants(p: &Prepared, t: &Trace) -> Result<(), String> {
     let get = |name: &str| t.0.iter().find(|(n, _)| n == name).map(|(_, v)| v);
     let outputs: Vec<&str> = p.graph.outputs.iter().map(|o| o.name.as_str()).collect();
-    let batch = p.inputs.first().map_or(0, |x| x.len());
+    // Sampled inputs (language.md 9.2) are drawn per position in the batch and per step
+    // function: a sample predicted alone, or in a training step, sees other draws.
+    let batch = if p.graph.sampled.is_empty() {
+        p.inputs.first().map_or(0, |x| x.len())
+    } else {
+        0
+    };
     let session = session(p)?;
     let mut backend: Box<dyn Backend> = Box::new(session);
     for i in 0..batch {
@@ -552,9 +559,11 @@ pub fn check_invariants(p: &Prepared, t: &Trace) -> Result<(), String> {
             )?;
         }
     }
-    let stochastic = p.graph.nodes.iter().any(|n| {
-        matches!(n.op, Op::Dropout { rate } if rate > 0.0) || matches!(n.op, Op::BatchNorm { .. })
-    });
+    let stochastic = !p.graph.sampled.is_empty()
+        || p.graph.nodes.iter().any(|n| {
+            matches!(n.op, Op::Dropout { rate } if rate > 0.0)
+                || matches!(n.op, Op::BatchNorm { .. })
+        });
     if !stochastic {
         let mut pairs = vec![("train step 1 loss".to_string(), "evaluate loss".to_string())];
         for name in &outputs {

@@ -143,6 +143,7 @@ impl Backend for F64Interpreter {
         let mut out = StepOutput {
             loss: 0.0,
             outputs: Vec::new(),
+            extra: vec![],
         };
         let mut slot_k = 0;
         let kinds: Vec<ResultKind> = f.results.iter().map(|r| r.kind.clone()).collect();
@@ -172,6 +173,7 @@ impl Backend for F64Interpreter {
         let mut out = StepOutput {
             loss: 0.0,
             outputs: Vec::new(),
+            extra: vec![],
         };
         for (r, v) in f.results.iter().zip(results) {
             match r.kind {

@@ -308,3 +308,81 @@ fn messages_name_their_file() {
         run.stderr
     );
 }
+
+/// Resident memory high-water mark of this process in KiB (Linux), if known.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn a_gzip_bomb_is_an_error_within_the_memory_limit() {
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+    let d = dir("bomb");
+    let (fm, x, _) = regression_data(&d);
+    let xs = f32s(&d.join("x.npy"), &[20, 4], x);
+    // One gzip member of 16 MiB of zeros is 16 KB; 64 of them concatenated (a multi-member
+    // stream, which gzip readers join) expand to 1 GiB from a 1 MB file.
+    let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(&vec![0u8; 16 << 20]).unwrap();
+    let member = enc.finish().unwrap();
+    let bomb = d.join("y.npy.gz");
+    std::fs::write(&bomb, member.repeat(64)).unwrap();
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 2 << 20);
+    let before = peak_rss_kib();
+    let start = std::time::Instant::now();
+    let run = train(
+        &fm,
+        &xs,
+        bomb.to_str().unwrap(),
+        &d.join("run"),
+        &["--memory-limit", "64M"],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error[E0402]: {}: decompresses to more than 0.07 GB (the `--memory-limit`); if the data is really that large, decompress it once and give the uncompressed file\n",
+            bomb.display()
+        )
+    );
+    assert!(start.elapsed().as_secs() < 30, "{:?}", start.elapsed());
+    // Bounded by the limit, not by the 1 GiB the file expands to (other tests of this binary
+    // run alongside, hence the margin).
+    if let (Some(a), Some(b)) = (before, peak_rss_kib()) {
+        assert!(
+            b.saturating_sub(a) < 400 << 10,
+            "grew by {} MiB",
+            (b - a) >> 10
+        );
+    }
+}
+
+#[test]
+fn a_validation_split_that_takes_every_sample_names_the_file() {
+    let d = dir("split");
+    let (_, x, y) = regression_data(&d);
+    let fm = d.join("split.fm");
+    std::fs::write(
+        &fm,
+        REGRESSION.replace(
+            "batch_size: 4\n",
+            "batch_size: 4\n    validation: split(0.99)\n",
+        ),
+    )
+    .unwrap();
+    let xs = f32s(&d.join("x.npy"), &[20, 4], x);
+    let ys = f32s(&d.join("y.npy"), &[20, 1], y);
+    let run = train(fm.to_str().unwrap(), &xs, &ys, &d.join("run"), &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error[E0409]: {}: no training samples are left: `validation: split(0.99)` takes all of them\n",
+            fm.display()
+        )
+    );
+    assert!(!d.join("run").exists(), "a failed run left its directory");
+}

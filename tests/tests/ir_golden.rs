@@ -119,12 +119,14 @@ fn kernel_counts_are_pinned() {
         ("binary_classifier.fm", 70, 9),
         ("digits_cnn.fm", 117, 25),
         ("digits_mlp.fm", 60, 14),
+        ("gan_digits.fm", 104, 37),
         ("linear_regression.fm", 16, 2),
         ("lstm_sequence.fm", 2914, 918),
         ("mnist_cnn.fm", 119, 25),
         ("mnist_mlp.fm", 60, 14),
         ("resnet_tiny.fm", 335, 42),
         ("text_transformer.fm", 660, 142),
+        ("vae_digits.fm", 150, 44),
     ];
     let mut actual = Vec::new();
     for name in example_names() {

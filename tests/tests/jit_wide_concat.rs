@@ -1,6 +1,8 @@
-//! The JIT on a `concat` of 6,000 values (issue 13: its memory used to grow with the square of
-//! the width, 2.8 GB here, and 10,000 inputs aborted). Alone in its test binary so that the
-//! process's peak memory is this test's.
+//! The JIT on a `concat` of 10,000 values (issue 13: its time and memory used to grow with the
+//! square of the width: 4,000 inputs took 9.3 s and 238 MB, 6,000 took 2.8 GB and 10,000
+//! aborted; now 10,000 take 0.6 s and 64 MB, as `split_concats` and the bound on fused kernels
+//! keep every compiled function small). Alone in its test binary so that the process's peak
+//! memory is this test's.
 
 use fm_runtime::data::npy::write_npy;
 use fm_runtime::tensor::Tensor;
@@ -16,10 +18,10 @@ fn peak_rss_kib() -> Option<u64> {
 }
 
 #[test]
-fn a_6000_wide_concat_compiles_in_linear_memory() {
+fn a_10000_wide_concat_compiles_in_bounded_time_and_memory() {
     let dir = std::env::temp_dir().join(format!("fm-wide-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let width = 6_000;
+    let width = 10_000;
     let args = vec!["a"; width].join(", ");
     let src = format!(
         "model c {{\n    input x: f32[4]\n    let a = x -> Dense(1)\n    output y = concat({args}) -> Dense(1)\n}}\n\
@@ -56,8 +58,9 @@ fn a_6000_wide_concat_compiles_in_linear_memory() {
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let took = start.elapsed();
-    assert!(took.as_secs() < 120, "took {took:?}");
+    // Generous bounds for a loaded machine; the quadratic version needed far more of both.
+    assert!(took.as_secs() < 60, "took {took:?}");
     if let Some(kib) = peak_rss_kib() {
-        assert!(kib < 1 << 20, "peak memory {} MiB", kib >> 10);
+        assert!(kib < 400 << 10, "peak memory {} MiB", kib >> 10);
     }
 }

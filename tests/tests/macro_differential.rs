@@ -78,10 +78,12 @@ fn every_example_agrees_with_the_interpreter() {
     let mut failures = Vec::new();
     for path in &examples {
         let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
-        if SKIPPED.contains(&stem.as_str()) {
+        let source = std::fs::read_to_string(path).unwrap();
+        // `model!` rejects language 0.2 files for now (`emit_rust.rs` checks the message).
+        let zero_two = source.lines().any(|l| l.trim() == "version 0.2");
+        if SKIPPED.contains(&stem.as_str()) || zero_two {
             continue;
         }
-        let source = std::fs::read_to_string(path).unwrap();
         let label = format!("examples/{stem}.fm");
         let result = prepare(&label, &source, path, 2, 0).and_then(|p| {
             let model = example_model(&stem, p.spec.seed)

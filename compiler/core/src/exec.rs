@@ -1,7 +1,7 @@
 //! A model compiled for execution: its IR functions bound to parameter and optimizer state.
 //! This is what `fmc train/eval/predict` drive; the interpreter runs the functions.
 
-use crate::graph::ModelGraph;
+use crate::graph::{LagKind, ModelGraph};
 use crate::interp::{self, Context, Value};
 use crate::ir::{verify::verify, ArgKind, Function, ResultKind};
 use crate::lower;
@@ -69,12 +69,17 @@ impl Executor for Interp {
 pub struct Session {
     pub graph: ModelGraph,
     pub spec: TrainSpec,
+    /// The (first) training step function.
     pub train_fn: Function,
+    /// The functions of the further `step`s of a `train` section (language.md 9.4), run in
+    /// order after `train_fn` on the same batch.
+    pub more_steps: Vec<Function>,
     pub eval_fn: Function,
     pub predict_fn: Function,
     /// Values of `graph.params`.
     pub params: Vec<ArrayD<f32>>,
-    /// Optimizer slots in `train_fn` argument order: (param index, slot name, value).
+    /// Optimizer slots in argument order of the step functions (`train_fn`'s first):
+    /// (param index, slot name, value).
     pub slots: Vec<(usize, String, ArrayD<f32>)>,
     /// Optimizer steps taken so far.
     pub iterations: u64,
@@ -120,15 +125,17 @@ struct StepBuffers {
 pub struct StepResult {
     pub loss: f64,
     pub outputs: Vec<Tensor>,
+    /// Each named step's loss (`NAME_loss`) when the section has `step`s.
+    pub step_losses: Vec<(String, f64)>,
 }
 
 impl Session {
     /// Lowers `graph` for training with `spec`, with freshly initialised parameters.
     pub fn new(graph: ModelGraph, spec: TrainSpec) -> Result<Session, String> {
-        let train_fn = lower::train_step_fn(&graph, &spec);
+        let steps = lower::train_step_fns(&graph, &spec);
         let eval_fn = lower::eval_fn(&graph, &spec);
         let predict_fn = lower::predict_fn(&graph);
-        for f in [&train_fn, &eval_fn, &predict_fn] {
+        for f in steps.iter().chain([&eval_fn, &predict_fn]) {
             verify(f).map_err(|e| {
                 format!(
                     "internal compiler error: `{}` fails verification: {e}",
@@ -145,17 +152,34 @@ impl Session {
             pass_timings.push((name, timings));
             Ok::<_, String>(f)
         };
-        let train_fn = optimize(train_fn)?;
+        let mut steps = steps
+            .into_iter()
+            .map(&mut optimize)
+            .collect::<Result<Vec<_>, _>>()?;
+        let train_fn = steps.remove(0);
+        let more_steps = steps;
         let eval_fn = optimize(eval_fn)?;
         let predict_fn = optimize(predict_fn)?;
         let params = crate::init::initial_params(&graph, spec.seed);
         let init_slots = lower::optim::slots(&spec.optimizer);
-        let mut slots = Vec::new();
-        for a in &train_fn.args {
-            if let ArgKind::OptSlot { param, slot } = &a.kind {
+        let mut slots: Vec<(usize, String, ArrayD<f32>)> = Vec::new();
+        let step_specs = lower::steps_of(&spec);
+        for (k, f) in std::iter::once(&train_fn).chain(&more_steps).enumerate() {
+            let init_slots = match step_specs.get(k) {
+                Some(st) if k > 0 || !spec.steps.is_empty() => lower::optim::slots(&st.optimizer),
+                _ => init_slots.clone(),
+            };
+            for a in &f.args {
+                let ArgKind::OptSlot { param, slot } = &a.kind else {
+                    continue;
+                };
+                if slots.iter().any(|(p, s, _)| p == param && s == slot) {
+                    continue;
+                }
+                let plain = slot.rsplit('/').next().unwrap_or(slot);
                 let init = init_slots
                     .iter()
-                    .find(|(n, _)| n == slot)
+                    .find(|(n, _)| *n == plain)
                     .map_or(0.0, |s| s.1);
                 slots.push((
                     *param,
@@ -168,6 +192,7 @@ impl Session {
             graph,
             spec,
             train_fn,
+            more_steps,
             eval_fn,
             predict_fn,
             params,
@@ -191,6 +216,13 @@ impl Session {
     pub fn split_step(&mut self) -> Result<(), String> {
         if self.split.is_some() {
             return Ok(());
+        }
+        if !self.spec.steps.is_empty() || !self.graph.lags.is_empty() {
+            return Err(
+                "data-parallel training does not support `step` blocks or lagged weights \
+                 (language 0.2) yet; train this file on one process"
+                    .to_string(),
+            );
         }
         let pipeline = crate::passes::standard();
         let mut lowered = Vec::new();
@@ -280,53 +312,6 @@ impl Session {
         Ok(())
     }
 
-    /// Binds the arguments of `f` from the batch, the current state and, for `apply_step`,
-    /// the gradients (one per trainable parameter, in parameter order).
-    fn bind(
-        &self,
-        f: &Function,
-        inputs: &[Tensor],
-        targets: &[Tensor],
-        lr: f32,
-        grads: &[ArrayD<f32>],
-    ) -> Result<Vec<Value<f32>>, String> {
-        let mut slot_iter = self.slots.iter();
-        let mut grad_iter = grads.iter();
-        let mut input_i = 0;
-        let mut target_i = 0;
-        let batch = inputs.first().map_or(0, |t| t.len());
-        f.args
-            .iter()
-            .map(|a| {
-                Ok(match &a.kind {
-                    ArgKind::Input => {
-                        let t = inputs.get(input_i).ok_or("missing input")?;
-                        input_i += 1;
-                        conform(t, a.dtype, &crate::ir::eval_shape(&a.shape, batch), &a.name)?
-                    }
-                    ArgKind::Target => {
-                        let t = targets.get(target_i).ok_or("missing target")?;
-                        target_i += 1;
-                        conform(t, a.dtype, &crate::ir::eval_shape(&a.shape, batch), &a.name)?
-                    }
-                    ArgKind::Param(p) => Value::F(self.params[*p].clone()),
-                    ArgKind::OptSlot { .. } => Value::F(slot_iter.next().ok_or("slot")?.2.clone()),
-                    ArgKind::LearningRate => Value::F(ArrayD::from_elem(IxDyn(&[]), lr)),
-                    ArgKind::Step => {
-                        Value::F(ArrayD::from_elem(IxDyn(&[]), (self.iterations + 1) as f32))
-                    }
-                    ArgKind::Grad(_) => {
-                        let g = grad_iter.next().ok_or("missing gradient")?;
-                        if g.shape() != crate::ir::eval_shape(&a.shape, batch).as_slice() {
-                            return Err(format!("gradient `{}` has shape {:?}", a.name, g.shape()));
-                        }
-                        Value::F(g.clone())
-                    }
-                })
-            })
-            .collect()
-    }
-
     fn ctx(&self, inputs: &[Tensor]) -> Context {
         Context {
             batch: inputs.first().map_or(0, |t| t.len()),
@@ -341,7 +326,29 @@ impl Session {
     /// executor updates them in place ([`Executor::run_in_place`]); the batch is converted into
     /// arrays kept from the previous step. So with the JIT a step neither copies nor allocates
     /// anything per parameter: only the outputs it returns are new arrays.
+    ///
+    /// A `train` section with several `step`s (language.md 9.4) runs each step function in
+    /// order, each seeing the weights the earlier ones changed; the loss is the sum of the
+    /// steps' losses. Lagged weights (9.5) are updated after the step.
     pub fn train_step(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        lr: f32,
+    ) -> Result<StepResult, String> {
+        let mut out = if self.more_steps.is_empty() {
+            self.train_step_in_place(inputs, targets, lr)?
+        } else {
+            self.train_steps(inputs, targets, lr)?
+        };
+        if let [only] = self.spec.steps.as_slice() {
+            out.step_losses = vec![(format!("{}_loss", only.name), out.loss)];
+        }
+        self.update_lags();
+        Ok(out)
+    }
+
+    fn train_step_in_place(
         &mut self,
         inputs: &[Tensor],
         targets: &[Tensor],
@@ -422,6 +429,7 @@ impl Session {
         let mut out = StepResult {
             loss: 0.0,
             outputs: Vec::new(),
+            step_losses: Vec::new(),
         };
         for (r, v) in f.results.iter().zip(&step.results) {
             match &r.kind {
@@ -431,6 +439,190 @@ impl Session {
             }
         }
         Ok(out)
+    }
+
+    /// Several step functions on one batch (their outputs are the last step's). They bind
+    /// their arguments by copy: a section with steps does not take the in-place path.
+    fn train_steps(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        lr: f32,
+    ) -> Result<StepResult, String> {
+        let mut out = StepResult {
+            loss: 0.0,
+            outputs: Vec::new(),
+            step_losses: Vec::new(),
+        };
+        let count = 1 + self.more_steps.len();
+        for k in 0..count {
+            let f = if k == 0 {
+                &self.train_fn
+            } else {
+                &self.more_steps[k - 1]
+            };
+            // Each step's learning rate: its optimizer's, scaled as the schedule scales the
+            // section's (the first step's) rate.
+            let step_lr = match self.spec.steps.get(k) {
+                Some(st) if self.spec.optimizer.lr != 0.0 => {
+                    (lr as f64 * st.optimizer.lr / self.spec.optimizer.lr) as f32
+                }
+                _ => lr,
+            };
+            let args = self.bind(f, inputs, targets, step_lr, &[])?;
+            let results = self.backend.run(f, &args, self.ctx(inputs))?;
+            let f = if k == 0 {
+                &self.train_fn
+            } else {
+                &self.more_steps[k - 1]
+            };
+            let kinds: Vec<ResultKind> = f.results.iter().map(|r| r.kind.clone()).collect();
+            out.outputs.clear();
+            for (kind, v) in kinds.iter().zip(results) {
+                match kind {
+                    ResultKind::Loss => {
+                        let l = v.scalar() as f64;
+                        out.loss += l;
+                        if let Some(st) = self.spec.steps.get(k) {
+                            out.step_losses.push((format!("{}_loss", st.name), l));
+                        }
+                    }
+                    ResultKind::Output(_) => out.outputs.push(Tensor::F32(v.into_float())),
+                    ResultKind::Param(p) => self.params[*p] = v.into_float(),
+                    ResultKind::Grad(_) => {}
+                    ResultKind::OptSlot { param, slot } => {
+                        if let Some(s) = self
+                            .slots
+                            .iter_mut()
+                            .find(|(p, s, _)| p == param && s == slot)
+                        {
+                            s.2 = v.into_float();
+                        }
+                    }
+                }
+            }
+        }
+        self.iterations += 1;
+        Ok(out)
+    }
+
+    /// Lagged weights (language.md 9.5) after a step: a copy refreshed every N steps, or an
+    /// exponential moving average. Never touched by gradients.
+    fn update_lags(&mut self) {
+        for lag in &self.graph.lags {
+            match lag.kind {
+                LagKind::Copy { every } => {
+                    if every > 0 && self.iterations % every == 0 {
+                        for &(live, copy) in &lag.pairs {
+                            self.params[copy] = self.params[live].clone();
+                        }
+                    }
+                }
+                LagKind::Ema { decay } => {
+                    let d = decay as f32;
+                    for &(live, copy) in &lag.pairs {
+                        let w = self.params[live].clone();
+                        self.params[copy].zip_mut_with(&w, |l, &w| *l = d * *l + (1.0 - d) * w);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Binds the arguments of `f` from the batch, the current state and, for `apply_step`,
+    /// the gradients (one per trainable parameter, in parameter order).
+    fn bind(
+        &self,
+        f: &Function,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        lr: f32,
+        grads: &[ArrayD<f32>],
+    ) -> Result<Vec<Value<f32>>, String> {
+        let mut grad_iter = grads.iter();
+        let mut input_i = 0;
+        let mut target_i = 0;
+        let data_inputs: Vec<&str> = self
+            .graph
+            .inputs
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| !self.graph.sampled.iter().any(|(i, _)| i == k))
+            .map(|(_, i)| i.name.as_str())
+            .collect();
+        let batch = inputs.first().map_or(0, |t| t.len());
+        f.args
+            .iter()
+            .map(|a| {
+                Ok(match &a.kind {
+                    ArgKind::Input => {
+                        // `inputs` are the inputs read from data (not the sampled ones), in
+                        // model order; a function may take only some of them (predict takes
+                        // those its outputs need).
+                        let k = data_inputs
+                            .iter()
+                            .position(|n| *n == a.name)
+                            .unwrap_or(input_i);
+                        let t = inputs.get(k).ok_or("missing input")?;
+                        input_i += 1;
+                        conform(t, a.dtype, &crate::ir::eval_shape(&a.shape, batch), &a.name)?
+                    }
+                    ArgKind::Target => {
+                        let t = targets.get(target_i).ok_or("missing target")?;
+                        target_i += 1;
+                        conform(t, a.dtype, &crate::ir::eval_shape(&a.shape, batch), &a.name)?
+                    }
+                    ArgKind::Param(p) => Value::F(self.params[*p].clone()),
+                    ArgKind::OptSlot { param, slot } => Value::F(
+                        self.slots
+                            .iter()
+                            .find(|(p, s, _)| p == param && s == slot)
+                            .ok_or("optimizer slot")?
+                            .2
+                            .clone(),
+                    ),
+                    ArgKind::LearningRate => Value::F(ArrayD::from_elem(IxDyn(&[]), lr)),
+                    ArgKind::Step => {
+                        Value::F(ArrayD::from_elem(IxDyn(&[]), (self.iterations + 1) as f32))
+                    }
+                    ArgKind::Grad(_) => {
+                        let g = grad_iter.next().ok_or("missing gradient")?;
+                        if g.shape() != crate::ir::eval_shape(&a.shape, batch).as_slice() {
+                            return Err(format!("gradient `{}` has shape {:?}", a.name, g.shape()));
+                        }
+                        Value::F(g.clone())
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Outputs in inference mode for a batch of `n` samples: `inputs` are the predict
+    /// function's input arguments (none when every input the outputs need is sampled,
+    /// `fmc predict --samples N`).
+    /// Batch number `part` of a prediction draws its own samples.
+    pub fn predict_samples(
+        &self,
+        inputs: &[Tensor],
+        n: usize,
+        part: u64,
+    ) -> Result<Vec<Tensor>, String> {
+        let args = self.bind(&self.predict_fn, inputs, &[], 0.0, &[])?;
+        let ctx = Context {
+            batch: n,
+            seed: self.spec.seed,
+            // Streams of training steps count up from 0; predictions' count down.
+            step: if part == 0 {
+                self.iterations
+            } else {
+                u64::MAX - part
+            },
+        };
+        let results = self.backend.run(&self.predict_fn, &args, ctx)?;
+        Ok(results
+            .into_iter()
+            .map(|v| Tensor::F32(v.into_float()))
+            .collect())
     }
 
     /// Loss and outputs in inference mode.
@@ -443,6 +635,7 @@ impl Session {
         let mut out = StepResult {
             loss: 0.0,
             outputs: Vec::new(),
+            step_losses: Vec::new(),
         };
         for (r, v) in self.eval_fn.results.iter().zip(results) {
             match r.kind {
@@ -496,8 +689,18 @@ impl Session {
                 }
                 ArgKind::Input | ArgKind::Target => {
                     let t = if a.kind == ArgKind::Input {
+                        // `inputs` are the inputs read from data, in model order; predict
+                        // takes only those its outputs need (language.md 9.2).
                         input_i += 1;
-                        inputs.get(input_i - 1)
+                        let k = self
+                            .graph
+                            .inputs
+                            .iter()
+                            .enumerate()
+                            .filter(|(k, _)| !self.graph.sampled.iter().any(|(i, _)| i == k))
+                            .position(|(_, i)| i.name == a.name)
+                            .unwrap_or(input_i - 1);
+                        inputs.get(k)
                     } else {
                         target_i += 1;
                         targets.get(target_i - 1)
@@ -648,6 +851,9 @@ pub fn default_spec(graph: &ModelGraph) -> TrainSpec {
         metrics: vec![],
         early_stopping: None,
         checkpoint: None,
+        objective: None,
+        steps: vec![],
+        value_metrics: vec![],
     }
 }
 
@@ -680,6 +886,7 @@ impl Backend for Session {
         Ok(StepOutput {
             loss: r.loss,
             outputs: r.outputs,
+            extra: r.step_losses,
         })
     }
     fn evaluate(
@@ -691,6 +898,7 @@ impl Backend for Session {
         Ok(StepOutput {
             loss: r.loss,
             outputs: r.outputs,
+            extra: vec![],
         })
     }
     fn predict(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {

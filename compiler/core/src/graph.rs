@@ -12,7 +12,7 @@ pub type NodeId = usize;
 pub type ParamId = usize;
 
 /// A checked model.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct ModelGraph {
     pub name: String,
     pub doc: Vec<String>,
@@ -23,6 +23,97 @@ pub struct ModelGraph {
     pub outputs: Vec<OutputInfo>,
     /// Every weight and state tensor in creation order (the order `summary` counts them).
     pub params: Vec<ParamInfo>,
+    /// `target` declarations (version 0.2), read from the data like inputs; each is read by an
+    /// `Op::Target` node.
+    pub targets: Vec<InputInfo>,
+    /// Sampled inputs (`input z: f32[8] ~ normal(0, 1)`): (input index, distribution).
+    pub sampled: Vec<(usize, Sampler)>,
+    /// Nodes that run a named call again with its weights (language.md 9.1): (node, the
+    /// call's name). Their `params` are the named call's (or its lagged copies').
+    pub shared: Vec<(NodeId, String)>,
+    /// Every named value of the model body (inputs, targets, `let` and named outputs) with
+    /// its node, for objective expressions and metrics in `train`.
+    pub values: Vec<(String, NodeId)>,
+    /// Lagged copies of named calls' weights (9.5).
+    pub lags: Vec<Lag>,
+}
+
+/// The distribution of a sampled input.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Sampler {
+    Normal {
+        mean: f64,
+        std: f64,
+    },
+    Uniform {
+        lo: f64,
+        hi: f64,
+    },
+    /// Indices drawn with probability proportional to `weights[i]^power` (already raised and
+    /// normalised to sum to 1).
+    Categorical {
+        probs: Vec<f64>,
+    },
+}
+
+/// A lagged copy of a named call's weights: stored as `lag/CALL/PARAM`, updated by the
+/// session after each step, never by gradients.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lag {
+    /// The named call.
+    pub call: String,
+    pub kind: LagKind,
+    /// (live parameter, its lagged copy), both indices into `params`.
+    pub pairs: Vec<(ParamId, ParamId)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LagKind {
+    /// Refreshed with the live weights after every `every`-th step.
+    Copy { every: u64 },
+    /// `lag = decay * lag + (1 - decay) * live` after every step.
+    Ema { decay: f64 },
+}
+
+/// Elementwise functions of objective expressions and version 0.2 `let` expressions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Func {
+    Neg,
+    Log,
+    Exp,
+    Abs,
+    Square,
+    Sqrt,
+    Softplus,
+    Sigmoid,
+    LogSigmoid,
+    StopGradient,
+}
+
+impl Func {
+    pub fn from_name(name: &str) -> Option<Func> {
+        Some(match name {
+            "log" => Func::Log,
+            "exp" => Func::Exp,
+            "abs" => Func::Abs,
+            "square" => Func::Square,
+            "sqrt" => Func::Sqrt,
+            "softplus" => Func::Softplus,
+            "sigmoid" => Func::Sigmoid,
+            "log_sigmoid" => Func::LogSigmoid,
+            "stop_gradient" => Func::StopGradient,
+            _ => return None,
+        })
+    }
+}
+
+/// Per-sample reductions (`sum`, `mean`, `max`, `min`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduction {
+    Sum,
+    Mean,
+    Max,
+    Min,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -178,6 +269,34 @@ pub enum Op {
     Add,
     Sub,
     Mul,
+    Div,
+    /// Reads `target` declaration number `index` (version 0.2).
+    Target {
+        index: usize,
+    },
+    /// A number used as an operand of a tensor expression (per-sample shape `[]`).
+    Const {
+        value: f64,
+    },
+    /// An elementwise function (`log`, `exp`, ..., unary minus).
+    Func(Func),
+    /// `clip(x, lo, hi)`.
+    Clip {
+        lo: f64,
+        hi: f64,
+    },
+    /// `sum/mean/max/min(x, axis: ...)` over the (sorted, per-sample) `axes`.
+    Reduce {
+        op: Reduction,
+        axes: Vec<usize>,
+    },
+    /// A loss called as a function: inputs (prediction, target); the per-sample loss (Keras's
+    /// reduction over the last axis, then the mean over the other per-sample axes).
+    Loss(fm_runtime::config::Loss),
+    /// `dot(a, b)`: the sum of `a * b` over the last axis.
+    Dot,
+    /// `pick(x, i)`: the element of the last axis of `x` at the i32 index `i`.
+    Pick,
 }
 
 impl Op {
@@ -223,6 +342,15 @@ impl Op {
             Op::Add => "Add".into(),
             Op::Sub => "Subtract".into(),
             Op::Mul => "Multiply".into(),
+            Op::Div => "Divide".into(),
+            Op::Target { .. } => "Target".into(),
+            Op::Const { .. } => "Constant".into(),
+            Op::Func(f) => format!("{f:?}"),
+            Op::Clip { .. } => "Clip".into(),
+            Op::Reduce { op, .. } => format!("Reduce{op:?}"),
+            Op::Loss(_) => "Loss".into(),
+            Op::Dot => "Dot".into(),
+            Op::Pick => "Pick".into(),
         }
     }
 }

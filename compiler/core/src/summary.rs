@@ -229,6 +229,10 @@ fn display_names(g: &ModelGraph) -> Vec<String> {
                     Op::Add => "add",
                     Op::Sub => "subtract",
                     Op::Mul => "multiply",
+                    Op::Div => "divide",
+                    Op::Func(_) | Op::Clip { .. } => "function",
+                    Op::Reduce { .. } | Op::Dot | Op::Pick => "reduce",
+                    Op::Loss(_) => "loss",
                     Op::Concat { .. } => "concatenate",
                     _ => "activation",
                 };
@@ -279,20 +283,43 @@ pub fn render_table(g: &ModelGraph, style: &Style) -> String {
     out.push_str(&rule(&widths, b.top));
     out.push_str(&row(&widths, &header, &right, b.head));
     out.push_str(&rule(&widths, b.head_row));
+    // The model's own nodes: what its values and outputs depend on (not the nodes of `train`
+    // loss expressions), without number constants.
+    let mut roots: Vec<usize> = g.values.iter().map(|v| v.1).collect();
+    roots.extend(g.outputs.iter().map(|o| o.node));
+    let shown = crate::lower::needed(g, &roots);
+    let mut first = true;
     for (i, n) in g.nodes.iter().enumerate() {
-        if i > 0 {
+        if (!shown[i] && !g.values.is_empty()) || matches!(n.op, Op::Const { .. }) {
+            continue;
+        }
+        if !first {
             out.push_str(&rule(&widths, b.row));
         }
-        let count: usize = n
-            .params
-            .iter()
-            .map(|&p| g.params[p].shape.iter().product::<usize>())
-            .sum();
-        let mut cells = vec![
-            format!("{} ({})", names[i], n.op.type_name()),
-            keras_shape(&n.shape),
-            thousands(count),
-        ];
+        first = false;
+        let shared = g.shared.iter().find(|(id, _)| *id == i).map(|s| &s.1);
+        // Shared weights are stored (and counted) once, at the named call.
+        let count: usize = if shared.is_some() {
+            0
+        } else {
+            n.params
+                .iter()
+                .map(|&p| g.params[p].shape.iter().product::<usize>())
+                .sum()
+        };
+        let mut label = format!("{} ({})", names[i], n.op.type_name());
+        if let Some(call) = shared {
+            let lagged = n
+                .params
+                .iter()
+                .any(|&p| g.params[p].name.starts_with("lag/"));
+            if lagged {
+                label.push_str(&format!(" (lagged copy of {call})"));
+            } else {
+                label.push_str(&format!(" (shared with {call})"));
+            }
+        }
+        let mut cells = vec![label, keras_shape(&n.shape), thousands(count)];
         if !seq {
             // As Keras lists a call's input tensors: `MultiHeadAttention` always gets query and
             // value, and the key only when it differs from the value (it was given).
@@ -304,7 +331,10 @@ pub fn render_table(g: &ModelGraph, style: &Style) -> String {
             };
             let conns: Vec<String> = inputs
                 .iter()
-                .map(|&j| format!("{}[0][0]", names[j]))
+                .map(|&j| match g.nodes[j].op {
+                    Op::Const { value } => num(value),
+                    _ => format!("{}[0][0]", names[j]),
+                })
                 .collect();
             cells.push(if conns.is_empty() {
                 "-".into()
@@ -541,7 +571,36 @@ pub fn render_training(t: &TrainSpec) -> String {
             ));
         }
     }
-    out.push_str(&format!(" Optimizer: {}\n", optimizer_text(t)));
+    if t.objective.is_some() {
+        out.push_str(" Loss: an expression, minimised as its mean over the batch\n");
+    }
+    if t.steps.is_empty() {
+        out.push_str(&format!(" Optimizer: {}\n", optimizer_text(t)));
+    }
+    for st in &t.steps {
+        let one = TrainSpec {
+            optimizer: st.optimizer,
+            ..t.clone()
+        };
+        let what = match &st.update {
+            Some(u) => format!("{} weight tensors", u.len()),
+            None => "every weight".to_string(),
+        };
+        out.push_str(&format!(
+            " Step `{}`: updates {what}; loss: {}; optimizer: {}\n",
+            st.name,
+            if st.objective.is_some() {
+                "an expression".to_string()
+            } else {
+                st.losses
+                    .iter()
+                    .map(|l| format!("{} on `{}`", loss_text(&l.loss), l.output))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            optimizer_text(&one)
+        ));
+    }
     out.push_str(&format!(" Schedule: {}\n", schedule_text(&t.schedule)));
     out.push_str(&format!(" Epochs: {}\n", t.epochs));
     out.push_str(&format!(" Batch size: {}\n", t.batch_size));
@@ -615,6 +674,20 @@ pub fn render(g: &ModelGraph, trains: &[TrainSpec], style: &Style) -> String {
         out.push_str(&format!("/// {line}\n"));
     }
     out.push_str(&render_table(g, style));
+    for lag in &g.lags {
+        let how = match lag.kind {
+            crate::graph::LagKind::Copy { every } => {
+                format!("a copy refreshed every {every} steps")
+            }
+            crate::graph::LagKind::Ema { decay } => {
+                format!("an exponential moving average (decay {})", num(decay))
+            }
+        };
+        out.push_str(&format!(
+            " Lagged weights of `{}`: {how}, stored as `lag/{}/...`\n",
+            lag.call, lag.call
+        ));
+    }
     for t in trains.iter().filter(|t| t.model == g.name) {
         out.push('\n');
         out.push_str(&render_training(t));

@@ -24,6 +24,7 @@ impl Graph {
             nodes: vec![],
             outputs: vec![],
             params: vec![],
+            ..Default::default()
         };
         for (i, (name, dtype, shape)) in inputs.iter().enumerate() {
             g.nodes.push(Node {
@@ -118,6 +119,9 @@ fn spec(loss: Loss) -> TrainSpec {
         metrics: vec![],
         early_stopping: None,
         checkpoint: None,
+        objective: None,
+        steps: vec![],
+        value_metrics: vec![],
     }
 }
 

@@ -83,6 +83,7 @@ fn mlp() -> ModelGraph {
             param("dense_1.kernel", vec![128, 10], Init::GlorotUniform, 3),
             param("dense_1.bias", vec![10], Init::Zeros, 3),
         ],
+        ..Default::default()
     }
 }
 
@@ -115,6 +116,9 @@ fn spec() -> TrainSpec {
         metrics: vec![],
         early_stopping: None,
         checkpoint: None,
+        objective: None,
+        steps: vec![],
+        value_metrics: vec![],
     }
 }
 

@@ -121,6 +121,70 @@ fn resumed_runs_write_the_same_bytes_as_straight_runs() {
 }
 
 #[test]
+fn a_checkpoint_whose_step_disagrees_with_its_state_is_refused() {
+    use fm_runtime::tensor::Tensor;
+    use fm_runtime::weights::{load_weights, save_weights};
+    let dir = tmp("step");
+    write_model(&dir, "Adam(lr: 1e-3)");
+    ok(
+        &dir,
+        &[
+            "-q",
+            "train",
+            "m.fm",
+            "--steps",
+            "20",
+            "--save",
+            "part.safetensors",
+        ],
+    );
+    let mut file = load_weights(&dir.join("part.safetensors")).unwrap();
+    let step = file
+        .tensors
+        .iter_mut()
+        .find(|(n, _)| n == "opt/step")
+        .unwrap();
+    let Tensor::I32(a) = &mut step.1 else {
+        panic!("opt/step is not I32")
+    };
+    assert_eq!(a.iter().next(), Some(&20));
+    a.fill(7);
+    save_weights(&dir.join("edited.safetensors"), &file.tensors, &file.meta).unwrap();
+    let (code, _, err) = fmc(
+        &dir,
+        &[
+            "-q",
+            "train",
+            "m.fm",
+            "--resume",
+            "edited.safetensors",
+            "--steps",
+            "40",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("edited.safetensors"), "{err}");
+    assert!(
+        err.contains("`opt/step` holds 7") && err.contains("says step 20"),
+        "{err}"
+    );
+    // The untouched file resumes.
+    ok(
+        &dir,
+        &[
+            "-q",
+            "train",
+            "m.fm",
+            "--resume",
+            "part.safetensors",
+            "--steps",
+            "40",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn identical_runs_write_identical_weights_files() {
     let dir = tmp("identical");
     write_model(&dir, "Adam(lr: 1e-3)");

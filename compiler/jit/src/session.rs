@@ -96,7 +96,7 @@ pub struct JitReport {
 }
 
 /// A [`Session`] (same API as the interpreter's) whose functions run compiled. Compiles the
-/// train, eval and predict functions up front so that refusals surface here, not mid-run.
+/// train step(s), eval and predict functions up front so that refusals surface here, not mid-run.
 pub fn new_session(graph: ModelGraph, spec: TrainSpec) -> Result<(Session, JitReport), String> {
     Ok(into_jit(Session::new(graph, spec)?))
 }
@@ -105,7 +105,10 @@ pub fn new_session(graph: ModelGraph, spec: TrainSpec) -> Result<(Session, JitRe
 pub fn into_jit(session: Session) -> (Session, JitReport) {
     let mut exec = JitExecutor::new();
     let mut report = JitReport::default();
-    for f in [&session.train_fn, &session.eval_fn, &session.predict_fn] {
+    let functions = std::iter::once(&session.train_fn)
+        .chain(&session.more_steps)
+        .chain([&session.eval_fn, &session.predict_fn]);
+    for f in functions {
         match exec.prepare(f) {
             Ok(done) => report.compiled.push(done),
             Err(reason) => report.refused.push((f.name.clone(), reason)),

@@ -85,6 +85,7 @@ registry! {
     E0114: "block named like a built-in",
     E0116: "unknown element type",
     E0117: "unknown data source or transform",
+    E0118: "`update:` names no named call",
 
     // E02xx: types and shapes (the checker).
     E0201: "wrong argument type",
@@ -105,6 +106,10 @@ registry! {
     E0216: "unsupported tensor arithmetic",
     E0218: "misplaced or missing statement",
     E0219: "model too large",
+    E0220: "shared call on an input its weights do not fit",
+    E0221: "loss expression is not a per-sample scalar",
+    E0222: "lagged weights of an unnamed call",
+    E0223: "sampling distribution not supported",
 
     // E03xx: training setup (the checker).
     E0301: "loss does not fit the output",
@@ -114,6 +119,7 @@ registry! {
     E0306: "data does not match the model's inputs",
     E0307: "validation on a missing test split",
     E0308: "training needs more memory than the budget",
+    E0309: "`loss` or `optimizer` beside `step` entries",
 
     // E04xx: data, weights and files (the runtime, commands that read data).
     E0401: "data or weights file cannot be read",

@@ -569,7 +569,11 @@ impl Backend for Model {
             }
         }
         self.step += 1;
-        Ok(StepOutput { loss, outputs })
+        Ok(StepOutput {
+            loss,
+            outputs,
+            extra: Vec::new(),
+        })
     }
 
     fn evaluate(
@@ -590,6 +594,7 @@ impl Backend for Model {
         Ok(StepOutput {
             loss,
             outputs: self.outputs(batch, results, &f),
+            extra: Vec::new(),
         })
     }
 

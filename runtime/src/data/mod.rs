@@ -331,6 +331,8 @@ pub fn convert_samples(
         .map(|(r, spec)| dataset::convert_input(r, spec, options.allow_nan))
         .collect::<Result<Vec<_>, _>>()?;
     let targets = match &raw.targets {
+        // A model whose losses read no targets (a GAN, a VAE: language.md 9.3) ignores them.
+        Some(_) if model.targets.is_empty() => Vec::new(),
         Some(t) => {
             if model.targets.len() != 1 {
                 return Err(RuntimeError::in_origin(

@@ -4,9 +4,10 @@
 //! those (fm writes f32 and i32 predictions); version 1.0 headers padded to 64 bytes as NumPy does.
 
 use super::raw::{RawArray, RawData};
+use super::read::{decompressed_limit, read_limited, too_large_message};
 use crate::error::{fmt_shape, ErrorKind, RuntimeError};
 use crate::tensor::Tensor;
-use std::io::{Cursor, Read, Write};
+use std::io::{Cursor, Write};
 use std::path::Path;
 
 pub const NPY_MAGIC: &[u8] = b"\x93NUMPY";
@@ -302,16 +303,19 @@ pub fn parse_npz_member(path: &str, bytes: &[u8], key: &str) -> Result<RawArray,
             format!("no array '{key}' in the .npz (it has: {})", keys.join(", ")),
         ));
     }
-    let mut contents = Vec::new();
-    archive
+    let limit = decompressed_limit();
+    let contents = archive
         .by_name(&member)
-        .and_then(|mut file| file.read_to_end(&mut contents).map_err(Into::into))
+        .and_then(|file| read_limited(file, limit.0).map_err(Into::into))
         .map_err(|e| {
             RuntimeError::in_origin(
                 ErrorKind::BadFormat,
                 &origin,
                 format!("cannot decompress the array: {e}"),
             )
+        })?
+        .ok_or_else(|| {
+            RuntimeError::in_origin(ErrorKind::BadFormat, &origin, too_large_message(limit))
         })?;
     parse_npy(&origin, &contents)
 }

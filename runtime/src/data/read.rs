@@ -10,6 +10,8 @@ use super::npy::{npz_keys, parse_npy, parse_npz_member, NPY_MAGIC};
 use super::raw::RawArray;
 use crate::config::{NpzKeys, Source};
 use crate::error::{ErrorKind, RuntimeError};
+use crate::system::machine_memory;
+use std::cell::Cell;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -29,14 +31,58 @@ pub struct RawSamples {
     pub targets: Option<RawArray>,
 }
 
-/// Reads a file, undoing gzip compression (detected by its magic bytes, not its name).
+thread_local! {
+    /// The most bytes a compressed data file (gzip, or an `.npz` member) may expand to, when set
+    /// by [`set_decompressed_limit`] on this thread (a command runs on one thread; tests run
+    /// several commands in one process, each on its own thread).
+    static DECOMPRESSED_LIMIT: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// Sets the most bytes a compressed data file may expand to, for reads on this thread
+/// (`--memory-limit`; `None`: this machine's memory).
+pub fn set_decompressed_limit(bytes: Option<u64>) {
+    DECOMPRESSED_LIMIT.with(|l| l.set(bytes.map(|b| b.max(1))));
+}
+
+/// The most bytes a compressed data file may expand to (see [`set_decompressed_limit`]), and
+/// whether it came from `--memory-limit`.
+pub fn decompressed_limit() -> (u64, bool) {
+    match DECOMPRESSED_LIMIT.with(Cell::get) {
+        Some(n) => (n, true),
+        None => (machine_memory().unwrap_or(16 << 30), false),
+    }
+}
+
+/// Reads all of `reader` (a decompressor), refusing to go past `limit` bytes: a gzip bomb (a
+/// small file that expands to more than memory) is an error after at most `limit` bytes, not an
+/// abort. `Ok(None)` when the limit was reached.
+pub fn read_limited(reader: impl Read, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut out = Vec::new();
+    reader.take(limit.saturating_add(1)).read_to_end(&mut out)?;
+    Ok((out.len() as u64 <= limit).then_some(out))
+}
+
+/// The message for a compressed file or member that expands past the limit.
+pub fn too_large_message((limit, from_flag): (u64, bool)) -> String {
+    let from = if from_flag {
+        "the `--memory-limit`"
+    } else {
+        "this machine's memory; set a budget with `--memory-limit`"
+    };
+    format!(
+        "decompresses to more than {:.2} GB ({from}); if the data is really that large, decompress it once and give the uncompressed file",
+        limit as f64 / 1e9
+    )
+}
+
+/// Reads a file, undoing gzip compression (detected by its magic bytes, not its name), up to
+/// [`decompressed_limit`] bytes.
 pub fn read_file_bytes(path: &Path) -> Result<Vec<u8>, RuntimeError> {
     let bytes = std::fs::read(path).map_err(|e| RuntimeError::read_io(path, &e))?;
     if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&bytes[..])
-            .read_to_end(&mut out)
-            .map_err(|e| {
+        let limit = decompressed_limit();
+        let out =
+            read_limited(flate2::read::MultiGzDecoder::new(&bytes[..]), limit.0).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::UnexpectedEof {
                     RuntimeError::at(
                         ErrorKind::Truncated,
@@ -51,7 +97,8 @@ pub fn read_file_bytes(path: &Path) -> Result<Vec<u8>, RuntimeError> {
                     )
                 }
             })?;
-        return Ok(out);
+        return out
+            .ok_or_else(|| RuntimeError::at(ErrorKind::BadFormat, path, too_large_message(limit)));
     }
     Ok(bytes)
 }

@@ -41,6 +41,8 @@ pub struct StepOutput {
     pub loss: f64,
     /// The model outputs of the forward pass (before the update), one per model output.
     pub outputs: Vec<Tensor>,
+    /// Further named losses to report (each step's `NAME_loss`, language.md 9.4).
+    pub extra: Vec<(String, f64)>,
 }
 
 /// A way to run a compiled model. Implemented by the interpreter, the JIT and AOT models.
@@ -224,9 +226,13 @@ pub fn fit_with_log<B: Backend + ?Sized>(
         },
     };
     if train.is_empty() {
+        let why = match &spec.validation {
+            Validation::Split(f) => format!(": `validation: split({f})` takes all of them"),
+            _ => String::new(),
+        };
         return Err(RuntimeError::without_path(
             ErrorKind::DataSetup,
-            "no training samples",
+            format!("no training samples are left{why}"),
         ));
     }
     let batch_size = spec.batch_size.max(1);
@@ -345,6 +351,9 @@ pub fn fit_with_log<B: Backend + ?Sized>(
                     ));
                 }
                 metrics.update_loss(out.loss, data.len());
+                for (name, v) in &out.extra {
+                    metrics.update_extra(name, *v, data.len());
+                }
                 metrics.update(&out.outputs, &data.targets)?;
                 samples += data.len();
                 step += 1;
@@ -791,6 +800,7 @@ fn resume_from<B: Backend + ?Sized>(
             format!("bad train_state metadata: {e}"),
         )
     })?;
+    check_step(path, &file.tensors, &state)?;
     backend.set_state(&file.tensors)?;
     if let Some(es) = early {
         es.state = state.early.clone().unwrap_or_default();
@@ -802,6 +812,32 @@ fn resume_from<B: Backend + ?Sized>(
         }
     }
     Ok(state)
+}
+
+/// A checkpoint's `opt/step` tensor (the optimizer's step count, which drives Adam's bias
+/// correction and the learning-rate schedule) must agree with its `train_state` metadata: a file
+/// whose parts disagree was edited or mixed from two runs, and resuming from it would continue
+/// neither.
+fn check_step(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    state: &TrainState,
+) -> Result<(), RuntimeError> {
+    let bad = |message: String| Err(RuntimeError::at(ErrorKind::Weights, path, message));
+    if let Some((_, t)) = tensors.iter().find(|(n, _)| n == "opt/step") {
+        let value = match t {
+            Tensor::I32(a) => a.iter().next().map(|&v| v as f64),
+            Tensor::F32(a) => a.iter().next().map(|&v| v as f64),
+        };
+        if t.len() != 1 || value != Some(state.step as f64) {
+            let shown = value.map_or("nothing".to_string(), |v| v.to_string());
+            return bad(format!(
+                "tensor `opt/step` holds {shown}, but the checkpoint's train_state says step {}; the file mixes two runs or was edited, so it cannot be resumed",
+                state.step
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `--init W`: parameters and BatchNorm statistics from a weights file (optimizer state and

@@ -3,13 +3,17 @@
 //! argument classification and elementwise arithmetic with broadcasting.
 
 use super::bind::{self, plural};
+use super::functions::{self, Operand};
 use super::items::Items;
 use super::layers::{self, LayerOut};
 use super::limits::{self, MAX_DEPTH, MAX_NODES};
 use super::table::{self, Kind, Sig};
 use super::values::{const_eval, fold_or_report, shape_str, Sym, SymArg, Tv, Val};
 use super::{suggest, Ctx};
-use crate::graph::{DType, InputInfo, ModelGraph, Node, Op, OutputInfo, ParamInfo};
+use crate::graph::{
+    DType, Func, Init, InputInfo, Lag, LagKind, ModelGraph, Node, Op, OutputInfo, ParamInfo,
+    Sampler,
+};
 use fm_codes as codes;
 use fm_grammar::ast::{self, Arg, BinOp, Expr, ExprKind, Ident, ParamTyKind, Span, Stmt};
 use fm_grammar::Diagnostic;
@@ -52,6 +56,7 @@ pub fn expand_models(ctx: &mut Ctx, items: &Items) -> Vec<ModelResult> {
                     nodes: Vec::new(),
                     outputs: Vec::new(),
                     params: Vec::new(),
+                    ..ModelGraph::default()
                 },
                 stack: Vec::new(),
                 too_large: false,
@@ -59,6 +64,9 @@ pub fn expand_models(ctx: &mut Ctx, items: &Items) -> Vec<ModelResult> {
                 depth: 0,
                 name_span: m.name.span,
                 later: &[],
+                named: HashMap::new(),
+                share: None,
+                objective_only: false,
             };
             ex.model(m);
             let graph = ex.graph;
@@ -105,6 +113,8 @@ struct Binding {
 #[derive(Default)]
 struct Env {
     vars: HashMap<String, Binding>,
+    /// The names in the order they were bound.
+    order: Vec<String>,
 }
 
 struct Expander<'c, 'a, 'i, 'f> {
@@ -124,6 +134,36 @@ struct Expander<'c, 'a, 'i, 'f> {
     /// The statements of the body being evaluated from the current one on, for "defined later"
     /// notes.
     later: &'f [Stmt],
+    /// Named calls of the model body (`name: "d"`), callable again by name (9.1).
+    named: HashMap<String, NamedCall>,
+    /// Set while a named call runs again with its weights.
+    share: Option<Share>,
+    /// Evaluating a `train` objective: only model values and functions, no layers.
+    objective_only: bool,
+}
+
+/// A named call, kept so it can run again on a new input with the same weights.
+#[derive(Clone)]
+struct NamedCall {
+    callee: Ident,
+    /// Its attribute arguments as evaluated the first time.
+    attrs: Vec<SymArg>,
+    /// The whole call (the secondary label of a shape error).
+    span: Span,
+    /// Its tensor inputs' shapes.
+    input_shapes: Vec<(DType, Vec<usize>)>,
+}
+
+/// A named call running again (9.1), possibly on lagged weights (9.5).
+struct Share {
+    name: String,
+    call: NamedCall,
+    /// The shared call in the source.
+    span: Span,
+    /// Index into `graph.lags` when the call uses lagged weights.
+    lag: Option<usize>,
+    /// Set once a shape error was reported.
+    failed: bool,
 }
 
 impl<'f> Expander<'_, '_, '_, 'f> {
@@ -137,8 +177,15 @@ impl<'f> Expander<'_, '_, '_, 'f> {
             self.later = &m.body[i..];
             match stmt {
                 Stmt::Input {
+                    name,
+                    dtype,
+                    dims,
+                    sample,
+                    ..
+                } => self.input(&mut env, name, dtype, dims, sample.as_ref(), false),
+                Stmt::Target {
                     name, dtype, dims, ..
-                } => self.input(&mut env, name, dtype, dims),
+                } => self.input(&mut env, name, dtype, dims, None, true),
                 Stmt::Let { name, value, .. } => {
                     let v = self.eval(value, &mut env, &mut scope);
                     self.bind_let(&mut env, name, v);
@@ -197,6 +244,18 @@ impl<'f> Expander<'_, '_, '_, 'f> {
                 "a model needs at least one `output`",
             );
         }
+        // Values that `train` sections name (loss expressions, 9.3) are used.
+        let mut named_in_train = Vec::new();
+        for t in &self.items.trains {
+            for e in &t.entries {
+                names_in(&e.value, &mut named_in_train);
+            }
+        }
+        for n in named_in_train {
+            if let Some(b) = env.vars.get_mut(&n) {
+                b.used = true;
+            }
+        }
         if self.graph.inputs.is_empty() && !m.body.iter().any(|s| matches!(s, Stmt::Input { .. })) {
             self.ctx.error(
                 codes::E0218,
@@ -206,9 +265,27 @@ impl<'f> Expander<'_, '_, '_, 'f> {
             );
         }
         self.warn_unused(&env);
+        for n in &env.order {
+            if let Some(Binding {
+                val: Val::Tensor(t),
+                ..
+            }) = env.vars.get(n)
+            {
+                self.graph.values.push((n.clone(), t.node));
+            }
+        }
     }
 
-    fn input(&mut self, env: &mut Env, name: &Ident, dtype: &Ident, dims: &[Expr]) {
+    /// `input` (or, with `is_target`, `target`) declarations.
+    fn input(
+        &mut self,
+        env: &mut Env,
+        name: &Ident,
+        dtype: &Ident,
+        dims: &[Expr],
+        sample: Option<&Expr>,
+        is_target: bool,
+    ) {
         let dt = match dtype.name.as_str() {
             "f32" => Some(DType::F32),
             "i32" => Some(DType::I32),
@@ -232,18 +309,47 @@ impl<'f> Expander<'_, '_, '_, 'f> {
                 None => ok = false,
             }
         }
-        if dims.is_empty() {
-            self.ctx.error(
-                codes::E0201,
-                "an input needs at least one dimension",
-                name.span,
-                "declare its per-sample shape, e.g. `f32[10]`",
-            );
-            ok = false;
-        }
+        // `[]` declares a per-sample scalar (language.md 9.3).
+        let sampler = match (sample, dt) {
+            (Some(e), Some(dt)) if ok => {
+                let s = self.sampler(e, dt);
+                ok &= s.is_some();
+                s
+            }
+            _ => None,
+        };
         let val = match (ok, dt) {
+            (true, Some(dtype)) if is_target => {
+                let index = self.graph.targets.len();
+                let node = self.push_node(Node {
+                    op: Op::Target { index },
+                    inputs: Vec::new(),
+                    shape: shape.clone(),
+                    dtype,
+                    span: name.span,
+                    name: Some(name.name.clone()),
+                    params: Vec::new(),
+                });
+                self.graph.targets.push(InputInfo {
+                    name: name.name.clone(),
+                    dtype,
+                    shape: shape.clone(),
+                    node,
+                    span: name.span,
+                });
+                Val::Tensor(Tv {
+                    node,
+                    shape,
+                    dtype,
+                    origin: name.span,
+                    shrink: None,
+                })
+            }
             (true, Some(dtype)) => {
                 let index = self.graph.inputs.len();
+                if let Some(s) = sampler {
+                    self.graph.sampled.push((index, s));
+                }
                 let node = self.push_node(Node {
                     op: Op::Input { index },
                     inputs: Vec::new(),
@@ -273,6 +379,192 @@ impl<'f> Expander<'_, '_, '_, 'f> {
         self.bind(env, name, val, false);
     }
 
+    /// The distribution after `~` (language.md 9.2).
+    fn sampler(&mut self, e: &Expr, dtype: DType) -> Option<Sampler> {
+        let ExprKind::Call { callee, args } = &e.kind else {
+            self.ctx.error(
+                codes::E0201,
+                "expected a distribution",
+                e.span,
+                "write `normal(mean, std)`, `uniform(lo, hi)` or `categorical(weights, power: 1)`",
+            );
+            return None;
+        };
+        let want = match callee.name.as_str() {
+            "normal" | "uniform" => DType::F32,
+            "categorical" => DType::I32,
+            other => {
+                let mut d =
+                    Diagnostic::error(codes::E0101, format!("unknown distribution `{other}`"))
+                        .with_primary(callee.span, "expected `normal`, `uniform` or `categorical`");
+                if let Some(s) = suggest(other, ["normal", "uniform", "categorical"].into_iter()) {
+                    d = d.with_help(format!("did you mean `{s}`?"));
+                }
+                self.ctx.emit(d);
+                return None;
+            }
+        };
+        if want != dtype {
+            self.ctx.error(
+                codes::E0209,
+                format!("`{}` draws {} values", callee.name, want.name()),
+                e.span,
+                format!("the input is declared {}", dtype.name()),
+            );
+            return None;
+        }
+        let names: &[&str] = match callee.name.as_str() {
+            "normal" => &["mean", "std"],
+            "uniform" => &["lo", "hi"],
+            _ => &["weights", "power"],
+        };
+        let mut vals: Vec<Option<(Val, Span)>> = vec![None; 2];
+        for (i, a) in args.iter().enumerate() {
+            let slot = match &a.name {
+                None if i < 2 => i,
+                None => {
+                    self.ctx.error(
+                        codes::E0207,
+                        format!("too many arguments to `{}`", callee.name),
+                        a.span,
+                        "it takes two",
+                    );
+                    return None;
+                }
+                Some(n) => match names.iter().position(|x| *x == n.name) {
+                    Some(k) => k,
+                    None => {
+                        self.ctx.error(
+                            codes::E0103,
+                            format!("`{}` has no argument `{}`", callee.name, n.name),
+                            n.span,
+                            format!("expected `{}` or `{}`", names[0], names[1]),
+                        );
+                        return None;
+                    }
+                },
+            };
+            vals[slot] = Some((const_eval(self.ctx, &a.value), a.value.span));
+        }
+        let num = |ctx: &mut Ctx, v: &Option<(Val, Span)>, what: &str, default: Option<f64>| match (
+            v, default,
+        ) {
+            (Some((v, s)), _) => bind::to_float(ctx, v, *s, what, table::Range::Any),
+            (None, Some(d)) => Some(d),
+            (None, None) => {
+                ctx.error(
+                    codes::E0206,
+                    format!("the distribution needs `{what}`"),
+                    e.span,
+                    format!("`{what}` is missing"),
+                );
+                None
+            }
+        };
+        match callee.name.as_str() {
+            "normal" => {
+                let mean = num(self.ctx, &vals[0], "mean", Some(0.0))?;
+                let std = num(self.ctx, &vals[1], "std", Some(1.0))?;
+                if std < 0.0 {
+                    self.ctx
+                        .error(codes::E0202, "`std` must be >= 0", e.span, "negative");
+                    return None;
+                }
+                Some(Sampler::Normal { mean, std })
+            }
+            "uniform" => {
+                let lo = num(self.ctx, &vals[0], "lo", Some(0.0))?;
+                let hi = num(self.ctx, &vals[1], "hi", Some(1.0))?;
+                if lo > hi {
+                    self.ctx
+                        .error(codes::E0202, "`uniform` needs lo <= hi", e.span, "lo > hi");
+                    return None;
+                }
+                Some(Sampler::Uniform { lo, hi })
+            }
+            _ => {
+                let power = num(self.ctx, &vals[1], "power", Some(1.0))?;
+                let Some((wv, ws)) = vals[0].clone() else {
+                    num(self.ctx, &None, "weights", None);
+                    return None;
+                };
+                let weights: Vec<f64> = match &wv {
+                    Val::List(items) => {
+                        let mut out = Vec::new();
+                        for (v, s) in items {
+                            out.push(bind::to_float(
+                                self.ctx,
+                                v,
+                                *s,
+                                "a weight",
+                                table::Range::NonNegative,
+                            )?);
+                        }
+                        out
+                    }
+                    Val::Str(path) => {
+                        let base = std::path::Path::new(&self.ctx.file_name)
+                            .parent()
+                            .unwrap_or(std::path::Path::new(""));
+                        let full = base.join(path);
+                        let read =
+                            std::fs::read(&full)
+                                .map_err(|e| e.to_string())
+                                .and_then(|bytes| {
+                                    fm_runtime::data::npy::parse_npy(
+                                        &full.display().to_string(),
+                                        &bytes,
+                                    )
+                                    .map(|a| a.data.to_f64())
+                                    .map_err(|e| e.to_string())
+                                });
+                        match read {
+                            Ok(w) => w,
+                            Err(msg) => {
+                                self.ctx.error(
+                                    codes::E0401,
+                                    format!("cannot read the weights of `categorical`: {msg}"),
+                                    ws,
+                                    "this `.npy` file",
+                                );
+                                return None;
+                            }
+                        }
+                    }
+                    other => {
+                        self.ctx.error(
+                            codes::E0201,
+                            "`categorical` needs a list of weights or a `.npy` path",
+                            ws,
+                            format!("found {}", other.describe()),
+                        );
+                        return None;
+                    }
+                };
+                let raised: Vec<f64> = weights.iter().map(|w| w.powf(power)).collect();
+                let total: f64 = raised.iter().sum();
+                if weights.is_empty() || !total.is_finite() || total <= 0.0 {
+                    self.ctx.error(
+                        codes::E0202,
+                        "`categorical` needs weights with a positive, finite sum",
+                        ws,
+                        format!("{} weights summing to {total}", weights.len()),
+                    );
+                    return None;
+                }
+                // Drawing i32 indices needs an f32-to-i32 conversion both backends lack.
+                let _ = raised;
+                self.ctx.error(
+                    codes::E0223,
+                    "`categorical` sampling is not implemented yet",
+                    e.span,
+                    "only `normal` and `uniform` inputs can be sampled for now",
+                );
+                None
+            }
+        }
+    }
+
     fn bind_let(&mut self, env: &mut Env, name: &Ident, v: Val) {
         self.bind(env, name, v, true);
     }
@@ -287,6 +579,7 @@ impl<'f> Expander<'_, '_, '_, 'f> {
             return;
         }
         self.ctx.locals.push(name.name.clone());
+        env.order.push(name.name.clone());
         env.vars.insert(
             name.name.clone(),
             Binding {
@@ -323,7 +616,11 @@ impl<'f> Expander<'_, '_, '_, 'f> {
     fn push_node(&mut self, node: Node) -> usize {
         self.count_expansion();
         self.graph.nodes.push(node);
-        self.graph.nodes.len() - 1
+        let id = self.graph.nodes.len() - 1;
+        if let Some(share) = &self.share {
+            self.graph.shared.push((id, share.name.clone()));
+        }
+        id
     }
 
     /// Counts a node or block call against [`MAX_NODES`], reporting the model once when over.
@@ -482,6 +779,12 @@ impl<'f> Expander<'_, '_, '_, 'f> {
             ExprKind::Neg(inner) => match self.eval(inner, env, scope) {
                 Val::Num { v, int } => Val::Num { v: -v, int },
                 Val::Poison => Val::Poison,
+                Val::Tensor(t) if self.extended() => self.func_node(
+                    Op::Func(Func::Neg),
+                    vec![Operand::Tensor(t.clone())],
+                    t.shape,
+                    e.span,
+                ),
                 Val::Tensor(_) => {
                     self.ctx.error(
                         codes::E0216,
@@ -508,7 +811,7 @@ impl<'f> Expander<'_, '_, '_, 'f> {
                     .map(|i| (self.eval(i, env, scope), i.span))
                     .collect(),
             ),
-            ExprKind::Dict(_) | ExprKind::Duration { .. } => {
+            ExprKind::Dict(_) | ExprKind::Duration { .. } | ExprKind::Step { .. } => {
                 self.ctx.error(
                     codes::E0215,
                     "this value is not allowed in a model",
@@ -524,6 +827,15 @@ impl<'f> Expander<'_, '_, '_, 'f> {
         match (a, b) {
             (Val::Poison, _) | (_, Val::Poison) => Val::Poison,
             (Val::Tensor(x), Val::Tensor(y)) => self.elementwise(op, x, y, span),
+            // A number as an operand of a tensor expression (language.md 9.3).
+            (Val::Tensor(x), Val::Num { v, .. }) if self.extended() => {
+                let c = self.constant(v, b_span);
+                self.elementwise(op, x, c, span)
+            }
+            (Val::Num { v, .. }, Val::Tensor(y)) if self.extended() => {
+                let c = self.constant(v, a_span);
+                self.elementwise(op, c, y, span)
+            }
             (Val::Tensor(_), other) | (other, Val::Tensor(_)) => {
                 if let Val::Sym(Sym {
                     name,
@@ -567,6 +879,7 @@ impl<'f> Expander<'_, '_, '_, 'f> {
             BinOp::Add => ("add", Op::Add),
             BinOp::Sub => ("subtract", Op::Sub),
             BinOp::Mul => ("multiply", Op::Mul),
+            BinOp::Div if self.extended() => ("divide", Op::Div),
             BinOp::Div => {
                 self.ctx.emit(
                     Diagnostic::error(codes::E0216, "tensors cannot be divided")
@@ -772,9 +1085,87 @@ impl<'f> Expander<'_, '_, '_, 'f> {
         env: &mut Env,
         scope: &mut Scope,
     ) -> Val {
-        if table::lookup_callable(&callee.name).is_none()
-            && !self.items.blocks.contains_key(&callee.name)
-        {
+        let is_builtin = table::lookup_callable(&callee.name).is_some()
+            || self.items.blocks.contains_key(&callee.name);
+        let weights_arg = args
+            .iter()
+            .find(|a| a.name.as_ref().is_some_and(|n| n.name == "weights"));
+        if let Some(w) = weights_arg {
+            if is_builtin || !self.named.contains_key(&callee.name) {
+                let others: Vec<Arg> = args
+                    .iter()
+                    .filter(|a| !a.name.as_ref().is_some_and(|n| n.name == "weights"))
+                    .cloned()
+                    .collect();
+                let _ = self.eval_args(&others, env, scope);
+                if is_builtin {
+                    self.ctx.emit(
+                        Diagnostic::error(codes::E0222, "lagged weights need a call by name")
+                            .with_primary(
+                                w.span,
+                                format!("`{}` here makes new weights; there is nothing to lag", callee.name),
+                            )
+                            .with_help("name the call (`name: \"q\"`) and call it again by that name: `q(x, weights: copy(every: 500 steps))`"),
+                    );
+                } else {
+                    self.unknown_callee(callee);
+                }
+                return Val::Poison;
+            }
+        }
+        if self.objective_only && is_builtin && !functions::is_function(&callee.name) {
+            let is_fn = table::lookup_callable(&callee.name)
+                .is_some_and(|s| s.kind == Kind::Function && s.name != "concat");
+            if !is_fn {
+                let _ = self.eval_args(args, env, scope);
+                self.ctx.emit(
+                    Diagnostic::error(
+                        codes::E0215,
+                        format!(
+                            "`{}` cannot be used in a loss or metric expression",
+                            callee.name
+                        ),
+                    )
+                    .with_primary(span, "layers and blocks belong in the model")
+                    .with_help("compute it in the model with `let`, then use that name here"),
+                );
+                return Val::Poison;
+            }
+        }
+        if !is_builtin && functions::is_function(&callee.name) && self.extended() {
+            let mut vals = Vec::new();
+            if let Some(p) = piped {
+                vals.push(SymArg {
+                    name: None,
+                    val: p,
+                    span,
+                });
+            }
+            vals.extend(self.eval_args(args, env, scope));
+            return match functions::infer(self.ctx, &callee.name, vals, span) {
+                Some(f) => self.func_node(f.op, f.inputs, f.shape, span),
+                None => Val::Poison,
+            };
+        }
+        if !is_builtin {
+            if let Some(nc) = self.named.get(&callee.name).cloned() {
+                if self.objective_only {
+                    let _ = self.eval_args(args, env, scope);
+                    self.ctx.error(
+                        codes::E0215,
+                        format!(
+                            "`{}` cannot be called in a loss or metric expression",
+                            callee.name
+                        ),
+                        span,
+                        "call it in the model with `let`, then use that name here",
+                    );
+                    return Val::Poison;
+                }
+                return self.shared_call(callee, nc, args, piped, span, env, scope);
+            }
+        }
+        if !is_builtin {
             // Still check the arguments: their errors are independent.
             let _ = self.eval_args(args, env, scope);
             self.unknown_callee(callee);
@@ -782,6 +1173,232 @@ impl<'f> Expander<'_, '_, '_, 'f> {
         }
         let vals = self.eval_args(args, env, scope);
         self.call_evaluated(callee, vals, piped, span, scope)
+    }
+
+    /// Version 0.2 expressions (language.md 9.3): in `train` objectives always, in `let` and
+    /// `output` when the file declares `version 0.2`.
+    fn extended(&self) -> bool {
+        self.objective_only || self.ctx.version_0_2
+    }
+
+    /// A number operand of a tensor expression as a constant node of per-sample shape `[]`.
+    fn constant(&mut self, value: f64, span: Span) -> Tv {
+        let node = self.push_node(Node {
+            op: Op::Const { value },
+            inputs: Vec::new(),
+            shape: Vec::new(),
+            dtype: DType::F32,
+            span,
+            name: None,
+            params: Vec::new(),
+        });
+        Tv {
+            node,
+            shape: Vec::new(),
+            dtype: DType::F32,
+            origin: span,
+            shrink: None,
+        }
+    }
+
+    /// Pushes the node of a function (9.3) and returns its value.
+    fn func_node(&mut self, op: Op, inputs: Vec<Operand>, shape: Vec<usize>, span: Span) -> Val {
+        let ids: Vec<usize> = inputs
+            .into_iter()
+            .map(|o| match o {
+                Operand::Tensor(t) => t.node,
+                Operand::Number(v) => self.constant(v, span).node,
+            })
+            .collect();
+        let node = self.push_node(Node {
+            op,
+            inputs: ids,
+            shape: shape.clone(),
+            dtype: DType::F32,
+            span,
+            name: None,
+            params: Vec::new(),
+        });
+        Val::Tensor(Tv {
+            node,
+            shape,
+            dtype: DType::F32,
+            origin: span,
+            shrink: None,
+        })
+    }
+
+    /// `d(x)` where `d` names an earlier call: the call again on `x` with the same weights
+    /// (9.1), or with a lagged copy of them when `weights:` says so (9.5).
+    #[allow(clippy::too_many_arguments)]
+    fn shared_call(
+        &mut self,
+        callee: &Ident,
+        nc: NamedCall,
+        args: &[Arg],
+        piped: Option<Val>,
+        span: Span,
+        env: &mut Env,
+        scope: &mut Scope,
+    ) -> Val {
+        if self.share.is_some() {
+            self.ctx.error(
+                codes::E0215,
+                format!("`{}` cannot be called inside a shared call", callee.name),
+                span,
+                "shared calls do not nest",
+            );
+            return Val::Poison;
+        }
+        let mut lag = None;
+        let mut tensors: Vec<SymArg> = Vec::new();
+        if let Some(p) = piped {
+            tensors.push(SymArg {
+                name: None,
+                val: p,
+                span,
+            });
+        }
+        for a in args {
+            match &a.name {
+                Some(n) if n.name == "weights" => {
+                    let Some(kind) = self.lag_kind(&a.value) else {
+                        return Val::Poison;
+                    };
+                    lag = Some((kind, a.value.span));
+                }
+                Some(n) => {
+                    self.ctx.emit(
+                        Diagnostic::error(
+                            codes::E0103,
+                            format!("a call of `{}` by name takes no `{}`", callee.name, n.name),
+                        )
+                        .with_primary(n.span, "its settings are those of the named call")
+                        .with_secondary(nc.span, "the named call")
+                        .with_help("pass only tensor inputs, and optionally `weights: copy(...)` or `weights: ema(...)`"),
+                    );
+                    return Val::Poison;
+                }
+                None => {
+                    let v = self.eval(&a.value, env, scope);
+                    tensors.push(SymArg {
+                        name: None,
+                        val: v,
+                        span: a.value.span,
+                    });
+                }
+            }
+        }
+        let lag_index = match lag {
+            None => None,
+            Some((kind, kspan)) => {
+                match self.graph.lags.iter().position(|l| l.call == callee.name) {
+                    Some(i) if self.graph.lags[i].kind != kind => {
+                        self.ctx.error(
+                            codes::E0222,
+                            format!("`{}` already has a different lagged copy", callee.name),
+                            kspan,
+                            "one lagged copy per named call",
+                        );
+                        return Val::Poison;
+                    }
+                    Some(i) => Some(i),
+                    None => {
+                        self.graph.lags.push(Lag {
+                            call: callee.name.clone(),
+                            kind,
+                            pairs: Vec::new(),
+                        });
+                        Some(self.graph.lags.len() - 1)
+                    }
+                }
+            }
+        };
+        let mut all = tensors;
+        all.extend(nc.attrs.iter().cloned());
+        self.share = Some(Share {
+            name: callee.name.clone(),
+            call: nc.clone(),
+            span,
+            lag: lag_index,
+            failed: false,
+        });
+        let name_arg = Some((Val::Str(callee.name.clone()), span, span));
+        let out = self.call_evaluated_named(&nc.callee, all, None, span, scope, name_arg);
+        let share = self.share.take();
+        if share.is_some_and(|s| s.failed) {
+            return Val::Poison;
+        }
+        out
+    }
+
+    /// `copy(every: N steps)` or `ema(decay)`.
+    fn lag_kind(&mut self, e: &Expr) -> Option<LagKind> {
+        let v = const_eval(self.ctx, e);
+        let bad = |ctx: &mut Ctx| {
+            ctx.error(
+                codes::E0201,
+                "expected `copy(every: N steps)` or `ema(DECAY)`",
+                e.span,
+                "not a lagged-weights setting",
+            );
+        };
+        let Val::Sym(Sym {
+            name,
+            args: Some(args),
+            ..
+        }) = v
+        else {
+            bad(self.ctx);
+            return None;
+        };
+        let arg = |key: &str| {
+            args.iter()
+                .find(|a| a.name.as_ref().is_some_and(|n| n.name == key))
+                .or_else(|| args.iter().find(|a| a.name.is_none()))
+                .cloned()
+        };
+        match name.as_str() {
+            "copy" => {
+                let a = arg("every")?;
+                match a.val {
+                    Val::Dur {
+                        n,
+                        unit: ast::DurationUnit::Steps,
+                    } if n >= 1.0 && n.fract() == 0.0 => Some(LagKind::Copy { every: n as u64 }),
+                    Val::Num { v, int: true } if v >= 1.0 => {
+                        Some(LagKind::Copy { every: v as u64 })
+                    }
+                    _ => {
+                        self.ctx.error(
+                            codes::E0202,
+                            "`every` must be a positive number of steps",
+                            a.span,
+                            "e.g. `every: 500 steps`",
+                        );
+                        None
+                    }
+                }
+            }
+            "ema" => {
+                let a = arg("decay")?;
+                let d = bind::to_float(self.ctx, &a.val, a.span, "decay", table::Range::Any)?;
+                if !(0.0..1.0).contains(&d) {
+                    self.ctx.error(
+                        codes::E0202,
+                        "`ema` decay must be in [0, 1)",
+                        a.span,
+                        format!("found {d}"),
+                    );
+                    return None;
+                }
+                Some(LagKind::Ema { decay: d })
+            }
+            _ => {
+                bad(self.ctx);
+                None
+            }
+        }
     }
 
     fn unknown_callee(&mut self, callee: &Ident) {
@@ -821,6 +1438,20 @@ impl<'f> Expander<'_, '_, '_, 'f> {
         span: Span,
         scope: &mut Scope,
     ) -> Val {
+        self.call_evaluated_named(callee, args, piped, span, scope, None)
+    }
+
+    /// As `call_evaluated`; `forced_name` replaces a `name:` argument (a shared call runs under
+    /// the named call's name).
+    fn call_evaluated_named(
+        &mut self,
+        callee: &Ident,
+        args: Vec<SymArg>,
+        piped: Option<Val>,
+        span: Span,
+        scope: &mut Scope,
+        forced_name: Option<(Val, Span, Span)>,
+    ) -> Val {
         // Tensor inputs: the piped value, then the leading positional tensor arguments.
         let mut poisoned = false;
         let mut tensors: Vec<(Tv, Span)> = Vec::new();
@@ -839,7 +1470,7 @@ impl<'f> Expander<'_, '_, '_, 'f> {
         }
         let piped_poison = poisoned;
         let mut rest = Vec::new();
-        let mut name_arg: Option<(Val, Span, Span)> = None;
+        let mut name_arg: Option<(Val, Span, Span)> = forced_name;
         let mut leading = true;
         for a in args {
             if matches!(&a.name, Some(n) if n.name == "name") {
@@ -871,6 +1502,54 @@ impl<'f> Expander<'_, '_, '_, 'f> {
         if poisoned && !piped_poison {
             return Val::Poison;
         }
+        // A call named at model scope can be called again by its name (9.1).
+        let register = match &name_arg {
+            Some((Val::Str(n), _, _))
+                if scope.prefix.is_empty() && self.share.is_none() && !poisoned =>
+            {
+                Some((
+                    n.clone(),
+                    NamedCall {
+                        callee: callee.clone(),
+                        attrs: rest.clone(),
+                        span,
+                        input_shapes: tensors
+                            .iter()
+                            .map(|(t, _)| (t.dtype, t.shape.clone()))
+                            .collect(),
+                    },
+                ))
+            }
+            _ => None,
+        };
+        let out = self.dispatch_call(
+            callee,
+            tensors,
+            tensor_count,
+            rest,
+            name_arg,
+            poisoned,
+            span,
+            scope,
+        );
+        if let (Some((n, nc)), Val::Tensor(_)) = (register, &out) {
+            self.named.insert(n, nc);
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch_call(
+        &mut self,
+        callee: &Ident,
+        tensors: Vec<(Tv, Span)>,
+        tensor_count: usize,
+        rest: Vec<SymArg>,
+        name_arg: Option<(Val, Span, Span)>,
+        poisoned: bool,
+        span: Span,
+        scope: &mut Scope,
+    ) -> Val {
         if let Some(sig) = table::lookup_callable(&callee.name) {
             self.builtin_call(
                 sig,
@@ -924,6 +1603,8 @@ impl<'f> Expander<'_, '_, '_, 'f> {
         span: Span,
     ) -> Option<String> {
         match name_arg {
+            // A named call running again keeps its name (and its weights' names).
+            Some((Val::Str(s), _, _)) if self.share.is_some() && scope.prefix.is_empty() => Some(s),
             Some((Val::Str(s), vspan, _)) => {
                 let valid = s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
                     && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -1085,7 +1766,22 @@ impl<'f> Expander<'_, '_, '_, 'f> {
                 }
                 let node_id = self.graph.nodes.len();
                 let mut param_ids = Vec::new();
-                for p in params {
+                if self.share.is_some() {
+                    let names: Vec<(String, Vec<usize>)> = params
+                        .iter()
+                        .map(|p| {
+                            (
+                                format!("{}.{}", name.as_deref().unwrap_or(""), p.suffix),
+                                p.shape.clone(),
+                            )
+                        })
+                        .collect();
+                    let Some(ids) = self.shared_params(&names, &inputs, span) else {
+                        return Val::Poison;
+                    };
+                    param_ids = ids;
+                }
+                for p in params.into_iter().filter(|_| self.share.is_none()) {
                     param_ids.push(self.graph.params.len());
                     self.graph.params.push(ParamInfo {
                         name: format!("{}.{}", name.as_deref().unwrap_or(""), p.suffix),
@@ -1116,6 +1812,96 @@ impl<'f> Expander<'_, '_, '_, 'f> {
                 })
             }
         }
+    }
+
+    /// The parameters a layer inside a shared call uses: the named call's (or their lagged
+    /// copies), found by name; a shape that differs means the new input does not fit.
+    fn shared_params(
+        &mut self,
+        names: &[(String, Vec<usize>)],
+        inputs: &[Tv],
+        span: Span,
+    ) -> Option<Vec<usize>> {
+        let share = self.share.as_ref()?;
+        if share.failed {
+            return None;
+        }
+        let mut ids = Vec::new();
+        for (pname, shape) in names {
+            let found = self.graph.params.iter().position(|p| &p.name == pname);
+            match found {
+                Some(id) if &self.graph.params[id].shape == shape => ids.push(id),
+                _ => {
+                    let share = self.share.as_mut()?;
+                    share.failed = true;
+                    let (sname, sspan, call_span) =
+                        (share.name.clone(), share.span, share.call.span);
+                    let made_for: Vec<String> = share
+                        .call
+                        .input_shapes
+                        .iter()
+                        .map(|(d, s)| shape_str(*d, s))
+                        .collect();
+                    let found_in: Vec<String> = inputs
+                        .iter()
+                        .map(|t| shape_str(t.dtype, &t.shape))
+                        .collect();
+                    let mut d = Diagnostic::error(
+                        codes::E0220,
+                        format!("the shared call `{sname}` gets an input its weights do not fit"),
+                    )
+                    .with_primary(
+                        sspan,
+                        format!(
+                            "`{sname}` made for {}, called on {}",
+                            made_for.join(", "),
+                            found_in.join(", ")
+                        ),
+                    )
+                    .with_secondary(call_span, format!("`{sname}` is defined here"));
+                    if let Some(id) = found {
+                        d = d.with_note(format!(
+                            "`{pname}` is {}, this input needs {}",
+                            super::values::dims_str(&self.graph.params[id].shape),
+                            super::values::dims_str(shape)
+                        ));
+                    }
+                    let _ = span;
+                    self.ctx.emit(d);
+                    return None;
+                }
+            }
+        }
+        let lag = self.share.as_ref()?.lag;
+        if let Some(li) = lag {
+            let call = self.graph.lags[li].call.clone();
+            for id in ids.iter_mut() {
+                let existing = self.graph.lags[li]
+                    .pairs
+                    .iter()
+                    .find(|(live, _)| live == id)
+                    .map(|p| p.1);
+                *id = match existing {
+                    Some(l) => l,
+                    None => {
+                        let live = self.graph.params[*id].clone();
+                        let l = self.graph.params.len();
+                        self.graph.params.push(ParamInfo {
+                            name: format!("lag/{call}/{}", live.name),
+                            shape: live.shape,
+                            init: Init::CopyOf(*id),
+                            trainable: false,
+                            l1: 0.0,
+                            l2: 0.0,
+                            node: live.node,
+                        });
+                        self.graph.lags[li].pairs.push((*id, l));
+                        l
+                    }
+                };
+            }
+        }
+        Some(ids)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1305,7 +2091,9 @@ impl<'f> Expander<'_, '_, '_, 'f> {
                         result = Some((v, value.span));
                     }
                 }
-                Stmt::Input { span, .. } | Stmt::Output { span, .. } => self.ctx.error(
+                Stmt::Input { span, .. }
+                | Stmt::Target { span, .. }
+                | Stmt::Output { span, .. } => self.ctx.error(
                     codes::E0218,
                     "`input` and `output` belong in a model",
                     *span,
@@ -1344,6 +2132,74 @@ impl<'f> Expander<'_, '_, '_, 'f> {
         self.ctx.expansion_notes.pop();
         self.depth -= 1;
         out
+    }
+}
+
+/// Evaluates a `train` objective or metric expression (language.md 9.3) against a checked
+/// model's named values, adding its nodes to `graph`. Layers and blocks are refused.
+pub fn eval_objective(ctx: &mut Ctx, items: &Items, graph: &mut ModelGraph, e: &Expr) -> Val {
+    let mut env = Env::default();
+    for (name, node) in &graph.values {
+        let n = &graph.nodes[*node];
+        env.order.push(name.clone());
+        env.vars.insert(
+            name.clone(),
+            Binding {
+                val: Val::Tensor(Tv {
+                    node: *node,
+                    shape: n.shape.clone(),
+                    dtype: n.dtype,
+                    origin: n.span,
+                    shrink: None,
+                }),
+                span: n.span,
+                is_let: false,
+                used: true,
+            },
+        );
+    }
+    let name_span = graph.span;
+    let mut ex = Expander {
+        ctx,
+        items,
+        graph: std::mem::take(graph),
+        stack: Vec::new(),
+        too_large: false,
+        expanded: 0,
+        depth: 0,
+        name_span,
+        later: &[],
+        named: HashMap::new(),
+        share: None,
+        objective_only: true,
+    };
+    ex.ctx.locals = env.order.clone();
+    let mut scope = Scope::new(String::new());
+    let v = ex.eval(e, &mut env, &mut scope);
+    *graph = ex.graph;
+    v
+}
+
+/// Every bare name and call argument name used in `e` (without recursion limits: the parser
+/// bounds the depth).
+fn names_in(e: &Expr, out: &mut Vec<String>) {
+    match &e.kind {
+        ExprKind::Name(n) => out.push(n.name.clone()),
+        ExprKind::Call { args, .. } => args.iter().for_each(|a| names_in(&a.value, out)),
+        ExprKind::Pipe { lhs, stage } => {
+            names_in(lhs, out);
+            names_in(stage, out);
+        }
+        ExprKind::Binary { lhs, rhs, .. } => {
+            names_in(lhs, out);
+            names_in(rhs, out);
+        }
+        ExprKind::Neg(x) | ExprKind::Paren(x) => names_in(x, out),
+        ExprKind::List(xs) => xs.iter().for_each(|x| names_in(x, out)),
+        ExprKind::Dict(es) | ExprKind::Step { body: es, .. } => {
+            es.iter().for_each(|en| names_in(&en.value, out))
+        }
+        _ => {}
     }
 }
 

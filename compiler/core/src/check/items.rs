@@ -170,7 +170,7 @@ fn block_calls<'f>(
             Stmt::Let { value, .. } | Stmt::Output { value, .. } | Stmt::Return { value, .. } => {
                 walk(value, false, blocks, &mut out)
             }
-            Stmt::Input { .. } => {}
+            Stmt::Input { .. } | Stmt::Target { .. } => {}
         }
     }
     out

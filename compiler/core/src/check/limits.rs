@@ -69,13 +69,7 @@ impl Limits {
     }
 }
 
-/// Physical memory in bytes (Linux `/proc/meminfo`); `None` elsewhere.
-pub fn machine_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kb.checked_mul(1024)
-}
+pub use fm_runtime::system::machine_memory;
 
 /// Parses `--memory-limit`: `512M`, `8G`, `1.5GB`, `1000000` (bytes), case-insensitive, binary
 /// units (K = 1024).

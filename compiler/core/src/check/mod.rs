@@ -13,6 +13,7 @@
 pub mod bind;
 pub mod data;
 pub mod expand;
+pub mod functions;
 pub mod items;
 pub mod layers;
 pub mod limits;
@@ -114,12 +115,13 @@ pub fn check_with(file: &ast::File, source: &str, path: &Path, limits: &Limits) 
 
 fn check_here(file: &ast::File, source: &str, path: &Path, limits: &Limits) -> Checked {
     let mut ctx = Ctx::new(source, &path.display().to_string());
+    ctx.version_0_2 = file.version.as_ref().is_some_and(|(v, _)| v == "0.2");
     ctx.limits = *limits;
     let items = items::collect(&mut ctx, file);
-    let models = expand::expand_models(&mut ctx, &items);
+    let mut models = expand::expand_models(&mut ctx, &items);
     let base_dir = path.parent().unwrap_or(Path::new(""));
     let data = data::resolve_all(&mut ctx, &items, base_dir);
-    let trains = train::resolve_all(&mut ctx, &items, &models, &data);
+    let trains = train::resolve_all(&mut ctx, &items, &mut models, &data);
     let mut diagnostics = ctx.finish();
     diagnostics.sort_by_key(|d| d.primary.as_ref().map(|l| l.span.start).unwrap_or(0));
     Checked {
@@ -143,6 +145,9 @@ pub struct Ctx<'a> {
     pub expansion_notes: Vec<String>,
     /// Names bound in the scope being checked (for "did you mean").
     pub locals: Vec<String>,
+    /// The file declares `version 0.2`: `let` and `output` expressions may use `/`, unary
+    /// minus, numbers as tensor operands and the functions of language.md 9.3.
+    pub version_0_2: bool,
     /// The memory budget sizes are checked against.
     pub limits: Limits,
     /// Set while the rest of a model that went over a limit is skipped: its diagnostics would
@@ -160,6 +165,7 @@ impl<'a> Ctx<'a> {
             errors: 0,
             expansion_notes: Vec::new(),
             locals: Vec::new(),
+            version_0_2: false,
             limits: Limits::default(),
             muted: false,
         }

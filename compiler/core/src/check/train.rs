@@ -3,18 +3,19 @@
 
 use super::bind::{self, split_args, Bound};
 use super::data::{entries_by_key, DataResult};
+use super::expand;
 use super::expand::ModelResult;
 use super::items::Items;
 use super::table::{self, Kind, Range};
 use super::values::{const_eval, shape_str, Sym, Val};
 use super::{suggest, Ctx};
-use crate::graph::{Activation, ModelGraph, Op};
+use crate::graph::{Activation, DType, ModelGraph, Op};
 use fm_codes as codes;
-use fm_grammar::ast::{Entry, Ident, Section, Span};
+use fm_grammar::ast::{Entry, Expr, ExprKind, Ident, Section, Span};
 use fm_grammar::Diagnostic;
 use fm_runtime::config::{
     AccuracyKind, Checkpoint, CheckpointKeep, Clip, EarlyStopping, Every, Loss, Metric,
-    OptimizerKind, OptimizerSpec, OutputLoss, Schedule, TrainSpec, Validation,
+    OptimizerKind, OptimizerSpec, OutputLoss, Schedule, StepSpec, TrainSpec, Validation,
 };
 
 use super::overrides::TRAIN_KEYS as KEYS;
@@ -22,7 +23,7 @@ use super::overrides::TRAIN_KEYS as KEYS;
 pub fn resolve_all(
     ctx: &mut Ctx,
     items: &Items,
-    models: &[ModelResult],
+    models: &mut [ModelResult],
     data: &[DataResult],
 ) -> Vec<TrainSpec> {
     items
@@ -30,7 +31,7 @@ pub fn resolve_all(
         .iter()
         .filter_map(|s| {
             let before = ctx.error_count();
-            let spec = resolve(ctx, s, models, data);
+            let spec = resolve(ctx, items, s, models, data);
             let spec = (ctx.error_count() == before).then_some(spec).flatten()?;
             let graph = models
                 .iter()
@@ -47,6 +48,248 @@ pub fn resolve_all(
             (ctx.error_count() == before).then_some(spec)
         })
         .collect()
+}
+
+/// True when a `loss:` value is an objective expression (language.md 9.3) rather than a loss
+/// name, a loss with settings (`huber(delta: 2)`) or a per-output dictionary.
+/// A bare name is an objective when it names a model value; a call when it calls a function
+/// of 9.3 or a loss with positional (tensor) arguments. Anything else is a loss name, so a
+/// misspelt one is reported as an unknown loss.
+fn is_objective(e: &Expr, graph: Option<&ModelGraph>) -> bool {
+    match &e.kind {
+        ExprKind::Name(n) => graph.is_some_and(|g| g.values.iter().any(|(v, _)| *v == n.name)),
+        ExprKind::Call { callee, args } => {
+            if table::lookup(Kind::Loss, &callee.name).is_some() {
+                args.iter().any(|a| a.name.is_none())
+            } else {
+                super::functions::is_function(&callee.name)
+                    || graph.is_some_and(|g| g.values.iter().any(|(v, _)| *v == callee.name))
+            }
+        }
+        ExprKind::Dict(_) | ExprKind::Str(_) | ExprKind::Bool(_) => false,
+        _ => true,
+    }
+}
+
+/// Checks an objective expression against the model and returns the node of its per-sample
+/// value; E0221 when it is not a per-sample scalar.
+fn objective(
+    ctx: &mut Ctx,
+    items: &Items,
+    graph: &mut ModelGraph,
+    e: &Expr,
+    what: &str,
+) -> Option<usize> {
+    match expand::eval_objective(ctx, items, graph, e) {
+        Val::Tensor(t) if t.shape.iter().product::<usize>() == 1 && t.dtype == DType::F32 => {
+            Some(t.node)
+        }
+        Val::Tensor(t) => {
+            ctx.emit(
+                Diagnostic::error(codes::E0221, format!("{what} is not a per-sample scalar"))
+                    .with_primary(
+                        e.span,
+                        format!("this is {} per sample", shape_str(t.dtype, &t.shape)),
+                    )
+                    .with_help("reduce it, e.g. `mean(...)` or `sum(..., axis: -1)`; training minimises its mean over the batch"),
+            );
+            None
+        }
+        Val::Poison => None,
+        Val::Num { .. } => {
+            ctx.error(
+                codes::E0221,
+                format!("{what} is a constant"),
+                e.span,
+                "it must depend on the model",
+            );
+            None
+        }
+        Val::Sym(Sym {
+            name,
+            args: None,
+            name_span,
+        }) => {
+            let mut d = Diagnostic::error(codes::E0102, format!("unknown name `{name}`"))
+                .with_primary(name_span, "not a model value or a loss");
+            let mut values: Vec<String> = graph.values.iter().map(|(n, _)| n.clone()).collect();
+            values.extend(table::names(Kind::Loss).map(String::from));
+            if let Some(sg) = suggest(&name, values.iter().map(|n| n.as_str())) {
+                d = d.with_help(format!("did you mean `{sg}`?"));
+            }
+            ctx.emit(d);
+            None
+        }
+        other => {
+            ctx.error(
+                codes::E0221,
+                format!("{what} must be a tensor expression"),
+                e.span,
+                format!("found {}", other.describe()),
+            );
+            None
+        }
+    }
+}
+
+/// The trainable parameters an `update:` list names (named calls, 9.4).
+fn update_params(ctx: &mut Ctx, e: &Entry, graph: &ModelGraph) -> Option<Vec<usize>> {
+    let names: Vec<(String, Span)> = match &e.value.kind {
+        ExprKind::Name(n) => vec![(n.name.clone(), n.span)],
+        ExprKind::List(items) => {
+            let mut out = Vec::new();
+            for i in items {
+                match &i.kind {
+                    ExprKind::Name(n) => out.push((n.name.clone(), n.span)),
+                    _ => {
+                        ctx.error(
+                            codes::E0201,
+                            "`update:` lists named calls",
+                            i.span,
+                            "expected a call's name",
+                        );
+                        return None;
+                    }
+                }
+            }
+            out
+        }
+        _ => {
+            ctx.error(
+                codes::E0201,
+                "`update:` names a call or lists calls",
+                e.value.span,
+                "expected e.g. `update: d` or `update: [g, d]`",
+            );
+            return None;
+        }
+    };
+    let mut params = Vec::new();
+    let mut ok = true;
+    for (name, span) in names {
+        let owned: Vec<usize> = graph
+            .params
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                p.trainable
+                    && (p.name.starts_with(&format!("{name}/"))
+                        || p.name.starts_with(&format!("{name}.")))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if owned.is_empty() {
+            let mut calls: Vec<String> = Vec::new();
+            for p in &graph.params {
+                if p.trainable {
+                    let head = p.name.split(['/', '.']).next().unwrap_or("").to_string();
+                    if !calls.contains(&head) {
+                        calls.push(head);
+                    }
+                }
+            }
+            let mut d =
+                Diagnostic::error(codes::E0118, format!("`update:` names nothing: `{name}`"))
+                    .with_primary(span, "no named call with trainable weights has this name");
+            if let Some(sg) = suggest(&name, calls.iter().map(|s| s.as_str())) {
+                d = d.with_help(format!("did you mean `{sg}`?"));
+            } else if !calls.is_empty() {
+                let all: Vec<String> = calls.iter().map(|c| format!("`{c}`")).collect();
+                d = d.with_note(format!("the model's weights belong to {}", all.join(", ")));
+            }
+            ctx.emit(d);
+            ok = false;
+            continue;
+        }
+        for p in owned {
+            if !params.contains(&p) {
+                params.push(p);
+            }
+        }
+    }
+    params.sort_unstable();
+    ok.then_some(params)
+}
+
+/// Step keys (language.md 9.4). A schedule is the `train` section's: it scales every step's
+/// learning rate alike.
+const STEP_KEYS: &[&str] = &["update", "loss", "loss_weights", "optimizer"];
+
+/// One `step NAME { ... }` entry.
+fn step(
+    ctx: &mut Ctx,
+    items: &Items,
+    name: &Ident,
+    body: &[Entry],
+    graph: &mut ModelGraph,
+) -> Option<StepSpec> {
+    let mut ok = true;
+    let by_key = entries_by_key(ctx, body, STEP_KEYS, "a `step`");
+    if body
+        .iter()
+        .any(|e| !STEP_KEYS.contains(&e.key.name.as_str()))
+    {
+        ok = false;
+    }
+    let (losses_v, objective_v) = match by_key.get("loss") {
+        Some(e) if is_objective(&e.value, Some(graph)) => (
+            Some(vec![]),
+            Some(objective(
+                ctx,
+                items,
+                graph,
+                &e.value,
+                "the loss expression",
+            )),
+        ),
+        Some(e) => (
+            losses(ctx, e, by_key.get("loss_weights").copied(), Some(graph)),
+            None,
+        ),
+        None => {
+            ctx.error(
+                codes::E0304,
+                format!("the step `{}` needs a `loss`", name.name),
+                name.span,
+                "add e.g. `loss: binary_crossentropy(p_fake, 1)`",
+            );
+            (None, None)
+        }
+    };
+    let objective_v = match objective_v {
+        Some(Some(n)) => Some(n),
+        Some(None) => {
+            ok = false;
+            None
+        }
+        None => None,
+    };
+    let optimizer = match by_key.get("optimizer") {
+        Some(e) => optimizer(ctx, e),
+        None => {
+            ctx.error(
+                codes::E0304,
+                format!("the step `{}` needs an `optimizer`", name.name),
+                name.span,
+                "add e.g. `optimizer: Adam(lr: 2e-4, beta1: 0.5)`",
+            );
+            None
+        }
+    };
+    let update = match by_key.get("update") {
+        Some(e) => update_params(ctx, e, graph).map(Some),
+        None => Some(None),
+    };
+    if !ok {
+        return None;
+    }
+    Some(StepSpec {
+        name: name.name.clone(),
+        losses: losses_v?,
+        objective: objective_v,
+        optimizer: optimizer?,
+        update: update?,
+    })
 }
 
 /// The model a `train` section trains: its name, or the file's only model.
@@ -101,14 +344,86 @@ fn head_span(s: &Section) -> Span {
 
 fn resolve(
     ctx: &mut Ctx,
+    items: &Items,
     s: &Section,
-    models: &[ModelResult],
+    models: &mut [ModelResult],
     data: &[DataResult],
 ) -> Option<TrainSpec> {
-    let model = pick_model(ctx, s, models);
+    let model_index = pick_model(ctx, s, models).map(|m| m.name.clone());
+    let model_index = model_index.and_then(|n| models.iter().position(|m| m.name == n));
+    // `step NAME { ... }` entries (9.4), checked against the model first: their loss
+    // expressions add nodes to its graph.
+    let plain: Vec<Entry> = s
+        .entries
+        .iter()
+        .filter(|e| !matches!(e.value.kind, ExprKind::Step { .. }))
+        .cloned()
+        .collect();
+    let mut steps: Vec<StepSpec> = Vec::new();
+    let mut steps_ok = true;
+    let mut step_names: Vec<(String, Span)> = Vec::new();
+    for e in &s.entries {
+        let ExprKind::Step { name, body } = &e.value.kind else {
+            continue;
+        };
+        if let Some((_, first)) = step_names.iter().find(|(n, _)| *n == name.name) {
+            ctx.emit(
+                Diagnostic::error(
+                    codes::E0105,
+                    format!("the step `{}` is defined twice", name.name),
+                )
+                .with_primary(name.span, "defined again here")
+                .with_secondary(*first, "first defined here"),
+            );
+            steps_ok = false;
+            continue;
+        }
+        step_names.push((name.name.clone(), name.span));
+        let graph = model_index.and_then(|i| models[i].graph.as_mut());
+        match graph {
+            Some(g) => match step(ctx, items, name, body, g) {
+                Some(st) => steps.push(st),
+                None => steps_ok = false,
+            },
+            None => steps_ok = false,
+        }
+    }
+    let has_steps = !step_names.is_empty();
+    if has_steps {
+        for key in ["loss", "loss_weights", "optimizer"] {
+            if let Some(e) = plain.iter().find(|e| e.key.name == key) {
+                ctx.emit(
+                    Diagnostic::error(
+                        codes::E0309,
+                        format!("`{key}` belongs in each `step` when a `train` section has steps"),
+                    )
+                    .with_primary(e.key.span, "given beside `step` entries")
+                    .with_help("move it into the `step` blocks"),
+                );
+                steps_ok = false;
+            }
+        }
+    }
+    // `loss:` as an expression (9.3).
+    let mut objective_node = None;
+    let mut loss_is_objective = false;
+    if let Some(e) = plain.iter().find(|e| e.key.name == "loss") {
+        if !has_steps && is_objective(&e.value, model_index.and_then(|i| models[i].graph.as_ref()))
+        {
+            loss_is_objective = true;
+            match model_index.and_then(|i| models[i].graph.as_mut()) {
+                Some(g) => match objective(ctx, items, g, &e.value, "the loss expression") {
+                    Some(n) => objective_node = Some(n),
+                    None => steps_ok = false,
+                },
+                None => steps_ok = false,
+            }
+        }
+    }
+    let model = model_index.map(|i| &models[i]);
     let graph = model.and_then(|m| m.graph.as_ref());
-    let by_key = entries_by_key(ctx, &s.entries, KEYS, "a `train` section");
-    let mut ok = model.is_some();
+    let by_key = entries_by_key(ctx, &plain, KEYS, "a `train` section");
+    let mut ok = model.is_some() && steps_ok;
 
     let data_spec = match by_key.get("data") {
         None => None,
@@ -151,6 +466,7 @@ fn resolve(
         ok &= data_fits_inputs(ctx, d, g, e.value.span);
     }
     let losses = match by_key.get("loss") {
+        _ if has_steps || loss_is_objective => Some(vec![]),
         Some(e) => losses(ctx, e, by_key.get("loss_weights").copied(), graph),
         None => {
             ctx.error(
@@ -163,6 +479,7 @@ fn resolve(
         }
     };
     let optimizer = match by_key.get("optimizer") {
+        _ if has_steps => steps.first().map(|s| s.optimizer),
         Some(e) => optimizer(ctx, e),
         // Keras' `compile` default.
         None => Some(OptimizerSpec {
@@ -222,6 +539,9 @@ fn resolve(
     // Monitors must name something training logs (a warning: the run still works).
     if let (Some(metrics), Some(validation)) = (&metrics, &validation) {
         let mut logged = vec!["loss".to_string()];
+        for st in &steps {
+            logged.push(format!("{}_loss", st.name));
+        }
         for m in metrics {
             logged.push(m.name());
         }
@@ -291,6 +611,9 @@ fn resolve(
         metrics: metrics?,
         early_stopping: early_stopping.transpose_opt()?,
         checkpoint: checkpoint.transpose_opt()?,
+        objective: objective_node,
+        steps,
+        value_metrics: vec![],
     })
 }
 
@@ -378,7 +701,7 @@ fn bind_sym(
     Some((sig, b))
 }
 
-fn loss_of(ctx: &mut Ctx, v: &Val, span: Span) -> Option<Loss> {
+pub(crate) fn loss_of(ctx: &mut Ctx, v: &Val, span: Span) -> Option<Loss> {
     let (sig, b) = bind_sym(ctx, Kind::Loss, v, span)?;
     Some(match sig.name {
         "mse" => Loss::Mse,
@@ -1078,7 +1401,14 @@ fn data_fits_inputs(
     span: Span,
 ) -> bool {
     use fm_runtime::config::{NpzKeys, Source};
-    let inputs: Vec<&str> = g.inputs.iter().map(|i| i.name.as_str()).collect();
+    // Sampled inputs (9.2) are drawn, not read.
+    let inputs: Vec<&str> = g
+        .inputs
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| !g.sampled.iter().any(|(i, _)| i == k))
+        .map(|(_, i)| i.name.as_str())
+        .collect();
     let keys: Option<Vec<&str>> = match &d.train {
         Source::Npz {
             x: NpzKeys::PerInput(keys),

@@ -191,6 +191,15 @@ pub fn const_eval(ctx: &mut Ctx, e: &Expr) -> Val {
                 Val::Poison
             }
         },
+        ExprKind::Step { name, .. } => {
+            ctx.error(
+                codes::E0215,
+                format!("`step {}` is only allowed in a `train` section", name.name),
+                e.span,
+                "a step holds `update:`, `loss:` and `optimizer:` of a training step",
+            );
+            Val::Poison
+        }
         ExprKind::Pipe { .. } | ExprKind::Repeat { .. } => {
             ctx.error(
                 codes::E0215,

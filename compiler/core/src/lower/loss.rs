@@ -66,6 +66,62 @@ pub fn output_loss(
     logits: Option<(ValueId, Activation)>,
     target: ValueId,
 ) -> ValueId {
+    let per_element = elementwise_loss(b, loss, pred, logits, target);
+    b.mean_all(per_element)
+}
+
+/// A loss called as a function in an objective (language.md 9.3): `[N]`, each sample's loss
+/// reduced as Keras reduces over the last axis, then averaged over the other per-sample axes.
+/// A per-sample scalar prediction (`[N]`) is one element per sample. `target` may be a
+/// constant (shape `[]`), which broadcasts.
+pub fn per_sample_loss(
+    b: &mut Builder,
+    loss: Loss,
+    pred: ValueId,
+    logits: Option<(ValueId, Activation)>,
+    target: ValueId,
+) -> ValueId {
+    let as_column = |b: &mut Builder, v: ValueId| {
+        if b.rank(v) == 1 {
+            let mut s = b.shape(v).clone();
+            s.push(Dim::Fixed(1));
+            b.reshape(v, s)
+        } else {
+            v
+        }
+    };
+    let sparse = matches!(loss, Loss::SparseCategoricalCrossentropy { .. });
+    let (pred, logits, target) = if b.rank(pred) == 1 && !sparse {
+        let t = as_column(b, target);
+        let p = as_column(b, pred);
+        (p, logits.map(|(z, a)| (as_column(b, z), a)), t)
+    } else {
+        (pred, logits, target)
+    };
+    let target = if b.dtype(target) == DType::I32 && !sparse {
+        b.unary(UnaryOp::ToFloat, target)
+    } else {
+        target
+    };
+    // A target of lower rank broadcasts over the per-sample axes (`f32[]` against `[N, 1]`).
+    let target = if sparse {
+        target
+    } else {
+        super::align_ranks(b, pred, target).1
+    };
+    let per_element = elementwise_loss(b, loss, pred, logits, target);
+    let rest: Vec<usize> = (1..b.rank(per_element)).collect();
+    b.mean(per_element, &rest, false)
+}
+
+/// The loss per element, reduced over the last axis where Keras does so.
+fn elementwise_loss(
+    b: &mut Builder,
+    loss: Loss,
+    pred: ValueId,
+    logits: Option<(ValueId, Activation)>,
+    target: ValueId,
+) -> ValueId {
     let last = b.rank(pred) - 1;
     let per_element = match loss {
         Loss::Mse => {
@@ -157,5 +213,5 @@ pub fn output_loss(
             b.neg(s)
         }
     };
-    b.mean_all(per_element)
+    per_element
 }

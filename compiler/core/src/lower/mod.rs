@@ -12,13 +12,15 @@
 
 mod activation;
 mod attention;
+mod functions;
 mod layers;
 pub mod loss;
 pub mod optim;
 mod rnn;
+pub mod sample;
 
 use crate::autodiff;
-use crate::graph::{Activation, ModelGraph, Node, Op as GOp};
+use crate::graph::{Activation, ModelGraph, Node, NodeId, Op as GOp};
 use crate::ir::*;
 use fm_runtime::config::TrainSpec;
 use fm_runtime::tensor::DType;
@@ -41,6 +43,8 @@ pub struct Forward {
     pub logits: Vec<Option<(ValueId, Activation)>>,
     /// New values of non-trainable parameters (BatchNorm moving statistics), train mode only.
     pub state_updates: Vec<(usize, ValueId)>,
+    /// The value of every node that was lowered (those the roots depend on).
+    pub values: Vec<Option<ValueId>>,
 }
 
 /// Per-lowering state shared by the layer modules.
@@ -82,7 +86,8 @@ impl Ctx<'_> {
     }
 }
 
-/// Lowers the forward pass of `graph` given values for its inputs and parameters.
+/// Lowers the forward pass of `graph` given values for its inputs and parameters: every node
+/// the outputs depend on.
 pub fn forward(
     b: &mut Builder,
     graph: &ModelGraph,
@@ -90,6 +95,36 @@ pub fn forward(
     params: &[ValueId],
     mode: Mode,
 ) -> Forward {
+    let roots: Vec<NodeId> = graph.outputs.iter().map(|o| o.node).collect();
+    forward_with(b, graph, inputs, &[], params, mode, &roots)
+}
+
+/// The nodes `roots` depend on (themselves included).
+pub fn needed(graph: &ModelGraph, roots: &[NodeId]) -> Vec<bool> {
+    let mut need = vec![false; graph.nodes.len()];
+    let mut stack: Vec<NodeId> = roots.to_vec();
+    while let Some(n) = stack.pop() {
+        if !need[n] {
+            need[n] = true;
+            stack.extend(graph.nodes[n].inputs.iter().copied());
+        }
+    }
+    need
+}
+
+/// Lowers the nodes `roots` depend on, given values for the inputs, the `target`
+/// declarations and the parameters. Outputs that were not lowered are not in `outputs`'s
+/// places: every output must be among (or below) the roots.
+pub fn forward_with(
+    b: &mut Builder,
+    graph: &ModelGraph,
+    inputs: &[ValueId],
+    targets: &[ValueId],
+    params: &[ValueId],
+    mode: Mode,
+    roots: &[NodeId],
+) -> Forward {
+    let need = needed(graph, roots);
     let mut ctx = Ctx {
         b,
         graph,
@@ -97,19 +132,42 @@ pub fn forward(
         mode,
         state_updates: Vec::new(),
     };
-    let mut values: Vec<ValueId> = Vec::with_capacity(graph.nodes.len());
+    let mut values: Vec<Option<ValueId>> = Vec::with_capacity(graph.nodes.len());
     // Pre-activation values of nodes that end in softmax/sigmoid.
     let mut pre_activation: Vec<Option<(ValueId, Activation)>> =
         Vec::with_capacity(graph.nodes.len());
     for (id, node) in graph.nodes.iter().enumerate() {
-        let ins: Vec<ValueId> = node.inputs.iter().map(|&i| values[i]).collect();
+        if !need[id] {
+            values.push(None);
+            pre_activation.push(None);
+            continue;
+        }
+        let ins: Vec<ValueId> = node
+            .inputs
+            .iter()
+            .map(|&i| values[i].expect("inputs are lowered before their users"))
+            .collect();
         ctx.b.origin = Origin::Node(id);
-        let (v, pre) = lower_node(&mut ctx, id, node, &ins, inputs);
-        values.push(v);
+        let (v, pre) = match &node.op {
+            GOp::Target { index } => (targets[*index], None),
+            GOp::Loss(l) => {
+                let logits = pre_activation[node.inputs[0]];
+                (
+                    loss::per_sample_loss(ctx.b, *l, ins[0], logits, ins[1]),
+                    None,
+                )
+            }
+            _ => lower_node(&mut ctx, id, node, &ins, inputs),
+        };
+        values.push(Some(v));
         pre_activation.push(pre);
     }
     ctx.b.origin = Origin::Unknown;
-    let outputs = graph.outputs.iter().map(|o| values[o.node]).collect();
+    let outputs = graph
+        .outputs
+        .iter()
+        .map(|o| values[o.node].unwrap_or(usize::MAX))
+        .collect();
     let logits = graph
         .outputs
         .iter()
@@ -119,6 +177,7 @@ pub fn forward(
         outputs,
         logits,
         state_updates: ctx.state_updates,
+        values,
     }
 }
 
@@ -212,16 +271,29 @@ fn lower_node(
             let xs: Vec<ValueId> = ins.iter().map(|&x| to_float(ctx.b, x)).collect();
             (ctx.b.concat(xs, axis + 1), None)
         }
-        GOp::Add | GOp::Sub | GOp::Mul => {
+        GOp::Add | GOp::Sub | GOp::Mul | GOp::Div => {
             let x0 = to_float(ctx.b, ins[0]);
             let x1 = to_float(ctx.b, ins[1]);
             let (a, c) = align_ranks(ctx.b, x0, x1);
             let op = match node.op {
                 GOp::Add => BinaryOp::Add,
                 GOp::Sub => BinaryOp::Sub,
-                _ => BinaryOp::Mul,
+                GOp::Mul => BinaryOp::Mul,
+                _ => BinaryOp::Div,
             };
             (ctx.b.binary(op, a, c), None)
+        }
+        GOp::Const { value } => (ctx.b.constant(*value), None),
+        GOp::Func(f) => functions::func(ctx.b, *f, ins[0]),
+        GOp::Clip { lo, hi } => {
+            let x = to_float(ctx.b, ins[0]);
+            (ctx.b.clip(x, *lo, *hi), None)
+        }
+        GOp::Reduce { op, axes } => (functions::reduce(ctx.b, *op, ins[0], axes), None),
+        GOp::Dot => (functions::dot(ctx.b, ins[0], ins[1]), None),
+        GOp::Pick => (functions::pick(ctx.b, ins[0], ins[1]), None),
+        GOp::Target { .. } | GOp::Loss(_) => {
+            unreachable!("targets and losses are lowered by forward_with")
         }
     }
 }
@@ -239,7 +311,8 @@ pub(crate) fn to_float(b: &mut Builder, x: ValueId) -> ValueId {
 fn align_ranks(b: &mut Builder, x: ValueId, y: ValueId) -> (ValueId, ValueId) {
     let pad = |b: &mut Builder, v: ValueId, rank: usize| {
         let s = b.shape(v).clone();
-        if s.len() >= rank {
+        // A constant (`Op::Const`, no batch axis) broadcasts as it is.
+        if s.len() >= rank || s.is_empty() {
             return v;
         }
         let mut t = vec![s[0]];
@@ -251,27 +324,84 @@ fn align_ranks(b: &mut Builder, x: ValueId, y: ValueId) -> (ValueId, ValueId) {
     (pad(b, x, r), pad(b, y, r))
 }
 
-/// Inference: `predict(inputs..., params...) -> outputs`.
+/// Salt of the random stream of sampled input `input` in step function `step` (eval and
+/// predict use step 0): disjoint from Dropout's (node ids).
+fn sample_salt(step: usize, input: usize) -> u64 {
+    0x5a4d_0000_0000 + ((step as u64) << 20) + input as u64
+}
+
+/// Inference: `predict(inputs..., params...) -> outputs`. Only the inputs the outputs depend
+/// on are arguments, and sampled inputs are drawn (language.md 9.2).
 pub fn predict_fn(graph: &ModelGraph) -> Function {
     let mut b = Builder::new("predict");
-    let inputs = input_args(&mut b, graph);
+    let roots: Vec<NodeId> = graph.outputs.iter().map(|o| o.node).collect();
+    let need = needed(graph, &roots);
+    let mut inputs = input_args(&mut b, graph, Some(&need));
     let params = param_args(&mut b, graph);
-    let fwd = forward(&mut b, graph, &inputs, &params, Mode::Infer);
+    draw_samples(&mut b, graph, &mut inputs, 0);
+    let fwd = forward_with(&mut b, graph, &inputs, &[], &params, Mode::Infer, &roots);
     for (i, (o, &v)) in graph.outputs.iter().zip(&fwd.outputs).enumerate() {
         b.result(&o.name, ResultKind::Output(i), v);
     }
     b.finish()
+}
+
+/// The per-step losses of a `train` section: (step name, named losses, objective node,
+/// optimizer, updated parameters). One unnamed step when the section has no `step` entries.
+pub fn steps_of(spec: &TrainSpec) -> Vec<fm_runtime::config::StepSpec> {
+    if spec.steps.is_empty() {
+        vec![fm_runtime::config::StepSpec {
+            name: String::new(),
+            losses: spec.losses.clone(),
+            objective: spec.objective,
+            optimizer: spec.optimizer,
+            update: None,
+        }]
+    } else {
+        spec.steps.clone()
+    }
+}
+
+/// True when the loss reads the model's declared targets instead of one target per output.
+pub fn uses_declared_targets(spec: &TrainSpec) -> bool {
+    spec.objective.is_some() || spec.steps.iter().any(|s| s.objective.is_some())
 }
 
 /// The loss of a batch in inference mode, beside the outputs: `eval(inputs, targets, params)`.
+/// With several steps, the sum of their losses.
 pub fn eval_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
     let mut b = Builder::new("eval_step");
-    let inputs = input_args(&mut b, graph);
+    let mut inputs = input_args(&mut b, graph, None);
     let targets = target_args(&mut b, graph, spec);
     let params = param_args(&mut b, graph);
-    let fwd = forward(&mut b, graph, &inputs, &params, Mode::Infer);
+    draw_samples(&mut b, graph, &mut inputs, 0);
+    let steps = steps_of(spec);
+    let mut roots: Vec<NodeId> = graph.outputs.iter().map(|o| o.node).collect();
+    roots.extend(steps.iter().filter_map(|s| s.objective));
+    let declared = if uses_declared_targets(spec) {
+        targets.clone()
+    } else {
+        vec![]
+    };
+    let fwd = forward_with(
+        &mut b,
+        graph,
+        &inputs,
+        &declared,
+        &params,
+        Mode::Infer,
+        &roots,
+    );
     b.origin = Origin::Loss;
-    let total = loss::total_loss(&mut b, graph, spec, &fwd, &targets, &params);
+    let mut total = None;
+    for st in &steps {
+        let l = step_loss(&mut b, graph, st, &fwd, &targets, &params);
+        total = Some(match total {
+            None => l,
+            Some(t) => b.add(t, l),
+        });
+    }
+    let total = total.unwrap_or_else(|| b.constant(0.0));
     b.result("loss", ResultKind::Loss, total);
     for (i, (o, &v)) in graph.outputs.iter().zip(&fwd.outputs).enumerate() {
         b.result(&o.name, ResultKind::Output(i), v);
@@ -279,61 +409,180 @@ pub fn eval_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
     b.finish()
 }
 
-/// One training step: forward, loss, backward and optimizer update.
-pub fn train_step_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
-    let mut b = Builder::new("train_step");
-    let inputs = input_args(&mut b, graph);
-    let targets = target_args(&mut b, graph, spec);
-    let params = param_args(&mut b, graph);
-    let slots = optim::slot_args(&mut b, graph, &spec.optimizer);
-    let lr = b.arg("lr", ArgKind::LearningRate, vec![], DType::F32);
-    let step = b.arg("step", ArgKind::Step, vec![], DType::F32);
+/// The scalar loss one step minimises: its named losses per output, or the batch mean of its
+/// objective, plus the kernel regularisers.
+fn step_loss(
+    b: &mut Builder,
+    graph: &ModelGraph,
+    st: &fm_runtime::config::StepSpec,
+    fwd: &Forward,
+    targets: &[ValueId],
+    params: &[ValueId],
+) -> ValueId {
+    let spec_like = TrainSpec {
+        losses: st.losses.clone(),
+        ..dummy_spec(graph)
+    };
+    match st.objective {
+        Some(node) => {
+            let per_sample = fwd.values[node].expect("objective lowered");
+            let mean = b.mean_all(per_sample);
+            let reg = loss::total_loss(b, graph, &spec_like, fwd, targets, params);
+            b.add(mean, reg)
+        }
+        None => loss::total_loss(b, graph, &spec_like, fwd, targets, params),
+    }
+}
 
-    let fwd = forward(&mut b, graph, &inputs, &params, Mode::Train);
-    b.origin = Origin::Loss;
-    let total = loss::total_loss(&mut b, graph, spec, &fwd, &targets, &params);
-
-    let trainable = trainable(graph);
-    let wrt: Vec<ValueId> = trainable.iter().map(|&p| params[p]).collect();
-    let grads = autodiff::gradients(&mut b, total, &wrt);
-    let updates = optim::update(
-        &mut b,
-        graph,
-        &spec.optimizer,
-        &trainable,
-        &params,
-        &grads,
-        &slots,
-        lr,
-        step,
-    );
-
-    b.result("loss", ResultKind::Loss, total);
-    for (i, (o, &v)) in graph.outputs.iter().zip(&fwd.outputs).enumerate() {
-        b.result(&o.name, ResultKind::Output(i), v);
-    }
-    let mut new_params = params.clone();
-    for &(p, v) in &fwd.state_updates {
-        new_params[p] = v;
-    }
-    for (&p, &v) in trainable.iter().zip(&updates.params) {
-        new_params[p] = v;
-    }
-    for (p, info) in graph.params.iter().enumerate() {
-        b.result(&info.name, ResultKind::Param(p), new_params[p]);
-    }
-    for (slot, v) in updates.slots {
-        let name = format!("opt/{}/{}", graph.params[slot.param].name, slot.slot);
-        b.result(
-            &name,
-            ResultKind::OptSlot {
-                param: slot.param,
-                slot: slot.slot,
+/// A `TrainSpec` carrying nothing but what `loss::total_loss` reads besides `losses`.
+fn dummy_spec(graph: &ModelGraph) -> TrainSpec {
+    use fm_runtime::config::*;
+    TrainSpec {
+        model: graph.name.clone(),
+        data: None,
+        losses: vec![],
+        optimizer: OptimizerSpec {
+            kind: OptimizerKind::Sgd {
+                momentum: 0.0,
+                nesterov: false,
             },
-            v,
-        );
+            lr: 0.0,
+            weight_decay: 0.0,
+            clip: None,
+        },
+        schedule: Schedule::Constant,
+        epochs: 1,
+        batch_size: 1,
+        validation: Validation::None,
+        shuffle: false,
+        seed: 0,
+        metrics: vec![],
+        early_stopping: None,
+        checkpoint: None,
+        objective: None,
+        steps: vec![],
+        value_metrics: vec![],
     }
-    b.finish()
+}
+
+/// One training step: forward, loss, backward and optimizer update. A `train` section with
+/// `step` entries has one such function per step ([`train_step_fns`]); this is the first.
+pub fn train_step_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
+    train_step_fns(graph, spec).remove(0)
+}
+
+/// The optimizer-slot name prefix of parameter `p` in step `k`: `STEP/` when several steps
+/// update `p` (each keeps its own slots), otherwise none (`opt/PARAM/m`).
+fn slot_prefix(
+    steps: &[fm_runtime::config::StepSpec],
+    graph: &ModelGraph,
+    k: usize,
+    p: usize,
+) -> String {
+    let updates = |s: &fm_runtime::config::StepSpec| match &s.update {
+        Some(list) => list.contains(&p),
+        None => graph.params[p].trainable,
+    };
+    if steps.iter().filter(|s| updates(s)).count() > 1 {
+        format!("{}/", steps[k].name)
+    } else {
+        String::new()
+    }
+}
+
+/// One function per training step (language.md 9.4): `train_step` for a single step,
+/// `train_step_NAME` for each `step NAME`. Each runs its own forward pass with fresh samples,
+/// differentiates its loss with respect to the weights it updates, and applies its optimizer.
+pub fn train_step_fns(graph: &ModelGraph, spec: &TrainSpec) -> Vec<Function> {
+    let steps = steps_of(spec);
+    let declared_targets = uses_declared_targets(spec);
+    (0..steps.len())
+        .map(|k| {
+            let st = &steps[k];
+            let fname = if st.name.is_empty() {
+                "train_step".to_string()
+            } else {
+                format!("train_step_{}", st.name)
+            };
+            let mut b = Builder::new(&fname);
+            let mut inputs = input_args(&mut b, graph, None);
+            let targets = target_args(&mut b, graph, spec);
+            let params = param_args(&mut b, graph);
+            let trainable: Vec<usize> = trainable(graph)
+                .into_iter()
+                .filter(|p| st.update.as_ref().is_none_or(|u| u.contains(p)))
+                .collect();
+            let slots = optim::slot_args_for(&mut b, graph, &st.optimizer, &trainable, |p| {
+                slot_prefix(&steps, graph, k, p)
+            });
+            let lr = b.arg("lr", ArgKind::LearningRate, vec![], DType::F32);
+            let step = b.arg("step", ArgKind::Step, vec![], DType::F32);
+            // Arguments come first in a function; the draws follow them.
+            draw_samples(&mut b, graph, &mut inputs, k);
+
+            let mut roots: Vec<NodeId> = graph.outputs.iter().map(|o| o.node).collect();
+            roots.extend(st.objective);
+            let declared = if declared_targets {
+                targets.clone()
+            } else {
+                vec![]
+            };
+            let fwd = forward_with(
+                &mut b,
+                graph,
+                &inputs,
+                &declared,
+                &params,
+                Mode::Train,
+                &roots,
+            );
+            b.origin = Origin::Loss;
+            let total = step_loss(&mut b, graph, st, &fwd, &targets, &params);
+
+            let wrt: Vec<ValueId> = trainable.iter().map(|&p| params[p]).collect();
+            let grads = autodiff::gradients(&mut b, total, &wrt);
+            let updates = optim::update(
+                &mut b,
+                graph,
+                &st.optimizer,
+                &trainable,
+                &params,
+                &grads,
+                &slots,
+                lr,
+                step,
+            );
+
+            b.result("loss", ResultKind::Loss, total);
+            for (i, (o, &v)) in graph.outputs.iter().zip(&fwd.outputs).enumerate() {
+                b.result(&o.name, ResultKind::Output(i), v);
+            }
+            let mut new_params = params.clone();
+            for &(p, v) in &fwd.state_updates {
+                new_params[p] = v;
+            }
+            for (&p, &v) in trainable.iter().zip(&updates.params) {
+                new_params[p] = v;
+            }
+            for (p, info) in graph.params.iter().enumerate() {
+                b.result(&info.name, ResultKind::Param(p), new_params[p]);
+            }
+            for (slot, v) in updates.slots {
+                let prefixed =
+                    format!("{}{}", slot_prefix(&steps, graph, k, slot.param), slot.slot);
+                let name = format!("opt/{}/{}", graph.params[slot.param].name, prefixed);
+                b.result(
+                    &name,
+                    ResultKind::OptSlot {
+                        param: slot.param,
+                        slot: prefixed,
+                    },
+                    v,
+                );
+            }
+            b.finish()
+        })
+        .collect()
 }
 
 /// The indices of the trainable parameters, in parameter order.
@@ -346,14 +595,34 @@ pub fn trainable(graph: &ModelGraph) -> Vec<usize> {
 /// The first half of a data-parallel step: forward, loss and backward on a rank's shard, no
 /// update. `grad_step(inputs, targets, params) -> loss, outputs, new BatchNorm statistics,
 /// the gradient of every trainable parameter`. Together with [`apply_fn`] it computes what
-/// [`train_step_fn`] computes, with the gradients exposed in between (for the all-reduce).
+/// [`train_step_fn`] computes for a single-step `train` section, with the gradients exposed in
+/// between (for the all-reduce).
 pub fn grad_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
+    let steps = steps_of(spec);
+    let st = &steps[0];
     let mut b = Builder::new("grad_step");
-    let inputs = input_args(&mut b, graph);
+    let mut inputs = input_args(&mut b, graph, None);
     let targets = target_args(&mut b, graph, spec);
     let params = param_args(&mut b, graph);
-    let fwd = forward(&mut b, graph, &inputs, &params, Mode::Train);
-    let total = loss::total_loss(&mut b, graph, spec, &fwd, &targets, &params);
+    draw_samples(&mut b, graph, &mut inputs, 0);
+    let mut roots: Vec<NodeId> = graph.outputs.iter().map(|o| o.node).collect();
+    roots.extend(st.objective);
+    let declared = if uses_declared_targets(spec) {
+        targets.clone()
+    } else {
+        vec![]
+    };
+    let fwd = forward_with(
+        &mut b,
+        graph,
+        &inputs,
+        &declared,
+        &params,
+        Mode::Train,
+        &roots,
+    );
+    b.origin = Origin::Loss;
+    let total = step_loss(&mut b, graph, st, &fwd, &targets, &params);
     let trainable = trainable(graph);
     let wrt: Vec<ValueId> = trainable.iter().map(|&p| params[p]).collect();
     let grads = autodiff::gradients(&mut b, total, &wrt);
@@ -420,12 +689,30 @@ pub fn apply_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
     b.finish()
 }
 
-fn input_args(b: &mut Builder, graph: &ModelGraph) -> Vec<ValueId> {
+/// An argument for each model input read from data (with `need`, only those it marks); sampled
+/// inputs (and inputs not needed) get a placeholder, filled by [`draw_samples`].
+fn input_args(b: &mut Builder, graph: &ModelGraph, need: Option<&[bool]>) -> Vec<ValueId> {
     graph
         .inputs
         .iter()
-        .map(|i| b.arg(&i.name, ArgKind::Input, batched(&i.shape), i.dtype))
+        .enumerate()
+        .map(|(k, i)| {
+            let sampled = graph.sampled.iter().any(|(idx, _)| *idx == k);
+            if sampled || need.is_some_and(|n| !n[i.node]) {
+                usize::MAX
+            } else {
+                b.arg(&i.name, ArgKind::Input, batched(&i.shape), i.dtype)
+            }
+        })
         .collect()
+}
+
+/// Random draws for each sampled input (9.2) from the stream of step function `step`.
+fn draw_samples(b: &mut Builder, graph: &ModelGraph, inputs: &mut [ValueId], step: usize) {
+    for (k, s) in &graph.sampled {
+        let shape = graph.inputs[*k].shape.clone();
+        inputs[*k] = sample::draw(b, s, &shape, sample_salt(step, *k));
+    }
 }
 
 fn param_args(b: &mut Builder, graph: &ModelGraph) -> Vec<ValueId> {
@@ -437,7 +724,16 @@ fn param_args(b: &mut Builder, graph: &ModelGraph) -> Vec<ValueId> {
         .collect()
 }
 
+/// Target arguments: the `target` declarations when a loss expression reads them (9.3),
+/// otherwise one per output.
 fn target_args(b: &mut Builder, graph: &ModelGraph, spec: &TrainSpec) -> Vec<ValueId> {
+    if uses_declared_targets(spec) {
+        return graph
+            .targets
+            .iter()
+            .map(|t| b.arg(&t.name, ArgKind::Target, batched(&t.shape), t.dtype))
+            .collect();
+    }
     graph
         .outputs
         .iter()

@@ -60,6 +60,42 @@ pub fn slot_args(
     out
 }
 
+/// Declares the slot arguments of the parameters `params` (a step's update set), in that
+/// order; `prefix(p)` goes before the slot names of parameter `p` in the argument kind (a
+/// parameter updated by several steps keeps one set of slots per step).
+pub fn slot_args_for(
+    b: &mut Builder,
+    graph: &ModelGraph,
+    opt: &OptimizerSpec,
+    params: &[usize],
+    prefix: impl Fn(usize) -> String,
+) -> Vec<(SlotRef, ValueId)> {
+    let mut out = Vec::new();
+    for &p in params {
+        let info = &graph.params[p];
+        let pre = prefix(p);
+        for (slot, _) in slots(opt) {
+            let v = b.arg(
+                &format!("opt/{}/{pre}{slot}", info.name),
+                ArgKind::OptSlot {
+                    param: p,
+                    slot: format!("{pre}{slot}"),
+                },
+                fixed(&info.shape),
+                DType::F32,
+            );
+            out.push((
+                SlotRef {
+                    param: p,
+                    slot: slot.to_string(),
+                },
+                v,
+            ));
+        }
+    }
+    out
+}
+
 pub struct Updates {
     /// New value of each trainable parameter, in the order given.
     pub params: Vec<ValueId>,

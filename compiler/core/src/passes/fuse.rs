@@ -4,6 +4,9 @@
 //! broadcast of a single element) joins the fused group of its users when every user belongs to
 //! that same group, it has the group's element count, and it is not a function result. A group
 //! runs as one loop at its root (its last instruction), so its intermediates never reach memory.
+//! A group holds at most [`MAX_FUSED`] instructions: the JIT compiles a group into one function,
+//! and Cranelift's time grows faster than linearly with a function's size (the gradient of a
+//! 10,000-wide concat is a 10,000-term sum, which took 5.8 s as one kernel).
 //! Every other instruction but arguments and reshapes (which alias their operand) is a kernel
 //! of its own.
 
@@ -24,6 +27,9 @@ impl Pass for Fuse {
     }
 }
 
+/// Most instructions in one fused group.
+pub const MAX_FUSED: usize = 256;
+
 /// The kernels of `f`, in instruction order of their roots.
 pub fn plan(f: &Function) -> KernelPlan {
     let len = f.insts.len();
@@ -39,6 +45,7 @@ pub fn plan(f: &Function) -> KernelPlan {
     }
     // Fusion groups (by root), decided from the last instruction backwards (users first).
     let mut group: Vec<Option<ValueId>> = vec![None; len];
+    let mut size = vec![0usize; len];
     for v in (0..len).rev() {
         if !is_elementwise(f, v) {
             continue;
@@ -49,10 +56,13 @@ pub fn plan(f: &Function) -> KernelPlan {
                 !is_result[v]
                     && users[v].iter().all(|&u| group[u] == Some(g))
                     && count(&f.insts[v].shape) == count(&f.insts[g].shape)
+                    && size[g] < MAX_FUSED
             }
             None => false,
         };
-        group[v] = if joins { g } else { Some(v) };
+        let root = if joins { g.unwrap_or(v) } else { v };
+        size[root] += 1;
+        group[v] = Some(root);
     }
     let mut members: Vec<Vec<ValueId>> = vec![Vec::new(); len];
     for (v, g) in group.iter().enumerate() {
@@ -75,4 +85,25 @@ pub fn plan(f: &Function) -> KernelPlan {
         }
     }
     KernelPlan { kernels }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::builder::Builder;
+    use fm_runtime::tensor::DType;
+
+    #[test]
+    fn fused_groups_hold_at_most_max_fused_instructions() {
+        let mut b = Builder::new("f");
+        let x = b.arg("x", ArgKind::Input, vec![Dim::N, Dim::Fixed(3)], DType::F32);
+        let mut y = x;
+        for _ in 0..600 {
+            y = b.add(y, x);
+        }
+        b.result("y", ResultKind::Output(0), y);
+        let plan = plan(&b.finish());
+        let sizes: Vec<usize> = plan.kernels.iter().map(|k| k.members.len()).collect();
+        assert_eq!(sizes, vec![88, 256, 256]);
+    }
 }

@@ -3,13 +3,15 @@
 //!
 //! - [`standard`]: `simplify`, `cse`, `dce`, the rewrites every backend runs (they change no
 //!   bit of any result);
-//! - [`backend`]: `split_sums` (sums in the interpreter's order) and `fuse` (the kernel plan),
-//!   which the JIT compiles and `fmc compile --emit ir-opt` prints.
+//! - [`backend`]: `split_sums` (sums in the interpreter's order), `split_concats` (no concat
+//!   wider than 64 values) and `fuse` (the kernel plan), which the JIT compiles and
+//!   `fmc compile --emit ir-opt` prints.
 
 pub mod cse;
 pub mod dce;
 pub mod fuse;
 pub mod simplify;
+pub mod split_concats;
 pub mod split_sums;
 
 use crate::ir::verify::verify;
@@ -91,7 +93,14 @@ impl Pipeline {
 }
 
 /// Every pass's name, in pipeline order.
-pub const ALL: [&str; 5] = ["simplify", "cse", "dce", "split_sums", "fuse"];
+pub const ALL: [&str; 6] = [
+    "simplify",
+    "cse",
+    "dce",
+    "split_sums",
+    "split_concats",
+    "fuse",
+];
 
 fn all() -> Vec<Box<dyn Pass>> {
     let mut v = standard().passes;
@@ -120,13 +129,17 @@ pub fn standard() -> Pipeline {
 }
 
 /// What the compiled backends run after [`standard`]: sums split into single axes in the
-/// interpreter's order, then the kernel plan.
+/// interpreter's order, wide concats split into trees, then the kernel plan.
 pub fn backend() -> Pipeline {
     Pipeline {
         passes: vec![
             Box::new(Rewrite {
                 name: "split_sums",
                 rewrite: split_sums::split_sums,
+            }),
+            Box::new(Rewrite {
+                name: "split_concats",
+                rewrite: split_concats::split_concats,
             }),
             Box::new(fuse::Fuse),
         ],

@@ -48,8 +48,8 @@ struct Cli {
     /// Print more (compile times, kernel counts).
     #[arg(short, long, global = true, help_heading = GLOBAL)]
     verbose: bool,
-    /// Memory budget models are checked against before anything is allocated (`512M`, `8G`;
-    /// default: this machine's memory).
+    /// Memory budget models are checked against before anything is allocated, and the most a
+    /// compressed data file may expand to (`512M`, `8G`; default: this machine's memory).
     #[arg(long, global = true, value_name = "SIZE", value_parser = fm_compiler::check::limits::parse_memory)]
     memory_limit: Option<u64>,
     #[command(subcommand)]
@@ -309,6 +309,8 @@ pub fn run(
         FormatChoice::Short => MessageFormat::Short,
         FormatChoice::Json => MessageFormat::Json,
     };
+    // Compressed data files may not expand past the budget either.
+    fm_runtime::data::read::set_decompressed_limit(cli.memory_limit);
     let mut g = Global {
         out,
         err,

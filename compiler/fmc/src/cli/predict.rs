@@ -18,9 +18,19 @@ pub struct PredictArgs {
     pub weights: PathBuf,
     /// Inputs (IDX, .npy, .npz[:key], .csv); a model with several inputs takes an .npz whose
     /// keys are the input names.
-    #[arg(long, value_name = "X")]
-    pub input: String,
-    /// Write the outputs here as .npy (several outputs: `Y.NAME.npy`) instead of printing them.
+    #[arg(
+        long,
+        value_name = "X",
+        required_unless_present = "samples",
+        conflicts_with = "samples"
+    )]
+    pub input: Option<String>,
+    /// Draw N samples instead of reading inputs, when every input the outputs need is sampled
+    /// (`input z: f32[32] ~ normal(0, 1)`), e.g. a GAN's generator.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub samples: Option<u64>,
+    /// Write the outputs here as .npy (several outputs: `Y.NAME.npy`) instead of printing them;
+    /// a `.png` or `.svg` path draws image-shaped outputs as an image grid.
     #[arg(short = 'o', long, value_name = "Y.npy")]
     pub output: Option<PathBuf>,
     /// The model to run when the file has several.
@@ -59,14 +69,22 @@ pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
     };
     let result: Result<Vec<Tensor>, RuntimeError> = (|| {
         let meta = session::load_weights(&mut backend, &args.weights, &sel.graph.name)?;
+        if let Some(n) = args.samples {
+            return sampled(
+                &backend,
+                n as usize,
+                args.batch_size.map_or(sel.spec.batch_size, |b| b as usize),
+            );
+        }
+        let input = args.input.as_deref().unwrap_or_default();
         let transforms = session::stored_transforms(&meta, &sel.spec, &args.weights)?;
         let md = session::model_data(&sel.graph, &sel.spec);
         let raw = if md.inputs.len() == 1 {
-            vec![read_array(&args.input)?]
+            vec![read_array(input)?]
         } else {
             md.inputs
                 .iter()
-                .map(|i| read_array(&format!("{}:{}", args.input, i.name)))
+                .map(|i| read_array(&format!("{}:{}", input, i.name)))
                 .collect::<Result<Vec<_>, _>>()?
         };
         let inputs = prepare_inputs(
@@ -88,6 +106,26 @@ pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
         Err(e) => return runtime_error(g, &e),
     };
     match &args.output {
+        Some(path)
+            if path.extension().is_some_and(|e| {
+                e.eq_ignore_ascii_case("png") || e.eq_ignore_ascii_case("svg")
+            }) =>
+        {
+            // The first image-shaped output, drawn as a grid.
+            let found = sel.graph.outputs.iter().zip(&outputs).find_map(|(o, t)| {
+                let shape = &sel.graph.nodes[o.node].shape;
+                fm_runtime::image::image_shape(shape).map(|s| (t, s))
+            });
+            let Some((t, shape)) = found else {
+                g.fail("`-o` names an image, but no output is image-shaped ([H, W], [H, W, 1] or [H, W, 3]); write `.npy` instead");
+                return 1;
+            };
+            let values: Vec<f32> = t.to_f32().iter().copied().collect();
+            match fm_runtime::image::write_grid(path, &values, t.len(), shape) {
+                Ok(()) => 0,
+                Err(e) => runtime_error(g, &e),
+            }
+        }
         Some(path) => {
             for (o, t) in sel.graph.outputs.iter().zip(&outputs) {
                 let target = if outputs.len() == 1 {
@@ -111,6 +149,55 @@ pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
             0
         }
     }
+}
+
+/// `--samples N`: the outputs for N drawn samples, in batches, with no input file. Refused when
+/// an output needs an input that is read from data.
+fn sampled(
+    backend: &fm_compiler::exec::Session,
+    n: usize,
+    batch: usize,
+) -> Result<Vec<Tensor>, RuntimeError> {
+    let needs_data: Vec<&str> = backend
+        .predict_fn
+        .args
+        .iter()
+        .filter(|a| a.kind == fm_compiler::ir::ArgKind::Input)
+        .map(|a| a.name.as_str())
+        .collect();
+    if !needs_data.is_empty() {
+        return Err(RuntimeError::without_path(
+            fm_runtime::ErrorKind::DataSetup,
+            format!(
+                "`--samples` draws only sampled inputs, but the outputs also need {}; give `--input`",
+                needs_data
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    let mut parts: Vec<Vec<Tensor>> = Vec::new();
+    let mut done = 0;
+    while done < n {
+        let k = batch.max(1).min(n - done);
+        let part = parts.len() as u64;
+        parts.push(
+            backend
+                .predict_samples(&[], k, part)
+                .map_err(RuntimeError::backend)?,
+        );
+        done += k;
+    }
+    let outputs = parts.first().map_or(0, |p| p.len());
+    (0..outputs)
+        .map(|o| {
+            let pieces: Vec<Tensor> = parts.iter().map(|p| p[o].clone()).collect();
+            Tensor::concat_samples(&pieces)
+                .ok_or_else(|| RuntimeError::backend("the batches' outputs do not concatenate"))
+        })
+        .collect()
 }
 
 /// How a classifier's output row names its class.

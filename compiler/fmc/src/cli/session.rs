@@ -200,11 +200,15 @@ pub fn apply_overrides(
 }
 
 /// What the data loaders must produce for this model: its inputs, and one target per output.
+/// Sampled inputs (language.md 9.2) are drawn, not read; a loss expression reads the
+/// `target` declarations (9.3) instead of one target per output.
 pub fn model_data(graph: &ModelGraph, spec: &TrainSpec) -> ModelData {
     let inputs = graph
         .inputs
         .iter()
-        .map(|i| {
+        .enumerate()
+        .filter(|(k, _)| !graph.sampled.iter().any(|(i, _)| i == k))
+        .map(|(_, i)| {
             let spec = TensorSpec::new(&i.name, i.dtype, &i.shape);
             // Token ids must index every `Embedding` that reads them.
             let smallest = graph
@@ -224,6 +228,14 @@ pub fn model_data(graph: &ModelGraph, spec: &TrainSpec) -> ModelData {
             }
         })
         .collect();
+    if fm_compiler::lower::uses_declared_targets(spec) || !spec.steps.is_empty() {
+        let targets = graph
+            .targets
+            .iter()
+            .map(|t| TensorSpec::new(&t.name, t.dtype, &t.shape))
+            .collect();
+        return ModelData { inputs, targets };
+    }
     let targets = graph
         .outputs
         .iter()

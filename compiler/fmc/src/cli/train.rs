@@ -187,7 +187,16 @@ fn load(g: &mut Global, args: &TrainArgs, sel: &session::Selected) -> Result<Tra
         }
         Ok(data)
     })();
-    result.map_err(|e| runtime_error(g, &e))
+    result.map_err(|e| runtime_error(g, &in_file(e, &args.file)))
+}
+
+/// A data set-up error without a file of its own is about what the `.fm` file asks for (its
+/// data section, its splits): it names that file.
+fn in_file(mut e: RuntimeError, file: &Path) -> RuntimeError {
+    if e.path.is_none() && e.kind == fm_runtime::ErrorKind::DataSetup {
+        e.path = Some(file.display().to_string());
+    }
+    e
 }
 
 fn train(g: &mut Global, args: &TrainArgs, group: &dyn Collective) -> Result<(), i32> {
@@ -287,6 +296,7 @@ fn train(g: &mut Global, args: &TrainArgs, group: &dyn Collective) -> Result<(),
     let history = match fitted {
         Ok(h) => h,
         Err(e) => {
+            let e = in_file(e, &args.file);
             let code = runtime_error(g, &e);
             // A run that failed after it started keeps its checkpoints (`run.json`: failed).
             let failed = record::RunInfo::read(&run_dir).is_some_and(|i| i.status == "failed");

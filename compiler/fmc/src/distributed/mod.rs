@@ -109,7 +109,11 @@ impl<'a> DataParallel<'a> {
         self.session.apply_gradients(&grads, lr)?;
         self.sync_state();
         let outputs = self.gather_outputs(outputs_local, n)?;
-        Ok(StepOutput { loss, outputs })
+        Ok(StepOutput {
+            loss,
+            outputs,
+            extra: Vec::new(),
+        })
     }
 
     /// Every rank takes rank 0's BatchNorm moving statistics.

@@ -225,6 +225,7 @@ fn init_expr(init: Init) -> String {
         Init::LecunNormal => "Init::LecunNormal".into(),
         Init::Orthogonal => "Init::Orthogonal".into(),
         Init::LstmBias => "Init::LstmBias".into(),
+        Init::CopyOf(p) => format!("Init::CopyOf({p})"),
     }
 }
 
@@ -274,6 +275,41 @@ pub fn lower_all(graph: &ModelGraph, spec: &TrainSpec) -> Result<Lowered, String
     })
 }
 
+/// The first language 0.2 construct (language.md 9) that `g` or `spec` uses, described for a
+/// message; the emitter does not generate code for them yet.
+pub fn language_0_2_construct(g: &ModelGraph, spec: &TrainSpec) -> Option<String> {
+    if let Some((k, _)) = g.sampled.first() {
+        return Some(format!(
+            "the sampled input `{}` (`~`, 9.2)",
+            g.inputs[*k].name
+        ));
+    }
+    if let Some((_, name)) = g.shared.first() {
+        return Some(format!(
+            "a second call of the named call `{name}` (shared weights, 9.1)"
+        ));
+    }
+    if let Some(lag) = g.lags.first() {
+        return Some(format!(
+            "lagged weights of the named call `{}` (`weights:`, 9.5)",
+            lag.call
+        ));
+    }
+    if let Some(t) = g.targets.first() {
+        return Some(format!("the `target` declaration `{}` (9.3)", t.name));
+    }
+    if let Some(st) = spec.steps.first() {
+        return Some(format!("the training step `step {}` (9.4)", st.name));
+    }
+    if spec.objective.is_some() {
+        return Some("a loss expression (`loss:` with an objective, 9.3)".into());
+    }
+    if let Some((name, _)) = spec.value_metrics.first() {
+        return Some(format!("the metric over model values `{name}` (9.3)"));
+    }
+    None
+}
+
 /// The Rust module for a selected model (with comment markers).
 pub fn emit(
     sel: &Selected,
@@ -283,6 +319,13 @@ pub fn emit(
 ) -> Result<String, String> {
     let g = &sel.graph;
     let spec = &sel.spec;
+    if let Some(construct) = language_0_2_construct(g, spec) {
+        return Err(format!(
+            "`model!` and `--emit rust` do not support language 0.2 constructs yet: model `{}` \
+             uses {construct}; train and run it with `fmc` (language.md 9)",
+            g.name
+        ));
+    }
     let fns = lower_all(g, spec)?;
     let ty = struct_name(&g.name);
     let module = ident(&g.name);
