@@ -13,7 +13,9 @@ use crate::error::InteropError;
 use crate::onnx::{self, *};
 use fm_codes::E0410;
 use fm_codes::E0413;
-use fm_compiler::graph::{Activation, DType, ModelGraph, Node, Op, Padding, PoolKind, RnnKind};
+use fm_compiler::graph::{
+    Activation, DType, Func, ModelGraph, Node, Op, Padding, PoolKind, Reduction, RnnKind,
+};
 use fm_runtime::config::Transform;
 use fm_runtime::data::FittedTransforms;
 use fm_runtime::tensor::Tensor;
@@ -64,9 +66,21 @@ pub fn export(
         node_names: Default::default(),
         file,
     };
+    // Only what the outputs need: targets, losses and objective terms are left out.
+    let mut needed = vec![false; graph.nodes.len()];
+    let mut stack: Vec<usize> = graph.outputs.iter().map(|o| o.node).collect();
+    while let Some(n) = stack.pop() {
+        if !std::mem::replace(&mut needed[n], true) {
+            stack.extend(&graph.nodes[n].inputs);
+        }
+    }
     let mut values: Vec<String> = Vec::with_capacity(graph.nodes.len());
     for (id, node) in graph.nodes.iter().enumerate() {
-        let v = e.node(id, node, &values, transforms)?;
+        let v = if needed[id] {
+            e.node(id, node, &values, transforms)?
+        } else {
+            String::new()
+        };
         values.push(v);
     }
     let mut outputs = Vec::new();
@@ -81,9 +95,11 @@ pub fn export(
         );
         outputs.push(value_info(&o.name, elem(n.dtype), &batched(&n.shape)));
     }
+    // Inputs the outputs do not read (a GAN's real images) are left out.
     let inputs = graph
         .inputs
         .iter()
+        .filter(|i| needed[i.node])
         .map(|i| value_info(&i.name, elem(i.dtype), &batched(&i.shape)))
         .collect();
     let model = ModelProto {
@@ -430,19 +446,22 @@ impl Exporter<'_> {
                 ins,
                 vec![attr_int("axis", *axis as i64 + 1)],
             ),
-            Op::Add | Op::Sub | Op::Mul => {
+            Op::Add | Op::Sub | Op::Mul | Op::Div => {
                 let op = match node.op {
                     Op::Add => "Add",
                     Op::Sub => "Sub",
-                    _ => "Mul",
+                    Op::Mul => "Mul",
+                    _ => "Div",
                 };
                 // fm broadcasts over per-sample axes: a lower-rank operand gets size-1 axes
-                // after the batch axis, so ONNX's right-aligned broadcasting lines up the same.
+                // after the batch axis, so ONNX's right-aligned broadcasting lines up the same
+                // (a number is a scalar without a batch axis and broadcasts as it is).
                 let mut operands = Vec::new();
                 for (k, &i) in node.inputs.iter().enumerate() {
                     let r = self.graph.nodes[i].shape.len();
                     let v = ins[k].clone();
-                    operands.push(if r < rank {
+                    let constant = matches!(self.graph.nodes[i].op, Op::Const { .. });
+                    operands.push(if r < rank && !constant {
                         let axes: Vec<i64> = (1..=(rank - r) as i64).collect();
                         let a = self.fresh(&format!("{base}/axes"));
                         let a = self.init_i64(a, &axes);
@@ -452,6 +471,74 @@ impl Exporter<'_> {
                     });
                 }
                 self.op(op, &base, operands, vec![])
+            }
+            Op::Const { value } => self.scalar(&base, *value as f32),
+            Op::Func(f) => {
+                let x = ins[0].clone();
+                match f {
+                    Func::Neg => self.op("Neg", &base, vec![x], vec![]),
+                    Func::Log => self.op("Log", &base, vec![x], vec![]),
+                    Func::Exp => self.op("Exp", &base, vec![x], vec![]),
+                    Func::Abs => self.op("Abs", &base, vec![x], vec![]),
+                    Func::Sqrt => self.op("Sqrt", &base, vec![x], vec![]),
+                    Func::Square => self.op("Mul", &base, vec![x.clone(), x], vec![]),
+                    Func::Softplus => self.op("Softplus", &base, vec![x], vec![]),
+                    Func::Sigmoid => self.op("Sigmoid", &base, vec![x], vec![]),
+                    // log(sigmoid(x)) = -softplus(-x)
+                    Func::LogSigmoid => {
+                        let n = self.op("Neg", &base, vec![x], vec![]);
+                        let s = self.op("Softplus", &base, vec![n], vec![]);
+                        self.op("Neg", &base, vec![s], vec![])
+                    }
+                    Func::StopGradient => x,
+                }
+            }
+            Op::Clip { lo, hi } => {
+                let lo = self.scalar(&base, *lo as f32);
+                let hi = self.scalar(&base, *hi as f32);
+                self.op("Clip", &base, vec![ins[0].clone(), lo, hi], vec![])
+            }
+            Op::Reduce { op, axes } => {
+                let axes: Vec<i64> = axes.iter().map(|&a| a as i64 + 1).collect();
+                let keep = attr_int("keepdims", 0);
+                match op {
+                    // ReduceSum takes its axes as an input from opset 13 on, the others from 18.
+                    Reduction::Sum => {
+                        let a = self.fresh(&format!("{base}/axes"));
+                        let a = self.init_i64(a, &axes);
+                        self.op("ReduceSum", &base, vec![ins[0].clone(), a], vec![keep])
+                    }
+                    Reduction::Mean | Reduction::Max | Reduction::Min => {
+                        let name = match op {
+                            Reduction::Mean => "ReduceMean",
+                            Reduction::Max => "ReduceMax",
+                            _ => "ReduceMin",
+                        };
+                        self.op(
+                            name,
+                            &base,
+                            vec![ins[0].clone()],
+                            vec![attr_ints("axes", &axes), keep],
+                        )
+                    }
+                }
+            }
+            Op::Dot => {
+                let m = self.op("Mul", &base, ins.clone(), vec![]);
+                let a = self.fresh(&format!("{base}/axes"));
+                let a = self.init_i64(a, &[-1]);
+                self.op(
+                    "ReduceSum",
+                    &base,
+                    vec![m, a],
+                    vec![attr_int("keepdims", 0)],
+                )
+            }
+            Op::Target { .. } | Op::Loss(_) | Op::Pick => {
+                return Err(self.unsupported(
+                    node,
+                    "targets, losses and `pick` belong to training objectives, not to an output",
+                ))
             }
         })
     }

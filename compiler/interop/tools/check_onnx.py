@@ -5,7 +5,7 @@ onnxruntime numpy`):
     python3 compiler/interop/tools/check_onnx.py MODEL.fm WEIGHTS.safetensors INPUT.npy [--fmc PATH]
 
 exports MODEL.fm with WEIGHTS, runs `onnx.checker.check_model(full_check=True)` on the result,
-runs it in onnxruntime on INPUT.npy (raw inputs, as `fmc predict --input` takes them) and compares
+runs it in onnxruntime on INPUT.npy or INPUT.npz (raw inputs, as `fmc predict --input` takes them; an .npz holds one array per input name, sampled inputs included) and compares
 with `fmc predict`, printing the largest absolute and relative difference per output. Exit 1 when
 a relative difference (|a - b| / max(|b|, 1e-3)) exceeds --rtol (default 1e-5).
 """
@@ -30,12 +30,15 @@ def main():
         subprocess.run([a.fmc, "export", a.model, "--weights", a.weights, "-o", path, "-q"], check=True)
         m = onnx.load(path)
         onnx.checker.check_model(m, full_check=True)
-        x = np.load(a.input)
+        data = np.load(a.input)
         sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        inp = sess.get_inputs()[0]
-        # fm accepts samples without the input's trailing 1-dimensions; ONNX needs them.
-        x = x.reshape((x.shape[0], *inp.shape[1:]))
-        feed = {inp.name: x.astype(np.float32 if "float" in inp.type else np.int32)}
+        feed = {}
+        for inp in sess.get_inputs():
+            # An .npz holds one array per input name (as `fmc predict` takes it).
+            x = data[inp.name] if a.input.endswith(".npz") else data
+            # fm accepts samples without the input's trailing 1-dimensions; ONNX needs them.
+            x = x.reshape((x.shape[0], *inp.shape[1:]))
+            feed[inp.name] = x.astype(np.float32 if "float" in inp.type else np.int32)
         got = sess.run(None, feed)
         out = os.path.join(d, "fm.npy")
         subprocess.run([a.fmc, "predict", a.model, "--weights", a.weights, "--input", a.input,
