@@ -1,5 +1,5 @@
 //! Interchange with other frameworks: `fmc export` writes a trained fm model as an ONNX
-//! inference graph ([`export`]); `fmc import` turns an ONNX model into a formatted `.fm` file
+//! inference graph ([`export`]); `fmc import` turns an ONNX or Keras 3 model into a formatted `.fm` file
 //! and safetensors weights in fm's layout ([`import`]). The ONNX messages are in [`onnx`].
 //!
 //! This crate depends on the core compiler (the checked layer graph) and the runtime (tensors,

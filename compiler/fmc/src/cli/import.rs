@@ -1,6 +1,8 @@
-//! `fmc import MODEL.onnx [-o OUT.fm]`: an ONNX model as a formatted `.fm` file and
+//! `fmc import MODEL.keras|MODEL.json|MODEL.onnx [-o OUT.fm]`: a Keras 3 model (a `.keras`
+//! file, or a JSON config alone) or an ONNX model as a formatted `.fm` file and
 //! `OUT.safetensors` beside it (`fm_interop::import`). Both are written only when the whole
-//! model imported and checked.
+//! model imported and checked; a JSON config has no weights, so only the `.fm` file is written
+//! (fm initialises the weights when it trains).
 
 use super::session::runtime_error;
 use super::Global;
@@ -8,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
-    /// The model to import: an ONNX file (`.onnx`).
+    /// The model to import: a Keras 3 `.keras` file, a Keras JSON config (`model.to_json()`), or
+    /// an ONNX file (`.onnx`); recognised by content.
     pub model: PathBuf,
     /// The `.fm` file to write (default: the model's name with `.fm`); the weights go beside it
     /// as `OUT.safetensors`.
@@ -42,9 +45,14 @@ pub fn run(g: &mut Global, args: &ImportArgs) -> i32 {
     };
     let file = args.model.display().to_string();
     let name = model_name(&out);
-    let imported = match fm_interop::import::onnx::import(&bytes, &file, &name)
-        .and_then(|i| fm_interop::import::check(&i, &file).map(|()| i))
-    {
+    // A zip (`.keras`) or JSON is Keras; anything else is read as ONNX's protobuf.
+    let keras = bytes.starts_with(b"PK") || bytes.trim_ascii_start().starts_with(b"{");
+    let imported = if keras {
+        fm_interop::import::keras::import(&bytes, &file, &name)
+    } else {
+        fm_interop::import::onnx::import(&bytes, &file, &name)
+    };
+    let imported = match imported.and_then(|i| fm_interop::import::check(&i, &file).map(|()| i)) {
         Ok(i) => i,
         Err(e) => return super::interop_error(g, &e),
     };
@@ -53,21 +61,34 @@ pub fn run(g: &mut Global, args: &ImportArgs) -> i32 {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let meta = fm_runtime::weights::WeightsMeta::new(&name, imported.source.as_bytes());
-    if let Err(e) = fm_runtime::weights::save_weights(&weights, &imported.tensors, &meta) {
-        return runtime_error(g, &e);
+    let with_weights = !imported.tensors.is_empty();
+    if with_weights {
+        if let Err(e) = fm_runtime::weights::save_weights(&weights, &imported.tensors, &meta) {
+            return runtime_error(g, &e);
+        }
     }
     if let Err(e) = fm_runtime::fsutil::atomic_write(&out, imported.source.as_bytes()) {
-        let _ = std::fs::remove_file(&weights);
+        if with_weights {
+            let _ = std::fs::remove_file(&weights);
+        }
         return runtime_error(g, &e);
     }
     if !g.quiet {
-        let _ = writeln!(
-            g.err,
-            "wrote {} and {} ({} tensors); `fmc summary {fm_name}` shows the model",
-            out.display(),
-            weights.display(),
-            imported.tensors.len()
-        );
+        let _ = if with_weights {
+            writeln!(
+                g.err,
+                "wrote {} and {} ({} tensors); `fmc summary {fm_name}` shows the model",
+                out.display(),
+                weights.display(),
+                imported.tensors.len()
+            )
+        } else {
+            writeln!(
+                g.err,
+                "wrote {} (no weights: `fmc train` initialises them); `fmc summary {fm_name}` shows the model",
+                out.display()
+            )
+        };
     }
     0
 }

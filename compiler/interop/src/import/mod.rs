@@ -3,6 +3,8 @@
 //! [`Model`] (inputs, one `let` per layer or function, outputs), which is rendered, formatted
 //! with fm's formatter and checked with fm's checker before anything is written.
 
+mod hdf5;
+pub mod keras;
 pub mod onnx;
 
 use crate::error::InteropError;
@@ -129,11 +131,23 @@ impl Model {
                     }
                 }
             };
-            s.push_str(&format!("    let {} = {expr}\n", st.var));
+            // An output named like the statement that computes it is declared in its place.
+            let keyword = if self
+                .outputs
+                .iter()
+                .any(|(n, v)| n == &st.var && v == &st.var)
+            {
+                "output"
+            } else {
+                "let"
+            };
+            s.push_str(&format!("    {keyword} {} = {expr}\n", st.var));
             tensors.extend(st.params.iter().cloned());
         }
         for (name, var) in &self.outputs {
-            s.push_str(&format!("    output {name} = {var}\n"));
+            if name != var || !self.stmts.iter().any(|st| &st.var == var) {
+                s.push_str(&format!("    output {name} = {var}\n"));
+            }
         }
         s.push_str("}\n");
         (s, tensors)
