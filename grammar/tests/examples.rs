@@ -23,7 +23,7 @@ fn every_example_parses_without_errors() {
 fn ast_dumps_match_golden() {
     for (name, source) in fm_files(&examples_dir()) {
         let (file, _) = fm_grammar::parse(&source);
-        insta::assert_snapshot!(format!("ast_{name}"), fm_grammar::dump_ast(&file, &source));
+        assert_golden!(format!("ast_{name}"), fm_grammar::dump_ast(&file, &source));
     }
 }
 
@@ -32,7 +32,7 @@ fn formatted_examples_match_golden_and_keep_the_contract() {
     for (name, source) in fm_files(&examples_dir()) {
         let (file, _) = fm_grammar::parse(&source);
         let formatted = check_format_contract(&name, &source, &file);
-        insta::assert_snapshot!(format!("fmt_{name}"), formatted);
+        assert_golden!(format!("fmt_{name}"), formatted);
     }
 }
 

@@ -14,7 +14,7 @@ fn formatted_inputs_match_golden() {
         let (file, diags) = fm_grammar::parse(&source);
         assert!(diags.is_empty(), "{name}:\n{}", render(&source, &diags));
         let formatted = check_format_contract(&name, &source, &file);
-        insta::assert_snapshot!(name, formatted);
+        assert_golden!(name, formatted);
     }
 }
 

@@ -24,7 +24,7 @@ fn syntax_cases_match_golden() {
         } else {
             render(&source, &diags)
         };
-        insta::assert_snapshot!(name, text);
+        assert_golden!(name, text);
     }
 }
 

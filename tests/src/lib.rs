@@ -42,6 +42,28 @@ pub fn blessing() -> bool {
     std::env::var_os("BLESS").is_some_and(|v| v != "0")
 }
 
+/// Golden files take one bless variable: `BLESS=1` rewrites insta snapshots in place (insta's
+/// own `INSTA_UPDATE=always`), as it rewrites every other golden file. Called by
+/// [`assert_golden!`] before insta reads its settings.
+pub fn bless_insta() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if blessing() && std::env::var_os("INSTA_UPDATE").is_none() {
+            std::env::set_var("INSTA_UPDATE", "always");
+        }
+    });
+}
+
+/// `insta::assert_snapshot!` under the `BLESS=1` convention (see [`bless_insta`]); the test
+/// crate needs insta as a dependency.
+#[macro_export]
+macro_rules! assert_golden {
+    ($($arg:tt)*) => {{
+        $crate::bless_insta();
+        insta::assert_snapshot!($($arg)*);
+    }};
+}
+
 /// Compares `actual` with the golden file (or writes it when blessing). Returns a description of
 /// the mismatch, if any.
 pub fn golden(path: &Path, actual: &str) -> Option<String> {

@@ -1,5 +1,5 @@
 //! `fmc compile --emit rust` goldens: what `model!` expands to for every example, pretty-printed
-//! (insta snapshots in `snapshots/`; review changes with `cargo insta review`). The emitter must
+//! (insta snapshots in `snapshots/`; `BLESS=1` rewrites them). The emitter must
 //! be deterministic and its output must parse; `macro_differential.rs` checks that it computes
 //! what the interpreter does.
 
@@ -39,7 +39,7 @@ fn every_example_has_a_golden() {
     for stem in &stems {
         let text = emit(stem);
         assert_eq!(text, emit(stem), "{stem}: the emitter is not deterministic");
-        insta::assert_snapshot!(format!("emit_rust_{stem}"), text);
+        fm_tests::assert_golden!(format!("emit_rust_{stem}"), text);
     }
 }
 

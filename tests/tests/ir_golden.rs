@@ -1,5 +1,5 @@
 //! Golden IR dumps (`fmc compile --emit ir|ir-opt`) of examples: the train step a reader can
-//! follow, before and after the passes (review changes with `cargo insta review`); the text
+//! follow, before and after the passes (`BLESS=1` rewrites them); the text
 //! form parses back; every example's kernel count is pinned.
 
 use fmc::cli::{run, Terminal};
@@ -24,22 +24,22 @@ fn emit(example: &str, kind: &str) -> String {
 
 #[test]
 fn linear_regression_ir() {
-    insta::assert_snapshot!(emit("linear_regression.fm", "ir"));
+    fm_tests::assert_golden!(emit("linear_regression.fm", "ir"));
 }
 
 #[test]
 fn digits_mlp_ir() {
-    insta::assert_snapshot!(emit("digits_mlp.fm", "ir"));
+    fm_tests::assert_golden!(emit("digits_mlp.fm", "ir"));
 }
 
 #[test]
 fn digits_mlp_ir_opt() {
-    insta::assert_snapshot!(emit("digits_mlp.fm", "ir-opt"));
+    fm_tests::assert_golden!(emit("digits_mlp.fm", "ir-opt"));
 }
 
 #[test]
 fn digits_cnn_ir_opt() {
-    insta::assert_snapshot!(emit("digits_cnn.fm", "ir-opt"));
+    fm_tests::assert_golden!(emit("digits_cnn.fm", "ir-opt"));
 }
 
 /// Every example lowers to verified IR, and the passes shrink its train step.

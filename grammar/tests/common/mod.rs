@@ -150,3 +150,27 @@ impl Lcg {
         (self.next() % n.max(1) as u64) as usize
     }
 }
+
+/// Golden files take the project's one bless variable: `BLESS=1` rewrites insta snapshots in
+/// place (insta's own `INSTA_UPDATE=always`), as it rewrites every other golden file. Called by
+/// [`assert_golden!`] before insta reads its settings.
+pub fn bless_insta() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let bless = std::env::var_os("BLESS").is_some_and(|v| v != "0");
+        if bless && std::env::var_os("INSTA_UPDATE").is_none() {
+            std::env::set_var("INSTA_UPDATE", "always");
+        }
+    });
+}
+
+/// `insta::assert_snapshot!` under the `BLESS=1` convention (see [`bless_insta`]).
+#[allow(unused_macros)]
+macro_rules! assert_golden {
+    ($($arg:tt)*) => {{
+        $crate::common::bless_insta();
+        insta::assert_snapshot!($($arg)*);
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use assert_golden;

@@ -1,9 +1,14 @@
-//! Early stopping and checkpoint selection with Keras 3 semantics (`EarlyStopping`,
-//! `ModelCheckpoint`), as plain state machines the loop drives at the end of each epoch.
+//! The callbacks at the end of each epoch, with Keras 3 semantics: `ReduceLROnPlateau` (its
+//! state machine is in `schedule.rs`), `EarlyStopping` and `ModelCheckpoint`'s selection as
+//! plain state machines, and the run's `on_epoch_end` that drives them in order.
 
+use super::fit::Run;
 use super::schedule::improves;
+use super::Backend;
 use crate::config::EarlyStopping;
+use crate::error::RuntimeError;
 use crate::tensor::Tensor;
+use crate::weights::OPT_PREFIX;
 use serde::{Deserialize, Serialize};
 
 /// `EarlyStopping`'s variables, saved in checkpoints.
@@ -95,4 +100,89 @@ impl EarlyStopper {
 /// (no min_delta), in the monitor's direction.
 pub fn checkpoint_improves(monitor: &str, current: f64, best: Option<f64>) -> bool {
     improves(monitor, current, best, 0.0)
+}
+
+impl<B: Backend + ?Sized> Run<'_, B> {
+    /// The callbacks at the end of `epoch`, in the order their effects must be saved: the
+    /// learning rate (ReduceLROnPlateau), early stopping's decision, then the checkpoints (which
+    /// record both). An epoch the run stops inside (`--steps`, `complete` false) is reported and
+    /// logged, but the callbacks that judge whole epochs (plateau, early stopping, `keep: best`)
+    /// wait for it to complete, so that the run resumed from there ends exactly as the
+    /// uninterrupted one.
+    pub(super) fn on_epoch_end(
+        &mut self,
+        epoch: u64,
+        complete: bool,
+        logs: &[(String, f64)],
+    ) -> Result<EarlyDecision, RuntimeError> {
+        let decision = if complete {
+            self.reduce_on_plateau(epoch, logs);
+            self.early_stopping(epoch, logs)
+        } else {
+            EarlyDecision::Continue
+        };
+        let last_epoch =
+            epoch + 1 == self.total_epochs || matches!(decision, EarlyDecision::Stop { .. });
+        self.epoch_checkpoints(epoch, complete, last_epoch, logs)?;
+        Ok(decision)
+    }
+
+    /// `ReduceLROnPlateau`, when the schedule has it.
+    fn reduce_on_plateau(&mut self, epoch: u64, logs: &[(String, f64)]) {
+        let Some(monitor) = self.schedule.plateau_monitor().map(str::to_string) else {
+            return;
+        };
+        let current = self.monitored("ReduceOnPlateau", &monitor, logs);
+        if let Some(new_lr) = self.schedule.on_epoch_end(current) {
+            self.progress.event(
+                self.log,
+                &format!(
+                    "Epoch {}: ReduceLROnPlateau reducing learning rate to {new_lr}.",
+                    epoch + 1
+                ),
+            );
+        }
+    }
+
+    /// `EarlyStopping`'s decision, when the file has it.
+    fn early_stopping(&mut self, epoch: u64, logs: &[(String, f64)]) -> EarlyDecision {
+        let Some(monitor) = self.early.as_ref().map(|es| es.config.monitor.clone()) else {
+            return EarlyDecision::Continue;
+        };
+        let current = self.monitored("early stopping", &monitor, logs);
+        let backend = &*self.backend;
+        let Some(es) = self.early.as_mut() else {
+            return EarlyDecision::Continue;
+        };
+        // Like Keras' `get_weights`: parameters and BatchNorm statistics, not the optimizer
+        // state, are what `restore_best` brings back.
+        es.on_epoch_end(epoch, current, || {
+            backend
+                .state()
+                .into_iter()
+                .filter(|(n, _)| !n.starts_with(OPT_PREFIX))
+                .collect()
+        })
+    }
+
+    /// Ends the run at `epoch` for early stopping, restoring the best epoch's weights when
+    /// `restore_best` kept them.
+    pub(super) fn stop_early(
+        &mut self,
+        epoch: u64,
+        restore: Option<(u64, Vec<(String, Tensor)>)>,
+    ) -> Result<(), RuntimeError> {
+        self.history.stopped_epoch = Some(epoch);
+        let mut message = format!("Epoch {}: early stopping", epoch + 1);
+        if let Some((best_epoch, weights)) = restore {
+            self.backend.set_state(&weights)?;
+            self.history.restored_epoch = Some(best_epoch);
+            message.push_str(&format!(
+                "; restoring model weights from the end of the best epoch: {}.",
+                best_epoch + 1
+            ));
+        }
+        self.progress.event(self.log, &message);
+        Ok(())
+    }
 }

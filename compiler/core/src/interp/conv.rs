@@ -33,12 +33,12 @@ fn tap(win: &Window, ax: usize, o: usize, k: usize, size: usize) -> Option<usize
     (pos >= 0 && (pos as usize) < size).then_some(pos as usize)
 }
 
-/// `[N*OH*OW, kh*kw*C]` patches; out-of-bounds taps are zero.
-fn im2col<T: Real>(x: &[T], g: &Geometry, win: &Window) -> Array2<T> {
+/// Calls `f(patch, pixel)` for every in-bounds window tap, in order: `patch` is the offset of
+/// the tap's `C` values in the `[N*OH*OW, kh*kw*C]` patch matrix, `pixel` that of the input
+/// pixel it reads in the NHWC input.
+fn for_each_tap(g: &Geometry, win: &Window, mut f: impl FnMut(usize, usize)) {
     let [kh, kw] = win.kernel;
     let cols = kh * kw * g.c;
-    let mut out = Array2::<T>::zeros((g.n * g.oh * g.ow, cols));
-    let buf = out.as_slice_mut().expect("standard layout");
     for n in 0..g.n {
         for oy in 0..g.oh {
             for ox in 0..g.ow {
@@ -51,14 +51,22 @@ fn im2col<T: Real>(x: &[T], g: &Geometry, win: &Window) -> Array2<T> {
                         let Some(ix) = tap(win, 1, ox, kx, g.w) else {
                             continue;
                         };
-                        let src = ((n * g.h + iy) * g.w + ix) * g.c;
-                        let dst = row + (ky * kw + kx) * g.c;
-                        buf[dst..dst + g.c].copy_from_slice(&x[src..src + g.c]);
+                        f(row + (ky * kw + kx) * g.c, ((n * g.h + iy) * g.w + ix) * g.c);
                     }
                 }
             }
         }
     }
+}
+
+/// `[N*OH*OW, kh*kw*C]` patches; out-of-bounds taps are zero.
+fn im2col<T: Real>(x: &[T], g: &Geometry, win: &Window) -> Array2<T> {
+    let [kh, kw] = win.kernel;
+    let mut out = Array2::<T>::zeros((g.n * g.oh * g.ow, kh * kw * g.c));
+    let buf = out.as_slice_mut().expect("standard layout");
+    for_each_tap(g, win, |patch, pixel| {
+        buf[patch..patch + g.c].copy_from_slice(&x[pixel..pixel + g.c]);
+    });
     out
 }
 
@@ -102,28 +110,12 @@ pub fn conv2d_back_input<T: Real>(
     let dcols = super::row_major(dy2.dot(&k2.t()));
     let dcols = dcols.as_slice().expect("standard layout");
     let mut dx = vec![T::zero(); g.n * g.h * g.w * g.c];
-    for n in 0..g.n {
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                let row = ((n * g.oh + oy) * g.ow + ox) * rows;
-                for ky in 0..kh {
-                    let Some(iy) = tap(win, 0, oy, ky, g.h) else {
-                        continue;
-                    };
-                    for kx in 0..kw {
-                        let Some(ix) = tap(win, 1, ox, kx, g.w) else {
-                            continue;
-                        };
-                        let dst = ((n * g.h + iy) * g.w + ix) * g.c;
-                        let src = row + (ky * kw + kx) * g.c;
-                        for c in 0..g.c {
-                            dx[dst + c] = dx[dst + c] + dcols[src + c];
-                        }
-                    }
-                }
-            }
+    // col2im: every tap's gradient adds into the pixel it read.
+    for_each_tap(&g, win, |patch, pixel| {
+        for c in 0..g.c {
+            dx[pixel + c] = dx[pixel + c] + dcols[patch + c];
         }
-    }
+    });
     ArrayD::from_shape_vec(IxDyn(out_shape), dx).expect("dx")
 }
 
