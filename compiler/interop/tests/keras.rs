@@ -126,3 +126,23 @@ fn a_truncated_keras_file_is_e0402_naming_the_file() {
     assert_eq!(e.code, fm_codes::E0402);
     assert_eq!(e.file, "cut.keras");
 }
+
+#[test]
+fn weights_of_the_wrong_shape_are_e0402_naming_the_tensor() {
+    let bytes = std::fs::read(dir().join("mnist_mlp.keras")).unwrap();
+    let mut imported = fm_interop::import::keras::import(&bytes, "m.keras", "m").unwrap();
+    fm_interop::import::check(&imported, "m.keras").expect("fits as saved");
+    let k = imported
+        .tensors
+        .iter()
+        .position(|(n, _)| n == "dense.kernel")
+        .unwrap();
+    imported.tensors[k].1 = Tensor::F32(ArrayD::zeros(ndarray::IxDyn(&[3, 4])));
+    let e = fm_interop::import::check(&imported, "m.keras").unwrap_err();
+    assert_eq!(e.code, fm_codes::E0402);
+    assert!(
+        e.message
+            .contains("tensor 'dense.kernel' has shape [3, 4], expected [784, 128]"),
+        "{e}"
+    );
+}

@@ -213,5 +213,24 @@ pub fn check(imported: &Imported, file: &str) -> Result<(), InteropError> {
             ),
         ));
     }
+    // The weights read from the file must be the ones the model needs, with its shapes (a
+    // weights file of another model, or a dataset of the wrong shape, is caught here).
+    if let (false, Some(g)) = (imported.tensors.is_empty(), checked.models.first()) {
+        let expected: Vec<(String, Vec<usize>)> = g
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.shape.clone()))
+            .collect();
+        fm_runtime::weights::check_tensors(Path::new(file), &imported.tensors, &expected).map_err(
+            |e| {
+                InteropError::new(
+                    fm_codes::E0402,
+                    file,
+                    None,
+                    format!("the weights do not fit the imported model: {}", e.message),
+                )
+            },
+        )?;
+    }
     Ok(())
 }
