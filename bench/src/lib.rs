@@ -9,6 +9,8 @@
 
 use std::path::{Path, PathBuf};
 
+mod emitted;
+
 use fm_compiler::exec::Session;
 use fm_compiler::graph::ModelGraph;
 use fm_compiler::ir::{eval_shape, ArgKind};
@@ -66,6 +68,9 @@ pub enum BackendKind {
     Interp,
     /// The Cranelift JIT: the same functions compiled to native code (the default backend).
     Jit,
+    /// The same functions emitted as Rust by `fm::model!` and compiled into this binary by
+    /// rustc (`src/emitted.rs`).
+    Macro,
 }
 
 impl BackendKind {
@@ -73,6 +78,7 @@ impl BackendKind {
         match self {
             BackendKind::Interp => "interp",
             BackendKind::Jit => "jit",
+            BackendKind::Macro => "macro",
         }
     }
 
@@ -80,11 +86,12 @@ impl BackendKind {
         match name {
             "interp" => Some(BackendKind::Interp),
             "jit" => Some(BackendKind::Jit),
+            "macro" => Some(BackendKind::Macro),
             _ => None,
         }
     }
 
-    /// Backends this build can run.
+    /// Backends this build can run (the default of `fm-bench --backends`).
     pub fn available() -> Vec<BackendKind> {
         vec![BackendKind::Interp, BackendKind::Jit]
     }
@@ -196,6 +203,36 @@ pub fn build(prepared: &Prepared, backend: BackendKind) -> Result<Box<dyn Runner
                 lr: prepared.spec.optimizer.lr as f32,
             }))
         }
+        BackendKind::Macro => {
+            let model = emitted::model(&prepared.graph.name, prepared.spec.seed).ok_or_else(
+                || format!("`{}` is not compiled by model! in this binary", prepared.graph.name),
+            )?;
+            Ok(Box::new(MacroRunner {
+                model,
+                lr: prepared.spec.optimizer.lr as f32,
+            }))
+        }
+    }
+}
+
+/// A model compiled by `model!`, stepping with the `train` section's base learning rate (as
+/// [`SessionRunner`]: the schedule is outside the measured step).
+struct MacroRunner {
+    model: fm::compiled::Model,
+    lr: f32,
+}
+
+impl Runner for MacroRunner {
+    fn train_step(&mut self, inputs: &[Tensor], targets: &[Tensor]) -> Result<f64, String> {
+        use fm_runtime::train::Backend;
+        Ok(self
+            .model
+            .train_step(inputs, targets, self.lr)
+            .map_err(|e| e.to_string())?
+            .loss)
+    }
+    fn predict(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
+        self.model.predict_batch(inputs).map_err(|e| e.to_string())
     }
 }
 

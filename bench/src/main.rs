@@ -7,7 +7,7 @@
 //! fixed number of calls (chosen so a run lasts about `--seconds / --runs`) and report the median
 //! time per call.
 //!
-//! Usage: fm-bench [--models a,b] [--backends interp,jit] [--modes train,predict]
+//! Usage: fm-bench [--models a,b] [--backends interp,jit,macro] [--modes train,predict]
 //!                 [--seconds S] [--runs R] [--batch N] [--threads N]
 //!
 //! `--batch N` measures only that batch size (`--batch 1 --modes predict` is the batch-1
@@ -80,7 +80,7 @@ fn parse_args() -> Result<Options, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "fm-bench [--models a,b] [--backends interp,jit] [--modes train,predict] \
+                    "fm-bench [--models a,b] [--backends interp,jit,macro] [--modes train,predict] \
                      [--seconds S] [--runs R] [--batch N] [--threads N]"
                 );
                 std::process::exit(0);

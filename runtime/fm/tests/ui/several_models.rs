@@ -1,0 +1,4 @@
+// A file with several models needs `model = NAME`.
+fm::model!("zoo.fm");
+
+fn main() {}
