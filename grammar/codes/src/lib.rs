@@ -110,6 +110,7 @@ registry! {
     E0221: "loss expression is not a per-sample scalar",
     E0222: "lagged weights of an unnamed call",
     E0223: "`categorical` weights cannot be used",
+    E0224: "channel groups do not divide the channels",
 
     // E03xx: training setup (the checker).
     E0301: "loss does not fit the output",
@@ -133,6 +134,8 @@ registry! {
     E0409: "data setup does not fit the data",
     E0410: "weights file does not fit the model",
     E0411: "file cannot be written",
+    E0412: "model file has a node or layer with no `.fm` form",
+    E0413: "layer has no ONNX form",
     E0420: "the backend failed",
 
     // W01xx: warnings (the checker).
