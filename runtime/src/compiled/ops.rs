@@ -238,6 +238,35 @@ pub fn reduce_sum(x: &[f32], dims: &[usize], axes: &[usize]) -> Vec<f32> {
     reduce(x, dims, axes, 0.0, |acc, v| acc + v)
 }
 
+/// Sum over the last axis of a tensor of shape `dims`, each row added in the order of
+/// ndarray's `unrolled_fold` (eight running partials, combined as `(p0+p4) + (p1+p5) + ...`,
+/// then the tail in sequence): the interpreter's order for such a sum, and the JIT's.
+pub fn reduce_sum_last(x: &[f32], dims: &[usize]) -> Vec<f32> {
+    let len = dims.last().copied().unwrap_or(1);
+    if len == 0 {
+        return vec![0.0; dims[..dims.len().saturating_sub(1)].iter().product()];
+    }
+    x.chunks_exact(len).map(unrolled_sum).collect()
+}
+
+fn unrolled_sum(mut xs: &[f32]) -> f32 {
+    let mut p = [0.0f32; 8];
+    while xs.len() >= 8 {
+        for (acc, v) in p.iter_mut().zip(&xs[..8]) {
+            *acc += v;
+        }
+        xs = &xs[8..];
+    }
+    let mut acc = 0.0f32;
+    for k in 0..4 {
+        acc += p[k] + p[k + 4];
+    }
+    for v in xs {
+        acc += v;
+    }
+    acc
+}
+
 /// Maximum over `axes`; NaN wins.
 pub fn reduce_max(x: &[f32], dims: &[usize], axes: &[usize]) -> Vec<f32> {
     reduce(x, dims, axes, f32::NEG_INFINITY, |m, v| {
