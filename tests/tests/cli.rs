@@ -350,7 +350,7 @@ fn compile_runs_the_passes_on_an_fmir_file() {
     assert_eq!(opt.code, 0, "{}", opt.stderr);
     assert!(
         opt.stdout
-            .contains("k3 = elementwise %6 %9 %10 ops=[add, broadcast, max] len=N*128"),
+            .contains("k2 = elementwise %6 %10 ops=[add, max] len=N*128"),
         "{}",
         opt.stdout
     );

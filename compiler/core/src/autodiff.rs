@@ -140,11 +140,15 @@ fn rule(b: &mut Builder, y: ValueId, inst: &Inst, g: ValueId) -> Vec<(usize, Val
                     vec![(0, d0), (1, d1)]
                 }
                 BinaryOp::Max | BinaryOp::Min => {
-                    // The left operand wins strictly; ties send the gradient right.
+                    // The left operand wins strictly; ties send the gradient right. The mask
+                    // compares the result with the right operand: `max(a, b) > b` is exactly
+                    // `a > b` (NaN on either side makes both false), and reading the result,
+                    // which the forward pass keeps anyway, lets `a` (a ReLU's pre-activation)
+                    // fuse into its one use instead of being kept for the backward pass.
                     let left = if *op == BinaryOp::Max {
-                        b.binary(BinaryOp::Greater, x0, x1)
+                        b.binary(BinaryOp::Greater, y, x1)
                     } else {
-                        b.binary(BinaryOp::Greater, x1, x0)
+                        b.binary(BinaryOp::Greater, x1, y)
                     };
                     let zero = b.zeros_like(g);
                     let d0 = b.select(left, g, zero);

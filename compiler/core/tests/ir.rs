@@ -90,7 +90,7 @@ fn fusion_plans_and_prints_kernels() {
     assert_eq!(
         plan,
         "kernels {\n    k0 = matmul %2 m=N k=3 n=2\n    k1 = const %4\n    \
-         k2 = elementwise %3 %6 %7 %8 ops=[tanh, broadcast, mul, exp] len=N*2\n}\n",
+         k2 = elementwise %3 %7 %8 ops=[tanh, mul, exp] len=N*2\n}\n",
         "{text}"
     );
 }
@@ -123,16 +123,21 @@ fn verifier_rejects_bad_kernel_plans() {
     let split = vec![
         k[0].clone(),
         k[1].clone(),
+        kernels::PlannedKernel { members: vec![7] },
         kernels::PlannedKernel {
-            members: vec![3, 6],
-        },
-        kernels::PlannedKernel {
-            members: vec![7, 8],
+            members: vec![3, 8],
         },
     ];
     check(
         split,
-        "%3 is fused into kernel k2 but %7 outside it reads it",
+        "%3 is fused into kernel k3 but %7 outside it reads it",
+    );
+    // A broadcast view (the constant's, read by the multiply) computed in a loop.
+    let mut with_view = k.clone();
+    with_view[2].members.insert(1, 6);
+    check(
+        with_view,
+        "%6 = broadcast is in kernel k2 but has no code of its own",
     );
     // A result fused away.
     let mut f = fusable();

@@ -365,7 +365,28 @@ impl<'a, 'm> Gen<'a, 'm> {
                 ta,
                 tb,
             } => self.matmul(*lead, *m, *k, *n, *ta, *tb),
-            Kernel::Conv { kind, geom } => {
+            Kernel::Conv {
+                kind,
+                geom,
+                bias,
+                relu,
+            } if *bias || *relu => {
+                debug_assert_eq!(*kind, ConvKind::Forward);
+                let shape = self.shape_struct(geom, true);
+                let x = self.operand(0);
+                let w = self.operand(1);
+                let (b, y) = if *bias {
+                    (self.operand(2), self.operand(3))
+                } else {
+                    (self.i64c(0), self.operand(2))
+                };
+                let relu = self.i64c(i64::from(*relu));
+                let f = self.callee(Extern::Conv2dFwdFused);
+                let threads = self.i64c(0);
+                let call = self.b.ins().call(f, &[shape, x, w, b, relu, y, threads]);
+                return self.b.inst_results(call)[0];
+            }
+            Kernel::Conv { kind, geom, .. } => {
                 let shape = self.shape_struct(geom, true);
                 let ops: Vec<Value> = (0..3).map(|k| self.operand(k)).collect();
                 let name = match kind {
@@ -383,11 +404,17 @@ impl<'a, 'm> Gen<'a, 'm> {
                     .call(f, &[shape, ops[0], ops[1], ops[2], threads]);
                 return self.b.inst_results(call)[0];
             }
-            Kernel::Pool { kind, back, geom } => {
+            Kernel::Pool {
+                kind,
+                back,
+                geom,
+                relu,
+            } => {
                 let shape = self.shape_struct(geom, false);
                 let (name, args): (Extern, Vec<usize>) = match (kind, back) {
                     (PoolKind::Max, false) => (Extern::MaxPool2dFwd, vec![0, 1]),
                     (PoolKind::Avg, false) => (Extern::AvgPool2dFwd, vec![0, 1]),
+                    (PoolKind::Max, true) if *relu => (Extern::MaxPool2dBwdRelu, vec![0, 1, 2]),
                     (PoolKind::Max, true) => (Extern::MaxPool2dBwd, vec![0, 1, 2]),
                     (PoolKind::Avg, true) => (Extern::AvgPool2dBwd, vec![1, 2]),
                 };
@@ -713,15 +740,33 @@ impl<'a, 'm> Gen<'a, 'm> {
         let ins: Vec<Value> = (0..inputs.len()).map(|k| self.operand(k)).collect();
         let out = self.operand(inputs.len());
         let len = self.sym(len);
+        // Each cyclic input's index `i % m`, carried along instead of divided out.
+        let cycle: Vec<Option<(Variable, usize)>> = inputs
+            .iter()
+            .map(|mode| match *mode {
+                InMode::Cycle(m) => {
+                    let var = self.b.declare_var(I64);
+                    let zero = self.i64c(0);
+                    self.b.def_var(var, zero);
+                    Some((var, m))
+                }
+                _ => None,
+            })
+            .collect();
         self.for_vec(len, &mut |g, i, vector| {
             let mut vals: Vec<Value> = Vec::with_capacity(nodes.len());
             for node in nodes {
                 let v = match *node {
+                    ENode::In(k) if cycle[k].is_some() => {
+                        let (var, m) = cycle[k].expect("cyclic input");
+                        let j = g.b.use_var(var);
+                        g.cycle_load(ins[k], j, m, vector)
+                    }
                     ENode::In(k) => {
                         let (ty, lane_ty, at_i) = match inputs[k] {
                             InMode::Full => (F32X4, F32, true),
                             InMode::FullInt => (I32X4, I32, true),
-                            InMode::Splat => (F32X4, F32, false),
+                            InMode::Splat | InMode::Cycle(_) => (F32X4, F32, false),
                         };
                         let a = if at_i { g.at(ins[k], i) } else { ins[k] };
                         if vector && at_i {
@@ -750,7 +795,60 @@ impl<'a, 'm> Gen<'a, 'm> {
                 let x = g.b.ins().extractlane(r, 0);
                 g.b.ins().store(mem(), x, a, 0);
             }
+            for &(var, m) in cycle.iter().flatten() {
+                let j = g.b.use_var(var);
+                let next = g.wrap_add(j, if vector { 4 } else { 1 }, m);
+                g.b.def_var(var, next);
+            }
         });
+    }
+
+    /// `(j + step) % m` for `j < m`.
+    fn wrap_add(&mut self, j: Value, step: i64, m: usize) -> Value {
+        let m = m as i64;
+        let next = self.b.ins().iadd_imm_s(j, step);
+        if step < m {
+            // One subtraction brings it back below m.
+            let wrapped = self.b.ins().iadd_imm_s(next, -m);
+            let over = self
+                .b
+                .ins()
+                .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, next, m);
+            self.b.ins().select(over, wrapped, next)
+        } else {
+            let mc = self.i64c(m);
+            self.b.ins().urem(next, mc)
+        }
+    }
+
+    /// Lanes `(j + l) % m` (`l < 4` for a vector, else the one lane `j`) of a cyclic input
+    /// `base` of `m` elements, `j < m`, as an f32x4.
+    fn cycle_load(&mut self, base: Value, j: Value, m: usize, vector: bool) -> Value {
+        if !vector {
+            let a = self.at(base, j);
+            let x = self.b.ins().load(F32, mem(), a, 0);
+            return self.b.ins().splat(F32X4, x);
+        }
+        if m.is_multiple_of(4) {
+            // The vector steps from a multiple of 4, so its four lanes never wrap.
+            let a = self.at(base, j);
+            return self.b.ins().load(F32X4, mem(), a, 0);
+        }
+        let mut r = None;
+        for lane in 0..4u8 {
+            let idx = if lane == 0 {
+                j
+            } else {
+                self.wrap_add(j, lane as i64, m)
+            };
+            let a = self.at(base, idx);
+            let x = self.b.ins().load(F32, mem(), a, 0);
+            r = Some(match r {
+                None => self.b.ins().splat(F32X4, x),
+                Some(v) => self.b.ins().insertlane(v, x, lane),
+            });
+        }
+        r.expect("four lanes")
     }
 
     fn unary(&mut self, op: UnaryOp, x: Value) -> Value {

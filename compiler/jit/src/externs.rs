@@ -12,10 +12,12 @@ use fm_runtime::kernels::ffi;
 pub enum Extern {
     Sgemm,
     Conv2dFwd,
+    Conv2dFwdFused,
     Conv2dBwdInput,
     Conv2dBwdKernel,
     MaxPool2dFwd,
     MaxPool2dBwd,
+    MaxPool2dBwdRelu,
     AvgPool2dFwd,
     AvgPool2dBwd,
     Powf,
@@ -25,13 +27,15 @@ pub enum Extern {
 type Info = (&'static str, *const u8, &'static [Type], Option<Type>);
 
 impl Extern {
-    pub const ALL: [Extern; 9] = [
+    pub const ALL: [Extern; 11] = [
         Extern::Sgemm,
         Extern::Conv2dFwd,
+        Extern::Conv2dFwdFused,
         Extern::Conv2dBwdInput,
         Extern::Conv2dBwdKernel,
         Extern::MaxPool2dFwd,
         Extern::MaxPool2dBwd,
+        Extern::MaxPool2dBwdRelu,
         Extern::AvgPool2dFwd,
         Extern::AvgPool2dBwd,
         Extern::Powf,
@@ -52,6 +56,12 @@ impl Extern {
                 "fm_conv2d_fwd",
                 ffi::fm_conv2d_fwd as *const u8,
                 CONV,
+                Some(I32),
+            ),
+            Extern::Conv2dFwdFused => (
+                "fm_conv2d_fwd_fused",
+                ffi::fm_conv2d_fwd_fused as *const u8,
+                &[I64, I64, I64, I64, I64, I64, I64],
                 Some(I32),
             ),
             Extern::Conv2dBwdInput => (
@@ -75,6 +85,12 @@ impl Extern {
             Extern::MaxPool2dBwd => (
                 "fm_max_pool2d_bwd",
                 ffi::fm_max_pool2d_bwd as *const u8,
+                &[I64, I64, I64, I64],
+                Some(I32),
+            ),
+            Extern::MaxPool2dBwdRelu => (
+                "fm_max_pool2d_bwd_relu",
+                ffi::fm_max_pool2d_bwd_relu as *const u8,
                 &[I64, I64, I64, I64],
                 Some(I32),
             ),

@@ -66,6 +66,9 @@ pub enum InMode {
     FullInt,
     /// The single element 0, broadcast to every lane.
     Splat,
+    /// f32 element `i % m` (a broadcast view of `m` trailing elements, such as a bias; `m`
+    /// divides the elements per batch row, so a batch slice starts at element 0 again).
+    Cycle(usize),
 }
 
 /// One node of a fused elementwise expression; operands index earlier nodes.
@@ -178,15 +181,23 @@ pub enum Kernel {
         ta: bool,
         tb: bool,
     },
+    /// Operands as [`ConvKind`] says; a forward convolution with `bias` reads it after the
+    /// kernel (x, kernel, bias, y) and adds it to each output tile, then applies a ReLU when
+    /// `relu` (an [`fm_compiler::ir::kernels::Epilogue::ConvBias`]).
     Conv {
         kind: ConvKind,
         geom: Geom,
+        bias: bool,
+        relu: bool,
     },
-    /// Forward operands: x, y. Backward: x, dy, dx.
+    /// Forward operands: x, y. Backward: x, dy, dx. A max-pool backward with `relu` also does
+    /// the backward of the ReLU whose output x is
+    /// ([`fm_compiler::ir::kernels::Epilogue::PoolBackRelu`]).
     Pool {
         kind: PoolKind,
         back: bool,
         geom: Geom,
+        relu: bool,
     },
 }
 
@@ -216,10 +227,22 @@ impl Kernel {
             Kernel::Const(_) => "const".into(),
             Kernel::BatchSize => "batch_size".into(),
             Kernel::MatMul { .. } => "matmul".into(),
-            Kernel::Conv { kind, .. } => format!("conv2d_{kind:?}").to_lowercase(),
-            Kernel::Pool { kind, back, .. } => {
-                format!("{kind:?}_pool2d{}", if *back { "_back" } else { "" }).to_lowercase()
-            }
+            Kernel::Conv {
+                kind, bias, relu, ..
+            } => format!(
+                "conv2d_{kind:?}{}{}",
+                if *bias { "_bias" } else { "" },
+                if *relu { "_relu" } else { "" }
+            )
+            .to_lowercase(),
+            Kernel::Pool {
+                kind, back, relu, ..
+            } => format!(
+                "{kind:?}_pool2d{}{}",
+                if *back { "_back" } else { "" },
+                if *relu { "_relu" } else { "" }
+            )
+            .to_lowercase(),
         }
     }
 }

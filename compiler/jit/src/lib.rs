@@ -578,7 +578,7 @@ fn batch_rows(kernel: &kernel::Kernel) -> Option<(usize, Vec<bool>)> {
         kernel::Kernel::Elementwise { len, inputs, .. } if len.c == 0 && len.n > 0 => {
             let advances = inputs
                 .iter()
-                .map(|m| !matches!(m, kernel::InMode::Splat))
+                .map(|m| !matches!(m, kernel::InMode::Splat | kernel::InMode::Cycle(_)))
                 .chain([true])
                 .collect();
             Some((len.n as usize, advances))

@@ -3,9 +3,12 @@
 //! becomes one elementwise expression), reshapes aliasing their operand's buffer.
 
 use super::kernel::*;
-use fm_compiler::ir::kernels::{is_elementwise, reduce_loops};
+use fm_compiler::ir::kernels::{
+    broadcast_views, epilogue, is_elementwise, reduce_loops, BroadcastView, Epilogue,
+};
 use fm_compiler::ir::*;
 use fm_runtime::kernels::{Conv2dShape, Pool2dShape};
+use std::collections::HashMap;
 
 /// One kernel call: operands are IR values (inputs, then the output).
 #[derive(Clone, Debug)]
@@ -176,6 +179,40 @@ fn check_pool(g: &Geom) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
+/// A forward convolution `v`, with its bias and ReLU epilogue if any.
+fn conv_forward(f: &Function, v: ValueId, bias: bool, relu: bool) -> Result<Kernel, String> {
+    let (inst, a) = (&f.insts[v], &f.insts[v].args);
+    let Op::Conv2d { window } = &inst.op else {
+        return Err("internal error: not a convolution".into());
+    };
+    let ks = &f.insts[a[1]].shape;
+    let kf = |i: usize| ks[i].fixed().unwrap_or(0);
+    let g = geom_of(&f.insts[a[0]].shape, [kf(0), kf(1)], kf(3), window)?;
+    check_conv(&g)?;
+    Ok(Kernel::Conv {
+        kind: ConvKind::Forward,
+        geom: g,
+        bias,
+        relu,
+    })
+}
+
+/// A pooling op or its backward `v` (with a ReLU's backward fused when `relu`).
+fn pool(f: &Function, v: ValueId, relu: bool) -> Result<Kernel, String> {
+    let inst = &f.insts[v];
+    let (Op::Pool2d { kind, window } | Op::Pool2dBack { kind, window }) = &inst.op else {
+        return Err("internal error: not a pooling op".into());
+    };
+    let g = geom_of(&f.insts[inst.args[0]].shape, window.kernel, 0, window)?;
+    check_pool(&g)?;
+    Ok(Kernel::Pool {
+        kind: *kind,
+        back: matches!(inst.op, Op::Pool2dBack { .. }),
+        geom: g,
+        relu,
+    })
+}
+
 /// The kernel calls of `f`, which must carry its (verified) kernel plan.
 pub fn schedule(f: &Function) -> Result<Schedule, String> {
     let len = f.insts.len();
@@ -183,10 +220,22 @@ pub fn schedule(f: &Function) -> Result<Schedule, String> {
         .kernels
         .as_ref()
         .ok_or("internal error: the JIT needs the `fuse` pass's kernel plan")?;
+    let views = broadcast_views(f);
+    // Kernels with an epilogue, by root (their head and form), and their members.
+    let mut epilogues: HashMap<ValueId, (ValueId, Epilogue)> = HashMap::new();
+    let mut in_epilogue = vec![false; len];
+    for k in &plan.kernels {
+        if let Some(e) = epilogue(f, &views, &k.members) {
+            epilogues.insert(k.root(), (k.members[0], e));
+            for &m in &k.members {
+                in_epilogue[m] = true;
+            }
+        }
+    }
     // The fused group (by root) of every elementwise instruction.
     let mut group: Vec<Option<ValueId>> = vec![None; len];
     for k in &plan.kernels {
-        if is_elementwise(f, k.root()) {
+        if is_elementwise(f, k.members[0]) {
             for &m in &k.members {
                 group[m] = Some(k.root());
             }
@@ -199,6 +248,24 @@ pub fn schedule(f: &Function) -> Result<Schedule, String> {
     for (v, inst) in f.insts.iter().enumerate() {
         let a = &inst.args;
         let shape = &inst.shape;
+        // A precompiled kernel with its epilogue runs where its root is.
+        if let Some(&(head, form)) = epilogues.get(&v) {
+            let ha = &f.insts[head].args;
+            let (kernel, operands) = match form {
+                Epilogue::ConvBias { bias, relu } => (
+                    conv_forward(f, head, true, relu)?,
+                    vec![ha[0], ha[1], bias, v],
+                ),
+                Epilogue::PoolBackRelu => (pool(f, head, true)?, vec![ha[0], ha[1], v]),
+            };
+            materialized[v] = true;
+            steps.push(Step::new(kernel, operands, v));
+            continue;
+        }
+        if in_epilogue[v] {
+            fused += 1;
+            continue;
+        }
         let kernel = match &inst.op {
             Op::Arg { .. } => {
                 materialized[v] = true;
@@ -208,12 +275,17 @@ pub fn schedule(f: &Function) -> Result<Schedule, String> {
                 root[v] = root[a[0]];
                 continue;
             }
+            // Read through its source by the elementwise kernels using it.
+            _ if views[v].is_some() => {
+                fused += 1;
+                continue;
+            }
             _ if is_elementwise(f, v) => {
                 if group[v] != Some(v) {
                     fused += 1;
                     continue;
                 }
-                let (kernel, operands) = fuse_group(f, v, &group);
+                let (kernel, operands) = fuse_group(f, v, &group, &views);
                 materialized[v] = true;
                 steps.push(Step::new(
                     kernel,
@@ -253,16 +325,7 @@ pub fn schedule(f: &Function) -> Result<Schedule, String> {
                     tb: *transpose_b,
                 }
             }
-            Op::Conv2d { window } => {
-                let ks = &f.insts[a[1]].shape;
-                let kf = |i: usize| ks[i].fixed().unwrap_or(0);
-                let g = geom_of(&f.insts[a[0]].shape, [kf(0), kf(1)], kf(3), window)?;
-                check_conv(&g)?;
-                Kernel::Conv {
-                    kind: ConvKind::Forward,
-                    geom: g,
-                }
-            }
+            Op::Conv2d { .. } => conv_forward(f, v, false, false)?,
             Op::Conv2dBackInput { window, input_hw } => {
                 let ks = &f.insts[a[1]].shape;
                 let kf = |i: usize| ks[i].fixed().unwrap_or(0);
@@ -273,6 +336,8 @@ pub fn schedule(f: &Function) -> Result<Schedule, String> {
                 Kernel::Conv {
                     kind: ConvKind::BackInput,
                     geom: g,
+                    bias: false,
+                    relu: false,
                 }
             }
             Op::Conv2dBackKernel { window } => {
@@ -282,17 +347,11 @@ pub fn schedule(f: &Function) -> Result<Schedule, String> {
                 Kernel::Conv {
                     kind: ConvKind::BackKernel,
                     geom: g,
+                    bias: false,
+                    relu: false,
                 }
             }
-            Op::Pool2d { kind, window } | Op::Pool2dBack { kind, window } => {
-                let g = geom_of(&f.insts[a[0]].shape, window.kernel, 0, window)?;
-                check_pool(&g)?;
-                Kernel::Pool {
-                    kind: *kind,
-                    back: matches!(inst.op, Op::Pool2dBack { .. }),
-                    geom: g,
-                }
-            }
+            Op::Pool2d { .. } | Op::Pool2dBack { .. } => pool(f, v, false)?,
             Op::Permute { perm } => {
                 let is = strides(&f.insts[a[0]].shape)?;
                 Kernel::Copy {
@@ -444,11 +503,27 @@ pub fn schedule(f: &Function) -> Result<Schedule, String> {
 }
 
 /// The expression of the fused group rooted at `g`, and its external inputs.
-fn fuse_group(f: &Function, g: ValueId, group: &[Option<ValueId>]) -> (Kernel, Vec<ValueId>) {
+fn fuse_group(
+    f: &Function,
+    g: ValueId,
+    group: &[Option<ValueId>],
+    views: &[Option<BroadcastView>],
+) -> (Kernel, Vec<ValueId>) {
     let mut nodes: Vec<ENode> = Vec::new();
     let mut inputs: Vec<(ValueId, InMode)> = Vec::new();
     let mut node_of: std::collections::HashMap<ValueId, usize> = Default::default();
-    let mut input_node = |nodes: &mut Vec<ENode>, v: ValueId, mode: InMode| -> usize {
+    let mut input_node = |nodes: &mut Vec<ENode>, mut v: ValueId, mut mode: InMode| -> usize {
+        // A broadcast view reads its source (through reshapes, and views of one element).
+        loop {
+            match views[v] {
+                Some(BroadcastView::Splat) => mode = InMode::Splat,
+                Some(BroadcastView::Cycle(m)) if mode != InMode::Splat => mode = InMode::Cycle(m),
+                Some(BroadcastView::Cycle(_)) => {}
+                None if matches!(f.insts[v].op, Op::Reshape { .. }) => {}
+                None => break,
+            }
+            v = f.insts[v].args[0];
+        }
         if let Op::Const { value } = f.insts[v].op {
             nodes.push(ENode::Const((value as f32).to_bits()));
             return nodes.len() - 1;

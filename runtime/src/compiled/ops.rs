@@ -155,6 +155,26 @@ pub fn conv2d(ctx: &super::Ctx, s: &Conv2dShape, x: &[f32], k: &[f32], len: usiz
     output(ctx, len, |out| kernels::conv2d_forward(s, x, k, out, 0))
 }
 
+/// [`conv2d`] plus a bias per output channel, then `max(_, 0)` when `relu`: the JIT's
+/// convolution epilogue (applied to each output tile while it is in cache).
+pub fn conv2d_bias(
+    ctx: &super::Ctx,
+    s: &Conv2dShape,
+    x: &[f32],
+    k: &[f32],
+    bias: &[f32],
+    relu: bool,
+    len: usize,
+) -> Vec<f32> {
+    let epilogue = kernels::ConvEpilogue {
+        bias: Some(bias),
+        relu,
+    };
+    output(ctx, len, |out| {
+        kernels::conv2d_forward_fused(s, x, k, epilogue, out, 0)
+    })
+}
+
 /// Gradient of [`conv2d`] w.r.t. its input.
 pub fn conv2d_back_input(
     ctx: &super::Ctx,
@@ -219,6 +239,20 @@ pub fn max_pool2d_back(
     len: usize,
 ) -> Vec<f32> {
     output(ctx, len, |out| kernels::max_pool2d_backward(s, x, dy, out))
+}
+
+/// [`max_pool2d_back`] through the ReLU whose output `x` is: `select(x > 0, back, 0)` in one
+/// pass, as the JIT's pool-backward epilogue.
+pub fn max_pool2d_back_relu(
+    ctx: &super::Ctx,
+    s: &Pool2dShape,
+    x: &[f32],
+    dy: &[f32],
+    len: usize,
+) -> Vec<f32> {
+    output(ctx, len, |out| {
+        kernels::max_pool2d_backward_relu(s, x, dy, out)
+    })
 }
 
 pub fn avg_pool2d_back(ctx: &super::Ctx, s: &Pool2dShape, dy: &[f32], len: usize) -> Vec<f32> {

@@ -336,6 +336,51 @@ fn check_buffers(
     check_len(&format!("{what} output"), output, d.output_len)
 }
 
+/// What a forward convolution applies to each block of output rows while it is in cache:
+/// `y = y + bias[f]` (when `bias` is given), then `y = max(y, 0)` (when `relu`; NaN stays NaN,
+/// as the IR's `max` keeps it). Exactly the separate add and max, fused.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvEpilogue<'a, T> {
+    pub bias: Option<&'a [T]>,
+    pub relu: bool,
+}
+
+impl<T> Default for ConvEpilogue<'_, T> {
+    fn default() -> Self {
+        ConvEpilogue {
+            bias: None,
+            relu: false,
+        }
+    }
+}
+
+impl<T: Scalar> ConvEpilogue<'_, T> {
+    fn is_identity(&self) -> bool {
+        self.bias.is_none() && !self.relu
+    }
+
+    /// Applies the epilogue to `rows` (whole rows of `f` channels).
+    #[inline(always)]
+    fn apply(&self, rows: &mut [T], f: usize) {
+        match (self.bias, self.relu) {
+            (None, false) => {}
+            (Some(b), relu) => {
+                for row in rows.chunks_exact_mut(f) {
+                    for (y, &b) in row.iter_mut().zip(b) {
+                        let v = *y + b;
+                        *y = if relu { v.relu() } else { v };
+                    }
+                }
+            }
+            (None, true) => {
+                for y in rows {
+                    *y = y.relu();
+                }
+            }
+        }
+    }
+}
+
 /// Forward convolution: `output[n, oh, ow, f] = sum_{i, j, c} input[n, oh*sh + i*dh - ph,
 /// ow*sw + j*dw - pw, c] * kernel[i, j, c, f]` (no bias; out-of-range taps read zero). The
 /// output is overwritten. `threads` caps the threads used (0 = one per core).
@@ -343,6 +388,25 @@ pub fn conv2d_forward<T: Scalar>(
     shape: &Conv2dShape,
     input: &[T],
     kernel: &[T],
+    output: &mut [T],
+    threads: usize,
+) -> Result<(), KernelError> {
+    conv2d_forward_fused(
+        shape,
+        input,
+        kernel,
+        ConvEpilogue::default(),
+        output,
+        threads,
+    )
+}
+
+/// [`conv2d_forward`] followed by `epilogue` on each tile of output rows as it is computed.
+pub fn conv2d_forward_fused<T: Scalar>(
+    shape: &Conv2dShape,
+    input: &[T],
+    kernel: &[T],
+    epilogue: ConvEpilogue<'_, T>,
     output: &mut [T],
     threads: usize,
 ) -> Result<(), KernelError> {
@@ -354,15 +418,29 @@ pub fn conv2d_forward<T: Scalar>(
         kernel.len(),
         output.len(),
     )?;
+    if let Some(b) = epilogue.bias {
+        check_len("conv2d_forward bias", b.len(), shape.out_c)?;
+    }
     let w = MatRef::row_major(kernel, d.patch_len, shape.out_c)?;
     if shape.is_pointwise() {
         let x = MatRef::row_major(input, d.pixels, shape.in_c)?;
         let out = MatMut::row_major(output, d.pixels, shape.out_c)?;
-        return gemm(T::ONE, x, w, T::ZERO, out, threads);
+        gemm(T::ONE, x, w, T::ZERO, out, threads)?;
+        epilogue.apply(output, shape.out_c);
+        return Ok(());
     }
     let threads = useful_threads(threads, d.pixels / MIN_TILE_PIXELS, d.flops());
     for_each_row_chunk(output, shape.out_c, d.pixels, threads, |pixels, out| {
-        forward_pixels(shape, &d, input, kernel, pixels, out, &mut Vec::new())
+        forward_pixels(
+            shape,
+            &d,
+            input,
+            kernel,
+            &epilogue,
+            pixels,
+            out,
+            &mut Vec::new(),
+        )
     })
 }
 
@@ -391,20 +469,31 @@ pub fn conv2d_forward_pixels<T: Scalar>(
         out.len(),
         pixels.len() * shape.out_c,
     )?;
-    forward_pixels(shape, &d, input, kernel, pixels, out, scratch)
+    forward_pixels(
+        shape,
+        &d,
+        input,
+        kernel,
+        &ConvEpilogue::default(),
+        pixels,
+        out,
+        scratch,
+    )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn forward_pixels<T: Scalar>(
     s: &Conv2dShape,
     d: &Conv2dDims,
     input: &[T],
     kernel: &[T],
+    epilogue: &ConvEpilogue<'_, T>,
     pixels: Range<usize>,
     out: &mut [T],
     scratch: &mut Vec<T>,
 ) -> Result<(), KernelError> {
     if d.patch_len <= DIRECT_MAX_PATCH {
-        forward_direct_dispatch(s, d, input, kernel, pixels, out, scratch);
+        forward_direct_dispatch(s, d, input, kernel, epilogue, pixels, out, scratch);
         return Ok(());
     }
     let w = MatRef::row_major(kernel, d.patch_len, s.out_c)?;
@@ -423,8 +512,20 @@ fn forward_pixels<T: Scalar>(
             MatMut::row_major(out_rows, t.len(), s.out_c)?,
             1,
         )?;
+        if !epilogue.is_identity() {
+            epilogue_dispatch(epilogue, out_rows, s.out_c);
+        }
     }
     Ok(())
+}
+
+avx2_variant! {
+    fn epilogue_dispatch(epilogue: &ConvEpilogue<'_, T>, rows: &mut [T], f: usize) => epilogue_inline
+}
+
+#[inline(always)]
+fn epilogue_inline<T: Scalar>(epilogue: &ConvEpilogue<'_, T>, rows: &mut [T], f: usize) {
+    epilogue.apply(rows, f)
 }
 
 /// Gradient w.r.t. the input: `d_input = d(sum(output * d_output)) / d(input)`, overwritten.
@@ -559,6 +660,7 @@ avx2_variant! {
         d: &Conv2dDims,
         input: &[T],
         kernel: &[T],
+        epilogue: &ConvEpilogue<'_, T>,
         pixels: Range<usize>,
         out: &mut [T],
         scratch: &mut Vec<T>,
@@ -568,11 +670,13 @@ avx2_variant! {
 /// Forward of a short-patch convolution: per block of pixels, the patches, then per pixel and
 /// per block of output channels one register accumulator over the taps (in tap order).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn forward_direct<T: Scalar>(
     s: &Conv2dShape,
     d: &Conv2dDims,
     input: &[T],
     kernel: &[T],
+    epilogue: &ConvEpilogue<'_, T>,
     pixels: Range<usize>,
     out: &mut [T],
     scratch: &mut Vec<T>,
@@ -599,6 +703,7 @@ fn forward_direct<T: Scalar>(
                 f0 += 1;
             }
         }
+        epilogue.apply(rows, f);
     }
 }
 

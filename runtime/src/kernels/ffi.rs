@@ -132,6 +132,46 @@ pub unsafe extern "C" fn fm_conv2d_fwd(
     }
 }
 
+/// [`conv::conv2d_forward_fused`]: [`fm_conv2d_fwd`] plus, on each output tile, the bias
+/// `bias [F]` (none when null) and then a ReLU when `relu` is not zero.
+///
+/// # Safety
+/// As [`fm_conv2d_fwd`]; a non-null `bias` points to `out_c` floats.
+#[no_mangle]
+pub unsafe extern "C" fn fm_conv2d_fwd_fused(
+    shape: *const Conv2dShape,
+    input_ptr: *const f32,
+    kernel_ptr: *const f32,
+    bias_ptr: *const f32,
+    relu: usize,
+    output_ptr: *mut f32,
+    threads: usize,
+) -> i32 {
+    // SAFETY: caller contract.
+    unsafe {
+        let Some((s, d)) = conv_shape(shape) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        let (Some(x), Some(w), Some(y)) = (
+            input(input_ptr, d.input_len),
+            input(kernel_ptr, d.kernel_len),
+            output(output_ptr, d.output_len),
+        ) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        let bias = if bias_ptr.is_null() {
+            None
+        } else {
+            input(bias_ptr, s.out_c)
+        };
+        let epilogue = conv::ConvEpilogue {
+            bias,
+            relu: relu != 0,
+        };
+        status(conv::conv2d_forward_fused(&s, x, w, epilogue, y, threads))
+    }
+}
+
 /// [`conv::conv2d_backward_input`]: `d_input [N,H,W,C]` from `d_output [N,OH,OW,F]`.
 ///
 /// # Safety
@@ -276,6 +316,34 @@ pub unsafe extern "C" fn fm_max_pool2d_bwd(
             return FM_INVALID_ARGUMENT;
         };
         status(pool::max_pool2d_backward(&s, x, dy, dx))
+    }
+}
+
+/// [`pool::max_pool2d_backward_relu`]: [`fm_max_pool2d_bwd`] where `input` is a ReLU's output
+/// and the ReLU's backward is fused.
+///
+/// # Safety
+/// As [`fm_max_pool2d_fwd`].
+#[no_mangle]
+pub unsafe extern "C" fn fm_max_pool2d_bwd_relu(
+    shape: *const Pool2dShape,
+    input_ptr: *const f32,
+    d_output_ptr: *const f32,
+    d_input_ptr: *mut f32,
+) -> i32 {
+    // SAFETY: caller contract.
+    unsafe {
+        let Some((s, d)) = pool_shape(shape) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        let (Some(x), Some(dy), Some(dx)) = (
+            input(input_ptr, d.input_len),
+            input(d_output_ptr, d.output_len),
+            output(d_input_ptr, d.input_len),
+        ) else {
+            return FM_INVALID_ARGUMENT;
+        };
+        status(pool::max_pool2d_backward_relu(&s, x, dy, dx))
     }
 }
 

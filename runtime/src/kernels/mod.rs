@@ -22,14 +22,14 @@ mod split;
 mod tests;
 
 pub use conv::{
-    conv2d_backward_input, conv2d_backward_kernel, conv2d_forward, conv2d_forward_pixels,
-    Conv2dDims, Conv2dShape,
+    conv2d_backward_input, conv2d_backward_kernel, conv2d_forward, conv2d_forward_fused,
+    conv2d_forward_pixels, Conv2dDims, Conv2dShape, ConvEpilogue,
 };
 pub use fpenv::{denormals_flushed, FlushDenormals};
 pub use gemm::{dgemm, gemm, sgemm, MatMut, MatRef};
 pub use pool::{
-    avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward, Pool2dDims,
-    Pool2dShape,
+    avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_backward_relu,
+    max_pool2d_forward, Pool2dDims, Pool2dShape,
 };
 pub use scalar::Scalar;
 pub use split::{parallel_parts, set_thread_limit, threads_for_elements};

@@ -214,6 +214,28 @@ pub fn max_pool2d_backward<T: Scalar>(
     d_output: &[T],
     d_input: &mut [T],
 ) -> Result<(), KernelError> {
+    max_pool2d_backward_impl(shape, input, d_output, d_input, false)
+}
+
+/// [`max_pool2d_backward`] fused with the backward of the ReLU whose output `input` is: a
+/// window's gradient goes to its first maximum only where that maximum is positive, exactly
+/// `select(input > 0, max_pool2d_backward(input, d_output), 0)` without the second pass.
+pub fn max_pool2d_backward_relu<T: Scalar>(
+    shape: &Pool2dShape,
+    input: &[T],
+    d_output: &[T],
+    d_input: &mut [T],
+) -> Result<(), KernelError> {
+    max_pool2d_backward_impl(shape, input, d_output, d_input, true)
+}
+
+fn max_pool2d_backward_impl<T: Scalar>(
+    shape: &Pool2dShape,
+    input: &[T],
+    d_output: &[T],
+    d_input: &mut [T],
+    positive: bool,
+) -> Result<(), KernelError> {
     let d = shape.dims()?;
     check_len("max_pool2d_backward input", input.len(), d.input_len)?;
     check_len("max_pool2d_backward d_output", d_output.len(), d.output_len)?;
@@ -228,7 +250,7 @@ pub fn max_pool2d_backward<T: Scalar>(
         shape.batch,
         pool_threads(shape, &d),
         |images, dx| {
-            max_backward_images(shape, &d, input, d_output, rows, cols, images, dx);
+            max_backward_images(shape, &d, input, d_output, rows, cols, positive, images, dx);
             Ok(())
         },
     );
@@ -243,13 +265,15 @@ avx2_variant! {
         d_output: &[T],
         rows: &[bool],
         cols: &[bool],
+        positive: bool,
         images: std::ops::Range<usize>,
         dx_images: &mut [T],
     ) => max_backward_images_inline
 }
 
 /// Max pooling backward of `images` into their rows `dx_images` of the input gradient;
-/// `rows` and `cols` tell which input positions some window covers.
+/// `rows` and `cols` tell which input positions some window covers; with `positive`, only
+/// positive maxima receive their gradient.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn max_backward_images_inline<T: Scalar>(
@@ -259,6 +283,7 @@ fn max_backward_images_inline<T: Scalar>(
     d_output: &[T],
     rows: &[bool],
     cols: &[bool],
+    positive: bool,
     images: std::ops::Range<usize>,
     dx_images: &mut [T],
 ) {
@@ -281,11 +306,11 @@ fn max_backward_images_inline<T: Scalar>(
             let g = &dy[p * c..(p + 1) * c];
             let mut ch = 0;
             while ch + LANES <= c {
-                route_block::<T, LANES>(x, g, dx, &cells, ch, disjoint);
+                route_block::<T, LANES>(x, g, dx, &cells, ch, disjoint, positive);
                 ch += LANES;
             }
             while ch < c {
-                route_block::<T, 1>(x, g, dx, &cells, ch, disjoint);
+                route_block::<T, 1>(x, g, dx, &cells, ch, disjoint, positive);
                 ch += 1;
             }
         }
@@ -294,7 +319,8 @@ fn max_backward_images_inline<T: Scalar>(
 
 /// Channels `ch..ch + W` of one window's backward: finds the first maximum per channel and
 /// gives it `g`; with `disjoint` windows also writes zero to the window's other cells (else adds
-/// `g` onto the zero-filled `dx`). `W` is a constant so the lanes live in vector registers.
+/// `g` onto the zero-filled `dx`). With `positive`, a maximum that is not above zero (a dead
+/// ReLU's window) receives nothing. `W` is a constant so the lanes live in vector registers.
 #[inline(always)]
 fn route_block<T: Scalar, const W: usize>(
     x: &[T],
@@ -303,6 +329,7 @@ fn route_block<T: Scalar, const W: usize>(
     cells: &[usize],
     ch: usize,
     disjoint: bool,
+    positive: bool,
 ) {
     let lanes = |data: &[T], at: usize| -> [T; W] { data[at..at + W].try_into().expect("W lanes") };
     let mut best = lanes(x, cells[0] + ch);
@@ -315,7 +342,12 @@ fn route_block<T: Scalar, const W: usize>(
             arg[l] = if better { k as u32 } else { arg[l] };
         }
     }
-    let g = lanes(g, ch);
+    let mut g = lanes(g, ch);
+    if positive {
+        for l in 0..W {
+            g[l] = if best[l] > T::ZERO { g[l] } else { T::ZERO };
+        }
+    }
     for (k, &cell) in cells.iter().enumerate() {
         let out: &mut [T; W] = (&mut dx[cell + ch..cell + ch + W])
             .try_into()

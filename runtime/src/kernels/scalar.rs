@@ -22,6 +22,9 @@ pub trait Scalar:
     /// `n` as this type (pooling window sizes; exact for the small counts used).
     fn from_count(n: usize) -> Self;
 
+    /// `max(self, 0)` as the IR's `max` computes it: NaN stays NaN, `-0.0` becomes `+0.0`.
+    fn relu(self) -> Self;
+
     /// `self * a + b` rounded once (a fused multiply-add, as the GEMM's micro-kernels compute;
     /// one instruction where the code is compiled with FMA enabled).
     fn mul_add(self, a: Self, b: Self) -> Self;
@@ -55,6 +58,15 @@ pub trait Scalar:
 impl Scalar for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+
+    #[inline(always)]
+    fn relu(self) -> Self {
+        if self.is_nan() || self > 0.0 {
+            self
+        } else {
+            0.0
+        }
+    }
 
     fn from_count(n: usize) -> Self {
         n as f32
@@ -91,6 +103,15 @@ impl Scalar for f32 {
 impl Scalar for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+
+    #[inline(always)]
+    fn relu(self) -> Self {
+        if self.is_nan() || self > 0.0 {
+            self
+        } else {
+            0.0
+        }
+    }
 
     fn from_count(n: usize) -> Self {
         n as f64

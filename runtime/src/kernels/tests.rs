@@ -1136,3 +1136,93 @@ fn conv_on_many_images_matches_naive_in_every_path() {
         }
     }
 }
+
+#[test]
+fn fused_conv_epilogue_is_bit_exact_with_the_separate_add_and_max() {
+    // Direct path (patch of 9), GEMM path (patch 72), pointwise; 1 and 2 threads; a NaN input
+    // pixel so NaN passes the ReLU as the IR's `max` passes it.
+    for (c, k, f) in [(1, 3, 32), (8, 3, 16), (4, 1, 8)] {
+        let s = conv_shape(9, (12, 12, c), (k, k, f), [1, 1], [1, 1], [0, 0], [0, 0]);
+        let d = s.dims().unwrap();
+        let mut rng = Rng(c as u64 + 7);
+        let mut x = to_f32(&rng.vec(d.input_len));
+        x[5 * c] = f32::NAN;
+        let w = to_f32(&rng.vec(d.kernel_len));
+        let bias = to_f32(&rng.vec(f));
+        for threads in [1, 2] {
+            let mut plain = vec![0.0f32; d.output_len];
+            conv2d_forward(&s, &x, &w, &mut plain, threads).unwrap();
+            for relu in [false, true] {
+                let want: Vec<f32> = plain
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &y)| {
+                        let v = y + bias[i % f];
+                        if relu && !(v.is_nan() || v > 0.0) {
+                            0.0
+                        } else {
+                            v
+                        }
+                    })
+                    .collect();
+                let mut got = vec![f32::NAN; d.output_len];
+                let e = ConvEpilogue {
+                    bias: Some(&bias),
+                    relu,
+                };
+                conv2d_forward_fused(&s, &x, &w, e, &mut got, threads).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "{s:?} relu {relu} threads {threads}"
+                );
+                assert!(got.iter().any(|v| v.is_nan()) && got.contains(&0.0) == relu);
+            }
+        }
+        let mut y = vec![0.0f32; d.output_len];
+        let short = ConvEpilogue {
+            bias: Some(&bias[1..]),
+            relu: true,
+        };
+        assert!(conv2d_forward_fused(&s, &x, &w, short, &mut y, 1).is_err());
+    }
+}
+
+#[test]
+fn fused_max_pool_backward_relu_is_bit_exact_with_the_separate_select() {
+    // Disjoint (2x2/2, with an uncovered row and column) and overlapping (3x3/2) windows;
+    // ReLU outputs: zeros (dead windows), ties, a NaN.
+    for (h, win, stride) in [(11, 2, 2), (9, 3, 2)] {
+        let s = Pool2dShape {
+            batch: 6,
+            in_h: h,
+            in_w: h,
+            channels: 11,
+            window: [win, win],
+            stride: [stride, stride],
+            pad_before: [0, 0],
+            pad_after: [0, 0],
+        };
+        let d = s.dims().unwrap();
+        let mut rng = Rng(h as u64);
+        let mut x: Vec<f32> = to_f32(&rng.vec(d.input_len))
+            .into_iter()
+            .map(|v| if v > 0.2 { v } else { 0.0 })
+            .collect();
+        x[3] = f32::NAN;
+        let dy = to_f32(&rng.vec(d.output_len));
+        let mut plain = vec![f32::NAN; d.input_len];
+        max_pool2d_backward(&s, &x, &dy, &mut plain).unwrap();
+        let want: Vec<f32> = plain
+            .iter()
+            .zip(&x)
+            .map(|(&g, &v)| if v > 0.0 { g } else { 0.0 })
+            .collect();
+        let mut got = vec![f32::NAN; d.input_len];
+        max_pool2d_backward_relu(&s, &x, &dy, &mut got).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "{s:?}");
+        assert!(want.iter().filter(|&&g| g != 0.0).count() > d.output_len / 4);
+    }
+}

@@ -3,7 +3,9 @@
 //! function ([`Function::kernels`]); `fmc compile --emit ir-opt` prints them, the verifier
 //! checks them, and the JIT compiles one kernel per entry, in order.
 //!
-//! Arguments and reshapes belong to no kernel: a reshape aliases its operand's buffer.
+//! Arguments, reshapes and broadcast views belong to no kernel: a reshape aliases its
+//! operand's buffer, and the kernels reading a broadcast view read its source in the view's
+//! mode ([`broadcast_views`]).
 
 use super::*;
 
@@ -39,6 +41,63 @@ pub fn is_elementwise(f: &Function, v: ValueId) -> bool {
 }
 
 const ONE: Dim = Dim::Fixed(1);
+
+/// How an elementwise kernel reads a broadcast it does not materialize (a broadcast view).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BroadcastView {
+    /// The source's single element, in every lane.
+    Splat,
+    /// Element `i % m` of the source's `m` elements: the source's shape is a suffix of the
+    /// output's (leading axes of size 1 expanded), like a bias broadcast over the batch.
+    Cycle(usize),
+}
+
+/// How a broadcast `v` could be read without materializing it, if it can.
+pub fn broadcast_view_kind(f: &Function, v: ValueId) -> Option<BroadcastView> {
+    let inst = &f.insts[v];
+    if !matches!(inst.op, Op::Broadcast { .. }) || inst.dtype != DType::F32 {
+        return None;
+    }
+    let src = &f.insts[inst.args[0]].shape;
+    let m = count(src);
+    if m == ONE {
+        return Some(BroadcastView::Splat);
+    }
+    let Dim::Fixed(m) = m else { return None };
+    // Unit source axes first, then axes equal to the output's.
+    let first_kept = src.iter().position(|&d| d != ONE)?;
+    let suffix = src[first_kept..]
+        .iter()
+        .zip(&inst.shape[first_kept..])
+        .all(|(a, b)| a == b);
+    (suffix && count(&inst.shape) != Dim::Fixed(m)).then_some(BroadcastView::Cycle(m))
+}
+
+/// The broadcasts of `f` that belong to no kernel: every kernel that reads one reads its
+/// source in the view's mode instead (its users are all elementwise and it is not a result),
+/// so a bias or a constant is never written out at the size of the activations.
+pub fn broadcast_views(f: &Function) -> Vec<Option<BroadcastView>> {
+    let len = f.insts.len();
+    let mut users: Vec<Vec<ValueId>> = vec![Vec::new(); len];
+    for (v, inst) in f.insts.iter().enumerate() {
+        for &a in &inst.args {
+            users[a].push(v);
+        }
+    }
+    let mut is_result = vec![false; len];
+    for r in &f.results {
+        is_result[r.value] = true;
+    }
+    (0..len)
+        .map(|v| {
+            let kind = broadcast_view_kind(f, v)?;
+            let viewable = !is_result[v]
+                && !users[v].is_empty()
+                && users[v].iter().all(|&u| is_elementwise(f, u));
+            viewable.then_some(kind)
+        })
+        .collect()
+}
 
 /// Product of two sizes; at most one may depend on the batch (it is only ever on axis 0).
 pub fn mul(a: Dim, b: Dim) -> Dim {
@@ -80,9 +139,111 @@ pub fn reduce_loops(x: &[Dim], op: ReduceOp, axes: &[usize]) -> (Vec<(Dim, bool)
     (blocks, unrolled)
 }
 
+/// Elementwise work a precompiled kernel does on each tile of its output while the tile is in
+/// cache, instead of a separate loop over the whole output. Only these forms exist (the
+/// runtime's kernels implement exactly them); [`epilogue`] recognizes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Epilogue {
+    /// `conv2d(x, w) + bias` (`bias` broadcast over the pixels; an argument), then
+    /// `max(_, 0)` when `relu`: members `[conv2d, add]` or `[conv2d, add, max]`.
+    ConvBias { bias: ValueId, relu: bool },
+    /// `select(x > 0, max_pool2d_back(x, dy), 0)`, the backward of a ReLU (whose output `x`
+    /// is) before a max pool: members `[max_pool2d_back, gt, select]`.
+    PoolBackRelu,
+}
+
+/// `v` through reshapes.
+fn unreshaped(f: &Function, mut v: ValueId) -> ValueId {
+    while matches!(f.insts[v].op, Op::Reshape { .. }) {
+        v = f.insts[v].args[0];
+    }
+    v
+}
+
+/// Whether `v` is a broadcast view of the constant +0.0.
+fn is_zero_view(f: &Function, views: &[Option<BroadcastView>], v: ValueId) -> bool {
+    views[v] == Some(BroadcastView::Splat)
+        && matches!(
+            f.insts[unreshaped(f, f.insts[v].args[0])].op,
+            Op::Const { value } if value == 0.0 && value.is_sign_positive()
+        )
+}
+
+/// The epilogue form of a kernel with these members (ascending), if its one non-elementwise
+/// member (the head) and the elementwise others are one of [`Epilogue`]'s forms.
+pub fn epilogue(
+    f: &Function,
+    views: &[Option<BroadcastView>],
+    members: &[ValueId],
+) -> Option<Epilogue> {
+    let (&head, rest) = members.split_first()?;
+    let inst = |v: ValueId| &f.insts[v];
+    let binary = |v: ValueId, op: BinaryOp| {
+        matches!(inst(v).op, Op::Binary(o) if o == op).then(|| (inst(v).args[0], inst(v).args[1]))
+    };
+    match inst(head).op {
+        Op::Conv2d { .. } => {
+            let (&add, relu) = match rest {
+                [add] => (add, None),
+                [add, relu] => (add, Some(*relu)),
+                _ => return None,
+            };
+            let (x, y) = binary(add, BinaryOp::Add)?;
+            let bias_view = if x == head { y } else { x };
+            let out_c = match inst(head).shape.last()? {
+                Dim::Fixed(c) => *c,
+                Dim::Batch(_) => return None,
+            };
+            if (x != head && y != head) || views[bias_view] != Some(BroadcastView::Cycle(out_c)) {
+                return None;
+            }
+            let bias = unreshaped(f, inst(bias_view).args[0]);
+            if !matches!(inst(bias).op, Op::Arg { .. }) {
+                return None;
+            }
+            if let Some(r) = relu {
+                let (a, zero) = binary(r, BinaryOp::Max)?;
+                if a != add || !is_zero_view(f, views, zero) {
+                    return None;
+                }
+            }
+            Some(Epilogue::ConvBias {
+                bias,
+                relu: relu.is_some(),
+            })
+        }
+        Op::Pool2dBack {
+            kind: PoolKind::Max,
+            ..
+        } => {
+            let [mask, select] = rest else { return None };
+            let (x, zero) = binary(*mask, BinaryOp::Greater)?;
+            let pool_input = unreshaped(f, inst(head).args[0]);
+            let sel = inst(*select);
+            let ok = unreshaped(f, x) == pool_input
+                && is_zero_view(f, views, zero)
+                && matches!(sel.op, Op::Select)
+                && sel.args[0] == *mask
+                && sel.args[1] == head
+                && is_zero_view(f, views, sel.args[2]);
+            ok.then_some(Epilogue::PoolBackRelu)
+        }
+        _ => None,
+    }
+}
+
+/// The member whose loop nest the kernel is: its first when that is not elementwise (a
+/// precompiled kernel with an [`Epilogue`]), else its root.
+pub fn head(f: &Function, k: &PlannedKernel) -> ValueId {
+    match k.members.first() {
+        Some(&m) if !is_elementwise(f, m) => m,
+        _ => k.root(),
+    }
+}
+
 /// What kind of loop nest a kernel is (the name `--emit ir-opt` prints).
 pub fn kind(f: &Function, k: &PlannedKernel) -> &'static str {
-    let root = k.root();
+    let root = head(f, k);
     if is_elementwise(f, root) {
         return "elementwise";
     }
@@ -101,7 +262,18 @@ pub fn kind(f: &Function, k: &PlannedKernel) -> &'static str {
 
 /// The kernel's loop choices, as printed after its members (`len=N*128`, `loops=[...]`).
 pub fn attrs(f: &Function, k: &PlannedKernel) -> String {
-    let root = k.root();
+    let root = head(f, k);
+    if root != k.root() {
+        let ops: Vec<&str> = k.members[1..]
+            .iter()
+            .map(|&m| f.insts[m].op.name())
+            .collect();
+        return format!(
+            "op={} epilogue=[{}]",
+            f.insts[root].op.name(),
+            ops.join(", ")
+        );
+    }
     let inst = &f.insts[root];
     let dim = |d: Dim| print::dim_str(d);
     if is_elementwise(f, root) {
@@ -180,11 +352,13 @@ pub fn print_plan(f: &Function, plan: &KernelPlan) -> String {
     out
 }
 
-/// Checks the plan against its function: every instruction but arguments and reshapes in
+/// Checks the plan against its function: every instruction but arguments, reshapes and
+/// broadcast views in
 /// exactly one kernel, kernels in instruction order, and fused instructions elementwise, of
 /// their root's element count, used only inside their kernel and not function results.
 pub fn verify_plan(f: &Function, plan: &KernelPlan) -> Result<(), String> {
     let len = f.insts.len();
+    let views = broadcast_views(f);
     let mut kernel_of: Vec<Option<usize>> = vec![None; len];
     let mut last_root: Option<ValueId> = None;
     for (i, k) in plan.kernels.iter().enumerate() {
@@ -211,8 +385,10 @@ pub fn verify_plan(f: &Function, plan: &KernelPlan) -> Result<(), String> {
             kernel_of[m] = Some(i);
         }
         if k.members.len() > 1 {
+            // A precompiled head with an epilogue, or elementwise instructions only.
+            let epilogue_head = epilogue(f, &views, &k.members).map(|_| k.members[0]);
             for &m in &k.members {
-                if !is_elementwise(f, m) {
+                if !is_elementwise(f, m) && Some(m) != epilogue_head {
                     return Err(format!(
                         "kernel k{i} fuses %{m} = {}, which is not elementwise",
                         f.insts[m].op.name()
@@ -231,7 +407,7 @@ pub fn verify_plan(f: &Function, plan: &KernelPlan) -> Result<(), String> {
         is_result[r.value] = true;
     }
     for (v, inst) in f.insts.iter().enumerate() {
-        let planned = !matches!(inst.op, Op::Arg { .. } | Op::Reshape { .. });
+        let planned = !matches!(inst.op, Op::Arg { .. } | Op::Reshape { .. }) && views[v].is_none();
         match (planned, kernel_of[v]) {
             (true, None) => return Err(format!("%{v} = {} is in no kernel", inst.op.name())),
             (false, Some(i)) => {

@@ -7,11 +7,18 @@
 //! A group holds at most [`MAX_FUSED`] instructions: the JIT compiles a group into one function,
 //! and Cranelift's time grows faster than linearly with a function's size (the gradient of a
 //! 10,000-wide concat is a 10,000-term sum, which took 5.8 s as one kernel).
-//! Every other instruction but arguments and reshapes (which alias their operand) is a kernel
-//! of its own.
+//! Every other instruction but arguments, reshapes (which alias their operand) and broadcast
+//! views (a broadcast of one element or of a trailing block, read only by elementwise kernels,
+//! which read its source instead: [`broadcast_views`]) is a kernel of its own, except that a
+//! convolution or max-pool backward whose one user starts a group of one of the
+//! [`Epilogue`](crate::ir::kernels::Epilogue) forms (bias and ReLU after a convolution, the
+//! ReLU's backward after a pool's) joins that group as its head: the precompiled kernel applies
+//! it to each output tile while the tile is in cache.
 
 use super::Pass;
-use crate::ir::kernels::{count, is_elementwise, KernelPlan, PlannedKernel};
+use crate::ir::kernels::{
+    broadcast_views, count, epilogue, is_elementwise, KernelPlan, PlannedKernel,
+};
 use crate::ir::*;
 
 /// The fusion pass.
@@ -43,11 +50,12 @@ pub fn plan(f: &Function) -> KernelPlan {
     for r in &f.results {
         is_result[r.value] = true;
     }
+    let views = broadcast_views(f);
     // Fusion groups (by root), decided from the last instruction backwards (users first).
     let mut group: Vec<Option<ValueId>> = vec![None; len];
     let mut size = vec![0usize; len];
     for v in (0..len).rev() {
-        if !is_elementwise(f, v) {
+        if !is_elementwise(f, v) || views[v].is_some() {
             continue;
         }
         let g = users[v].first().and_then(|&u| group[u]);
@@ -70,10 +78,28 @@ pub fn plan(f: &Function) -> KernelPlan {
             members[*g].push(v);
         }
     }
+    // Epilogues: a convolution or max-pool backward whose one user starts a group that is one
+    // of the forms the precompiled kernels apply on their output tiles joins that group.
+    let mut absorbed = vec![false; len];
+    for v in 0..len {
+        if !matches!(f.insts[v].op, Op::Conv2d { .. } | Op::Pool2dBack { .. }) {
+            continue;
+        }
+        let [u] = users[v][..] else { continue };
+        let Some(g) = group[u].filter(|_| !is_result[v]) else {
+            continue;
+        };
+        let with_head: Vec<ValueId> = std::iter::once(v).chain(members[g].clone()).collect();
+        if with_head.windows(2).all(|w| w[0] < w[1]) && epilogue(f, &views, &with_head).is_some() {
+            members[g] = with_head;
+            absorbed[v] = true;
+        }
+    }
     let mut kernels = Vec::new();
     for (v, inst) in f.insts.iter().enumerate() {
         match inst.op {
             Op::Arg { .. } | Op::Reshape { .. } => {}
+            _ if views[v].is_some() || absorbed[v] => {}
             _ if is_elementwise(f, v) => {
                 if group[v] == Some(v) {
                     kernels.push(PlannedKernel {

@@ -12,10 +12,12 @@
 //! - a fused group member: a local inside its group's loop, nothing outside it,
 //! - a buffer: a `Vec<f32>` local (or a function argument's slice).
 //!
-//! Reshapes are free (buffers are row-major); a broadcast of rows or columns that only fused
-//! loops read is read in place (`b[i % 128]`) rather than copied; sums over the last axis add
-//! in the interpreter's (and the JIT's) order; GEMM, convolution and pooling call
-//! `fm::compiled::ops`, which calls the runtime kernels the JIT uses.
+//! Reshapes are free (buffers are row-major); a broadcast that only fused loops read (the plan's
+//! broadcast views) is read in place (`b[i % 128]`) rather than copied; sums over the last axis
+//! add in the interpreter's (and the JIT's) order; GEMM, convolution and pooling call
+//! `fm::compiled::ops`, which calls the runtime kernels the JIT uses, and a kernel with an
+//! epilogue (a convolution's bias and ReLU, a ReLU's backward through a max pool) is one call
+//! of the same fused runtime kernel the JIT calls.
 
 use super::Notes;
 use crate::ir::*;
@@ -209,6 +211,10 @@ struct Emitter<'a> {
     group: Vec<Option<ValueId>>,
     /// Per root of a fused kernel: its members, ascending (the root last).
     members: Vec<Vec<ValueId>>,
+    /// Per root of a kernel with an epilogue: its members (the head first) and the form.
+    epilogues: Vec<Option<(Vec<ValueId>, crate::ir::kernels::Epilogue)>>,
+    /// Per value: a member of a kernel with an epilogue.
+    in_epilogue: Vec<bool>,
 }
 
 /// Emits `fn NAME(ctx: &Ctx, args: &[Arg<'_>]) -> Result<Vec<Vec<f32>>, Error>` for `f`.
@@ -228,15 +234,32 @@ pub fn emit_function(f: &Function, name: &str, notes: &Notes) -> String {
         .kernels
         .clone()
         .unwrap_or_else(|| crate::passes::fuse::plan(f));
+    let views = crate::ir::kernels::broadcast_views(f);
+    let mut epilogues = vec![None; f.insts.len()];
     let mut group = vec![None; f.insts.len()];
     let mut members = vec![Vec::new(); f.insts.len()];
     for k in &plan.kernels {
         let root = k.root();
-        if crate::ir::kernels::is_elementwise(f, root) {
-            for &m in &k.members {
-                group[m] = Some(root);
+        if !crate::ir::kernels::is_elementwise(f, root) {
+            continue;
+        }
+        // A kernel with an epilogue (a convolution's bias and ReLU, a ReLU's backward after a
+        // max pool) is one call of the fused runtime kernel the JIT calls, at its root.
+        if crate::ir::kernels::head(f, k) != root {
+            if let Some(e) = crate::ir::kernels::epilogue(f, &views, &k.members) {
+                epilogues[root] = Some((k.members.clone(), e));
+                continue;
             }
-            members[root] = k.members.clone();
+        }
+        for &m in &k.members {
+            group[m] = Some(root);
+        }
+        members[root] = k.members.clone();
+    }
+    let mut in_epilogue = vec![false; f.insts.len()];
+    for (ms, _) in epilogues.iter().flatten() {
+        for &m in ms {
+            in_epilogue[m] = true;
         }
     }
     let mut e = Emitter {
@@ -253,6 +276,8 @@ pub fn emit_function(f: &Function, name: &str, notes: &Notes) -> String {
         layer_output: layer_outputs(f, notes),
         group,
         members,
+        in_epilogue,
+        epilogues,
     };
     e.body();
     let mut head = String::new();
@@ -485,6 +510,16 @@ impl Emitter<'_> {
             }
             Op::Const { value } => Repr::Scalar(f32_lit(*value)),
             Op::BatchSize => Repr::Scalar("(n as f32)".into()),
+            _ if self.in_epilogue(v) => {
+                if self.epilogues[v].is_none() {
+                    // Computed by its kernel's call, at the root.
+                    return self.set(v, Repr::Member(format!("e{v}")));
+                }
+                self.note(v);
+                let call = self.epilogue_call(v, &shape);
+                let _ = writeln!(self.out, "let {name} = {call};");
+                Repr::Buffer { name, owned: true }
+            }
             _ if self.group[v].is_some() => {
                 let root = self.group[v].unwrap_or(v);
                 if root != v {
@@ -516,7 +551,9 @@ impl Emitter<'_> {
                     }
                     _ => {
                         if let Some(r) = self.strided(a[0], &in_shape, &shape) {
-                            if self.users[v].iter().all(|&u| self.group[u].is_some())
+                            if self.users[v]
+                                .iter()
+                                .all(|&u| self.group[u].is_some() || self.in_epilogue[u])
                                 && !self.is_result[v]
                             {
                                 r
@@ -646,6 +683,44 @@ impl Emitter<'_> {
         let len = len_expr(&shape);
         self.write_loop(&name, &len, &reads, &lets, &body);
         Repr::Buffer { name, owned: true }
+    }
+
+    /// Whether `v` belongs to a kernel with an epilogue (as its head, a middle member or root).
+    fn in_epilogue(&self, v: ValueId) -> bool {
+        self.in_epilogue[v]
+    }
+
+    /// The call of the fused runtime kernel computing the epilogue kernel whose root is `root`.
+    fn epilogue_call(&mut self, root: ValueId, shape: &[Dim]) -> String {
+        use crate::ir::kernels::Epilogue;
+        let Some((members, form)) = self.epilogues[root].clone() else {
+            unreachable!("a root of an epilogue kernel")
+        };
+        let head = members[0];
+        let a = self.f.insts[head].args.clone();
+        let shape_of = |v: ValueId| self.f.insts[v].shape.clone();
+        match (form, &self.f.insts[head].op) {
+            (Epilogue::ConvBias { bias, relu }, Op::Conv2d { window }) => {
+                let geo = conv_geometry(&shape_of(a[0]), &shape_of(a[1]), window);
+                let x = self.slice(a[0]);
+                let k = self.slice(a[1]);
+                let b = self.slice(bias);
+                format!(
+                    "ops::conv2d_bias(ctx, &{geo}, {x}, {k}, {b}, {relu}, {})",
+                    len_expr(shape)
+                )
+            }
+            (Epilogue::PoolBackRelu, Op::Pool2dBack { window, .. }) => {
+                let geo = pool_geometry(&shape_of(a[0]), window);
+                let x = self.slice(a[0]);
+                let dy = self.slice(a[1]);
+                format!(
+                    "ops::max_pool2d_back_relu(ctx, &{geo}, {x}, {dy}, {})",
+                    len_expr(shape)
+                )
+            }
+            _ => unreachable!("the epilogue forms of `ir::kernels::epilogue`"),
+        }
     }
 
     /// The one element of a scalar, splat or one-element value.
