@@ -108,6 +108,9 @@ fn fmt_check_and_rewrite() {
 fn formatting_examples_is_idempotent() {
     let dir = std::env::temp_dir().join(format!("fmc-fmt-examples-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    // Files the checker reads (`categorical` weights) are relative to the `.fm` file.
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(root().join("examples/data"), dir.join("data")).unwrap();
     for f in fm_tests::files(&root().join("examples"), "fm") {
         let copy = dir.join(f.file_name().unwrap());
         std::fs::copy(&f, &copy).unwrap();

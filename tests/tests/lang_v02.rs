@@ -221,3 +221,102 @@ fn vae_digits_reconstructs_held_out_digits() {
         "reconstruction MSE {vae} vs mean image {baseline}"
     );
 }
+
+/// Word2Vec (skip-gram with negatives drawn by `categorical` from the unigram counts^0.75) on
+/// the generated corpus with planted word groups: every group word's nearest neighbour (cosine
+/// of the `words` vectors) is a word of its own group, and words of a group are far more
+/// similar to each other than to other groups' words.
+#[test]
+fn word2vec_nearest_neighbours_are_the_planted_groups() {
+    let dir = tmp("w2v");
+    let run = dir.join("run");
+    let r = fmc(&[
+        "train",
+        &example("word2vec.fm"),
+        "--run-dir",
+        &run.display().to_string(),
+        "-q",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let weights = fm_runtime::weights::load_weights(&run.join("weights.safetensors")).unwrap();
+    let table = weights.get("words.embeddings").expect("words.embeddings");
+    let (v, d) = (table.shape()[0], table.shape()[1]);
+    let vecs: Vec<f32> = table.to_f32().into_raw_vec_and_offset().0;
+    let vocab_text =
+        std::fs::read_to_string(root().join("examples/data/word2vec/vocab.txt")).unwrap();
+    let vocab: Vec<&str> = vocab_text.lines().collect();
+    assert_eq!(vocab.len(), v);
+    let row = |w: &str| {
+        let k = vocab.iter().position(|x| *x == w).unwrap();
+        &vecs[k * d..(k + 1) * d]
+    };
+    let cos = |a: &[f32], b: &[f32]| {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+        dot / (na * nb).max(1e-12)
+    };
+    let groups: [&[&str]; 5] = [
+        &[
+            "cat", "dog", "horse", "cow", "sheep", "goat", "pig", "rabbit",
+        ],
+        &[
+            "red", "blue", "green", "yellow", "purple", "orange", "brown", "pink",
+        ],
+        &[
+            "apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "plum",
+        ],
+        &[
+            "car", "bus", "truck", "train", "bike", "boat", "plane", "ship",
+        ],
+        &[
+            "hammer", "saw", "drill", "wrench", "shovel", "rake", "axe", "chisel",
+        ],
+    ];
+    let group_of = |w: &str| groups.iter().position(|g| g.contains(&w));
+    let mut misses = Vec::new();
+    for g in groups {
+        for &w in g {
+            let nearest = vocab
+                .iter()
+                .filter(|&&x| x != w)
+                .max_by(|a, b| cos(row(w), row(a)).total_cmp(&cos(row(w), row(b))))
+                .unwrap();
+            if group_of(nearest) != group_of(w) {
+                misses.push(format!("{w} -> {nearest}"));
+            }
+        }
+    }
+    let (mut within, mut nw, mut between, mut nb) = (0.0, 0, 0.0, 0);
+    for (i, g) in groups.iter().enumerate() {
+        for (j, h) in groups.iter().enumerate() {
+            for &a in *g {
+                for &b in *h {
+                    if a == b {
+                        continue;
+                    }
+                    if i == j {
+                        within += cos(row(a), row(b));
+                        nw += 1;
+                    } else {
+                        between += cos(row(a), row(b));
+                        nb += 1;
+                    }
+                }
+            }
+        }
+    }
+    let (within, between) = (within / nw as f32, between / nb as f32);
+    eprintln!(
+        "word2vec: {} of 40 nearest neighbours outside their group; mean cosine within groups {within:.3}, between {between:.3}",
+        misses.len()
+    );
+    assert!(
+        misses.is_empty(),
+        "nearest neighbours outside the group: {misses:?}"
+    );
+    assert!(
+        within > between + 0.4,
+        "within-group cosine {within} vs between groups {between}"
+    );
+}

@@ -68,6 +68,7 @@ fn differentiable(op: &Op) -> bool {
         Op::Unary(UnaryOp::StopGradient | UnaryOp::Sign | UnaryOp::ToFloat)
             | Op::Binary(BinaryOp::Greater | BinaryOp::GreaterEq | BinaryOp::Equal)
             | Op::OneHot { .. }
+            | Op::Bucketize { .. }
             | Op::RandomUniform { .. }
             | Op::LowerTriangle { .. }
             | Op::Const { .. }
@@ -311,6 +312,9 @@ fn rule(b: &mut Builder, y: ValueId, inst: &Inst, g: ValueId) -> Vec<(usize, Val
             let dt = b.push(Op::ScatterAdd { rows }, vec![a(1), g]);
             vec![(0, dt)]
         }
-        Op::ScatterAdd { .. } | Op::OneHot { .. } | Op::LowerTriangle { .. } => vec![],
+        Op::ScatterAdd { .. }
+        | Op::OneHot { .. }
+        | Op::Bucketize { .. }
+        | Op::LowerTriangle { .. } => vec![],
     }
 }

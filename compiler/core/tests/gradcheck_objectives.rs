@@ -306,3 +306,26 @@ train m {
 ",
     );
 }
+
+#[test]
+fn skip_gram_with_categorical_negatives() {
+    // word2vec's objective: a shared embedding table read by the context and by the drawn
+    // negatives; the gradient reaches both rows through the gathers.
+    check(
+        "version 0.2
+model m {
+    input center: i32[]
+    input context: i32[]
+    input negatives: i32[3] ~ categorical([4, 1, 0, 2], power: 0.75)
+    let w = center -> Embedding(4, 3, name: \"words\")
+    let c = context -> Embedding(4, 3, name: \"contexts\")
+    let n = contexts(negatives)
+    output s = dot(w, c)
+}
+train m {
+    loss: -log_sigmoid(dot(w, c)) - sum(log_sigmoid(-dot(n, w)))
+    optimizer: SGD(lr: 0.1)
+}
+",
+    );
+}

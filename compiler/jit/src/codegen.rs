@@ -327,6 +327,7 @@ impl<'a, 'm> Gen<'a, 'm> {
                 });
             }
             Kernel::RandomUniform { len, salt } => self.random_uniform(*len, *salt),
+            Kernel::Bucketize { count, edges } => return self.bucketize(*count, edges),
             Kernel::LowerTriangle { rows, cols } => {
                 let out = self.operand(0);
                 let zero = self.i64c(0);
@@ -506,6 +507,63 @@ impl<'a, 'm> Gen<'a, 'm> {
     }
 
     /// Bit-identical to `interp::random::uniform`.
+    /// `Op::Bucketize`: for each x, the number of `edges` <= x, found by a binary search
+    /// unrolled over the powers of two below `edges.len()` (the edges live in a read-only data
+    /// object of the module). Returns the status (1 if the data object cannot be defined).
+    fn bucketize(&mut self, count: Sym, edges: &[u32]) -> Value {
+        let n = edges.len() as i64;
+        let table = if n == 0 {
+            None
+        } else {
+            match self.data_object(edges) {
+                Some(t) => Some(t),
+                None => return self.b.ins().iconst(I32, 1),
+            }
+        };
+        let x = self.operand(0);
+        let out = self.operand(1);
+        let len = self.sym(count);
+        let zero = self.i64c(0);
+        self.for_loop(zero, len, 1, &mut |g, i| {
+            let a = g.at(x, i);
+            let v = g.b.ins().load(F32, mem(), a, 0);
+            let mut pos = g.i64c(0);
+            if let Some(table) = table {
+                // Largest pos with edges[pos - 1] <= v, one power of two at a time.
+                let mut step = 1i64 << (63 - n.leading_zeros());
+                while step > 0 {
+                    let cand = g.b.ins().iadd_imm_s(pos, step);
+                    let within = g.b.ins().icmp_imm_s(IntCC::SignedLessThanOrEqual, cand, n);
+                    let last = g.i64c(n - 1);
+                    let idx = g.b.ins().iadd_imm_s(cand, -1);
+                    let idx = g.b.ins().smin(idx, last);
+                    let ea = g.at(table, idx);
+                    let e = g.b.ins().load(F32, mem(), ea, 0);
+                    let le = g.b.ins().fcmp(FloatCC::LessThanOrEqual, e, v);
+                    let ok = g.b.ins().band(within, le);
+                    pos = g.b.ins().select(ok, cand, pos);
+                    step >>= 1;
+                }
+            }
+            let r = g.b.ins().ireduce(I32, pos);
+            let oa = g.at(out, i);
+            g.b.ins().store(mem(), r, oa, 0);
+        });
+        self.b.ins().iconst(I32, 0)
+    }
+
+    /// The address of a read-only copy of `words` (f32 or i32 bits) in the module.
+    fn data_object(&mut self, words: &[u32]) -> Option<Value> {
+        let id = self.module.declare_anonymous_data(false, false).ok()?;
+        let mut desc = cranelift_module::DataDescription::new();
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        desc.define(bytes.into_boxed_slice());
+        desc.set_align(16);
+        self.module.define_data(id, &desc).ok()?;
+        let gv = self.module.declare_data_in_func(id, self.b.func);
+        Some(self.b.ins().symbol_value(I64, gv))
+    }
+
     fn random_uniform(&mut self, len: Sym, salt: u64) {
         let out = self.operand(0);
         let a = self

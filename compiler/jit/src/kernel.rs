@@ -160,6 +160,11 @@ pub enum Kernel {
         count: Sym,
         depth: usize,
     },
+    /// Operands: x (f32), output (i32). `edges` are f32 bits, ascending.
+    Bucketize {
+        count: Sym,
+        edges: Vec<u32>,
+    },
     /// Operands: output.
     RandomUniform {
         len: Sym,
@@ -222,6 +227,7 @@ impl Kernel {
             Kernel::Gather { .. } => "gather".into(),
             Kernel::ScatterAdd { .. } => "scatter_add".into(),
             Kernel::OneHot { .. } => "one_hot".into(),
+            Kernel::Bucketize { .. } => "bucketize".into(),
             Kernel::RandomUniform { .. } => "random_uniform".into(),
             Kernel::LowerTriangle { .. } => "lower_triangle".into(),
             Kernel::Const(_) => "const".into(),

@@ -475,6 +475,10 @@ pub fn schedule(f: &Function) -> Result<Schedule, String> {
                 count: count(f, a[0]),
                 depth: *depth,
             },
+            Op::Bucketize { edges } => Kernel::Bucketize {
+                count: count(f, a[0]),
+                edges: edges.iter().map(|e| e.to_bits()).collect(),
+            },
             Op::RandomUniform { salt, .. } => Kernel::RandomUniform {
                 len: count(f, v),
                 salt: *salt,

@@ -570,6 +570,84 @@ fn generators_are_bit_identical() {
     compare(&f, 0.0);
 }
 
+/// `bucketize` (the float-to-integer op of categorical sampling) gives the interpreter's
+/// counts for edge tables of every size around the unrolled search's powers of two, with
+/// repeated edges, inputs exactly on an edge, outside the table, and NaN.
+#[test]
+fn bucketize_is_exact() {
+    let mut rng = Rng::new(9);
+    for k in [0usize, 1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 100, 1000] {
+        let mut edges: Vec<f32> = (0..k).map(|_| 4.0 * rng.unit() - 2.0).collect();
+        if k > 3 {
+            edges[1] = edges[0];
+            edges[k - 1] = edges[k - 2];
+        }
+        edges.sort_by(f32::total_cmp);
+        let e2 = edges.clone();
+        let f = func("bucketize", &[f32_arg(&[6])], move |b, a| {
+            b.push(Op::Bucketize { edges: e2 }, vec![a[0]])
+        });
+        compare(&f, 0.0);
+        // Values on the edges themselves, beyond both ends, and NaN.
+        let mut xs: Vec<f32> = edges.clone();
+        xs.extend([-3.0, 3.0, f32::NAN, 0.0]);
+        xs.truncate(6 * 5);
+        while xs.len() % 6 != 0 {
+            xs.push(1.5);
+        }
+        let n = xs.len() / 6;
+        let args = vec![Value::F(
+            ArrayD::from_shape_vec(IxDyn(&[n, 6]), xs).unwrap(),
+        )];
+        let ctx = Context {
+            batch: n,
+            seed: 0,
+            step: 0,
+        };
+        compare_args(&f, &args, ctx, 0.0);
+    }
+}
+
+/// `~ categorical(...)` (language.md 9.2): both backends draw the same indices, with the
+/// frequencies of the weights, and never an index of weight 0.
+#[test]
+fn categorical_draws_follow_the_weights() {
+    use fm_compiler::graph::Sampler;
+    let probs = vec![0.5, 0.0, 0.3, 0.15, 0.05];
+    let s = Sampler::Categorical {
+        probs: probs.clone(),
+    };
+    let f = func("categorical", &[f32_arg(&[])], |b, _| {
+        fm_compiler::lower::sample::draw(b, &s, &[50], 11)
+    });
+    let n = 400;
+    let args = vec![Value::F(ArrayD::zeros(IxDyn(&[n])))];
+    let ctx = Context {
+        batch: n,
+        seed: 5,
+        step: 2,
+    };
+    compare_args(&f, &args, ctx, 0.0);
+    let out = interp::run(&f, &args, ctx).unwrap();
+    let Value::I(draws) = &out[0] else {
+        panic!("categorical draws i32")
+    };
+    let mut counts = [0usize; 5];
+    for &d in draws.iter() {
+        counts[d as usize] += 1;
+    }
+    let total = (n * 50) as f64;
+    assert_eq!(counts[1], 0, "{counts:?}");
+    for (k, &p) in probs.iter().enumerate() {
+        let freq = counts[k] as f64 / total;
+        // 20,000 draws: a standard error below 0.004.
+        assert!(
+            (freq - p).abs() < 0.015,
+            "index {k}: {freq} vs {p} ({counts:?})"
+        );
+    }
+}
+
 /// Arguments are checked before compiled code runs: wrong shapes, element types or counts
 /// are errors, not out-of-bounds accesses.
 #[test]

@@ -109,7 +109,7 @@ registry! {
     E0220: "shared call on an input its weights do not fit",
     E0221: "loss expression is not a per-sample scalar",
     E0222: "lagged weights of an unnamed call",
-    E0223: "sampling distribution not supported",
+    E0223: "`categorical` weights cannot be used",
 
     // E03xx: training setup (the checker).
     E0301: "loss does not fit the output",

@@ -61,7 +61,7 @@ pub fn load_data(
     model: &ModelData,
     options: LoadOptions,
 ) -> Result<LoadedData, RuntimeError> {
-    let raw = read_source(&spec.train, &model.input_names())?;
+    let raw = read_source(&spec.train, &model.input_names(), !model.targets.is_empty())?;
     let test = test_part(spec.test.as_ref(), model)?;
     assemble(&raw, test, &spec.x, &spec.y, model, options)
 }
@@ -77,9 +77,11 @@ fn test_part(test: Option<&TestSource>, model: &ModelData) -> Result<TestPart, R
     Ok(match test {
         None => TestPart::None,
         Some(TestSource::Split(f)) => TestPart::Split(*f),
-        Some(TestSource::Source(source)) => {
-            TestPart::Raw(read_source(source, &model.input_names())?)
-        }
+        Some(TestSource::Source(source)) => TestPart::Raw(read_source(
+            source,
+            &model.input_names(),
+            !model.targets.is_empty(),
+        )?),
     })
 }
 

@@ -229,8 +229,13 @@ fn read_array_at(
 }
 
 /// Reads a `data` section's source. `input_names` are the model's inputs, in order (used to
-/// check an `.npz` with one key per input).
-pub fn read_source(source: &Source, input_names: &[String]) -> Result<RawSamples, RuntimeError> {
+/// check an `.npz` with one key per input); `wants_targets` is false for a model whose losses
+/// read no targets (language.md 9.3), so an `.npz` need not have a `y` key then.
+pub fn read_source(
+    source: &Source,
+    input_names: &[String],
+    wants_targets: bool,
+) -> Result<RawSamples, RuntimeError> {
     match source {
         Source::Idx { images, labels } => Ok(RawSamples {
             inputs: vec![read_array_at(images, None, None)?],
@@ -265,10 +270,12 @@ pub fn read_source(source: &Source, input_names: &[String]) -> Result<RawSamples
                     arrays
                 }
             };
-            Ok(RawSamples {
-                inputs,
-                targets: Some(parse_npz_member(&origin, &bytes, y)?),
-            })
+            let targets = if wants_targets {
+                Some(parse_npz_member(&origin, &bytes, y)?)
+            } else {
+                None
+            };
+            Ok(RawSamples { inputs, targets })
         }
         Source::Csv { path, label } => {
             let bytes = read_file_bytes(path)?;

@@ -6,7 +6,7 @@ use super::bind::{self, plural};
 use super::functions::{self, Operand};
 use super::items::Items;
 use super::layers::{self, LayerOut};
-use super::limits::{self, MAX_DEPTH, MAX_NODES};
+use super::limits::{self, MAX_CATEGORIES, MAX_DEPTH, MAX_NODES};
 use super::table::{self, Kind, Sig};
 use super::values::{const_eval, fold_or_report, shape_str, Sym, SymArg, Tv, Val};
 use super::{suggest, Ctx};
@@ -541,26 +541,44 @@ impl<'f> Expander<'_, '_, '_, 'f> {
                         return None;
                     }
                 };
-                let raised: Vec<f64> = weights.iter().map(|w| w.powf(power)).collect();
+                if weights.len() > MAX_CATEGORIES {
+                    self.ctx.error(
+                        codes::E0223,
+                        format!(
+                            "`categorical` over more than {} categories",
+                            crate::summary::thousands(MAX_CATEGORIES)
+                        ),
+                        ws,
+                        format!("{} weights", crate::summary::thousands(weights.len())),
+                    );
+                    return None;
+                }
+                if let Some(k) = weights.iter().position(|w| !w.is_finite() || *w < 0.0) {
+                    self.ctx.error(
+                        codes::E0223,
+                        "`categorical` weights must be finite and >= 0",
+                        ws,
+                        format!("weight {k} is {}", weights[k]),
+                    );
+                    return None;
+                }
+                let raised: Vec<f64> = weights
+                    .iter()
+                    .map(|&w| if w == 0.0 { 0.0 } else { w.powf(power) })
+                    .collect();
                 let total: f64 = raised.iter().sum();
                 if weights.is_empty() || !total.is_finite() || total <= 0.0 {
                     self.ctx.error(
-                        codes::E0202,
+                        codes::E0223,
                         "`categorical` needs weights with a positive, finite sum",
                         ws,
                         format!("{} weights summing to {total}", weights.len()),
                     );
                     return None;
                 }
-                // Drawing i32 indices needs an f32-to-i32 conversion both backends lack.
-                let _ = raised;
-                self.ctx.error(
-                    codes::E0223,
-                    "`categorical` sampling is not implemented yet",
-                    e.span,
-                    "only `normal` and `uniform` inputs can be sampled for now",
-                );
-                None
+                Some(Sampler::Categorical {
+                    probs: raised.iter().map(|w| w / total).collect(),
+                })
             }
         }
     }

@@ -21,6 +21,9 @@ use std::collections::HashMap;
 pub const MAX_NODES: usize = 100_000;
 /// Deepest nesting of block calls (a block calling a block calling a block ...).
 pub const MAX_BLOCK_DEPTH: usize = 256;
+
+/// Categories of a `categorical` sampled input (its cumulative table is part of the IR).
+pub const MAX_CATEGORIES: usize = 1_000_000;
 /// Deepest nesting of expression evaluation and block calls together that the expander follows
 /// (each level is a few stack frames; the checker runs on a stack sized for this).
 pub const MAX_DEPTH: usize = 4_096;

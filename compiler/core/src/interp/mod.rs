@@ -313,6 +313,14 @@ fn eval<T: Real>(
             }
             Value::F(ArrayD::from_shape_vec(IxDyn(&out_shape), out).map_err(|e| e.to_string())?)
         }
+        Op::Bucketize { edges } => {
+            let x = ins[0].float();
+            let data = x
+                .iter()
+                .map(|&v| bucket(edges, v.to_f64() as f32))
+                .collect();
+            Value::I(ArrayD::from_shape_vec(IxDyn(&out_shape), data).map_err(|e| e.to_string())?)
+        }
         Op::LowerTriangle { rows, cols } => {
             Value::F(ArrayD::from_shape_fn(IxDyn(&[*rows, *cols]), |i| {
                 if i[1] <= i[0] {
@@ -330,6 +338,11 @@ fn eval<T: Real>(
             Value::F(ArrayD::from_shape_vec(IxDyn(&out_shape), data).map_err(|e| e.to_string())?)
         }
     })
+}
+
+/// The number of `edges` (ascending) that are <= `x` (`Op::Bucketize`).
+pub fn bucket(edges: &[f32], x: f32) -> i32 {
+    edges.partition_point(|&e| e <= x) as i32
 }
 
 fn unary<T: Real>(op: UnaryOp, x: T) -> T {

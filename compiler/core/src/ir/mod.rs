@@ -231,6 +231,12 @@ pub enum Op {
         shape: Shape,
         salt: u64,
     },
+    /// f32 `[...]` -> i32 `[...]`: the number of `edges` (sorted ascending) that are <= x, so
+    /// a uniform draw in [0, 1) bucketized by a cumulative distribution is a categorical draw
+    /// (language.md 9.2). The float-to-integer conversion of the IR.
+    Bucketize {
+        edges: Vec<f32>,
+    },
     /// `[rows, cols]` f32: 1.0 where `col <= row`, else 0.0 (the causal attention mask).
     LowerTriangle {
         rows: usize,
@@ -296,6 +302,7 @@ impl Op {
             Op::ScatterAdd { .. } => "scatter_add",
             Op::OneHot { .. } => "one_hot",
             Op::RandomUniform { .. } => "random_uniform",
+            Op::Bucketize { .. } => "bucketize",
             Op::LowerTriangle { .. } => "lower_triangle",
         }
     }

@@ -178,6 +178,9 @@ impl<'a> Line<'a> {
     }
     /// `[1, 2]`
     fn list(&mut self) -> Result<Vec<usize>, ParseError> {
+        self.list_of()
+    }
+    fn list_of<T: std::str::FromStr>(&mut self) -> Result<Vec<T>, ParseError> {
         self.expect("[")?;
         let mut v = Vec::new();
         if !self.eat("]") {
@@ -536,6 +539,12 @@ impl<'a> Parser<'a> {
             "one_hot" => {
                 a.key("depth")?;
                 Op::OneHot { depth: a.number()? }
+            }
+            "bucketize" => {
+                a.key("edges")?;
+                Op::Bucketize {
+                    edges: a.list_of()?,
+                }
             }
             "lower_triangle" => {
                 let [rows, cols] = a.pair()?;

@@ -87,6 +87,10 @@ pub fn attrs(op: &Op) -> String {
         Op::OneHot { depth } => format!("depth={depth}"),
         Op::RandomUniform { salt, .. } => format!("salt={salt}"),
         Op::LowerTriangle { rows, cols } => format!("{rows}x{cols}"),
+        Op::Bucketize { edges } => {
+            let parts: Vec<String> = edges.iter().map(|e| format!("{e:?}")).collect();
+            format!("edges=[{}]", parts.join(", "))
+        }
         _ => String::new(),
     }
 }

@@ -357,6 +357,16 @@ pub fn infer(op: &Op, ins: &[(&Shape, DType)]) -> ShapeResult {
             out.push(Dim::Fixed(*depth));
             Ok((out, DType::F32))
         }
+        Op::Bucketize { edges } => {
+            want(1)?;
+            if ins[0].1 != DType::F32 {
+                return Err("bucketize reads f32".into());
+            }
+            if edges.windows(2).any(|w| w[0] > w[1]) || edges.iter().any(|e| !e.is_finite()) {
+                return Err("bucketize edges must be finite and ascending".into());
+            }
+            Ok((ins[0].0.clone(), DType::I32))
+        }
         Op::LowerTriangle { rows, cols } => {
             want(0)?;
             Ok((vec![Dim::Fixed(*rows), Dim::Fixed(*cols)], DType::F32))

@@ -20,8 +20,21 @@ pub fn draw(b: &mut Builder, s: &Sampler, shape: &[usize], salt: u64) -> ValueId
             let scaled = b.mul_scalar(z, *std);
             b.add_scalar(scaled, *mean)
         }
-        Sampler::Categorical { .. } => {
-            unreachable!("the checker refuses categorical sampling (not implemented yet)")
+        Sampler::Categorical { probs } => {
+            // Inverse CDF: the index is the number of cumulative probabilities <= u.
+            let mut acc = 0.0;
+            let mut edges: Vec<f32> = probs[..probs.len().saturating_sub(1)]
+                .iter()
+                .map(|p| {
+                    acc += p;
+                    acc as f32
+                })
+                .collect();
+            // Rounding never breaks the order f32 casts keep; clamp the top at 1.
+            for e in &mut edges {
+                *e = e.min(1.0);
+            }
+            b.push(Op::Bucketize { edges }, vec![u])
         }
     }
 }

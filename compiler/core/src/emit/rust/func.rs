@@ -936,6 +936,9 @@ impl Emitter<'_> {
                 format!("ops::random_uniform(ctx, {salt}, {})", len_expr(shape))
             }
             Op::LowerTriangle { rows, cols } => format!("ops::lower_triangle({rows}, {cols})"),
+            Op::Bucketize { .. } => {
+                unreachable!("categorical sampling (language 0.2) is refused before emission")
+            }
             Op::Arg { .. }
             | Op::Const { .. }
             | Op::BatchSize
