@@ -61,6 +61,11 @@ fn the_compiler_core_needs_neither_cranelift_nor_clap() {
 }
 
 #[test]
+fn interop_needs_neither_cranelift_nor_clap() {
+    assert_free_of_jit_and_cli("fm-interop");
+}
+
+#[test]
 fn the_check_sees_cranelift_and_clap_where_they_are() {
     // A check that cannot fail is no check: the JIT and the driver do show them.
     assert!(crate_names(&cargo_tree("fm-jit")).contains(&"cranelift-codegen"));

@@ -133,6 +133,8 @@ registry! {
     E0409: "data setup does not fit the data",
     E0410: "weights file does not fit the model",
     E0411: "file cannot be written",
+    E0412: "model file has a node or layer with no `.fm` form",
+    E0413: "layer has no ONNX form",
     E0420: "the backend failed",
 
     // W01xx: warnings (the checker).

@@ -170,8 +170,12 @@ fn apply_one(
 ) -> Result<Tensor, RuntimeError> {
     match transform {
         // In f64 then rounded once, so `scale(1 / 255)` gives the correctly rounded byte / 255.
+        // f32 data is scaled in place: a second copy of MNIST's inputs is 188 MB of peak RSS.
         Transform::Scale(f) => Ok(Tensor::F32(match t {
-            Tensor::F32(a) => a.mapv(|v| (v as f64 * f) as f32),
+            Tensor::F32(mut a) => {
+                a.mapv_inplace(|v| (v as f64 * f) as f32);
+                a
+            }
             Tensor::I32(a) => a.mapv(|v| (v as f64 * f) as f32),
         })),
         Transform::Standardize => match stats {

@@ -8,7 +8,9 @@ mod check;
 mod compile;
 mod eval;
 mod explain;
+mod export;
 mod fmt;
+mod import;
 mod plot;
 mod predict;
 pub mod reference;
@@ -132,6 +134,10 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Loss and metric curves per epoch.
     Plot(plot::PlotArgs),
+    /// Turn an ONNX model into a formatted `.fm` file and safetensors weights.
+    Import(import::ImportArgs),
+    /// Write a trained model's inference graph as ONNX.
+    Export(export::ExportArgs),
     /// The long explanation of a diagnostic code.
     Explain {
         /// A code such as `E0203` or `W0101`.
@@ -231,6 +237,21 @@ impl Global<'_> {
     }
 }
 
+/// Prints an import or export error (`error[E0412]: FILE: node ...: message`); returns exit 1.
+pub fn interop_error(g: &mut Global, e: &fm_interop::InteropError) -> i32 {
+    let text = match g.format {
+        MessageFormat::Json => serde_json::json!({
+            "code": e.code.as_str(), "severity": "error", "message": e.to_string(),
+            "file": e.file, "line": null, "column": null, "end_line": null, "end_column": null,
+            "labels": [], "notes": []
+        })
+        .to_string(),
+        _ => format!("error[{}]: {e}", e.code),
+    };
+    let _ = writeln!(g.err, "{text}");
+    1
+}
+
 /// Reads, parses and checks a file, printing its diagnostics. `Err(exit code)` when it could not
 /// be read or has errors.
 pub fn load_checked(g: &mut Global, path: &Path) -> Result<(String, Checked), i32> {
@@ -319,6 +340,8 @@ pub fn run(
         Command::Eval(args) => eval::run(&mut g, &args),
         Command::Predict(args) => predict::run(&mut g, &args),
         Command::Plot(args) => plot::run(&mut g, &args),
+        Command::Import(args) => import::run(&mut g, &args),
+        Command::Export(args) => export::run(&mut g, &args),
         Command::Explain { code } => explain::run(&mut g, &code),
     }
 }

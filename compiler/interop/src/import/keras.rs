@@ -1,0 +1,787 @@
+//! Keras 3 -> `.fm`: a `.keras` file (a zip of `config.json` and `model.weights.h5`) or a model
+//! config alone (`model.to_json()`, giving a freshly initialised model). Sequential and
+//! Functional models; layer names are kept (`name: "conv2d"`), the compile config becomes a
+//! `train` section, and the weights (HDF5, read by [`super::hdf5`]) are named and laid out as
+//! language.md section 7 says, which is Keras's own layout.
+
+use super::{fmt_float, Imported, Model, Stmt};
+use crate::error::InteropError;
+use fm_codes::E0402;
+use fm_codes::E0412;
+use fm_runtime::tensor::Tensor;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+
+/// What the import found: the model and, for a `.keras` file, its weights and train section.
+pub fn import(bytes: &[u8], file: &str, model_name: &str) -> Result<Imported, InteropError> {
+    let bad = |part: Option<String>, m: String| InteropError::new(E0402, file, part, m);
+    let (config, weights): (Value, Option<Vec<u8>>) = if bytes.starts_with(b"PK") {
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+            .map_err(|e| bad(None, format!("is not a readable .keras (zip) file: {e}")))?;
+        let mut read = |name: &str| -> Result<Vec<u8>, InteropError> {
+            let mut f = zip.by_name(name).map_err(|e| {
+                bad(
+                    Some(name.to_string()),
+                    format!("cannot be read from the archive: {e}"),
+                )
+            })?;
+            let mut v = Vec::new();
+            f.read_to_end(&mut v).map_err(|e| {
+                bad(
+                    Some(name.to_string()),
+                    format!("cannot be read from the archive: {e}"),
+                )
+            })?;
+            Ok(v)
+        };
+        let config = read("config.json")?;
+        let weights = read("model.weights.h5")?;
+        let config = serde_json::from_slice(&config)
+            .map_err(|e| bad(Some("config.json".into()), format!("is not JSON: {e}")))?;
+        (config, Some(weights))
+    } else {
+        let config = serde_json::from_slice(bytes).map_err(|e| {
+            bad(
+                None,
+                format!("is neither a .keras file nor a Keras JSON config: {e}"),
+            )
+        })?;
+        (config, None)
+    };
+    let mut k = KerasImport {
+        file,
+        model: Model::new(model_name),
+        vars: HashSet::new(),
+        tensors: HashMap::new(),
+        h5: None,
+        class_counts: HashMap::new(),
+    };
+    if let Some(w) = &weights {
+        k.h5 =
+            Some(super::hdf5::H5::parse(w).map_err(|e| bad(Some("model.weights.h5".into()), e))?);
+    }
+    k.model.header.push(format!(
+        "Imported by `fmc import` from {} (Keras {}).",
+        file.rsplit('/').next().unwrap_or(file),
+        if weights.is_some() {
+            "3 .keras file"
+        } else {
+            "JSON config; freshly initialised weights"
+        }
+    ));
+    k.model_config(&config)?;
+    let mut imported = k.model.finish();
+    if let Some(train) = config
+        .get("compile_config")
+        .and_then(|c| train_section(c, &k.model.name))
+    {
+        imported.source.push('\n');
+        imported.source.push_str(&train);
+        let (ast, syntax) = fm_grammar::parse(&imported.source);
+        if syntax.is_empty() {
+            imported.source = fm_grammar::fmt::format(&ast, &imported.source);
+        }
+    }
+    Ok(imported)
+}
+
+struct KerasImport<'a> {
+    file: &'a str,
+    model: Model,
+    vars: HashSet<String>,
+    /// Keras tensor `(layer, node, index)` -> fm variable.
+    tensors: HashMap<(String, u64, u64), String>,
+    h5: Option<super::hdf5::H5>,
+    /// How many layers of each class came before (Keras names a layer's weights group by its
+    /// class, not by its name: `layers/conv2d_1/vars/0` is the second Conv2D's kernel).
+    class_counts: HashMap<String, usize>,
+}
+
+/// Keras's `naming.to_snake_case`: `MaxPooling2D` -> `max_pooling2d`, `LSTM` -> `lstm`.
+fn snake_case(name: &str) -> String {
+    let c: Vec<char> = name
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    // (.)([A-Z][a-z]+) -> \1_\2
+    let mut a = String::new();
+    for i in 0..c.len() {
+        if i > 0
+            && c[i].is_ascii_uppercase()
+            && c.get(i + 1).is_some_and(|n| n.is_ascii_lowercase())
+        {
+            a.push('_');
+        }
+        a.push(c[i]);
+    }
+    // ([a-z])([A-Z]) -> \1_\2
+    let c: Vec<char> = a.chars().collect();
+    let mut b = String::new();
+    for i in 0..c.len() {
+        if i > 0 && c[i].is_ascii_uppercase() && c[i - 1].is_ascii_lowercase() {
+            b.push('_');
+        }
+        b.push(c[i]);
+    }
+    b.to_lowercase().replace("__", "_")
+}
+
+fn cfg<'v>(layer: &'v Value, key: &str) -> Option<&'v Value> {
+    layer.get("config").and_then(|c| c.get(key))
+}
+
+/// A Keras int or int tuple as fm's `3` or `[3, 1]`.
+fn ints(v: Option<&Value>) -> Option<Vec<usize>> {
+    match v? {
+        Value::Number(n) => Some(vec![n.as_u64()? as usize]),
+        Value::Array(a) => a.iter().map(|x| x.as_u64().map(|x| x as usize)).collect(),
+        _ => None,
+    }
+}
+
+fn fm_list(v: &[usize]) -> String {
+    if v.iter().all(|&x| x == v[0]) {
+        v[0].to_string()
+    } else {
+        format!(
+            "[{}]",
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+/// Keras activation name -> fm activation (None: not expressible).
+fn activation(v: Option<&Value>) -> Option<&'static str> {
+    let name = match v {
+        None | Some(Value::Null) => "linear",
+        Some(Value::String(s)) => s.as_str(),
+        Some(other) => other
+            .get("config")
+            .and_then(|c| c.get("name"))
+            .and_then(Value::as_str)?,
+    };
+    Some(match name {
+        "linear" => "linear",
+        "relu" => "relu",
+        "sigmoid" => "sigmoid",
+        "tanh" => "tanh",
+        "softmax" => "softmax",
+        "log_softmax" => "log_softmax",
+        "elu" => "elu",
+        "gelu" => "gelu",
+        "softplus" => "softplus",
+        "silu" | "swish" => "silu",
+        "leaky_relu" => "leaky_relu",
+        _ => return None,
+    })
+}
+
+impl KerasImport<'_> {
+    fn err(&self, layer: &Value, message: impl Into<String>) -> InteropError {
+        let class = layer
+            .get("class_name")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        let name = cfg(layer, "name").and_then(Value::as_str).unwrap_or("?");
+        let mut settings = String::new();
+        if let Some(Value::Object(c)) = layer.get("config") {
+            let keep: Vec<String> = c
+                .iter()
+                .filter(|(k, v)| {
+                    !matches!(k.as_str(), "name" | "trainable" | "dtype")
+                        && !v.is_object()
+                        && !v.is_null()
+                })
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            settings = format!(" {{{}}}", keep.join(", "));
+        }
+        InteropError::new(
+            E0412,
+            self.file,
+            Some(format!("layer '{name}' ({class}){settings}")),
+            message,
+        )
+    }
+
+    fn model_config(&mut self, config: &Value) -> Result<(), InteropError> {
+        let class = config
+            .get("class_name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let layers = config
+            .get("config")
+            .and_then(|c| c.get("layers"))
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
+                InteropError::new(
+                    E0402,
+                    self.file,
+                    Some("config".into()),
+                    "has no `layers` list: not a Keras Sequential or Functional model config",
+                )
+            })?;
+        match class {
+            "Sequential" => self.sequential(config, layers),
+            "Functional" | "Model" => self.functional(config, layers),
+            other => Err(InteropError::new(
+                E0412,
+                self.file,
+                Some(format!("model ({other})")),
+                "is a subclassed model; fm imports Sequential and Functional models",
+            )),
+        }
+    }
+
+    fn input_layer(&mut self, layer: &Value, name: &str) -> Result<String, InteropError> {
+        let shape = cfg(layer, "batch_shape")
+            .or_else(|| cfg(layer, "batch_input_shape"))
+            .and_then(Value::as_array)
+            .ok_or_else(|| self.err(layer, "has no batch_shape"))?;
+        let dims: Option<Vec<usize>> = shape[1..]
+            .iter()
+            .map(|d| d.as_u64().map(|d| d as usize))
+            .collect();
+        let Some(dims) = dims else {
+            return Err(self.err(
+                layer,
+                "has a dimension of unknown size; fm needs every dimension but the batch fixed",
+            ));
+        };
+        let dtype = match cfg(layer, "dtype")
+            .and_then(Value::as_str)
+            .unwrap_or("float32")
+        {
+            "int32" | "int64" => "i32",
+            _ => "f32",
+        };
+        let var = self
+            .model
+            .unique_var(&super::onnx::sanitize(name), &mut self.vars);
+        self.model
+            .inputs
+            .push((var.clone(), dtype.into(), dims.clone()));
+        self.model
+            .input_perms
+            .push((name.to_string(), (0..=dims.len()).collect()));
+        Ok(var)
+    }
+
+    fn sequential(&mut self, config: &Value, layers: &[Value]) -> Result<(), InteropError> {
+        let mut iter = layers.iter();
+        let first = layers.first().ok_or_else(|| {
+            InteropError::new(E0402, self.file, Some("config".into()), "has no layers")
+        })?;
+        let mut x = if first.get("class_name").and_then(Value::as_str) == Some("InputLayer") {
+            iter.next();
+            let name = cfg(first, "name")
+                .and_then(Value::as_str)
+                .unwrap_or("input")
+                .to_string();
+            self.input_layer(first, &name)?
+        } else {
+            // Keras 2 style: the first layer carries batch_input_shape; Keras 3 build_input_shape.
+            let shape = config
+                .get("config")
+                .and_then(|c| c.get("build_input_shape"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let fake = serde_json::json!({"class_name": "InputLayer", "config": {"batch_shape": shape, "name": "input"}});
+            self.input_layer(&fake, "input")?
+        };
+        for layer in iter {
+            x = self.layer(layer, vec![x])?;
+        }
+        // Keras names a Sequential model's output after its last layer.
+        self.model.outputs.push((x.clone(), x));
+        self.model.output_layouts.push(Vec::new());
+        Ok(())
+    }
+
+    fn functional(&mut self, config: &Value, layers: &[Value]) -> Result<(), InteropError> {
+        let c = &config["config"];
+        for layer in layers {
+            let name = layer
+                .get("name")
+                .or_else(|| cfg(layer, "name"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if layer.get("class_name").and_then(Value::as_str) == Some("InputLayer") {
+                let v = self.input_layer(layer, &name)?;
+                self.tensors.insert((name, 0, 0), v);
+                continue;
+            }
+            let nodes = layer
+                .get("inbound_nodes")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if nodes.len() != 1 {
+                return Err(self.err(layer, "is called more than once (shared weights); import it as a named call and call it by name (language.md 9.1) by hand"));
+            }
+            let mut inputs = Vec::new();
+            collect_history(&nodes[0]["args"], &mut inputs);
+            let mut vars = Vec::new();
+            for h in inputs {
+                match self.tensors.get(&h) {
+                    Some(v) => vars.push(v.clone()),
+                    None => {
+                        return Err(self.err(layer, format!("reads `{}` before it is defined", h.0)))
+                    }
+                }
+            }
+            let out = self.layer(layer, vars)?;
+            self.tensors.insert((name, 0, 0), out);
+        }
+        let outs = c.get("output_layers").cloned().unwrap_or(Value::Null);
+        let mut hist = Vec::new();
+        collect_history_list(&outs, &mut hist);
+        for (k, h) in hist.iter().enumerate() {
+            let v = self.tensors.get(h).cloned().ok_or_else(|| {
+                InteropError::new(
+                    E0402,
+                    self.file,
+                    Some("output_layers".into()),
+                    format!("names `{}`, which is no layer", h.0),
+                )
+            })?;
+            // Keras names a Functional model's outputs after their layers.
+            let _ = k;
+            let name = if self.model.outputs.iter().any(|(n, _)| n == &v) {
+                self.model.unique_var(&format!("{v}_out"), &mut self.vars)
+            } else {
+                v.clone()
+            };
+            self.model.outputs.push((name, v));
+            self.model.output_layouts.push(Vec::new());
+        }
+        Ok(())
+    }
+
+    /// The weights of layer `name` in Keras's order (`layers/NAME/vars/0..`, recurrent layers
+    /// under `cell/vars`), or none without a weights file.
+    fn weights(&self, layer: &Value, key: &str, count: usize) -> Result<Vec<Tensor>, InteropError> {
+        let name = key;
+        let Some(h5) = &self.h5 else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for i in 0..count {
+            let paths = [
+                format!("layers/{name}/vars/{i}"),
+                format!("layers/{name}/cell/vars/{i}"),
+            ];
+            let found = paths.iter().find_map(|p| h5.dataset(p));
+            match found {
+                Some(Ok(t)) => out.push(t),
+                Some(Err(e)) => {
+                    return Err(InteropError::new(
+                        E0402,
+                        self.file,
+                        Some(format!("model.weights.h5: {}", paths[0])),
+                        e,
+                    ))
+                }
+                None => {
+                    return Err(InteropError::new(
+                        E0402,
+                        self.file,
+                        Some(format!("model.weights.h5: {}", paths[0])),
+                        format!(
+                            "is missing: layer '{name}' ({}) needs {count} weights",
+                            layer["class_name"].as_str().unwrap_or("?")
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One Keras layer applied to `inputs`; returns the fm variable of its output.
+    fn layer(&mut self, layer: &Value, inputs: Vec<String>) -> Result<String, InteropError> {
+        let class = layer
+            .get("class_name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let name = cfg(layer, "name")
+            .and_then(Value::as_str)
+            .unwrap_or(class)
+            .to_string();
+        let lname = super::onnx::sanitize(&name);
+        let base = snake_case(class);
+        let seen = self.class_counts.entry(base.clone()).or_default();
+        let h5_key = if *seen == 0 {
+            base
+        } else {
+            format!("{base}_{seen}")
+        };
+        *seen += 1;
+        let act = |this: &Self, key: &str| -> Result<&'static str, InteropError> {
+            activation(cfg(layer, key)).ok_or_else(|| {
+                this.err(
+                    layer,
+                    format!(
+                        "has {key} {}, which fm does not have",
+                        cfg(layer, key).unwrap_or(&Value::Null)
+                    ),
+                )
+            })
+        };
+        let flag =
+            |key: &str, default: bool| cfg(layer, key).and_then(Value::as_bool).unwrap_or(default);
+        let float =
+            |key: &str, default: f64| cfg(layer, key).and_then(Value::as_f64).unwrap_or(default);
+        let channels_last = || {
+            cfg(layer, "data_format")
+                .and_then(Value::as_str)
+                .is_none_or(|f| f == "channels_last")
+        };
+        let mut roles: Vec<&str> = Vec::new();
+        let (call, layer_name) = match class {
+            "Dense" => {
+                let units = cfg(layer, "units").and_then(Value::as_u64).ok_or_else(|| self.err(layer, "has no units"))?;
+                let a = act(self, "activation")?;
+                let bias = flag("use_bias", true);
+                roles = if bias { vec!["kernel", "bias"] } else { vec!["kernel"] };
+                let mut c = format!("Dense({units}");
+                if a != "linear" {
+                    c.push_str(&format!(", {a}"));
+                }
+                if !bias {
+                    c.push_str(", use_bias: false");
+                }
+                (c + ")", Some(lname.clone()))
+            }
+            "Conv1D" | "Conv2D" => {
+                let filters = cfg(layer, "filters").and_then(Value::as_u64).ok_or_else(|| self.err(layer, "has no filters"))?;
+                let kernel = ints(cfg(layer, "kernel_size")).ok_or_else(|| self.err(layer, "has no kernel_size"))?;
+                let strides = ints(cfg(layer, "strides")).unwrap_or(vec![1]);
+                let dilation = ints(cfg(layer, "dilation_rate")).unwrap_or(vec![1]);
+                let padding = cfg(layer, "padding").and_then(Value::as_str).unwrap_or("valid");
+                if cfg(layer, "groups").and_then(Value::as_u64).unwrap_or(1) != 1 || !channels_last() || !matches!(padding, "valid" | "same") {
+                    return Err(self.err(layer, "is grouped, channels-first or causally padded; fm's Conv is channels-last with `valid` or `same` padding"));
+                }
+                let a = act(self, "activation")?;
+                let bias = flag("use_bias", true);
+                roles = if bias { vec!["kernel", "bias"] } else { vec!["kernel"] };
+                let mut c = format!("{class}({filters}, {}", fm_list(&kernel));
+                if a != "linear" {
+                    c.push_str(&format!(", {a}"));
+                }
+                if strides.iter().any(|&s| s != 1) {
+                    c.push_str(&format!(", stride: {}", fm_list(&strides)));
+                }
+                if padding == "same" {
+                    c.push_str(", padding: same");
+                }
+                if dilation.iter().any(|&d| d != 1) {
+                    c.push_str(&format!(", dilation: {}", fm_list(&dilation)));
+                }
+                if !bias {
+                    c.push_str(", use_bias: false");
+                }
+                (c + ")", Some(lname.clone()))
+            }
+            "MaxPooling1D" | "MaxPooling2D" | "AveragePooling1D" | "AveragePooling2D" => {
+                let size = ints(cfg(layer, "pool_size")).ok_or_else(|| self.err(layer, "has no pool_size"))?;
+                let strides = ints(cfg(layer, "strides")).unwrap_or_else(|| size.clone());
+                let padding = cfg(layer, "padding").and_then(Value::as_str).unwrap_or("valid");
+                if !channels_last() {
+                    return Err(self.err(layer, "is channels-first; fm pools channels-last data"));
+                }
+                let kind = if class.starts_with("Max") { "MaxPool" } else { "AvgPool" };
+                let mut c = format!("{kind}{}({}", &class[class.len() - 2..], fm_list(&size));
+                if strides != size && !(strides.len() == 1 && size.iter().all(|&s| s == strides[0])) {
+                    c.push_str(&format!(", stride: {}", fm_list(&strides)));
+                }
+                if padding == "same" {
+                    c.push_str(", padding: same");
+                }
+                (c + ")", Some(lname.clone()))
+            }
+            "GlobalAveragePooling1D" | "GlobalAveragePooling2D" | "GlobalMaxPooling1D" | "GlobalMaxPooling2D" => {
+                if flag("keepdims", false) || !channels_last() {
+                    return Err(self.err(layer, "keeps dimensions or is channels-first; fm's global pooling gives [C]"));
+                }
+                let kind = if class.contains("Max") { "Max" } else { "Avg" };
+                (format!("Global{kind}Pool{}", &class[class.len() - 2..]), Some(lname.clone()))
+            }
+            "Flatten" => ("Flatten".to_string(), Some(lname.clone())),
+            "Reshape" => {
+                let shape: Vec<String> = cfg(layer, "target_shape").and_then(Value::as_array).ok_or_else(|| self.err(layer, "has no target_shape"))?.iter().map(|d| d.to_string()).collect();
+                (format!("Reshape([{}])", shape.join(", ")), Some(lname.clone()))
+            }
+            "Dropout" => (format!("Dropout({})", fmt_float(float("rate", 0.5) as f32)), Some(lname.clone())),
+            "BatchNormalization" => {
+                let axis = cfg(layer, "axis").cloned().unwrap_or(Value::from(-1));
+                let last_axis = axis.as_i64() == Some(-1)
+                    || axis.as_array().is_some_and(|a| a.len() == 1 && a[0].as_i64() == Some(-1));
+                if !flag("center", true) || !flag("scale", true) || !last_axis {
+                    return Err(self.err(layer, "has center or scale off, or normalises an axis other than the last; fm's BatchNorm normalises the last axis with both"));
+                }
+                roles = vec!["gamma", "beta", "moving_mean", "moving_variance"];
+                (format!("BatchNorm(momentum: {}, epsilon: {})", fmt_float(float("momentum", 0.99) as f32), fmt_float(float("epsilon", 1e-3) as f32)), Some(lname.clone()))
+            }
+            "LayerNormalization" => {
+                if !flag("center", true) || !flag("scale", true) {
+                    return Err(self.err(layer, "has center or scale off; fm's LayerNorm has both"));
+                }
+                roles = vec!["gamma", "beta"];
+                (format!("LayerNorm(epsilon: {})", fmt_float(float("epsilon", 1e-3) as f32)), Some(lname.clone()))
+            }
+            "Embedding" => {
+                let v = cfg(layer, "input_dim").and_then(Value::as_u64).unwrap_or(0);
+                let d = cfg(layer, "output_dim").and_then(Value::as_u64).unwrap_or(0);
+                roles = vec!["embeddings"];
+                (format!("Embedding({v}, {d})"), Some(lname.clone()))
+            }
+            "Rescaling" => {
+                let (s, o) = (float("scale", 1.0), float("offset", 0.0));
+                (format!("Rescale({}, offset: {})", fmt_float(s as f32), fmt_float(o as f32)), Some(lname.clone()))
+            }
+            "SimpleRNN" | "LSTM" | "GRU" => {
+                let units = cfg(layer, "units").and_then(Value::as_u64).ok_or_else(|| self.err(layer, "has no units"))?;
+                let a = act(self, "activation")?;
+                let rec = cfg(layer, "recurrent_activation").and_then(Value::as_str).unwrap_or("sigmoid");
+                if flag("go_backwards", false) || flag("return_state", false) || flag("stateful", false) || !flag("use_bias", true) || (class != "SimpleRNN" && rec != "sigmoid") || (class == "GRU" && !flag("reset_after", true)) {
+                    return Err(self.err(layer, "runs backwards, returns its state, is stateful, has no bias, a recurrent activation other than sigmoid, or (GRU) reset_after false; fm's recurrent layers have none of these"));
+                }
+                roles = vec!["kernel", "recurrent_kernel", "bias"];
+                let mut c = format!("{class}({units}");
+                if flag("return_sequences", false) {
+                    c.push_str(", return_sequences: true");
+                }
+                if a != "tanh" {
+                    c.push_str(&format!(", activation: {a}"));
+                }
+                (c + ")", Some(lname.clone()))
+            }
+            "Activation" => (act(self, "activation")?.to_string(), None),
+            "ReLU" => {
+                let slope = float("negative_slope", 0.0);
+                if cfg(layer, "max_value").is_some_and(|v| !v.is_null()) || float("threshold", 0.0) != 0.0 {
+                    return Err(self.err(layer, "has max_value or threshold; fm's relu has neither"));
+                }
+                (if slope == 0.0 { "relu".to_string() } else { format!("leaky_relu(alpha: {})", fmt_float(slope as f32)) }, None)
+            }
+            "LeakyReLU" => (format!("leaky_relu(alpha: {})", fmt_float(float("negative_slope", float("alpha", 0.3)) as f32)), None),
+            "Softmax" => {
+                let axis = cfg(layer, "axis").and_then(Value::as_i64).unwrap_or(-1);
+                (if axis == -1 { "softmax".to_string() } else { format!("softmax(axis: {})", axis - 1) }, None)
+            }
+            "Add" | "Subtract" | "Multiply" => {
+                let sym = match class { "Add" => "+", "Subtract" => "-", _ => "*" };
+                if inputs.len() < 2 {
+                    return Err(self.err(layer, "has fewer than two inputs"));
+                }
+                // a + b + c as a chain of two-input statements.
+                let mut acc = inputs[0].clone();
+                for (i, b) in inputs[1..].iter().enumerate() {
+                    let base = if i + 2 == inputs.len() { lname.clone() } else { format!("{lname}_part{i}") };
+                    let var = self.model.unique_var(&base, &mut self.vars);
+                    self.model.stmts.push(Stmt { var: var.clone(), inputs: vec![acc, b.clone()], call: sym.to_string(), layer: None, params: Vec::new(), act_at: None });
+                    acc = var;
+                }
+                return Ok(acc);
+            }
+            "Concatenate" => {
+                let axis = cfg(layer, "axis").and_then(Value::as_i64).unwrap_or(-1);
+                if axis == 0 {
+                    return Err(self.err(layer, "joins along the batch axis"));
+                }
+                let axis = if axis < 0 { axis } else { axis - 1 };
+                (format!("concat(axis: {axis})"), None)
+            }
+            "InputLayer" => return Err(self.err(layer, "is an input in the middle of a Sequential model")),
+            "Sequential" | "Functional" => return Err(self.err(layer, "is a nested model; fm imports flat Sequential and Functional models (write the nested model as a block by hand)")),
+            _ => return Err(self.err(layer, "has no `.fm` form (fm's layers: language.md section 5)".to_string())),
+        };
+        if inputs.len() != 1 && !call.starts_with("concat") {
+            return Err(self.err(
+                layer,
+                format!("takes {} inputs; fm's layer takes one", inputs.len()),
+            ));
+        }
+        let weights = self.weights(layer, &h5_key, roles.len())?;
+        let params = roles
+            .iter()
+            .zip(weights)
+            .map(|(r, t)| (format!("{lname}.{r}"), t))
+            .collect();
+        let var = self.model.unique_var(&lname, &mut self.vars);
+        self.model.stmts.push(Stmt {
+            var: var.clone(),
+            inputs,
+            call,
+            layer: layer_name,
+            params,
+            act_at: None,
+        });
+        Ok(var)
+    }
+}
+
+/// Every `keras_history` `[layer, node, index]` in a call's arguments, in order.
+fn collect_history(v: &Value, out: &mut Vec<(String, u64, u64)>) {
+    match v {
+        Value::Object(o) => {
+            if let Some(h) = o
+                .get("config")
+                .and_then(|c| c.get("keras_history"))
+                .and_then(Value::as_array)
+            {
+                if let (Some(l), Some(n), Some(i)) = (
+                    h.first().and_then(Value::as_str),
+                    h.get(1).and_then(Value::as_u64),
+                    h.get(2).and_then(Value::as_u64),
+                ) {
+                    out.push((l.to_string(), n, i));
+                    return;
+                }
+            }
+            for x in o.values() {
+                collect_history(x, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_history(x, out)),
+        _ => {}
+    }
+}
+
+/// `output_layers`: `[name, node, index]` or a list of them.
+fn collect_history_list(v: &Value, out: &mut Vec<(String, u64, u64)>) {
+    if let Some(a) = v.as_array() {
+        if let (Some(l), Some(n), Some(i)) = (
+            a.first().and_then(Value::as_str),
+            a.get(1).and_then(Value::as_u64),
+            a.get(2).and_then(Value::as_u64),
+        ) {
+            out.push((l.to_string(), n, i));
+        } else {
+            a.iter().for_each(|x| collect_history_list(x, out));
+        }
+    }
+}
+
+/// The compile config as a `train` section (None when it names nothing fm has: the model still
+/// imports, and the user writes the section).
+fn train_section(c: &Value, model: &str) -> Option<String> {
+    let loss = match c.get("loss")? {
+        Value::String(s) => s.clone(),
+        other => other
+            .get("config")
+            .and_then(|x| x.get("name"))
+            .and_then(Value::as_str)?
+            .to_string(),
+    };
+    let loss = match loss.as_str() {
+        "sparse_categorical_crossentropy" | "categorical_crossentropy" | "binary_crossentropy" => {
+            loss.clone()
+        }
+        "mse" | "mean_squared_error" => "mse".into(),
+        "mae" | "mean_absolute_error" => "mae".into(),
+        "huber" | "huber_loss" => "huber".into(),
+        _ => return None,
+    };
+    let opt = c.get("optimizer")?;
+    let class = opt
+        .get("class_name")
+        .and_then(Value::as_str)
+        .or_else(|| opt.as_str())?;
+    let oc = opt.get("config").cloned().unwrap_or(Value::Null);
+    let f = |k: &str| oc.get(k).and_then(Value::as_f64);
+    let mut args = Vec::new();
+    if let Some(lr) = f("learning_rate") {
+        args.push(format!("lr: {}", fmt_float(lr as f32)));
+    }
+    let name = match class.to_ascii_lowercase().as_str() {
+        "adam" | "adamw" => {
+            for (k, fk) in [
+                ("beta_1", "beta1"),
+                ("beta_2", "beta2"),
+                ("epsilon", "epsilon"),
+            ] {
+                if let Some(v) = f(k) {
+                    args.push(format!("{fk}: {}", fmt_float(v as f32)));
+                }
+            }
+            if class.eq_ignore_ascii_case("adamw") {
+                "AdamW"
+            } else {
+                "Adam"
+            }
+        }
+        "sgd" => {
+            if let Some(m) = f("momentum") {
+                args.push(format!("momentum: {}", fmt_float(m as f32)));
+            }
+            if oc.get("nesterov").and_then(Value::as_bool) == Some(true) {
+                args.push("nesterov: true".into());
+            }
+            "SGD"
+        }
+        "rmsprop" => {
+            for k in ["rho", "momentum", "epsilon"] {
+                if let Some(v) = f(k) {
+                    args.push(format!("{k}: {}", fmt_float(v as f32)));
+                }
+            }
+            "RMSprop"
+        }
+        "adagrad" => {
+            if let Some(v) = f("initial_accumulator_value") {
+                args.push(format!("initial_accumulator: {}", fmt_float(v as f32)));
+            }
+            if let Some(v) = f("epsilon") {
+                args.push(format!("epsilon: {}", fmt_float(v as f32)));
+            }
+            "Adagrad"
+        }
+        _ => return None,
+    };
+    if let Some(wd) = f("weight_decay") {
+        args.push(format!("weight_decay: {}", fmt_float(wd as f32)));
+    }
+    for (k, fk) in [
+        ("clipnorm", "clip_norm"),
+        ("global_clipnorm", "global_clip_norm"),
+        ("clipvalue", "clip_value"),
+    ] {
+        if let Some(v) = f(k) {
+            args.push(format!("{fk}: {}", fmt_float(v as f32)));
+        }
+    }
+    let mut metrics = Vec::new();
+    let mut walk = vec![c.get("metrics").cloned().unwrap_or(Value::Null)];
+    while let Some(m) = walk.pop() {
+        match m {
+            Value::String(s) if matches!(s.as_str(), "accuracy" | "acc" | "mse" | "mae") => {
+                let s = if s == "acc" {
+                    "accuracy".to_string()
+                } else {
+                    s
+                };
+                if !metrics.contains(&s) {
+                    metrics.push(s);
+                }
+            }
+            Value::Array(a) => walk.extend(a.into_iter().rev()),
+            _ => {}
+        }
+    }
+    let mut s = format!(
+        "train {model} {{\n    loss: {loss}\n    optimizer: {name}({})\n",
+        args.join(", ")
+    );
+    if !metrics.is_empty() {
+        s.push_str(&format!("    metrics: [{}]\n", metrics.join(", ")));
+    }
+    s.push_str("}\n");
+    Some(s)
+}

@@ -1,0 +1,1723 @@
+//! ONNX graph -> `.fm` model. Every ONNX value is tracked as an fm value plus a layout: which fm
+//! axis each ONNX axis is (`None`: a size-1 axis fm does not have, as the `[N, C, 1, 1]` of a
+//! global pooling). A PyTorch image input `[N, C, H, W]` becomes an fm input `[H, W, C]`; its
+//! Conv, pooling and BatchNorm nodes read channels-first views of fm's channels-last values, and
+//! Transpose/Squeeze/Unsqueeze nodes only change the layout. Weights are transposed into fm's
+//! layouts (a Conv kernel `[out, in, kh, kw]` -> `[kh, kw, in, out]`; a Gemm after a channels-first
+//! Flatten has its rows permuted to fm's flattening order).
+
+use super::{fmt_float, Imported, Model, Stmt};
+use crate::error::InteropError;
+use crate::onnx::{self, *};
+use fm_codes::E0402;
+use fm_codes::E0412;
+use fm_runtime::tensor::Tensor;
+use ndarray::{ArrayD, IxDyn};
+use prost::Message;
+use std::collections::{HashMap, HashSet};
+
+/// Marks where a Conv call's activation argument would go (after the kernel).
+const ACT_MARK: &str = "\u{1}";
+
+/// An ONNX value as fm sees it.
+#[derive(Clone, Debug)]
+struct Val {
+    /// The fm `let`/input name holding it.
+    var: String,
+    /// The fm shape, batch first (`None` for the batch).
+    fm: Vec<Option<usize>>,
+    /// For each ONNX axis, the fm axis it is (`None`: a size-1 axis fm does not have).
+    layout: Vec<Option<usize>>,
+    /// Set after a Flatten of a non-channels-last view: the fm shape before it and the ONNX
+    /// flattening order (fm axes), so a following Gemm/MatMul can permute its kernel rows.
+    flat_from: Option<(Vec<usize>, Vec<usize>)>,
+    /// The fm statement that made it (for folding a bias Add into a MatMul's Dense).
+    stmt: Option<usize>,
+}
+
+impl Val {
+    fn identity(&self) -> bool {
+        self.flat_from.is_none()
+            && self.layout.len() == self.fm.len()
+            && self.layout.iter().enumerate().all(|(i, a)| *a == Some(i))
+    }
+    /// The ONNX shape (batch as `None`).
+    fn onnx_shape(&self) -> Vec<Option<usize>> {
+        self.layout
+            .iter()
+            .map(|a| match a {
+                Some(a) => self.fm[*a],
+                None => Some(1),
+            })
+            .collect()
+    }
+    /// Per-sample fm shape.
+    fn sample(&self) -> Vec<usize> {
+        self.fm[1..].iter().map(|d| d.unwrap_or(0)).collect()
+    }
+    /// The layout is a channels-first view of fm's channels-last `[N, spatial.., C]`.
+    fn channels_first(&self) -> bool {
+        let r = self.fm.len();
+        self.flat_from.is_none()
+            && self.layout.len() == r
+            && r >= 2
+            && self.layout[0] == Some(0)
+            && self.layout[1] == Some(r - 1)
+            && (2..r).all(|i| self.layout[i] == Some(i - 1))
+    }
+}
+
+struct Importer<'a> {
+    file: &'a str,
+    inits: HashMap<String, TensorValue>,
+    vals: HashMap<String, Val>,
+    model: Model,
+    /// How many nodes read each value (a bias Add folds into a MatMul only when it is the
+    /// MatMul's one reader).
+    readers: HashMap<String, usize>,
+    layer_names: HashSet<String>,
+    vars: HashSet<String>,
+    opset: i64,
+    /// The fixed batch size of the inputs seen so far, if any.
+    batch: Option<usize>,
+}
+
+/// Imports an ONNX model (`file` names it in messages; `model_name` becomes the `.fm` model's
+/// name).
+pub fn import(bytes: &[u8], file: &str, model_name: &str) -> Result<Imported, InteropError> {
+    let m = ModelProto::decode(bytes)
+        .map_err(|e| InteropError::new(E0402, file, None, format!("is not an ONNX model: {e}")))?;
+    let Some(graph) = m.graph.as_ref() else {
+        return Err(InteropError::new(E0402, file, None, "has no graph"));
+    };
+    let opset = m
+        .opset_import
+        .iter()
+        .find(|o| o.domain().is_empty() || o.domain() == "ai.onnx")
+        .map(|o| o.version())
+        .unwrap_or(1);
+    let mut imp = Importer {
+        file,
+        inits: HashMap::new(),
+        vals: HashMap::new(),
+        model: Model::new(model_name),
+        readers: HashMap::new(),
+        layer_names: HashSet::new(),
+        vars: HashSet::new(),
+        opset,
+        batch: None,
+    };
+    imp.model.header.push(format!(
+        "Imported by `fmc import` from {} ({}{}, opset {opset}).",
+        file.rsplit('/').next().unwrap_or(file),
+        if m.producer_name().is_empty() {
+            "unknown producer"
+        } else {
+            m.producer_name()
+        },
+        if m.producer_version().is_empty() {
+            String::new()
+        } else {
+            format!(" {}", m.producer_version())
+        }
+    ));
+    for t in &graph.initializer {
+        let v = tensor_values(t).map_err(|e| {
+            InteropError::new(E0402, file, Some(format!("initializer '{}'", t.name())), e)
+        })?;
+        imp.inits.insert(t.name().to_string(), v);
+    }
+    for n in &graph.node {
+        for i in &n.input {
+            *imp.readers.entry(i.clone()).or_default() += 1;
+        }
+    }
+    for o in &graph.output {
+        *imp.readers.entry(o.name().to_string()).or_default() += 1;
+    }
+    for input in &graph.input {
+        if imp.inits.contains_key(input.name()) {
+            continue;
+        }
+        imp.input(input, graph)?;
+    }
+    for (k, node) in graph.node.iter().enumerate() {
+        imp.node(k, node)?;
+    }
+    for o in &graph.output {
+        let v = imp.val(o.name(), "graph output")?;
+        let kept: Vec<usize> = v.layout.iter().flatten().copied().collect();
+        if v.flat_from.is_some() || kept.first() != Some(&0) {
+            return Err(InteropError::new(
+                E0412,
+                file,
+                Some(format!("output '{}'", o.name())),
+                "is a flattened channels-first tensor or has the batch axis elsewhere than first",
+            ));
+        }
+        let name = imp.model.unique_var(&sanitize(o.name()), &mut imp.vars);
+        if kept != (0..v.fm.len()).collect::<Vec<_>>() {
+            // A channels-first or transposed output: fm gives it in its own layout.
+            let perm: Vec<String> = (0..v.fm.len())
+                .map(|a| kept.iter().position(|&k| k == a).unwrap_or(0).to_string())
+                .collect();
+            imp.model.header.push(format!(
+                "Output `{name}` is channels-last here; ONNX's is [{}]: numpy's `y.transpose({})` gives fm's from ONNX's (without its size-1 axes).",
+                v.onnx_shape().iter().map(|d| d.map_or("N".into(), |d| d.to_string())).collect::<Vec<_>>().join(", "),
+                perm.join(", ")
+            ));
+        }
+        imp.model.output_layouts.push(v.layout.clone());
+        imp.model.outputs.push((name, v.var.clone()));
+    }
+    Ok(imp.model.finish())
+}
+
+/// A valid fm identifier from an ONNX name.
+pub fn sanitize(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    s = s.trim_matches('_').to_string();
+    while s.contains("__") {
+        s = s.replace("__", "_");
+    }
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
+        s = format!("v{s}");
+    }
+    const KEYWORDS: &[&str] = &[
+        "model", "block", "data", "train", "input", "let", "output", "return", "repeat", "version",
+        "true", "false", "target", "step",
+    ];
+    if KEYWORDS.contains(&s.as_str()) {
+        s.push('_');
+    }
+    s
+}
+
+fn attr<'n>(node: &'n NodeProto, name: &str) -> Option<&'n AttributeProto> {
+    node.attribute.iter().find(|a| a.name() == name)
+}
+fn attr_i(node: &NodeProto, name: &str, default: i64) -> i64 {
+    attr(node, name).map_or(default, |a| a.i())
+}
+fn attr_f(node: &NodeProto, name: &str, default: f32) -> f32 {
+    attr(node, name).map_or(default, |a| a.f())
+}
+fn attr_is(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    attr(node, name).map(|a| a.ints.clone())
+}
+fn attr_s(node: &NodeProto, name: &str) -> Option<String> {
+    attr(node, name).map(|a| String::from_utf8_lossy(a.s()).into_owned())
+}
+
+/// `node 3 'conv1' (Conv)`, with its attributes.
+fn describe(k: usize, node: &NodeProto) -> String {
+    let attrs: Vec<String> = node
+        .attribute
+        .iter()
+        .map(|a| {
+            let v = if !a.ints.is_empty() {
+                format!("{:?}", a.ints)
+            } else if !a.floats.is_empty() {
+                format!("{:?}", a.floats)
+            } else if !a.strings.is_empty() {
+                let s: Vec<String> = a
+                    .strings
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect();
+                format!("{s:?}")
+            } else if a.s.is_some() {
+                format!("{:?}", String::from_utf8_lossy(a.s()))
+            } else if a.f.is_some() {
+                format!("{}", a.f())
+            } else if a.i.is_some() {
+                format!("{}", a.i())
+            } else {
+                "(tensor or graph)".into()
+            };
+            format!("{}={v}", a.name())
+        })
+        .collect();
+    let mut s = format!("node {k} '{}' ({})", node.name(), node.op_type());
+    if !attrs.is_empty() {
+        s.push_str(&format!(" {{{}}}", attrs.join(", ")));
+    }
+    s
+}
+
+impl Importer<'_> {
+    fn err(&self, k: usize, node: &NodeProto, message: impl Into<String>) -> InteropError {
+        InteropError::new(E0412, self.file, Some(describe(k, node)), message)
+    }
+
+    fn val(&self, name: &str, what: &str) -> Result<Val, InteropError> {
+        self.vals.get(name).cloned().ok_or_else(|| {
+            InteropError::new(
+                E0402,
+                self.file,
+                Some(format!("{what} '{name}'")),
+                "reads a value that no node, input or initializer defines",
+            )
+        })
+    }
+
+    /// A constant input of `node` (an initializer or a Constant node's value).
+    fn constant(&self, name: &str) -> Option<&TensorValue> {
+        self.inits.get(name)
+    }
+
+    fn input(&mut self, input: &ValueInfoProto, graph: &GraphProto) -> Result<(), InteropError> {
+        let name = input.name();
+        let part = || Some(format!("input '{name}'"));
+        let Some(type_proto::Value::TensorType(t)) =
+            input.r#type.as_ref().and_then(|t| t.value.as_ref())
+        else {
+            return Err(InteropError::new(
+                E0412,
+                self.file,
+                part(),
+                "is not a tensor",
+            ));
+        };
+        let dtype = match t.elem_type() {
+            onnx::FLOAT | onnx::DOUBLE => "f32",
+            onnx::INT32 | onnx::INT64 => "i32",
+            other => {
+                return Err(InteropError::new(
+                    E0412,
+                    self.file,
+                    part(),
+                    format!("has element type {other}; fm inputs are f32 or i32"),
+                ))
+            }
+        };
+        let dims: Vec<Option<usize>> = t
+            .shape
+            .as_ref()
+            .map(|s| {
+                s.dim
+                    .iter()
+                    .map(|d| match &d.value {
+                        Some(tensor_shape_proto::dimension::Value::DimValue(v)) if *v > 0 => {
+                            Some(*v as usize)
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Which axis is the batch: the first, unless the input goes straight into a
+        // time-major recurrent node ([T, N, C]).
+        let readers: Vec<&NodeProto> = graph
+            .node
+            .iter()
+            .filter(|n| n.input.first().map(String::as_str) == Some(name))
+            .collect();
+        let time_major = dims.len() == 3
+            && readers.iter().any(|n| {
+                matches!(n.op_type(), "LSTM" | "GRU" | "RNN") && attr_i(n, "layout", 0) == 0
+            });
+        let channels_first = dims.len() >= 3
+            && !time_major
+            && readers.iter().any(|n| {
+                matches!(
+                    n.op_type(),
+                    "Conv"
+                        | "MaxPool"
+                        | "AveragePool"
+                        | "GlobalAveragePool"
+                        | "GlobalMaxPool"
+                        | "BatchNormalization"
+                )
+            });
+        let batch_axis = usize::from(time_major);
+        // Every input's batch axis is the same batch: fixed batch sizes must agree.
+        if let Some(Some(b)) = dims.get(batch_axis) {
+            match self.batch {
+                Some(prev) if prev != *b => {
+                    return Err(InteropError::new(
+                        E0412,
+                        self.file,
+                        part(),
+                        format!("has {b} samples along its first axis where another input has {prev}; fm's inputs share one batch axis (a broadcast input of another rank has no `.fm` form)"),
+                    ))
+                }
+                _ => self.batch = Some(*b),
+            }
+        }
+        if dims.len() < 2 {
+            return Err(InteropError::new(
+                E0412,
+                self.file,
+                part(),
+                format!(
+                    "has {} axes; an fm input has a batch axis and at least one per-sample axis",
+                    dims.len()
+                ),
+            ));
+        }
+        for (i, d) in dims.iter().enumerate() {
+            if i != batch_axis && d.is_none() {
+                return Err(InteropError::new(
+                    E0412,
+                    self.file,
+                    part(),
+                    format!(
+                        "has a dynamic dimension at axis {i}; fm needs every dimension but the batch fixed"
+                    ),
+                ));
+            }
+        }
+        let r = dims.len();
+        // fm axis of each ONNX axis.
+        let layout: Vec<usize> = if time_major {
+            vec![1, 0, 2]
+        } else if channels_first {
+            std::iter::once(0)
+                .chain(std::iter::once(r - 1))
+                .chain(1..r - 1)
+                .collect()
+        } else {
+            (0..r).collect()
+        };
+        let mut fm = vec![None; r];
+        for (i, &a) in layout.iter().enumerate() {
+            fm[a] = if i == batch_axis { None } else { dims[i] };
+        }
+        let var = self.model.unique_var(&sanitize(name), &mut self.vars);
+        let sample: Vec<usize> = fm[1..].iter().map(|d| d.unwrap_or(0)).collect();
+        self.model
+            .inputs
+            .push((var.clone(), dtype.into(), sample.clone()));
+        let onnx_dims: Vec<String> = dims
+            .iter()
+            .map(|d| d.map_or("N".into(), |d| d.to_string()))
+            .collect();
+        let perm: Vec<usize> = (0..r)
+            .map(|a| layout.iter().position(|&l| l == a).unwrap_or(0))
+            .collect();
+        self.model
+            .input_perms
+            .push((name.to_string(), perm.clone()));
+        if time_major || channels_first {
+            self.model.header.push(format!(
+                "Input `{var}`: ONNX takes [{}]; this model takes [N, {}] (channels-last): convert data with numpy's `x.transpose({})`.",
+                onnx_dims.join(", "),
+                sample.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+                perm.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+            ));
+        }
+        self.vals.insert(
+            name.to_string(),
+            Val {
+                var,
+                fm,
+                layout: layout.into_iter().map(Some).collect(),
+                flat_from: None,
+                stmt: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// A layer name for `node`: its ONNX name without the operator suffix PyTorch and fm's
+    /// exporter add (`/conv1/Conv` and `conv1/Conv` -> `conv1`), made unique.
+    fn layer_name(&mut self, node: &NodeProto) -> Option<String> {
+        let mut n = node.name().trim_start_matches('/').to_string();
+        if let Some((head, tail)) = n.rsplit_once('/') {
+            if tail.starts_with(node.op_type()) {
+                n = head.to_string();
+            }
+        }
+        if n.is_empty() {
+            n = node.op_type().to_lowercase();
+        }
+        let base = sanitize(&n);
+        let mut name = base.clone();
+        let mut k = 1;
+        while !self.layer_names.insert(name.clone()) {
+            name = format!("{base}_{k}");
+            k += 1;
+        }
+        Some(name)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        onnx_out: &str,
+        inputs: Vec<String>,
+        call: String,
+        layer: Option<String>,
+        params: Vec<(&str, Tensor)>,
+        fm: Vec<Option<usize>>,
+        layout: Vec<Option<usize>>,
+    ) -> usize {
+        // The value is named after its layer when it has one (`let conv1 = x -> Conv2D(...)`).
+        let base = layer.clone().unwrap_or_else(|| sanitize(onnx_out));
+        let var = self.model.unique_var(&base, &mut self.vars);
+        let params = params
+            .into_iter()
+            .map(|(role, t)| (format!("{}.{role}", layer.as_deref().unwrap_or("")), t))
+            .collect();
+        let act_at = if call.starts_with("Dense(") {
+            call.find([',', ')'])
+        } else if call.starts_with("Conv") {
+            call.find(ACT_MARK)
+        } else {
+            None
+        };
+        let call = call.replace(ACT_MARK, "");
+        self.model.stmts.push(Stmt {
+            var: var.clone(),
+            inputs,
+            call,
+            layer,
+            params,
+            act_at,
+        });
+        let id = self.model.stmts.len() - 1;
+        self.vals.insert(
+            onnx_out.to_string(),
+            Val {
+                var,
+                fm,
+                layout,
+                flat_from: None,
+                stmt: Some(id),
+            },
+        );
+        id
+    }
+
+    /// The same fm value under another ONNX name, with a new layout.
+    fn alias(&mut self, out: &str, v: &Val, layout: Vec<Option<usize>>) {
+        self.vals.insert(
+            out.to_string(),
+            Val {
+                layout,
+                ..v.clone()
+            },
+        );
+    }
+
+    fn node(&mut self, k: usize, node: &NodeProto) -> Result<(), InteropError> {
+        let op = node.op_type();
+        if !node.domain().is_empty() && node.domain() != "ai.onnx" {
+            return Err(self.err(
+                k,
+                node,
+                format!(
+                    "is in operator domain '{}'; fm reads the standard domain",
+                    node.domain()
+                ),
+            ));
+        }
+        let out = node.output.first().cloned().unwrap_or_default();
+        if op == "Constant" {
+            let Some(t) = attr(node, "value").and_then(|a| a.t.as_ref()) else {
+                return Err(self.err(
+                    k,
+                    node,
+                    "only Constant nodes with a `value` tensor are read",
+                ));
+            };
+            let v = tensor_values(t).map_err(|e| self.err(k, node, e))?;
+            self.inits.insert(out, v);
+            return Ok(());
+        }
+        // Operators computed on constants only (shape arithmetic) are not followed.
+        let data_inputs: Vec<&String> = node
+            .input
+            .iter()
+            .filter(|i| !i.is_empty() && !self.inits.contains_key(*i))
+            .collect();
+        if data_inputs.is_empty() {
+            return Err(self.err(
+                k,
+                node,
+                "computes from constants only; fm reads weights that are stored, not computed (export with constant folding)",
+            ));
+        }
+        match op {
+            "Identity" | "Dropout" => {
+                let x = self.val(&node.input[0], "input")?;
+                let l = x.layout.clone();
+                self.alias(&out, &x, l);
+            }
+            "Cast" => {
+                let x = self.val(&node.input[0], "input")?;
+                let to = attr_i(node, "to", 0) as i32;
+                if !matches!(to, onnx::FLOAT | onnx::INT32 | onnx::INT64 | onnx::DOUBLE) {
+                    return Err(self.err(k, node, "casts to a type fm has no use for"));
+                }
+                let l = x.layout.clone();
+                self.alias(&out, &x, l);
+            }
+            "Transpose" => {
+                let x = self.val(&node.input[0], "input")?;
+                if x.flat_from.is_some() {
+                    return Err(self.err(k, node, "transposes a flattened channels-first tensor"));
+                }
+                let r = x.layout.len();
+                let perm: Vec<usize> = attr_is(node, "perm")
+                    .map(|p| p.iter().map(|&a| a as usize).collect())
+                    .unwrap_or_else(|| (0..r).rev().collect());
+                if perm.len() != r || perm.iter().any(|&a| a >= r) {
+                    return Err(self.err(k, node, "has a `perm` that does not fit its input"));
+                }
+                let l = perm.iter().map(|&a| x.layout[a]).collect();
+                self.alias(&out, &x, l);
+            }
+            "Squeeze" | "Unsqueeze" => self.squeeze(k, node, &out)?,
+            "Relu" | "Sigmoid" | "Tanh" | "Elu" | "LeakyRelu" | "Softplus" | "Gelu" => {
+                let x = self.val(&node.input[0], "input")?;
+                let call = match op {
+                    "Relu" => "relu".to_string(),
+                    "Sigmoid" => "sigmoid".into(),
+                    "Tanh" => "tanh".into(),
+                    "Softplus" => "softplus".into(),
+                    "Elu" => {
+                        if attr_f(node, "alpha", 1.0) != 1.0 {
+                            return Err(self.err(k, node, "fm's elu has alpha 1"));
+                        }
+                        "elu".into()
+                    }
+                    "Gelu" => {
+                        if attr_s(node, "approximate").is_some_and(|s| s != "none") {
+                            return Err(self.err(k, node, "fm's gelu is the exact (erf) form"));
+                        }
+                        "gelu".into()
+                    }
+                    _ => format!(
+                        "leaky_relu(alpha: {})",
+                        fmt_float(attr_f(node, "alpha", 0.01))
+                    ),
+                };
+                // Into the layer before it, when this is its only reader.
+                let simple = !call.contains('(');
+                if simple && self.readers.get(&node.input[0]).copied() == Some(1) {
+                    if let Some(id) = x.stmt {
+                        if self.model.stmts[id].fold_activation(&call) {
+                            let l = x.layout.clone();
+                            self.alias(&out, &x, l);
+                            return Ok(());
+                        }
+                    }
+                }
+                if x.flat_from.is_some() {
+                    // Elementwise: the flattening order does not matter.
+                    let id = self.push(&out, vec![x.var.clone()], call, None, vec![], x.fm.clone(), x.layout.clone());
+                    let v = self.vals.get_mut(&out).expect("just pushed");
+                    v.flat_from = x.flat_from.clone();
+                    let _ = id;
+                } else {
+                    self.push(&out, vec![x.var.clone()], call, None, vec![], x.fm.clone(), x.layout.clone());
+                }
+            }
+            "Softmax" | "LogSoftmax" => {
+                let x = self.val(&node.input[0], "input")?;
+                let r = x.layout.len() as i64;
+                let default = if self.opset >= 13 { -1 } else { 1 };
+                let mut axis = attr_i(node, "axis", default);
+                if axis < 0 {
+                    axis += r;
+                }
+                if self.opset < 13 && axis != r - 1 {
+                    return Err(self.err(k, node, "before opset 13 this flattens the trailing axes; only the last axis is read"));
+                }
+                let fm_axis = x.layout.get(axis as usize).copied().flatten();
+                match fm_axis {
+                    Some(a) if a >= 1 && x.flat_from.is_none() => {
+                        let f = if op == "Softmax" { "softmax" } else { "log_softmax" };
+                        if a == x.fm.len() - 1 && self.readers.get(&node.input[0]).copied() == Some(1) {
+                            if let Some(id) = x.stmt {
+                                if self.model.stmts[id].fold_activation(f) {
+                                    let l = x.layout.clone();
+                                    self.alias(&out, &x, l);
+                                    return Ok(());
+                                }
+                            }
+                        }
+                        let call = if a == x.fm.len() - 1 {
+                            f.to_string()
+                        } else {
+                            format!("{f}(axis: {})", a - 1)
+                        };
+                        self.push(&out, vec![x.var.clone()], call, None, vec![], x.fm.clone(), x.layout.clone());
+                    }
+                    _ => return Err(self.err(k, node, "normalises over the batch axis or a flattened channels-first axis")),
+                }
+            }
+            "Gemm" | "MatMul" => self.dense(k, node, &out)?,
+            "Add" | "Sub" | "Mul" | "Div" => self.arith(k, node, &out)?,
+            "Conv" => self.conv(k, node, &out)?,
+            "MaxPool" | "AveragePool" => self.pool(k, node, &out)?,
+            "GlobalAveragePool" | "GlobalMaxPool" => {
+                let x = self.val(&node.input[0], "input")?;
+                let r = x.fm.len();
+                if !x.channels_first() || !(3..=4).contains(&r) {
+                    return Err(self.err(k, node, "reads a tensor that is not an [N, C, L] or [N, C, H, W] view of fm's channels-last data"));
+                }
+                let kind = if op == "GlobalAveragePool" { "Avg" } else { "Max" };
+                let call = format!("Global{kind}Pool{}D", r - 2);
+                let layer = self.layer_name(node);
+                let c = x.fm[r - 1];
+                let mut layout = vec![Some(0), Some(1)];
+                layout.extend(std::iter::repeat_n(None, r - 2));
+                self.push(&out, vec![x.var.clone()], call, layer, vec![], vec![None, c], layout);
+            }
+            "Flatten" | "Reshape" => self.reshape(k, node, &out)?,
+            "BatchNormalization" => self.batch_norm(k, node, &out)?,
+            "Concat" => {
+                let xs: Vec<Val> = node
+                    .input
+                    .iter()
+                    .map(|i| self.val(i, "input"))
+                    .collect::<Result<_, _>>()?;
+                let r = xs[0].layout.len() as i64;
+                let mut axis = attr_i(node, "axis", 0);
+                if axis < 0 {
+                    axis += r;
+                }
+                let layout = xs[0].layout.clone();
+                if xs.iter().any(|x| x.layout != layout || x.flat_from.is_some()) {
+                    return Err(self.err(k, node, "joins tensors in different layouts"));
+                }
+                let Some(Some(a)) = layout.get(axis as usize).copied().filter(|a| *a != Some(0)) else {
+                    return Err(self.err(k, node, "joins along the batch axis"));
+                };
+                let mut fm = xs[0].fm.clone();
+                fm[a] = Some(xs.iter().map(|x| x.fm[a].unwrap_or(0)).sum());
+                let vars: Vec<String> = xs.iter().map(|x| x.var.clone()).collect();
+                let call = format!("concat(axis: {})", a - 1);
+                self.push(&out, vars, call, None, vec![], fm, layout);
+            }
+            "Gather" => {
+                let Some(table) = self.constant(&node.input[0]).cloned() else {
+                    return Err(self.err(k, node, "gathers from a computed tensor; fm reads Gather on a stored table (an embedding)"));
+                };
+                let ids = self.val(&node.input[1], "input")?;
+                if attr_i(node, "axis", 0) != 0 || table.shape.len() != 2 || !ids.identity() {
+                    return Err(self.err(k, node, "is not a lookup in a [vocab, dim] table along axis 0"));
+                }
+                let (vocab, dim) = (table.shape[0], table.shape[1]);
+                let layer = self.layer_name(node);
+                let mut fm = ids.fm.clone();
+                fm.push(Some(dim));
+                let layout = (0..fm.len()).map(Some).collect();
+                self.push(
+                    &out,
+                    vec![ids.var.clone()],
+                    format!("Embedding({vocab}, {dim})"),
+                    layer,
+                    vec![("embeddings", table.to_tensor())],
+                    fm,
+                    layout,
+                );
+            }
+            "LSTM" | "GRU" | "RNN" => self.rnn(k, node)?,
+            _ => {
+                return Err(self.err(
+                    k,
+                    node,
+                    format!("operator {op} has no `.fm` form (see the supported list in the README's \"Bring your model\")"),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn squeeze(&mut self, k: usize, node: &NodeProto, out: &str) -> Result<(), InteropError> {
+        let x = self.val(&node.input[0], "input")?;
+        let axes: Vec<i64> = match node.input.get(1).filter(|s| !s.is_empty()) {
+            Some(a) => match self.constant(a).and_then(|t| t.i64s().map(<[i64]>::to_vec)) {
+                Some(v) => v,
+                None => return Err(self.err(k, node, "takes its axes from a computed tensor")),
+            },
+            None => attr_is(node, "axes").unwrap_or_default(),
+        };
+        let mut layout = x.layout.clone();
+        if node.op_type() == "Squeeze" {
+            let r = layout.len() as i64;
+            let mut axes: Vec<usize> = axes
+                .iter()
+                .map(|&a| if a < 0 { a + r } else { a } as usize)
+                .collect();
+            if axes.is_empty() {
+                axes = (0..layout.len()).filter(|&i| layout[i].is_none()).collect();
+            }
+            if axes
+                .iter()
+                .any(|&a| layout.get(a).is_none_or(|l| l.is_some()))
+            {
+                return Err(self.err(k, node, "removes an axis fm keeps (only size-1 axes that fm's value does not have can be squeezed)"));
+            }
+            let mut i = 0;
+            layout.retain(|_| {
+                i += 1;
+                !axes.contains(&(i - 1))
+            });
+        } else {
+            let r = (layout.len() + axes.len()) as i64;
+            let mut axes: Vec<usize> = axes
+                .iter()
+                .map(|&a| if a < 0 { a + r } else { a } as usize)
+                .collect();
+            axes.sort_unstable();
+            for a in axes {
+                if a > layout.len() {
+                    return Err(self.err(k, node, "has an axis out of range"));
+                }
+                layout.insert(a, None);
+            }
+        }
+        self.alias(out, &x, layout);
+        Ok(())
+    }
+
+    /// Gemm, or MatMul with a constant right-hand side: a Dense layer (its bias comes from the
+    /// Gemm's C or a following Add).
+    fn dense(&mut self, k: usize, node: &NodeProto, out: &str) -> Result<(), InteropError> {
+        let x = self.val(&node.input[0], "input")?;
+        let Some(w) = node.input.get(1).and_then(|n| self.constant(n)).cloned() else {
+            return Err(self.err(k, node, "multiplies two computed tensors; fm reads a MatMul/Gemm with a stored weight (a Dense layer)"));
+        };
+        if w.shape.len() != 2 {
+            return Err(self.err(k, node, "has a weight that is not a matrix"));
+        }
+        let gemm = node.op_type() == "Gemm";
+        if gemm
+            && (attr_f(node, "alpha", 1.0) != 1.0
+                || attr_f(node, "beta", 1.0) != 1.0
+                || attr_i(node, "transA", 0) != 0)
+        {
+            return Err(self.err(
+                k,
+                node,
+                "scales or transposes its input (alpha, beta, transA); fm's Dense does not",
+            ));
+        }
+        let trans_b = gemm && attr_i(node, "transB", 0) != 0;
+        let (rows, units) = if trans_b {
+            (w.shape[1], w.shape[0])
+        } else {
+            (w.shape[0], w.shape[1])
+        };
+        let mut kernel = w.to_tensor().to_f32();
+        if trans_b {
+            kernel = kernel.t().as_standard_layout().to_owned().into_dyn();
+        }
+        // The input's last fm axis is what the kernel's rows index.
+        let (in_dim, layout) = if let Some((shape, order)) = &x.flat_from {
+            // ONNX flattened in `order` (fm axes); fm flattens in its own order: permute rows.
+            let n: usize = shape.iter().product();
+            if n != rows {
+                return Err(self.err(k, node, format!("has {rows} weight rows for {n} inputs")));
+            }
+            let perm = flatten_permutation(shape, order);
+            let mut permuted = ArrayD::<f32>::zeros(IxDyn(&[rows, units]));
+            for (onnx_row, &fm_row) in perm.iter().enumerate() {
+                for u in 0..units {
+                    permuted[[fm_row, u]] = kernel[[onnx_row, u]];
+                }
+            }
+            kernel = permuted;
+            (n, vec![Some(0), Some(1)])
+        } else {
+            let r = x.layout.len();
+            let last_axis =
+                r >= 1 && x.layout[r - 1] == Some(x.fm.len() - 1) && x.layout[0] == Some(0);
+            if !(x.identity() || last_axis) {
+                return Err(self.err(
+                    k,
+                    node,
+                    "multiplies along an axis that is not the last of fm's value",
+                ));
+            }
+            (
+                x.fm.last().copied().flatten().unwrap_or(0),
+                x.layout.clone(),
+            )
+        };
+        if in_dim != rows {
+            return Err(self.err(
+                k,
+                node,
+                format!("has {rows} weight rows for an input of {in_dim} features"),
+            ));
+        }
+        let mut params = vec![("kernel", Tensor::F32(kernel))];
+        let bias = if gemm {
+            node.input.get(2).filter(|s| !s.is_empty()).map(|b| {
+                self.constant(b)
+                    .cloned()
+                    .ok_or_else(|| self.err(k, node, "has a computed bias"))
+            })
+        } else {
+            None
+        };
+        let mut use_bias = false;
+        if let Some(b) = bias {
+            let b = b?;
+            if b.len() == units {
+                params.push((
+                    "bias",
+                    Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[units]), b.f32s()).expect("len")),
+                ));
+                use_bias = true;
+            } else if b.len() == 1 {
+                let v = b.f32s()[0];
+                params.push(("bias", Tensor::F32(ArrayD::from_elem(IxDyn(&[units]), v))));
+                use_bias = true;
+            } else {
+                return Err(self.err(k, node, "has a bias that is not one value per unit"));
+            }
+        }
+        let layer = self.layer_name(node);
+        let mut fm = if x.flat_from.is_some() {
+            vec![None, Some(in_dim)]
+        } else {
+            x.fm.clone()
+        };
+        let last = fm.len() - 1;
+        fm[last] = Some(units);
+        let call = if use_bias {
+            format!("Dense({units})")
+        } else {
+            format!("Dense({units}, use_bias: false)")
+        };
+        let var_in = x.var.clone();
+        let var_in = if x.flat_from.is_some() && x.fm.len() != 2 {
+            // Flatten was deferred: fm flattens here.
+            let flat = self.push(
+                &format!("{out}__flat"),
+                vec![var_in],
+                "Flatten".into(),
+                None,
+                vec![],
+                vec![None, Some(in_dim)],
+                vec![Some(0), Some(1)],
+            );
+            self.model.stmts[flat].var.clone()
+        } else {
+            var_in
+        };
+        self.push(out, vec![var_in], call, layer, params, fm, layout);
+        Ok(())
+    }
+
+    fn arith(&mut self, k: usize, node: &NodeProto, out: &str) -> Result<(), InteropError> {
+        let op = node.op_type();
+        let (a, b) = (&node.input[0], &node.input[1]);
+        let (ca, cb) = (self.constant(a).cloned(), self.constant(b).cloned());
+        match (ca, cb) {
+            (None, None) => {
+                let x = self.val(a, "input")?;
+                let y = self.val(b, "input")?;
+                if x.flat_from.is_some() || y.flat_from.is_some() {
+                    return Err(self.err(k, node, "combines a flattened channels-first tensor"));
+                }
+                let sym = match op {
+                    "Add" => "+",
+                    "Sub" => "-",
+                    "Mul" => "*",
+                    _ => return Err(self.err(k, node, "divides two computed tensors; fm has no elementwise division in version 0.1")),
+                };
+                // Same layout: same fm shapes; a lower-rank operand that lines up with the
+                // trailing fm axes broadcasts as in fm.
+                let ok = x.layout == y.layout || (x.identity() && y.identity());
+                if !ok {
+                    return Err(self.err(k, node, "combines tensors in different layouts"));
+                }
+                let fm = if x.fm.len() >= y.fm.len() {
+                    x.fm.clone()
+                } else {
+                    y.fm.clone()
+                };
+                let layout = if x.fm.len() >= y.fm.len() {
+                    x.layout.clone()
+                } else {
+                    y.layout.clone()
+                };
+                self.push(
+                    out,
+                    vec![x.var.clone(), y.var.clone()],
+                    sym.to_string(),
+                    None,
+                    vec![],
+                    fm,
+                    layout,
+                );
+            }
+            (Some(c), None) | (None, Some(c)) => {
+                let const_first = self.constant(a).is_some();
+                let x = self.val(if const_first { b } else { a }, "input")?;
+                // A bias after a MatMul's Dense: fold it in.
+                if op == "Add" && (c.len() > 1 || self.bias_target(node, &x, &c)) {
+                    return self.fold_bias(k, node, out, &x, &c);
+                }
+                if c.len() != 1 {
+                    return Err(self.err(k, node, "combines with a constant tensor; fm reads scalar constants (Rescale) and biases after a MatMul"));
+                }
+                let v = c.f32s()[0] as f64;
+                let (scale, offset) = match (op, const_first) {
+                    ("Mul", _) => (v, 0.0),
+                    ("Add", _) => (1.0, v),
+                    ("Sub", false) => (1.0, -v),
+                    ("Sub", true) => (-1.0, v),
+                    ("Div", false) => (1.0 / v, 0.0),
+                    _ => return Err(self.err(k, node, "divides a constant by a tensor")),
+                };
+                let call = if offset == 0.0 {
+                    format!("Rescale({})", fmt_float(scale as f32))
+                } else {
+                    format!(
+                        "Rescale({}, offset: {})",
+                        fmt_float(scale as f32),
+                        fmt_float(offset as f32)
+                    )
+                };
+                let layer = self.layer_name(node);
+                let fm = x.fm.clone();
+                let layout = x.layout.clone();
+                let flat = x.flat_from.clone();
+                self.push(out, vec![x.var.clone()], call, layer, vec![], fm, layout);
+                if let Some(v) = self.vals.get_mut(out) {
+                    v.flat_from = flat;
+                }
+            }
+            (Some(_), Some(_)) => unreachable!("constant-only nodes are rejected before"),
+        }
+        Ok(())
+    }
+
+    /// Whether constant `c` added by `node` is the bias of the bias-less Dense that made `x`
+    /// (read by this node only).
+    fn bias_target(&self, node: &NodeProto, x: &Val, c: &TensorValue) -> bool {
+        let Some(id) = x.stmt else { return false };
+        let data = if self.constant(&node.input[0]).is_some() {
+            &node.input[1]
+        } else {
+            &node.input[0]
+        };
+        let only_reader = self.readers.get(data).copied().unwrap_or(0) == 1;
+        let stmt = &self.model.stmts[id];
+        let units = x.fm.last().copied().flatten().unwrap_or(0);
+        let last = c.shape.last().copied().unwrap_or(1);
+        stmt.call.starts_with("Dense(")
+            && stmt.call.ends_with("use_bias: false)")
+            && only_reader
+            && c.len() == units
+            && last == units
+            && x.flat_from.is_none()
+    }
+
+    fn fold_bias(
+        &mut self,
+        k: usize,
+        node: &NodeProto,
+        out: &str,
+        x: &Val,
+        c: &TensorValue,
+    ) -> Result<(), InteropError> {
+        if !self.bias_target(node, x, c) {
+            return Err(self.err(
+                k,
+                node,
+                "adds a constant tensor that is not the bias of the MatMul before it",
+            ));
+        }
+        let id = x.stmt.expect("checked by bias_target");
+        let units = c.len();
+        let stmt = &mut self.model.stmts[id];
+        stmt.call = format!("Dense({units})");
+        let name = format!("{}.bias", stmt.layer.as_deref().unwrap_or(""));
+        stmt.params.push((
+            name,
+            Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[units]), c.f32s()).expect("len")),
+        ));
+        let layout = x.layout.clone();
+        self.alias(out, x, layout);
+        Ok(())
+    }
+
+    /// Spatial attributes shared by Conv and pooling: (stride, dilation, `same`?).
+    #[allow(clippy::type_complexity)]
+    fn window(
+        &self,
+        k: usize,
+        node: &NodeProto,
+        input: &[usize],
+        kernel: &[usize],
+    ) -> Result<(Vec<usize>, Vec<usize>, bool), InteropError> {
+        let n = kernel.len();
+        let stride: Vec<usize> = attr_is(node, "strides")
+            .map_or(vec![1; n], |v| v.iter().map(|&x| x as usize).collect());
+        let dilation: Vec<usize> = attr_is(node, "dilations")
+            .map_or(vec![1; n], |v| v.iter().map(|&x| x as usize).collect());
+        if stride.len() != n || dilation.len() != n || stride.contains(&0) || dilation.contains(&0)
+        {
+            return Err(self.err(
+                k,
+                node,
+                "has strides or dilations that do not fit its kernel",
+            ));
+        }
+        let auto = attr_s(node, "auto_pad").unwrap_or_else(|| "NOTSET".into());
+        let same_pads = crate::export::pads(
+            input,
+            kernel,
+            &stride,
+            &dilation,
+            fm_compiler::graph::Padding::Same,
+        );
+        let same = match auto.as_str() {
+            "SAME_UPPER" => true,
+            "VALID" => false,
+            "NOTSET" => {
+                let pads = attr_is(node, "pads").unwrap_or_else(|| vec![0; 2 * n]);
+                if pads.iter().all(|&p| p == 0) {
+                    false
+                } else if pads == same_pads {
+                    true
+                } else {
+                    return Err(self.err(k, node, format!("pads {pads:?}: fm pads `valid` (none) or `same` as TensorFlow ({same_pads:?} here)")));
+                }
+            }
+            _ => {
+                return Err(self.err(
+                    k,
+                    node,
+                    format!("auto_pad {auto}: fm pads `valid` or `same` (SAME_UPPER)"),
+                ))
+            }
+        };
+        Ok((stride, dilation, same))
+    }
+
+    fn conv(&mut self, k: usize, node: &NodeProto, out: &str) -> Result<(), InteropError> {
+        let x = self.val(&node.input[0], "input")?;
+        let r = x.fm.len();
+        if !x.channels_first() || !(3..=4).contains(&r) {
+            return Err(self.err(k, node, "reads a tensor that is not an [N, C, L] or [N, C, H, W] view of fm's channels-last data"));
+        }
+        let Some(w) = node.input.get(1).and_then(|n| self.constant(n)).cloned() else {
+            return Err(self.err(k, node, "has a computed kernel"));
+        };
+        if attr_i(node, "group", 1) != 1 {
+            return Err(self.err(k, node, "is a grouped convolution; fm's Conv has group 1"));
+        }
+        let spatial = r - 2;
+        let cin = x.fm[r - 1].unwrap_or(0);
+        if w.shape.len() != r || w.shape[1] != cin {
+            return Err(self.err(
+                k,
+                node,
+                format!(
+                    "has a kernel of shape {:?} for {cin} input channels",
+                    w.shape
+                ),
+            ));
+        }
+        let filters = w.shape[0];
+        let kernel: Vec<usize> = w.shape[2..].to_vec();
+        let input = &x.sample()[..spatial];
+        let (stride, dilation, same) = self.window(k, node, input, &kernel)?;
+        // [out, in, k..] -> [k.., in, out]
+        let mut perm: Vec<usize> = (2..r).collect();
+        perm.extend([1, 0]);
+        let (shape, vals) = crate::export::transpose(&w.shape, &w.f32s(), &perm);
+        let mut params = vec![(
+            "kernel",
+            Tensor::F32(ArrayD::from_shape_vec(IxDyn(&shape), vals).expect("len")),
+        )];
+        let bias = node.input.get(2).filter(|s| !s.is_empty());
+        if let Some(b) = bias {
+            let Some(b) = self.constant(b).cloned() else {
+                return Err(self.err(k, node, "has a computed bias"));
+            };
+            params.push(("bias", b.to_tensor()));
+        }
+        let list = |v: &[usize]| -> String {
+            if v.iter().all(|&x| x == v[0]) {
+                v[0].to_string()
+            } else {
+                format!(
+                    "[{}]",
+                    v.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        };
+        let mut call = format!("Conv{spatial}D({filters}, {}{ACT_MARK}", list(&kernel));
+        if stride.iter().any(|&s| s != 1) {
+            call.push_str(&format!(", stride: {}", list(&stride)));
+        }
+        if same {
+            call.push_str(", padding: same");
+        }
+        if dilation.iter().any(|&d| d != 1) {
+            call.push_str(&format!(", dilation: {}", list(&dilation)));
+        }
+        if bias.is_none() {
+            call.push_str(", use_bias: false");
+        }
+        call.push(')');
+        let mut fm = vec![None];
+        for a in 0..spatial {
+            let (i, kk, s, d) = (input[a], kernel[a], stride[a], dilation[a]);
+            let o = if same {
+                i.div_ceil(s)
+            } else {
+                let span = (kk - 1) * d + 1;
+                if span > i {
+                    return Err(self.err(k, node, "has a kernel larger than its input"));
+                }
+                (i - span) / s + 1
+            };
+            fm.push(Some(o));
+        }
+        fm.push(Some(filters));
+        let layer = self.layer_name(node);
+        self.push(
+            out,
+            vec![x.var.clone()],
+            call,
+            layer,
+            params,
+            fm,
+            x.layout.clone(),
+        );
+        Ok(())
+    }
+
+    fn pool(&mut self, k: usize, node: &NodeProto, out: &str) -> Result<(), InteropError> {
+        let x = self.val(&node.input[0], "input")?;
+        let r = x.fm.len();
+        if !x.channels_first() || !(3..=4).contains(&r) {
+            return Err(self.err(k, node, "reads a tensor that is not an [N, C, L] or [N, C, H, W] view of fm's channels-last data"));
+        }
+        if node.output.len() > 1 && !node.output[1].is_empty() {
+            return Err(self.err(k, node, "also returns indices"));
+        }
+        let spatial = r - 2;
+        let size: Vec<usize> = attr_is(node, "kernel_shape")
+            .unwrap_or_default()
+            .iter()
+            .map(|&v| v as usize)
+            .collect();
+        if size.len() != spatial || size.contains(&0) {
+            return Err(self.err(k, node, "has no kernel_shape that fits its input"));
+        }
+        if attr_i(node, "ceil_mode", 0) != 0 || attr_i(node, "storage_order", 0) != 0 {
+            return Err(self.err(
+                k,
+                node,
+                "uses ceil_mode or storage_order; fm pools with floor and row-major order",
+            ));
+        }
+        let input = x.sample()[..spatial].to_vec();
+        let (stride, dilation, same) = self.window(k, node, &input, &size)?;
+        if dilation.iter().any(|&d| d != 1) {
+            return Err(self.err(k, node, "is a dilated pooling; fm pools without dilation"));
+        }
+        let avg = node.op_type() == "AveragePool";
+        if avg && same && attr_i(node, "count_include_pad", 0) != 0 {
+            return Err(self.err(
+                k,
+                node,
+                "counts padded cells (count_include_pad 1); fm's average pooling does not",
+            ));
+        }
+        let list = |v: &[usize]| -> String {
+            if v.iter().all(|&x| x == v[0]) {
+                v[0].to_string()
+            } else {
+                format!(
+                    "[{}]",
+                    v.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        };
+        let mut call = format!(
+            "{}Pool{spatial}D({}",
+            if avg { "Avg" } else { "Max" },
+            list(&size)
+        );
+        if stride != size {
+            call.push_str(&format!(", stride: {}", list(&stride)));
+        }
+        if same {
+            call.push_str(", padding: same");
+        }
+        call.push(')');
+        let mut fm = vec![None];
+        for a in 0..spatial {
+            let o = if same {
+                input[a].div_ceil(stride[a])
+            } else {
+                if size[a] > input[a] {
+                    return Err(self.err(k, node, "has a window larger than its input"));
+                }
+                (input[a] - size[a]) / stride[a] + 1
+            };
+            fm.push(Some(o));
+        }
+        fm.push(x.fm[r - 1]);
+        let layer = self.layer_name(node);
+        self.push(
+            out,
+            vec![x.var.clone()],
+            call,
+            layer,
+            vec![],
+            fm,
+            x.layout.clone(),
+        );
+        Ok(())
+    }
+
+    fn reshape(&mut self, k: usize, node: &NodeProto, out: &str) -> Result<(), InteropError> {
+        let x = self.val(&node.input[0], "input")?;
+        let onnx_shape = x.onnx_shape();
+        // The per-sample target shape.
+        let target: Vec<usize> = if node.op_type() == "Flatten" {
+            let mut axis = attr_i(node, "axis", 1);
+            if axis < 0 {
+                axis += onnx_shape.len() as i64;
+            }
+            if axis != 1 {
+                return Err(self.err(
+                    k,
+                    node,
+                    "flattens from an axis other than 1; fm keeps the batch axis apart",
+                ));
+            }
+            vec![onnx_shape[1..].iter().map(|d| d.unwrap_or(0)).product()]
+        } else {
+            let Some(spec) = node
+                .input
+                .get(1)
+                .and_then(|s| self.constant(s))
+                .and_then(|t| t.i64s().map(<[i64]>::to_vec))
+            else {
+                return Err(self.err(k, node, "takes its shape from a computed tensor (a dynamic shape fm cannot express; export with constant folding)"));
+            };
+            let total: usize = onnx_shape[1..].iter().map(|d| d.unwrap_or(0)).product();
+            if attr_i(node, "allowzero", 0) != 0
+                || spec.is_empty()
+                || !(spec[0] == 0 || spec[0] == -1)
+            {
+                return Err(self.err(
+                    k,
+                    node,
+                    format!("reshapes to {spec:?}; fm keeps the batch axis first (0 or -1 there)"),
+                ));
+            }
+            let mut dims: Vec<i64> = spec[1..]
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| {
+                    if d == 0 {
+                        onnx_shape.get(i + 1).copied().flatten().unwrap_or(0) as i64
+                    } else {
+                        d
+                    }
+                })
+                .collect();
+            let known: i64 = dims.iter().filter(|&&d| d > 0).product();
+            let unknown = dims.iter().filter(|&&d| d < 0).count();
+            if spec[0] == -1 && unknown > 0 || unknown > 1 || known <= 0 {
+                return Err(self.err(
+                    k,
+                    node,
+                    format!("reshapes to {spec:?}, which fm cannot resolve per sample"),
+                ));
+            }
+            for d in dims.iter_mut() {
+                if *d < 0 {
+                    *d = total as i64 / known;
+                }
+            }
+            if dims.iter().product::<i64>() != total as i64 {
+                return Err(self.err(
+                    k,
+                    node,
+                    format!("reshapes {total} values per sample to {dims:?}"),
+                ));
+            }
+            dims.iter().map(|&d| d as usize).collect()
+        };
+        // The fm axes in ONNX order, without the dropped size-1 axes.
+        let order: Vec<usize> = x.layout[1..].iter().flatten().copied().collect();
+        let in_order = order.windows(2).all(|w| w[0] < w[1]) && x.flat_from.is_none();
+        let sample = x.sample();
+        if in_order {
+            // Same element order in ONNX and fm.
+            if target == sample {
+                let layout = (0..x.fm.len()).map(Some).collect();
+                self.alias(out, &x, layout);
+                return Ok(());
+            }
+            let fm: Vec<Option<usize>> = std::iter::once(None)
+                .chain(target.iter().map(|&d| Some(d)))
+                .collect();
+            let layout = (0..fm.len()).map(Some).collect();
+            let call = if target.len() == 1 {
+                "Flatten".to_string()
+            } else {
+                format!(
+                    "Reshape([{}])",
+                    target
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            self.push(out, vec![x.var.clone()], call, None, vec![], fm, layout);
+            return Ok(());
+        }
+        if target.len() == 1 && x.flat_from.is_none() {
+            // A channels-first flatten: fm flattens in its own order; the Dense that follows
+            // permutes its rows.
+            let shape = sample;
+            let order: Vec<usize> = order.iter().map(|a| a - 1).collect();
+            let mut v = x.clone();
+            v.flat_from = Some((shape, order));
+            v.layout = vec![Some(0), Some(1)];
+            self.vals.insert(out.to_string(), v);
+            return Ok(());
+        }
+        Err(self.err(
+            k,
+            node,
+            "reshapes a channels-first tensor to a shape other than a flat vector",
+        ))
+    }
+
+    fn batch_norm(&mut self, k: usize, node: &NodeProto, out: &str) -> Result<(), InteropError> {
+        let x = self.val(&node.input[0], "input")?;
+        if node.output.iter().skip(1).any(|o| !o.is_empty())
+            || attr_i(node, "training_mode", 0) != 0
+        {
+            return Err(self.err(
+                k,
+                node,
+                "is in training mode; fm imports the inference form",
+            ));
+        }
+        let r = x.fm.len();
+        let channels_ok =
+            x.flat_from.is_none() && x.layout.get(1).copied().flatten() == Some(r - 1);
+        if !channels_ok {
+            return Err(self.err(
+                k,
+                node,
+                "normalises an axis that is not fm's channel (last) axis",
+            ));
+        }
+        let mut params = Vec::new();
+        for (i, role) in ["gamma", "beta", "moving_mean", "moving_variance"]
+            .iter()
+            .enumerate()
+        {
+            let Some(t) = node
+                .input
+                .get(i + 1)
+                .and_then(|n| self.constant(n))
+                .cloned()
+            else {
+                return Err(self.err(k, node, format!("has a computed {role}")));
+            };
+            params.push((*role, t.to_tensor()));
+        }
+        let eps = attr_f(node, "epsilon", 1e-5);
+        let momentum = attr_f(node, "momentum", 0.9);
+        let call = format!(
+            "BatchNorm(momentum: {}, epsilon: {})",
+            fmt_float(momentum),
+            fmt_float(eps)
+        );
+        let layer = self.layer_name(node);
+        self.push(
+            out,
+            vec![x.var.clone()],
+            call,
+            layer,
+            params,
+            x.fm.clone(),
+            x.layout.clone(),
+        );
+        Ok(())
+    }
+
+    fn rnn(&mut self, k: usize, node: &NodeProto) -> Result<(), InteropError> {
+        let op = node.op_type();
+        let x = self.val(&node.input[0], "input")?;
+        let layout_attr = attr_i(node, "layout", 0);
+        let time_major = x.layout == vec![Some(1), Some(0), Some(2)];
+        if !(layout_attr == 0 && time_major || layout_attr == 1 && x.identity()) || x.fm.len() != 3
+        {
+            return Err(self.err(k, node, "reads a sequence that is not fm's [N, T, C] value"));
+        }
+        if attr_s(node, "direction").is_some_and(|d| d != "forward")
+            || attr(node, "clip").is_some()
+            || attr_i(node, "input_forget", 0) != 0
+        {
+            return Err(self.err(k, node, "is bidirectional, reversed, clipped or couples gates; fm's recurrent layers run forward, unclipped"));
+        }
+        if node.input.iter().skip(4).any(|i| !i.is_empty()) {
+            return Err(self.err(k, node, "has sequence lengths, initial states or peepholes; fm starts from zeros over the whole sequence"));
+        }
+        let (gates, kind, keras_order) = match op {
+            "LSTM" => (4, "LSTM", vec![0usize, 2, 3, 1]),
+            "GRU" => (3, "GRU", vec![0, 1, 2]),
+            _ => (1, "SimpleRNN", vec![0]),
+        };
+        let units = attr_i(node, "hidden_size", 0) as usize;
+        let acts: Vec<String> = attr(node, "activations")
+            .map(|a| {
+                a.strings
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let act = match op {
+            "LSTM" => {
+                let a = if acts.is_empty() {
+                    vec!["Sigmoid".into(), "Tanh".into(), "Tanh".into()]
+                } else {
+                    acts.clone()
+                };
+                if a.len() != 3 || a[0] != "Sigmoid" || a[1] != a[2] {
+                    return Err(self.err(k, node, "has activations fm's LSTM does not (sigmoid gates, one activation for cell and output)"));
+                }
+                a[1].clone()
+            }
+            "GRU" => {
+                if attr_i(node, "linear_before_reset", 0) != 1 {
+                    return Err(self.err(k, node, "has linear_before_reset 0; fm's GRU is Keras's reset_after form (linear_before_reset 1)"));
+                }
+                let a = if acts.is_empty() {
+                    vec!["Sigmoid".into(), "Tanh".into()]
+                } else {
+                    acts.clone()
+                };
+                if a.len() != 2 || a[0] != "Sigmoid" {
+                    return Err(self.err(k, node, "has activations fm's GRU does not"));
+                }
+                a[1].clone()
+            }
+            _ => acts.first().cloned().unwrap_or_else(|| "Tanh".into()),
+        };
+        let act = match act.as_str() {
+            "Tanh" => "tanh",
+            "Relu" => "relu",
+            "Sigmoid" => "sigmoid",
+            _ => {
+                return Err(self.err(
+                    k,
+                    node,
+                    format!("has activation {act}; fm reads Tanh, Relu, Sigmoid"),
+                ))
+            }
+        };
+        let cin = x.fm[2].unwrap_or(0);
+        let width = gates * units;
+        let get = |i: usize, what: &str| -> Result<TensorValue, InteropError> {
+            node.input
+                .get(i)
+                .filter(|s| !s.is_empty())
+                .and_then(|n| self.constant(n))
+                .cloned()
+                .ok_or_else(|| self.err(k, node, format!("has no stored {what}")))
+        };
+        let w = get(1, "W")?;
+        let rk = get(2, "R")?;
+        if w.shape != [1, width, cin] || rk.shape != [1, width, units] {
+            return Err(self.err(
+                k,
+                node,
+                format!(
+                    "has W {:?} and R {:?}; expected [1, {width}, {cin}] and [1, {width}, {units}]",
+                    w.shape, rk.shape
+                ),
+            ));
+        }
+        let b = match node.input.get(3).filter(|s| !s.is_empty()) {
+            Some(_) => get(3, "B")?.f32s(),
+            None => vec![0.0; 2 * width],
+        };
+        if b.len() != 2 * width {
+            return Err(self.err(
+                k,
+                node,
+                "has a bias that is not [1, 2 * gates * hidden_size]",
+            ));
+        }
+        // ONNX [gate' * u + j, rows] -> Keras [rows, gate * u + j]; keras_order[g] = ONNX block of Keras gate g.
+        let keras = |m: &[f32], rows: usize| -> Tensor {
+            let mut out = vec![0f32; rows * width];
+            for (g, &og) in keras_order.iter().enumerate() {
+                for j in 0..units {
+                    for r in 0..rows {
+                        out[r * width + g * units + j] = m[(og * units + j) * rows + r];
+                    }
+                }
+            }
+            Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[rows, width]), out).expect("len"))
+        };
+        let reorder = |v: &[f32]| -> Vec<f32> {
+            keras_order
+                .iter()
+                .flat_map(|&og| v[og * units..(og + 1) * units].iter().copied())
+                .collect()
+        };
+        let (wb, rb) = (&b[..width], &b[width..]);
+        let bias = if op == "GRU" {
+            Tensor::F32(
+                ArrayD::from_shape_vec(IxDyn(&[2, width]), [reorder(wb), reorder(rb)].concat())
+                    .expect("len"),
+            )
+        } else {
+            let sum: Vec<f32> = wb.iter().zip(rb).map(|(a, b)| a + b).collect();
+            Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[width]), reorder(&sum)).expect("len"))
+        };
+        let params = vec![
+            ("kernel", keras(&w.f32s(), cin)),
+            ("recurrent_kernel", keras(&rk.f32s(), units)),
+            ("bias", bias),
+        ];
+        let y = node
+            .output
+            .first()
+            .filter(|s| !s.is_empty() && self.readers.contains_key(*s));
+        let yh = node
+            .output
+            .get(1)
+            .filter(|s| !s.is_empty() && self.readers.contains_key(*s));
+        if node
+            .output
+            .get(2)
+            .is_some_and(|s| !s.is_empty() && self.readers.contains_key(s))
+        {
+            return Err(self.err(
+                k,
+                node,
+                "has its cell state Y_c read; fm's LSTM gives the hidden state",
+            ));
+        }
+        let seq = match (y, yh) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    k,
+                    node,
+                    "has both Y and Y_h read; fm's layer gives one of them (return_sequences)",
+                ))
+            }
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let mut call = format!("{kind}({units}");
+        if seq {
+            call.push_str(", return_sequences: true");
+        }
+        if act != "tanh" {
+            call.push_str(&format!(", activation: {act}"));
+        }
+        call.push(')');
+        let layer = self.layer_name(node);
+        let t = x.fm[1];
+        if seq {
+            let out = y.cloned().unwrap_or_default();
+            // Y: [T, 1, N, u] (layout 0) or [N, T, 1, u] (layout 1).
+            let layout = if layout_attr == 0 {
+                vec![Some(1), None, Some(0), Some(2)]
+            } else {
+                vec![Some(0), Some(1), None, Some(2)]
+            };
+            self.push(
+                &out,
+                vec![x.var.clone()],
+                call,
+                layer,
+                params,
+                vec![None, t, Some(units)],
+                layout,
+            );
+        } else {
+            let out = yh
+                .cloned()
+                .unwrap_or_else(|| format!("{}__unused", node.name()));
+            // Y_h: [1, N, u] (layout 0) or [N, 1, u] (layout 1).
+            let layout = if layout_attr == 0 {
+                vec![None, Some(0), Some(1)]
+            } else {
+                vec![Some(0), None, Some(1)]
+            };
+            self.push(
+                &out,
+                vec![x.var.clone()],
+                call,
+                layer,
+                params,
+                vec![None, Some(units)],
+                layout,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// For a tensor of fm shape `shape` flattened in the axis order `order` (ONNX's), the fm
+/// flat index of each ONNX flat index.
+fn flatten_permutation(shape: &[usize], order: &[usize]) -> Vec<usize> {
+    let n: usize = shape.iter().product();
+    let dims: Vec<usize> = order.iter().map(|&a| shape[a]).collect();
+    let mut strides = vec![1usize; shape.len()];
+    for a in (0..shape.len().saturating_sub(1)).rev() {
+        strides[a] = strides[a + 1] * shape[a + 1];
+    }
+    (0..n)
+        .map(|mut i| {
+            let mut fm = 0;
+            for (pos, &a) in order.iter().enumerate().rev() {
+                let idx = i % dims[pos];
+                i /= dims[pos];
+                fm += idx * strides[a];
+            }
+            fm
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_first_flatten_maps_to_fm_order() {
+        // fm [H=2, W=1, C=3]; ONNX flattens [C, H, W].
+        let p = flatten_permutation(&[2, 1, 3], &[2, 0, 1]);
+        // ONNX index c*2 + h -> fm index h*3 + c.
+        assert_eq!(p, vec![0, 3, 1, 4, 2, 5]);
+    }
+
+    #[test]
+    fn names_become_identifiers() {
+        assert_eq!(sanitize("/conv1/Conv_output_0"), "conv1_Conv_output_0");
+        assert_eq!(sanitize("0"), "v0");
+        assert_eq!(sanitize("input"), "input_");
+    }
+}

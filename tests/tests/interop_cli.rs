@@ -1,0 +1,120 @@
+//! `fmc export` and `fmc import` on the command line: a trained model goes out to ONNX and back
+//! in, and bad input is a coded diagnostic naming the file and the part, exit 1, nothing written.
+
+use fm_tests::{fmc, root};
+use std::path::Path;
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("fm-interop-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn train_export_import_predict_gives_the_same_predictions() {
+    let mlp = root().join("examples/digits_mlp.fm");
+    let run = tmp("run");
+    let t = fmc(&["train", s(&mlp), "--steps", "3", "--run-dir", s(&run), "-q"]);
+    assert_eq!(t.code, 0, "{}", t.stderr);
+    let w = run.join("weights.safetensors");
+    let onnx = tmp("mlp.onnx");
+    let e = fmc(&["export", s(&mlp), "--weights", s(&w), "-o", s(&onnx)]);
+    assert_eq!(e.code, 0, "{}", e.stderr);
+    assert!(e.stderr.contains("opset 17"), "{}", e.stderr);
+    let fm = tmp("mlp_imported.fm");
+    let i = fmc(&["import", s(&onnx), "-o", s(&fm)]);
+    assert_eq!(i.code, 0, "{}", i.stderr);
+    let source = std::fs::read_to_string(&fm).unwrap();
+    // The data section's `scale(1 / 255)` travels as the graph's first operator.
+    assert!(source.contains("Rescale(0.003921569"), "{source}");
+    let data = root().join("examples/data/digits-images-idx3-ubyte");
+    let (ya, yb) = (tmp("a.npy"), tmp("b.npy"));
+    let a = fmc(&[
+        "predict",
+        s(&mlp),
+        "--weights",
+        s(&w),
+        "--input",
+        s(&data),
+        "-o",
+        s(&ya),
+    ]);
+    let b = fmc(&[
+        "predict",
+        s(&fm),
+        "--weights",
+        s(&fm.with_extension("safetensors")),
+        "--input",
+        s(&data),
+        "-o",
+        s(&yb),
+    ]);
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    let ya = fm_runtime::data::read_array(s(&ya)).unwrap().data.to_f32();
+    let yb = fm_runtime::data::read_array(s(&yb)).unwrap().data.to_f32();
+    assert_eq!(ya.len(), 1797 * 10);
+    assert_eq!(ya.len(), yb.len());
+    // The imported Rescale multiplies in f32 where `scale(1 / 255)` rounds once from f64:
+    // probabilities agree to 1e-5 relative to the largest.
+    let diff = ya
+        .iter()
+        .zip(&yb)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(diff < 1e-5, "max difference {diff}");
+}
+
+#[test]
+fn a_truncated_onnx_file_is_e0402_and_writes_nothing() {
+    let mlp = root().join("examples/digits_mlp.fm");
+    let run = tmp("run2");
+    assert_eq!(
+        fmc(&["train", s(&mlp), "--steps", "1", "--run-dir", s(&run), "-q"]).code,
+        0
+    );
+    let onnx = tmp("full.onnx");
+    let w = run.join("weights.safetensors");
+    assert_eq!(
+        fmc(&["export", s(&mlp), "--weights", s(&w), "-o", s(&onnx)]).code,
+        0
+    );
+    let bytes = std::fs::read(&onnx).unwrap();
+    let cut = tmp("cut.onnx");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let out = tmp("cut.fm");
+    let r = fmc(&["import", s(&cut), "-o", s(&out)]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.starts_with("error[E0402]: "), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cut.onnx: is not an ONNX model"),
+        "{}",
+        r.stderr
+    );
+    assert!(!out.exists() && !out.with_extension("safetensors").exists());
+}
+
+#[test]
+fn weights_of_another_model_are_e0410_and_write_nothing() {
+    let mlp = root().join("examples/digits_mlp.fm");
+    let cnn = root().join("examples/digits_cnn.fm");
+    let run = tmp("run3");
+    assert_eq!(
+        fmc(&["train", s(&mlp), "--steps", "1", "--run-dir", s(&run), "-q"]).code,
+        0
+    );
+    let onnx = tmp("wrong.onnx");
+    let w = run.join("weights.safetensors");
+    let r = fmc(&["export", s(&cnn), "--weights", s(&w), "-o", s(&onnx)]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.starts_with("error[E0410]: "), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("missing tensor 'conv2d.kernel'"),
+        "{}",
+        r.stderr
+    );
+    assert!(!onnx.exists());
+}
