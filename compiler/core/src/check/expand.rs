@@ -1112,7 +1112,7 @@ impl<'f> Expander<'_, '_, '_, 'f> {
             if is_builtin || !self.named.contains_key(&callee.name) {
                 let others: Vec<Arg> = args
                     .iter()
-                    .filter(|a| !a.name.as_ref().is_some_and(|n| n.name == "weights"))
+                    .filter(|a| a.name.as_ref().is_none_or(|n| n.name != "weights"))
                     .cloned()
                     .collect();
                 let _ = self.eval_args(&others, env, scope);
