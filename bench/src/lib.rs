@@ -204,9 +204,13 @@ pub fn build(prepared: &Prepared, backend: BackendKind) -> Result<Box<dyn Runner
             }))
         }
         BackendKind::Macro => {
-            let model = emitted::model(&prepared.graph.name, prepared.spec.seed).ok_or_else(
-                || format!("`{}` is not compiled by model! in this binary", prepared.graph.name),
-            )?;
+            let model =
+                emitted::model(&prepared.graph.name, prepared.spec.seed).ok_or_else(|| {
+                    format!(
+                        "`{}` is not compiled by model! in this binary",
+                        prepared.graph.name
+                    )
+                })?;
             Ok(Box::new(MacroRunner {
                 model,
                 lr: prepared.spec.optimizer.lr as f32,

@@ -628,6 +628,53 @@ add(
     chain(("layer_norm", L(layers.LayerNormalization, epsilon=0.1)), ("dense", L(layers.Dense, 3))),
 )
 
+# -- Extensions beyond language.md's required set: GroupNorm, UpSampling2D --------------------
+add(
+    "group_norm_dense",
+    "GroupNorm(2) (default epsilon 1e-3, as Keras) on 8 features: 2 groups of 4, no positions",
+    "model gn_dense {\n    input x: f32[5]\n    output pred = x -> Dense(8, tanh) -> GroupNorm(2) -> Dense(2)\n}",
+    {"x": ([5], "f32")},
+    chain(
+        ("dense", L(layers.Dense, 8, activation="tanh")),
+        ("group_norm", L(layers.GroupNormalization, groups=2, epsilon=1e-3)),
+        ("dense_1", L(layers.Dense, 2)),
+    ),
+)
+add(
+    "group_norm_conv",
+    "GroupNorm(groups: 2, epsilon: 1e-5) after Conv2D: statistics over H, W and each group's 3 "
+    "channels; sparse CE",
+    "model gn_conv {\n    input image: f32[5, 4, 2]\n    output probs = image\n"
+    "        -> Conv2D(6, 3, padding: same, activation: relu)\n"
+    "        -> GroupNorm(groups: 2, epsilon: 1e-5)\n"
+    "        -> GlobalAvgPool2D\n        -> Dense(3, softmax)\n}",
+    {"image": ([5, 4, 2], "f32")},
+    chain(
+        ("conv2d", L(layers.Conv2D, 6, 3, padding="same", activation="relu")),
+        ("group_norm", L(layers.GroupNormalization, groups=2, epsilon=1e-5)),
+        (None, L(layers.GlobalAveragePooling2D)),
+        ("dense", L(layers.Dense, 3, activation="softmax")),
+    ),
+    loss=LOSSES["scce"],
+    batch=3,
+)
+add(
+    "up_sampling2d",
+    "UpSampling2D(size: [2, 3]) (nearest) between two Conv2D layers",
+    "model upsample {\n    input image: f32[3, 2, 2]\n    output pred = image\n"
+    "        -> Conv2D(3, 2, padding: same, activation: tanh)\n"
+    "        -> UpSampling2D(size: [2, 3])\n"
+    "        -> Conv2D(2, 3)\n        -> Flatten\n        -> Dense(2)\n}",
+    {"image": ([3, 2, 2], "f32")},
+    chain(
+        ("conv2d", L(layers.Conv2D, 3, 2, padding="same", activation="tanh")),
+        (None, L(layers.UpSampling2D, size=(2, 3), interpolation="nearest")),
+        ("conv2d_1", L(layers.Conv2D, 2, 3)),
+        (None, L(layers.Flatten)),
+        ("dense", L(layers.Dense, 2)),
+    ),
+)
+
 # -- Embedding ----------------------------------------------------------------------------------
 add(
     "embedding",
@@ -1009,7 +1056,7 @@ def layer_params(fm_name: str, layer) -> list[tuple[str, object]]:
             (f"{fm_name}.moving_mean", layer.moving_mean),
             (f"{fm_name}.moving_variance", layer.moving_variance),
         ]
-    if isinstance(layer, layers.LayerNormalization):
+    if isinstance(layer, (layers.LayerNormalization, layers.GroupNormalization)):
         return [(f"{fm_name}.gamma", layer.gamma), (f"{fm_name}.beta", layer.beta)]
     if isinstance(layer, layers.Embedding):
         return [(f"{fm_name}.embeddings", layer.embeddings)]

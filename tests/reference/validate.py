@@ -71,7 +71,7 @@ def check_layout(name: str, shape: tuple, params: dict):
         }[tensor]
         if shape != want:
             fail(f"{name}: shape {shape}, layout wants {want}")
-    elif kind in ("batch_norm", "layer_norm"):
+    elif kind in ("batch_norm", "layer_norm", "group_norm"):
         if rank != 1:
             fail(f"{name}: rank {rank}")
     elif kind == "embedding":
@@ -275,6 +275,22 @@ def layer_norm(p, name, x, eps=1e-5):
     return (x - mu) / np.sqrt(var + eps) * p[f"{name}.gamma"] + p[f"{name}.beta"]
 
 
+def group_norm(p, name, x, groups, eps=1e-3):
+    """Keras GroupNormalization: statistics of each channel group over its channels and positions."""
+    shape = x.shape
+    g = x.reshape(*shape[:-1], groups, shape[-1] // groups)
+    axes = tuple(range(1, g.ndim - 2)) + (g.ndim - 1,)
+    mu = g.mean(axes, keepdims=True)
+    var = g.var(axes, keepdims=True)
+    normed = ((g - mu) / np.sqrt(var + eps)).reshape(shape)
+    return normed * p[f"{name}.gamma"] + p[f"{name}.beta"]
+
+
+def up_sampling(x, size):
+    """Nearest-neighbour upsampling of [B, H, W, C]: each cell repeated size[0] x size[1] times."""
+    return np.repeat(np.repeat(x, size[0], axis=1), size[1], axis=2)
+
+
 def forward_model(name: str, p: dict, x):
     """The inference output of the layer cases, written independently of Keras."""
     if name.startswith("dense_") and name[6:] in ACT:
@@ -338,6 +354,24 @@ def forward_model(name: str, p: dict, x):
         ),
         "layer_norm": lambda: dense(p, "dense_1", layer_norm(p, "layer_norm", dense(p, "dense", x))),
         "layer_norm_epsilon": lambda: dense(p, "dense", layer_norm(p, "layer_norm", x, 0.1)),
+        "group_norm_dense": lambda: dense(p, "dense_1", group_norm(p, "group_norm", dense(p, "dense", x, "tanh"), 2)),
+        "group_norm_conv": lambda: dense(
+            p,
+            "dense",
+            group_norm(
+                p, "group_norm", np.maximum(conv(x, p["conv2d.kernel"], p["conv2d.bias"], padding="same"), 0), 2, 1e-5
+            ).mean((1, 2)),
+            "softmax",
+        ),
+        "up_sampling2d": lambda: dense(
+            p,
+            "dense",
+            conv(
+                up_sampling(np.tanh(conv(x, p["conv2d.kernel"], p["conv2d.bias"], padding="same")), (2, 3)),
+                p["conv2d_1.kernel"],
+                p["conv2d_1.bias"],
+            ).reshape(b, -1),
+        ),
         "embedding": lambda: dense(p, "dense", p["embedding.embeddings"][x].mean(1), "softmax"),
         "simple_rnn": lambda: dense(p, "dense", rnn(p, "simple_rnn", x, "simple_rnn")),
         "simple_rnn_sequences": lambda: dense(p, "dense", rnn(p, "simple_rnn", x, "simple_rnn", True)),

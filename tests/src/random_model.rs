@@ -6,9 +6,10 @@
 //! checker, never an expected outcome. Sizes are small and deliberately odd (1, 3, 5, 7, 17;
 //! batches of 1, 7 and 33) so that backends meet tails that are not multiples of a vector width.
 //!
-//! Families, picked by the seed: vector MLPs (Dense, Dropout, BatchNorm, LayerNorm, Rescale,
-//! every activation, residual `+`/`-`/`*` with broadcasting, `concat`, Reshape), 2-D conv nets
-//! (Conv2D with strides, dilation and both paddings, max/avg pooling, global pooling, Flatten),
+//! Families, picked by the seed: vector MLPs (Dense, Dropout, BatchNorm, LayerNorm, GroupNorm,
+//! Rescale, every activation, residual `+`/`-`/`*` with broadcasting, `concat`, Reshape), 2-D
+//! conv nets (Conv2D with strides, dilation and both paddings, max/avg pooling, UpSampling2D,
+//! global pooling, Flatten),
 //! sequence models (Conv1D, 1-D pooling, SimpleRNN/LSTM/GRU, MultiHeadAttention, per-step
 //! heads), text models (Embedding), and two-input / two-output models with a loss per output.
 //! User blocks (with typed and defaulted parameters, `dim`, `repeat`) appear in every family.
@@ -35,9 +36,18 @@ pub struct SplitMix64(Rng);
 /// this generator used before it shared fm's generator; keeping it keeps every seed's model.
 const STREAM: u64 = 0xdc8f_7543_ef33_c3b7;
 
+/// A second stream for the layers added after the generator's first version (GroupNorm,
+/// UpSampling2D): they take the place of a stage only when this stream says so, so the models
+/// of the seeds that do not get them stay what they were.
+const EXTENSION_STREAM: u64 = 0x510e_527f_ade6_82d1;
+
 impl SplitMix64 {
     pub fn new(seed: u64) -> Self {
         SplitMix64(Rng::new(seed, STREAM))
+    }
+
+    fn extension(seed: u64) -> Self {
+        SplitMix64(Rng::new(seed, EXTENSION_STREAM))
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -118,7 +128,7 @@ impl Val {
         write!(self.expr, " -> {stage}").unwrap();
         self.shape = shape;
         // A bias stays a constant shift per channel through these.
-        self.affine &= ["Flatten", "Reshape", "Rescale"]
+        self.affine &= ["Flatten", "Reshape", "Rescale", "UpSampling2D"]
             .iter()
             .any(|s| stage.starts_with(s));
         self
@@ -159,6 +169,8 @@ fn is_name(expr: &str) -> bool {
 
 struct Gen {
     rng: SplitMix64,
+    /// Decides where the extension layers go (see [`EXTENSION_STREAM`]).
+    ext: SplitMix64,
     /// Statements of the model body (`let` and `output`), in order.
     body: Vec<String>,
     /// Block definitions this model uses.
@@ -176,6 +188,7 @@ struct Gen {
 pub fn generate(seed: u64) -> GeneratedModel {
     let mut g = Gen {
         rng: SplitMix64::new(seed),
+        ext: SplitMix64::extension(seed),
         body: Vec::new(),
         blocks: Vec::new(),
         block_names: BTreeSet::new(),
@@ -375,12 +388,18 @@ impl Gen {
                 v.then(s, shape)
             }
             3 => {
-                self.feature("Rescale");
                 let s = if self.rng.chance(0.5) {
                     "Rescale(0.5)"
                 } else {
                     "Rescale(2, offset: -0.5)"
                 };
+                if let Some(gn) = self.group_norm(&shape, v.affine) {
+                    // GroupNorm ends in `beta`, a bias with no activation after it.
+                    let mut out = v.then(&gn, shape);
+                    out.affine = true;
+                    return out;
+                }
+                self.feature("Rescale");
                 v.then(s, shape)
             }
             _ => {
@@ -388,6 +407,53 @@ impl Gen {
                 v.then(&a, shape)
             }
         }
+    }
+
+    /// Now and then, a GroupNorm in place of another shape-keeping stage. Each group normalises
+    /// at least 4 values (fewer leave gradients of rounding-noise size), and after a bias with
+    /// no activation every group has 2 or more channels (a group of one channel cancels that
+    /// channel's bias exactly).
+    fn group_norm(&mut self, shape: &[usize], affine: bool) -> Option<String> {
+        if !self.ext.chance(0.4) {
+            return None;
+        }
+        let c = *shape.last()?;
+        let positions: usize = shape[..shape.len() - 1].iter().product();
+        let groups: Vec<usize> = (1..=c)
+            .filter(|g| c % g == 0)
+            .filter(|g| (c / g) * positions >= 4 && (!affine || c / g >= 2))
+            .collect();
+        if groups.is_empty() {
+            return None;
+        }
+        let g = self.ext.pick(&groups);
+        self.feature("GroupNorm");
+        Some(match self.ext.below(3) {
+            0 => format!("GroupNorm({g})"),
+            1 => format!("GroupNorm(groups: {g}, epsilon: 1e-2)"),
+            _ => format!("GroupNorm({g}, epsilon: 1e-5)"),
+        })
+    }
+
+    /// Now and then, an UpSampling2D in place of a pooling stage, on small images only.
+    fn up_sampling(&mut self, v: &Val) -> Option<Val> {
+        if !self.ext.chance(0.3) || v.shape.len() != 3 || v.shape[0] * v.shape[1] > 16 {
+            return None;
+        }
+        self.feature("UpSampling2D");
+        let (stage, size) = match self.ext.below(3) {
+            0 => ("UpSampling2D".to_string(), [2, 2]),
+            1 => {
+                let k = self.ext.pick(&[2, 3]);
+                (format!("UpSampling2D({k})"), [k, k])
+            }
+            _ => {
+                let size = [self.ext.pick(&[1, 2, 3]), self.ext.pick(&[2, 3])];
+                (format!("UpSampling2D(size: {})", ints(&size)), size)
+            }
+        };
+        let shape = vec![v.shape[0] * size[0], v.shape[1] * size[1], v.shape[2]];
+        Some(v.clone().then(&stage, shape))
     }
 
     /// A residual connection `x OP f(x)` where `f` keeps the shape (or ends in one unit, which
@@ -757,7 +823,10 @@ impl Gen {
         for _ in 0..count {
             v = match self.rng.below(if ATTENTION_OVER_IMAGES { 9 } else { 8 }) {
                 0..=2 => self.conv2d(v),
-                3 | 4 => self.pool(v, 2),
+                3 | 4 => match self.up_sampling(&v) {
+                    Some(up) => up,
+                    None => self.pool(v, 2),
+                },
                 5 => self.same_shape_stage(v),
                 6 => self.conv_block(v),
                 7 => {

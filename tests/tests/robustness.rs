@@ -242,6 +242,8 @@ fn token_mutation(src: &str, rng: &mut Rng) -> String {
         "LayerNorm",
         "Dropout",
         "Rescale",
+        "GroupNorm",
+        "UpSampling2D",
         "MultiHeadAttention",
         "relu",
         "softmax",

@@ -176,6 +176,51 @@ fn batch_norm_has_non_trainable_statistics() {
 }
 
 #[test]
+fn group_norm_and_up_sampling() {
+    // Keras: GroupNormalization(groups=4) on [6, 6, 8] has gamma and beta of 8 (16 params);
+    // UpSampling2D((2, 3)) maps [6, 6, 8] to [12, 18, 8] with no parameters.
+    let g = pipe(
+        "f32[6, 6, 8]",
+        "GroupNorm(4) -> UpSampling2D(size: [2, 3]) -> UpSampling2D",
+    );
+    assert_eq!(
+        params(&g),
+        vec![
+            ("group_norm.gamma".into(), vec![8]),
+            ("group_norm.beta".into(), vec![8]),
+        ]
+    );
+    assert_eq!(g.trainable_params(), 16);
+    assert_eq!(
+        g.nodes[1].op,
+        Op::GroupNorm {
+            groups: 4,
+            epsilon: 1e-3
+        }
+    );
+    assert_eq!(g.nodes[2].shape, vec![12, 18, 8]);
+    assert_eq!(out_shape(&g), vec![24, 36, 8]);
+    assert_eq!(g.nodes[3].op, Op::UpSampling { size: vec![2, 2] });
+    assert_eq!(g.nodes[3].op.type_name(), "UpSampling2D");
+    assert_eq!(g.nodes[1].op.type_name(), "GroupNormalization");
+    // Any rank with channels last; the default of 32 groups needs a multiple of 32 channels.
+    assert_eq!(out_shape(&pipe("f32[64]", "GroupNorm")), vec![64]);
+    let src = |input: &str, stage: &str| {
+        format!("model m {{\n input x: {input}\n output y = x -> {stage}\n}}\n")
+    };
+    assert_eq!(codes(&src("f32[6, 6, 8]", "GroupNorm(3)")), vec!["E0224"]);
+    assert_eq!(codes(&src("f32[6, 6, 8]", "GroupNorm")), vec!["E0224"]);
+    assert_eq!(codes(&src("f32[6, 8]", "UpSampling2D")), vec!["E0205"]);
+    assert_eq!(
+        codes(&src(
+            "f32[6, 6, 8]",
+            "UpSampling2D(interpolation: bilinear)"
+        )),
+        vec!["E0104"]
+    );
+}
+
+#[test]
 fn embedding_needs_token_ids() {
     let g = pipe("i32[12]", "Embedding(100, 8)");
     assert_eq!(out_shape(&g), vec![12, 8]);

@@ -239,6 +239,16 @@ pub enum Op {
     LayerNorm {
         epsilon: f64,
     },
+    /// Normalises each of `groups` channel groups over its channels and all spatial positions
+    /// (Keras GroupNormalization); `groups` divides the channels.
+    GroupNorm {
+        groups: usize,
+        epsilon: f64,
+    },
+    /// Nearest-neighbour upsampling of `[H, W, C]` by `size` = [sh, sw] (Keras UpSampling2D).
+    UpSampling {
+        size: Vec<usize>,
+    },
     Embedding {
         vocab: usize,
         dim: usize,
@@ -329,6 +339,8 @@ impl Op {
             Op::Dropout { .. } => "Dropout".into(),
             Op::BatchNorm { .. } => "BatchNormalization".into(),
             Op::LayerNorm { .. } => "LayerNormalization".into(),
+            Op::GroupNorm { .. } => "GroupNormalization".into(),
+            Op::UpSampling { size } => format!("UpSampling{}D", size.len()),
             Op::Embedding { .. } => "Embedding".into(),
             Op::Rescale { .. } => "Rescaling".into(),
             Op::Rnn { kind, .. } => match kind {
@@ -357,10 +369,58 @@ impl Op {
 
 pub use fm_runtime::init::Init;
 
+/// What a parameter is to the layer that owns it. Lowering finds a layer's parameters by role;
+/// the role's suffix ends the parameter's interchange name (language.md section 7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Kernel,
+    Bias,
+    RecurrentKernel,
+    Gamma,
+    Beta,
+    MovingMean,
+    MovingVariance,
+    Embeddings,
+    QueryKernel,
+    QueryBias,
+    KeyKernel,
+    KeyBias,
+    ValueKernel,
+    ValueBias,
+    OutputKernel,
+    OutputBias,
+}
+
+impl Role {
+    /// The end of the interchange name: `kernel`, `moving_mean`, `query.bias`.
+    pub const fn suffix(self) -> &'static str {
+        match self {
+            Role::Kernel => "kernel",
+            Role::Bias => "bias",
+            Role::RecurrentKernel => "recurrent_kernel",
+            Role::Gamma => "gamma",
+            Role::Beta => "beta",
+            Role::MovingMean => "moving_mean",
+            Role::MovingVariance => "moving_variance",
+            Role::Embeddings => "embeddings",
+            Role::QueryKernel => "query.kernel",
+            Role::QueryBias => "query.bias",
+            Role::KeyKernel => "key.kernel",
+            Role::KeyBias => "key.bias",
+            Role::ValueKernel => "value.kernel",
+            Role::ValueBias => "value.bias",
+            Role::OutputKernel => "output.kernel",
+            Role::OutputBias => "output.bias",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamInfo {
     /// The interchange name, e.g. `residual/conv2d.kernel`, `lstm.recurrent_kernel`.
     pub name: String,
+    /// What it is to its layer (the name ends in its suffix; a lagged copy has its original's).
+    pub role: Role,
     pub shape: Vec<usize>,
     pub init: Init,
     /// False for BatchNorm moving statistics (updated by training, not by the optimizer).

@@ -9,6 +9,33 @@ use fm_compiler::lower::{self, loss, Mode};
 use fm_runtime::config::*;
 use ndarray::{ArrayD, IxDyn};
 
+/// The role whose suffix ends a parameter's name (hand-built graphs name their parameters as
+/// the checker does).
+fn role(suffix: &str) -> Role {
+    use Role::*;
+    [
+        Kernel,
+        Bias,
+        RecurrentKernel,
+        Gamma,
+        Beta,
+        MovingMean,
+        MovingVariance,
+        Embeddings,
+        QueryKernel,
+        QueryBias,
+        KeyKernel,
+        KeyBias,
+        ValueKernel,
+        ValueBias,
+        OutputKernel,
+        OutputBias,
+    ]
+    .into_iter()
+    .find(|r| r.suffix() == suffix)
+    .unwrap_or_else(|| panic!("no parameter role `{suffix}`"))
+}
+
 /// Builds layer graphs by hand (the checker is tested separately).
 struct Graph {
     g: ModelGraph,
@@ -61,6 +88,7 @@ impl Graph {
             ids.push(self.g.params.len());
             self.g.params.push(ParamInfo {
                 name: format!("{name}.{suffix}"),
+                role: role(suffix),
                 shape: shape.to_vec(),
                 init: Init::GlorotUniform,
                 trainable: *trainable,
@@ -613,6 +641,77 @@ fn normalisation_layers() {
         &[("gamma", &[5], true), ("beta", &[5], true)],
     );
     check(g.output(ln), Loss::Mse, 4, vec![y], vec![x], 5);
+}
+
+#[test]
+fn group_norm_and_up_sampling() {
+    // Conv2D -> UpSampling2D(2, 3) -> GroupNorm(2 groups of 2 channels): the kernel's gradient
+    // flows back through the nearest-neighbour copies (a sum over each cell's copies) and the
+    // group statistics over positions and channels.
+    let mut rng = Lcg(12);
+    let x = f_input(&[3, 3, 2, 2], &mut rng);
+    let y = f_input(&[3, 6, 6, 4], &mut rng);
+    let mut g = Graph::new(&[("x", DType::F32, &[3, 2, 2])]);
+    let conv = g.add(
+        Op::Conv {
+            filters: 4,
+            kernel: vec![2, 2],
+            stride: vec![1, 1],
+            padding: Padding::Same,
+            dilation: vec![1, 1],
+            activation: Activation::Tanh,
+            use_bias: true,
+        },
+        &[0],
+        &[3, 2, 4],
+        "conv2d",
+        &[("kernel", &[2, 2, 2, 4], true), ("bias", &[4], true)],
+    );
+    let up = g.add(
+        Op::UpSampling { size: vec![2, 3] },
+        &[conv],
+        &[6, 6, 4],
+        "up_sampling2d",
+        &[],
+    );
+    let gn = g.add(
+        Op::GroupNorm {
+            groups: 2,
+            epsilon: 1e-3,
+        },
+        &[up],
+        &[6, 6, 4],
+        "group_norm",
+        &[("gamma", &[4], true), ("beta", &[4], true)],
+    );
+    check(g.output(gn), Loss::Mse, 3, vec![y], vec![x], 13);
+
+    // GroupNorm on a vector of features (no positions): 3 groups of 2 after a Dense layer.
+    let x = f_input(&[4, 5], &mut rng);
+    let y = f_input(&[4, 6], &mut rng);
+    let mut g = Graph::new(&[("x", DType::F32, &[5])]);
+    let dense = g.add(
+        Op::Dense {
+            units: 6,
+            activation: Activation::Linear,
+            use_bias: true,
+        },
+        &[0],
+        &[6],
+        "dense",
+        &[("kernel", &[5, 6], true), ("bias", &[6], true)],
+    );
+    let gn = g.add(
+        Op::GroupNorm {
+            groups: 3,
+            epsilon: 1e-2,
+        },
+        &[dense],
+        &[6],
+        "group_norm",
+        &[("gamma", &[6], true), ("beta", &[6], true)],
+    );
+    check(g.output(gn), Loss::Mse, 4, vec![y], vec![x], 14);
 }
 
 #[test]

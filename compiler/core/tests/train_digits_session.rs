@@ -28,6 +28,11 @@ fn mlp() -> ModelGraph {
         };
     let param = |name: &str, shape: Vec<usize>, init: Init, node: usize| ParamInfo {
         name: name.into(),
+        role: if name.ends_with(".bias") {
+            Role::Bias
+        } else {
+            Role::Kernel
+        },
         shape,
         init,
         trainable: true,

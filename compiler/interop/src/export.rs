@@ -439,6 +439,12 @@ impl Exporter<'_> {
                     "MultiHeadAttention is not exported yet (ONNX has no single operator for it)",
                 ))
             }
+            Op::GroupNorm { .. } => {
+                return Err(self.unsupported(node, "GroupNorm is not exported yet"))
+            }
+            Op::UpSampling { .. } => {
+                return Err(self.unsupported(node, "UpSampling2D is not exported yet"))
+            }
             Op::Activation(a) => self.activation(node, &base, ins[0].clone(), *a, rank)?,
             Op::Concat { axis } => self.op(
                 "Concat",

@@ -110,6 +110,7 @@ registry! {
     E0221: "loss expression is not a per-sample scalar",
     E0222: "lagged weights of an unnamed call",
     E0223: "`categorical` weights cannot be used",
+    E0224: "channel groups do not divide the channels",
 
     // E03xx: training setup (the checker).
     E0301: "loss does not fit the output",

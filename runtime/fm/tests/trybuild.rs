@@ -1,5 +1,5 @@
 //! Compile-time behaviour of `model!` (trybuild): every `.fm` error, and every misuse of the
-//! generated API, is a compile error with the message pinned in `ui/*.stderr`; `ui/api.rs`
+//! generated API, and every language 0.2 construct (not compiled to Rust yet), is a compile error with the message pinned in `ui/*.stderr`; `ui/api.rs`
 //! builds and runs the whole generated API. Regenerate the `.stderr` files after a deliberate
 //! change with `TRYBUILD=overwrite cargo test --release -p fm --test trybuild`.
 //!
@@ -19,5 +19,6 @@ fn ui() {
     t.compile_fail("tests/ui/several_models.rs");
     t.compile_fail("tests/ui/inline_error.rs");
     t.compile_fail("tests/ui/wrong_types.rs");
+    t.compile_fail("tests/ui/language_0_2.rs");
     t.pass("tests/ui/api.rs");
 }

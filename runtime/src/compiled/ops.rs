@@ -155,6 +155,26 @@ pub fn conv2d(ctx: &super::Ctx, s: &Conv2dShape, x: &[f32], k: &[f32], len: usiz
     output(ctx, len, |out| kernels::conv2d_forward(s, x, k, out, 0))
 }
 
+/// [`conv2d`] plus a bias per output channel, then `max(_, 0)` when `relu`: the JIT's
+/// convolution epilogue (applied to each output tile while it is in cache).
+pub fn conv2d_bias(
+    ctx: &super::Ctx,
+    s: &Conv2dShape,
+    x: &[f32],
+    k: &[f32],
+    bias: &[f32],
+    relu: bool,
+    len: usize,
+) -> Vec<f32> {
+    let epilogue = kernels::ConvEpilogue {
+        bias: Some(bias),
+        relu,
+    };
+    output(ctx, len, |out| {
+        kernels::conv2d_forward_fused(s, x, k, epilogue, out, 0)
+    })
+}
+
 /// Gradient of [`conv2d`] w.r.t. its input.
 pub fn conv2d_back_input(
     ctx: &super::Ctx,
@@ -221,6 +241,20 @@ pub fn max_pool2d_back(
     output(ctx, len, |out| kernels::max_pool2d_backward(s, x, dy, out))
 }
 
+/// [`max_pool2d_back`] through the ReLU whose output `x` is: `select(x > 0, back, 0)` in one
+/// pass, as the JIT's pool-backward epilogue.
+pub fn max_pool2d_back_relu(
+    ctx: &super::Ctx,
+    s: &Pool2dShape,
+    x: &[f32],
+    dy: &[f32],
+    len: usize,
+) -> Vec<f32> {
+    output(ctx, len, |out| {
+        kernels::max_pool2d_backward_relu(s, x, dy, out)
+    })
+}
+
 pub fn avg_pool2d_back(ctx: &super::Ctx, s: &Pool2dShape, dy: &[f32], len: usize) -> Vec<f32> {
     output(ctx, len, |out| kernels::avg_pool2d_backward(s, dy, out))
 }
@@ -236,6 +270,35 @@ fn split_at_axis(dims: &[usize], axis: usize) -> (usize, usize, usize) {
 /// The result is row-major over the remaining axes (kept axes have size 1, same layout).
 pub fn reduce_sum(x: &[f32], dims: &[usize], axes: &[usize]) -> Vec<f32> {
     reduce(x, dims, axes, 0.0, |acc, v| acc + v)
+}
+
+/// Sum over the last axis of a tensor of shape `dims`, each row added in the order of
+/// ndarray's `unrolled_fold` (eight running partials, combined as `(p0+p4) + (p1+p5) + ...`,
+/// then the tail in sequence): the interpreter's order for such a sum, and the JIT's.
+pub fn reduce_sum_last(x: &[f32], dims: &[usize]) -> Vec<f32> {
+    let len = dims.last().copied().unwrap_or(1);
+    if len == 0 {
+        return vec![0.0; dims[..dims.len().saturating_sub(1)].iter().product()];
+    }
+    x.chunks_exact(len).map(unrolled_sum).collect()
+}
+
+fn unrolled_sum(mut xs: &[f32]) -> f32 {
+    let mut p = [0.0f32; 8];
+    while xs.len() >= 8 {
+        for (acc, v) in p.iter_mut().zip(&xs[..8]) {
+            *acc += v;
+        }
+        xs = &xs[8..];
+    }
+    let mut acc = 0.0f32;
+    for k in 0..4 {
+        acc += p[k] + p[k + 4];
+    }
+    for v in xs {
+        acc += v;
+    }
+    acc
 }
 
 /// Maximum over `axes`; NaN wins.

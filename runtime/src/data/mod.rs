@@ -38,6 +38,9 @@ impl ModelData {
     pub fn input_names(&self) -> Vec<String> {
         self.inputs.iter().map(|s| s.name.clone()).collect()
     }
+    pub fn target_names(&self) -> Vec<String> {
+        self.targets.iter().map(|s| s.name.clone()).collect()
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,7 +64,7 @@ pub fn load_data(
     model: &ModelData,
     options: LoadOptions,
 ) -> Result<LoadedData, RuntimeError> {
-    let raw = read_source(&spec.train, &model.input_names(), !model.targets.is_empty())?;
+    let raw = read_source(&spec.train, &model.input_names(), &model.target_names())?;
     let test = test_part(spec.test.as_ref(), model)?;
     assemble(&raw, test, &spec.x, &spec.y, model, options)
 }
@@ -80,7 +83,7 @@ fn test_part(test: Option<&TestSource>, model: &ModelData) -> Result<TestPart, R
         Some(TestSource::Source(source)) => TestPart::Raw(read_source(
             source,
             &model.input_names(),
-            !model.targets.is_empty(),
+            &model.target_names(),
         )?),
     })
 }
@@ -239,6 +242,7 @@ pub fn convert_samples(
     check_input_arity(&raw.inputs, model)?;
     let mut arrays: Vec<&RawArray> = raw.inputs.iter().collect();
     arrays.extend(raw.targets.iter());
+    arrays.extend(raw.more_targets.iter());
     dataset::check_sample_counts(&arrays)?;
     let inputs = raw
         .inputs
@@ -249,14 +253,25 @@ pub fn convert_samples(
     let targets = match &raw.targets {
         // A model whose losses read no targets (a GAN, a VAE: language.md 9.3) ignores them.
         Some(_) if model.targets.is_empty() => Vec::new(),
+        Some(t)
+            if !raw.more_targets.is_empty()
+                && 1 + raw.more_targets.len() == model.targets.len() =>
+        {
+            std::iter::once(t)
+                .chain(&raw.more_targets)
+                .map(dataset::convert_target_raw)
+                .collect::<Result<Vec<_>, _>>()?
+        }
         Some(t) => {
             if model.targets.len() != 1 {
                 return Err(RuntimeError::in_origin(
                     ErrorKind::DataSetup,
                     &t.origin,
                     format!(
-                        "the model has {} outputs; a data file gives targets for one",
-                        model.targets.len()
+                        "the model reads {} targets ({}); this data gives one (an .npz gives \
+                         several, with a key named after each)",
+                        model.targets.len(),
+                        model.target_names().join(", ")
                     ),
                 ));
             }

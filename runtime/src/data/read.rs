@@ -29,6 +29,9 @@ pub enum Format {
 pub struct RawSamples {
     pub inputs: Vec<RawArray>,
     pub targets: Option<RawArray>,
+    /// The targets after the first, for a model that reads several (one per output, or its
+    /// `target` declarations: language.md 9.3), from the `.npz` keys named after them.
+    pub more_targets: Vec<RawArray>,
 }
 
 thread_local! {
@@ -174,6 +177,7 @@ pub fn read_xy(x: &str, y: &str) -> Result<RawSamples, RuntimeError> {
     Ok(RawSamples {
         inputs: vec![inputs],
         targets: Some(targets),
+        more_targets: Vec::new(),
     })
 }
 
@@ -229,21 +233,24 @@ fn read_array_at(
 }
 
 /// Reads a `data` section's source. `input_names` are the model's inputs, in order (used to
-/// check an `.npz` with one key per input); `wants_targets` is false for a model whose losses
-/// read no targets (language.md 9.3), so an `.npz` need not have a `y` key then.
+/// check an `.npz` with one key per input); `target_names` are the targets the model reads:
+/// none (losses that read no targets, language.md 9.3: an `.npz` needs no `y` key then), one
+/// (an `.npz`'s `y` key), or several (an `.npz` with a key per target name).
 pub fn read_source(
     source: &Source,
     input_names: &[String],
-    wants_targets: bool,
+    target_names: &[String],
 ) -> Result<RawSamples, RuntimeError> {
     match source {
         Source::Idx { images, labels } => Ok(RawSamples {
             inputs: vec![read_array_at(images, None, None)?],
             targets: Some(read_array_at(labels, None, None)?),
+            more_targets: Vec::new(),
         }),
         Source::Npy { x, y } => Ok(RawSamples {
             inputs: vec![read_array_at(x, None, None)?],
             targets: Some(read_array_at(y, None, None)?),
+            more_targets: Vec::new(),
         }),
         Source::Npz { path, x, y } => {
             let bytes = read_file_bytes(path)?;
@@ -270,12 +277,21 @@ pub fn read_source(
                     arrays
                 }
             };
-            let targets = if wants_targets {
-                Some(parse_npz_member(&origin, &bytes, y)?)
-            } else {
-                None
+            // One target: the `y` key. Several: the keys named after them.
+            let mut targets = match target_names {
+                [] => vec![],
+                [_] => vec![parse_npz_member(&origin, &bytes, y)?],
+                names => names
+                    .iter()
+                    .map(|n| parse_npz_member(&origin, &bytes, n))
+                    .collect::<Result<Vec<_>, _>>()?,
             };
-            Ok(RawSamples { inputs, targets })
+            let first = (!targets.is_empty()).then(|| targets.remove(0));
+            Ok(RawSamples {
+                inputs,
+                targets: first,
+                more_targets: targets,
+            })
         }
         Source::Csv { path, label } => {
             let bytes = read_file_bytes(path)?;
@@ -283,6 +299,7 @@ pub fn read_source(
             Ok(RawSamples {
                 inputs: vec![table.features(Some(label))?],
                 targets: Some(table.column(label)?),
+                more_targets: Vec::new(),
             })
         }
     }

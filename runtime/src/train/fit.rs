@@ -222,7 +222,7 @@ impl<'a, B: Backend + ?Sized> Run<'a, B> {
         let order = epoch_order(self.train.len(), self.spec.shuffle, self.spec.seed, epoch);
         let mut samples = 0usize;
         for b in batches.clone() {
-            samples += self.step(epoch, &order, b, &clock)?;
+            samples += self.train_step(epoch, &order, b, &clock)?;
             self.step_checkpoint(epoch, b, batches.end)?;
         }
         // A gradient that went non-finite without reaching the loss (a ReLU masks NaN) is
@@ -256,7 +256,7 @@ impl<'a, B: Backend + ?Sized> Run<'a, B> {
 
     /// One optimizer step on batch `b` of `epoch` (samples in `order`); returns the batch's
     /// size. A non-finite loss stops the run here.
-    fn step(
+    fn train_step(
         &mut self,
         epoch: u64,
         order: &[usize],

@@ -1,7 +1,7 @@
 //! Binding call arguments to a built-in's parameters (positional order, then by name) and
 //! converting each value to the parameter's type, with range checks.
 
-use super::table::{self, Dflt, Kind, ParamSpec, Range, Ty};
+use super::table::{self, ActivationFn, Dflt, Kind, ParamSpec, Range, Ty};
 use super::values::{num_str, Sym, SymArg, Val};
 use super::Ctx;
 use crate::graph::{Activation, Init};
@@ -20,14 +20,14 @@ pub struct Bound {
 /// An activation before its softmax axis is resolved against a rank.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ActSpec {
-    pub name: &'static str,
+    pub func: ActivationFn,
     pub alpha: f64,
     pub axis: i64,
 }
 
 impl ActSpec {
     pub const LINEAR: ActSpec = ActSpec {
-        name: "linear",
+        func: ActivationFn::Linear,
         alpha: 0.0,
         axis: -1,
     };
@@ -35,18 +35,18 @@ impl ActSpec {
     /// Resolves against the rank of the value it applies to. `Err` when the axis is out of range.
     pub fn resolve(self, rank: usize) -> Result<Activation, i64> {
         let axis = || resolve_axis(self.axis, rank).ok_or(self.axis);
-        Ok(match self.name {
-            "relu" => Activation::Relu,
-            "leaky_relu" => Activation::LeakyRelu { alpha: self.alpha },
-            "elu" => Activation::Elu,
-            "gelu" => Activation::Gelu,
-            "sigmoid" => Activation::Sigmoid,
-            "tanh" => Activation::Tanh,
-            "softmax" => Activation::Softmax { axis: axis()? },
-            "log_softmax" => Activation::LogSoftmax { axis: axis()? },
-            "softplus" => Activation::Softplus,
-            "silu" => Activation::Silu,
-            _ => Activation::Linear,
+        Ok(match self.func {
+            ActivationFn::Linear => Activation::Linear,
+            ActivationFn::Relu => Activation::Relu,
+            ActivationFn::LeakyRelu => Activation::LeakyRelu { alpha: self.alpha },
+            ActivationFn::Elu => Activation::Elu,
+            ActivationFn::Gelu => Activation::Gelu,
+            ActivationFn::Sigmoid => Activation::Sigmoid,
+            ActivationFn::Tanh => Activation::Tanh,
+            ActivationFn::Softmax => Activation::Softmax { axis: axis()? },
+            ActivationFn::LogSoftmax => Activation::LogSoftmax { axis: axis()? },
+            ActivationFn::Softplus => Activation::Softplus,
+            ActivationFn::Silu => Activation::Silu,
         })
     }
 }
@@ -315,7 +315,7 @@ impl Bound {
             Some((v, span)) => to_activation(ctx, v, *span, name),
             None => match self.spec(name).default {
                 Dflt::Sym(s) => Some(ActSpec {
-                    name: table::ACTIVATIONS.iter().find(|a| **a == s).copied()?,
+                    func: ActivationFn::ALL.iter().find(|f| f.name() == s).copied()?,
                     alpha: 0.01,
                     axis: -1,
                 }),
@@ -574,23 +574,31 @@ pub fn to_activation(ctx: &mut Ctx, v: &Val, span: Span, name: &str) -> Option<A
         }
         return None;
     };
-    let Some(act) = table::ACTIVATIONS.iter().find(|a| **a == sym.name) else {
+    let Some(&func) = ActivationFn::ALL.iter().find(|f| f.name() == sym.name) else {
         unknown_value(ctx, name, &sym.name, sym.name_span, table::ACTIVATIONS);
         return None;
     };
     let mut spec = ActSpec {
-        name: act,
+        func,
         alpha: 0.01,
         axis: -1,
     };
     if let Some(args) = &sym.args {
-        let sig = table::lookup(Kind::Function, act)?;
+        let sig = table::lookup(Kind::Function, func.name())?;
         let (pos, named) = split_args(args.clone());
-        let b = bind(ctx, act, sig.params, sig.positional, pos, named, span)?;
-        if *act == "leaky_relu" {
+        let b = bind(
+            ctx,
+            func.name(),
+            sig.params,
+            sig.positional,
+            pos,
+            named,
+            span,
+        )?;
+        if func == ActivationFn::LeakyRelu {
             spec.alpha = b.float(ctx, "alpha")?;
         }
-        if *act == "softmax" || *act == "log_softmax" {
+        if matches!(func, ActivationFn::Softmax | ActivationFn::LogSoftmax) {
             spec.axis = b.int(ctx, "axis")?;
         }
     }

@@ -1112,7 +1112,7 @@ impl<'f> Expander<'_, '_, '_, 'f> {
             if is_builtin || !self.named.contains_key(&callee.name) {
                 let others: Vec<Arg> = args
                     .iter()
-                    .filter(|a| !a.name.as_ref().is_some_and(|n| n.name == "weights"))
+                    .filter(|a| a.name.as_ref().is_none_or(|n| n.name != "weights"))
                     .cloned()
                     .collect();
                 let _ = self.eval_args(&others, env, scope);
@@ -1789,7 +1789,7 @@ impl<'f> Expander<'_, '_, '_, 'f> {
                         .iter()
                         .map(|p| {
                             (
-                                format!("{}.{}", name.as_deref().unwrap_or(""), p.suffix),
+                                format!("{}.{}", name.as_deref().unwrap_or(""), p.role.suffix()),
                                 p.shape.clone(),
                             )
                         })
@@ -1802,7 +1802,8 @@ impl<'f> Expander<'_, '_, '_, 'f> {
                 for p in params.into_iter().filter(|_| self.share.is_none()) {
                     param_ids.push(self.graph.params.len());
                     self.graph.params.push(ParamInfo {
-                        name: format!("{}.{}", name.as_deref().unwrap_or(""), p.suffix),
+                        name: format!("{}.{}", name.as_deref().unwrap_or(""), p.role.suffix()),
+                        role: p.role,
                         shape: p.shape,
                         init: p.init,
                         trainable: p.trainable,
@@ -1906,6 +1907,7 @@ impl<'f> Expander<'_, '_, '_, 'f> {
                         let l = self.graph.params.len();
                         self.graph.params.push(ParamInfo {
                             name: format!("lag/{call}/{}", live.name),
+                            role: live.role,
                             shape: live.shape,
                             init: Init::CopyOf(*id),
                             trainable: false,

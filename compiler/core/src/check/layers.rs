@@ -4,18 +4,17 @@
 //! input does not fit (primary span: the call; secondary: where the input's shape came from).
 
 use super::bind::{resolve_axis, ActSpec, Bound};
-use super::table::Sig;
+use super::table::{ActivationFn, Callable, LayerKind, Sig};
 use super::values::{dims_str, shape_str, Tv};
 use super::Ctx;
-use crate::graph::{Activation, DType, Init, NodeId, Op, Padding, PoolKind, RnnKind};
+use crate::graph::{Activation, DType, Init, NodeId, Op, Padding, PoolKind, RnnKind, Role};
 use fm_codes as codes;
 use fm_grammar::ast::Span;
 use fm_grammar::Diagnostic;
 
-/// A parameter a layer owns, before it gets its scoped name.
+/// A parameter a layer owns, before it gets its scoped name (`LAYER.` + the role's suffix).
 pub struct ParamDef {
-    /// `kernel`, `query.bias`, ...
-    pub suffix: String,
+    pub role: Role,
     pub shape: Vec<usize>,
     pub init: Init,
     pub trainable: bool,
@@ -23,9 +22,9 @@ pub struct ParamDef {
     pub l2: f64,
 }
 
-fn param(suffix: &str, shape: Vec<usize>, init: Init) -> ParamDef {
+fn param(role: Role, shape: Vec<usize>, init: Init) -> ParamDef {
     ParamDef {
-        suffix: suffix.to_string(),
+        role,
         shape,
         init,
         trainable: true,
@@ -181,22 +180,79 @@ pub fn conv_out(
     }
 }
 
-/// Runs the rule for `sig`. `inputs` already has the count the table allows.
+/// Runs the rule for `sig` (a layer or function row). `inputs` already has the count the table
+/// allows. The dispatch is on the row's [`Callable`], matched exhaustively.
 pub fn infer(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> Option<LayerOut> {
     let x = inputs.first()?;
-    match sig.name {
-        "Dense" => dense(ctx, sig, b, x, span),
-        "Conv2D" => conv(ctx, sig, b, x, span, 2),
-        "Conv1D" => conv(ctx, sig, b, x, span, 1),
-        "MaxPool2D" => pool(ctx, sig, b, x, span, 2, PoolKind::Max),
-        "AvgPool2D" => pool(ctx, sig, b, x, span, 2, PoolKind::Avg),
-        "MaxPool1D" => pool(ctx, sig, b, x, span, 1, PoolKind::Max),
-        "AvgPool1D" => pool(ctx, sig, b, x, span, 1, PoolKind::Avg),
-        "GlobalAvgPool2D" => global_pool(ctx, sig, x, span, 2, PoolKind::Avg),
-        "GlobalMaxPool2D" => global_pool(ctx, sig, x, span, 2, PoolKind::Max),
-        "GlobalAvgPool1D" => global_pool(ctx, sig, x, span, 1, PoolKind::Avg),
-        "GlobalMaxPool1D" => global_pool(ctx, sig, x, span, 1, PoolKind::Max),
-        "Flatten" => {
+    let Some(callable) = sig.callable else {
+        panic!(
+            "internal compiler error: `{}` is not a layer or function",
+            sig.name
+        );
+    };
+    match callable {
+        Callable::Layer(kind) => layer(ctx, kind, sig, b, inputs, span),
+        Callable::Activation(func) => {
+            let mut spec = ActSpec {
+                func,
+                alpha: 0.01,
+                axis: -1,
+            };
+            if func == ActivationFn::LeakyRelu {
+                spec.alpha = b.float(ctx, "alpha")?;
+            }
+            if matches!(func, ActivationFn::Softmax | ActivationFn::LogSoftmax) {
+                spec.axis = b.int(ctx, "axis")?;
+            }
+            need_f32(ctx, sig, x, span)?;
+            let act = activation(ctx, spec, x.shape.len(), arg_span(b, "axis", span))?;
+            Some(node(Op::Activation(act), inputs, x.shape.clone(), vec![]))
+        }
+        Callable::Concat => concat(ctx, sig, b, inputs, span),
+        Callable::Dim => {
+            let axis = b.int(ctx, "axis")?;
+            match resolve_axis(axis, x.shape.len()) {
+                Some(a) => Some(LayerOut::Int(x.shape[a] as i64)),
+                None => {
+                    ctx.error(
+                        codes::E0211,
+                        format!(
+                            "axis {axis} is out of range for {}",
+                            shape_str(x.dtype, &x.shape)
+                        ),
+                        arg_span(b, "axis", span),
+                        format!("expected an axis in [-{n}, {n})", n = x.shape.len()),
+                    );
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// The rule of each layer.
+fn layer(
+    ctx: &mut Ctx,
+    kind: LayerKind,
+    sig: &Sig,
+    b: &Bound,
+    inputs: &[Tv],
+    span: Span,
+) -> Option<LayerOut> {
+    let x = inputs.first()?;
+    match kind {
+        LayerKind::Dense => dense(ctx, sig, b, x, span),
+        LayerKind::Conv2D => conv(ctx, sig, b, x, span, 2),
+        LayerKind::Conv1D => conv(ctx, sig, b, x, span, 1),
+        LayerKind::MaxPool2D => pool(ctx, sig, b, x, span, 2, PoolKind::Max),
+        LayerKind::AvgPool2D => pool(ctx, sig, b, x, span, 2, PoolKind::Avg),
+        LayerKind::MaxPool1D => pool(ctx, sig, b, x, span, 1, PoolKind::Max),
+        LayerKind::AvgPool1D => pool(ctx, sig, b, x, span, 1, PoolKind::Avg),
+        LayerKind::GlobalAvgPool2D => global_pool(ctx, sig, x, span, 2, PoolKind::Avg),
+        LayerKind::GlobalMaxPool2D => global_pool(ctx, sig, x, span, 2, PoolKind::Max),
+        LayerKind::GlobalAvgPool1D => global_pool(ctx, sig, x, span, 1, PoolKind::Avg),
+        LayerKind::GlobalMaxPool1D => global_pool(ctx, sig, x, span, 1, PoolKind::Max),
+        LayerKind::Flatten => {
             let Some(n) = numel(&x.shape) else {
                 return too_large(ctx, sig, span);
             };
@@ -209,22 +265,22 @@ pub fn infer(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> 
                 shrink: None,
             })
         }
-        "Reshape" => reshape(ctx, sig, b, x, span),
-        "Dropout" => {
+        LayerKind::Reshape => reshape(ctx, sig, b, x, span),
+        LayerKind::Dropout => {
             let rate = b.float(ctx, "rate")?;
             need_f32(ctx, sig, x, span)?;
             Some(node(Op::Dropout { rate }, inputs, x.shape.clone(), vec![]))
         }
-        "BatchNorm" => {
+        LayerKind::BatchNorm => {
             let momentum = b.float(ctx, "momentum")?;
             let epsilon = b.float(ctx, "epsilon")?;
             need_f32(ctx, sig, x, span)?;
             let c = *x.shape.last()?;
             let mut params = vec![
-                param("gamma", vec![c], Init::Ones),
-                param("beta", vec![c], Init::Zeros),
-                param("moving_mean", vec![c], Init::Zeros),
-                param("moving_variance", vec![c], Init::Ones),
+                param(Role::Gamma, vec![c], Init::Ones),
+                param(Role::Beta, vec![c], Init::Zeros),
+                param(Role::MovingMean, vec![c], Init::Zeros),
+                param(Role::MovingVariance, vec![c], Init::Ones),
             ];
             params[2].trainable = false;
             params[3].trainable = false;
@@ -235,13 +291,13 @@ pub fn infer(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> 
                 params,
             ))
         }
-        "LayerNorm" => {
+        LayerKind::LayerNorm => {
             let epsilon = b.float(ctx, "epsilon")?;
             need_f32(ctx, sig, x, span)?;
             let c = *x.shape.last()?;
             let params = vec![
-                param("gamma", vec![c], Init::Ones),
-                param("beta", vec![c], Init::Zeros),
+                param(Role::Gamma, vec![c], Init::Ones),
+                param(Role::Beta, vec![c], Init::Zeros),
             ];
             Some(node(
                 Op::LayerNorm { epsilon },
@@ -250,7 +306,9 @@ pub fn infer(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> 
                 params,
             ))
         }
-        "Embedding" => {
+        LayerKind::GroupNorm => group_norm(ctx, sig, b, x, span),
+        LayerKind::UpSampling2D => up_sampling(ctx, sig, b, x, span, 2),
+        LayerKind::Embedding => {
             let vocab = b.int(ctx, "vocab")? as usize;
             let dim = b.int(ctx, "dim")? as usize;
             let init = b.init(ctx, "init")?;
@@ -273,10 +331,10 @@ pub fn infer(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> 
                 Op::Embedding { vocab, dim },
                 inputs,
                 shape,
-                vec![param("embeddings", vec![vocab, dim], init)],
+                vec![param(Role::Embeddings, vec![vocab, dim], init)],
             ))
         }
-        "Rescale" => {
+        LayerKind::Rescale => {
             let scale = b.float(ctx, "scale")?;
             let offset = b.float(ctx, "offset")?;
             Some(node(
@@ -286,49 +344,10 @@ pub fn infer(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> 
                 vec![],
             ))
         }
-        "SimpleRNN" => rnn(ctx, sig, b, x, span, RnnKind::Simple),
-        "LSTM" => rnn(ctx, sig, b, x, span, RnnKind::Lstm),
-        "GRU" => rnn(ctx, sig, b, x, span, RnnKind::Gru),
-        "MultiHeadAttention" => attention(ctx, sig, b, inputs, span),
-        "concat" => concat(ctx, sig, b, inputs, span),
-        "dim" => {
-            let axis = b.int(ctx, "axis")?;
-            match resolve_axis(axis, x.shape.len()) {
-                Some(a) => Some(LayerOut::Int(x.shape[a] as i64)),
-                None => {
-                    ctx.error(
-                        codes::E0211,
-                        format!(
-                            "axis {axis} is out of range for {}",
-                            shape_str(x.dtype, &x.shape)
-                        ),
-                        arg_span(b, "axis", span),
-                        format!("expected an axis in [-{n}, {n})", n = x.shape.len()),
-                    );
-                    None
-                }
-            }
-        }
-        // Activation functions.
-        name => {
-            let mut spec = ActSpec {
-                name: super::table::ACTIVATIONS
-                    .iter()
-                    .find(|a| **a == name)
-                    .copied()?,
-                alpha: 0.01,
-                axis: -1,
-            };
-            if name == "leaky_relu" {
-                spec.alpha = b.float(ctx, "alpha")?;
-            }
-            if name == "softmax" || name == "log_softmax" {
-                spec.axis = b.int(ctx, "axis")?;
-            }
-            need_f32(ctx, sig, x, span)?;
-            let act = activation(ctx, spec, x.shape.len(), arg_span(b, "axis", span))?;
-            Some(node(Op::Activation(act), inputs, x.shape.clone(), vec![]))
-        }
+        LayerKind::SimpleRnn => rnn(ctx, sig, b, x, span, RnnKind::Simple),
+        LayerKind::Lstm => rnn(ctx, sig, b, x, span, RnnKind::Lstm),
+        LayerKind::Gru => rnn(ctx, sig, b, x, span, RnnKind::Gru),
+        LayerKind::MultiHeadAttention => attention(ctx, sig, b, inputs, span),
     }
 }
 
@@ -357,12 +376,12 @@ fn dense(ctx: &mut Ctx, sig: &Sig, b: &Bound, x: &Tv, span: Span) -> Option<Laye
     input
         .checked_mul(units)
         .or_else(|| too_large(ctx, sig, span).map(|_| 0))?;
-    let mut kernel = param("kernel", vec![input, units], init);
+    let mut kernel = param(Role::Kernel, vec![input, units], init);
     kernel.l1 = l1;
     kernel.l2 = l2;
     let mut params = vec![kernel];
     if use_bias {
-        params.push(param("bias", vec![units], bias_init));
+        params.push(param(Role::Bias, vec![units], bias_init));
     }
     Some(LayerOut::Node {
         op: Op::Dense {
@@ -401,12 +420,12 @@ fn conv(ctx: &mut Ctx, sig: &Sig, b: &Bound, x: &Tv, span: Span, n: usize) -> Op
     kshape.push(cin);
     kshape.push(filters);
     numel(&kshape).or_else(|| too_large(ctx, sig, span).map(|_| 0))?;
-    let mut k = param("kernel", kshape, init);
+    let mut k = param(Role::Kernel, kshape, init);
     k.l1 = l1;
     k.l2 = l2;
     let mut params = vec![k];
     if use_bias {
-        params.push(param("bias", vec![filters], bias_init));
+        params.push(param(Role::Bias, vec![filters], bias_init));
     }
     Some(LayerOut::Node {
         op: Op::Conv {
@@ -424,6 +443,87 @@ fn conv(ctx: &mut Ctx, sig: &Sig, b: &Bound, x: &Tv, span: Span, n: usize) -> Op
         params,
         shrink,
     })
+}
+
+/// GroupNorm: `groups` must divide the channels (the last axis); `gamma` and `beta` per channel.
+fn group_norm(ctx: &mut Ctx, sig: &Sig, b: &Bound, x: &Tv, span: Span) -> Option<LayerOut> {
+    let groups = b.int(ctx, "groups")? as usize;
+    let epsilon = b.float(ctx, "epsilon")?;
+    need_f32(ctx, sig, x, span)?;
+    let Some(&c) = x.shape.last() else {
+        return input_error(
+            ctx,
+            codes::E0205,
+            "`GroupNorm` expects an input of shape [.., C]".into(),
+            span,
+            format!("found a scalar {}", shape_str(x.dtype, &x.shape)),
+            x,
+        );
+    };
+    if c % groups != 0 {
+        let mut d = Diagnostic::error(
+            codes::E0224,
+            format!("{groups} groups do not divide the {c} channels of `GroupNorm`'s input"),
+        )
+        .with_primary(
+            arg_span(b, "groups", span),
+            format!("{c} is not a multiple of {groups}"),
+        );
+        if x.origin.end <= span.start || x.origin.start >= span.end {
+            d = d.with_secondary(
+                x.origin,
+                format!("this is {}", shape_str(x.dtype, &x.shape)),
+            );
+        }
+        let help = if b.is_given("groups") {
+            "choose a group count that divides the channels".to_string()
+        } else {
+            format!("the default is 32 groups; pass `groups:` with a divisor of {c}")
+        };
+        ctx.emit(d.with_help(help));
+        return None;
+    }
+    let params = vec![
+        param(Role::Gamma, vec![c], Init::Ones),
+        param(Role::Beta, vec![c], Init::Zeros),
+    ];
+    Some(node(
+        Op::GroupNorm { groups, epsilon },
+        std::slice::from_ref(x),
+        x.shape.clone(),
+        params,
+    ))
+}
+
+/// UpSampling (nearest): every spatial axis grows by its factor.
+fn up_sampling(
+    ctx: &mut Ctx,
+    sig: &Sig,
+    b: &Bound,
+    x: &Tv,
+    span: Span,
+    n: usize,
+) -> Option<LayerOut> {
+    let size = b.ints(ctx, "size", n)?;
+    // `nearest` is the only interpolation; the table rejects any other.
+    b.sym(ctx, "interpolation")?;
+    need_f32(ctx, sig, x, span)?;
+    need_rank(ctx, sig, x, n + 1, span)?;
+    let mut shape = Vec::with_capacity(n + 1);
+    for (&d, &f) in x.shape.iter().zip(&size) {
+        let Some(grown) = d.checked_mul(f) else {
+            return too_large(ctx, sig, span);
+        };
+        shape.push(grown);
+    }
+    shape.push(x.shape[n]);
+    numel(&shape).or_else(|| too_large(ctx, sig, span).map(|_| 0))?;
+    Some(node(
+        Op::UpSampling { size },
+        std::slice::from_ref(x),
+        shape,
+        vec![],
+    ))
 }
 
 fn padding(ctx: &mut Ctx, b: &Bound) -> Option<Padding> {
@@ -459,11 +559,16 @@ fn spatial_out(
             _ => {
                 let window: Vec<usize> =
                     (0..n).map(|j| (kernel[j] - 1) * dilation[j] + 1).collect();
-                let what = if sig.name.contains("Pool") {
-                    "window"
-                } else {
-                    "kernel"
-                };
+                let pool = matches!(
+                    sig.callable,
+                    Some(Callable::Layer(
+                        LayerKind::MaxPool1D
+                            | LayerKind::MaxPool2D
+                            | LayerKind::AvgPool1D
+                            | LayerKind::AvgPool2D
+                    ))
+                );
+                let what = if pool { "window" } else { "kernel" };
                 let mut d = Diagnostic::error(
                     codes::E0208,
                     format!("the {what} of `{}` does not fit its input", sig.name),
@@ -492,7 +597,11 @@ fn spatial_out(
     // Only a stride-1 `valid` convolution shrinks for want of padding; a strided one
     // downsamples on purpose, and says so instead.
     let strided = stride.iter().any(|&st| st > 1);
-    let shrink = (out != input && sig.name.starts_with("Conv")).then(|| {
+    let conv = matches!(
+        sig.callable,
+        Some(Callable::Layer(LayerKind::Conv1D | LayerKind::Conv2D))
+    );
+    let shrink = (out != input && conv).then(|| {
         let message = if strided {
             let shown: Vec<String> = stride.iter().map(|st| st.to_string()).collect();
             format!(
@@ -652,13 +761,13 @@ fn rnn(ctx: &mut Ctx, sig: &Sig, b: &Bound, x: &Tv, span: Span, kind: RnnKind) -
     c.checked_mul(width)
         .or_else(|| too_large(ctx, sig, span).map(|_| 0))?;
     let bias = match kind {
-        RnnKind::Simple => param("bias", vec![units], Init::Zeros),
-        RnnKind::Lstm => param("bias", vec![width], Init::LstmBias),
-        RnnKind::Gru => param("bias", vec![2, width], Init::Zeros),
+        RnnKind::Simple => param(Role::Bias, vec![units], Init::Zeros),
+        RnnKind::Lstm => param(Role::Bias, vec![width], Init::LstmBias),
+        RnnKind::Gru => param(Role::Bias, vec![2, width], Init::Zeros),
     };
     let params = vec![
-        param("kernel", vec![c, width], Init::GlorotUniform),
-        param("recurrent_kernel", vec![units, width], Init::Orthogonal),
+        param(Role::Kernel, vec![c, width], Init::GlorotUniform),
+        param(Role::RecurrentKernel, vec![units, width], Init::Orthogonal),
         bias,
     ];
     Some(node(
@@ -746,22 +855,30 @@ fn attention(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> 
         .checked_mul(d.max(dv).max(dk))
         .or_else(|| too_large(ctx, sig, span).map(|_| 0))?;
     let params = vec![
-        param("query.kernel", vec![d, heads, key_dim], Init::GlorotUniform),
-        param("query.bias", hk.clone(), Init::Zeros),
-        param("key.kernel", vec![dk, heads, key_dim], Init::GlorotUniform),
-        param("key.bias", hk.clone(), Init::Zeros),
         param(
-            "value.kernel",
+            Role::QueryKernel,
+            vec![d, heads, key_dim],
+            Init::GlorotUniform,
+        ),
+        param(Role::QueryBias, hk.clone(), Init::Zeros),
+        param(
+            Role::KeyKernel,
+            vec![dk, heads, key_dim],
+            Init::GlorotUniform,
+        ),
+        param(Role::KeyBias, hk.clone(), Init::Zeros),
+        param(
+            Role::ValueKernel,
             vec![dv, heads, key_dim],
             Init::GlorotUniform,
         ),
-        param("value.bias", hk, Init::Zeros),
+        param(Role::ValueBias, hk, Init::Zeros),
         param(
-            "output.kernel",
+            Role::OutputKernel,
             vec![heads, key_dim, d],
             Init::GlorotUniform,
         ),
-        param("output.bias", vec![d], Init::Zeros),
+        param(Role::OutputBias, vec![d], Init::Zeros),
     ];
     Some(LayerOut::Node {
         op: Op::Attention {

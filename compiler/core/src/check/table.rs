@@ -154,11 +154,108 @@ impl Kind {
     }
 }
 
+/// Declares a closed set of built-ins with their source spellings: the enum, `ALL` (every
+/// variant, in order), `NAMES` (their spellings, in the same order) and `name()`.
+macro_rules! builtins {
+    ($(#[$meta:meta])* pub enum $ty:ident { $($variant:ident => $name:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $ty {
+            $($variant,)*
+        }
+
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant,)*];
+            pub const NAMES: &'static [&'static str] = &[$($name,)*];
+
+            /// The spelling in `.fm` source.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+builtins! {
+    /// Every built-in layer. `check::layers::infer` matches it exhaustively: a layer with a table
+    /// row and no shape rule does not compile.
+    pub enum LayerKind {
+        Dense => "Dense",
+        Conv2D => "Conv2D",
+        Conv1D => "Conv1D",
+        MaxPool2D => "MaxPool2D",
+        AvgPool2D => "AvgPool2D",
+        MaxPool1D => "MaxPool1D",
+        AvgPool1D => "AvgPool1D",
+        GlobalAvgPool2D => "GlobalAvgPool2D",
+        GlobalMaxPool2D => "GlobalMaxPool2D",
+        GlobalAvgPool1D => "GlobalAvgPool1D",
+        GlobalMaxPool1D => "GlobalMaxPool1D",
+        Flatten => "Flatten",
+        Reshape => "Reshape",
+        Dropout => "Dropout",
+        BatchNorm => "BatchNorm",
+        LayerNorm => "LayerNorm",
+        GroupNorm => "GroupNorm",
+        UpSampling2D => "UpSampling2D",
+        Embedding => "Embedding",
+        Rescale => "Rescale",
+        SimpleRnn => "SimpleRNN",
+        Lstm => "LSTM",
+        Gru => "GRU",
+        MultiHeadAttention => "MultiHeadAttention",
+    }
+}
+
+builtins! {
+    /// Every activation function (as a stage, a call, or a layer's `activation:` argument), in
+    /// the order error messages list them.
+    pub enum ActivationFn {
+        Linear => "linear",
+        Relu => "relu",
+        LeakyRelu => "leaky_relu",
+        Elu => "elu",
+        Gelu => "gelu",
+        Sigmoid => "sigmoid",
+        Tanh => "tanh",
+        Softmax => "softmax",
+        LogSoftmax => "log_softmax",
+        Softplus => "softplus",
+        Silu => "silu",
+    }
+}
+
+/// What a layer or function row computes: the checker dispatches on this, never on the name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Callable {
+    Layer(LayerKind),
+    Activation(ActivationFn),
+    /// `concat(a, b, ..., axis: -1)`.
+    Concat,
+    /// `dim(x, axis)`: a static dimension as an int.
+    Dim,
+}
+
+impl Callable {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Callable::Layer(k) => k.name(),
+            Callable::Activation(f) => f.name(),
+            Callable::Concat => "concat",
+            Callable::Dim => "dim",
+        }
+    }
+}
+
 /// One built-in.
 #[derive(Debug)]
 pub struct Sig {
     pub name: &'static str,
     pub kind: Kind,
+    /// For layers and functions (`Kind::Layer`, `Kind::Function`), what the row computes.
+    pub callable: Option<Callable>,
     /// Allowed number of tensor inputs (min, max); (0, 0) for non-tensor built-ins.
     pub tensors: (usize, usize),
     /// How many of `params` may be given positionally (the bracketed ones in language.md).
@@ -171,19 +268,7 @@ pub struct Sig {
 }
 
 pub const PADDINGS: &[&str] = &["valid", "same"];
-pub const ACTIVATIONS: &[&str] = &[
-    "linear",
-    "relu",
-    "leaky_relu",
-    "elu",
-    "gelu",
-    "sigmoid",
-    "tanh",
-    "softmax",
-    "log_softmax",
-    "softplus",
-    "silu",
-];
+pub const ACTIVATIONS: &[&str] = ActivationFn::NAMES;
 pub const INITS: &[&str] = &[
     "zeros",
     "ones",
@@ -237,6 +322,20 @@ const BATCH_NORM: &[ParamSpec] = &[
     p("epsilon", Ty::Float, R::Positive, D::Float(1e-3)),
 ];
 const LAYER_NORM: &[ParamSpec] = &[p("epsilon", Ty::Float, R::Positive, D::Float(1e-5))];
+const GROUP_NORM: &[ParamSpec] = &[
+    p("groups", Ty::Int, R::Positive, D::Int(32)),
+    p("epsilon", Ty::Float, R::Positive, D::Float(1e-3)),
+];
+pub const INTERPOLATIONS: &[&str] = &["nearest"];
+const UP_SAMPLING: &[ParamSpec] = &[
+    p("size", Ty::IntOrInts, R::Positive, D::Int(2)),
+    p(
+        "interpolation",
+        Ty::Enum(INTERPOLATIONS),
+        R::Any,
+        D::Sym("nearest"),
+    ),
+];
 const EMBEDDING: &[ParamSpec] = &[
     p("vocab", Ty::Int, R::Positive, D::Required),
     p("dim", Ty::Int, R::Positive, D::Required),
@@ -262,7 +361,7 @@ const AXIS: &[ParamSpec] = &[p("axis", Ty::Int, R::Any, D::Int(-1))];
 const DIM: &[ParamSpec] = &[p("axis", Ty::Int, R::Any, D::Required)];
 
 const fn layer(
-    name: &'static str,
+    layer: LayerKind,
     snake: &'static str,
     tensors: (usize, usize),
     positional: usize,
@@ -270,8 +369,9 @@ const fn layer(
     input_desc: &'static str,
 ) -> Sig {
     Sig {
-        name,
+        name: layer.name(),
         kind: Kind::Layer,
+        callable: Some(Callable::Layer(layer)),
         tensors,
         positional,
         params,
@@ -281,14 +381,15 @@ const fn layer(
 }
 
 const fn func(
-    name: &'static str,
+    callable: Callable,
     tensors: (usize, usize),
     positional: usize,
     params: &'static [ParamSpec],
 ) -> Sig {
     Sig {
-        name,
+        name: callable.name(),
         kind: Kind::Function,
+        callable: Some(callable),
         tensors,
         positional,
         params,
@@ -306,6 +407,7 @@ const fn other(
     Sig {
         name,
         kind,
+        callable: None,
         tensors: (0, 0),
         positional,
         params,
@@ -424,15 +526,43 @@ const ONE_HOT: &[ParamSpec] = &[p("classes", Ty::Int, R::Positive, D::Required)]
 
 /// Every built-in, in the order of language.md.
 pub static TABLE: &[Sig] = &[
-    layer("Dense", "dense", (1, 1), 2, DENSE, "[.., in]"),
-    layer("Conv2D", "conv2d", (1, 1), 3, CONV, "[H, W, C]"),
-    layer("Conv1D", "conv1d", (1, 1), 3, CONV, "[L, C]"),
-    layer("MaxPool2D", "max_pool2d", (1, 1), 1, POOL, "[H, W, C]"),
-    layer("AvgPool2D", "avg_pool2d", (1, 1), 1, POOL, "[H, W, C]"),
-    layer("MaxPool1D", "max_pool1d", (1, 1), 1, POOL, "[L, C]"),
-    layer("AvgPool1D", "avg_pool1d", (1, 1), 1, POOL, "[L, C]"),
+    layer(LayerKind::Dense, "dense", (1, 1), 2, DENSE, "[.., in]"),
+    layer(LayerKind::Conv2D, "conv2d", (1, 1), 3, CONV, "[H, W, C]"),
+    layer(LayerKind::Conv1D, "conv1d", (1, 1), 3, CONV, "[L, C]"),
     layer(
-        "GlobalAvgPool2D",
+        LayerKind::MaxPool2D,
+        "max_pool2d",
+        (1, 1),
+        1,
+        POOL,
+        "[H, W, C]",
+    ),
+    layer(
+        LayerKind::AvgPool2D,
+        "avg_pool2d",
+        (1, 1),
+        1,
+        POOL,
+        "[H, W, C]",
+    ),
+    layer(
+        LayerKind::MaxPool1D,
+        "max_pool1d",
+        (1, 1),
+        1,
+        POOL,
+        "[L, C]",
+    ),
+    layer(
+        LayerKind::AvgPool1D,
+        "avg_pool1d",
+        (1, 1),
+        1,
+        POOL,
+        "[L, C]",
+    ),
+    layer(
+        LayerKind::GlobalAvgPool2D,
         "global_avg_pool2d",
         (1, 1),
         0,
@@ -440,7 +570,7 @@ pub static TABLE: &[Sig] = &[
         "[H, W, C]",
     ),
     layer(
-        "GlobalMaxPool2D",
+        LayerKind::GlobalMaxPool2D,
         "global_max_pool2d",
         (1, 1),
         0,
@@ -448,7 +578,7 @@ pub static TABLE: &[Sig] = &[
         "[H, W, C]",
     ),
     layer(
-        "GlobalAvgPool1D",
+        LayerKind::GlobalAvgPool1D,
         "global_avg_pool1d",
         (1, 1),
         0,
@@ -456,44 +586,118 @@ pub static TABLE: &[Sig] = &[
         "[L, C]",
     ),
     layer(
-        "GlobalMaxPool1D",
+        LayerKind::GlobalMaxPool1D,
         "global_max_pool1d",
         (1, 1),
         0,
         NONE,
         "[L, C]",
     ),
-    layer("Flatten", "flatten", (1, 1), 0, NONE, "any shape"),
-    layer("Reshape", "reshape", (1, 1), 1, RESHAPE, "any shape"),
-    layer("Dropout", "dropout", (1, 1), 1, DROPOUT, "any shape"),
-    layer("BatchNorm", "batch_norm", (1, 1), 0, BATCH_NORM, "[.., C]"),
-    layer("LayerNorm", "layer_norm", (1, 1), 0, LAYER_NORM, "[.., C]"),
-    layer("Embedding", "embedding", (1, 1), 2, EMBEDDING, "i32[L]"),
-    layer("Rescale", "rescale", (1, 1), 1, RESCALE, "any shape"),
-    layer("SimpleRNN", "simple_rnn", (1, 1), 1, RNN, "[T, C]"),
-    layer("LSTM", "lstm", (1, 1), 1, RNN, "[T, C]"),
-    layer("GRU", "gru", (1, 1), 1, RNN, "[T, C]"),
+    layer(LayerKind::Flatten, "flatten", (1, 1), 0, NONE, "any shape"),
     layer(
-        "MultiHeadAttention",
+        LayerKind::Reshape,
+        "reshape",
+        (1, 1),
+        1,
+        RESHAPE,
+        "any shape",
+    ),
+    layer(
+        LayerKind::Dropout,
+        "dropout",
+        (1, 1),
+        1,
+        DROPOUT,
+        "any shape",
+    ),
+    layer(
+        LayerKind::BatchNorm,
+        "batch_norm",
+        (1, 1),
+        0,
+        BATCH_NORM,
+        "[.., C]",
+    ),
+    layer(
+        LayerKind::LayerNorm,
+        "layer_norm",
+        (1, 1),
+        0,
+        LAYER_NORM,
+        "[.., C]",
+    ),
+    // Extensions beyond language.md's required set (Keras GroupNormalization, UpSampling2D).
+    layer(
+        LayerKind::GroupNorm,
+        "group_norm",
+        (1, 1),
+        1,
+        GROUP_NORM,
+        "[.., C]",
+    ),
+    layer(
+        LayerKind::UpSampling2D,
+        "up_sampling2d",
+        (1, 1),
+        1,
+        UP_SAMPLING,
+        "[H, W, C]",
+    ),
+    layer(
+        LayerKind::Embedding,
+        "embedding",
+        (1, 1),
+        2,
+        EMBEDDING,
+        "i32[L]",
+    ),
+    layer(
+        LayerKind::Rescale,
+        "rescale",
+        (1, 1),
+        1,
+        RESCALE,
+        "any shape",
+    ),
+    layer(LayerKind::SimpleRnn, "simple_rnn", (1, 1), 1, RNN, "[T, C]"),
+    layer(LayerKind::Lstm, "lstm", (1, 1), 1, RNN, "[T, C]"),
+    layer(LayerKind::Gru, "gru", (1, 1), 1, RNN, "[T, C]"),
+    layer(
+        LayerKind::MultiHeadAttention,
         "multi_head_attention",
         (1, 3),
         2,
         MHA,
         "[T, D]",
     ),
-    func("relu", (1, 1), 0, NONE),
-    func("leaky_relu", (1, 1), 1, LEAKY),
-    func("elu", (1, 1), 0, NONE),
-    func("gelu", (1, 1), 0, NONE),
-    func("sigmoid", (1, 1), 0, NONE),
-    func("tanh", (1, 1), 0, NONE),
-    func("softmax", (1, 1), 1, AXIS),
-    func("log_softmax", (1, 1), 1, AXIS),
-    func("softplus", (1, 1), 0, NONE),
-    func("silu", (1, 1), 0, NONE),
-    func("linear", (1, 1), 0, NONE),
-    func("concat", (2, usize::MAX), 1, AXIS),
-    func("dim", (1, 1), 1, DIM),
+    func(Callable::Activation(ActivationFn::Relu), (1, 1), 0, NONE),
+    func(
+        Callable::Activation(ActivationFn::LeakyRelu),
+        (1, 1),
+        1,
+        LEAKY,
+    ),
+    func(Callable::Activation(ActivationFn::Elu), (1, 1), 0, NONE),
+    func(Callable::Activation(ActivationFn::Gelu), (1, 1), 0, NONE),
+    func(Callable::Activation(ActivationFn::Sigmoid), (1, 1), 0, NONE),
+    func(Callable::Activation(ActivationFn::Tanh), (1, 1), 0, NONE),
+    func(Callable::Activation(ActivationFn::Softmax), (1, 1), 1, AXIS),
+    func(
+        Callable::Activation(ActivationFn::LogSoftmax),
+        (1, 1),
+        1,
+        AXIS,
+    ),
+    func(
+        Callable::Activation(ActivationFn::Softplus),
+        (1, 1),
+        0,
+        NONE,
+    ),
+    func(Callable::Activation(ActivationFn::Silu), (1, 1), 0, NONE),
+    func(Callable::Activation(ActivationFn::Linear), (1, 1), 0, NONE),
+    func(Callable::Concat, (2, usize::MAX), 1, AXIS),
+    func(Callable::Dim, (1, 1), 1, DIM),
     other("zeros", Kind::Initializer, 0, NONE),
     other("ones", Kind::Initializer, 0, NONE),
     other("constant", Kind::Initializer, 1, CONSTANT),
@@ -580,6 +784,30 @@ mod tests {
         for (i, a) in TABLE.iter().enumerate() {
             for b in &TABLE[i + 1..] {
                 assert!(!(a.kind == b.kind && a.name == b.name), "{}", a.name);
+            }
+        }
+    }
+
+    /// Every layer and function has exactly one row, and every row of those kinds says what it
+    /// computes (the checker's exhaustive match then gives each one a rule).
+    #[test]
+    fn every_callable_has_one_row() {
+        let mut callables: Vec<Callable> = LayerKind::ALL
+            .iter()
+            .map(|&k| Callable::Layer(k))
+            .chain(ActivationFn::ALL.iter().map(|&f| Callable::Activation(f)))
+            .collect();
+        callables.extend([Callable::Concat, Callable::Dim]);
+        for c in &callables {
+            let rows: Vec<&Sig> = TABLE.iter().filter(|s| s.callable == Some(*c)).collect();
+            assert_eq!(rows.len(), 1, "{c:?} has {} rows", rows.len());
+            assert_eq!(rows[0].name, c.name());
+        }
+        for sig in TABLE {
+            let callable = matches!(sig.kind, Kind::Layer | Kind::Function);
+            assert_eq!(sig.callable.is_some(), callable, "{}", sig.name);
+            if let Some(c) = sig.callable {
+                assert_eq!(lookup_callable(sig.name).and_then(|s| s.callable), Some(c));
             }
         }
     }

@@ -955,6 +955,8 @@ fn positions_warning(
             | Op::Dropout { .. }
             | Op::BatchNorm { .. }
             | Op::LayerNorm { .. }
+            | Op::GroupNorm { .. }
+            | Op::UpSampling { .. }
             | Op::Rescale { .. }
             | Op::Add
             | Op::Sub

@@ -51,7 +51,10 @@ fn for_each_tap(g: &Geometry, win: &Window, mut f: impl FnMut(usize, usize)) {
                         let Some(ix) = tap(win, 1, ox, kx, g.w) else {
                             continue;
                         };
-                        f(row + (ky * kw + kx) * g.c, ((n * g.h + iy) * g.w + ix) * g.c);
+                        f(
+                            row + (ky * kw + kx) * g.c,
+                            ((n * g.h + iy) * g.w + ix) * g.c,
+                        );
                     }
                 }
             }

@@ -3,7 +3,7 @@
 //! causal), and an output projection back to the query's width.
 
 use super::{to_float, Ctx};
-use crate::graph::Node;
+use crate::graph::{Node, Role};
 use crate::ir::*;
 
 /// `[N, T, D] x kernel [D, H, K] + bias [H, K] -> [N, T, H, K]`
@@ -11,14 +11,14 @@ fn project(
     ctx: &mut Ctx,
     node: &Node,
     x: ValueId,
-    which: &str,
+    (kernel, bias): (Role, Role),
     heads: usize,
     key_dim: usize,
 ) -> ValueId {
     let s = ctx.b.shape(x).clone();
     let (t, d) = (s[1].fixed().unwrap_or(0), s[2]);
-    let kernel = ctx.require(node, &format!("{which}.kernel"));
-    let bias = ctx.require(node, &format!("{which}.bias"));
+    let kernel = ctx.require(node, kernel);
+    let bias = ctx.require(node, bias);
     let k2 = ctx.b.reshape(kernel, vec![d, Dim::Fixed(heads * key_dim)]);
     let rows = match s[0] {
         Dim::Batch(k) => Dim::Batch(k * t),
@@ -76,9 +76,30 @@ pub fn lower(
     let (tq, width) = (qs[1].fixed().unwrap_or(0), qs[2].fixed().unwrap_or(0));
     let tk = ctx.b.shape(key)[1].fixed().unwrap_or(0);
 
-    let q = project(ctx, node, query, "query", heads, key_dim);
-    let k = project(ctx, node, key, "key", heads, key_dim);
-    let v = project(ctx, node, value, "value", heads, key_dim);
+    let q = project(
+        ctx,
+        node,
+        query,
+        (Role::QueryKernel, Role::QueryBias),
+        heads,
+        key_dim,
+    );
+    let k = project(
+        ctx,
+        node,
+        key,
+        (Role::KeyKernel, Role::KeyBias),
+        heads,
+        key_dim,
+    );
+    let v = project(
+        ctx,
+        node,
+        value,
+        (Role::ValueKernel, Role::ValueBias),
+        heads,
+        key_dim,
+    );
     let q = ctx.b.mul_scalar(q, 1.0 / (key_dim as f64).sqrt());
     // [N, T, H, K] -> [N, H, T, K]
     let q = ctx.b.permute(q, vec![0, 2, 1, 3]);
@@ -100,12 +121,12 @@ pub fn lower(
         other => other,
     };
     let c2 = ctx.b.reshape(ctxv, vec![rows, Dim::Fixed(heads * key_dim)]);
-    let out_kernel = ctx.require(node, "output.kernel");
+    let out_kernel = ctx.require(node, Role::OutputKernel);
     let ok2 = ctx.b.reshape(out_kernel, fixed(&[heads * key_dim, width]));
     let y2 = ctx.b.matmul(c2, ok2, false, false);
     let y = ctx
         .b
         .reshape(y2, vec![qs[0], Dim::Fixed(tq), Dim::Fixed(width)]);
-    let out_bias = ctx.require(node, "output.bias");
+    let out_bias = ctx.require(node, Role::OutputBias);
     ctx.b.add(y, out_bias)
 }

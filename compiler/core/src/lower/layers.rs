@@ -1,15 +1,15 @@
-//! Lowering of the feed-forward layer families: dense, convolution, pooling, dropout and
-//! normalisation.
+//! Lowering of the feed-forward layer families: dense, convolution, pooling, upsampling,
+//! dropout and normalisation.
 
 use super::{to_float, Ctx, Mode};
-use crate::graph::{Node, Op as GOp, Padding, PoolKind as GPool};
+use crate::graph::{Node, Op as GOp, Padding, PoolKind as GPool, Role};
 use crate::ir::*;
 
 /// `x @ kernel (+ bias)` on the last axis; higher-rank inputs fold their inner axes into the
 /// batch for the matmul.
 pub fn dense(ctx: &mut Ctx, node: &Node, x: ValueId, use_bias: bool) -> ValueId {
     let x = to_float(ctx.b, x);
-    let kernel = ctx.require(node, "kernel");
+    let kernel = ctx.require(node, Role::Kernel);
     let s = ctx.b.shape(x).clone();
     let inner = s[s.len() - 1];
     let y = if s.len() == 2 {
@@ -25,7 +25,7 @@ pub fn dense(ctx: &mut Ctx, node: &Node, x: ValueId, use_bias: bool) -> ValueId 
         ctx.b.reshape(y2, batched(&node.shape))
     };
     if use_bias {
-        let bias = ctx.require(node, "bias");
+        let bias = ctx.require(node, Role::Bias);
         ctx.b.add(y, bias)
     } else {
         y
@@ -108,7 +108,7 @@ pub fn conv(ctx: &mut Ctx, node: &Node, x: ValueId, use_bias: bool) -> ValueId {
         .filter_map(|d| d.fixed())
         .collect();
     let win = window(&spatial, kernel, stride, dilation, *padding);
-    let mut k = ctx.require(node, "kernel");
+    let mut k = ctx.require(node, Role::Kernel);
     if kernel.len() == 1 {
         let ks = ctx.b.shape(k).clone();
         k = ctx.b.reshape(k, vec![Dim::Fixed(1), ks[0], ks[1], ks[2]]);
@@ -117,7 +117,7 @@ pub fn conv(ctx: &mut Ctx, node: &Node, x: ValueId, use_bias: bool) -> ValueId {
     let y4 = ctx.b.push(Op::Conv2d { window: win }, vec![x4, k]);
     let y = ctx.b.reshape(y4, batched(&node.shape));
     if use_bias {
-        let bias = ctx.require(node, "bias");
+        let bias = ctx.require(node, Role::Bias);
         ctx.b.add(y, bias)
     } else {
         y
@@ -176,8 +176,8 @@ pub fn dropout(ctx: &mut Ctx, x: ValueId, rate: f64, salt: u64) -> ValueId {
 
 pub fn batch_norm(ctx: &mut Ctx, node: &Node, x: ValueId, momentum: f64, epsilon: f64) -> ValueId {
     let x = to_float(ctx.b, x);
-    let gamma = ctx.require(node, "gamma");
-    let beta = ctx.require(node, "beta");
+    let gamma = ctx.require(node, Role::Gamma);
+    let beta = ctx.require(node, Role::Beta);
     let rank = ctx.b.rank(x);
     let axes: Vec<usize> = (0..rank - 1).collect();
     let (mean, var) = match ctx.mode {
@@ -186,10 +186,8 @@ pub fn batch_norm(ctx: &mut Ctx, node: &Node, x: ValueId, momentum: f64, epsilon
             let xc = ctx.b.sub(x, mean);
             let sq = ctx.b.square(xc);
             let var = ctx.b.mean(sq, &axes, false);
-            for (suffix, stat) in [("moving_mean", mean), ("moving_variance", var)] {
-                let p = ctx
-                    .param_index(node, suffix)
-                    .expect("batch norm statistics");
+            for (role, stat) in [(Role::MovingMean, mean), (Role::MovingVariance, var)] {
+                let p = ctx.param_index(node, role).expect("batch norm statistics");
                 let old = ctx.params[p];
                 let kept = ctx.b.mul_scalar(old, momentum);
                 let new = ctx.b.mul_scalar(stat, 1.0 - momentum);
@@ -199,8 +197,8 @@ pub fn batch_norm(ctx: &mut Ctx, node: &Node, x: ValueId, momentum: f64, epsilon
             (mean, var)
         }
         Mode::Infer => (
-            ctx.require(node, "moving_mean"),
-            ctx.require(node, "moving_variance"),
+            ctx.require(node, Role::MovingMean),
+            ctx.require(node, Role::MovingVariance),
         ),
     };
     normalize(ctx.b, x, mean, var, epsilon, gamma, beta)
@@ -228,8 +226,8 @@ fn normalize(
 
 pub fn layer_norm(ctx: &mut Ctx, node: &Node, x: ValueId, epsilon: f64) -> ValueId {
     let x = to_float(ctx.b, x);
-    let gamma = ctx.require(node, "gamma");
-    let beta = ctx.require(node, "beta");
+    let gamma = ctx.require(node, Role::Gamma);
+    let beta = ctx.require(node, Role::Beta);
     let last = ctx.b.rank(x) - 1;
     let mean = ctx.b.mean(x, &[last], true);
     let xc = ctx.b.sub(x, mean);
@@ -240,4 +238,51 @@ pub fn layer_norm(ctx: &mut Ctx, node: &Node, x: ValueId, epsilon: f64) -> Value
     let normed = ctx.b.div(xc, sd);
     let scaled = ctx.b.mul(normed, gamma);
     ctx.b.add(scaled, beta)
+}
+
+/// Keras GroupNormalization: the channels `[.., C]` viewed as `[.., groups, C / groups]`; each
+/// group is normalised over its channels and every position of its sample, then scaled and
+/// shifted per channel (`normalize`, Keras' formula).
+pub fn group_norm(ctx: &mut Ctx, node: &Node, x: ValueId, groups: usize, epsilon: f64) -> ValueId {
+    let x = to_float(ctx.b, x);
+    let gamma = ctx.require(node, Role::Gamma);
+    let beta = ctx.require(node, Role::Beta);
+    let shape = ctx.b.shape(x).clone();
+    let rank = shape.len();
+    let channels = shape[rank - 1].fixed().expect("static channel count");
+    let per_group = channels / groups;
+    let mut grouped = shape[..rank - 1].to_vec();
+    grouped.extend([Dim::Fixed(groups), Dim::Fixed(per_group)]);
+    let xg = ctx.b.reshape(x, grouped);
+    // Every axis but the batch and the group axis (which is `rank - 1` in the grouped view).
+    let axes: Vec<usize> = (1..rank - 1).chain([rank]).collect();
+    let mean = ctx.b.mean(xg, &axes, true);
+    let xc = ctx.b.sub(xg, mean);
+    let sq = ctx.b.square(xc);
+    let var = ctx.b.mean(sq, &axes, true);
+    let per_channel = vec![Dim::Fixed(groups), Dim::Fixed(per_group)];
+    let gamma = ctx.b.reshape(gamma, per_channel.clone());
+    let beta = ctx.b.reshape(beta, per_channel);
+    let y = normalize(ctx.b, xg, mean, var, epsilon, gamma, beta);
+    ctx.b.reshape(y, shape)
+}
+
+/// Nearest-neighbour upsampling (Keras UpSampling2D): `[N, H, W, C]` viewed as
+/// `[N, H, 1, W, 1, C]`, broadcast to `[N, H, sh, W, sw, C]` and read as `[N, H*sh, W*sw, C]`,
+/// so that output row `i` reads input row `i / sh` (and likewise for columns).
+pub fn up_sampling(ctx: &mut Ctx, node: &Node, x: ValueId, size: &[usize]) -> ValueId {
+    let x = to_float(ctx.b, x);
+    let s = ctx.b.shape(x).clone();
+    let mut spread = vec![s[0]];
+    let mut repeated = vec![s[0]];
+    for (axis, &factor) in size.iter().enumerate() {
+        spread.extend([s[axis + 1], Dim::Fixed(1)]);
+        repeated.extend([s[axis + 1], Dim::Fixed(factor)]);
+    }
+    let c = s[s.len() - 1];
+    spread.push(c);
+    repeated.push(c);
+    let v = ctx.b.reshape(x, spread);
+    let v = ctx.b.broadcast_to(v, &repeated);
+    ctx.b.reshape(v, batched(&node.shape))
 }

@@ -20,7 +20,7 @@ mod rnn;
 pub mod sample;
 
 use crate::autodiff;
-use crate::graph::{Activation, ModelGraph, Node, NodeId, Op as GOp};
+use crate::graph::{Activation, ModelGraph, Node, NodeId, Op as GOp, Role};
 use crate::ir::*;
 use fm_runtime::config::TrainSpec;
 use fm_runtime::tensor::DType;
@@ -58,31 +58,25 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// The value of the parameter of `node` whose name ends in `.suffix` (`kernel`,
-    /// `query.bias`, `moving_mean`, ...).
-    pub fn param(&self, node: &Node, suffix: &str) -> Option<ValueId> {
-        let dotted = format!(".{suffix}");
-        node.params
-            .iter()
-            .find(|&&p| self.graph.params[p].name.ends_with(&dotted))
-            .map(|&p| self.params[p])
-    }
-
-    pub fn param_index(&self, node: &Node, suffix: &str) -> Option<usize> {
-        let dotted = format!(".{suffix}");
+    /// The index (in `graph.params`) of the parameter of `node` with this role.
+    pub fn param_index(&self, node: &Node, role: Role) -> Option<usize> {
         node.params
             .iter()
             .copied()
-            .find(|&p| self.graph.params[p].name.ends_with(&dotted))
+            .find(|&p| self.graph.params[p].role == role)
     }
 
-    pub fn require(&self, node: &Node, suffix: &str) -> ValueId {
-        self.param(node, suffix).unwrap_or_else(|| {
-            panic!(
-                "internal compiler error: layer `{}` has no `{suffix}` parameter",
-                node.name.as_deref().unwrap_or("?")
-            )
-        })
+    /// The value of the parameter of `node` with this role (`Role::Kernel`,
+    /// `Role::MovingMean`, ...), which the checker gave it.
+    pub fn require(&self, node: &Node, role: Role) -> ValueId {
+        match self.param_index(node, role) {
+            Some(p) => self.params[p],
+            None => panic!(
+                "internal compiler error: layer `{}` has no `{}` parameter",
+                node.name.as_deref().unwrap_or("?"),
+                role.suffix()
+            ),
+        }
     }
 }
 
@@ -226,8 +220,13 @@ fn lower_node(
             None,
         ),
         GOp::LayerNorm { epsilon } => (layers::layer_norm(ctx, node, ins[0], *epsilon), None),
+        GOp::GroupNorm { groups, epsilon } => (
+            layers::group_norm(ctx, node, ins[0], *groups, *epsilon),
+            None,
+        ),
+        GOp::UpSampling { size } => (layers::up_sampling(ctx, node, ins[0], size), None),
         GOp::Embedding { .. } => {
-            let table = ctx.require(node, "embeddings");
+            let table = ctx.require(node, Role::Embeddings);
             (ctx.b.push(Op::Gather, vec![table, ins[0]]), None)
         }
         GOp::Rescale { scale, offset } => {
@@ -340,9 +339,7 @@ pub fn predict_fn(graph: &ModelGraph) -> Function {
     let params = param_args(&mut b, graph);
     draw_samples(&mut b, graph, &mut inputs, 0);
     let fwd = forward_with(&mut b, graph, &inputs, &[], &params, Mode::Infer, &roots);
-    for (i, (o, &v)) in graph.outputs.iter().zip(&fwd.outputs).enumerate() {
-        b.result(&o.name, ResultKind::Output(i), v);
-    }
+    output_results(&mut b, graph, &fwd.outputs);
     b.finish()
 }
 
@@ -403,9 +400,7 @@ pub fn eval_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
     }
     let total = total.unwrap_or_else(|| b.constant(0.0));
     b.result("loss", ResultKind::Loss, total);
-    for (i, (o, &v)) in graph.outputs.iter().zip(&fwd.outputs).enumerate() {
-        b.result(&o.name, ResultKind::Output(i), v);
-    }
+    output_results(&mut b, graph, &fwd.outputs);
     b.finish()
 }
 
@@ -495,7 +490,6 @@ fn slot_prefix(
 /// differentiates its loss with respect to the weights it updates, and applies its optimizer.
 pub fn train_step_fns(graph: &ModelGraph, spec: &TrainSpec) -> Vec<Function> {
     let steps = steps_of(spec);
-    let declared_targets = uses_declared_targets(spec);
     (0..steps.len())
         .map(|k| {
             let st = &steps[k];
@@ -505,60 +499,29 @@ pub fn train_step_fns(graph: &ModelGraph, spec: &TrainSpec) -> Vec<Function> {
                 format!("train_step_{}", st.name)
             };
             let mut b = Builder::new(&fname);
-            let mut inputs = input_args(&mut b, graph, None);
-            let targets = target_args(&mut b, graph, spec);
-            let params = param_args(&mut b, graph);
-            let trainable: Vec<usize> = trainable(graph)
-                .into_iter()
-                .filter(|p| st.update.as_ref().is_none_or(|u| u.contains(p)))
-                .collect();
-            let slots = optim::slot_args_for(&mut b, graph, &st.optimizer, &trainable, |p| {
-                slot_prefix(&steps, graph, k, p)
-            });
+            let args = BatchArgs::declare(&mut b, graph, spec);
+            let trainable = step_trainable(graph, st);
+            let prefix = |p| slot_prefix(&steps, graph, k, p);
+            let slots = optim::slot_args_for(&mut b, graph, &st.optimizer, &trainable, prefix);
             let lr = b.arg("lr", ArgKind::LearningRate, vec![], DType::F32);
             let step = b.arg("step", ArgKind::Step, vec![], DType::F32);
-            // Arguments come first in a function; the draws follow them.
-            draw_samples(&mut b, graph, &mut inputs, k);
-
-            let mut roots: Vec<NodeId> = graph.outputs.iter().map(|o| o.node).collect();
-            roots.extend(st.objective);
-            let declared = if declared_targets {
-                targets.clone()
-            } else {
-                vec![]
-            };
-            let fwd = forward_with(
-                &mut b,
-                graph,
-                &inputs,
-                &declared,
-                &params,
-                Mode::Train,
-                &roots,
-            );
-            b.origin = Origin::Loss;
-            let total = step_loss(&mut b, graph, st, &fwd, &targets, &params);
-
-            let wrt: Vec<ValueId> = trainable.iter().map(|&p| params[p]).collect();
-            let grads = autodiff::gradients(&mut b, total, &wrt);
+            let back = backward(&mut b, graph, spec, &steps, k, args, &trainable);
             let updates = optim::update(
                 &mut b,
                 graph,
                 &st.optimizer,
                 &trainable,
-                &params,
-                &grads,
+                &back.params,
+                &back.grads,
                 &slots,
                 lr,
                 step,
             );
 
-            b.result("loss", ResultKind::Loss, total);
-            for (i, (o, &v)) in graph.outputs.iter().zip(&fwd.outputs).enumerate() {
-                b.result(&o.name, ResultKind::Output(i), v);
-            }
-            let mut new_params = params.clone();
-            for &(p, v) in &fwd.state_updates {
+            b.result("loss", ResultKind::Loss, back.loss);
+            output_results(&mut b, graph, &back.fwd.outputs);
+            let mut new_params = back.params.clone();
+            for &(p, v) in &back.fwd.state_updates {
                 new_params[p] = v;
             }
             for (&p, &v) in trainable.iter().zip(&updates.params) {
@@ -567,19 +530,7 @@ pub fn train_step_fns(graph: &ModelGraph, spec: &TrainSpec) -> Vec<Function> {
             for (p, info) in graph.params.iter().enumerate() {
                 b.result(&info.name, ResultKind::Param(p), new_params[p]);
             }
-            for (slot, v) in updates.slots {
-                let prefixed =
-                    format!("{}{}", slot_prefix(&steps, graph, k, slot.param), slot.slot);
-                let name = format!("opt/{}/{}", graph.params[slot.param].name, prefixed);
-                b.result(
-                    &name,
-                    ResultKind::OptSlot {
-                        param: slot.param,
-                        slot: prefixed,
-                    },
-                    v,
-                );
-            }
+            slot_results(&mut b, graph, updates.slots, prefix);
             b.finish()
         })
         .collect()
@@ -592,19 +543,64 @@ pub fn trainable(graph: &ModelGraph) -> Vec<usize> {
         .collect()
 }
 
-/// The first half of a data-parallel step: forward, loss and backward on a rank's shard, no
-/// update. `grad_step(inputs, targets, params) -> loss, outputs, new BatchNorm statistics,
-/// the gradient of every trainable parameter`. Together with [`apply_fn`] it computes what
-/// [`train_step_fn`] computes for a single-step `train` section, with the gradients exposed in
-/// between (for the all-reduce).
-pub fn grad_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
-    let steps = steps_of(spec);
-    let st = &steps[0];
-    let mut b = Builder::new("grad_step");
-    let mut inputs = input_args(&mut b, graph, None);
-    let targets = target_args(&mut b, graph, spec);
-    let params = param_args(&mut b, graph);
-    draw_samples(&mut b, graph, &mut inputs, 0);
+/// The parameters step `st` updates: its `update:` list, or every trainable one.
+fn step_trainable(graph: &ModelGraph, st: &fm_runtime::config::StepSpec) -> Vec<usize> {
+    trainable(graph)
+        .into_iter()
+        .filter(|p| st.update.as_ref().is_none_or(|u| u.contains(p)))
+        .collect()
+}
+
+/// The arguments a training step's forward pass reads, declared first in that order.
+struct BatchArgs {
+    inputs: Vec<ValueId>,
+    targets: Vec<ValueId>,
+    params: Vec<ValueId>,
+}
+
+impl BatchArgs {
+    fn declare(b: &mut Builder, graph: &ModelGraph, spec: &TrainSpec) -> Self {
+        let inputs = input_args(b, graph, None);
+        let targets = target_args(b, graph, spec);
+        let params = param_args(b, graph);
+        BatchArgs {
+            inputs,
+            targets,
+            params,
+        }
+    }
+}
+
+/// What a training step computes before its update.
+struct Backward {
+    fwd: Forward,
+    loss: ValueId,
+    /// One per parameter the step updates.
+    grads: Vec<ValueId>,
+    /// The parameter arguments.
+    params: Vec<ValueId>,
+}
+
+/// The part of training step `k` before the update, shared by the fused step
+/// ([`train_step_fns`]) and the data-parallel one ([`grad_fn`]): fresh samples, the
+/// training-mode forward pass, the step's loss and its gradients with respect to `trainable`.
+/// Called once every argument is declared (the draws follow the arguments).
+fn backward(
+    b: &mut Builder,
+    graph: &ModelGraph,
+    spec: &TrainSpec,
+    steps: &[fm_runtime::config::StepSpec],
+    k: usize,
+    args: BatchArgs,
+    trainable: &[usize],
+) -> Backward {
+    let st = &steps[k];
+    let BatchArgs {
+        mut inputs,
+        targets,
+        params,
+    } = args;
+    draw_samples(b, graph, &mut inputs, k);
     let mut roots: Vec<NodeId> = graph.outputs.iter().map(|o| o.node).collect();
     roots.extend(st.objective);
     let declared = if uses_declared_targets(spec) {
@@ -612,28 +608,64 @@ pub fn grad_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
     } else {
         vec![]
     };
-    let fwd = forward_with(
-        &mut b,
-        graph,
-        &inputs,
-        &declared,
-        &params,
-        Mode::Train,
-        &roots,
-    );
+    let fwd = forward_with(b, graph, &inputs, &declared, &params, Mode::Train, &roots);
     b.origin = Origin::Loss;
-    let total = step_loss(&mut b, graph, st, &fwd, &targets, &params);
-    let trainable = trainable(graph);
+    let loss = step_loss(b, graph, st, &fwd, &targets, &params);
     let wrt: Vec<ValueId> = trainable.iter().map(|&p| params[p]).collect();
-    let grads = autodiff::gradients(&mut b, total, &wrt);
-    b.result("loss", ResultKind::Loss, total);
-    for (i, (o, &v)) in graph.outputs.iter().zip(&fwd.outputs).enumerate() {
+    let grads = autodiff::gradients(b, loss, &wrt);
+    Backward {
+        fwd,
+        loss,
+        grads,
+        params,
+    }
+}
+
+/// The model outputs as results, in output order.
+fn output_results(b: &mut Builder, graph: &ModelGraph, outputs: &[ValueId]) {
+    for (i, (o, &v)) in graph.outputs.iter().zip(outputs).enumerate() {
         b.result(&o.name, ResultKind::Output(i), v);
     }
-    for &(p, v) in &fwd.state_updates {
+}
+
+/// The updated optimizer slots as results (`opt/PARAM/PREFIXSLOT`).
+fn slot_results(
+    b: &mut Builder,
+    graph: &ModelGraph,
+    slots: Vec<(optim::SlotRef, ValueId)>,
+    prefix: impl Fn(usize) -> String,
+) {
+    for (slot, v) in slots {
+        let prefixed = format!("{}{}", prefix(slot.param), slot.slot);
+        let name = format!("opt/{}/{}", graph.params[slot.param].name, prefixed);
+        b.result(
+            &name,
+            ResultKind::OptSlot {
+                param: slot.param,
+                slot: prefixed,
+            },
+            v,
+        );
+    }
+}
+
+/// The first half of a data-parallel step: forward, loss and backward on a rank's shard, no
+/// update. `grad_step(inputs, targets, params) -> loss, outputs, new BatchNorm statistics,
+/// the gradient of every parameter the step updates`. Together with [`apply_fn`] it computes
+/// what [`train_step_fn`] computes for a single-step `train` section, with the gradients
+/// exposed in between (for the all-reduce).
+pub fn grad_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
+    let steps = steps_of(spec);
+    let mut b = Builder::new("grad_step");
+    let args = BatchArgs::declare(&mut b, graph, spec);
+    let trainable = step_trainable(graph, &steps[0]);
+    let back = backward(&mut b, graph, spec, &steps, 0, args, &trainable);
+    b.result("loss", ResultKind::Loss, back.loss);
+    output_results(&mut b, graph, &back.fwd.outputs);
+    for &(p, v) in &back.fwd.state_updates {
         b.result(&graph.params[p].name, ResultKind::Param(p), v);
     }
-    for (&p, &g) in trainable.iter().zip(&grads) {
+    for (&p, &g) in trainable.iter().zip(&back.grads) {
         let name = format!("grad/{}", graph.params[p].name);
         b.result(&name, ResultKind::Grad(p), g);
     }
@@ -641,12 +673,15 @@ pub fn grad_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
 }
 
 /// The second half of a data-parallel step: the optimizer update from given gradients.
-/// `apply_step(params, slots, grads, lr, step) -> new trainable params, new slots`.
+/// `apply_step(params, slots, grads, lr, step) -> new updated params, new slots`.
 pub fn apply_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
+    let steps = steps_of(spec);
+    let st = &steps[0];
     let mut b = Builder::new("apply_step");
     let params = param_args(&mut b, graph);
-    let slots = optim::slot_args(&mut b, graph, &spec.optimizer);
-    let trainable = trainable(graph);
+    let trainable = step_trainable(graph, st);
+    let no_prefix = |_| String::new();
+    let slots = optim::slot_args_for(&mut b, graph, &st.optimizer, &trainable, no_prefix);
     let grads: Vec<ValueId> = trainable
         .iter()
         .map(|&p| {
@@ -664,7 +699,7 @@ pub fn apply_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
     let updates = optim::update(
         &mut b,
         graph,
-        &spec.optimizer,
+        &st.optimizer,
         &trainable,
         &params,
         &grads,
@@ -675,17 +710,7 @@ pub fn apply_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
     for (&p, &v) in trainable.iter().zip(&updates.params) {
         b.result(&graph.params[p].name, ResultKind::Param(p), v);
     }
-    for (slot, v) in updates.slots {
-        let name = format!("opt/{}/{}", graph.params[slot.param].name, slot.slot);
-        b.result(
-            &name,
-            ResultKind::OptSlot {
-                param: slot.param,
-                slot: slot.slot,
-            },
-            v,
-        );
-    }
+    slot_results(&mut b, graph, updates.slots, no_prefix);
     b.finish()
 }
 

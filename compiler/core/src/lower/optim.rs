@@ -30,36 +30,6 @@ pub fn slots(opt: &OptimizerSpec) -> Vec<(&'static str, f64)> {
     }
 }
 
-/// Declares the slot arguments of every trainable parameter, in parameter order.
-pub fn slot_args(
-    b: &mut Builder,
-    graph: &ModelGraph,
-    opt: &OptimizerSpec,
-) -> Vec<(SlotRef, ValueId)> {
-    let mut out = Vec::new();
-    for (p, info) in graph.params.iter().enumerate().filter(|(_, i)| i.trainable) {
-        for (slot, _) in slots(opt) {
-            let v = b.arg(
-                &format!("opt/{}/{}", info.name, slot),
-                ArgKind::OptSlot {
-                    param: p,
-                    slot: slot.to_string(),
-                },
-                fixed(&info.shape),
-                DType::F32,
-            );
-            out.push((
-                SlotRef {
-                    param: p,
-                    slot: slot.to_string(),
-                },
-                v,
-            ));
-        }
-    }
-    out
-}
-
 /// Declares the slot arguments of the parameters `params` (a step's update set), in that
 /// order; `prefix(p)` goes before the slot names of parameter `p` in the argument kind (a
 /// parameter updated by several steps keeps one set of slots per step).

@@ -2,7 +2,7 @@
 //! gate orders (LSTM i, f, c, o; GRU z, r, h with `reset_after`).
 
 use super::{activation, to_float, Ctx};
-use crate::graph::{Activation, Node, RnnKind};
+use crate::graph::{Activation, Node, RnnKind, Role};
 use crate::ir::*;
 
 #[allow(clippy::too_many_arguments)]
@@ -18,9 +18,9 @@ pub fn lower(
     let x = to_float(ctx.b, x);
     let s = ctx.b.shape(x).clone();
     let (steps, channels) = (s[1].fixed().unwrap_or(0), s[2]);
-    let kernel = ctx.require(node, "kernel");
-    let recurrent = ctx.require(node, "recurrent_kernel");
-    let bias = ctx.require(node, "bias");
+    let kernel = ctx.require(node, Role::Kernel);
+    let recurrent = ctx.require(node, Role::RecurrentKernel);
+    let bias = ctx.require(node, Role::Bias);
     let gates = match kind {
         RnnKind::Simple => 1,
         RnnKind::Lstm => 4,

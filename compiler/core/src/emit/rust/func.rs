@@ -1,16 +1,23 @@
-//! One IR function as a Rust function over slices.
+//! One IR function as a Rust function over slices, following the core's kernel plan.
 //!
-//! The function has no early return (kernels record errors in the `Ctx`), which keeps it cheap to
-//! compile. Every value gets one of four representations:
+//! The function arrives through the backend passes the JIT runs (`split_sums`, `split_concats`, `fuse`,
+//! whose plan is `Function::kernels`): each planned kernel becomes one statement or loop, in
+//! plan order. A fused elementwise group becomes one loop over its element count whose body
+//! computes every member in a local (`let e5 = x[i] + b[i % 128]; *out = ops::max(e5, 0.0);`),
+//! so its intermediates never reach memory, as in the JIT. The function has no early return
+//! (kernels record errors in the `Ctx`), which keeps it cheap to compile. Every value gets one
+//! of four representations:
 //! - a scalar (`f32` local or literal) when it has exactly one element,
 //! - a splat (a scalar broadcast to a shape), materialised only where a kernel needs it,
-//! - an inline expression: an elementwise value with one user that is itself elementwise, so a
-//!   chain of them becomes one loop (`max(x[i] + b[i % 128], 0.0)`),
+//! - a fused group member: a local inside its group's loop, nothing outside it,
 //! - a buffer: a `Vec<f32>` local (or a function argument's slice).
 //!
-//! Reshapes are free (buffers are row-major), broadcasts of rows or columns fold into the loops
-//! that read them, and GEMM, convolution and pooling call `fm::compiled::ops`, which calls the
-//! runtime kernels the JIT uses.
+//! Reshapes are free (buffers are row-major); a broadcast that only fused loops read (the plan's
+//! broadcast views) is read in place (`b[i % 128]`) rather than copied; sums over the last axis
+//! add in the interpreter's (and the JIT's) order; GEMM, convolution and pooling call
+//! `fm::compiled::ops`, which calls the runtime kernels the JIT uses, and a kernel with an
+//! epilogue (a convolution's bias and ReLU, a ReLU's backward through a max pool) is one call
+//! of the same fused runtime kernel the JIT calls.
 
 use super::Notes;
 use crate::ir::*;
@@ -37,18 +44,14 @@ fn layer_outputs(f: &Function, notes: &Notes) -> Vec<Option<String>> {
     out
 }
 
-/// Fused expressions stop growing at this depth (a recurrence unrolled over time would
-/// otherwise become one expression hundreds of operations deep).
-const MAX_FUSED_DEPTH: usize = 8;
-
 #[derive(Clone, Debug)]
 enum Repr {
     /// A one-element value: a Rust `f32` expression (local name or literal).
     Scalar(String),
     /// Every element equals this scalar expression.
     Splat(String),
-    /// Element `i` is this expression (fused into its one user's loop).
-    Inline(String),
+    /// A member of a fused group: the local `e{v}` inside the group's loop.
+    Member(String),
     /// A buffer with this local name (a `Vec` or slice; `owned` when a local `Vec`).
     Buffer { name: String, owned: bool },
     /// Element `i` is `name[i % modulo]` or `name[i / div]`: a broadcast read in place.
@@ -93,10 +96,6 @@ fn dim_expr(d: &Dim) -> String {
 /// Statically known to hold exactly one element.
 fn is_unit(shape: &[Dim]) -> bool {
     shape.iter().all(|d| *d == Dim::Fixed(1))
-}
-
-fn is_elementwise(op: &Op) -> bool {
-    matches!(op, Op::Unary(_) | Op::Binary(_) | Op::Select)
 }
 
 /// An f32 literal that reads back to exactly `value as f32`.
@@ -208,6 +207,14 @@ struct Emitter<'a> {
     names: Vec<Option<String>>,
     /// Per value: the layer whose output it is (the last instruction of the layer's forward).
     layer_output: Vec<Option<String>>,
+    /// Per member of a fused elementwise kernel of the plan: the kernel's root.
+    group: Vec<Option<ValueId>>,
+    /// Per root of a fused kernel: its members, ascending (the root last).
+    members: Vec<Vec<ValueId>>,
+    /// Per root of a kernel with an epilogue: its members (the head first) and the form.
+    epilogues: Vec<Option<(Vec<ValueId>, crate::ir::kernels::Epilogue)>>,
+    /// Per value: a member of a kernel with an epilogue.
+    in_epilogue: Vec<bool>,
 }
 
 /// Emits `fn NAME(ctx: &Ctx, args: &[Arg<'_>]) -> Result<Vec<Vec<f32>>, Error>` for `f`.
@@ -222,6 +229,39 @@ pub fn emit_function(f: &Function, name: &str, notes: &Notes) -> String {
     for r in &f.results {
         is_result[r.value] = true;
     }
+    // The plan of the backend passes (`passes::backend`); planned here if the caller did not.
+    let plan = f
+        .kernels
+        .clone()
+        .unwrap_or_else(|| crate::passes::fuse::plan(f));
+    let views = crate::ir::kernels::broadcast_views(f);
+    let mut epilogues = vec![None; f.insts.len()];
+    let mut group = vec![None; f.insts.len()];
+    let mut members = vec![Vec::new(); f.insts.len()];
+    for k in &plan.kernels {
+        let root = k.root();
+        if !crate::ir::kernels::is_elementwise(f, root) {
+            continue;
+        }
+        // A kernel with an epilogue (a convolution's bias and ReLU, a ReLU's backward after a
+        // max pool) is one call of the fused runtime kernel the JIT calls, at its root.
+        if crate::ir::kernels::head(f, k) != root {
+            if let Some(e) = crate::ir::kernels::epilogue(f, &views, &k.members) {
+                epilogues[root] = Some((k.members.clone(), e));
+                continue;
+            }
+        }
+        for &m in &k.members {
+            group[m] = Some(root);
+        }
+        members[root] = k.members.clone();
+    }
+    let mut in_epilogue = vec![false; f.insts.len()];
+    for (ms, _) in epilogues.iter().flatten() {
+        for &m in ms {
+            in_epilogue[m] = true;
+        }
+    }
     let mut e = Emitter {
         f,
         repr: vec![None; f.insts.len()],
@@ -234,6 +274,10 @@ pub fn emit_function(f: &Function, name: &str, notes: &Notes) -> String {
         splats: Default::default(),
         names: vec![None; f.insts.len()],
         layer_output: layer_outputs(f, notes),
+        group,
+        members,
+        in_epilogue,
+        epilogues,
     };
     e.body();
     let mut head = String::new();
@@ -265,7 +309,7 @@ impl Emitter<'_> {
     fn elem(&self, v: ValueId) -> String {
         match self.repr(v) {
             Repr::Scalar(s) | Repr::Splat(s) => s.clone(),
-            Repr::Inline(e) => e.clone(),
+            Repr::Member(e) => e.clone(),
             Repr::Buffer { name, .. } => format!("{name}[i]"),
             Repr::Strided { name, modulo, div } => {
                 if *modulo > 0 {
@@ -290,11 +334,6 @@ impl Emitter<'_> {
                     acc.push((name.clone(), false));
                 }
             }
-            Repr::Inline(_) => {
-                for &a in &self.f.insts[v].args {
-                    self.reads(a, acc);
-                }
-            }
             _ => {}
         }
     }
@@ -308,16 +347,18 @@ impl Emitter<'_> {
                 if let Some(name) = self.splats.get(&v) {
                     return format!("&{name}");
                 }
-                let name = format!("v{v}");
+                // Its own name: the scalar `s` (often named `vN` too) stays in use.
+                let name = format!("splat_{v}");
                 let len = len_expr(&self.f.insts[v].shape);
                 let _ = writeln!(self.out, "let {name} = vec![{s}; {len}];");
                 self.splats.insert(v, name.clone());
                 format!("&{name}")
             }
-            Repr::Inline(_) | Repr::Strided { .. } => {
+            Repr::Strided { .. } => {
                 let name = self.materialize(v);
                 format!("&{name}")
             }
+            Repr::Member(_) => unreachable!("a fused member is read only inside its group"),
         }
     }
 
@@ -333,12 +374,13 @@ impl Emitter<'_> {
             Repr::Scalar(s) => {
                 let _ = writeln!(self.out, "let {name} = vec![{s}];");
             }
-            Repr::Inline(_) | Repr::Strided { .. } => {
+            Repr::Strided { .. } => {
                 let mut reads = Vec::new();
                 self.reads(v, &mut reads);
                 let body = self.elem(v);
-                self.write_loop(&name, &len, &reads, &body);
+                self.write_loop(&name, &len, &reads, &[], &body);
             }
+            Repr::Member(_) => unreachable!("a fused member is read only inside its group"),
         }
         self.repr[v] = Some(Repr::Buffer {
             name: name.clone(),
@@ -347,7 +389,16 @@ impl Emitter<'_> {
         name
     }
 
-    fn write_loop(&mut self, name: &str, len: &str, reads: &[(String, bool)], body: &str) {
+    /// `let mut NAME = vec![..; LEN]` filled by one loop: `lets` (a fused group's members, in
+    /// order) then `*out = body`.
+    fn write_loop(
+        &mut self,
+        name: &str,
+        len: &str,
+        reads: &[(String, bool)],
+        lets: &[String],
+        body: &str,
+    ) {
         let _ = writeln!(self.out, "let mut {name} = vec![0.0f32; {len}];");
         let full: Vec<&String> = reads.iter().filter(|r| r.1).map(|r| &r.0).collect();
         self.out.push_str("{\n");
@@ -356,10 +407,11 @@ impl Emitter<'_> {
         for r in &full {
             let _ = writeln!(self.out, "let {r} = &{r}[..{len}];");
         }
-        let _ = writeln!(
-            self.out,
-            "for (i, out) in {name}.iter_mut().enumerate() {{ *out = {body}; }}"
-        );
+        let _ = writeln!(self.out, "for (i, out) in {name}.iter_mut().enumerate() {{");
+        for l in lets {
+            let _ = writeln!(self.out, "{l}");
+        }
+        let _ = writeln!(self.out, "*out = {body}; }}");
         self.out.push_str("}\n");
     }
 
@@ -432,7 +484,6 @@ impl Emitter<'_> {
         let shape = inst.shape.clone();
         let name = self.buffer_name(v);
         let inst = &self.f.insts[v];
-        let len = len_expr(&shape);
         let a = inst.args.clone();
         let unit = is_unit(&shape) && inst.dtype == DType::F32;
         let repr = match &inst.op {
@@ -459,46 +510,26 @@ impl Emitter<'_> {
             }
             Op::Const { value } => Repr::Scalar(f32_lit(*value)),
             Op::BatchSize => Repr::Scalar("(n as f32)".into()),
-            Op::Unary(UnaryOp::StopGradient) => match self.repr(a[0]).clone() {
-                // The identity: the value itself (its gradient is cut by autodiff, not here).
-                Repr::Inline(_) => {
-                    let b = self.materialize(a[0]);
-                    Repr::Buffer {
-                        name: b,
-                        owned: true,
-                    }
+            _ if self.in_epilogue(v) => {
+                if self.epilogues[v].is_none() {
+                    // Computed by its kernel's call, at the root.
+                    return self.set(v, Repr::Member(format!("e{v}")));
                 }
-                r => r,
-            },
-            Op::Unary(_) | Op::Binary(_) | Op::Select => {
-                let ins: Vec<String> = a.iter().map(|&x| self.elem(x)).collect();
-                let expr = elementwise(&inst.op, &ins);
-                let uniform = a
-                    .iter()
-                    .all(|&x| matches!(self.repr(x), Repr::Scalar(_) | Repr::Splat(_)));
-                if uniform && !unit {
-                    // Every element is the same: compute it once.
-                    self.note(v);
-                    let _ = writeln!(self.out, "let {name} = {expr};");
-                    Repr::Splat(name)
-                } else if unit {
-                    self.note(v);
-                    let _ = writeln!(self.out, "let {name} = {expr};");
-                    Repr::Scalar(name)
-                } else if self.fusable(v) && self.inline_depth(&a) < MAX_FUSED_DEPTH {
-                    Repr::Inline(expr)
-                } else {
-                    self.note(v);
-                    let mut reads = Vec::new();
-                    for &x in &a {
-                        self.reads(x, &mut reads);
-                    }
-                    self.write_loop(&name, &len, &reads, &expr);
-                    Repr::Buffer { name, owned: true }
+                self.note(v);
+                let call = self.epilogue_call(v, &shape);
+                let _ = writeln!(self.out, "let {name} = {call};");
+                Repr::Buffer { name, owned: true }
+            }
+            _ if self.group[v].is_some() => {
+                let root = self.group[v].unwrap_or(v);
+                if root != v {
+                    // Computed in its group's loop, at the root.
+                    return self.set(v, Repr::Member(format!("e{v}")));
                 }
+                self.fused_group(v)
             }
             Op::Reshape { .. } => match self.repr(a[0]).clone() {
-                Repr::Inline(_) | Repr::Strided { .. } => {
+                Repr::Strided { .. } => {
                     let b = self.materialize(a[0]);
                     Repr::Buffer {
                         name: b,
@@ -522,7 +553,7 @@ impl Emitter<'_> {
                         if let Some(r) = self.strided(a[0], &in_shape, &shape) {
                             if self.users[v]
                                 .iter()
-                                .all(|&u| is_elementwise(&self.f.insts[u].op))
+                                .all(|&u| self.group[u].is_some() || self.in_epilogue[u])
                                 && !self.is_result[v]
                             {
                                 r
@@ -570,23 +601,135 @@ impl Emitter<'_> {
         self.repr[v] = Some(r);
     }
 
-    /// How many elementwise ops deep the inline operands of a new value already are.
-    fn inline_depth(&self, a: &[ValueId]) -> usize {
-        a.iter()
-            .map(|&x| match self.repr(x) {
-                Repr::Inline(_) => 1 + self.inline_depth(&self.f.insts[x].args),
-                _ => 0,
-            })
-            .max()
-            .unwrap_or(0)
+    /// The loop (or scalar statements) computing the fused group whose root is `root`.
+    fn fused_group(&mut self, root: ValueId) -> Repr {
+        let members = self.members[root].clone();
+        let inside = |x: ValueId| members.contains(&x);
+        // Operands from outside the group, and whether they are all one value repeated.
+        let mut outer: Vec<ValueId> = Vec::new();
+        for &m in &members {
+            for &x in &self.f.insts[m].args {
+                if !inside(x) && !outer.contains(&x) {
+                    outer.push(x);
+                }
+            }
+        }
+        let uniform = outer
+            .iter()
+            .all(|&x| matches!(self.repr(x), Repr::Scalar(_) | Repr::Splat(_)));
+        let shape = self.f.insts[root].shape.clone();
+        let unit = is_unit(&shape);
+        self.note(root);
+        let name = self.buffer_name(root);
+        // What each member is called inside the group: `eN`, or for the broadcast of one
+        // element, that element itself.
+        let mut local: std::collections::HashMap<ValueId, String> = Default::default();
+        if unit || uniform {
+            // Every element is the same: compute the members once, as scalars.
+            for &m in &members {
+                let ins: Vec<String> = self.f.insts[m]
+                    .args
+                    .iter()
+                    .map(|&x| match local.get(&x) {
+                        Some(e) => e.clone(),
+                        None => self.scalar_elem(x),
+                    })
+                    .collect();
+                let expr = elementwise(&self.f.insts[m].op, &ins);
+                if m != root && matches!(self.f.insts[m].op, Op::Broadcast { .. }) {
+                    local.insert(m, expr);
+                    continue;
+                }
+                let var = if m == root {
+                    name.clone()
+                } else {
+                    format!("e{m}")
+                };
+                let _ = writeln!(self.out, "let {var} = {expr};");
+                local.insert(m, var.clone());
+                self.set(m, Repr::Scalar(var));
+            }
+            return if unit {
+                Repr::Scalar(name)
+            } else {
+                Repr::Splat(name)
+            };
+        }
+        let mut lets = Vec::new();
+        let mut body = String::new();
+        for &m in &members {
+            let ins: Vec<String> = self.f.insts[m]
+                .args
+                .iter()
+                .map(|&x| match local.get(&x) {
+                    Some(e) => e.clone(),
+                    None => self.elem(x),
+                })
+                .collect();
+            let expr = elementwise(&self.f.insts[m].op, &ins);
+            if m == root {
+                body = expr;
+            } else if matches!(self.f.insts[m].op, Op::Broadcast { .. }) {
+                local.insert(m, expr);
+            } else {
+                lets.push(format!("let e{m} = {expr};"));
+                local.insert(m, format!("e{m}"));
+            }
+        }
+        let mut reads = Vec::new();
+        for &x in &outer {
+            self.reads(x, &mut reads);
+        }
+        let len = len_expr(&shape);
+        self.write_loop(&name, &len, &reads, &lets, &body);
+        Repr::Buffer { name, owned: true }
     }
 
-    /// An elementwise value can be computed inside its user's loop when it has exactly one
-    /// user, that user is elementwise, and it is not a result.
-    fn fusable(&self, v: ValueId) -> bool {
-        !self.is_result[v]
-            && self.users[v].len() == 1
-            && is_elementwise(&self.f.insts[self.users[v][0]].op)
+    /// Whether `v` belongs to a kernel with an epilogue (as its head, a middle member or root).
+    fn in_epilogue(&self, v: ValueId) -> bool {
+        self.in_epilogue[v]
+    }
+
+    /// The call of the fused runtime kernel computing the epilogue kernel whose root is `root`.
+    fn epilogue_call(&mut self, root: ValueId, shape: &[Dim]) -> String {
+        use crate::ir::kernels::Epilogue;
+        let Some((members, form)) = self.epilogues[root].clone() else {
+            unreachable!("a root of an epilogue kernel")
+        };
+        let head = members[0];
+        let a = self.f.insts[head].args.clone();
+        let shape_of = |v: ValueId| self.f.insts[v].shape.clone();
+        match (form, &self.f.insts[head].op) {
+            (Epilogue::ConvBias { bias, relu }, Op::Conv2d { window }) => {
+                let geo = conv_geometry(&shape_of(a[0]), &shape_of(a[1]), window);
+                let x = self.slice(a[0]);
+                let k = self.slice(a[1]);
+                let b = self.slice(bias);
+                format!(
+                    "ops::conv2d_bias(ctx, &{geo}, {x}, {k}, {b}, {relu}, {})",
+                    len_expr(shape)
+                )
+            }
+            (Epilogue::PoolBackRelu, Op::Pool2dBack { window, .. }) => {
+                let geo = pool_geometry(&shape_of(a[0]), window);
+                let x = self.slice(a[0]);
+                let dy = self.slice(a[1]);
+                format!(
+                    "ops::max_pool2d_back_relu(ctx, &{geo}, {x}, {dy}, {})",
+                    len_expr(shape)
+                )
+            }
+            _ => unreachable!("the epilogue forms of `ir::kernels::epilogue`"),
+        }
+    }
+
+    /// The one element of a scalar, splat or one-element value.
+    fn scalar_elem(&self, v: ValueId) -> String {
+        match self.repr(v) {
+            Repr::Scalar(s) | Repr::Splat(s) => s.clone(),
+            Repr::Buffer { name, .. } | Repr::Strided { name, .. } => format!("{name}[0]"),
+            Repr::Member(e) => e.clone(),
+        }
     }
 
     /// A broadcast that reads its input in place: `[1, ..., 1, inner...]` (rows repeated:
@@ -639,6 +782,14 @@ impl Emitter<'_> {
     fn kernel_call(&mut self, op: &Op, a: &[ValueId], shape: &[Dim]) -> String {
         let shape_of = |v: ValueId| self.f.insts[v].shape.clone();
         match op {
+            Op::Reduce { op: rop, axes, .. }
+                if *rop == ReduceOp::Sum && *axes == [shape_of(a[0]).len() - 1] =>
+            {
+                // After `split_sums` a sum has one axis; over the last one it adds in the
+                // interpreter's unrolled order.
+                let x = self.slice(a[0]);
+                format!("ops::reduce_sum_last({x}, &{})", dims_expr(&shape_of(a[0])))
+            }
             Op::Reduce { op: rop, axes, .. } => {
                 let x = self.slice(a[0]);
                 let f = match rop {
@@ -880,6 +1031,8 @@ fn elementwise(op: &Op, x: &[String]) -> String {
             }
         }
         Op::Select => format!("(if {} != 0.0 {{ {} }} else {{ {} }})", x[0], x[1], x[2]),
+        // The broadcast of one element (see `ir::kernels::is_elementwise`).
+        Op::Broadcast { .. } => x[0].clone(),
         _ => unreachable!("not elementwise"),
     }
 }

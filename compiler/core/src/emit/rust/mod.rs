@@ -255,7 +255,9 @@ pub struct Lowered {
     pub predict: Function,
 }
 
-/// Lowers `graph` for `spec` and runs the optimization pipeline (as `Session::new`).
+/// Lowers `graph` for `spec` and runs the passes the JIT runs: the standard pipeline (as
+/// `Session::new`), then the backend passes (`passes::backend`: `split_sums`, `split_concats`,
+/// `fuse`), whose kernel plan the emitted code follows.
 pub fn lower_all(graph: &ModelGraph, spec: &TrainSpec) -> Result<Lowered, String> {
     let train = lower::train_step_fn(graph, spec);
     let eval = lower::eval_fn(graph, spec);
@@ -268,10 +270,14 @@ pub fn lower_all(graph: &ModelGraph, spec: &TrainSpec) -> Result<Lowered, String
             )
         })?;
     }
+    let compile = |f: &Function| -> Result<Function, String> {
+        let f = crate::passes::optimize(f)?;
+        Ok(crate::passes::backend().run(f)?.0)
+    };
     Ok(Lowered {
-        train: crate::passes::optimize(&train)?,
-        eval: crate::passes::optimize(&eval)?,
-        predict: crate::passes::optimize(&predict)?,
+        train: compile(&train)?,
+        eval: compile(&eval)?,
+        predict: compile(&predict)?,
     })
 }
 
