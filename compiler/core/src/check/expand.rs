@@ -319,39 +319,21 @@ impl<'f> Expander<'_, '_, '_, 'f> {
             _ => None,
         };
         let val = match (ok, dt) {
-            (true, Some(dtype)) if is_target => {
-                let index = self.graph.targets.len();
-                let node = self.push_node(Node {
-                    op: Op::Target { index },
-                    inputs: Vec::new(),
-                    shape: shape.clone(),
-                    dtype,
-                    span: name.span,
-                    name: Some(name.name.clone()),
-                    params: Vec::new(),
-                });
-                self.graph.targets.push(InputInfo {
-                    name: name.name.clone(),
-                    dtype,
-                    shape: shape.clone(),
-                    node,
-                    span: name.span,
-                });
-                Val::Tensor(Tv {
-                    node,
-                    shape,
-                    dtype,
-                    origin: name.span,
-                    shrink: None,
-                })
-            }
             (true, Some(dtype)) => {
-                let index = self.graph.inputs.len();
-                if let Some(s) = sampler {
-                    self.graph.sampled.push((index, s));
-                }
+                // A target and a data input differ only in their op and the list they join.
+                let op = if is_target {
+                    Op::Target {
+                        index: self.graph.targets.len(),
+                    }
+                } else {
+                    let index = self.graph.inputs.len();
+                    if let Some(s) = sampler {
+                        self.graph.sampled.push((index, s));
+                    }
+                    Op::Input { index }
+                };
                 let node = self.push_node(Node {
-                    op: Op::Input { index },
+                    op,
                     inputs: Vec::new(),
                     shape: shape.clone(),
                     dtype,
@@ -359,13 +341,18 @@ impl<'f> Expander<'_, '_, '_, 'f> {
                     name: Some(name.name.clone()),
                     params: Vec::new(),
                 });
-                self.graph.inputs.push(InputInfo {
+                let info = InputInfo {
                     name: name.name.clone(),
                     dtype,
                     shape: shape.clone(),
                     node,
                     span: name.span,
-                });
+                };
+                if is_target {
+                    self.graph.targets.push(info);
+                } else {
+                    self.graph.inputs.push(info);
+                }
                 Val::Tensor(Tv {
                     node,
                     shape,
