@@ -38,11 +38,14 @@ pub enum Source {
         x: PathBuf,
         y: PathBuf,
     },
-    /// `npz(path, x: "key", y: "key")`; a model with several inputs gives one key per input name.
+    /// `npz(path, x: "key", y: "key")`; a model with several inputs gives one key per input name
+    /// (`x: { image: "img", meta: "m" }`), and one with several targets may map each target (an
+    /// output or a `target` declaration) to its key (`y: { digit: "labels", size: "sizes" }`;
+    /// without a map their keys are their names).
     Npz {
         path: PathBuf,
         x: NpzKeys,
-        y: String,
+        y: NpzKeys,
     },
     Csv {
         path: PathBuf,
@@ -53,16 +56,70 @@ pub enum Source {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum NpzKeys {
     One(String),
-    /// (input name, key) in the order written.
-    PerInput(Vec<(String, String)>),
+    /// (model value name, key) in the order written: an input's for `x:`, an output's or a
+    /// declared target's for `y:`.
+    Named(Vec<(String, String)>),
+}
+
+impl NpzKeys {
+    /// The key of the model value `name`: its entry in a map, else its name (several values
+    /// without a map), else the one key.
+    pub fn key_of<'a>(&'a self, name: &'a str, several: bool) -> &'a str {
+        match self {
+            NpzKeys::One(k) if !several => k,
+            NpzKeys::One(_) => name,
+            NpzKeys::Named(keys) => keys
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(name, |(_, k)| k.as_str()),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "TransformRepr")]
 pub enum Transform {
-    Scale(f64),
+    /// `x * factor + offset`, as Keras's `Rescaling(scale, offset)`.
+    Scale { factor: f64, offset: f64 },
     /// Per feature; statistics from the training split, stored in the weights' metadata.
     Standardize,
     OneHot(usize),
+}
+
+/// What a stored [`Transform`] reads back from: weights written before `scale` had an offset
+/// store `{"Scale": factor}`.
+#[derive(Deserialize)]
+enum TransformRepr {
+    Scale(ScaleRepr),
+    Standardize,
+    OneHot(usize),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ScaleRepr {
+    Factor(f64),
+    Full {
+        factor: f64,
+        #[serde(default)]
+        offset: f64,
+    },
+}
+
+impl From<TransformRepr> for Transform {
+    fn from(r: TransformRepr) -> Self {
+        match r {
+            TransformRepr::Scale(ScaleRepr::Factor(factor)) => Transform::Scale {
+                factor,
+                offset: 0.0,
+            },
+            TransformRepr::Scale(ScaleRepr::Full { factor, offset }) => {
+                Transform::Scale { factor, offset }
+            }
+            TransformRepr::Standardize => Transform::Standardize,
+            TransformRepr::OneHot(n) => Transform::OneHot(n),
+        }
+    }
 }
 
 /// A `train` section, resolved, with every default filled in.

@@ -44,7 +44,10 @@ fn class_counts(t: &Tensor) -> [usize; 10] {
 #[test]
 fn digits_split_1437_360_with_readme_class_counts() {
     let data = load_data(
-        &digits_spec(vec![Transform::Scale(1.0 / 255.0)]),
+        &digits_spec(vec![Transform::Scale {
+            factor: 1.0 / 255.0,
+            offset: 0.0,
+        }]),
         &classifier(&[8, 8]),
         LoadOptions::default(),
     )
@@ -282,7 +285,12 @@ fn standardize_uses_training_statistics_and_round_trips_as_json() {
     let back = fm_runtime::data::FittedTransforms::from_json(&json).unwrap();
     assert_eq!(back, data.transforms);
     let csv_path = dir.path().join("t.csv").display().to_string();
-    let raw = read_xy(&csv_path, &format!("{csv_path}:label")).unwrap();
+    let raw = read_xy(
+        &csv_path,
+        Some(&format!("{csv_path}:label")),
+        &model.input_names(),
+        &model.target_names(),
+    ).unwrap();
     let again = prepare(&raw, &model, &back, LoadOptions::default()).unwrap();
     assert_eq!(again.slice(0..3), data.train);
 }
@@ -334,11 +342,11 @@ fn npz_source_with_one_key_per_input() {
         train: Source::Npz {
             path,
             // Written in another order than the model's inputs.
-            x: NpzKeys::PerInput(vec![
+            x: NpzKeys::Named(vec![
                 ("meta".into(), "m".into()),
                 ("image".into(), "img".into()),
             ]),
-            y: "lab".into(),
+            y: NpzKeys::One("lab".into()),
         },
         test: None,
         x: vec![],
@@ -468,7 +476,10 @@ fn predict_inputs_from_one_npz_with_a_key_per_input() {
         targets: vec![],
     };
     let transforms = fm_runtime::data::FittedTransforms {
-        x: vec![Transform::Scale(1.0 / 255.0)],
+        x: vec![Transform::Scale {
+            factor: 1.0 / 255.0,
+            offset: 0.0,
+        }],
         ..Default::default()
     };
     let inputs = prepare_inputs(&raw, &model, &transforms, LoadOptions::default()).unwrap();

@@ -208,7 +208,10 @@ fn digits() -> (Dataset, Dataset) {
             labels: digits_path("digits-labels-idx1-ubyte"),
         },
         test: Some(TestSource::Split(0.2)),
-        x: vec![Transform::Scale(1.0 / 255.0)],
+        x: vec![Transform::Scale {
+            factor: 1.0 / 255.0,
+            offset: 0.0,
+        }],
         y: vec![],
     };
     let model = ModelData {

@@ -255,7 +255,7 @@ fn eval_and_predict_take_batch_size_and_threads() {
         assert_eq!(line.split(' ').count(), 12, "{line}");
     }
 
-    // Zero is not a batch size; `--x` needs `--y`.
+    // Zero is not a batch size; `--x` needs `--y` when the loss reads targets.
     assert_eq!(
         fmc(&["eval", file, "--weights", weights, "--batch-size", "0"]).code,
         2
@@ -274,9 +274,12 @@ fn eval_and_predict_take_batch_size_and_threads() {
         .code,
         2
     );
-    assert_eq!(
-        fmc(&["eval", file, "--weights", weights, "--x", "x.npy"]).code,
-        2
+    let no_y = fmc(&["eval", file, "--weights", weights, "--x", "x.npy"]);
+    assert_eq!(no_y.code, 1, "{}", no_y.stderr);
+    assert!(
+        no_y.stderr.contains("the model reads targets (probs): give them with `--y PATH`"),
+        "{}",
+        no_y.stderr
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

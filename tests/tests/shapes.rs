@@ -441,7 +441,10 @@ fn train_section_defaults_and_fusion() {
             labels: "/data/proj/data/train-labels-idx1-ubyte".into(),
         }
     );
-    assert_eq!(d.x, vec![Transform::Scale(1.0 / 255.0)]);
+    assert_eq!(d.x, vec![Transform::Scale {
+            factor: 1.0 / 255.0,
+            offset: 0.0
+        }]);
     assert_eq!(c.data.len(), 1);
 }
 
@@ -495,7 +498,7 @@ train {
     assert_eq!(d.test, Some(TestSource::Split(0.25)));
     assert_eq!(d.y, vec![Transform::OneHot(3)]);
     assert!(
-        matches!(&d.train, Source::Npz { x: NpzKeys::PerInput(k), y, .. } if k == &vec![("q".to_string(), "img".to_string())] && y == "label")
+        matches!(&d.train, Source::Npz { x: NpzKeys::Named(k), y: NpzKeys::One(y), .. } if k == &vec![("q".to_string(), "img".to_string())] && y == "label")
     );
 }
 

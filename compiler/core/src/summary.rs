@@ -506,7 +506,9 @@ fn metric_text(m: &Metric) -> String {
     }
 }
 
-fn source_text(s: &Source) -> String {
+/// A data source as written; `reads_y`: whether the model reads its targets through `y:` (a
+/// model whose loss reads no targets, or one target per name, ignores a plain `y` key).
+fn source_text(s: &Source, reads_y: bool) -> String {
     match s {
         Source::Idx { images, labels } => format!(
             "idx({:?}, {:?})",
@@ -519,15 +521,23 @@ fn source_text(s: &Source) -> String {
             y.display().to_string()
         ),
         Source::Npz { path, x, y } => {
-            let x = match x {
+            let keys = |k: &NpzKeys| match k {
                 NpzKeys::One(k) => format!("{k:?}"),
-                NpzKeys::PerInput(keys) => {
+                NpzKeys::Named(keys) => {
                     let parts: Vec<String> =
                         keys.iter().map(|(i, k)| format!("{i}: {k:?}")).collect();
                     format!("{{ {} }}", parts.join(", "))
                 }
             };
-            format!("npz({:?}, x: {x}, y: {y:?})", path.display().to_string())
+            let y = match y {
+                NpzKeys::One(_) if !reads_y => String::new(),
+                y => format!(", y: {}", keys(y)),
+            };
+            format!(
+                "npz({:?}, x: {}{y})",
+                path.display().to_string(),
+                keys(x)
+            )
         }
         Source::Csv { path, label } => {
             format!("csv({:?}, label: {label:?})", path.display().to_string())
@@ -539,7 +549,10 @@ fn transforms_text(ts: &[Transform]) -> String {
     let parts: Vec<String> = ts
         .iter()
         .map(|t| match t {
-            Transform::Scale(f) => format!("scale({})", num(*f)),
+            Transform::Scale { factor, offset: 0.0 } => format!("scale({})", num(*factor)),
+            Transform::Scale { factor, offset } => {
+                format!("scale({}, offset: {})", num(*factor), num(*offset))
+            }
             Transform::Standardize => "standardize".into(),
             Transform::OneHot(n) => format!("one_hot({n})"),
         })
@@ -645,10 +658,16 @@ pub fn render_training(t: &TrainSpec) -> String {
     match &t.data {
         Some(d) => {
             out.push_str(&format!(" Data: `{}`\n", d.name));
-            out.push_str(&format!("   train: {}\n", source_text(&d.train)));
+            // The `y` key is read for the one target of a one-output model with a named loss;
+            // several targets (outputs or declarations) are read by name.
+            let reads_y = t.steps.is_empty() && t.objective.is_none() && t.losses.len() == 1;
+            out.push_str(&format!(
+                "   train: {}\n",
+                source_text(&d.train, reads_y)
+            ));
             match &d.test {
                 Some(TestSource::Source(s)) => {
-                    out.push_str(&format!("   test: {}\n", source_text(s)))
+                    out.push_str(&format!("   test: {}\n", source_text(s, reads_y)))
                 }
                 Some(TestSource::Split(f)) => {
                     out.push_str(&format!("   test: split({})\n", num(*f)))
@@ -674,6 +693,23 @@ pub fn render(g: &ModelGraph, trains: &[TrainSpec], style: &Style) -> String {
         out.push_str(&format!("/// {line}\n"));
     }
     out.push_str(&render_table(g, style));
+    for (input, sampler) in &g.sampled {
+        let how = match sampler {
+            crate::graph::Sampler::Normal { mean, std } => {
+                format!("normal(mean: {}, std: {})", num(*mean), num(*std))
+            }
+            crate::graph::Sampler::Uniform { lo, hi } => {
+                format!("uniform(lo: {}, hi: {})", num(*lo), num(*hi))
+            }
+            crate::graph::Sampler::Categorical { probs } => {
+                format!("categorical over {} indices", probs.len())
+            }
+        };
+        out.push_str(&format!(
+            " Sampled input `{}`: {how}, drawn for every step and batch\n",
+            g.inputs[*input].name
+        ));
+    }
     for lag in &g.lags {
         let how = match lag.kind {
             crate::graph::LagKind::Copy { every } => {

@@ -565,9 +565,13 @@ impl Exporter<'_> {
         }
         for tr in &t.x {
             match tr {
-                Transform::Scale(f) => {
-                    let c = self.scalar(&base, *f as f32);
+                &Transform::Scale { factor, offset } => {
+                    let c = self.scalar(&base, factor as f32);
                     v = self.op("Mul", &base, vec![v, c], vec![]);
+                    if offset != 0.0 {
+                        let o = self.scalar(&base, offset as f32);
+                        v = self.op("Add", &base, vec![v, o], vec![]);
+                    }
                 }
                 Transform::Standardize => {
                     if let Some(s) = stats.next() {

@@ -121,6 +121,8 @@ registry! {
     E0307: "validation on a missing test split",
     E0308: "training needs more memory than the budget",
     E0309: "`loss` or `optimizer` beside `step` entries",
+    E0310: "targets of a classification loss rescaled by `y:`",
+    E0311: "`y:` key map names no target the model reads",
 
     // E04xx: data, weights and files (the runtime, commands that read data).
     E0401: "data or weights file cannot be read",

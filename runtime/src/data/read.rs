@@ -162,23 +162,124 @@ pub fn read_array(spec: &str) -> Result<RawArray, RuntimeError> {
     read_array_at(&path, selector.as_deref(), None)
 }
 
-/// Reads inputs and targets given as two file specs (`--x`, `--y`). When both name the same CSV
-/// file and the targets select a column, the inputs are the other columns.
-pub fn read_xy(x: &str, y: &str) -> Result<RawSamples, RuntimeError> {
+/// Reads inputs and targets given as file specs (`--x`, `--y`), for a model whose inputs and
+/// targets are `input_names` and `target_names` (cli.md "Data formats"):
+/// - a model with several inputs takes an `.npz` whose keys are the input names (as `predict`);
+/// - a model with several targets takes an `.npz` whose keys are the target names;
+/// - a model that reads no targets needs no `--y` (a GAN or a VAE trains from `--x` alone);
+/// - a single input or target from an `.npz` with several arrays takes the one named after it.
+///
+/// When `--x` and `--y` name the same CSV file and the targets select a column, the inputs are
+/// the other columns.
+pub fn read_xy(
+    x: &str,
+    y: Option<&str>,
+    input_names: &[String],
+    target_names: &[String],
+) -> Result<RawSamples, RuntimeError> {
     let (x_path, x_selector) = split_selector(x);
-    let (y_path, y_selector) = split_selector(y);
-    let targets = read_array_at(&y_path, y_selector.as_deref(), None)?;
-    let exclude = if x_selector.is_none() && x_path == y_path {
-        y_selector.as_deref()
-    } else {
-        None
+    let y_spec = y.map(split_selector);
+    let mut targets = match (&y_spec, target_names) {
+        (_, []) => Vec::new(),
+        (None, names) => {
+            return Err(RuntimeError::without_path(
+                ErrorKind::DataSetup,
+                format!(
+                    "the model reads targets ({}): give them with `--y PATH`",
+                    names.join(", ")
+                ),
+            ))
+        }
+        (Some((path, selector)), [name]) => {
+            vec![read_named(path, selector.as_deref(), name, None)?]
+        }
+        (Some((path, selector)), names) => {
+            if selector.is_some() {
+                return Err(RuntimeError::at(
+                    ErrorKind::DataSetup,
+                    path,
+                    format!(
+                        "the model reads {} targets ({}): give an .npz with a key per target, without a ':KEY' selector",
+                        names.len(),
+                        names.join(", ")
+                    ),
+                ));
+            }
+            read_npz_keys(path, names, "target")?
+        }
     };
-    let inputs = read_array_at(&x_path, x_selector.as_deref(), exclude)?;
+    let exclude = match &y_spec {
+        Some((y_path, y_selector)) if x_selector.is_none() && x_path == *y_path => {
+            y_selector.as_deref()
+        }
+        _ => None,
+    };
+    let inputs = match input_names {
+        [_, _, ..] if x_selector.is_none() => read_npz_keys(&x_path, input_names, "input")?,
+        [name] => vec![read_named(&x_path, x_selector.as_deref(), name, exclude)?],
+        _ => vec![read_array_at(&x_path, x_selector.as_deref(), exclude)?],
+    };
+    let first = (!targets.is_empty()).then(|| targets.remove(0));
     Ok(RawSamples {
-        inputs: vec![inputs],
-        targets: Some(targets),
-        more_targets: Vec::new(),
+        inputs,
+        targets: first,
+        more_targets: targets,
     })
+}
+
+/// One array for the model value `name`: as [`read_array_at`], except that an `.npz` with
+/// several arrays and no selector gives the one whose key is `name`.
+fn read_named(
+    path: &Path,
+    selector: Option<&str>,
+    name: &str,
+    exclude_column: Option<&str>,
+) -> Result<RawArray, RuntimeError> {
+    if selector.is_none() {
+        let bytes = read_file_bytes(path)?;
+        if detect_format(path, &bytes)? == Format::Npz {
+            let origin = path.display().to_string();
+            let keys = npz_keys(&origin, &bytes)?;
+            if keys.len() > 1 && keys.iter().any(|k| k == name) {
+                return parse_npz_member(&origin, &bytes, name);
+            }
+        }
+    }
+    read_array_at(path, selector, exclude_column)
+}
+
+/// The arrays of an `.npz` whose keys are `names` (the model's inputs or targets, `what`).
+fn read_npz_keys(path: &Path, names: &[String], what: &str) -> Result<Vec<RawArray>, RuntimeError> {
+    let bytes = read_file_bytes(path)?;
+    let origin = path.display().to_string();
+    if detect_format(path, &bytes)? != Format::Npz {
+        return Err(RuntimeError::at(
+            ErrorKind::DataSetup,
+            path,
+            format!(
+                "the model has {} {what}s ({}): give an .npz whose keys are their names",
+                names.len(),
+                names.join(", ")
+            ),
+        ));
+    }
+    let keys = npz_keys(&origin, &bytes)?;
+    names
+        .iter()
+        .map(|name| {
+            if !keys.contains(name) {
+                return Err(RuntimeError::at(
+                    ErrorKind::DataSetup,
+                    path,
+                    format!(
+                        "no array '{name}' for the model {what} '{name}' (the .npz holds {})",
+                        keys.join(", ")
+                    ),
+                ));
+            }
+            parse_npz_member(&origin, &bytes, name)
+        })
+        .collect()
 }
 
 /// `exclude_column`: for a CSV read whole, the target column to leave out of the inputs.
@@ -257,7 +358,7 @@ pub fn read_source(
             let origin = path.display().to_string();
             let inputs = match x {
                 NpzKeys::One(key) => vec![parse_npz_member(&origin, &bytes, key)?],
-                NpzKeys::PerInput(keys) => {
+                NpzKeys::Named(keys) => {
                     // Order the arrays as the model's inputs, whatever order the file names them.
                     let mut arrays = Vec::with_capacity(input_names.len());
                     for name in input_names {
@@ -277,15 +378,12 @@ pub fn read_source(
                     arrays
                 }
             };
-            // One target: the `y` key. Several: the keys named after them.
-            let mut targets = match target_names {
-                [] => vec![],
-                [_] => vec![parse_npz_member(&origin, &bytes, y)?],
-                names => names
-                    .iter()
-                    .map(|n| parse_npz_member(&origin, &bytes, n))
-                    .collect::<Result<Vec<_>, _>>()?,
-            };
+            // One target: the `y` key. Several: the keys named after them, or mapped by `y:`.
+            let several = target_names.len() > 1;
+            let mut targets = target_names
+                .iter()
+                .map(|n| parse_npz_member(&origin, &bytes, y.key_of(n, several)))
+                .collect::<Result<Vec<_>, _>>()?;
             let first = (!targets.is_empty()).then(|| targets.remove(0));
             Ok(RawSamples {
                 inputs,

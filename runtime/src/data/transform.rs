@@ -113,6 +113,47 @@ impl FittedTransforms {
         })
     }
 
+    /// Model outputs in the units of the targets before the `y:` transforms (`predict`): the
+    /// chain undone from its end, `standardize` with its stored statistics (`x * std + mean`)
+    /// and `scale` (`(x - offset) / factor`). `one_hot` is not undone (class scores stay).
+    /// Output `i` is undone with target `i`'s statistics; a chain with `one_hot` in it leaves
+    /// the outputs as they are.
+    pub fn restore_outputs(&self, outputs: Vec<Tensor>) -> Vec<Tensor> {
+        if self.y.iter().any(|t| matches!(t, Transform::OneHot(_))) {
+            return outputs;
+        }
+        outputs
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let stats = self.y_stats.get(i).map_or(&[][..], |s| &s[..]);
+                let mut next = stats.len();
+                let mut a = t.to_f32();
+                for transform in self.y.iter().rev() {
+                    match *transform {
+                        Transform::Scale { factor, offset } => {
+                            a.mapv_inplace(|v| ((v as f64 - offset) / factor) as f32)
+                        }
+                        Transform::Standardize if next > 0 => {
+                            next -= 1;
+                            let s = &stats[next];
+                            let features = s.mean.len().max(1);
+                            for (j, v) in a.iter_mut().enumerate() {
+                                let f = j % features;
+                                let std = s.variance.get(f).copied().unwrap_or(1.0).sqrt();
+                                let std = std.max(STANDARDIZE_EPSILON);
+                                let mean = s.mean.get(f).copied().unwrap_or(0.0);
+                                *v = (*v as f64 * std + mean) as f32;
+                            }
+                        }
+                        Transform::Standardize | Transform::OneHot(_) => {}
+                    }
+                }
+                Tensor::F32(a)
+            })
+            .collect()
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
@@ -171,12 +212,12 @@ fn apply_one(
     match transform {
         // In f64 then rounded once, so `scale(1 / 255)` gives the correctly rounded byte / 255.
         // f32 data is scaled in place: a second copy of MNIST's inputs is 188 MB of peak RSS.
-        Transform::Scale(f) => Ok(Tensor::F32(match t {
+        &Transform::Scale { factor, offset } => Ok(Tensor::F32(match t {
             Tensor::F32(mut a) => {
-                a.mapv_inplace(|v| (v as f64 * f) as f32);
+                a.mapv_inplace(|v| (v as f64 * factor + offset) as f32);
                 a
             }
-            Tensor::I32(a) => a.mapv(|v| (v as f64 * f) as f32),
+            Tensor::I32(a) => a.mapv(|v| (v as f64 * factor + offset) as f32),
         })),
         Transform::Standardize => match stats {
             Some(s) => Ok(standardize(&t, s)),

@@ -189,13 +189,16 @@ fn source(ctx: &mut Ctx, v: &Val, span: Span, base: &Path, is_test: bool) -> Opt
     }
     let sig = table::lookup(Kind::Source, &sym.name)?;
     let mut args = sym.args.clone().unwrap_or_default();
-    // `npz(path, x: { image: "img" })`: per-input keys are a dictionary, bound separately.
-    let mut npz_dict = None;
+    // `npz(path, x: { image: "img" }, y: { digit: "labels" })`: per-value keys are
+    // dictionaries, bound separately.
+    let mut npz_dicts: [Option<Val>; 2] = [None, None];
     if sym.name == "npz" {
-        if let Some(i) = args.iter().position(|a| {
-            matches!(&a.name, Some(n) if n.name == "x") && matches!(a.val, Val::Dict(_))
-        }) {
-            npz_dict = Some(args.remove(i));
+        for (slot, key) in npz_dicts.iter_mut().zip(["x", "y"]) {
+            if let Some(i) = args.iter().position(|a| {
+                matches!(&a.name, Some(n) if n.name == key) && matches!(a.val, Val::Dict(_))
+            }) {
+                *slot = Some(args.remove(i).val);
+            }
         }
     }
     let (pos, named) = split_args(args);
@@ -211,29 +214,29 @@ fn source(ctx: &mut Ctx, v: &Val, span: Span, base: &Path, is_test: bool) -> Opt
             y: p(ctx, "y")?,
         },
         "npz" => {
-            let x = match npz_dict {
-                Some(a) => {
-                    let Val::Dict(entries) = a.val else {
-                        return None;
-                    };
+            let [x_dict, y_dict] = npz_dicts;
+            let keys_of = |ctx: &mut Ctx, dict: Option<Val>, key: &str| match dict {
+                Some(Val::Dict(entries)) => {
                     let mut keys = Vec::new();
                     for (k, v, s) in entries {
                         match v {
-                            Val::Str(key) => keys.push((k.name.clone(), key)),
+                            Val::Str(text) => keys.push((k.name.clone(), text)),
                             other => {
                                 bind::type_error(ctx, &k.name, table::Ty::Str, &other, s);
                                 return None;
                             }
                         }
                     }
-                    NpzKeys::PerInput(keys)
+                    Some(NpzKeys::Named(keys))
                 }
-                None => NpzKeys::One(b.string(ctx, "x")?),
+                _ => Some(NpzKeys::One(b.string(ctx, key)?)),
             };
+            let x = keys_of(ctx, x_dict, "x");
+            let y = keys_of(ctx, y_dict, "y");
             Source::Npz {
                 path: p(ctx, "path")?,
-                x,
-                y: b.string(ctx, "y")?,
+                x: x?,
+                y: y?,
             }
         }
         _ => Source::Csv {
@@ -268,7 +271,7 @@ fn transform(ctx: &mut Ctx, v: &Val, span: Span) -> Option<Transform> {
                 "expected a transform",
                 span,
                 format!(
-                    "expected `scale(f)`, `standardize` or `one_hot(n)`, found {}",
+                    "expected `scale(f, offset: 0)`, `standardize` or `one_hot(n)`, found {}",
                     v.describe()
                 ),
             );
@@ -287,7 +290,10 @@ fn transform(ctx: &mut Ctx, v: &Val, span: Span) -> Option<Transform> {
     let (pos, named) = split_args(sym.args.clone().unwrap_or_default());
     let b = bind::bind(ctx, sig.name, sig.params, sig.positional, pos, named, span)?;
     Some(match sig.name {
-        "scale" => Transform::Scale(b.float(ctx, "factor")?),
+        "scale" => Transform::Scale {
+            factor: b.float(ctx, "factor")?,
+            offset: b.float(ctx, "offset")?,
+        },
         "one_hot" => Transform::OneHot(b.int(ctx, "classes")? as usize),
         _ => Transform::Standardize,
     })

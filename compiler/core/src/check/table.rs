@@ -521,7 +521,10 @@ const CSV: &[ParamSpec] = &[
     p("label", Ty::Str, R::Any, D::Required),
 ];
 const SPLIT: &[ParamSpec] = &[p("fraction", Ty::Float, R::OpenUnit, D::Required)];
-const SCALE: &[ParamSpec] = &[p("factor", Ty::Float, R::Any, D::Required)];
+const SCALE: &[ParamSpec] = &[
+    p("factor", Ty::Float, R::Any, D::Required),
+    p("offset", Ty::Float, R::Any, D::Float(0.0)),
+];
 const ONE_HOT: &[ParamSpec] = &[p("classes", Ty::Int, R::Positive, D::Required)];
 
 /// Every built-in, in the order of language.md.

@@ -478,6 +478,13 @@ fn resolve(
             None
         }
     };
+    if let (Some(d), Some(g)) = (&data_spec, graph) {
+        let named: Vec<&OutputLoss> = match &losses {
+            Some(l) if !l.is_empty() => l.iter().collect(),
+            _ => steps.iter().flat_map(|s| &s.losses).collect(),
+        };
+        ok &= data_fits_targets(ctx, items, d, g, &named, objective_node.is_some() || has_steps);
+    }
     let optimizer = match by_key.get("optimizer") {
         _ if has_steps => steps.first().map(|s| s.optimizer),
         Some(e) => optimizer(ctx, e),
@@ -1413,7 +1420,7 @@ fn data_fits_inputs(
         .collect();
     let keys: Option<Vec<&str>> = match &d.train {
         Source::Npz {
-            x: NpzKeys::PerInput(keys),
+            x: NpzKeys::Named(keys),
             ..
         } => Some(keys.iter().map(|(k, _)| k.as_str()).collect()),
         _ => None,
@@ -1450,4 +1457,122 @@ fn data_fits_inputs(
             .with_help("name one npz key per input: `npz(\"data.npz\", x: { input: \"key\", ... }, y: \"labels\")`"),
     );
     false
+}
+
+/// The data's targets fit the losses: `y: standardize` (or `scale`) only on regression
+/// targets (class indices and one-hot rows must stay as they are), and a `y: { name: "key" }`
+/// map names the targets the model reads: its outputs, or its `target` declarations when the
+/// loss is an expression (`declared`).
+fn data_fits_targets(
+    ctx: &mut Ctx,
+    items: &Items,
+    d: &fm_runtime::config::DataSpec,
+    g: &ModelGraph,
+    losses: &[&OutputLoss],
+    declared: bool,
+) -> bool {
+    use fm_runtime::config::{NpzKeys, Source, TestSource, Transform};
+    let section = items
+        .data
+        .iter()
+        .find(|s| s.name.as_ref().is_some_and(|n| n.name == d.name));
+    let entry = |key: &str| section.and_then(|s| s.entries.iter().find(|e| e.key.name == key));
+    let mut ok = true;
+    let classification = losses.iter().find(|l| {
+        matches!(
+            l.loss,
+            Loss::BinaryCrossentropy { .. }
+                | Loss::CategoricalCrossentropy { .. }
+                | Loss::SparseCategoricalCrossentropy { .. }
+        )
+    });
+    let rescales = d
+        .y
+        .iter()
+        .find(|t| matches!(t, Transform::Standardize | Transform::Scale { .. }));
+    if let (Some(l), Some(t), Some(e)) = (classification, rescales, entry("y")) {
+        let what = match t {
+            Transform::Standardize => "`standardize`",
+            _ => "`scale`",
+        };
+        ctx.emit(
+            Diagnostic::error(
+                codes::E0310,
+                format!("{what} on the targets of a classification loss"),
+            )
+            .with_primary(
+                e.value.span,
+                format!("changes the class targets of output `{}`", l.output),
+            )
+            .with_note(format!(
+                "`{}` reads class indices or one-hot rows (or 0/1 labels), which must keep their values",
+                loss_name(&l.loss)
+            ))
+            .with_help("transform the targets of regression losses only (`mse`, `mae`, `huber`); leave out `y:` here"),
+        );
+        ok = false;
+    }
+    let mut sources = vec![&d.train];
+    if let Some(TestSource::Source(s)) = &d.test {
+        sources.push(s);
+    }
+    let readable: Vec<&str> = if declared {
+        g.targets.iter().map(|t| t.name.as_str()).collect()
+    } else {
+        g.outputs.iter().map(|o| o.name.as_str()).collect()
+    };
+    for (source, key) in sources.into_iter().zip(["train", "test"]) {
+        let Source::Npz {
+            y: NpzKeys::Named(keys),
+            ..
+        } = source
+        else {
+            continue;
+        };
+        // The span of each name in the `y: { ... }` map as written.
+        let spans: Vec<(String, Span)> = entry(key)
+            .and_then(|e| match &e.value.kind {
+                ExprKind::Call { args, .. } => args.iter().find_map(|a| match &a.value.kind {
+                    ExprKind::Dict(entries) if a.name.as_ref().is_some_and(|n| n.name == "y") => {
+                        Some(entries.iter().map(|en| (en.key.name.clone(), en.key.span)).collect())
+                    }
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .unwrap_or_default();
+        for (name, _) in keys {
+            if readable.contains(&name.as_str()) {
+                continue;
+            }
+            let Some((_, span)) = spans.iter().find(|(n, _)| n == name) else {
+                continue;
+            };
+            let (a, what) = if declared {
+                ("a", "target declaration")
+            } else {
+                ("an", "output")
+            };
+            let mut diag = Diagnostic::error(
+                codes::E0311,
+                format!(
+                    "`y:` maps `{name}`, which is not {a} {what} of model `{}`",
+                    g.name
+                ),
+            )
+            .with_primary(*span, format!("no {what} with this name"));
+            if let Some(sg) = suggest(name, readable.iter().copied()) {
+                diag = diag.with_help(format!("did you mean `{sg}`?"));
+            }
+            let all: Vec<String> = readable.iter().map(|n| format!("`{n}`")).collect();
+            diag = diag.with_note(if all.is_empty() {
+                "the loss reads no targets".to_string()
+            } else {
+                format!("the loss reads the targets {}", all.join(", "))
+            });
+            ctx.emit(diag);
+            ok = false;
+        }
+    }
+    ok
 }

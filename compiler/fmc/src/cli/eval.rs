@@ -19,10 +19,12 @@ pub struct EvalArgs {
     /// The model to evaluate when the file has several.
     #[arg(long, value_name = "NAME")]
     pub model: Option<String>,
-    /// Inputs to evaluate on instead of the data's test split (IDX, .npy, .npz[:key], .csv).
-    #[arg(long, value_name = "PATH", requires = "y")]
+    /// Inputs to evaluate on instead of the data's test split (IDX, .npy, .npz[:key], .csv; a
+    /// model with several inputs takes an .npz whose keys are the input names).
+    #[arg(long, value_name = "PATH")]
     pub x: Option<String>,
-    /// Targets for `--x` (`file.csv:COLUMN` takes a CSV column).
+    /// Targets for `--x` (`file.csv:COLUMN` takes a CSV column); not needed when no loss or
+    /// metric reads targets.
     #[arg(long, value_name = "PATH", requires = "x")]
     pub y: Option<String>,
     /// Print a JSON object with full precision instead of `loss: 0.1234 - ...`.
@@ -68,8 +70,11 @@ pub fn run(g: &mut Global, args: &EvalArgs) -> i32 {
         let opts = LoadOptions {
             allow_nan: args.allow_nan,
         };
-        let data = match (&args.x, &args.y) {
-            (Some(x), Some(y)) => prepare(&read_xy(x, y)?, &md, &stored, opts)?,
+        let data = match &args.x {
+            Some(x) => {
+                let raw = read_xy(x, args.y.as_deref(), &md.input_names(), &md.target_names())?;
+                prepare(&raw, &md, &stored, opts)?
+            }
             _ => {
                 let Some(d) = sel.spec.data.as_ref() else {
                     return Err(RuntimeError::without_path(

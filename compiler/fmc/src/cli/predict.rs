@@ -95,11 +95,18 @@ pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
                 allow_nan: args.allow_nan,
             },
         )?;
-        train::predict(
+        let outputs = train::predict(
             &mut backend,
             &inputs,
             args.batch_size.map_or(sel.spec.batch_size, |n| n as usize),
-        )
+        )?;
+        // Outputs trained against transformed targets (`y: standardize`, `y: scale(...)`) are
+        // given back in the targets' own units.
+        Ok(if md.target_names() == output_names(&sel) {
+            transforms.restore_outputs(outputs)
+        } else {
+            outputs
+        })
     })();
     let outputs = match result {
         Ok(o) => o,
@@ -149,6 +156,10 @@ pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
             0
         }
     }
+}
+
+fn output_names(sel: &session::Selected) -> Vec<String> {
+    sel.graph.outputs.iter().map(|o| o.name.clone()).collect()
 }
 
 /// `--samples N`: the outputs for N drawn samples, in batches, with no input file. Refused when

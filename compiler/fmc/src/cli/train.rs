@@ -21,7 +21,8 @@ pub struct TrainArgs {
     /// The model to train when the file has several.
     #[arg(long, value_name = "NAME")]
     pub model: Option<String>,
-    /// Training inputs instead of the file's `data` (IDX, .npy, .npz[:key], .csv).
+    /// Training inputs instead of the file's `data` (IDX, .npy, .npz[:key], .csv; a model with
+    /// several inputs takes an .npz whose keys are the input names).
     #[arg(long, value_name = "PATH")]
     pub x: Option<String>,
     /// Training targets (`file.csv:COLUMN` takes a CSV column).
@@ -151,9 +152,10 @@ fn load(g: &mut Global, args: &TrainArgs, sel: &session::Selected) -> Result<Tra
     };
     let section = sel.spec.data.as_ref();
     let result: Result<TrainData, RuntimeError> = (|| {
-        let mut data = match (&args.x, &args.y) {
-            (Some(x), Some(y)) => {
-                let raw = read_xy(x, y)?;
+        let (inputs, targets) = (md.input_names(), md.target_names());
+        let mut data = match &args.x {
+            Some(x) => {
+                let raw = read_xy(x, args.y.as_deref(), &inputs, &targets)?;
                 let converted = convert_samples(&raw, &md, opts)?;
                 let (tx, ty) = section.map_or((&[][..], &[][..]), |d| (&d.x[..], &d.y[..]));
                 let transforms = FittedTransforms::fit(tx, ty, &converted)?;
@@ -176,13 +178,13 @@ fn load(g: &mut Global, args: &TrainArgs, sel: &session::Selected) -> Result<Tra
                 None => {
                     return Err(RuntimeError::without_path(
                         fm_runtime::ErrorKind::DataSetup,
-                        "no training data: the `train` section names no `data`; give `--x PATH --y PATH`",
+                        "no training data: the `train` section names no `data`; give `--x PATH` (and `--y PATH`)",
                     ))
                 }
             },
         };
-        if let (Some(x), Some(y)) = (&args.test_x, &args.test_y) {
-            let raw = read_xy(x, y)?;
+        if let Some(x) = &args.test_x {
+            let raw = read_xy(x, args.test_y.as_deref(), &inputs, &targets)?;
             data.test = Some(prepare(&raw, &md, &data.transforms, opts)?);
         }
         Ok(data)
@@ -204,11 +206,8 @@ fn train(g: &mut Global, args: &TrainArgs, group: &dyn Collective) -> Result<(),
         let _ = writeln!(g.err, "error: `--init` and `--resume` cannot be used together (`--resume` restores the weights)");
         return Err(2);
     }
-    if args.x.is_some() != args.y.is_some() || args.test_x.is_some() != args.test_y.is_some() {
-        let _ = writeln!(
-            g.err,
-            "error: `--x` needs `--y` and `--test-x` needs `--test-y`"
-        );
+    if (args.y.is_some() && args.x.is_none()) || (args.test_y.is_some() && args.test_x.is_none()) {
+        let _ = writeln!(g.err, "error: `--y` needs `--x` and `--test-y` needs `--test-x`");
         return Err(2);
     }
     session::set_threads(args.threads);
