@@ -80,7 +80,10 @@ impl NpzKeys {
 #[serde(from = "TransformRepr")]
 pub enum Transform {
     /// `x * factor + offset`, as Keras's `Rescaling(scale, offset)`.
-    Scale { factor: f64, offset: f64 },
+    Scale {
+        factor: f64,
+        offset: f64,
+    },
     /// Per feature; statistics from the training split, stored in the weights' metadata.
     Standardize,
     OneHot(usize),

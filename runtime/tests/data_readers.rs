@@ -193,7 +193,13 @@ fn csv_target_column_and_features() {
         "houses.csv",
         b"rooms,area,price\n3,120.5,300\n2,80,210.5\n4, 150 ,400\n",
     );
-    let samples = read_xy(&path, Some(&format!("{path}:price")), &["x".into()], &["y".into()]).unwrap();
+    let samples = read_xy(
+        &path,
+        Some(&format!("{path}:price")),
+        &["x".into()],
+        &["y".into()],
+    )
+    .unwrap();
     let x = &samples.inputs[0];
     assert_eq!(x.shape, vec![3, 2]);
     assert_eq!(
@@ -204,7 +210,13 @@ fn csv_target_column_and_features() {
     assert_eq!(y.shape, vec![3]);
     assert_eq!(y.data, RawData::F64(vec![300.0, 210.5, 400.0]));
     // A middle column as the target.
-    let samples = read_xy(&path, Some(&format!("{path}:area")), &["x".into()], &["y".into()]).unwrap();
+    let samples = read_xy(
+        &path,
+        Some(&format!("{path}:area")),
+        &["x".into()],
+        &["y".into()],
+    )
+    .unwrap();
     assert_eq!(
         samples.inputs[0].data,
         RawData::F64(vec![3.0, 300.0, 2.0, 210.5, 4.0, 400.0])

@@ -290,7 +290,8 @@ fn standardize_uses_training_statistics_and_round_trips_as_json() {
         Some(&format!("{csv_path}:label")),
         &model.input_names(),
         &model.target_names(),
-    ).unwrap();
+    )
+    .unwrap();
     let again = prepare(&raw, &model, &back, LoadOptions::default()).unwrap();
     assert_eq!(again.slice(0..3), data.train);
 }

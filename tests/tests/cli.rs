@@ -277,7 +277,8 @@ fn eval_and_predict_take_batch_size_and_threads() {
     let no_y = fmc(&["eval", file, "--weights", weights, "--x", "x.npy"]);
     assert_eq!(no_y.code, 1, "{}", no_y.stderr);
     assert!(
-        no_y.stderr.contains("the model reads targets (probs): give them with `--y PATH`"),
+        no_y.stderr
+            .contains("the model reads targets (probs): give them with `--y PATH`"),
         "{}",
         no_y.stderr
     );

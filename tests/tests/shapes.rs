@@ -441,10 +441,13 @@ fn train_section_defaults_and_fusion() {
             labels: "/data/proj/data/train-labels-idx1-ubyte".into(),
         }
     );
-    assert_eq!(d.x, vec![Transform::Scale {
+    assert_eq!(
+        d.x,
+        vec![Transform::Scale {
             factor: 1.0 / 255.0,
             offset: 0.0
-        }]);
+        }]
+    );
     assert_eq!(c.data.len(), 1);
 }
 

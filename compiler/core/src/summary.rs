@@ -533,11 +533,7 @@ fn source_text(s: &Source, reads_y: bool) -> String {
                 NpzKeys::One(_) if !reads_y => String::new(),
                 y => format!(", y: {}", keys(y)),
             };
-            format!(
-                "npz({:?}, x: {}{y})",
-                path.display().to_string(),
-                keys(x)
-            )
+            format!("npz({:?}, x: {}{y})", path.display().to_string(), keys(x))
         }
         Source::Csv { path, label } => {
             format!("csv({:?}, label: {label:?})", path.display().to_string())
@@ -549,7 +545,10 @@ fn transforms_text(ts: &[Transform]) -> String {
     let parts: Vec<String> = ts
         .iter()
         .map(|t| match t {
-            Transform::Scale { factor, offset: 0.0 } => format!("scale({})", num(*factor)),
+            Transform::Scale {
+                factor,
+                offset: 0.0,
+            } => format!("scale({})", num(*factor)),
             Transform::Scale { factor, offset } => {
                 format!("scale({}, offset: {})", num(*factor), num(*offset))
             }
@@ -661,10 +660,7 @@ pub fn render_training(t: &TrainSpec) -> String {
             // The `y` key is read for the one target of a one-output model with a named loss;
             // several targets (outputs or declarations) are read by name.
             let reads_y = t.steps.is_empty() && t.objective.is_none() && t.losses.len() == 1;
-            out.push_str(&format!(
-                "   train: {}\n",
-                source_text(&d.train, reads_y)
-            ));
+            out.push_str(&format!("   train: {}\n", source_text(&d.train, reads_y)));
             match &d.test {
                 Some(TestSource::Source(s)) => {
                     out.push_str(&format!("   test: {}\n", source_text(s, reads_y)))

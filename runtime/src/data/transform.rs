@@ -327,3 +327,58 @@ fn one_hot(origin: &str, t: &Tensor, n: usize) -> Result<Tensor, RuntimeError> {
     }
     Ok(Tensor::F32(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_with_offset_and_weights_written_before_it() {
+        let t = FittedTransforms {
+            x: vec![Transform::Scale {
+                factor: 2.0 / 255.0,
+                offset: -1.0,
+            }],
+            ..Default::default()
+        };
+        let x = Tensor::I32(ArrayD::from_shape_vec(IxDyn(&[3, 1]), vec![0, 51, 255]).unwrap());
+        let out = t.apply_inputs(vec![x]).unwrap()[0].to_f32();
+        assert_eq!(out.iter().copied().collect::<Vec<_>>(), [-1.0, -0.6, 1.0]);
+        // Weights written before `scale` had an offset store `{"Scale": factor}`.
+        let old = FittedTransforms::from_json(
+            r#"{"x":[{"Scale":0.5}],"y":[],"x_stats":[[]],"y_stats":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            old.x,
+            [Transform::Scale {
+                factor: 0.5,
+                offset: 0.0
+            }]
+        );
+        assert_eq!(FittedTransforms::from_json(&t.to_json()).unwrap(), t);
+    }
+
+    #[test]
+    fn restore_outputs_undoes_standardize_then_scale() {
+        let stats = FeatureStats {
+            mean: vec![10.0],
+            variance: vec![4.0],
+        };
+        let t = FittedTransforms {
+            y: vec![
+                Transform::Scale {
+                    factor: 0.5,
+                    offset: 1.0,
+                },
+                Transform::Standardize,
+            ],
+            y_stats: vec![vec![stats]],
+            ..Default::default()
+        };
+        // A target 20 is scaled to 11, then standardized to (11 - 10) / 2 = 0.5.
+        let out = Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[1, 1]), vec![0.5]).unwrap());
+        let back = t.restore_outputs(vec![out]);
+        assert_eq!(back[0].to_f32()[[0, 0]], 20.0);
+    }
+}

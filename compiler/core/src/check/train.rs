@@ -483,7 +483,14 @@ fn resolve(
             Some(l) if !l.is_empty() => l.iter().collect(),
             _ => steps.iter().flat_map(|s| &s.losses).collect(),
         };
-        ok &= data_fits_targets(ctx, items, d, g, &named, objective_node.is_some() || has_steps);
+        ok &= data_fits_targets(
+            ctx,
+            items,
+            d,
+            g,
+            &named,
+            objective_node.is_some() || has_steps,
+        );
     }
     let optimizer = match by_key.get("optimizer") {
         _ if has_steps => steps.first().map(|s| s.optimizer),
@@ -1486,10 +1493,9 @@ fn data_fits_targets(
                 | Loss::SparseCategoricalCrossentropy { .. }
         )
     });
-    let rescales = d
-        .y
-        .iter()
-        .find(|t| matches!(t, Transform::Standardize | Transform::Scale { .. }));
+    let rescales =
+        d.y.iter()
+            .find(|t| matches!(t, Transform::Standardize | Transform::Scale { .. }));
     if let (Some(l), Some(t), Some(e)) = (classification, rescales, entry("y")) {
         let what = match t {
             Transform::Standardize => "`standardize`",
@@ -1534,7 +1540,12 @@ fn data_fits_targets(
             .and_then(|e| match &e.value.kind {
                 ExprKind::Call { args, .. } => args.iter().find_map(|a| match &a.value.kind {
                     ExprKind::Dict(entries) if a.name.as_ref().is_some_and(|n| n.name == "y") => {
-                        Some(entries.iter().map(|en| (en.key.name.clone(), en.key.span)).collect())
+                        Some(
+                            entries
+                                .iter()
+                                .map(|en| (en.key.name.clone(), en.key.span))
+                                .collect(),
+                        )
                     }
                     _ => None,
                 }),

@@ -207,7 +207,10 @@ fn train(g: &mut Global, args: &TrainArgs, group: &dyn Collective) -> Result<(),
         return Err(2);
     }
     if (args.y.is_some() && args.x.is_none()) || (args.test_y.is_some() && args.test_x.is_none()) {
-        let _ = writeln!(g.err, "error: `--y` needs `--x` and `--test-y` needs `--test-x`");
+        let _ = writeln!(
+            g.err,
+            "error: `--y` needs `--x` and `--test-y` needs `--test-x`"
+        );
         return Err(2);
     }
     session::set_threads(args.threads);
