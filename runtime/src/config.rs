@@ -139,7 +139,10 @@ pub struct TrainSpec {
     pub validation: Validation,
     pub shuffle: bool,
     pub seed: u64,
-    pub metrics: Vec<Metric>,
+    /// The metrics of each output, in output order (`metrics: [accuracy]` lists each metric
+    /// for every output, resolved against that output's loss; `metrics: { out: [...] }` per
+    /// output, language.md 9.3).
+    pub metrics: Vec<OutputMetric>,
     pub early_stopping: Option<EarlyStopping>,
     pub checkpoint: Option<Checkpoint>,
     /// `loss:` written as an expression (language.md 9.3): the model graph's node holding the
@@ -278,6 +281,13 @@ pub enum Validation {
     Test,
 }
 
+/// One metric on one model output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutputMetric {
+    pub output: String,
+    pub metric: Metric,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Metric {
     /// Resolved from the loss as Keras does.
@@ -287,6 +297,10 @@ pub enum Metric {
     Mae,
     Precision,
     Recall,
+    /// Keras 3's `F1Score(average="macro")`: per class, 2 p r / (p + r) with Keras's epsilons,
+    /// then the mean over classes. Classes are decided as accuracy's kind says: `Binary` by
+    /// the 0.5 threshold on each unit, `Sparse` and `Categorical` by the largest score.
+    F1(AccuracyKind),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -309,6 +323,7 @@ impl Metric {
             Metric::Mae => "mae".into(),
             Metric::Precision => "precision".into(),
             Metric::Recall => "recall".into(),
+            Metric::F1(_) => "f1".into(),
         }
     }
 }

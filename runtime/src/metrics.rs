@@ -32,27 +32,22 @@ impl MetricDef {
     }
 }
 
-/// The metric definitions of a `train` section: every metric on every output (prefixed by the
-/// output name when there are several).
+/// The metric definitions of a `train` section: each output's metrics, named after the output
+/// when there are several (`digit_accuracy`, Keras's naming).
 pub fn metric_defs(spec: &TrainSpec) -> Vec<MetricDef> {
     let several = spec.losses.len() > 1;
-    let mut defs = Vec::new();
-    for (output, loss) in spec.losses.iter().enumerate() {
-        for metric in &spec.metrics {
+    spec.metrics
+        .iter()
+        .filter_map(|m| {
+            let output = spec.losses.iter().position(|l| l.output == m.output)?;
             let name = if several {
-                format!("{}_{}", loss.output, metric.name())
+                format!("{}_{}", m.output, m.metric.name())
             } else {
-                metric.name()
+                m.metric.name()
             };
-            defs.push(MetricDef {
-                metric: *metric,
-                output,
-                name,
-                threshold: 0.5,
-            });
-        }
-    }
-    defs
+            Some(MetricDef::new(m.metric, output, &name))
+        })
+        .collect()
 }
 
 /// Running state of one metric.
@@ -64,6 +59,9 @@ struct Running {
     true_positives: f64,
     false_positives: f64,
     false_negatives: f64,
+    /// Per class (F1): true positives, false positives, false negatives.
+    #[serde(default)]
+    per_class: Vec<[f64; 3]>,
 }
 
 /// The loss and metrics of an epoch (or an evaluation), accumulated batch by batch.
@@ -168,6 +166,20 @@ fn value(metric: &Metric, r: &Running) -> f64 {
     match metric {
         Metric::Precision => ratio(r.true_positives, r.true_positives + r.false_positives),
         Metric::Recall => ratio(r.true_positives, r.true_positives + r.false_negatives),
+        Metric::F1(_) => {
+            // Keras's `FBetaScore.result` with beta 1 and `backend.epsilon()`, then the mean.
+            const EPS: f64 = 1e-7;
+            let f1: Vec<f64> = r
+                .per_class
+                .iter()
+                .map(|&[tp, fp, fneg]| {
+                    let p = tp / (tp + fp + EPS);
+                    let r = tp / (tp + fneg + EPS);
+                    2.0 * p * r / (p + r + EPS)
+                })
+                .collect();
+            ratio(f1.iter().sum(), f1.len() as f64)
+        }
         _ => ratio(r.sum, r.count),
     }
 }
@@ -259,6 +271,43 @@ fn accumulate(
                 r.count += 1.0;
             }
         }
+        Metric::F1(kind) => {
+            // Targets as one-hot rows (or 0/1 per unit), predictions decided per class.
+            let onehot: Vec<f32> = if kind != AccuracyKind::Binary && sparse_target {
+                let mut rows = vec![0f32; pred.len()];
+                for (i, &t) in truth.iter().enumerate() {
+                    let c = t as usize;
+                    if c >= classes || t < 0.0 {
+                        return Err(mismatch());
+                    }
+                    rows[i * classes + c] = 1.0;
+                }
+                rows
+            } else if truth.len() == pred.len() {
+                truth.to_vec()
+            } else {
+                return Err(mismatch());
+            };
+            if r.per_class.len() != classes {
+                r.per_class = vec![[0.0; 3]; classes];
+            }
+            for (scores, truth) in pred.chunks(classes).zip(onehot.chunks(classes)) {
+                // Keras: `threshold=None` marks every score equal to the row's largest (and
+                // not zero); a threshold marks the scores above it.
+                let top = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                for (c, (&s, &t)) in scores.iter().zip(truth).enumerate() {
+                    let predicted = match kind {
+                        AccuracyKind::Binary => s > def.threshold,
+                        _ => s >= top && s.abs() > 1e-9,
+                    };
+                    let counts = &mut r.per_class[c];
+                    let (p, t) = (predicted as u8 as f64, t as f64);
+                    counts[0] += p * t;
+                    counts[1] += p * (1.0 - t);
+                    counts[2] += (1.0 - p) * t;
+                }
+            }
+        }
         Metric::Precision | Metric::Recall => {
             if truth.len() != pred.len() {
                 return Err(mismatch());
@@ -283,7 +332,7 @@ fn accumulate(
 /// minimised).
 pub fn higher_is_better(monitor: &str) -> bool {
     let name = monitor.strip_prefix("val_").unwrap_or(monitor);
-    ["acc", "precision", "recall", "auc"]
+    ["acc", "precision", "recall", "auc", "f1"]
         .iter()
         .any(|k| name.contains(k))
 }

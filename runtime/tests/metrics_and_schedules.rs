@@ -1,8 +1,8 @@
 //! Metrics against hand-computed numbers; schedules against the Keras formulas.
 
 use fm_runtime::config::{
-    AccuracyKind, Every, Loss, Metric, OptimizerKind, OptimizerSpec, OutputLoss, Schedule,
-    TrainSpec, Validation,
+    AccuracyKind, Every, Loss, Metric, OptimizerKind, OptimizerSpec, OutputLoss, OutputMetric,
+    Schedule, TrainSpec, Validation,
 };
 use fm_runtime::metrics::{metric_defs, MetricDef, MetricSet};
 use fm_runtime::tensor::Tensor;
@@ -119,7 +119,17 @@ fn mse_mae_and_the_batch_weighted_loss() {
         .is_err());
 }
 
+/// A train section whose `metrics: [...]` lists `metrics` for every output.
 fn spec(losses: Vec<OutputLoss>, metrics: Vec<Metric>) -> TrainSpec {
+    let metrics = losses
+        .iter()
+        .flat_map(|l| {
+            metrics.iter().map(|&metric| OutputMetric {
+                output: l.output.clone(),
+                metric,
+            })
+        })
+        .collect();
     TrainSpec {
         model: "m".into(),
         data: None,
@@ -180,6 +190,78 @@ fn metric_names_and_thresholds_from_the_train_section() {
         vec![Metric::TopK(5)],
     );
     assert_eq!(metric_defs(&s)[0].name, "top_5_accuracy");
+}
+
+/// Keras 3.15.1's `F1Score(average="macro")` on the same predictions, streamed in the same
+/// two batches (tests/reference/f1/gen.py printed 0.7222221493721008 and 0.6666666269302368).
+#[test]
+fn f1_matches_keras() {
+    let scores = [
+        0.7, 0.2, 0.1, 0.1, 0.8, 0.1, 0.3, 0.3, 0.4, 0.5, 0.4, 0.1, 0.2, 0.2, 0.6, 0.1, 0.6, 0.3,
+        0.4, 0.5, 0.1, 0.3, 0.1, 0.6,
+    ];
+    let labels = [0, 1, 2, 1, 2, 0, 1, 2];
+    let mut m = one(Metric::F1(AccuracyKind::Sparse));
+    m.update(&[f(&[5, 3], &scores[..15])], &[i(&[5], &labels[..5])])
+        .unwrap();
+    m.update(&[f(&[3, 3], &scores[15..])], &[i(&[3], &labels[5..])])
+        .unwrap();
+    let keras = 0.7222221493721008;
+    let got = m.metric_values()[0].1;
+    assert!((got - keras).abs() < 1e-6, "{got} vs Keras {keras}");
+    // The same with one-hot targets.
+    let mut onehot = vec![0f32; 24];
+    for (row, &l) in labels.iter().enumerate() {
+        onehot[row * 3 + l as usize] = 1.0;
+    }
+    let mut m = one(Metric::F1(AccuracyKind::Categorical));
+    m.update(&[f(&[8, 3], &scores)], &[f(&[8, 3], &onehot)])
+        .unwrap();
+    assert!((m.metric_values()[0].1 - keras).abs() < 1e-6);
+
+    let p = [0.9, 0.2, 0.6, 0.4, 0.7, 0.1, 0.55, 0.3];
+    let y = [1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0];
+    let mut m = one(Metric::F1(AccuracyKind::Binary));
+    m.update(&[f(&[8, 1], &p)], &[f(&[8, 1], &y)]).unwrap();
+    let keras = 0.6666666269302368;
+    let got = m.metric_values()[0].1;
+    assert!((got - keras).abs() < 1e-6, "{got} vs Keras {keras}");
+    // Larger is better for early stopping and checkpoints.
+    assert!(fm_runtime::metrics::higher_is_better("val_digit_f1"));
+}
+
+/// Per-output metrics: each output's own list, named after it.
+#[test]
+fn per_output_metrics_are_named_after_their_output() {
+    let out = |name: &str, loss| OutputLoss {
+        output: name.into(),
+        loss,
+        weight: 1.0,
+        fused_with_activation: false,
+    };
+    let mut s = spec(
+        vec![
+            out(
+                "digit",
+                Loss::SparseCategoricalCrossentropy { from_logits: false },
+            ),
+            out("center", Loss::Mse),
+        ],
+        vec![],
+    );
+    s.metrics = vec![
+        OutputMetric {
+            output: "digit".into(),
+            metric: Metric::Accuracy(AccuracyKind::Sparse),
+        },
+        OutputMetric {
+            output: "center".into(),
+            metric: Metric::Mae,
+        },
+    ];
+    let defs = metric_defs(&s);
+    let named: Vec<(&str, usize)> = defs.iter().map(|d| (d.name.as_str(), d.output)).collect();
+    assert_eq!(named, vec![("digit_accuracy", 0), ("center_mae", 1)]);
 }
 
 #[test]

@@ -40,6 +40,11 @@ import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
+try:  # keras-hub only for the `position_embedding` case
+    import keras_hub  # noqa: E402
+except ImportError:
+    keras_hub = None
+
 HERE = Path(__file__).resolve().parent
 # The Rust side compares with |fm - ref| <= TOLERANCE * max(|ref|, 1).
 TOLERANCE = 1e-5
@@ -640,6 +645,22 @@ add(
         ("dense_1", L(layers.Dense, 2)),
     ),
 )
+def build_position_embedding(reg, ins):
+    h = reg("dense", layers.Dense(3, activation="tanh"))(ins["x"])
+    pe = reg("position_embedding", keras_hub.layers.PositionEmbedding(sequence_length=6))(h)
+    return reg("dense_1", layers.Dense(2))(layers.Flatten()(ops.add(h, pe)))
+
+
+add(
+    "position_embedding",
+    "keras-hub PositionEmbedding(sequence_length 6) on a [4, 3] sequence: its first 4 rows are "
+    "added to the sequence (the last 2 get no gradient)",
+    "model pe {\n    input x: f32[4, 2]\n    let h = x -> Dense(3, tanh)\n"
+    "    let s = h + PositionEmbedding(h, 6)\n    output pred = s -> Flatten -> Dense(2)\n}",
+    {"x": ([4, 2], "f32")},
+    build_position_embedding,
+    batch=3,
+)
 add(
     "group_norm_conv",
     "GroupNorm(groups: 2, epsilon: 1e-5) after Conv2D: statistics over H, W and each group's 3 "
@@ -1060,6 +1081,8 @@ def layer_params(fm_name: str, layer) -> list[tuple[str, object]]:
         return [(f"{fm_name}.gamma", layer.gamma), (f"{fm_name}.beta", layer.beta)]
     if isinstance(layer, layers.Embedding):
         return [(f"{fm_name}.embeddings", layer.embeddings)]
+    if keras_hub is not None and isinstance(layer, keras_hub.layers.PositionEmbedding):
+        return [(f"{fm_name}.embeddings", layer.position_embeddings)]
     if isinstance(layer, (layers.Dense, layers.Conv1D, layers.Conv2D)):
         out = [(f"{fm_name}.kernel", layer.kernel)]
         if layer.bias is not None:

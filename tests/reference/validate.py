@@ -74,6 +74,9 @@ def check_layout(name: str, shape: tuple, params: dict):
     elif kind in ("batch_norm", "layer_norm", "group_norm"):
         if rank != 1:
             fail(f"{name}: rank {rank}")
+    elif kind == "position_embedding":
+        if tensor != "embeddings" or rank != 2 or shape[1] != params["dense.kernel"].shape[1]:
+            fail(f"{name}: embeddings must be [sequence_length, D]")
     elif kind == "embedding":
         if tensor != "embeddings" or rank != 2:
             fail(f"{name}: embeddings must be [vocab, dim]")
@@ -354,6 +357,9 @@ def forward_model(name: str, p: dict, x):
         ),
         "layer_norm": lambda: dense(p, "dense_1", layer_norm(p, "layer_norm", dense(p, "dense", x))),
         "layer_norm_epsilon": lambda: dense(p, "dense", layer_norm(p, "layer_norm", x, 0.1)),
+        "position_embedding": lambda: dense(
+            p, "dense_1", (dense(p, "dense", x, "tanh") + p["position_embedding.embeddings"][:4]).reshape(b, -1)
+        ),
         "group_norm_dense": lambda: dense(p, "dense_1", group_norm(p, "group_norm", dense(p, "dense", x, "tanh"), 2)),
         "group_norm_conv": lambda: dense(
             p,

@@ -11,7 +11,8 @@
 //! conv nets (Conv2D with strides, dilation and both paddings, max/avg pooling, UpSampling2D,
 //! global pooling, Flatten),
 //! sequence models (Conv1D, 1-D pooling, SimpleRNN/LSTM/GRU, MultiHeadAttention, per-step
-//! heads), text models (Embedding), and two-input / two-output models with a loss per output.
+//! heads), text models (Embedding, PositionEmbedding), and two-input / two-output models with a
+//! loss per output.
 //! User blocks (with typed and defaulted parameters, `dim`, `repeat`) appear in every family.
 //! The head is paired with its loss as a user would write it: sigmoid (or logits) on one unit
 //! for binary cross-entropy, softmax (or logits) on two or more classes for the categorical
@@ -37,7 +38,8 @@ pub struct SplitMix64(Rng);
 const STREAM: u64 = 0xdc8f_7543_ef33_c3b7;
 
 /// A second stream for the layers added after the generator's first version (GroupNorm,
-/// UpSampling2D): they take the place of a stage only when this stream says so, so the models
+/// UpSampling2D, PositionEmbedding): they take the place of a stage (or are added to a
+/// sequence) only when this stream says so, so the models
 /// of the seeds that do not get them stay what they were.
 const EXTENSION_STREAM: u64 = 0x510e_527f_ade6_82d1;
 
@@ -958,8 +960,26 @@ impl Gen {
         v
     }
 
+    /// Now and then, keras-hub's PositionEmbedding added to a sequence `[T, D]` (its table as
+    /// long as the sequence or longer).
+    fn position_embedding(&mut self, v: Val) -> Val {
+        if !self.ext.chance(0.3) || v.shape.len() != 2 {
+            return v;
+        }
+        self.feature("PositionEmbedding");
+        let x = self.name(v);
+        let len = x.shape[0] + self.ext.below(3);
+        let stage = match self.ext.below(3) {
+            0 => format!("PositionEmbedding({}, {len})", x.expr),
+            1 => format!("PositionEmbedding({}, sequence_length: {len})", x.expr),
+            _ => format!("PositionEmbedding({}, {len}, init: he_uniform)", x.expr),
+        };
+        Val::new(format!("{} + {stage}", x.expr), x.shape)
+    }
+
     /// Stages on a sequence `[T, D]`.
     fn seq_stages(&mut self, mut v: Val, count: usize) -> Val {
+        v = self.position_embedding(v);
         for _ in 0..count {
             v = match self.rng.below(10) {
                 0 | 1 => self.rnn(v, true),

@@ -244,6 +244,7 @@ fn token_mutation(src: &str, rng: &mut Rng) -> String {
         "Rescale",
         "GroupNorm",
         "UpSampling2D",
+        "PositionEmbedding",
         "MultiHeadAttention",
         "relu",
         "softmax",

@@ -426,7 +426,8 @@ fn train_section_defaults_and_fusion() {
         }
     );
     assert_eq!(t.optimizer.lr, 1e-3);
-    assert_eq!(t.metrics, vec![Metric::Accuracy(AccuracyKind::Sparse)]);
+    let metrics: Vec<Metric> = t.metrics.iter().map(|m| m.metric).collect();
+    assert_eq!(metrics, vec![Metric::Accuracy(AccuracyKind::Sparse)]);
     assert_eq!(
         (t.epochs, t.batch_size, t.seed, t.shuffle),
         (5, 32, 42, true)
@@ -479,8 +480,9 @@ train {
     use fm_runtime::config::*;
     let t = &c.trains[0];
     assert!(t.losses[0].fused_with_activation);
+    let metrics: Vec<Metric> = t.metrics.iter().map(|m| m.metric).collect();
     assert_eq!(
-        t.metrics,
+        metrics,
         vec![Metric::Accuracy(AccuracyKind::Binary), Metric::Precision]
     );
     assert_eq!(t.optimizer.weight_decay, 0.004);

@@ -253,6 +253,12 @@ pub enum Op {
         vocab: usize,
         dim: usize,
     },
+    /// keras-hub's PositionEmbedding: a trainable `[sequence_length, D]` table whose first L
+    /// rows are the output for an `[L, D]` input (the input gives only the shape; add the
+    /// result to it).
+    PositionEmbedding {
+        sequence_length: usize,
+    },
     Rescale {
         scale: f64,
         offset: f64,
@@ -342,6 +348,7 @@ impl Op {
             Op::GroupNorm { .. } => "GroupNormalization".into(),
             Op::UpSampling { size } => format!("UpSampling{}D", size.len()),
             Op::Embedding { .. } => "Embedding".into(),
+            Op::PositionEmbedding { .. } => "PositionEmbedding".into(),
             Op::Rescale { .. } => "Rescaling".into(),
             Op::Rnn { kind, .. } => match kind {
                 RnnKind::Simple => "SimpleRNN".into(),

@@ -502,6 +502,13 @@ fn metric_text(m: &Metric) -> String {
             }
         ),
         Metric::TopK(k) => format!("top_k({k})"),
+        Metric::F1(k) => format!(
+            "f1 (macro over classes, {})",
+            match k {
+                AccuracyKind::Binary => "threshold 0.5",
+                _ => "the largest score decides",
+            }
+        ),
         other => other.name(),
     }
 }
@@ -625,7 +632,24 @@ pub fn render_training(t: &TrainSpec) -> String {
         }
     ));
     out.push_str(&format!(" Shuffle: {}, seed: {}\n", t.shuffle, t.seed));
-    let metrics: Vec<String> = t.metrics.iter().map(metric_text).collect();
+    // One output: its metrics; several: each output's, after its name.
+    let several = t.losses.len() > 1;
+    let mut metrics: Vec<String> = Vec::new();
+    for m in &t.metrics {
+        let text = metric_text(&m.metric);
+        match metrics.last_mut() {
+            Some(last) if several && last.starts_with(&format!("`{}`: ", m.output)) => {
+                last.push_str(&format!(", {text}"));
+            }
+            _ if several => metrics.push(format!("`{}`: {text}", m.output)),
+            _ => metrics.push(text),
+        }
+    }
+    let metrics = if several {
+        vec![metrics.join("; ")]
+    } else {
+        metrics
+    };
     out.push_str(&format!(
         " Metrics: {}\n",
         if metrics.is_empty() {

@@ -715,6 +715,37 @@ fn group_norm_and_up_sampling() {
 }
 
 #[test]
+fn position_embedding() {
+    // Dense -> x + PositionEmbedding(x, 6) on a [4, 3] sequence: the table's first 4 rows get
+    // the summed gradient of every sample, its last 2 rows none (a zero gradient, checked too),
+    // and the Dense gets the gradient through the residual only.
+    let mut rng = Lcg(21);
+    let x = f_input(&[3, 4, 2], &mut rng);
+    let y = f_input(&[3, 4, 3], &mut rng);
+    let mut g = Graph::new(&[("x", DType::F32, &[4, 2])]);
+    let d = g.add(
+        Op::Dense {
+            units: 3,
+            activation: Activation::Tanh,
+            use_bias: true,
+        },
+        &[0],
+        &[4, 3],
+        "dense",
+        &[("kernel", &[2, 3], true), ("bias", &[3], true)],
+    );
+    let p = g.add(
+        Op::PositionEmbedding { sequence_length: 6 },
+        &[d],
+        &[4, 3],
+        "position_embedding",
+        &[("embeddings", &[6, 3], true)],
+    );
+    let s = g.add(Op::Add, &[d, p], &[4, 3], "add", &[]);
+    check(g.output(s), Loss::Mse, 3, vec![y], vec![x], 22);
+}
+
+#[test]
 fn recurrent_layers() {
     for (kind, gates, seq) in [
         (RnnKind::Simple, 1, false),

@@ -442,6 +442,9 @@ impl Exporter<'_> {
             Op::GroupNorm { .. } => {
                 return Err(self.unsupported(node, "GroupNorm is not exported yet"))
             }
+            Op::PositionEmbedding { .. } => {
+                return Err(self.unsupported(node, "PositionEmbedding is not exported yet"))
+            }
             Op::UpSampling { .. } => {
                 return Err(self.unsupported(node, "UpSampling2D is not exported yet"))
             }

@@ -111,6 +111,7 @@ registry! {
     E0222: "lagged weights of an unnamed call",
     E0223: "`categorical` weights cannot be used",
     E0224: "channel groups do not divide the channels",
+    E0225: "sequence longer than the position embedding",
 
     // E03xx: training setup (the checker).
     E0301: "loss does not fit the output",

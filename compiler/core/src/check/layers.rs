@@ -334,6 +334,34 @@ fn layer(
                 vec![param(Role::Embeddings, vec![vocab, dim], init)],
             ))
         }
+        LayerKind::PositionEmbedding => {
+            let sequence_length = b.int(ctx, "sequence_length")? as usize;
+            let init = b.init(ctx, "init")?;
+            need_f32(ctx, sig, x, span)?;
+            need_rank(ctx, sig, x, 2, span)?;
+            let (len, dim) = (x.shape[0], x.shape[1]);
+            if len > sequence_length {
+                return input_error(
+                    ctx,
+                    codes::E0225,
+                    format!(
+                        "`PositionEmbedding` holds {sequence_length} positions, the sequence has {len}"
+                    ),
+                    span,
+                    format!(
+                        "a sequence of {len} steps needs `sequence_length` of at least {len}"
+                    ),
+                    x,
+                );
+            }
+            numel(&[sequence_length, dim]).or_else(|| too_large(ctx, sig, span).map(|_| 0))?;
+            Some(node(
+                Op::PositionEmbedding { sequence_length },
+                inputs,
+                x.shape.clone(),
+                vec![param(Role::Embeddings, vec![sequence_length, dim], init)],
+            ))
+        }
         LayerKind::Rescale => {
             let scale = b.float(ctx, "scale")?;
             let offset = b.float(ctx, "offset")?;

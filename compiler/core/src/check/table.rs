@@ -201,6 +201,7 @@ builtins! {
         GroupNorm => "GroupNorm",
         UpSampling2D => "UpSampling2D",
         Embedding => "Embedding",
+        PositionEmbedding => "PositionEmbedding",
         Rescale => "Rescale",
         SimpleRnn => "SimpleRNN",
         Lstm => "LSTM",
@@ -340,6 +341,10 @@ const EMBEDDING: &[ParamSpec] = &[
     p("vocab", Ty::Int, R::Positive, D::Required),
     p("dim", Ty::Int, R::Positive, D::Required),
     p("init", Ty::Init, R::Any, D::Sym("uniform")),
+];
+const POSITION_EMBEDDING: &[ParamSpec] = &[
+    p("sequence_length", Ty::Int, R::Positive, D::Required),
+    p("init", Ty::Init, R::Any, D::Sym("glorot_uniform")),
 ];
 const RESCALE: &[ParamSpec] = &[
     p("scale", Ty::Float, R::Any, D::Required),
@@ -654,6 +659,15 @@ pub static TABLE: &[Sig] = &[
         EMBEDDING,
         "i32[L]",
     ),
+    // An extension (keras-hub's PositionEmbedding).
+    layer(
+        LayerKind::PositionEmbedding,
+        "position_embedding",
+        (1, 1),
+        1,
+        POSITION_EMBEDDING,
+        "[L, D]",
+    ),
     layer(
         LayerKind::Rescale,
         "rescale",
@@ -739,6 +753,7 @@ pub static TABLE: &[Sig] = &[
     other("mae", Kind::Metric, 0, NONE),
     other("precision", Kind::Metric, 0, NONE),
     other("recall", Kind::Metric, 0, NONE),
+    other("f1", Kind::Metric, 0, NONE),
     other("idx", Kind::Source, 2, IDX),
     other("npy", Kind::Source, 2, NPY),
     other("npz", Kind::Source, 1, NPZ),

@@ -15,7 +15,8 @@ use fm_grammar::ast::{Entry, Expr, ExprKind, Ident, Section, Span};
 use fm_grammar::Diagnostic;
 use fm_runtime::config::{
     AccuracyKind, Checkpoint, CheckpointKeep, Clip, EarlyStopping, Every, Loss, Metric,
-    OptimizerKind, OptimizerSpec, OutputLoss, Schedule, StepSpec, TrainSpec, Validation,
+    OptimizerKind, OptimizerSpec, OutputLoss, OutputMetric, Schedule, StepSpec, TrainSpec,
+    Validation,
 };
 
 use super::overrides::TRAIN_KEYS as KEYS;
@@ -556,8 +557,13 @@ fn resolve(
         for st in &steps {
             logged.push(format!("{}_loss", st.name));
         }
+        let several = losses.as_ref().is_some_and(|l| l.len() > 1);
         for m in metrics {
-            logged.push(m.name());
+            logged.push(if several {
+                format!("{}_{}", m.output, m.metric.name())
+            } else {
+                m.metric.name()
+            });
         }
         if *validation != Validation::None {
             let val: Vec<String> = logged.iter().map(|l| format!("val_{l}")).collect();
@@ -1214,19 +1220,26 @@ fn validation(
     }
 }
 
-fn metrics(
-    ctx: &mut Ctx,
-    e: &Entry,
-    losses: Option<&[OutputLoss]>,
-    graph: Option<&ModelGraph>,
-) -> Option<Vec<Metric>> {
-    let v = const_eval(ctx, &e.value);
+/// A metric as listed, before it is resolved against an output's loss.
+#[derive(Clone, Copy, PartialEq)]
+enum Listed {
+    Accuracy,
+    TopK(usize),
+    Mse,
+    Mae,
+    Precision,
+    Recall,
+    F1,
+}
+
+/// The metrics of a list (`[accuracy, top_k(5)]`), each checked once.
+fn listed_metrics(ctx: &mut Ctx, v: Val, span: Span) -> Option<Vec<(Listed, Span)>> {
     let items = match v {
         Val::List(items) => items,
         Val::Poison => return None,
-        other => vec![(other, e.value.span)],
+        other => vec![(other, span)],
     };
-    let mut out = Vec::new();
+    let mut out: Vec<(Listed, Span)> = Vec::new();
     let mut ok = true;
     for (mv, span) in items {
         let Some((sig, b)) = bind_sym(ctx, Kind::Metric, &mv, span) else {
@@ -1234,36 +1247,21 @@ fn metrics(
             continue;
         };
         let m = match sig.name {
-            "accuracy" => {
-                // Keras: binary for binary cross-entropy or one output unit, sparse for sparse
-                // cross-entropy, categorical otherwise.
-                let first = losses.and_then(|l| l.first());
-                let last = graph.and_then(|g| {
-                    g.outputs
-                        .first()
-                        .map(|o| g.nodes[o.node].shape.last().copied().unwrap_or(1))
-                });
-                let kind = match first.map(|l| l.loss) {
-                    Some(Loss::BinaryCrossentropy { .. }) => AccuracyKind::Binary,
-                    _ if last == Some(1) => AccuracyKind::Binary,
-                    Some(Loss::SparseCategoricalCrossentropy { .. }) => AccuracyKind::Sparse,
-                    _ => AccuracyKind::Categorical,
-                };
-                Metric::Accuracy(kind)
-            }
+            "accuracy" => Listed::Accuracy,
             "top_k" => match b.int(ctx, "k") {
-                Some(k) => Metric::TopK(k as usize),
+                Some(k) => Listed::TopK(k as usize),
                 None => {
                     ok = false;
                     continue;
                 }
             },
-            "mse" => Metric::Mse,
-            "mae" => Metric::Mae,
-            "precision" => Metric::Precision,
-            _ => Metric::Recall,
+            "mse" => Listed::Mse,
+            "mae" => Listed::Mae,
+            "precision" => Listed::Precision,
+            "f1" => Listed::F1,
+            _ => Listed::Recall,
         };
-        if out.contains(&m) {
+        if out.iter().any(|(o, _)| *o == m) {
             ctx.error(
                 codes::E0105,
                 format!("the metric `{}` is listed twice", sig.name),
@@ -1273,9 +1271,99 @@ fn metrics(
             ok = false;
             continue;
         }
-        out.push(m);
+        out.push((m, span));
     }
     ok.then_some(out)
+}
+
+/// `metrics: [...]` (every output gets each metric) or `metrics: { out: [...], ... }` (per
+/// output, language.md 9.3), resolved against each output's loss and shape as Keras does.
+fn metrics(
+    ctx: &mut Ctx,
+    e: &Entry,
+    losses: Option<&[OutputLoss]>,
+    graph: Option<&ModelGraph>,
+) -> Option<Vec<OutputMetric>> {
+    let losses = losses.unwrap_or_default();
+    let per_output: Vec<(String, Vec<(Listed, Span)>)> = match const_eval(ctx, &e.value) {
+        Val::Dict(entries) => {
+            let mut ok = true;
+            let mut lists = Vec::new();
+            for (k, v, s) in entries {
+                if let Some(g) = graph {
+                    if !g.outputs.iter().any(|o| o.name == k.name) {
+                        unknown_output(ctx, &k, g);
+                        ok = false;
+                        continue;
+                    }
+                }
+                if lists.iter().any(|(n, _)| *n == k.name) {
+                    ctx.error(
+                        codes::E0105,
+                        format!("the output `{}` is given twice", k.name),
+                        k.span,
+                        "given again here",
+                    );
+                    ok = false;
+                    continue;
+                }
+                match listed_metrics(ctx, v, s) {
+                    Some(l) => lists.push((k.name.clone(), l)),
+                    None => ok = false,
+                }
+            }
+            if !ok {
+                return None;
+            }
+            // In output order, whatever order the map lists them.
+            let mut ordered = Vec::new();
+            for l in losses {
+                if let Some(i) = lists.iter().position(|(n, _)| *n == l.output) {
+                    ordered.push(lists.swap_remove(i));
+                }
+            }
+            ordered
+        }
+        v => {
+            let listed = listed_metrics(ctx, v, e.value.span)?;
+            losses
+                .iter()
+                .map(|l| (l.output.clone(), listed.clone()))
+                .collect()
+        }
+    };
+    let mut out = Vec::new();
+    for (output, listed) in per_output {
+        let loss = losses.iter().find(|l| l.output == output).map(|l| l.loss);
+        // Keras: binary for binary cross-entropy or one output unit, sparse for sparse
+        // cross-entropy, categorical otherwise.
+        let last = graph.and_then(|g| {
+            let o = g.outputs.iter().find(|o| o.name == output)?;
+            Some(g.nodes[o.node].shape.last().copied().unwrap_or(1))
+        });
+        let kind = match loss {
+            Some(Loss::BinaryCrossentropy { .. }) => AccuracyKind::Binary,
+            _ if last == Some(1) => AccuracyKind::Binary,
+            Some(Loss::SparseCategoricalCrossentropy { .. }) => AccuracyKind::Sparse,
+            _ => AccuracyKind::Categorical,
+        };
+        for (m, _) in listed {
+            let metric = match m {
+                Listed::Accuracy => Metric::Accuracy(kind),
+                Listed::TopK(k) => Metric::TopK(k),
+                Listed::Mse => Metric::Mse,
+                Listed::Mae => Metric::Mae,
+                Listed::Precision => Metric::Precision,
+                Listed::Recall => Metric::Recall,
+                Listed::F1 => Metric::F1(kind),
+            };
+            out.push(OutputMetric {
+                output: output.clone(),
+                metric,
+            });
+        }
+    }
+    Some(out)
 }
 
 fn dict_entries(ctx: &mut Ctx, e: &Entry) -> Option<Vec<(Ident, Val, Span)>> {

@@ -286,3 +286,20 @@ pub fn up_sampling(ctx: &mut Ctx, node: &Node, x: ValueId, size: &[usize]) -> Va
     let v = ctx.b.broadcast_to(v, &repeated);
     ctx.b.reshape(v, batched(&node.shape))
 }
+
+/// keras-hub's PositionEmbedding: the first L rows of the `[sequence_length, D]` table,
+/// broadcast over the batch (the input contributes only its shape).
+pub fn position_embedding(ctx: &mut Ctx, node: &Node) -> ValueId {
+    let table = ctx.require(node, Role::Embeddings);
+    let (len, rows) = (node.shape[0], ctx.b.shape(table)[0]);
+    let rows = match rows {
+        Dim::Fixed(n) => n,
+        Dim::Batch(_) => len,
+    };
+    let table = if len < rows {
+        ctx.b.slice(table, 0, 0, len)
+    } else {
+        table
+    };
+    ctx.b.broadcast_to(table, &batched(&node.shape))
+}

@@ -229,6 +229,7 @@ fn lower_node(
             let table = ctx.require(node, Role::Embeddings);
             (ctx.b.push(Op::Gather, vec![table, ins[0]]), None)
         }
+        GOp::PositionEmbedding { .. } => (layers::position_embedding(ctx, node), None),
         GOp::Rescale { scale, offset } => {
             let x = to_float(ctx.b, ins[0]);
             let y = ctx.b.mul_scalar(x, *scale);
