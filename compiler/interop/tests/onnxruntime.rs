@@ -127,7 +127,6 @@ fn check(example: &str, reimport: bool) {
                 match t {
                     Tensor::F32(a) => Tensor::F32(a.into_shape_with_order(shape).unwrap()),
                     Tensor::I32(a) => Tensor::I32(a.into_shape_with_order(shape).unwrap()),
-                    other => other,
                 }
             } else {
                 // An input the outputs do not read (a GAN's real images): any values.
