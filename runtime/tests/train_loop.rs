@@ -3,8 +3,8 @@
 
 use fm_runtime::config::{
     AccuracyKind, Checkpoint, CheckpointKeep, DataSpec, EarlyStopping, Every, Loss, Metric,
-    OptimizerKind, OptimizerSpec, OutputLoss, Schedule, Source, TestSource, TrainSpec, Transform,
-    Validation,
+    OptimizerKind, OptimizerSpec, OutputLoss, OutputMetric, Schedule, Source, TestSource,
+    TrainSpec, Transform, Validation,
 };
 use fm_runtime::data::batch::SplitMix64;
 use fm_runtime::data::{load_data, Dataset, LoadOptions, ModelData, TensorSpec};
@@ -267,7 +267,10 @@ fn train_spec(epochs: usize, lr: f64) -> TrainSpec {
         validation: Validation::Split(0.2),
         shuffle: true,
         seed: 7,
-        metrics: vec![Metric::Accuracy(AccuracyKind::Sparse)],
+        metrics: vec![OutputMetric {
+            output: "probs".into(),
+            metric: Metric::Accuracy(AccuracyKind::Sparse),
+        }],
         early_stopping: None,
         checkpoint: None,
         objective: None,
