@@ -119,6 +119,7 @@ fn kernel_counts_are_pinned() {
         ("binary_classifier.fm", 64, 7),
         ("digits_cnn.fm", 100, 18),
         ("digits_mlp.fm", 56, 12),
+        ("digits_two_heads.fm", 78, 14),
         ("gan_digits.fm", 98, 35),
         ("linear_regression.fm", 16, 2),
         ("lstm_sequence.fm", 2908, 915),

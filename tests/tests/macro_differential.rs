@@ -19,6 +19,7 @@ mod examples {
     fm::model!("../../examples/binary_classifier.fm");
     fm::model!("../../examples/digits_cnn.fm");
     fm::model!("../../examples/digits_mlp.fm");
+    fm::model!("../../examples/digits_two_heads.fm");
     fm::model!("../../examples/linear_regression.fm");
     fm::model!("../../examples/mnist_cnn.fm");
     fm::model!("../../examples/mnist_mlp.fm");
@@ -39,6 +40,7 @@ fn example_model(stem: &str, seed: u64) -> Option<Model> {
         "binary_classifier" => SpamFilter::new(seed).model().clone(),
         "digits_cnn" => DigitsCnn::new(seed).model().clone(),
         "digits_mlp" => DigitsMlp::new(seed).model().clone(),
+        "digits_two_heads" => DigitsTwoHeads::new(seed).model().clone(),
         "linear_regression" => Linear::new(seed).model().clone(),
         "mnist_cnn" => Cnn::new(seed).model().clone(),
         "mnist_mlp" => MnistMlp::new(seed).model().clone(),

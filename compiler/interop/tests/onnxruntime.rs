@@ -200,6 +200,11 @@ fn digits_mlp() {
 }
 
 #[test]
+fn digits_two_heads() {
+    check("digits_two_heads", true);
+}
+
+#[test]
 fn digits_cnn() {
     check("digits_cnn", true);
 }
