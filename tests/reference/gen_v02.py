@@ -48,7 +48,8 @@ class Case:
     name: str
     desc: str
     fm: str
-    # Input name -> per-sample shape (all f32); declared targets: name -> (shape, "f32" | (int, n)).
+    # Input name -> per-sample shape (all f32); targets: name -> (shape, kind), kind "f32"
+    # (normal), "binary" (f32 0 or 1) or (int, n) (i32 below n).
     inputs: dict[str, tuple]
     targets: dict[str, tuple]
     # Builds the Keras side: (params [(fm name, variable)], lags [(fm name, variable, of)],
@@ -318,7 +319,7 @@ CASES = [
         "one named block call run again on a second input with the same weights; binary CE; SGD momentum",
         SHARED_FM,
         {"a": (4,), "b": (4,)},
-        {"same": ((1,), (int, 2))},
+        {"same": ((1,), "binary")},
         build_shared,
         notes=["`same` is the output's target (y.npy), not a declared target"],
     ),
@@ -353,8 +354,8 @@ def make_data(case: Case, rng):
         full = (case.batch, *shape)
         if kind == "f32":
             ys[n] = rng.normal(0.0, 1.0, full).astype(np.float32)
-        elif case.name == "shared_weights":
-            ys[n] = rng.integers(0, kind[1], full).astype(np.float32)  # a binary target
+        elif kind == "binary":
+            ys[n] = rng.integers(0, 2, full).astype(np.float32)
         else:
             ys[n] = rng.integers(0, kind[1], full).astype(np.int32)
     return xs, ys
@@ -448,7 +449,7 @@ def generate(case: Case, out_root: Path):
         "batch": case.batch,
         "inputs": {n: {"shape": list(s), "dtype": "f32"} for n, s in case.inputs.items()},
         "targets": {
-            n: {"shape": list(s), "dtype": "f32" if k == "f32" or case.name == "shared_weights" else "i32"}
+            n: {"shape": list(s), "dtype": "i32" if isinstance(k, tuple) else "f32"}
             for n, (s, k) in case.targets.items()
         },
         "steps": STEPS,
