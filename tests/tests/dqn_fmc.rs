@@ -1,4 +1,4 @@
-//! Deep Q-learning with `fmc` alone (README "Deep Q-learning", examples/dqn_maze.fm): the maze
+//! Deep Q-learning with `fmc` alone (README "Deep Q-learning", examples/dqn/dqn_maze.fm): the maze
 //! lives here, acting is `fmc predict` on every cell, learning is `fmc train` on the replay
 //! `.npz`, with the DQN target (a lagged copy of the network) computed by fm. After four rounds
 //! of collecting and training, the greedy policy reaches the goal in the fewest moves from every
@@ -146,7 +146,7 @@ fn fmc_predict_and_train_solve_the_maze() {
     std::fs::create_dir_all(dir.join("data")).unwrap();
     // The example file, next to the replay it reads (`data/dqn_replay.npz`).
     let fm = dir.join("dqn_maze.fm");
-    std::fs::copy(root().join("examples/dqn_maze.fm"), &fm).unwrap();
+    std::fs::copy(root().join("examples/dqn/dqn_maze.fm"), &fm).unwrap();
     let fm = fm.to_str().unwrap();
     // Every cell once, to act from. `predict` reads `next_cell` too, though `q_values` does not
     // depend on it (language.md 9.2 says it needs only the inputs the outputs depend on).

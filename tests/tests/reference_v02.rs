@@ -40,11 +40,20 @@ fn array(file: &Path, name: &str, dtype: DType) -> Tensor {
 
 /// The largest `|got - want| / max(|want|, 1)`.
 fn max_rel_error(got: &ArrayD<f32>, want: &ArrayD<f32>) -> f64 {
-    assert_eq!(got.len(), want.len(), "{:?} vs {:?}", got.shape(), want.shape());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{:?} vs {:?}",
+        got.shape(),
+        want.shape()
+    );
     got.iter()
         .zip(want.iter())
         .map(|(&g, &w)| (g as f64 - w as f64).abs() / (w as f64).abs().max(1.0))
-        .fold(0.0, |a, e| if e.is_nan() { f64::INFINITY } else { a.max(e) })
+        .fold(
+            0.0,
+            |a, e| if e.is_nan() { f64::INFINITY } else { a.max(e) },
+        )
 }
 
 /// Runs one case on `backend` and returns (what, max relative error) for every compared tensor.
@@ -64,7 +73,10 @@ fn run(
     };
     let mut errors = Vec::new();
     let out = backend.predict(inputs).unwrap();
-    errors.push(("output".into(), max_rel_error(&out[0].to_f32(), &want("output"))));
+    errors.push((
+        "output".into(),
+        max_rel_error(&out[0].to_f32(), &want("output")),
+    ));
     for step in 1..=3 {
         let r = backend.train_step(inputs, targets, lr).unwrap();
         if step > 1 {
@@ -98,7 +110,12 @@ fn run(
         .iter()
         .filter(|(k, _)| k.starts_with("step3/"))
         .count();
-    assert_eq!(compared, step3, "{}: fm's state has other tensors than Keras'", case.display());
+    assert_eq!(
+        compared,
+        step3,
+        "{}: fm's state has other tensors than Keras'",
+        case.display()
+    );
     errors
 }
 
@@ -137,7 +154,9 @@ fn language_0_2_matches_keras_on_interpreter_and_jit() {
                 .map(|t| array(&case.join("y.npz"), &t.name, t.dtype))
                 .collect()
         };
-        let init = load_weights(&case.join("init.safetensors")).unwrap().tensors;
+        let init = load_weights(&case.join("init.safetensors"))
+            .unwrap()
+            .tensors;
         let lr = spec.optimizer.lr as f32;
         for backend in ["interp", "jit"] {
             let mut session = Session::new(graph.clone(), spec.clone()).unwrap();
@@ -162,7 +181,9 @@ fn language_0_2_matches_keras_on_interpreter_and_jit() {
             for (what, e) in errors {
                 #[allow(clippy::neg_cmp_op_on_partial_ord)]
                 if !(e <= tol) {
-                    failures.push(format!("{name} ({backend}): {what}: relative error {e:.2e} > {tol:.0e}"));
+                    failures.push(format!(
+                        "{name} ({backend}): {what}: relative error {e:.2e} > {tol:.0e}"
+                    ));
                 }
             }
         }
