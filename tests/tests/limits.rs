@@ -319,3 +319,52 @@ fn language_0_2_constructs_are_bounded() {
         );
     }
 }
+
+/// A `train` section of 2,000 `step` entries with named losses: trains (the steps read the
+/// output's target, as a single `loss` does) in time linear in the steps (the summary used to
+/// copy the whole training setup once per step).
+#[test]
+fn two_thousand_steps_train_in_linear_time() {
+    use fm_runtime::data::npy::write_npy;
+    use fm_runtime::tensor::Tensor;
+    use ndarray::{ArrayD, IxDyn};
+    let steps: String = (0..2_000)
+        .map(|i| format!("    step s{i} {{ loss: mse, optimizer: SGD(lr: 0.001) }}\n"))
+        .collect();
+    let src = format!(
+        "model m {{\n    input x: f32[4]\n    output y = x -> Dense(1)\n}}\n\
+         train {{\n{steps}    epochs: 1\n    batch_size: 4\n}}\n"
+    );
+    let fm = write_temp("steps.fm", &src);
+    let dir = fm.parent().unwrap();
+    let x: Vec<f32> = (0..32).map(|i| (i % 7) as f32 / 7.0).collect();
+    let y: Vec<f32> = x.chunks(4).map(|r| r.iter().sum()).collect();
+    let xs = dir.join("steps_x.npy");
+    let ys = dir.join("steps_y.npy");
+    write_npy(
+        &xs,
+        &Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[8, 4]), x).unwrap()),
+    )
+    .unwrap();
+    write_npy(
+        &ys,
+        &Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[8, 1]), y).unwrap()),
+    )
+    .unwrap();
+    let run = within(60, "2,000 steps", || {
+        fmc(&[
+            "-q",
+            "train",
+            fm.to_str().unwrap(),
+            "--x",
+            xs.to_str().unwrap(),
+            "--y",
+            ys.to_str().unwrap(),
+            "--backend",
+            "interp",
+            "--run-dir",
+            dir.join("steps_run").to_str().unwrap(),
+        ])
+    });
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
