@@ -256,6 +256,20 @@ pub fn predict_batches<B: Backend + ?Sized>(
     Ok(())
 }
 
+/// Model outputs for `inputs`, computed batch by batch and concatenated.
+pub fn predict<B: Backend + ?Sized>(
+    backend: &mut B,
+    inputs: &[Tensor],
+    batch_size: usize,
+) -> Result<Vec<Tensor>, RuntimeError> {
+    let mut parts = Vec::new();
+    predict_batches(backend, inputs, batch_size, |outputs| {
+        parts.push(outputs);
+        Ok(())
+    })?;
+    concat_batches(&parts)
+}
+
 /// Joins the outputs of the batches [`predict_batches`] passed on: one tensor per output.
 pub fn concat_batches(parts: &[Vec<Tensor>]) -> Result<Vec<Tensor>, RuntimeError> {
     let outputs = parts.first().map_or(0, Vec::len);
