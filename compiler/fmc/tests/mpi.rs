@@ -228,3 +228,28 @@ fn a_rank_with_an_empty_shard() {
     let r = max_relative(&weights(&single), &weights(&dir));
     assert!(r <= 1e-5, "{r:e}");
 }
+
+/// Gradients all-reduced bucket by bucket while the backward pass runs (one bucket per
+/// parameter here, `--bucket-mb 0`) give the very weights of the same buckets sent after it
+/// (`--no-overlap`), which equal one process's; `-v` reports the buckets once (rank 0).
+#[test]
+fn overlapped_buckets_change_no_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = example(tmp.path(), "digits_cnn");
+    let args = ["--steps", "20", "--bucket-mb", "0"];
+    let single = tmp.path().join("single");
+    train(0, &file, &single, &args);
+    let overlap = tmp.path().join("overlap");
+    let log = train(3, &file, &overlap, &[&args[..], &["-v"]].concat());
+    assert_eq!(log.matches("all-reduce: 8 bucket(s)").count(), 1, "{log}");
+    assert!(
+        log.contains("each sent as the backward pass computes it"),
+        "{log}"
+    );
+    let after = tmp.path().join("after");
+    train(3, &file, &after, &[&args[..], &["--no-overlap"]].concat());
+    let (a, b) = (weights(&overlap), weights(&after));
+    assert!(a == b, "overlap changed the weights");
+    let r = max_relative(&weights(&single), &a);
+    assert!(r <= 1e-5, "{r:e}");
+}
