@@ -165,6 +165,14 @@ pub fn launcher_world_size() -> Option<usize> {
         .find_map(|v| std::env::var(v).ok()?.parse().ok())
 }
 
+/// This process's rank in the job of an MPI launcher (Open MPI's `mpirun`, MPICH/Hydra, PMIx
+/// or SLURM's `srun`), when one started it; read from the environment, without MPI.
+pub fn launcher_rank() -> Option<usize> {
+    ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
