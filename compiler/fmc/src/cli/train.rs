@@ -378,7 +378,8 @@ fn comm_report(g: &mut Global, p: &DataParallel, overlap: bool) {
     let _ = writeln!(
         g.err,
         "all-reduce: {} bucket(s) of {} KB, {}; per step (rank 0, mean of {}): {:.3} ms, of which \
-         {:.3} ms sending and testing during the backward pass and {:.3} ms waiting after it",
+         {:.3} ms sending and testing during the backward pass, {:.3} ms waiting after it, and \
+         {:.3} ms of backward pass after the first bucket started",
         kb.len(),
         kb.join(" + "),
         if overlap {
@@ -390,6 +391,7 @@ fn comm_report(g: &mut Global, p: &DataParallel, overlap: bool) {
         per_step(s.step),
         per_step(s.start),
         per_step(s.wait),
+        per_step(s.window),
     );
 }
 

@@ -87,6 +87,9 @@ pub struct CommStats {
     /// Inside the bucket sink during the backward pass: copying gradients into the send
     /// buffer, starting the all-reduces, testing them.
     pub start: Duration,
+    /// From the first bucket's start to the end of the backward pass: the computation an
+    /// all-reduce can hide behind.
+    pub window: Duration,
 }
 
 /// The samples `range` of every tensor.
@@ -204,6 +207,7 @@ impl<'a> DataParallel<'a> {
         let mut outputs_local: Vec<Tensor> = Vec::new();
         let mut produced_at = None;
         let mut in_sink = Duration::ZERO;
+        let mut window = Duration::ZERO;
         let session = &mut self.session;
         let (buckets, overlap, groups) = (&self.buckets, self.overlap, &self.groups);
         let summed = self
@@ -212,6 +216,7 @@ impl<'a> DataParallel<'a> {
                 let mut sink = Timed {
                     sink,
                     time: &mut in_sink,
+                    first: None,
                 };
                 if local == 0 {
                     for k in 0..buckets.len() {
@@ -251,7 +256,9 @@ impl<'a> DataParallel<'a> {
                     };
                     outputs_local = r.outputs;
                 }
-                produced_at = Some(Instant::now());
+                let end = Instant::now();
+                produced_at = Some(end);
+                window = end - sink.first.unwrap_or(end);
                 Ok(())
             });
         let done = Instant::now();
@@ -277,6 +284,7 @@ impl<'a> DataParallel<'a> {
         s.step += started.elapsed();
         s.wait += done - produced_at.unwrap_or(done);
         s.start += in_sink;
+        s.window += window;
         Ok(StepOutput {
             loss,
             outputs,
@@ -359,11 +367,14 @@ impl<'a> DataParallel<'a> {
 struct Timed<'s, 't> {
     sink: &'s mut dyn BucketSink,
     time: &'t mut Duration,
+    /// When the first bucket started.
+    first: Option<Instant>,
 }
 
 impl BucketSink for Timed<'_, '_> {
     fn start(&mut self, k: usize, fill: &mut dyn FnMut(&mut [f32])) -> Result<(), String> {
         let t = Instant::now();
+        self.first.get_or_insert(t);
         let r = self.sink.start(k, fill);
         *self.time += t.elapsed();
         r
