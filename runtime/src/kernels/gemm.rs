@@ -3,7 +3,9 @@
 //! Views carry a row and a column stride, so a transposed operand is the same buffer with the
 //! strides swapped ([`MatRef::t`]) and never needs a copy. The core is `matrixmultiply` (packed
 //! AVX-512 / AVX2+FMA / SSE2 / portable micro-kernels chosen at run time); large products are
-//! split over rows of `C` across the kernels' thread pool.
+//! split over rows of `C` across the kernels' thread pool. A product of a few rows (batch-1
+//! inference, the last pixels of a convolution) skips the packing: [`small_m`] reads `B` where
+//! it is, summing each element exactly as `matrixmultiply`'s FMA kernels do.
 
 use super::scalar::Scalar;
 use super::split::{even_range, for_each_part, useful_threads, SendPtr};
@@ -294,6 +296,11 @@ pub unsafe fn gemm_raw<T: Scalar>(
     if m == 0 || n == 0 {
         return;
     }
+    if m <= SMALL_M && k > 0 && csb == 1 && fma_kernels() {
+        // SAFETY: caller contract; the CPU has AVX2 and FMA (checked just above).
+        unsafe { small_m_avx2(m, k, n, alpha, a, rsa, csa, b, rsb, beta, c, rsc, csc) };
+        return;
+    }
     let flops = 2.0 * m as f64 * n as f64 * k as f64;
     // Keep at least 16 rows per thread so each keeps whole micro-kernel tiles busy.
     let threads = useful_threads(threads, m / 16, flops);
@@ -330,4 +337,226 @@ pub unsafe fn gemm_raw<T: Scalar>(
         };
         Ok(())
     });
+}
+
+/// Rows of `C` up to which [`gemm_raw`] multiplies without packing (see [`small_m`]).
+/// `matrixmultiply` packs all of `B` and runs its 16-row (AVX-512) or 8-row (AVX2) tile even for
+/// one row: at batch 1 a dense layer's GEMM was 90% packing and wasted tile rows.
+const SMALL_M: usize = 4;
+
+/// `matrixmultiply`'s depth block (`S_KC` = `D_KC`): it sums each element of `C` in blocks of
+/// this many products and adds the blocks' sums into `C` one after another.
+const MM_KC: usize = 256;
+
+/// Whether `matrixmultiply` runs an FMA micro-kernel on this CPU (AVX-512F, or AVX2 with FMA),
+/// so that [`small_m`] (compiled for AVX2 and FMA) sums exactly as it does.
+fn fma_kernels() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// [`small_m`] compiled for AVX2 and FMA.
+///
+/// # Safety
+/// As [`gemm_raw`] (with `csb == 1`), on a CPU with AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn small_m_avx2<T: Scalar>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: *const T,
+    rsa: isize,
+    csa: isize,
+    b: *const T,
+    rsb: isize,
+    beta: T,
+    c: *mut T,
+    rsc: isize,
+    csc: isize,
+) {
+    // SAFETY: forwarded caller contract.
+    unsafe { small_m(m, k, n, alpha, a, rsa, csa, b, rsb, beta, c, rsc, csc) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn small_m_avx2<T: Scalar>(
+    _m: usize,
+    _k: usize,
+    _n: usize,
+    _alpha: T,
+    _a: *const T,
+    _rsa: isize,
+    _csa: isize,
+    _b: *const T,
+    _rsb: isize,
+    _beta: T,
+    _c: *mut T,
+    _rsc: isize,
+    _csc: isize,
+) {
+    unreachable!("fma_kernels() is false off x86_64")
+}
+
+/// `C = alpha * A * B + beta * C` for at most [`SMALL_M`] rows, `B` with unit column stride,
+/// without packing: each block of columns keeps every row's sums in registers while the rows
+/// of `B` stream past once.
+///
+/// Every element is summed as `matrixmultiply`'s FMA micro-kernels sum it, so a row gives the
+/// same bits here as inside a larger batch: per depth block of [`MM_KC`], one fused
+/// multiply-add per product in order from zero; then the block's sum times `alpha` is added to
+/// `C` (`beta * C` before the first block, `C` itself after; `C` is not read when `beta` is 0).
+/// (`matrixmultiply` folds `alpha` into an FMA on full tiles; with `alpha == 1`, what every
+/// caller here passes, both roundings are the same.)
+///
+/// # Safety
+/// As [`gemm_raw`], with `m <= SMALL_M`, `k > 0` and `B`'s column stride 1.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn small_m<T: Scalar>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: *const T,
+    rsa: isize,
+    csa: isize,
+    b: *const T,
+    rsb: isize,
+    beta: T,
+    c: *mut T,
+    rsc: isize,
+    csc: isize,
+) {
+    // SAFETY (all blocks): every index stays within the caller's m x k, k x n and m x n views.
+    unsafe {
+        let mut i = 0;
+        while i < m {
+            let (a_i, c_i) = (a.offset(i as isize * rsa), c.offset(i as isize * rsc));
+            match m - i {
+                1 => {
+                    small_rows::<T, 1, 64>(k, n, alpha, a_i, rsa, csa, b, rsb, beta, c_i, rsc, csc)
+                }
+                2 => {
+                    small_rows::<T, 2, 32>(k, n, alpha, a_i, rsa, csa, b, rsb, beta, c_i, rsc, csc)
+                }
+                3 => {
+                    small_rows::<T, 3, 24>(k, n, alpha, a_i, rsa, csa, b, rsb, beta, c_i, rsc, csc)
+                }
+                _ => {
+                    small_rows::<T, 4, 16>(k, n, alpha, a_i, rsa, csa, b, rsb, beta, c_i, rsc, csc)
+                }
+            }
+            i += 4;
+        }
+    }
+}
+
+/// [`small_m`] on `R` rows: blocks of `NB` columns, then of 8, then the rest.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn small_rows<T: Scalar, const R: usize, const NB: usize>(
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: *const T,
+    rsa: isize,
+    csa: isize,
+    b: *const T,
+    rsb: isize,
+    beta: T,
+    c: *mut T,
+    rsc: isize,
+    csc: isize,
+) {
+    // SAFETY (all blocks): columns j..j + width lie inside the caller's n columns.
+    unsafe {
+        let mut j = 0;
+        while j + NB <= n {
+            let (b_j, c_j) = (b.add(j), c.offset(j as isize * csc));
+            small_block::<T, R, NB>(NB, k, alpha, a, rsa, csa, b_j, rsb, beta, c_j, rsc, csc);
+            j += NB;
+        }
+        while j < n {
+            let width = (n - j).min(8);
+            let (b_j, c_j) = (b.add(j), c.offset(j as isize * csc));
+            small_block::<T, R, 8>(width, k, alpha, a, rsa, csa, b_j, rsb, beta, c_j, rsc, csc);
+            j += width;
+        }
+    }
+}
+
+/// `width <= W` columns of [`small_m`] on `R` rows, with `R x W` sums in registers (the
+/// callers choose about 8 vectors of them, so the fused multiply-adds do not wait on each
+/// other).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn small_block<T: Scalar, const R: usize, const W: usize>(
+    width: usize,
+    k: usize,
+    alpha: T,
+    a: *const T,
+    rsa: isize,
+    csa: isize,
+    b: *const T,
+    rsb: isize,
+    beta: T,
+    c: *mut T,
+    rsc: isize,
+    csc: isize,
+) {
+    let mut k0 = 0;
+    while k0 < k {
+        let kc = (k - k0).min(MM_KC);
+        let mut acc = [[T::ZERO; W]; R];
+        for p in k0..k0 + kc {
+            // SAFETY: p < k and width <= W columns: inside the caller's views.
+            unsafe {
+                let row = b.offset(p as isize * rsb);
+                if width == W {
+                    let row = &*(row as *const [T; W]);
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let x = *a.offset(r as isize * rsa + p as isize * csa);
+                        for l in 0..W {
+                            acc[l] = x.mul_add(row[l], acc[l]);
+                        }
+                    }
+                } else {
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let x = *a.offset(r as isize * rsa + p as isize * csa);
+                        for l in 0..width {
+                            acc[l] = x.mul_add(*row.add(l), acc[l]);
+                        }
+                    }
+                }
+            }
+        }
+        let first = k0 == 0;
+        for (r, acc) in acc.iter().enumerate() {
+            for (l, &sum) in acc[..width].iter().enumerate() {
+                // SAFETY: r < R rows of C, column l < width.
+                unsafe {
+                    let dst = c.offset(r as isize * rsc + l as isize * csc);
+                    let product = alpha * sum;
+                    *dst = if !first {
+                        *dst + product
+                    } else if beta == T::ZERO {
+                        product
+                    } else {
+                        *dst * beta + product
+                    };
+                }
+            }
+        }
+        k0 += kc;
+    }
 }
