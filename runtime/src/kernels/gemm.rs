@@ -4,7 +4,7 @@
 //! strides swapped ([`MatRef::t`]) and never needs a copy. The core is `matrixmultiply` (packed
 //! AVX-512 / AVX2+FMA / SSE2 / portable micro-kernels chosen at run time); large products are
 //! split over rows of `C` across the kernels' thread pool. A product of a few rows (batch-1
-//! inference, the last pixels of a convolution) skips the packing: [`small_m`] reads `B` where
+//! inference, the last pixels of a convolution) skips the packing: [`small_rows`] reads `B` where
 //! it is, summing each element exactly as `matrixmultiply`'s FMA kernels do.
 
 use super::scalar::Scalar;
@@ -296,10 +296,12 @@ pub unsafe fn gemm_raw<T: Scalar>(
     if m == 0 || n == 0 {
         return;
     }
-    if m <= SMALL_M && k > 0 && csb == 1 && fma_kernels() {
-        // SAFETY: caller contract; the CPU has AVX2 and FMA (checked just above).
-        unsafe { small_m_avx2(m, k, n, alpha, a, rsa, csa, b, rsb, beta, c, rsc, csc) };
-        return;
+    if m <= SMALL_M && k > 0 && csb == 1 {
+        if let Some(small) = small_m_kernel::<T>() {
+            // SAFETY: caller contract; `small_m_kernel` checked the CPU features.
+            unsafe { small(m, k, n, alpha, a, rsa, csa, b, rsb, beta, c, rsc, csc) };
+            return;
+        }
     }
     let flops = 2.0 * m as f64 * n as f64 * k as f64;
     // Keep at least 16 rows per thread so each keeps whole micro-kernel tiles busy.
@@ -339,7 +341,7 @@ pub unsafe fn gemm_raw<T: Scalar>(
     });
 }
 
-/// Rows of `C` up to which [`gemm_raw`] multiplies without packing (see [`small_m`]).
+/// Rows of `C` up to which [`gemm_raw`] multiplies without packing (see [`small_rows`]).
 /// `matrixmultiply` packs all of `B` and runs its 16-row (AVX-512) or 8-row (AVX2) tile even for
 /// one row: at batch 1 a dense layer's GEMM was 90% packing and wasted tile rows.
 const SMALL_M: usize = 4;
@@ -348,66 +350,110 @@ const SMALL_M: usize = 4;
 /// this many products and adds the blocks' sums into `C` one after another.
 const MM_KC: usize = 256;
 
-/// Whether `matrixmultiply` runs an FMA micro-kernel on this CPU (AVX-512F, or AVX2 with FMA),
-/// so that [`small_m`] (compiled for AVX2 and FMA) sums exactly as it does.
-fn fma_kernels() -> bool {
+/// An unpacked product of at most [`SMALL_M`] rows (see [`small_rows`]), with the arguments of
+/// [`gemm_raw`] but `csb` (1) and `threads`.
+type SmallM<T> = unsafe fn(
+    usize,
+    usize,
+    usize,
+    T,
+    *const T,
+    isize,
+    isize,
+    *const T,
+    isize,
+    T,
+    *mut T,
+    isize,
+    isize,
+);
+
+/// The unpacked product compiled for this CPU's widest vectors, when `matrixmultiply` runs an
+/// FMA micro-kernel here (AVX-512F, or AVX2 with FMA): only then does [`small_rows`] (which
+/// uses FMA) sum exactly as it does. `None` elsewhere: such products stay with `matrixmultiply`.
+fn small_m_kernel<T: Scalar>() -> Option<SmallM<T>> {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Some(small_m_avx512::<T>);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Some(small_m_avx2::<T>);
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    None
 }
 
-/// [`small_m`] compiled for AVX2 and FMA.
-///
-/// # Safety
-/// As [`gemm_raw`] (with `csb == 1`), on a CPU with AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn small_m_avx2<T: Scalar>(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: T,
-    a: *const T,
-    rsa: isize,
-    csa: isize,
-    b: *const T,
-    rsb: isize,
-    beta: T,
-    c: *mut T,
-    rsc: isize,
-    csc: isize,
-) {
-    // SAFETY: forwarded caller contract.
-    unsafe { small_m(m, k, n, alpha, a, rsa, csa, b, rsb, beta, c, rsc, csc) }
+/// Defines `$name`, a [`SmallM`]: [`small_rows`] over groups of up to 4 rows, compiled with
+/// `$features`, with register blocks of `$v` f32 lanes per vector.
+macro_rules! small_m_variant {
+    ($name:ident, $features:literal, $v:literal) => {
+        /// # Safety
+        /// As [`gemm_raw`] (with `m <= SMALL_M`, `k > 0`, `csb == 1`), on a CPU with the
+        /// features this is compiled for.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name<T: Scalar>(
+            m: usize,
+            k: usize,
+            n: usize,
+            alpha: T,
+            a: *const T,
+            rsa: isize,
+            csa: isize,
+            b: *const T,
+            rsb: isize,
+            beta: T,
+            c: *mut T,
+            rsc: isize,
+            csc: isize,
+        ) {
+            // SAFETY (all blocks): every index stays within the caller's m x k, k x n and
+            // m x n views. About 8 vectors of sums per block, so that the fused multiply-adds
+            // do not wait on each other.
+            unsafe {
+                let mut i = 0;
+                while i < m {
+                    let (a, c) = (a.offset(i as isize * rsa), c.offset(i as isize * rsc));
+                    let args = (k, n, alpha, a, rsa, csa, b, rsb, beta, c, rsc, csc);
+                    match m - i {
+                        1 => small_rows::<T, 1, { 8 * $v }, $v>(args),
+                        2 => small_rows::<T, 2, { 4 * $v }, $v>(args),
+                        3 => small_rows::<T, 3, { 3 * $v }, $v>(args),
+                        _ => small_rows::<T, 4, { 2 * $v }, $v>(args),
+                    }
+                    i += 4;
+                }
+            }
+        }
+    };
 }
+small_m_variant!(small_m_avx2, "avx2,fma", 8);
+small_m_variant!(small_m_avx512, "avx512f,avx2,fma", 16);
 
-#[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-unsafe fn small_m_avx2<T: Scalar>(
-    _m: usize,
-    _k: usize,
-    _n: usize,
-    _alpha: T,
-    _a: *const T,
-    _rsa: isize,
-    _csa: isize,
-    _b: *const T,
-    _rsb: isize,
-    _beta: T,
-    _c: *mut T,
-    _rsc: isize,
-    _csc: isize,
-) {
-    unreachable!("fma_kernels() is false off x86_64")
-}
+/// The arguments of [`small_rows`] for `R` rows starting at the given rows of `A` and `C`:
+/// `(k, n, alpha, a, rsa, csa, b, rsb, beta, c, rsc, csc)`.
+type RowsArgs<T> = (
+    usize,
+    usize,
+    T,
+    *const T,
+    isize,
+    isize,
+    *const T,
+    isize,
+    T,
+    *mut T,
+    isize,
+    isize,
+);
 
-/// `C = alpha * A * B + beta * C` for at most [`SMALL_M`] rows, `B` with unit column stride,
+/// `C = alpha * A * B + beta * C` for `R <= SMALL_M` rows, `B` with unit column stride,
 /// without packing: each block of columns keeps every row's sums in registers while the rows
 /// of `B` stream past once.
 ///
@@ -418,65 +464,13 @@ unsafe fn small_m_avx2<T: Scalar>(
 /// (`matrixmultiply` folds `alpha` into an FMA on full tiles; with `alpha == 1`, what every
 /// caller here passes, both roundings are the same.)
 ///
+/// Blocks of `NB` columns, then of `V` (one vector), then the rest.
+///
 /// # Safety
-/// As [`gemm_raw`], with `m <= SMALL_M`, `k > 0` and `B`'s column stride 1.
+/// As [`gemm_raw`] on `R` rows, with `k > 0` and `B`'s column stride 1.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn small_m<T: Scalar>(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: T,
-    a: *const T,
-    rsa: isize,
-    csa: isize,
-    b: *const T,
-    rsb: isize,
-    beta: T,
-    c: *mut T,
-    rsc: isize,
-    csc: isize,
-) {
-    // SAFETY (all blocks): every index stays within the caller's m x k, k x n and m x n views.
-    unsafe {
-        let mut i = 0;
-        while i < m {
-            let (a_i, c_i) = (a.offset(i as isize * rsa), c.offset(i as isize * rsc));
-            match m - i {
-                1 => {
-                    small_rows::<T, 1, 64>(k, n, alpha, a_i, rsa, csa, b, rsb, beta, c_i, rsc, csc)
-                }
-                2 => {
-                    small_rows::<T, 2, 32>(k, n, alpha, a_i, rsa, csa, b, rsb, beta, c_i, rsc, csc)
-                }
-                3 => {
-                    small_rows::<T, 3, 24>(k, n, alpha, a_i, rsa, csa, b, rsb, beta, c_i, rsc, csc)
-                }
-                _ => {
-                    small_rows::<T, 4, 16>(k, n, alpha, a_i, rsa, csa, b, rsb, beta, c_i, rsc, csc)
-                }
-            }
-            i += 4;
-        }
-    }
-}
-
-/// [`small_m`] on `R` rows: blocks of `NB` columns, then of 8, then the rest.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn small_rows<T: Scalar, const R: usize, const NB: usize>(
-    k: usize,
-    n: usize,
-    alpha: T,
-    a: *const T,
-    rsa: isize,
-    csa: isize,
-    b: *const T,
-    rsb: isize,
-    beta: T,
-    c: *mut T,
-    rsc: isize,
-    csc: isize,
+unsafe fn small_rows<T: Scalar, const R: usize, const NB: usize, const V: usize>(
+    (k, n, alpha, a, rsa, csa, b, rsb, beta, c, rsc, csc): RowsArgs<T>,
 ) {
     // SAFETY (all blocks): columns j..j + width lie inside the caller's n columns.
     unsafe {
@@ -487,17 +481,15 @@ unsafe fn small_rows<T: Scalar, const R: usize, const NB: usize>(
             j += NB;
         }
         while j < n {
-            let width = (n - j).min(8);
+            let width = (n - j).min(V);
             let (b_j, c_j) = (b.add(j), c.offset(j as isize * csc));
-            small_block::<T, R, 8>(width, k, alpha, a, rsa, csa, b_j, rsb, beta, c_j, rsc, csc);
+            small_block::<T, R, V>(width, k, alpha, a, rsa, csa, b_j, rsb, beta, c_j, rsc, csc);
             j += width;
         }
     }
 }
 
-/// `width <= W` columns of [`small_m`] on `R` rows, with `R x W` sums in registers (the
-/// callers choose about 8 vectors of them, so the fused multiply-adds do not wait on each
-/// other).
+/// `width <= W` columns of [`small_rows`], with `R x W` sums in registers.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn small_block<T: Scalar, const R: usize, const W: usize>(
@@ -533,8 +525,8 @@ unsafe fn small_block<T: Scalar, const R: usize, const W: usize>(
                 } else {
                     for (r, acc) in acc.iter_mut().enumerate() {
                         let x = *a.offset(r as isize * rsa + p as isize * csa);
-                        for l in 0..width {
-                            acc[l] = x.mul_add(*row.add(l), acc[l]);
+                        for (l, acc) in acc[..width].iter_mut().enumerate() {
+                            *acc = x.mul_add(*row.add(l), *acc);
                         }
                     }
                 }
