@@ -343,8 +343,10 @@ pub unsafe fn gemm_raw<T: Scalar>(
 
 /// Rows of `C` up to which [`gemm_raw`] multiplies without packing (see [`small_rows`]).
 /// `matrixmultiply` packs all of `B` and runs its 16-row (AVX-512) or 8-row (AVX2) tile even for
-/// one row: at batch 1 a dense layer's GEMM was 90% packing and wasted tile rows.
-const SMALL_M: usize = 4;
+/// one row: at batch 1 a dense layer's GEMM was 90% packing and wasted tile rows. Up to 12
+/// rows (a convolution's last 3x3 map at batch 1 has 9), reading `B` once per 4 rows costs
+/// less than packing it; from 13 the packed tiles are nearly full.
+const SMALL_M: usize = 12;
 
 /// `matrixmultiply`'s depth block (`S_KC` = `D_KC`): it sums each element of `C` in blocks of
 /// this many products and adds the blocks' sums into `C` one after another.
@@ -422,10 +424,10 @@ macro_rules! small_m_variant {
                     let (a, c) = (a.offset(i as isize * rsa), c.offset(i as isize * rsc));
                     let args = (k, n, alpha, a, rsa, csa, b, rsb, beta, c, rsc, csc);
                     match m - i {
-                        1 => small_rows::<T, 1, { 8 * $v }, $v>(args),
-                        2 => small_rows::<T, 2, { 4 * $v }, $v>(args),
-                        3 => small_rows::<T, 3, { 3 * $v }, $v>(args),
-                        _ => small_rows::<T, 4, { 2 * $v }, $v>(args),
+                        1 => small_rows::<T, 1, { 8 * $v }, { 4 * $v }, $v>(args),
+                        2 => small_rows::<T, 2, { 4 * $v }, { 2 * $v }, $v>(args),
+                        3 => small_rows::<T, 3, { 3 * $v }, { 2 * $v }, $v>(args),
+                        _ => small_rows::<T, 4, { 2 * $v }, $v, $v>(args),
                     }
                     i += 4;
                 }
@@ -464,12 +466,18 @@ type RowsArgs<T> = (
 /// (`matrixmultiply` folds `alpha` into an FMA on full tiles; with `alpha == 1`, what every
 /// caller here passes, both roundings are the same.)
 ///
-/// Blocks of `NB` columns, then of `V` (one vector), then the rest.
+/// Blocks of `NB` columns, then of `NB2`, then of `V` (one vector), then the rest.
 ///
 /// # Safety
 /// As [`gemm_raw`] on `R` rows, with `k > 0` and `B`'s column stride 1.
 #[inline(always)]
-unsafe fn small_rows<T: Scalar, const R: usize, const NB: usize, const V: usize>(
+unsafe fn small_rows<
+    T: Scalar,
+    const R: usize,
+    const NB: usize,
+    const NB2: usize,
+    const V: usize,
+>(
     (k, n, alpha, a, rsa, csa, b, rsb, beta, c, rsc, csc): RowsArgs<T>,
 ) {
     // SAFETY (all blocks): columns j..j + width lie inside the caller's n columns.
@@ -479,6 +487,11 @@ unsafe fn small_rows<T: Scalar, const R: usize, const NB: usize, const V: usize>
             let (b_j, c_j) = (b.add(j), c.offset(j as isize * csc));
             small_block::<T, R, NB>(NB, k, alpha, a, rsa, csa, b_j, rsb, beta, c_j, rsc, csc);
             j += NB;
+        }
+        while j + NB2 <= n {
+            let (b_j, c_j) = (b.add(j), c.offset(j as isize * csc));
+            small_block::<T, R, NB2>(NB2, k, alpha, a, rsa, csa, b_j, rsb, beta, c_j, rsc, csc);
+            j += NB2;
         }
         while j < n {
             let width = (n - j).min(V);

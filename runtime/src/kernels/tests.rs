@@ -293,7 +293,7 @@ fn sgemm_few_rows_match_the_same_rows_of_a_large_product() {
             1,
         )
         .unwrap();
-        for rows in [1usize, 2, 3, 4] {
+        for rows in [1usize, 2, 3, 4, 5, 9, 12] {
             for start in [0, 5, m - rows] {
                 let mut part = c0[start * n..(start + rows) * n].to_vec();
                 sgemm(
