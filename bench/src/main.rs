@@ -8,10 +8,14 @@
 //! time per call.
 //!
 //! Usage: fm-bench [--models a,b] [--backends interp,jit,macro] [--modes train,predict]
-//!                 [--seconds S] [--runs R] [--batch N] [--threads N]
+//!                 [--seconds S] [--runs R] [--batch N] [--threads N] [--per-call]
 //!
-//! `--batch N` measures only that batch size (`--batch 1 --modes predict` is the batch-1
-//! latency of `bench/issue11.sh`); `--threads N` lets the kernels use N threads (default 1).
+//! `--batch N` measures only that batch size; `--threads N` lets the kernels use N threads
+//! (default 1). `--per-call` times every call on its own after the warm-up, for `--seconds`,
+//! and reports the median call: the latency method of `bench/compare/peers_epochs.py
+//! --latency` (`--batch 1 --modes predict --per-call` is the batch-1 latency of
+//! `bench/issue11.sh`). On a shared machine it is also the figure least moved by the load:
+//! a call the scheduler interrupts is one slow call, not a slow run.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -27,6 +31,7 @@ struct Options {
     runs: usize,
     batch: Option<usize>,
     threads: usize,
+    per_call: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -38,6 +43,7 @@ fn parse_args() -> Result<Options, String> {
         runs: 5,
         batch: None,
         threads: 1,
+        per_call: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -78,10 +84,11 @@ fn parse_args() -> Result<Options, String> {
                     .filter(|&t| t > 0)
                     .ok_or("--threads takes a positive integer")?
             }
+            "--per-call" => options.per_call = true,
             "-h" | "--help" => {
                 println!(
                     "fm-bench [--models a,b] [--backends interp,jit,macro] [--modes train,predict] \
-                     [--seconds S] [--runs R] [--batch N] [--threads N]"
+                     [--seconds S] [--runs R] [--batch N] [--threads N] [--per-call]"
                 );
                 std::process::exit(0);
             }
@@ -118,6 +125,17 @@ fn median_seconds(
     while calibration_calls < 3 || calibration_start.elapsed() < Duration::from_millis(200) {
         call()?;
         calibration_calls += 1;
+    }
+    if options.per_call {
+        let start = Instant::now();
+        let mut times = Vec::new();
+        while times.len() < 50 || start.elapsed().as_secs_f64() < options.seconds {
+            let t = Instant::now();
+            call()?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        return Ok(times[times.len() / 2]);
     }
     let per_call = calibration_start.elapsed().as_secs_f64() / f64::from(calibration_calls);
     let run_budget = options.seconds / options.runs as f64;
