@@ -55,6 +55,7 @@ pub fn loss_function(
 /// [`loss_function`] returns them) with central differences of `loss_fn` at `params`, on up to
 /// `picks` elements spread over each parameter. `args` makes the function's arguments from
 /// the parameters; `what` starts each failure's message. Returns the analytic gradients.
+#[allow(clippy::too_many_arguments)]
 pub fn check_against_finite_differences(
     graph: &ModelGraph,
     loss_fn: &Function,
