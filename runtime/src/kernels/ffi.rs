@@ -47,6 +47,31 @@ unsafe fn output<'a>(ptr: *mut f32, len: usize) -> Option<&'a mut [f32]> {
     (!ptr.is_null()).then(|| unsafe { slice::from_raw_parts_mut(ptr, len) })
 }
 
+/// Runs `kernel` on two buffers it reads and one it writes, of the lengths `lens` gives for
+/// the shape's dimensions (in the order `a`, `b`, `out`); [`FM_INVALID_ARGUMENT`] for an
+/// invalid shape (`None`) or a null buffer.
+///
+/// # Safety
+/// Each non-null pointer must be valid for its length (reads, or writes for `out`) and `out`
+/// must alias neither input.
+unsafe fn binary<S, D>(
+    shape: Option<(S, D)>,
+    (a, b, out): (*const f32, *const f32, *mut f32),
+    lens: fn(&D) -> [usize; 3],
+    kernel: impl FnOnce(&S, &[f32], &[f32], &mut [f32]) -> Result<(), KernelError>,
+) -> i32 {
+    let Some((s, d)) = shape else {
+        return FM_INVALID_ARGUMENT;
+    };
+    let [a_len, b_len, out_len] = lens(&d);
+    // SAFETY: caller contract.
+    let buffers = unsafe { (input(a, a_len), input(b, b_len), output(out, out_len)) };
+    let (Some(a), Some(b), Some(out)) = buffers else {
+        return FM_INVALID_ARGUMENT;
+    };
+    status(kernel(&s, a, b, out))
+}
+
 /// `C = alpha * A * B + beta * C` with `A: m x k`, `B: k x n`, `C: m x n`, element `(i, j)` of
 /// each at `ptr[i * row_stride + j * col_stride]`. `threads`: 1 for tile-granular calls,
 /// 0 for the process-wide limit ([`super::set_thread_limit`], by default one per core).
@@ -118,17 +143,12 @@ pub unsafe extern "C" fn fm_conv2d_fwd(
 ) -> i32 {
     // SAFETY: caller contract (lengths come from the validated shape).
     unsafe {
-        let Some((s, d)) = conv_shape(shape) else {
-            return FM_INVALID_ARGUMENT;
-        };
-        let (Some(x), Some(w), Some(y)) = (
-            input(input_ptr, d.input_len),
-            input(kernel_ptr, d.kernel_len),
-            output(output_ptr, d.output_len),
-        ) else {
-            return FM_INVALID_ARGUMENT;
-        };
-        status(conv::conv2d_forward(&s, x, w, y, threads))
+        binary(
+            conv_shape(shape),
+            (input_ptr, kernel_ptr, output_ptr),
+            |d| [d.input_len, d.kernel_len, d.output_len],
+            |s, x, w, y| conv::conv2d_forward(s, x, w, y, threads),
+        )
     }
 }
 
@@ -149,26 +169,23 @@ pub unsafe extern "C" fn fm_conv2d_fwd_fused(
 ) -> i32 {
     // SAFETY: caller contract.
     unsafe {
-        let Some((s, d)) = conv_shape(shape) else {
-            return FM_INVALID_ARGUMENT;
-        };
-        let (Some(x), Some(w), Some(y)) = (
-            input(input_ptr, d.input_len),
-            input(kernel_ptr, d.kernel_len),
-            output(output_ptr, d.output_len),
-        ) else {
-            return FM_INVALID_ARGUMENT;
-        };
-        let bias = if bias_ptr.is_null() {
-            None
-        } else {
-            input(bias_ptr, s.out_c)
-        };
-        let epilogue = conv::ConvEpilogue {
-            bias,
-            relu: relu != 0,
-        };
-        status(conv::conv2d_forward_fused(&s, x, w, epilogue, y, threads))
+        binary(
+            conv_shape(shape),
+            (input_ptr, kernel_ptr, output_ptr),
+            |d| [d.input_len, d.kernel_len, d.output_len],
+            |s, x, w, y| {
+                let bias = if bias_ptr.is_null() {
+                    None
+                } else {
+                    input(bias_ptr, s.out_c)
+                };
+                let epilogue = conv::ConvEpilogue {
+                    bias,
+                    relu: relu != 0,
+                };
+                conv::conv2d_forward_fused(s, x, w, epilogue, y, threads)
+            },
+        )
     }
 }
 
@@ -186,17 +203,12 @@ pub unsafe extern "C" fn fm_conv2d_bwd_input(
 ) -> i32 {
     // SAFETY: caller contract.
     unsafe {
-        let Some((s, d)) = conv_shape(shape) else {
-            return FM_INVALID_ARGUMENT;
-        };
-        let (Some(dy), Some(w), Some(dx)) = (
-            input(d_output_ptr, d.output_len),
-            input(kernel_ptr, d.kernel_len),
-            output(d_input_ptr, d.input_len),
-        ) else {
-            return FM_INVALID_ARGUMENT;
-        };
-        status(conv::conv2d_backward_input(&s, dy, w, dx, threads))
+        binary(
+            conv_shape(shape),
+            (d_output_ptr, kernel_ptr, d_input_ptr),
+            |d| [d.output_len, d.kernel_len, d.input_len],
+            |s, dy, w, dx| conv::conv2d_backward_input(s, dy, w, dx, threads),
+        )
     }
 }
 
@@ -214,17 +226,12 @@ pub unsafe extern "C" fn fm_conv2d_bwd_kernel(
 ) -> i32 {
     // SAFETY: caller contract.
     unsafe {
-        let Some((s, d)) = conv_shape(shape) else {
-            return FM_INVALID_ARGUMENT;
-        };
-        let (Some(x), Some(dy), Some(dw)) = (
-            input(input_ptr, d.input_len),
-            input(d_output_ptr, d.output_len),
-            output(d_kernel_ptr, d.kernel_len),
-        ) else {
-            return FM_INVALID_ARGUMENT;
-        };
-        status(conv::conv2d_backward_kernel(&s, x, dy, dw, threads))
+        binary(
+            conv_shape(shape),
+            (input_ptr, d_output_ptr, d_kernel_ptr),
+            |d| [d.input_len, d.output_len, d.kernel_len],
+            |s, x, dy, dw| conv::conv2d_backward_kernel(s, x, dy, dw, threads),
+        )
     }
 }
 
@@ -305,17 +312,12 @@ pub unsafe extern "C" fn fm_max_pool2d_bwd(
 ) -> i32 {
     // SAFETY: caller contract.
     unsafe {
-        let Some((s, d)) = pool_shape(shape) else {
-            return FM_INVALID_ARGUMENT;
-        };
-        let (Some(x), Some(dy), Some(dx)) = (
-            input(input_ptr, d.input_len),
-            input(d_output_ptr, d.output_len),
-            output(d_input_ptr, d.input_len),
-        ) else {
-            return FM_INVALID_ARGUMENT;
-        };
-        status(pool::max_pool2d_backward(&s, x, dy, dx))
+        binary(
+            pool_shape(shape),
+            (input_ptr, d_output_ptr, d_input_ptr),
+            |d| [d.input_len, d.output_len, d.input_len],
+            pool::max_pool2d_backward,
+        )
     }
 }
 
@@ -333,17 +335,12 @@ pub unsafe extern "C" fn fm_max_pool2d_bwd_relu(
 ) -> i32 {
     // SAFETY: caller contract.
     unsafe {
-        let Some((s, d)) = pool_shape(shape) else {
-            return FM_INVALID_ARGUMENT;
-        };
-        let (Some(x), Some(dy), Some(dx)) = (
-            input(input_ptr, d.input_len),
-            input(d_output_ptr, d.output_len),
-            output(d_input_ptr, d.input_len),
-        ) else {
-            return FM_INVALID_ARGUMENT;
-        };
-        status(pool::max_pool2d_backward_relu(&s, x, dy, dx))
+        binary(
+            pool_shape(shape),
+            (input_ptr, d_output_ptr, d_input_ptr),
+            |d| [d.input_len, d.output_len, d.input_len],
+            pool::max_pool2d_backward_relu,
+        )
     }
 }
 
