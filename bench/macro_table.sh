@@ -13,7 +13,7 @@
 #   COLD_BUILD=1 bench/macro_table.sh
 #
 # Environment: REPEATS (default 3), SECONDS_PER_ROW (measured seconds per backend and row,
-# default 2), VENV (a Python with torch; default target/bench-venv, as bench/issue11.sh makes
+# default 2), BUILD (0: use the fm-bench already built), VENV (a Python with torch; default target/bench-venv, as bench/issue11.sh makes
 # it; no PyTorch column without it), OUT (default target/bench-macro).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,7 @@ OUT=${OUT:-target/bench-macro}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.jsonl "$OUT"/load.txt "$OUT"/build.txt
 
-cargo build --release -p fm-bench >&2
+[ "${BUILD:-1}" = 1 ] && cargo build --release -p fm-bench >&2
 PY="$VENV/bin/python"
 [ -x "$PY" ] || { echo "no Python at $PY: the PyTorch column stays empty" >&2; PY=""; }
 
