@@ -439,11 +439,27 @@ impl Exporter<'_> {
                     "MultiHeadAttention is not exported yet (ONNX has no single operator for it)",
                 ))
             }
-            Op::GroupNorm { .. } => {
-                return Err(self.unsupported(node, "GroupNorm is not exported yet"))
+            Op::GroupNorm { groups, epsilon } => {
+                self.group_norm(node, &base, ins[0].clone(), *groups, *epsilon)
             }
-            Op::UpSampling { .. } => {
-                return Err(self.unsupported(node, "UpSampling2D is not exported yet"))
+            Op::UpSampling { size } => {
+                // Nearest neighbour: output cell i reads input cell floor(i / factor), ONNX's
+                // Resize with `asymmetric` coordinates and `floor` rounding.
+                let mut scales = vec![1.0f32];
+                scales.extend(size.iter().map(|&f| f as f32));
+                scales.push(1.0);
+                let s = self.fresh(&format!("{base}/scales"));
+                let s = self.init_f32(s, &[scales.len()], &scales);
+                self.op(
+                    "Resize",
+                    &base,
+                    vec![ins[0].clone(), String::new(), s],
+                    vec![
+                        attr_string("mode", "nearest"),
+                        attr_string("coordinate_transformation_mode", "asymmetric"),
+                        attr_string("nearest_mode", "floor"),
+                    ],
+                )
             }
             Op::Activation(a) => self.activation(node, &base, ins[0].clone(), *a, rank)?,
             Op::Concat { axis } => self.op(
@@ -663,6 +679,52 @@ impl Exporter<'_> {
                 self.op("Mul", base, vec![h, p], vec![])
             }
         })
+    }
+
+    /// GroupNorm on channels-last `[N, spatial.., C]` (ONNX's GroupNormalization is channels-
+    /// first and, before opset 21, scales per group): the channels viewed as `[groups, C /
+    /// groups]`, each group normalised over its channels and every position, then scaled and
+    /// shifted per channel, as fm computes it.
+    fn group_norm(
+        &mut self,
+        node: &Node,
+        base: &str,
+        x: String,
+        groups: usize,
+        epsilon: f64,
+    ) -> String {
+        let gamma = self.weight_init(node, "gamma");
+        let beta = self.weight_init(node, "beta");
+        let shape = &node.shape;
+        let p = shape.len();
+        let channels = shape[p - 1];
+        // [0 (the batch), spatial.., groups, C / groups]
+        let mut grouped: Vec<i64> = std::iter::once(0)
+            .chain(shape[..p - 1].iter().map(|&d| d as i64))
+            .collect();
+        grouped.extend([groups as i64, (channels / groups) as i64]);
+        let g = self.fresh(&format!("{base}/grouped"));
+        let g = self.init_i64(g, &grouped);
+        let xg = self.op("Reshape", base, vec![x, g], vec![]);
+        // Every axis but the batch and the group axis (`p` in the grouped view).
+        let axes: Vec<i64> = (1..p as i64).chain([p as i64 + 1]).collect();
+        let mean_attrs = || vec![attr_ints("axes", &axes), attr_int("keepdims", 1)];
+        let mean = self.op("ReduceMean", base, vec![xg.clone()], mean_attrs());
+        let xc = self.op("Sub", base, vec![xg, mean], vec![]);
+        let sq = self.op("Mul", base, vec![xc.clone(), xc.clone()], vec![]);
+        let var = self.op("ReduceMean", base, vec![sq], mean_attrs());
+        let eps = self.scalar(base, epsilon as f32);
+        let ve = self.op("Add", base, vec![var, eps], vec![]);
+        let sd = self.op("Sqrt", base, vec![ve], vec![]);
+        let normed = self.op("Div", base, vec![xc, sd], vec![]);
+        let back: Vec<i64> = std::iter::once(0)
+            .chain(shape.iter().map(|&d| d as i64))
+            .collect();
+        let b = self.fresh(&format!("{base}/shape"));
+        let b = self.init_i64(b, &back);
+        let y = self.op("Reshape", base, vec![normed, b], vec![]);
+        let y = self.op("Mul", base, vec![y, gamma], vec![]);
+        self.op("Add", base, vec![y, beta], vec![])
     }
 
     /// SimpleRNN/LSTM/GRU as ONNX's RNN/LSTM/GRU (time-major, so the input is transposed).

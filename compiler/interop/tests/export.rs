@@ -1,7 +1,7 @@
 //! `fm_interop::export` on the examples: the graph's interface, the operators, and the
 //! initializers in ONNX's layouts. (That onnxruntime computes what `fmc predict` computes is
-//! checked by `tools/check_onnx.py` and, through committed onnxruntime outputs, by the import
-//! tests.)
+//! checked against committed onnxruntime outputs by `tests/onnxruntime.rs`, and by hand with
+//! `tools/check_onnx.py`.)
 
 use fm_compiler::graph::ModelGraph;
 use fm_interop::onnx::{self, tensor_shape_proto::dimension::Value, type_proto, ModelProto};

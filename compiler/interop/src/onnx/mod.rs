@@ -192,6 +192,14 @@ pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
         ..Default::default()
     }
 }
+pub fn attr_string(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(attribute_proto::AttributeType::String as i32),
+        s: Some(v.as_bytes().to_vec()),
+        ..Default::default()
+    }
+}
 pub fn attr_strings(name: &str, v: &[&str]) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),
