@@ -432,17 +432,12 @@ impl Emitter<'_> {
 
     /// Buffers read by `elem(v)` (to re-slice before a loop).
     fn reads(&self, v: ValueId, acc: &mut Vec<(String, bool)>) {
+        let new = |acc: &[(String, bool)], name: &String| !acc.iter().any(|(n, _)| n == name);
         match self.repr(v) {
-            Repr::Buffer { name } => {
-                if !acc.iter().any(|(n, _)| n == name) && self.writing_over.as_ref() != Some(name) {
-                    acc.push((name.clone(), true));
-                }
+            Repr::Buffer { name } if new(acc, name) && self.writing_over.as_ref() != Some(name) => {
+                acc.push((name.clone(), true))
             }
-            Repr::Strided { name, .. } => {
-                if !acc.iter().any(|(n, _)| n == name) {
-                    acc.push((name.clone(), false));
-                }
-            }
+            Repr::Strided { name, .. } if new(acc, name) => acc.push((name.clone(), false)),
             _ => {}
         }
     }
