@@ -130,7 +130,26 @@ pub fn prepare(
                 Loss::Mse | Loss::Mae | Loss::Huber { .. } => Tensor::F32(normal(&mut rng, &shape)),
             }
         })
+        .collect::<Vec<_>>();
+    // `target` declarations (language.md 9.3) follow the outputs' targets.
+    let declared: Vec<Tensor> = graph
+        .targets
+        .iter()
+        .map(|t| {
+            let mut shape = vec![batch];
+            shape.extend(&t.shape);
+            match t.dtype {
+                DType::F32 => Tensor::F32(normal(&mut rng, &shape)),
+                DType::I32 => {
+                    let bound = token_bound(&graph, t.node);
+                    Tensor::I32(ArrayD::from_shape_fn(IxDyn(&shape), |_| {
+                        rng.below(bound) as i32
+                    }))
+                }
+            }
+        })
         .collect();
+    let targets = targets.into_iter().chain(declared).collect();
     let schedule = LrSchedule::new(
         spec.optimizer.lr,
         &spec.schedule,
@@ -152,8 +171,9 @@ fn normal(rng: &mut SplitMix64, shape: &[usize]) -> ArrayD<f32> {
     ArrayD::from_shape_fn(IxDyn(shape), |_| rng.normal() as f32)
 }
 
-/// Token ids for an i32 input must be below the vocabulary of every Embedding that reads it
-/// (through i32-preserving nodes such as Flatten or Reshape); 2 when no Embedding does.
+/// Token ids for an i32 input (or class indices for an i32 target) must be below the
+/// vocabulary of every Embedding that reads it (through i32-preserving nodes such as Flatten or
+/// Reshape); 2 when no Embedding does (an index `pick` reads in an objective is then valid too).
 fn token_bound(graph: &ModelGraph, input_node: usize) -> usize {
     let reads = |mut n: usize| loop {
         if n == input_node {

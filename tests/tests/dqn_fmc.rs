@@ -1,0 +1,233 @@
+//! Deep Q-learning with `fmc` alone (README "Deep Q-learning", examples/dqn/dqn_maze.fm): the maze
+//! lives here, acting is `fmc predict` on every cell, learning is `fmc train` on the replay
+//! `.npz`, with the DQN target (a lagged copy of the network) computed by fm. After four rounds
+//! of collecting and training, the greedy policy reaches the goal in the fewest moves from every
+//! start cell.
+
+use fm_runtime::random::Rng;
+use fm_runtime::tensor::Tensor;
+use fm_tests::{fmc, root};
+use ndarray::{Array1, Array2, ArrayD, Axis};
+use std::path::Path;
+
+/// The maze of examples/dqn (`#` wall, `G` goal); moves up, right, down, left.
+const MAZE: [&str; 8] = [
+    "..#.....", //
+    ".##.###.", //
+    "....#...", //
+    "###.#.##", //
+    "....#...", //
+    ".####.#.", //
+    "......#.", //
+    "#.###..G",
+];
+const SIDE: usize = 8;
+const CELLS: usize = SIDE * SIDE;
+
+struct Maze {
+    walls: Vec<bool>,
+    goal: usize,
+}
+
+impl Maze {
+    fn new() -> Maze {
+        let flat: Vec<char> = MAZE.concat().chars().collect();
+        Maze {
+            walls: flat.iter().map(|&c| c == '#').collect(),
+            goal: flat.iter().position(|&c| c == 'G').unwrap(),
+        }
+    }
+
+    fn starts(&self) -> Vec<usize> {
+        (0..CELLS)
+            .filter(|&c| !self.walls[c] && c != self.goal)
+            .collect()
+    }
+
+    /// The next cell, the reward (-0.05 a move, 1 at the goal) and whether the goal is reached.
+    fn step(&self, cell: usize, action: usize) -> (usize, f32, bool) {
+        let (dr, dc) = [(-1, 0), (0, 1), (1, 0), (0, -1)][action];
+        let r = (cell / SIDE) as isize + dr;
+        let c = (cell % SIDE) as isize + dc;
+        let inside = (0..SIDE as isize).contains(&r) && (0..SIDE as isize).contains(&c);
+        let next = if inside && !self.walls[r as usize * SIDE + c as usize] {
+            r as usize * SIDE + c as usize
+        } else {
+            cell
+        };
+        if next == self.goal {
+            (next, 1.0, true)
+        } else {
+            (next, -0.05, false)
+        }
+    }
+
+    /// Fewest moves to the goal from each cell (breadth-first from the goal).
+    fn shortest(&self) -> Vec<Option<usize>> {
+        let mut dist = vec![None; CELLS];
+        dist[self.goal] = Some(0);
+        let mut queue = std::collections::VecDeque::from([self.goal]);
+        while let Some(cell) = queue.pop_front() {
+            for a in 0..4 {
+                let (n, _, _) = self.step(cell, a);
+                if n != self.goal && dist[n].is_none() {
+                    dist[n] = Some(dist[cell].unwrap() + 1);
+                    queue.push_back(n);
+                }
+            }
+        }
+        dist
+    }
+
+    /// Moves to the goal following `policy` from `start` (None: not within CELLS moves).
+    fn moves(&self, policy: &[usize], start: usize) -> Option<usize> {
+        let mut cell = start;
+        for n in 1..=CELLS {
+            let (next, _, done) = self.step(cell, policy[cell]);
+            if done {
+                return Some(n);
+            }
+            cell = next;
+        }
+        None
+    }
+}
+
+/// Writes `arrays` as an uncompressed `.npz`.
+fn write_npz(path: &Path, arrays: &[(&str, Tensor)]) {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, t) in arrays {
+        let tmp = path.with_extension(format!("{name}.npy"));
+        fm_runtime::data::npy::write_npy(&tmp, t).unwrap();
+        zip.start_file(format!("{name}.npy"), opts).unwrap();
+        zip.write_all(&std::fs::read(&tmp).unwrap()).unwrap();
+        std::fs::remove_file(&tmp).unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+fn one_hot(cells: &[usize]) -> Tensor {
+    let mut x = Array2::<f32>::zeros((cells.len(), CELLS));
+    for (i, &c) in cells.iter().enumerate() {
+        x[[i, c]] = 1.0;
+    }
+    Tensor::F32(x.into_dyn())
+}
+
+/// `fmc predict` on every cell: the greedy move of each.
+fn greedy(fm: &str, weights: &Path, dir: &Path) -> Vec<usize> {
+    let out = dir.join("q.npy");
+    let r = fmc(&[
+        "predict",
+        fm,
+        "--weights",
+        weights.to_str().unwrap(),
+        "--input",
+        dir.join("cells.npz").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let q = fm::io::read_npy(&out).unwrap().to_f32();
+    assert_eq!(q.shape(), [CELLS, 4]);
+    q.axis_iter(Axis(0))
+        .map(|row| (0..4).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap())
+        .collect()
+}
+
+#[test]
+fn fmc_predict_and_train_solve_the_maze() {
+    let maze = Maze::new();
+    let dir = std::env::temp_dir().join(format!("fm-dqn-fmc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    // The example file, next to the replay it reads (`data/dqn_replay.npz`).
+    let fm = dir.join("dqn_maze.fm");
+    std::fs::copy(root().join("examples/dqn/dqn_maze.fm"), &fm).unwrap();
+    let fm = fm.to_str().unwrap();
+    // Every cell once, to act from. `predict` reads `next_cell` too, though `q_values` does not
+    // depend on it (language.md 9.2 says it needs only the inputs the outputs depend on).
+    let all: Vec<usize> = (0..CELLS).collect();
+    write_npz(
+        &dir.join("cells.npz"),
+        &[("cell", one_hot(&all)), ("next_cell", one_hot(&all))],
+    );
+
+    let weights = dir.join("weights.safetensors");
+    let starts = maze.starts();
+    let mut rng = Rng::new(0, 0);
+    let mut replay: Vec<(usize, usize, f32, usize, bool)> = Vec::new();
+    for round in 0..4 {
+        // Act: at random in the first round, then epsilon-greedy on `fmc predict`'s Q-values.
+        let policy = (round > 0).then(|| greedy(fm, &weights, &dir));
+        let epsilon = (1.0 - 0.3 * round as f64).max(0.1);
+        for _ in 0..50 {
+            let mut cell = starts[(rng.next_u64() % starts.len() as u64) as usize];
+            for _ in 0..60 {
+                let action = match &policy {
+                    Some(p) if rng.uniform() >= epsilon => p[cell],
+                    _ => (rng.next_u64() % 4) as usize,
+                };
+                let (next, reward, done) = maze.step(cell, action);
+                replay.push((cell, action, reward, next, done));
+                cell = next;
+                if done {
+                    break;
+                }
+            }
+        }
+        // Learn: 1500 steps on the whole replay, from the last round's weights.
+        let column = |f: &dyn Fn(&(usize, usize, f32, usize, bool)) -> f32| {
+            Tensor::F32(Array1::from_iter(replay.iter().map(f)).into_dyn())
+        };
+        let cells: Vec<usize> = replay.iter().map(|t| t.0).collect();
+        let nexts: Vec<usize> = replay.iter().map(|t| t.3).collect();
+        let actions: ArrayD<i32> = Array1::from_iter(replay.iter().map(|t| t.1 as i32)).into_dyn();
+        write_npz(
+            &dir.join("data/dqn_replay.npz"),
+            &[
+                ("cell", one_hot(&cells)),
+                ("next_cell", one_hot(&nexts)),
+                ("action", Tensor::I32(actions)),
+                ("reward", column(&|t| t.2)),
+                ("done", column(&|t| f32::from(u8::from(t.4)))),
+            ],
+        );
+        let run_dir = dir.join(format!("run{round}"));
+        let mut args = vec![
+            "train",
+            fm,
+            "-q",
+            "--steps",
+            "1500",
+            "--save",
+            weights.to_str().unwrap(),
+            "--run-dir",
+            run_dir.to_str().unwrap(),
+        ];
+        let init = weights.display().to_string();
+        if round > 0 {
+            args.extend(["--init", &init]);
+        }
+        let r = fmc(&args);
+        assert_eq!(r.code, 0, "round {round}: {}", r.stderr);
+    }
+
+    let policy = greedy(fm, &weights, &dir);
+    let best = maze.shortest();
+    let mut taken = 0;
+    for &s in &starts {
+        let moves = maze.moves(&policy, s);
+        assert_eq!(moves, best[s], "from cell {s}: policy {policy:?}");
+        taken += moves.unwrap();
+    }
+    eprintln!(
+        "fmc-only DQN: {} transitions, {taken} moves from all {} starts (optimal)",
+        replay.len(),
+        starts.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
