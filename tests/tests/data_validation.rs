@@ -386,3 +386,114 @@ fn a_validation_split_that_takes_every_sample_names_the_file() {
     );
     assert!(!d.join("run").exists(), "a failed run left its directory");
 }
+
+/// Accepts `room` bytes, then fails like a closed pipe (`fmc predict ... | head`).
+struct ClosingPipe {
+    room: usize,
+    got: Vec<u8>,
+}
+
+impl std::io::Write for ClosingPipe {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.room == 0 {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
+        let n = buf.len().min(self.room);
+        self.room -= n;
+        self.got.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `predict --samples N` with an absurd N: printed, the outputs stream batch by batch (and a
+/// closed stdout ends the run); with `-o` they would have to fit in memory, which is checked
+/// before the first batch.
+#[test]
+fn predicting_absurdly_many_samples_is_bounded() {
+    let d = dir("samples");
+    let (fm, x, y) = regression_data(&d);
+    let xs = f32s(&d.join("x.npy"), &[20, 4], x);
+    let ys = f32s(&d.join("y.npy"), &[20, 1], y);
+    let w = d.join("w.safetensors").display().to_string();
+    assert_eq!(
+        train(&fm, &xs, &ys, &d.join("run"), &["--save", &w]).code,
+        0
+    );
+    let gen = d.join("gen.fm");
+    std::fs::write(
+        &gen,
+        "version 0.2\nmodel g {\n    input z: f32[4] ~ normal(0, 1)\n    output y = z -> Dense(1)\n}\n",
+    )
+    .unwrap();
+    let gen = gen.display().to_string();
+    let start = std::time::Instant::now();
+    let mut out = ClosingPipe {
+        room: 100,
+        got: Vec::new(),
+    };
+    let mut err = Vec::new();
+    let argv = [
+        "fmc",
+        "predict",
+        &gen,
+        "--weights",
+        &w,
+        "--samples",
+        "99999999999999",
+    ];
+    let code = fmc::cli::run(
+        argv.iter().map(Into::into),
+        &mut out,
+        &mut err,
+        fmc::cli::Terminal::default(),
+    );
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+    assert!(err.is_empty(), "{}", String::from_utf8_lossy(&err));
+    assert_eq!(out.got.len(), 100);
+    assert!(start.elapsed().as_secs() < 30, "{:?}", start.elapsed());
+
+    let npy = d.join("s.npy").display().to_string();
+    let run = fmc(&[
+        "predict",
+        &gen,
+        "--weights",
+        &w,
+        "--samples",
+        "1000000000000",
+        "-o",
+        &npy,
+    ]);
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.stderr,
+        format!("error[E0409]: {npy}: the outputs of 1,000,000,000,000 samples take 3.64 TB (4.00 B each), more than this machine's memory (set a budget with `--memory-limit`); predict fewer samples at a time, or print them (without `-o`, one output is streamed)\n")
+    );
+    // The same check for outputs computed from an input file, under `--memory-limit` (a file
+    // without a `train` section, whose training step would not fit in 64 bytes).
+    let plain = d.join("plain.fm");
+    std::fs::write(&plain, REGRESSION.split("train {").next().unwrap()).unwrap();
+    let run = fmc(&[
+        "--memory-limit",
+        "64",
+        "predict",
+        plain.to_str().unwrap(),
+        "--weights",
+        &w,
+        "--input",
+        &xs,
+        "-o",
+        &npy,
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.starts_with(&format!(
+            "error[E0409]: {npy}: the outputs of 20 samples take 80.00 B (4.00 B each), more than the `--memory-limit` of 64.00 B"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(!Path::new(&npy).exists());
+}

@@ -109,6 +109,15 @@ fn write_npz(path: &Path, arrays: &[(&str, Tensor)]) {
     zip.finish().unwrap();
 }
 
+/// One move of experience: cell, action, reward, next cell, whether it reached the goal.
+struct Transition {
+    cell: usize,
+    action: usize,
+    reward: f32,
+    next: usize,
+    done: bool,
+}
+
 fn one_hot(cells: &[usize]) -> Tensor {
     let mut x = Array2::<f32>::zeros((cells.len(), CELLS));
     for (i, &c) in cells.iter().enumerate() {
@@ -159,7 +168,7 @@ fn fmc_predict_and_train_solve_the_maze() {
     let weights = dir.join("weights.safetensors");
     let starts = maze.starts();
     let mut rng = Rng::new(0, 0);
-    let mut replay: Vec<(usize, usize, f32, usize, bool)> = Vec::new();
+    let mut replay: Vec<Transition> = Vec::new();
     for round in 0..4 {
         // Act: at random in the first round, then epsilon-greedy on `fmc predict`'s Q-values.
         let policy = (round > 0).then(|| greedy(fm, &weights, &dir));
@@ -172,7 +181,13 @@ fn fmc_predict_and_train_solve_the_maze() {
                     _ => (rng.next_u64() % 4) as usize,
                 };
                 let (next, reward, done) = maze.step(cell, action);
-                replay.push((cell, action, reward, next, done));
+                replay.push(Transition {
+                    cell,
+                    action,
+                    reward,
+                    next,
+                    done,
+                });
                 cell = next;
                 if done {
                     break;
@@ -180,20 +195,21 @@ fn fmc_predict_and_train_solve_the_maze() {
             }
         }
         // Learn: 1500 steps on the whole replay, from the last round's weights.
-        let column = |f: &dyn Fn(&(usize, usize, f32, usize, bool)) -> f32| {
+        let column = |f: &dyn Fn(&Transition) -> f32| {
             Tensor::F32(Array1::from_iter(replay.iter().map(f)).into_dyn())
         };
-        let cells: Vec<usize> = replay.iter().map(|t| t.0).collect();
-        let nexts: Vec<usize> = replay.iter().map(|t| t.3).collect();
-        let actions: ArrayD<i32> = Array1::from_iter(replay.iter().map(|t| t.1 as i32)).into_dyn();
+        let cells: Vec<usize> = replay.iter().map(|t| t.cell).collect();
+        let nexts: Vec<usize> = replay.iter().map(|t| t.next).collect();
+        let actions: ArrayD<i32> =
+            Array1::from_iter(replay.iter().map(|t| t.action as i32)).into_dyn();
         write_npz(
             &dir.join("data/dqn_replay.npz"),
             &[
                 ("cell", one_hot(&cells)),
                 ("next_cell", one_hot(&nexts)),
                 ("action", Tensor::I32(actions)),
-                ("reward", column(&|t| t.2)),
-                ("done", column(&|t| f32::from(u8::from(t.4)))),
+                ("reward", column(&|t| t.reward)),
+                ("done", column(&|t| f32::from(u8::from(t.done)))),
             ],
         );
         let run_dir = dir.join(format!("run{round}"));

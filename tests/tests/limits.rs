@@ -242,3 +242,129 @@ fn a_640_kb_name_is_fast() {
     let c = within(10, "long unknown name", || codes(&typo));
     assert_eq!(c, vec!["E0102"]);
 }
+
+/// The constructs of language 0.2 under hostile sizes: each a coded error (or a quick success).
+#[test]
+fn language_0_2_constructs_are_bounded() {
+    let dqn = |lag: &str, train: &str| {
+        format!(
+            "version 0.2\nblock qnet(s) {{ return s -> Dense(8, relu) -> Dense(4) }}\n\
+             model dqn {{\n    input state: f32[8]\n    input next_state: f32[8]\n    target action: i32[]\n\
+             target reward: f32[]\n    let q = qnet(state, name: \"qn\")\n\
+             let q_next = qn(next_state, weights: {lag})\n    output q_values = q\n}}\n{train}"
+        )
+    };
+    let train = "train dqn {\n    loss: huber(pick(q, action), reward + 0.99 * max(q_next))\n    optimizer: Adam(lr: 1e-3)\n}\n";
+    // A lagged copy refreshed every 0 steps, or every 10^20 (which used to saturate to "never").
+    assert_eq!(codes(&dqn("copy(every: 0 steps)", train)), vec!["E0202"]);
+    assert_eq!(
+        codes(&dqn("copy(every: 99999999999999999999 steps)", train)),
+        vec!["E0202"]
+    );
+    assert_eq!(
+        codes(&dqn("copy(every: 1000000000 steps)", train)),
+        Vec::<&str>::new()
+    );
+    assert_eq!(codes(&dqn("ema(2)", train)), vec!["E0202"]);
+    // 5,000 training steps check in bounded time.
+    let steps: String = (0..5_000)
+        .map(|i| format!("    step s{i} {{ loss: huber(pick(q, action), reward), optimizer: SGD(lr: 0.01) }}\n"))
+        .collect();
+    let many = dqn(
+        "copy(every: 5 steps)",
+        &format!("train dqn {{\n{steps}}}\n"),
+    );
+    assert_eq!(
+        within(20, "5,000 steps", || codes(&many)),
+        Vec::<&str>::new()
+    );
+    // Objectives nested or chained 50,000 deep: the parser's and the evaluator's depth limits.
+    for loss in [
+        format!("{}mean(q){}", "(".repeat(50_000), ")".repeat(50_000)),
+        format!("{}mean(q){}", "exp(".repeat(50_000), ")".repeat(50_000)),
+        vec!["mean(q)"; 50_000].join(" + "),
+    ] {
+        let src = dqn(
+            "copy(every: 5 steps)",
+            &format!("train dqn {{\n    loss: {loss}\n    optimizer: Adam(lr: 1e-3)\n}}\n"),
+        );
+        assert_eq!(within(20, "deep objective", || codes(&src)), vec!["E0005"]);
+    }
+    // Sampled inputs of absurd shapes, and categorical weights that sum to nothing.
+    let sampled = |decl: &str, rest: &str| {
+        format!("version 0.2\nmodel g {{\n    input z: {decl}\n    output y = z -> {rest}\n}}\n")
+    };
+    assert_eq!(
+        codes(&sampled(
+            "f32[100000, 100000, 100000] ~ normal(0, 1)",
+            "Flatten -> Dense(1)"
+        )),
+        vec!["E0210"]
+    );
+    let wide = format!("i32[1] ~ categorical([{}])", vec!["1"; 200_000].join(", "));
+    assert_eq!(
+        within(20, "200,000 weights", || codes(&sampled(
+            &wide,
+            "Embedding(200000, 4) -> Flatten -> Dense(1)"
+        ))),
+        Vec::<&str>::new()
+    );
+    for weights in ["[0, 0]", "[1, 2], power: 1e30"] {
+        assert_eq!(
+            codes(&sampled(
+                &format!("i32[1] ~ categorical({weights})"),
+                "Embedding(2, 4) -> Flatten -> Dense(1)"
+            )),
+            vec!["E0223"]
+        );
+    }
+}
+
+/// A `train` section of 2,000 `step` entries with named losses: trains (the steps read the
+/// output's target, as a single `loss` does) in time linear in the steps (the summary used to
+/// copy the whole training setup once per step).
+#[test]
+fn two_thousand_steps_train_in_linear_time() {
+    use fm_runtime::data::npy::write_npy;
+    use fm_runtime::tensor::Tensor;
+    use ndarray::{ArrayD, IxDyn};
+    let steps: String = (0..2_000)
+        .map(|i| format!("    step s{i} {{ loss: mse, optimizer: SGD(lr: 0.001) }}\n"))
+        .collect();
+    let src = format!(
+        "model m {{\n    input x: f32[4]\n    output y = x -> Dense(1)\n}}\n\
+         train {{\n{steps}    epochs: 1\n    batch_size: 4\n}}\n"
+    );
+    let fm = write_temp("steps.fm", &src);
+    let dir = fm.parent().unwrap();
+    let x: Vec<f32> = (0..32).map(|i| (i % 7) as f32 / 7.0).collect();
+    let y: Vec<f32> = x.chunks(4).map(|r| r.iter().sum()).collect();
+    let xs = dir.join("steps_x.npy");
+    let ys = dir.join("steps_y.npy");
+    write_npy(
+        &xs,
+        &Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[8, 4]), x).unwrap()),
+    )
+    .unwrap();
+    write_npy(
+        &ys,
+        &Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[8, 1]), y).unwrap()),
+    )
+    .unwrap();
+    let run = within(60, "2,000 steps", || {
+        fmc(&[
+            "-q",
+            "train",
+            fm.to_str().unwrap(),
+            "--x",
+            xs.to_str().unwrap(),
+            "--y",
+            ys.to_str().unwrap(),
+            "--backend",
+            "interp",
+            "--run-dir",
+            dir.join("steps_run").to_str().unwrap(),
+        ])
+    });
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}

@@ -49,6 +49,56 @@ pub trait Executor: Send + Sync {
         }
         Ok(())
     }
+
+    /// Runs `f` like [`Executor::run`], handing `watch` the values of each group of results
+    /// (`groups`: lists of result indices, all `f32`) once the whole group is computed, group
+    /// after group in order. An executor that runs `f` as a sequence of kernels (the JIT) calls
+    /// `watch.ready` as soon as the group's last kernel has run, and `watch.progress` between
+    /// the kernels after that, so that the caller can send results (gradients) while the rest
+    /// of `f` (the backward pass) still runs; this default calls it after the whole run.
+    fn run_watched(
+        &self,
+        f: &Function,
+        args: &[Value<f32>],
+        ctx: Context,
+        groups: &[Vec<usize>],
+        watch: &mut dyn ResultWatch,
+    ) -> Result<Vec<Value<f32>>, String> {
+        let out = self.run(f, args, ctx)?;
+        report_groups(&out, groups, watch)?;
+        Ok(out)
+    }
+}
+
+/// Receives groups of a function's results while it runs (see [`Executor::run_watched`]).
+pub trait ResultWatch {
+    /// Results `groups[group]` are final: their elements, in the group's order.
+    fn ready(&mut self, group: usize, values: &[&[f32]]) -> Result<(), String>;
+    /// Called between kernels once a group has been reported.
+    fn progress(&mut self) {}
+}
+
+/// Hands `watch` every group of the finished results `out`, in order.
+pub fn report_groups(
+    out: &[Value<f32>],
+    groups: &[Vec<usize>],
+    watch: &mut dyn ResultWatch,
+) -> Result<(), String> {
+    for (k, group) in groups.iter().enumerate() {
+        let mut owned = Vec::new();
+        for &i in group {
+            match out.get(i) {
+                Some(Value::F(a)) => owned.push(a.as_standard_layout()),
+                _ => return Err(format!("internal error: result {i} is not an f32 result")),
+            }
+        }
+        let values: Vec<&[f32]> = owned
+            .iter()
+            .map(|a| a.as_slice().expect("standard layout"))
+            .collect();
+        watch.ready(k, &values)?;
+    }
+    Ok(())
 }
 
 /// The reference interpreter as an [`Executor`].
@@ -100,6 +150,15 @@ pub struct Session {
 pub struct SplitStep {
     pub grad_fn: Function,
     pub apply_fn: Function,
+}
+
+/// The watch of a run that reports no group.
+struct NoWatch;
+
+impl ResultWatch for NoWatch {
+    fn ready(&mut self, _group: usize, _values: &[&[f32]]) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// What [`Session::grad_step`] returns for a shard.
@@ -263,13 +322,31 @@ impl Session {
         targets: &[Tensor],
         first_sample: usize,
     ) -> Result<GradResult, String> {
+        self.grad_step_watched(inputs, targets, first_sample, &[], &mut NoWatch)
+    }
+
+    /// [`Session::grad_step`], handing `watch` groups of `grad_step`'s results as soon as the
+    /// backward pass has computed them ([`Executor::run_watched`]): `groups` lists indices
+    /// into `split.grad_fn.results` (see [`Session::grad_results`]).
+    pub fn grad_step_watched(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        first_sample: usize,
+        groups: &[Vec<usize>],
+        watch: &mut dyn ResultWatch,
+    ) -> Result<GradResult, String> {
         let f = &self.split_fns()?.grad_fn;
         let args = self.bind(f, inputs, targets, 0.0, &[])?;
         let ctx = Context {
             sample_offset: first_sample,
             ..self.ctx(inputs)
         };
-        let results = self.backend.run(f, &args, ctx)?;
+        let results = if groups.is_empty() {
+            self.backend.run(f, &args, ctx)?
+        } else {
+            self.backend.run_watched(f, &args, ctx, groups, watch)?
+        };
         let mut out = GradResult {
             loss: 0.0,
             outputs: Vec::new(),
@@ -289,6 +366,26 @@ impl Session {
             self.params[p] = v;
         }
         Ok(out)
+    }
+
+    /// Where `grad_step`'s results are, as indices into `split.grad_fn.results`: the loss's,
+    /// and each trainable parameter's gradient's in parameter order (the order of
+    /// [`GradResult::grads`]). Needs [`Session::split_step`].
+    pub fn grad_results(&self) -> Result<(usize, Vec<usize>), String> {
+        let f = &self.split_fns()?.grad_fn;
+        let loss = f
+            .results
+            .iter()
+            .position(|r| r.kind == ResultKind::Loss)
+            .ok_or("internal error: grad_step returns no loss")?;
+        let grads = f
+            .results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r.kind, ResultKind::Grad(_)))
+            .map(|(i, _)| i)
+            .collect();
+        Ok((loss, grads))
     }
 
     /// The optimizer update from `grads` (one per trainable parameter, in parameter order);

@@ -13,8 +13,8 @@
 
 use crate::graph::{ModelGraph, Op};
 use fm_runtime::config::{
-    AccuracyKind, Clip, Every, Loss, Metric, NpzKeys, OptimizerKind, Schedule, Source, TestSource,
-    TrainSpec, Transform, Validation,
+    AccuracyKind, Clip, Every, Loss, Metric, NpzKeys, OptimizerKind, OptimizerSpec, Schedule,
+    Source, TestSource, TrainSpec, Transform, Validation,
 };
 use std::collections::HashMap;
 
@@ -399,8 +399,7 @@ fn loss_text(l: &Loss) -> String {
     }
 }
 
-fn optimizer_text(t: &TrainSpec) -> String {
-    let o = &t.optimizer;
+fn optimizer_text(o: &OptimizerSpec) -> String {
     let mut parts = vec![format!("lr: {}", num(o.lr))];
     let name = match o.kind {
         OptimizerKind::Sgd { momentum, nesterov } => {
@@ -575,13 +574,9 @@ pub fn render_training(t: &TrainSpec) -> String {
         out.push_str(" Loss: an expression, minimised as its mean over the batch\n");
     }
     if t.steps.is_empty() {
-        out.push_str(&format!(" Optimizer: {}\n", optimizer_text(t)));
+        out.push_str(&format!(" Optimizer: {}\n", optimizer_text(&t.optimizer)));
     }
     for st in &t.steps {
-        let one = TrainSpec {
-            optimizer: st.optimizer,
-            ..t.clone()
-        };
         let what = match &st.update {
             Some(u) => format!("{} weight tensors", u.len()),
             None => "every weight".to_string(),
@@ -598,7 +593,7 @@ pub fn render_training(t: &TrainSpec) -> String {
                     .collect::<Vec<_>>()
                     .join(", ")
             },
-            optimizer_text(&one)
+            optimizer_text(&st.optimizer)
         ));
     }
     out.push_str(&format!(" Schedule: {}\n", schedule_text(&t.schedule)));

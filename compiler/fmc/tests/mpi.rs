@@ -228,3 +228,88 @@ fn a_rank_with_an_empty_shard() {
     let r = max_relative(&weights(&single), &weights(&dir));
     assert!(r <= 1e-5, "{r:e}");
 }
+
+/// Gradients all-reduced bucket by bucket while the backward pass runs (one bucket per
+/// parameter here, `--bucket-mb 0`) give the very weights of the same buckets sent after it
+/// (`--no-overlap`), which equal one process's; `-v` reports the buckets once (rank 0).
+#[test]
+fn overlapped_buckets_change_no_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = example(tmp.path(), "digits_cnn");
+    let args = ["--steps", "20", "--bucket-mb", "0"];
+    let single = tmp.path().join("single");
+    train(0, &file, &single, &args);
+    let overlap = tmp.path().join("overlap");
+    let log = train(3, &file, &overlap, &[&args[..], &["-v"]].concat());
+    assert_eq!(log.matches("all-reduce: 8 bucket(s)").count(), 1, "{log}");
+    assert!(
+        log.contains("each sent as the backward pass computes it"),
+        "{log}"
+    );
+    let after = tmp.path().join("after");
+    train(3, &file, &after, &[&args[..], &["--no-overlap"]].concat());
+    let (a, b) = (weights(&overlap), weights(&after));
+    assert!(a == b, "overlap changed the weights");
+    let r = max_relative(&weights(&single), &a);
+    assert!(r <= 1e-5, "{r:e}");
+}
+
+/// Runs `fmc ARGS` (under `mpirun -np ranks` when `ranks > 0`): exit code, stdout, stderr.
+fn fmc(ranks: usize, args: &[&str]) -> (i32, String, String) {
+    let fmc = env!("CARGO_BIN_EXE_fmc");
+    let mut cmd = if ranks > 0 {
+        let mut c = Command::new("mpirun");
+        c.args(["--allow-run-as-root", "--oversubscribe", "-np"])
+            .arg(ranks.to_string())
+            .arg(fmc);
+        c
+    } else {
+        Command::new(fmc)
+    };
+    let out = cmd.args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `fmc eval` and `fmc predict` under `mpirun` run on rank 0 alone (the other ranks exit 0 at
+/// once): the one-process output, printed once, the `.npy` written once.
+#[test]
+fn eval_and_predict_run_on_rank_0() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = example(tmp.path(), "digits_mlp");
+    let dir = tmp.path().join("run");
+    train(0, &file, &dir, &["--steps", "5"]);
+    let w = dir.join("weights.safetensors");
+    let (file, w) = (file.to_str().unwrap(), w.to_str().unwrap());
+    let eval = ["eval", file, "--weights", w, "--threads", "1"];
+    let one = fmc(0, &eval);
+    let two = fmc(2, &eval);
+    assert_eq!(one.0, 0, "{}", one.2);
+    assert_eq!(two.0, 0, "{}", two.2);
+    assert!(one.1.contains("loss"), "{}", one.1);
+    assert_eq!(one.1, two.1);
+    let images = repo().join("examples/data/digits-images-idx3-ubyte");
+    let input = images.to_str().unwrap();
+    let npy = tmp.path().join("y.npy");
+    let predict = [
+        "predict",
+        file,
+        "--weights",
+        w,
+        "--input",
+        input,
+        "--threads",
+        "1",
+    ];
+    let one = fmc(0, &predict);
+    let three = fmc(3, &predict);
+    assert_eq!(three.0, 0, "{}", three.2);
+    assert_eq!(one.1.lines().count(), 1797, "{}", one.2);
+    assert_eq!(one.1, three.1);
+    let out = [&predict[..], &["-o", npy.to_str().unwrap()]].concat();
+    assert_eq!(fmc(2, &out).0, 0);
+    assert!(npy.exists());
+}

@@ -23,6 +23,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
 use externs::Extern;
+use fm_compiler::exec::ResultWatch;
 use fm_compiler::interp::{Context, Value};
 use fm_compiler::ir::{eval_shape, print::print_function, Function, Op};
 use fm_compiler::passes::PassTiming;
@@ -316,15 +317,68 @@ impl Compiled {
 
     /// Runs on `args` (in `f.args` order); returns the results in order.
     pub fn run(&self, args: &[Value<f32>], ctx: Context) -> Result<Vec<Value<f32>>, String> {
-        let ran = self.execute(args, ctx)?;
-        Ok((0..self.func.results.len())
-            .map(|i| match ran.result(i) {
+        let ran = self.execute(args, ctx, None)?;
+        Ok(ran.results())
+    }
+
+    /// Runs like [`Compiled::run`], handing `watch` each group of results (lists of result
+    /// indices) right after the kernel call that completes the group (and every group before
+    /// it) has run, then `watch.progress()` after every further call: the caller can send
+    /// gradients while the rest of the backward pass runs (see `Executor::run_watched`).
+    pub fn run_watched(
+        &self,
+        args: &[Value<f32>],
+        ctx: Context,
+        groups: &[Vec<usize>],
+        watch: &mut dyn ResultWatch,
+    ) -> Result<Vec<Value<f32>>, String> {
+        let ran = self.execute(args, ctx, Some((groups, watch)))?;
+        Ok(ran.results())
+    }
+
+    /// For each group of results: the number of kernel calls after which all of its results
+    /// hold their final values (0 for arguments and values no call writes).
+    pub fn ready_after(&self, groups: &[Vec<usize>]) -> Result<Vec<usize>, String> {
+        let f = &self.func;
+        let s = &self.sched;
+        let mut written = vec![0usize; f.insts.len()];
+        for (k, step) in s.steps.iter().enumerate() {
+            written[step.output] = k + 1;
+        }
+        groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|&i| match f.results.get(i) {
+                        Some(r) if f.insts[r.value].dtype == DType::F32 => {
+                            Ok(written[s.root[r.value]])
+                        }
+                        _ => Err(format!("internal error: no f32 result {i} to watch")),
+                    })
+                    .try_fold(0, |m, k| k.map(|k| m.max(k)))
+            })
+            .collect()
+    }
+
+    /// The number of kernel calls of a run.
+    pub fn calls(&self) -> usize {
+        self.calls.len()
+    }
+}
+
+impl Ran<'_> {
+    /// Every result, copied out of the buffers.
+    fn results(&self) -> Vec<Value<f32>> {
+        (0..self.compiled.func.results.len())
+            .map(|i| match self.result(i) {
                 (shape, Data::F(x)) => Value::F(array(shape, x)),
                 (shape, Data::I(x)) => Value::I(array(shape, x)),
             })
-            .collect())
+            .collect()
     }
+}
 
+impl Compiled {
     /// Runs on `args` without copying them, then writes result `i` into `args[a]` when
     /// `updates[i] == Some(a)` (an in-place state update: parameters, optimizer slots) and into
     /// `results[i]` otherwise, reusing the allocations already there when the shapes fit. Once
@@ -346,7 +400,7 @@ impl Compiled {
             ));
         }
         results.resize_with(n_results, || Value::F(ArrayD::zeros(IxDyn(&[0]))));
-        let ran = self.execute(args, ctx)?;
+        let ran = self.execute(args, ctx, None)?;
         // A result that is an argument itself (a parameter the step leaves unchanged) is read
         // where the argument is: write the results that are not updates first, then the
         // updates, and refuse the one order that could read an argument already overwritten.
@@ -380,7 +434,17 @@ impl Compiled {
     /// Checks `args` and runs every kernel; the results are then read from the returned
     /// [`Ran`], which holds the buffers (and the pointers it keeps into `args` are used only
     /// by [`Ran::argument_of`]'s bookkeeping, never to read them after `args` changes).
-    fn execute(&self, args: &[Value<f32>], ctx: Context) -> Result<Ran<'_>, String> {
+    /// With a watch, its groups of results are reported as the calls complete them.
+    fn execute(
+        &self,
+        args: &[Value<f32>],
+        ctx: Context,
+        mut watch: Option<(&[Vec<usize>], &mut dyn ResultWatch)>,
+    ) -> Result<Ran<'_>, String> {
+        let ready = match &watch {
+            Some((groups, _)) => self.ready_after(groups)?,
+            None => Vec::new(),
+        };
         let f = &self.func;
         if args.len() != f.args.len() {
             return Err(format!(
@@ -484,22 +548,57 @@ impl Compiled {
         // Denormals flush to zero while compiled code runs (as TensorFlow does around its
         // kernels): dying ReLUs push Adam's state into the denormal range, where x86 arithmetic
         // is many times slower. Values that small are below every tolerance we compare with.
-        let flush = fm_runtime::kernels::FlushDenormals::enable();
+        let mut flush = Some(fm_runtime::kernels::FlushDenormals::enable());
         let mut status = 0;
-        for call in &self.calls {
-            ptrs.clear();
-            // SAFETY (of the `offset`): offsets are those of slices and pads within their
-            // buffers, computed from the same shapes as the buffers.
-            ptrs.extend(call.operands.iter().map(|&(v, off)| unsafe {
-                (bufs[v] as *mut u8).offset(off as isize * 4) as usize
-            }));
-            // SAFETY: every pointer the kernels use comes from `bufs`: arena ranges sized by
-            // the plan, or the caller's argument arrays (shapes checked above), for the shapes
-            // the kernels were generated from at this batch size `n`. Kernels write only to
-            // their outputs, which are arena buffers.
-            status = unsafe { call.run(ptrs, n, ctx) };
-            if status != 0 {
-                break;
+        // The groups reported so far (in order: a group waits for the ones before it).
+        let mut reported = 0;
+        // Position k: k calls have run.
+        for k in 0..=self.calls.len() {
+            if let Some(call) = k.checked_sub(1).map(|c| &self.calls[c]) {
+                ptrs.clear();
+                // SAFETY (of the `offset`): offsets are those of slices and pads within their
+                // buffers, computed from the same shapes as the buffers.
+                ptrs.extend(call.operands.iter().map(|&(v, off)| unsafe {
+                    (bufs[v] as *mut u8).offset(off as isize * 4) as usize
+                }));
+                // SAFETY: every pointer the kernels use comes from `bufs`: arena ranges sized
+                // by the plan, or the caller's argument arrays (shapes checked above), for the
+                // shapes the kernels were generated from at this batch size `n`. Kernels write
+                // only to their outputs, which are arena buffers.
+                status = unsafe { call.run(ptrs, n, ctx) };
+                if status != 0 {
+                    break;
+                }
+            }
+            let Some((groups, watch)) = &mut watch else {
+                continue;
+            };
+            if reported > 0 {
+                watch.progress();
+            }
+            if reported < groups.len() && ready[reported] <= k {
+                // The watch computes in the caller's floating-point mode, as after the run.
+                drop(flush.take());
+                while reported < groups.len() && ready[reported] <= k {
+                    let values: Vec<&[f32]> = groups[reported]
+                        .iter()
+                        .map(|&i| {
+                            let len: usize = prep.result_shapes[i].iter().product();
+                            // SAFETY: the result's buffer holds `len` f32 elements (checked by
+                            // `ready_after`), final once call `ready[reported]` has run: no
+                            // later call writes it (a result's buffer is never reused).
+                            unsafe {
+                                std::slice::from_raw_parts(
+                                    bufs[f.results[i].value] as *const f32,
+                                    len,
+                                )
+                            }
+                        })
+                        .collect();
+                    watch.ready(reported, &values)?;
+                    reported += 1;
+                }
+                flush = Some(fm_runtime::kernels::FlushDenormals::enable());
             }
         }
         drop(flush);

@@ -6,7 +6,7 @@
 //! silently computed differently: the refusal happens at compile time, before any step.
 
 use super::{compile, CompileStats, Compiled};
-use fm_compiler::exec::{Executor, Interp, Session};
+use fm_compiler::exec::{Executor, Interp, ResultWatch, Session};
 use fm_compiler::graph::ModelGraph;
 use fm_compiler::interp::{self, Context, Value};
 use fm_compiler::ir::Function;
@@ -83,6 +83,20 @@ impl Executor for JitExecutor {
             return Interp.run_in_place(f, args, updates, ctx, results);
         }
         self.get(f)?.run_in_place(args, updates, ctx, results)
+    }
+
+    fn run_watched(
+        &self,
+        f: &Function,
+        args: &[Value<f32>],
+        ctx: Context,
+        groups: &[Vec<usize>],
+        watch: &mut dyn ResultWatch,
+    ) -> Result<Vec<Value<f32>>, String> {
+        if self.refused.contains_key(&f.name) {
+            return Interp.run_watched(f, args, ctx, groups, watch);
+        }
+        self.get(f)?.run_watched(args, ctx, groups, watch)
     }
 }
 

@@ -237,38 +237,52 @@ pub fn evaluate<B: Backend + ?Sized>(
     Ok(metrics.results())
 }
 
-/// Model outputs for `inputs`, computed batch by batch and concatenated (`fmc predict`).
-pub fn predict<B: Backend + ?Sized>(
+/// Model outputs for `inputs`, batch by batch: `each` receives every batch's outputs in order
+/// (`fmc predict` prints or collects them), so memory holds one batch's outputs at a time.
+pub fn predict_batches<B: Backend + ?Sized>(
     backend: &mut B,
     inputs: &[Tensor],
     batch_size: usize,
-) -> Result<Vec<Tensor>, RuntimeError> {
+    mut each: impl FnMut(Vec<Tensor>) -> Result<(), RuntimeError>,
+) -> Result<(), RuntimeError> {
     let n = inputs.first().map(Tensor::len).unwrap_or(0);
-    let mut parts: Vec<Vec<Tensor>> = Vec::new();
     for range in sequential_batches(n, batch_size.max(1)) {
         let batch: Vec<Tensor> = inputs
             .iter()
             .map(|t| t.slice_samples(range.clone()))
             .collect();
-        let outputs = backend.predict(&batch)?;
-        if parts.is_empty() {
-            parts = vec![Vec::new(); outputs.len()];
-        }
-        for (i, out) in outputs.into_iter().enumerate() {
-            match parts.get_mut(i) {
-                Some(list) => list.push(out),
-                None => {
-                    return Err(RuntimeError::backend(
-                        "the backend returned a varying number of outputs",
-                    ))
-                }
-            }
-        }
+        each(backend.predict(&batch)?)?;
     }
-    parts
-        .iter()
-        .map(|list| {
-            Tensor::concat_samples(list).ok_or_else(|| {
+    Ok(())
+}
+
+/// Model outputs for `inputs`, computed batch by batch and concatenated.
+pub fn predict<B: Backend + ?Sized>(
+    backend: &mut B,
+    inputs: &[Tensor],
+    batch_size: usize,
+) -> Result<Vec<Tensor>, RuntimeError> {
+    let mut parts = Vec::new();
+    predict_batches(backend, inputs, batch_size, |outputs| {
+        parts.push(outputs);
+        Ok(())
+    })?;
+    concat_batches(&parts)
+}
+
+/// Joins the outputs of the batches [`predict_batches`] passed on: one tensor per output.
+pub fn concat_batches(parts: &[Vec<Tensor>]) -> Result<Vec<Tensor>, RuntimeError> {
+    let outputs = parts.first().map_or(0, Vec::len);
+    (0..outputs)
+        .map(|o| {
+            let pieces = parts
+                .iter()
+                .map(|p| p.get(o).cloned())
+                .collect::<Option<Vec<Tensor>>>()
+                .ok_or_else(|| {
+                    RuntimeError::backend("the backend returned a varying number of outputs")
+                })?;
+            Tensor::concat_samples(&pieces).ok_or_else(|| {
                 RuntimeError::backend("the backend returned outputs of varying shapes or dtypes")
             })
         })

@@ -1366,14 +1366,12 @@ impl<'f> Expander<'_, '_, '_, 'f> {
         match name.as_str() {
             "copy" => {
                 let a = arg("every")?;
-                match a.val {
+                let n = match a.val {
                     Val::Dur {
                         n,
                         unit: ast::DurationUnit::Steps,
-                    } if n >= 1.0 && n.fract() == 0.0 => Some(LagKind::Copy { every: n as u64 }),
-                    Val::Num { v, int: true } if v >= 1.0 => {
-                        Some(LagKind::Copy { every: v as u64 })
-                    }
+                    } => n,
+                    Val::Num { v, int: true } => v,
                     _ => {
                         self.ctx.error(
                             codes::E0202,
@@ -1381,9 +1379,20 @@ impl<'f> Expander<'_, '_, '_, 'f> {
                             a.span,
                             "e.g. `every: 500 steps`",
                         );
-                        None
+                        return None;
                     }
-                }
+                };
+                // Positive and at most `MAX_INT`, as every other count of steps.
+                let every = bind::to_int(
+                    self.ctx,
+                    &Val::Num { v: n, int: true },
+                    a.span,
+                    "every",
+                    table::Range::Positive,
+                )?;
+                Some(LagKind::Copy {
+                    every: every as u64,
+                })
             }
             "ema" => {
                 let a = arg("decay")?;

@@ -60,7 +60,7 @@ impl Limits {
 
     /// "the `--memory-limit` of 8.00 GB", or "this machine's memory" (no amount: messages stay
     /// the same on every machine).
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         if self.from_flag {
             format!(
                 "the `--memory-limit` of {}",

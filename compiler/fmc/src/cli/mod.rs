@@ -324,6 +324,13 @@ pub fn run(
             fm_compiler::check::Limits::with_memory,
         ),
     };
+    // Under an MPI launcher only `train` uses the ranks (data-parallel); every other command
+    // runs on rank 0 alone, and the other ranks end at once, silently and successfully, so
+    // that nothing is printed or written twice.
+    let other_rank = fm_runtime::distributed::launcher_rank().is_some_and(|r| r > 0);
+    if other_rank && !matches!(cli.command, Command::Train(_)) {
+        return 0;
+    }
     match cli.command {
         Command::Check { file } => check::run(&mut g, &file),
         Command::Summary { file, ascii, model } => {

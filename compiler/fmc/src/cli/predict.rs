@@ -6,7 +6,8 @@ use super::Global;
 use fm_runtime::data::{prepare_inputs, read_array, LoadOptions};
 use fm_runtime::tensor::Tensor;
 use fm_runtime::train;
-use fm_runtime::RuntimeError;
+use fm_runtime::{ErrorKind, RuntimeError};
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -67,14 +68,38 @@ pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
         Ok(b) => b,
         Err(code) => return code,
     };
-    let result: Result<Vec<Tensor>, RuntimeError> = (|| {
+    let batch = args
+        .batch_size
+        .map_or(sel.spec.batch_size, |n| n as usize)
+        .max(1);
+    // One output printed is streamed batch by batch; a file (or several printed outputs, each
+    // printed whole) needs all of them in memory, which must fit the budget.
+    let stream = args.output.is_none() && sel.graph.outputs.len() == 1;
+    let classes = classifier(&sel, 0);
+    let mut parts: Vec<Vec<Tensor>> = Vec::new();
+    let mut printed = Ok(());
+    let result: Result<(), RuntimeError> = (|| {
         let meta = session::load_weights(&mut backend, &args.weights, &sel.graph.name)?;
+        let mut each = |outputs: Vec<Tensor>| {
+            if stream {
+                if let Some(t) = outputs.first() {
+                    printed = print_rows(g.out, t, classes);
+                }
+                // A closed stdout (`| head`) ends the run.
+                return match &printed {
+                    Ok(()) => Ok(()),
+                    Err(_) => Err(RuntimeError::without_path(ErrorKind::Write, "")),
+                };
+            }
+            parts.push(outputs);
+            Ok(())
+        };
         if let Some(n) = args.samples {
-            return sampled(
-                &backend,
-                n as usize,
-                args.batch_size.map_or(sel.spec.batch_size, |b| b as usize),
-            );
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            if !stream {
+                fits_in_memory(&sel, n, &g.limits, args.output.as_deref())?;
+            }
+            return sampled(&backend, n, batch, each);
         }
         let input = args.input.as_deref().unwrap_or_default();
         let transforms = session::stored_transforms(&meta, &sel.spec, &args.weights)?;
@@ -95,13 +120,22 @@ pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
                 allow_nan: args.allow_nan,
             },
         )?;
-        train::predict(
-            &mut backend,
-            &inputs,
-            args.batch_size.map_or(sel.spec.batch_size, |n| n as usize),
-        )
+        if !stream {
+            let n = inputs.first().map_or(0, Tensor::len);
+            fits_in_memory(&sel, n, &g.limits, args.output.as_deref())?;
+        }
+        train::predict_batches(&mut backend, &inputs, batch, &mut each)
     })();
-    let outputs = match result {
+    if let Err(e) = printed {
+        return match e.kind() {
+            std::io::ErrorKind::BrokenPipe => 0,
+            _ => {
+                g.fail(&format!("cannot write the predictions: {e}"));
+                1
+            }
+        };
+    }
+    let outputs = match result.and_then(|()| train::concat_batches(&parts)) {
         Ok(o) => o,
         Err(e) => return runtime_error(g, &e),
     };
@@ -139,25 +173,73 @@ pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
             }
             0
         }
+        None if stream => 0,
         None => {
             for (k, (o, t)) in sel.graph.outputs.iter().zip(&outputs).enumerate() {
-                if outputs.len() > 1 {
-                    let _ = writeln!(g.out, "{}:", o.name);
+                let header = writeln!(g.out, "{}:", o.name);
+                if let Err(e) = header.and_then(|()| print_rows(g.out, t, classifier(&sel, k))) {
+                    if e.kind() != std::io::ErrorKind::BrokenPipe {
+                        g.fail(&format!("cannot write the predictions: {e}"));
+                        return 1;
+                    }
+                    break;
                 }
-                print_rows(g, t, classifier(&sel, k));
             }
             0
         }
     }
 }
 
-/// `--samples N`: the outputs for N drawn samples, in batches, with no input file. Refused when
-/// an output needs an input that is read from data.
+/// Refuses, before the first batch, to collect the outputs of `n` samples when they would not
+/// fit in the memory budget (`fmc predict -o`, or several outputs printed).
+fn fits_in_memory(
+    sel: &session::Selected,
+    n: usize,
+    limits: &fm_compiler::check::Limits,
+    output: Option<&std::path::Path>,
+) -> Result<(), RuntimeError> {
+    // Every output is f32 (4 bytes an element); shapes are bounded by the checker.
+    let per_sample: u64 = sel
+        .graph
+        .outputs
+        .iter()
+        .map(|o| {
+            let elements: u64 = sel.graph.nodes[o.node]
+                .shape
+                .iter()
+                .map(|&d| d as u64)
+                .product();
+            elements.saturating_mul(4)
+        })
+        .fold(0, u64::saturating_add);
+    let total = per_sample.saturating_mul(n as u64);
+    if total <= limits.memory {
+        return Ok(());
+    }
+    let message = format!(
+        "the outputs of {} samples take {} ({} each), more than {}; predict fewer samples at a time{}",
+        fm_compiler::summary::thousands(n),
+        fm_compiler::summary::readable_bytes(total as f64),
+        fm_compiler::summary::readable_bytes(per_sample as f64),
+        limits.describe(),
+        if output.is_some() { ", or print them (without `-o`, one output is streamed)" } else { "" },
+    );
+    Err(match output {
+        Some(path) => {
+            RuntimeError::in_origin(ErrorKind::DataSetup, &path.display().to_string(), message)
+        }
+        None => RuntimeError::without_path(ErrorKind::DataSetup, message),
+    })
+}
+
+/// `--samples N`: the outputs for N drawn samples, batch by batch, passed to `each`, with no
+/// input file. Refused when an output needs an input that is read from data.
 fn sampled(
     backend: &fm_compiler::exec::Session,
     n: usize,
     batch: usize,
-) -> Result<Vec<Tensor>, RuntimeError> {
+    mut each: impl FnMut(Vec<Tensor>) -> Result<(), RuntimeError>,
+) -> Result<(), RuntimeError> {
     let needs_data: Vec<&str> = backend
         .predict_fn
         .args
@@ -167,7 +249,7 @@ fn sampled(
         .collect();
     if !needs_data.is_empty() {
         return Err(RuntimeError::without_path(
-            fm_runtime::ErrorKind::DataSetup,
+            ErrorKind::DataSetup,
             format!(
                 "`--samples` draws only sampled inputs, but the outputs also need {}; give `--input`",
                 needs_data
@@ -178,26 +260,19 @@ fn sampled(
             ),
         ));
     }
-    let mut parts: Vec<Vec<Tensor>> = Vec::new();
     let mut done = 0;
+    let mut part = 0;
     while done < n {
         let k = batch.max(1).min(n - done);
-        let part = parts.len() as u64;
-        parts.push(
+        each(
             backend
                 .predict_samples(&[], k, part)
                 .map_err(RuntimeError::backend)?,
-        );
+        )?;
+        part += 1;
         done += k;
     }
-    let outputs = parts.first().map_or(0, |p| p.len());
-    (0..outputs)
-        .map(|o| {
-            let pieces: Vec<Tensor> = parts.iter().map(|p| p[o].clone()).collect();
-            Tensor::concat_samples(&pieces)
-                .ok_or_else(|| RuntimeError::backend("the batches' outputs do not concatenate"))
-        })
-        .collect()
+    Ok(())
 }
 
 /// How a classifier's output row names its class.
@@ -241,7 +316,7 @@ fn classifier(sel: &session::Selected, k: usize) -> Option<Classes> {
 
 /// One line per sample, values separated by spaces; a classifier's line starts with the class:
 /// `class 7: 0.000012 ... 0.998104 ...`.
-fn print_rows(g: &mut Global, t: &Tensor, classes: Option<Classes>) {
+fn print_rows(out: &mut dyn Write, t: &Tensor, classes: Option<Classes>) -> std::io::Result<()> {
     let values = t.to_f32();
     let n = t.len();
     let per = values.len().checked_div(n).unwrap_or(0);
@@ -261,12 +336,9 @@ fn print_rows(g: &mut Global, t: &Tensor, classes: Option<Classes>) {
             None => None,
         };
         match class {
-            Some(c) => {
-                let _ = writeln!(g.out, "class {c}: {}", cells.join(" "));
-            }
-            None => {
-                let _ = writeln!(g.out, "{}", cells.join(" "));
-            }
+            Some(c) => writeln!(out, "class {c}: {}", cells.join(" "))?,
+            None => writeln!(out, "{}", cells.join(" "))?,
         }
     }
+    Ok(())
 }

@@ -228,7 +228,7 @@ pub fn model_data(graph: &ModelGraph, spec: &TrainSpec) -> ModelData {
             }
         })
         .collect();
-    if fm_compiler::lower::uses_declared_targets(spec) || !spec.steps.is_empty() {
+    if fm_compiler::lower::uses_declared_targets(spec) {
         let targets = graph
             .targets
             .iter()

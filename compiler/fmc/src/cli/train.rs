@@ -2,7 +2,7 @@
 
 use super::session::{self, runtime_error, BackendChoice};
 use super::Global;
-use crate::distributed::DataParallel;
+use crate::distributed::{self, DataParallel};
 use fm_runtime::data::{
     convert_samples, load_data, prepare, read_xy, Dataset, FittedTransforms, LoadOptions,
 };
@@ -67,6 +67,21 @@ pub struct TrainArgs {
     /// an MPI launcher started fmc with several ranks); needs fmc built with `--features mpi`.
     #[arg(long, value_enum, value_name = "HOW")]
     pub distributed: Option<Distributed>,
+    /// Data-parallel: gradients are all-reduced in buckets of about this many MB, each sent as
+    /// soon as the backward pass has computed it (PyTorch DDP's `bucket_cap_mb`).
+    #[arg(long, value_name = "MB", default_value_t = 0.25, value_parser = bucket_mb)]
+    pub bucket_mb: f64,
+    /// Data-parallel: send the gradient buckets only after the whole backward pass (the same
+    /// sums, so the same results; for measuring what the overlap gains).
+    #[arg(long)]
+    pub no_overlap: bool,
+}
+
+fn bucket_mb(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=1024.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a size in MB from 0 to 1024")),
+    }
 }
 
 /// How `fmc train` spreads a run over processes.
@@ -121,12 +136,12 @@ pub fn run(g: &mut Global, args: &TrainArgs) -> i32 {
         Err(code) => return code,
     };
     // Only rank 0 prints progress and results; errors print on every rank.
-    let quiet = g.quiet;
+    let (quiet, verbose) = (g.quiet, g.verbose);
     if group.rank() > 0 {
-        g.quiet = true;
+        (g.quiet, g.verbose) = (true, false);
     }
     let result = train(g, args, &*group);
-    g.quiet = quiet;
+    (g.quiet, g.verbose) = (quiet, verbose);
     match result {
         Ok(()) => 0,
         Err(code) => {
@@ -252,16 +267,27 @@ fn train(g: &mut Global, args: &TrainArgs, group: &dyn Collective) -> Result<(),
     // One process trains the session itself; several ranks train it data-parallel, and only
     // rank 0 writes the run directory, checkpoints and weights.
     let root = group.rank() == 0;
-    let mut backend: Box<dyn Backend + '_> = if group.size() > 1 {
-        match DataParallel::new(session, group) {
-            Ok(p) => Box::new(p),
+    let mut parallel = None;
+    let mut single = None;
+    if group.size() > 1 {
+        let options = distributed::Options {
+            bucket_bytes: (args.bucket_mb * 1e6) as usize,
+            overlap: !args.no_overlap,
+        };
+        match DataParallel::new(session, group, options) {
+            Ok(p) => parallel = Some(p),
             Err(e) => {
                 g.fail(&e);
                 return Err(1);
             }
         }
     } else {
-        Box::new(session)
+        single = Some(session);
+    }
+    let backend: &mut dyn Backend = match (&mut parallel, &mut single) {
+        (Some(p), _) => p,
+        (_, Some(s)) => s,
+        _ => unreachable!("one backend"),
     };
     let run_dir = args
         .run_dir
@@ -286,7 +312,7 @@ fn train(g: &mut Global, args: &TrainArgs, group: &dyn Collective) -> Result<(),
         run_files: run_files(&run_dir, &sel, &args.file),
     };
     let fitted = train::fit_with_log(
-        &mut *backend,
+        backend,
         &sel.spec,
         &data.train,
         data.test.as_ref(),
@@ -314,7 +340,7 @@ fn train(g: &mut Global, args: &TrainArgs, group: &dyn Collective) -> Result<(),
     // Every rank evaluates its shard of the test set (a collective); rank 0 prints.
     if let Some(test) = data.test.as_ref() {
         let defs = metric_defs(&sel.spec);
-        let logs = train::evaluate(&mut *backend, test, sel.spec.batch_size, &defs)
+        let logs = train::evaluate(backend, test, sel.spec.batch_size, &defs)
             .map_err(|e| runtime_error(g, &e))?;
         if !root {
             return Ok(());
@@ -325,6 +351,9 @@ fn train(g: &mut Global, args: &TrainArgs, group: &dyn Collective) -> Result<(),
             .collect();
         let _ = writeln!(g.out, "{}", line.join(" - "));
     }
+    if let (Some(p), true) = (&parallel, root && g.verbose) {
+        comm_report(g, p, !args.no_overlap);
+    }
     if !g.quiet {
         if let Some(saved) = &history.saved {
             let _ = writeln!(g.err, "saved weights to {}", saved.display());
@@ -332,6 +361,38 @@ fn train(g: &mut Global, args: &TrainArgs, group: &dyn Collective) -> Result<(),
         let _ = writeln!(g.err, "run directory: {}", run_dir.display());
     }
     Ok(())
+}
+
+/// `-v` on rank 0 of a data-parallel run: the gradient buckets and where the steps' time went.
+fn comm_report(g: &mut Global, p: &DataParallel, overlap: bool) {
+    let s = p.stats();
+    if s.steps == 0 {
+        return;
+    }
+    let kb: Vec<String> = p
+        .bucket_sizes()
+        .iter()
+        .map(|&n| format!("{:.1}", n as f64 * 4.0 / 1e3))
+        .collect();
+    let per_step = |d: std::time::Duration| d.as_secs_f64() * 1e3 / s.steps as f64;
+    let _ = writeln!(
+        g.err,
+        "all-reduce: {} bucket(s) of {} KB, {}; per step (rank 0, mean of {}): {:.3} ms, of which \
+         {:.3} ms sending and testing during the backward pass, {:.3} ms waiting after it, and \
+         {:.3} ms of backward pass after the first bucket started",
+        kb.len(),
+        kb.join(" + "),
+        if overlap {
+            "each sent as the backward pass computes it"
+        } else {
+            "sent after the backward pass (--no-overlap)"
+        },
+        s.steps,
+        per_step(s.step),
+        per_step(s.start),
+        per_step(s.wait),
+        per_step(s.window),
+    );
 }
 
 /// The resolved `.fm` (its data paths rebased so that the copy reads the same files) and
