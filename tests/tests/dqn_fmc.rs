@@ -126,6 +126,52 @@ fn one_hot(cells: &[usize]) -> Tensor {
     Tensor::F32(x.into_dyn())
 }
 
+/// Writes the replay as `data/dqn_replay.npz` in `dir`, with the keys the example reads.
+fn write_replay(dir: &Path, replay: &[Transition]) {
+    let column = |f: &dyn Fn(&Transition) -> f32| {
+        Tensor::F32(Array1::from_iter(replay.iter().map(f)).into_dyn())
+    };
+    let cells: Vec<usize> = replay.iter().map(|t| t.cell).collect();
+    let nexts: Vec<usize> = replay.iter().map(|t| t.next).collect();
+    let actions: ArrayD<i32> = Array1::from_iter(replay.iter().map(|t| t.action as i32)).into_dyn();
+    write_npz(
+        &dir.join("data/dqn_replay.npz"),
+        &[
+            ("cell", one_hot(&cells)),
+            ("next_cell", one_hot(&nexts)),
+            ("action", Tensor::I32(actions)),
+            ("reward", column(&|t| t.reward)),
+            ("done", column(&|t| f32::from(u8::from(t.done)))),
+        ],
+    );
+}
+
+/// A fresh directory holding the example file and a replay of every move from every free cell;
+/// returns the directory and the `.fm` path.
+fn example_dir(tag: &str) -> (std::path::PathBuf, String) {
+    let maze = Maze::new();
+    let dir = std::env::temp_dir().join(format!("fm-dqn-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let fm = dir.join("dqn_maze.fm");
+    std::fs::copy(root().join("examples/dqn/dqn_maze.fm"), &fm).unwrap();
+    let mut replay = Vec::new();
+    for cell in maze.starts() {
+        for action in 0..4 {
+            let (next, reward, done) = maze.step(cell, action);
+            replay.push(Transition {
+                cell,
+                action,
+                reward,
+                next,
+                done,
+            });
+        }
+    }
+    write_replay(&dir, &replay);
+    (dir, fm.display().to_string())
+}
+
 /// `fmc predict` on every cell: the greedy move of each.
 fn greedy(fm: &str, weights: &Path, dir: &Path) -> Vec<usize> {
     let out = dir.join("q.npy");
@@ -157,13 +203,10 @@ fn fmc_predict_and_train_solve_the_maze() {
     let fm = dir.join("dqn_maze.fm");
     std::fs::copy(root().join("examples/dqn/dqn_maze.fm"), &fm).unwrap();
     let fm = fm.to_str().unwrap();
-    // Every cell once, to act from. `predict` reads `next_cell` too, though `q_values` does not
-    // depend on it (language.md 9.2 says it needs only the inputs the outputs depend on).
+    // Every cell once, to act from: only `cell`, the one input `q_values` depends on
+    // (language.md 9.2).
     let all: Vec<usize> = (0..CELLS).collect();
-    write_npz(
-        &dir.join("cells.npz"),
-        &[("cell", one_hot(&all)), ("next_cell", one_hot(&all))],
-    );
+    write_npz(&dir.join("cells.npz"), &[("cell", one_hot(&all))]);
 
     let weights = dir.join("weights.safetensors");
     let starts = maze.starts();
@@ -195,23 +238,7 @@ fn fmc_predict_and_train_solve_the_maze() {
             }
         }
         // Learn: 1500 steps on the whole replay, from the last round's weights.
-        let column = |f: &dyn Fn(&Transition) -> f32| {
-            Tensor::F32(Array1::from_iter(replay.iter().map(f)).into_dyn())
-        };
-        let cells: Vec<usize> = replay.iter().map(|t| t.cell).collect();
-        let nexts: Vec<usize> = replay.iter().map(|t| t.next).collect();
-        let actions: ArrayD<i32> =
-            Array1::from_iter(replay.iter().map(|t| t.action as i32)).into_dyn();
-        write_npz(
-            &dir.join("data/dqn_replay.npz"),
-            &[
-                ("cell", one_hot(&cells)),
-                ("next_cell", one_hot(&nexts)),
-                ("action", Tensor::I32(actions)),
-                ("reward", column(&|t| t.reward)),
-                ("done", column(&|t| f32::from(u8::from(t.done)))),
-            ],
-        );
+        write_replay(&dir, &replay);
         let run_dir = dir.join(format!("run{round}"));
         let mut args = vec![
             "train",
@@ -245,5 +272,188 @@ fn fmc_predict_and_train_solve_the_maze() {
         replay.len(),
         starts.len()
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The tensors of a weights file, by name.
+fn tensors(path: &Path) -> Vec<(String, Tensor)> {
+    fm_runtime::weights::load_weights(path).unwrap().tensors
+}
+
+fn tensor<'t>(all: &'t [(String, Tensor)], name: &str) -> &'t Tensor {
+    &all.iter().find(|(n, _)| n == name).unwrap().1
+}
+
+/// `--init W` with a W that has no `lag/` tensors (weights from elsewhere, or from a model
+/// without lagged weights): the lagged copy starts equal to W's parameters, as it starts equal
+/// to the initial weights in a fresh run (language.md 9.5). A `lag/` tensor W has is used, and
+/// one of the wrong shape is an error naming it.
+#[test]
+fn init_without_lagged_tensors_starts_the_copy_from_the_parameters() {
+    let (dir, fm) = example_dir("init-lag");
+    let train = |init: &Path, save: &str| {
+        fmc(&[
+            "train",
+            &fm,
+            "-q",
+            "--steps",
+            "3",
+            "--init",
+            init.to_str().unwrap(),
+            "--save",
+            dir.join(save).to_str().unwrap(),
+            "--run-dir",
+            dir.join(format!("run-{save}")).to_str().unwrap(),
+        ])
+    };
+    // Weights with every tensor (`fmc train` writes the lagged copy too).
+    let full = dir.join("full.safetensors");
+    let r = fmc(&[
+        "train",
+        &fm,
+        "-q",
+        "--steps",
+        "5",
+        "--save",
+        full.to_str().unwrap(),
+        "--run-dir",
+        dir.join("run-full").to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let file = fm_runtime::weights::load_weights(&full).unwrap();
+    let lags: Vec<String> = file
+        .tensors
+        .iter()
+        .map(|(n, _)| n.clone())
+        .filter(|n| n.starts_with("lag/qn/"))
+        .collect();
+    assert_eq!(
+        lags.len(),
+        4,
+        "{:?}",
+        file.tensors.iter().map(|t| &t.0).collect::<Vec<_>>()
+    );
+    let params: Vec<(String, Tensor)> = file
+        .without_optimizer_state()
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("lag/"))
+        .collect();
+    let write = |name: &str, tensors: &[(String, Tensor)]| {
+        let path = dir.join(name);
+        fm_runtime::weights::save_weights(&path, tensors, &file.meta).unwrap();
+        path
+    };
+
+    // No `lag/` tensors: the copy starts at W's parameters and stays there (it is refreshed
+    // every 100 steps), while the live parameters train.
+    let r = train(
+        &write("params.safetensors", &params),
+        "from_params.safetensors",
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let after = tensors(&dir.join("from_params.safetensors"));
+    for lag in &lags {
+        let live = lag.strip_prefix("lag/qn/").unwrap();
+        assert_eq!(tensor(&after, lag), tensor(&params, live), "{lag}");
+        if live.ends_with("kernel") {
+            assert_ne!(
+                tensor(&after, live),
+                tensor(&params, live),
+                "{live} trained"
+            );
+        }
+    }
+
+    // A `lag/` tensor W has is used as it is.
+    let mut with_lag = params.clone();
+    let zeroed = lags[0].clone();
+    let shape = tensor(&file.tensors, &zeroed).shape().to_vec();
+    with_lag.push((zeroed.clone(), Tensor::F32(ArrayD::zeros(shape.clone()))));
+    let r = train(
+        &write("one_lag.safetensors", &with_lag),
+        "from_one_lag.safetensors",
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let after = tensors(&dir.join("from_one_lag.safetensors"));
+    assert!(tensor(&after, &zeroed).to_f32().iter().all(|&v| v == 0.0));
+    let other = &lags[1];
+    assert_eq!(
+        tensor(&after, other),
+        tensor(&params, other.strip_prefix("lag/qn/").unwrap())
+    );
+
+    // ... and shape-checked.
+    let mut bad = params.clone();
+    bad.push((
+        zeroed.clone(),
+        Tensor::F32(ArrayD::zeros(vec![shape[0] + 1; shape.len()])),
+    ));
+    let r = train(&write("bad_lag.safetensors", &bad), "never.safetensors");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("tensor '{zeroed}' has shape")),
+        "{}",
+        r.stderr
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `fmc predict` reads only the inputs the requested outputs depend on (language.md 9.2):
+/// `q_values` needs `cell`, not `next_cell`, and gives the same numbers either way.
+#[test]
+fn predict_reads_only_the_inputs_the_outputs_need() {
+    let (dir, fm) = example_dir("predict-inputs");
+    let weights = dir.join("w.safetensors");
+    let r = fmc(&[
+        "train",
+        &fm,
+        "-q",
+        "--steps",
+        "5",
+        "--save",
+        weights.to_str().unwrap(),
+        "--run-dir",
+        dir.join("run").to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let all: Vec<usize> = (0..CELLS).collect();
+    let predict = |npz: &str, out: &str| {
+        let out = dir.join(out);
+        let r = fmc(&[
+            "predict",
+            &fm,
+            "--weights",
+            weights.to_str().unwrap(),
+            "--input",
+            dir.join(npz).to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, 0, "{npz}: {}", r.stderr);
+        fm::io::read_npy(&out).unwrap().to_f32()
+    };
+    write_npz(&dir.join("cell_only.npz"), &[("cell", one_hot(&all))]);
+    let reversed: Vec<usize> = all.iter().rev().copied().collect();
+    write_npz(
+        &dir.join("both.npz"),
+        &[("cell", one_hot(&all)), ("next_cell", one_hot(&reversed))],
+    );
+    let q = predict("cell_only.npz", "q1.npy");
+    assert_eq!(q.shape(), [CELLS, 4]);
+    assert_eq!(q, predict("both.npz", "q2.npy"));
+    // Rows differ from cell to cell (the network is not constant).
+    assert_ne!(q.index_axis(Axis(0), 0), q.index_axis(Axis(0), CELLS - 1));
+    // An input the outputs need is still required, named in the message.
+    write_npz(&dir.join("next_only.npz"), &[("next_cell", one_hot(&all))]);
+    let r = fmc(&[
+        "predict",
+        &fm,
+        "--weights",
+        weights.to_str().unwrap(),
+        "--input",
+        dir.join("next_only.npz").to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("no array 'cell'"), "{}", r.stderr);
     let _ = std::fs::remove_dir_all(&dir);
 }

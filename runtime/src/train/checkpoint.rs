@@ -13,6 +13,9 @@ use crate::tensor::Tensor;
 use crate::weights::{check_tensors, load_weights, save_weights, WeightsMeta, OPT_PREFIX};
 use std::path::Path;
 
+/// The prefix of a lagged copy's tensor name: `lag/CALL/PARAM` (language.md 9.5).
+const LAG_PREFIX: &str = "lag/";
+
 /// Which checkpoint file to write.
 enum Keep<'m> {
     /// `checkpoints/last.safetensors`; `announce` prints the `saving model to` line (the
@@ -294,19 +297,32 @@ fn check_step(
 }
 
 /// `--init W`: parameters and BatchNorm statistics from a weights file (optimizer state and
-/// metadata are ignored). A missing, unknown or mis-shaped tensor is an error naming it.
+/// metadata are ignored). A missing, unknown or mis-shaped tensor is an error naming it, except
+/// a lagged copy (`lag/CALL/PARAM`, from `copy(every:)` or `ema`): one the file lacks starts
+/// equal to the file's `PARAM`, as the copy starts equal to the initial weights (language.md
+/// 9.5). One the file has is used (and shape-checked) like any other tensor.
 pub fn load_init<B: Backend + ?Sized>(
     backend: &mut B,
     path: &Path,
 ) -> Result<WeightsMeta, RuntimeError> {
     let file = load_weights(path)?;
-    let loaded = file.without_optimizer_state();
+    let mut loaded = file.without_optimizer_state();
     let expected: Vec<(String, Vec<usize>)> = backend
         .state()
         .into_iter()
         .filter(|(n, _)| !n.starts_with(OPT_PREFIX))
         .map(|(n, t)| (n, t.shape().to_vec()))
         .collect();
+    let missing_lags: Vec<(String, Tensor)> = expected
+        .iter()
+        .filter(|(name, _)| !loaded.iter().any(|(n, _)| n == name))
+        .filter_map(|(name, _)| {
+            let (_call, live) = name.strip_prefix(LAG_PREFIX)?.split_once('/')?;
+            let (_, t) = loaded.iter().find(|(n, _)| n == live)?;
+            Some((name.clone(), t.clone()))
+        })
+        .collect();
+    loaded.extend(missing_lags);
     check_tensors(path, &loaded, &expected)?;
     backend.set_state(&loaded)?;
     Ok(file.meta)
