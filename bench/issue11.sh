@@ -115,7 +115,7 @@ for l in open(sys.argv[1]):
     # Batch-1 predict latency.
     echo "latency $model ..." >&2
     target/release/fm-bench --models "$model" --backends jit --modes predict --batch 1 \
-        --threads "$THREADS" --seconds 2 --runs 5 >> "$OUT/other.jsonl"
+        --threads "$THREADS" --seconds 2 --per-call >> "$OUT/other.jsonl"
     for fw in $FRAMEWORKS; do
         "$PY" bench/compare/peers_epochs.py --framework "$fw" --model "$model" --latency \
             --x "$X" --y "$Y" --threads "$THREADS" 2>>"$OUT/peers.log" >> "$OUT/other.jsonl"

@@ -33,6 +33,8 @@ def parse_args(description):
     p.add_argument("--modes", default="train,predict")
     p.add_argument("--seconds", type=float, default=3.0, help="measured time per row")
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--batch", type=int, default=None,
+                   help="measure only this batch size (as fm-bench --batch)")
     args = p.parse_args()
     args.models = [m for m in args.models.split(",") if m]
     unknown = [m for m in args.models if m not in MODELS]
@@ -66,12 +68,23 @@ def median_seconds(call, seconds, runs):
     per_call = (time.perf_counter() - start) / calibration_calls
     calls = max(1, round(seconds / runs / per_call))
     times = []
+    cpu = []
     for _ in range(runs):
         t0 = time.perf_counter()
+        c0 = time.process_time()
         for _ in range(calls):
             call()
         times.append((time.perf_counter() - t0) / calls)
+        cpu.append((time.process_time() - c0) / calls)
+    # The CPU time of the process (every thread): what fm-bench's `cpu_ms_per_step` is with
+    # one kernel thread, unaffected by waiting for a core on a loaded machine.
+    median_seconds.cpu = statistics.median(cpu)
     return statistics.median(times)
+
+
+def batches(args, name):
+    """The batch sizes to measure `name` at: `--batch`, else the model's defaults."""
+    return (args.batch,) if args.batch else MODELS[name][1]
 
 
 def report(framework, backend, threads, model, mode, batch, seconds):
@@ -83,5 +96,6 @@ def report(framework, backend, threads, model, mode, batch, seconds):
         "mode": mode,
         "batch": batch,
         "ms_per_step": seconds * 1e3,
+        "cpu_ms_per_step": getattr(median_seconds, "cpu", float("nan")) * 1e3,
         "samples_per_s": batch / seconds,
     }), flush=True)

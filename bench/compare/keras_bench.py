@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import MODELS, median_seconds, parse_args, report, synthetic_batch  # noqa: E402
+from common import MODELS, batches, median_seconds, parse_args, report, synthetic_batch  # noqa: E402
 
 
 def build(name, keras):
@@ -64,7 +64,7 @@ def main():
     keras.utils.set_random_seed(0)
     backend = f"keras-{keras.__version__}/tf-{tf.__version__}"
     for name in args.models:
-        for batch in MODELS[name][1]:
+        for batch in batches(args, name):
             x, y = synthetic_batch(name, batch)
             model = build(name, keras)
             for mode in args.modes:

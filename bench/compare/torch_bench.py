@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import MODELS, median_seconds, parse_args, report, synthetic_batch  # noqa: E402
+from common import MODELS, batches, median_seconds, parse_args, report, synthetic_batch  # noqa: E402
 
 
 def build(name, nn):
@@ -56,7 +56,7 @@ def main():
     torch.manual_seed(0)
     backend = f"torch-{torch.__version__.split('+')[0]}"
     for name in args.models:
-        for batch in MODELS[name][1]:
+        for batch in batches(args, name):
             x, y = synthetic_batch(name, batch)
             if x.ndim == 4:  # NHWC -> NCHW
                 x = x.transpose(0, 3, 1, 2).copy()

@@ -5,13 +5,19 @@
 //! Method, identical in the Python scripts: compile the model, warm up (at least 3 calls and
 //! 0.3 s), calibrate the time per call (at least 3 calls and 0.2 s), then time `--runs` runs of a
 //! fixed number of calls (chosen so a run lasts about `--seconds / --runs`) and report the median
-//! time per call.
+//! time per call, and the median CPU time per call of the calling thread (`cpu_ms_per_step`,
+//! which waiting for a core on a loaded machine does not inflate; with `--threads 1` every
+//! kernel runs on that thread).
 //!
 //! Usage: fm-bench [--models a,b] [--backends interp,jit,macro] [--modes train,predict]
-//!                 [--seconds S] [--runs R] [--batch N] [--threads N]
+//!                 [--seconds S] [--runs R] [--batch N] [--threads N] [--per-call]
 //!
-//! `--batch N` measures only that batch size (`--batch 1 --modes predict` is the batch-1
-//! latency of `bench/issue11.sh`); `--threads N` lets the kernels use N threads (default 1).
+//! `--batch N` measures only that batch size; `--threads N` lets the kernels use N threads
+//! (default 1). `--per-call` times every call on its own after the warm-up, for `--seconds`,
+//! and reports the median call: the latency method of `bench/compare/peers_epochs.py
+//! --latency` (`--batch 1 --modes predict --per-call` is the batch-1 latency of
+//! `bench/issue11.sh`). On a shared machine it is also the figure least moved by the load:
+//! a call the scheduler interrupts is one slow call, not a slow run.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -27,6 +33,7 @@ struct Options {
     runs: usize,
     batch: Option<usize>,
     threads: usize,
+    per_call: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -38,6 +45,7 @@ fn parse_args() -> Result<Options, String> {
         runs: 5,
         batch: None,
         threads: 1,
+        per_call: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -78,10 +86,11 @@ fn parse_args() -> Result<Options, String> {
                     .filter(|&t| t > 0)
                     .ok_or("--threads takes a positive integer")?
             }
+            "--per-call" => options.per_call = true,
             "-h" | "--help" => {
                 println!(
                     "fm-bench [--models a,b] [--backends interp,jit,macro] [--modes train,predict] \
-                     [--seconds S] [--runs R] [--batch N] [--threads N]"
+                     [--seconds S] [--runs R] [--batch N] [--threads N] [--per-call]"
                 );
                 std::process::exit(0);
             }
@@ -101,11 +110,19 @@ fn parse_args() -> Result<Options, String> {
     Ok(options)
 }
 
-/// The median seconds per call of `call`, by the method in the module docs.
+/// CPU time this thread has run, in nanoseconds (Linux: `/proc/thread-self/schedstat`). On a
+/// loaded machine it moves far less than wall time: waiting for a core is not counted.
+fn cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Per call: the median wall seconds and the median CPU seconds of this thread (when known),
+/// by the method in the module docs.
 fn median_seconds(
     options: &Options,
     mut call: impl FnMut() -> Result<(), String>,
-) -> Result<f64, String> {
+) -> Result<(f64, Option<f64>), String> {
     let warmup_start = Instant::now();
     let mut warmup_calls = 0u32;
     while warmup_calls < 3 || warmup_start.elapsed() < Duration::from_millis(300) {
@@ -119,19 +136,37 @@ fn median_seconds(
         call()?;
         calibration_calls += 1;
     }
+    if options.per_call {
+        let start = Instant::now();
+        let mut times = Vec::new();
+        while times.len() < 50 || start.elapsed().as_secs_f64() < options.seconds {
+            let t = Instant::now();
+            call()?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        return Ok(times[times.len() / 2]);
+    }
     let per_call = calibration_start.elapsed().as_secs_f64() / f64::from(calibration_calls);
     let run_budget = options.seconds / options.runs as f64;
     let calls = ((run_budget / per_call).round() as usize).max(1);
     let mut times = Vec::with_capacity(options.runs);
+    let mut cpu = Vec::with_capacity(options.runs);
     for _ in 0..options.runs {
         let start = Instant::now();
+        let cpu_start = cpu_ns();
         for _ in 0..calls {
             call()?;
         }
         times.push(start.elapsed().as_secs_f64() / calls as f64);
+        if let (Some(a), Some(b)) = (cpu_start, cpu_ns()) {
+            cpu.push(b.saturating_sub(a) as f64 * 1e-9 / calls as f64);
+        }
     }
     times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    cpu.sort_by(f64::total_cmp);
+    let cpu = (cpu.len() == times.len()).then(|| cpu[cpu.len() / 2]);
+    Ok((times[times.len() / 2], cpu))
 }
 
 fn report(
@@ -140,9 +175,10 @@ fn report(
     backend: BackendKind,
     mode: &str,
     batch: usize,
-    seconds: f64,
+    (seconds, cpu): (f64, Option<f64>),
 ) {
     let line = serde_json::json!({
+        "cpu_ms_per_step": cpu.map(|c| c * 1e3),
         "framework": "fm",
         "backend": backend.name(),
         "threads": options.threads,

@@ -22,6 +22,9 @@ OPS = [
     "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization", "Relu", "Sigmoid", "Tanh",
     "LeakyRelu", "Elu", "Softplus", "Softmax", "LogSoftmax", "Gelu", "Flatten", "Reshape",
     "Concat", "LSTM", "GRU", "RNN", "Gather", "Identity", "Transpose", "Squeeze", "Unsqueeze",
+    # fm 0.2's functions in expressions, and the normalisation and upsampling layers.
+    "Neg", "Exp", "Log", "Abs", "Sqrt", "Clip", "ReduceSum", "ReduceMean", "ReduceMax",
+    "ReduceMin", "LayerNormalization", "GroupNormalization", "Resize",
 ]
 # Cases bigger than this (model plus data) are left out to keep the repository small.
 MAX_BYTES = 30_000

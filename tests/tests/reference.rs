@@ -2,10 +2,11 @@
 //! every case, the inference output, the training loss, every gradient, and every parameter and
 //! optimizer slot after 3 steps, within `tolerance * max(|ref|, 1)` (1e-5 unless the case says).
 
-use fm_compiler::autodiff;
+#[path = "../../compiler/core/tests/support/mod.rs"]
+mod gradcheck_support;
+
 use fm_compiler::exec::Session;
 use fm_compiler::interp::{self, Context, Value};
-use fm_compiler::ir::{batched, fixed, ArgKind, Builder, ResultKind};
 use fm_compiler::lower::{self, loss, Mode};
 use fm_runtime::data::{read_array, RawArray};
 use fm_runtime::tensor::{DType, Tensor};
@@ -135,41 +136,16 @@ fn run_case(dir: &Path, failures: &mut Failures) -> bool {
     let y = arrays(dir, "y", &target_names);
 
     // Loss and gradients with the initial weights, in training mode.
-    let mut b = Builder::new("loss_and_grads");
-    let inputs: Vec<_> = graph
-        .inputs
-        .iter()
-        .map(|i| b.arg(&i.name, ArgKind::Input, batched(&i.shape), i.dtype))
-        .collect();
-    let targets: Vec<_> = graph
-        .outputs
-        .iter()
-        .enumerate()
-        .map(|(k, o)| {
-            let (s, d) = loss::target_shape(Some(spec.losses[k].loss), &graph.nodes[o.node].shape);
-            b.arg(&o.name, ArgKind::Target, batched(&s), d)
-        })
-        .collect();
-    let params: Vec<_> = graph
-        .params
-        .iter()
-        .enumerate()
-        .map(|(k, p)| b.arg(&p.name, ArgKind::Param(k), fixed(&p.shape), DType::F32))
-        .collect();
-    let fwd = lower::forward(&mut b, &graph, &inputs, &params, Mode::Train);
-    let total = loss::total_loss(&mut b, &graph, &spec, &fwd, &targets, &params);
-    b.result("loss", ResultKind::Loss, total);
-    let trainable: Vec<usize> = (0..graph.params.len())
-        .filter(|&p| graph.params[p].trainable)
-        .collect();
-    let wrt: Vec<_> = trainable.iter().map(|&p| params[p]).collect();
-    for (&p, g) in trainable
-        .iter()
-        .zip(autodiff::gradients(&mut b, total, &wrt))
-    {
-        b.result(&graph.params[p].name, ResultKind::Param(p), g);
-    }
-    let f = b.finish();
+    let f = gradcheck_support::loss_function(&graph, true, |b| {
+        let inputs = lower::input_args(b, &graph, None);
+        let targets = lower::target_args(b, &graph, &spec);
+        let params = lower::param_args(b, &graph);
+        let fwd = lower::forward(b, &graph, &inputs, &params, Mode::Train);
+        (
+            loss::total_loss(b, &graph, &spec, &fwd, &targets, &params),
+            params,
+        )
+    });
     let mut args: Vec<Value<f32>> = Vec::new();
     for t in x.iter().chain(&y) {
         args.push(match t {

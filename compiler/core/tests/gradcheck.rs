@@ -1,40 +1,15 @@
 //! Gradient checks: the autodiff pass against central finite differences in f64, for every
 //! layer family, activation and loss, on hand-built layer graphs with random inputs.
 
-use fm_compiler::autodiff;
+mod support;
+
 use fm_compiler::graph::*;
 use fm_compiler::interp::{self, Context, Value};
-use fm_compiler::ir::{batched, fixed, verify, ArgKind, Builder, Function, ResultKind};
+use fm_compiler::ir::{batched, ArgKind, Builder, Function, ResultKind};
 use fm_compiler::lower::{self, loss, Mode};
 use fm_runtime::config::*;
 use ndarray::{ArrayD, IxDyn};
-
-/// The role whose suffix ends a parameter's name (hand-built graphs name their parameters as
-/// the checker does).
-fn role(suffix: &str) -> Role {
-    use Role::*;
-    [
-        Kernel,
-        Bias,
-        RecurrentKernel,
-        Gamma,
-        Beta,
-        MovingMean,
-        MovingVariance,
-        Embeddings,
-        QueryKernel,
-        QueryBias,
-        KeyKernel,
-        KeyBias,
-        ValueKernel,
-        ValueBias,
-        OutputKernel,
-        OutputBias,
-    ]
-    .into_iter()
-    .find(|r| r.suffix() == suffix)
-    .unwrap_or_else(|| panic!("no parameter role `{suffix}`"))
-}
+use support::Lcg;
 
 /// Builds layer graphs by hand (the checker is tested separately).
 struct Graph {
@@ -80,15 +55,15 @@ impl Graph {
         inputs: &[usize],
         shape: &[usize],
         name: &str,
-        params: &[(&str, &[usize], bool)],
+        params: &[(Role, &[usize], bool)],
     ) -> usize {
         let id = self.g.nodes.len();
         let mut ids = vec![];
-        for (suffix, shape, trainable) in params {
+        for (role, shape, trainable) in params {
             ids.push(self.g.params.len());
             self.g.params.push(ParamInfo {
-                name: format!("{name}.{suffix}"),
-                role: role(suffix),
+                name: format!("{name}.{}", role.suffix()),
+                role: *role,
                 shape: shape.to_vec(),
                 init: Init::GlorotUniform,
                 trainable: *trainable,
@@ -153,17 +128,6 @@ fn spec(loss: Loss) -> TrainSpec {
     }
 }
 
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-    }
-}
-
 fn random(shape: &[usize], rng: &mut Lcg, scale: f64) -> ArrayD<f64> {
     ArrayD::from_shape_fn(IxDyn(shape), |_| rng.next() * scale)
 }
@@ -171,47 +135,16 @@ fn random(shape: &[usize], rng: &mut Lcg, scale: f64) -> ArrayD<f64> {
 /// Builds `loss(inputs, targets, params)` and, separately, the same plus its gradients.
 fn functions(graph: &ModelGraph, spec: &TrainSpec) -> (Function, Function) {
     let build = |with_grads: bool| {
-        let mut b = Builder::new("check");
-        let inputs: Vec<_> = graph
-            .inputs
-            .iter()
-            .map(|i| b.arg(&i.name, ArgKind::Input, batched(&i.shape), i.dtype))
-            .collect();
-        let targets: Vec<_> = graph
-            .outputs
-            .iter()
-            .enumerate()
-            .map(|(k, o)| {
-                let (s, d) =
-                    loss::target_shape(Some(spec.losses[k].loss), &graph.nodes[o.node].shape);
-                b.arg("t", ArgKind::Target, batched(&s), d)
-            })
-            .collect();
-        let params: Vec<_> = graph
-            .params
-            .iter()
-            .enumerate()
-            .map(|(k, p)| b.arg(&p.name, ArgKind::Param(k), fixed(&p.shape), DType::F32))
-            .collect();
-        let fwd = lower::forward(&mut b, graph, &inputs, &params, Mode::Train);
-        let total = loss::total_loss(&mut b, graph, spec, &fwd, &targets, &params);
-        b.result("loss", ResultKind::Loss, total);
-        if with_grads {
-            let wrt: Vec<_> = graph
-                .params
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.trainable)
-                .map(|(k, _)| params[k])
-                .collect();
-            let grads = autodiff::gradients(&mut b, total, &wrt);
-            for (k, g) in grads.into_iter().enumerate() {
-                b.result("grad", ResultKind::Param(k), g);
-            }
-        }
-        let f = b.finish();
-        verify::verify(&f).unwrap();
-        f
+        support::loss_function(graph, with_grads, |b| {
+            let inputs = lower::input_args(b, graph, None);
+            let targets = lower::target_args(b, graph, spec);
+            let params = lower::param_args(b, graph);
+            let fwd = lower::forward(b, graph, &inputs, &params, Mode::Train);
+            (
+                loss::total_loss(b, graph, spec, &fwd, &targets, &params),
+                params,
+            )
+        })
     };
     (build(false), build(true))
 }
@@ -261,32 +194,8 @@ fn check(
     assert_eq!(interp::run(&optimized, &args(&params), ctx).unwrap(), out);
     let loss0 = out[0].scalar();
     assert!(loss0.is_finite(), "loss {loss0}");
-    let trainable: Vec<usize> = (0..graph.params.len())
-        .filter(|&k| graph.params[k].trainable)
-        .collect();
-    let h = 1e-6;
-    for (gi, &k) in trainable.iter().enumerate() {
-        let analytic = out[1 + gi].float().clone();
-        let n = params[k].len();
-        // Up to 12 elements per parameter, spread over the tensor.
-        let picks: Vec<usize> = (0..n).step_by((n / 12).max(1)).collect();
-        for &e in &picks {
-            let mut plus = params.clone();
-            plus[k].as_slice_mut().unwrap()[e] += h;
-            let mut minus = params.clone();
-            minus[k].as_slice_mut().unwrap()[e] -= h;
-            let lp = interp::run(&loss_fn, &args(&plus), ctx).unwrap()[0].scalar();
-            let lm = interp::run(&loss_fn, &args(&minus), ctx).unwrap()[0].scalar();
-            let numeric = (lp - lm) / (2.0 * h);
-            let a = analytic.as_slice().unwrap()[e];
-            let tol = 1e-5 * numeric.abs().max(a.abs()).max(1e-2);
-            assert!(
-                (a - numeric).abs() <= tol,
-                "{}[{e}]: autodiff {a} vs finite difference {numeric}",
-                graph.params[k].name
-            );
-        }
-    }
+    // Up to 12 elements per parameter, spread over the tensor.
+    support::check_against_finite_differences(&graph, &loss_fn, ctx, &params, args, &out, 12, "");
 }
 
 fn f_input(shape: &[usize], rng: &mut Lcg) -> Value<f64> {
@@ -310,7 +219,7 @@ fn dense_model(act: Activation, inp: usize, units: usize) -> ModelGraph {
         &[0],
         &[5],
         "dense",
-        &[("kernel", &[inp, 5], true), ("bias", &[5], true)],
+        &[(Role::Kernel, &[inp, 5], true), (Role::Bias, &[5], true)],
     );
     let o = g.add(
         Op::Dense {
@@ -321,7 +230,10 @@ fn dense_model(act: Activation, inp: usize, units: usize) -> ModelGraph {
         &[h],
         &[units],
         "dense_1",
-        &[("kernel", &[5, units], true), ("bias", &[units], true)],
+        &[
+            (Role::Kernel, &[5, units], true),
+            (Role::Bias, &[units], true),
+        ],
     );
     g.output(o)
 }
@@ -475,7 +387,7 @@ fn conv_model(
         &[0],
         out_shape,
         "conv",
-        &[("kernel", &kshape, true), ("bias", &[f], true)],
+        &[(Role::Kernel, &kshape, true), (Role::Bias, &[f], true)],
     );
     if let Some(p) = pool {
         h = g.add(p, &[h], pooled, "pool", &[]);
@@ -500,7 +412,7 @@ fn conv_model(
         &[gp],
         &[3],
         "dense",
-        &[("kernel", &[f, 3], true), ("bias", &[3], true)],
+        &[(Role::Kernel, &[f, 3], true), (Role::Bias, &[3], true)],
     );
     g.output(o)
 }
@@ -627,10 +539,10 @@ fn normalisation_layers() {
         &[3, 5],
         "batch_norm",
         &[
-            ("gamma", &[5], true),
-            ("beta", &[5], true),
-            ("moving_mean", &[5], false),
-            ("moving_variance", &[5], false),
+            (Role::Gamma, &[5], true),
+            (Role::Beta, &[5], true),
+            (Role::MovingMean, &[5], false),
+            (Role::MovingVariance, &[5], false),
         ],
     );
     let ln = g.add(
@@ -638,7 +550,7 @@ fn normalisation_layers() {
         &[bn],
         &[3, 5],
         "layer_norm",
-        &[("gamma", &[5], true), ("beta", &[5], true)],
+        &[(Role::Gamma, &[5], true), (Role::Beta, &[5], true)],
     );
     check(g.output(ln), Loss::Mse, 4, vec![y], vec![x], 5);
 }
@@ -665,7 +577,10 @@ fn group_norm_and_up_sampling() {
         &[0],
         &[3, 2, 4],
         "conv2d",
-        &[("kernel", &[2, 2, 2, 4], true), ("bias", &[4], true)],
+        &[
+            (Role::Kernel, &[2, 2, 2, 4], true),
+            (Role::Bias, &[4], true),
+        ],
     );
     let up = g.add(
         Op::UpSampling { size: vec![2, 3] },
@@ -682,7 +597,7 @@ fn group_norm_and_up_sampling() {
         &[up],
         &[6, 6, 4],
         "group_norm",
-        &[("gamma", &[4], true), ("beta", &[4], true)],
+        &[(Role::Gamma, &[4], true), (Role::Beta, &[4], true)],
     );
     check(g.output(gn), Loss::Mse, 3, vec![y], vec![x], 13);
 
@@ -699,7 +614,7 @@ fn group_norm_and_up_sampling() {
         &[0],
         &[6],
         "dense",
-        &[("kernel", &[5, 6], true), ("bias", &[6], true)],
+        &[(Role::Kernel, &[5, 6], true), (Role::Bias, &[6], true)],
     );
     let gn = g.add(
         Op::GroupNorm {
@@ -709,7 +624,7 @@ fn group_norm_and_up_sampling() {
         &[dense],
         &[6],
         "group_norm",
-        &[("gamma", &[6], true), ("beta", &[6], true)],
+        &[(Role::Gamma, &[6], true), (Role::Beta, &[6], true)],
     );
     check(g.output(gn), Loss::Mse, 4, vec![y], vec![x], 14);
 }
@@ -773,9 +688,9 @@ fn recurrent_layers() {
             &out_shape,
             "rnn",
             &[
-                ("kernel", &[2, gates * units], true),
-                ("recurrent_kernel", &[units, gates * units], true),
-                ("bias", &bias, true),
+                (Role::Kernel, &[2, gates * units], true),
+                (Role::RecurrentKernel, &[units, gates * units], true),
+                (Role::Bias, &bias, true),
             ],
         );
         let y = f_input(&[&[3][..], &out_shape[..]].concat(), &mut rng);
@@ -794,7 +709,7 @@ fn attention_embedding_and_arithmetic() {
         &[0],
         &[5, 4],
         "embedding",
-        &[("embeddings", &[7, 4], true)],
+        &[(Role::Embeddings, &[7, 4], true)],
     );
     let a = g.add(
         Op::Attention {
@@ -806,14 +721,14 @@ fn attention_embedding_and_arithmetic() {
         &[5, 4],
         "multi_head_attention",
         &[
-            ("query.kernel", &[4, 2, 3], true),
-            ("query.bias", &[2, 3], true),
-            ("key.kernel", &[4, 2, 3], true),
-            ("key.bias", &[2, 3], true),
-            ("value.kernel", &[4, 2, 3], true),
-            ("value.bias", &[2, 3], true),
-            ("output.kernel", &[2, 3, 4], true),
-            ("output.bias", &[4], true),
+            (Role::QueryKernel, &[4, 2, 3], true),
+            (Role::QueryBias, &[2, 3], true),
+            (Role::KeyKernel, &[4, 2, 3], true),
+            (Role::KeyBias, &[2, 3], true),
+            (Role::ValueKernel, &[4, 2, 3], true),
+            (Role::ValueBias, &[2, 3], true),
+            (Role::OutputKernel, &[2, 3, 4], true),
+            (Role::OutputBias, &[4], true),
         ],
     );
     let s = g.add(Op::Add, &[e, a], &[5, 4], "add", &[]);
@@ -839,7 +754,7 @@ fn attention_embedding_and_arithmetic() {
         &[f],
         &[3],
         "dense",
-        &[("kernel", &[40, 3], true)],
+        &[(Role::Kernel, &[40, 3], true)],
     );
     check(
         g.output(o),

@@ -4,90 +4,51 @@
 //! weights and sampled inputs, against central finite differences in f64. Models come from
 //! `.fm` source through the checker, so these also test the checker-to-IR path.
 
-use fm_compiler::autodiff;
+mod support;
+
 use fm_compiler::check::check_source;
 use fm_compiler::graph::{DType, ModelGraph};
 use fm_compiler::interp::{self, Context, Value};
-use fm_compiler::ir::{batched, fixed, verify, ArgKind, Builder, Function, ResultKind};
+use fm_compiler::ir::Function;
 use fm_compiler::lower::{self, Mode};
+use fm_runtime::config::TrainSpec;
 use ndarray::{ArrayD, IxDyn};
 use std::path::Path;
+use support::Lcg;
 
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-    }
-}
-
-/// The checked model and the objective node of its `train` section's `loss:` expression.
-fn model(src: &str) -> (ModelGraph, usize) {
+/// The checked model and its `train` section, whose `loss:` is an expression.
+fn model(src: &str) -> (ModelGraph, TrainSpec) {
     let checked = check_source(src, Path::new("gradcheck.fm"));
     assert!(!checked.has_errors(), "{src}\n{:?}", checked.diagnostics);
-    let spec = &checked.trains[0];
-    let node = spec.objective.expect("a loss expression");
-    (checked.models[0].clone(), node)
+    let spec = checked.trains[0].clone();
+    assert!(
+        spec.objective.is_some(),
+        "{src}: the loss is not an expression"
+    );
+    (checked.models[0].clone(), spec)
 }
 
 /// `mean over the batch of the objective`, and the same with the gradient of every trainable
 /// parameter.
-fn functions(graph: &ModelGraph, objective: usize) -> (Function, Function) {
+fn functions(graph: &ModelGraph, spec: &TrainSpec) -> (Function, Function) {
+    let objective = spec.objective.expect("a loss expression");
     let build = |with_grads: bool| {
-        let mut b = Builder::new("check");
-        let inputs: Vec<_> = graph
-            .inputs
-            .iter()
-            .enumerate()
-            .map(|(k, i)| match graph.sampled.iter().find(|(j, _)| *j == k) {
-                Some((_, s)) => lower::sample::draw(&mut b, s, &i.shape, 7 + k as u64),
-                None => b.arg(&i.name, ArgKind::Input, batched(&i.shape), i.dtype),
-            })
-            .collect();
-        let targets: Vec<_> = graph
-            .targets
-            .iter()
-            .map(|t| b.arg(&t.name, ArgKind::Target, batched(&t.shape), t.dtype))
-            .collect();
-        let params: Vec<_> = graph
-            .params
-            .iter()
-            .enumerate()
-            .map(|(k, p)| b.arg(&p.name, ArgKind::Param(k), fixed(&p.shape), DType::F32))
-            .collect();
-        let fwd = lower::forward_with(
-            &mut b,
-            graph,
-            &inputs,
-            &targets,
-            &params,
-            Mode::Train,
-            &[objective],
-        );
-        let total = b.mean_all(fwd.values[objective].unwrap());
-        b.result("loss", ResultKind::Loss, total);
-        if with_grads {
-            let wrt: Vec<_> = graph
-                .params
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.trainable)
-                .map(|(k, _)| params[k])
-                .collect();
-            for (k, g) in autodiff::gradients(&mut b, total, &wrt)
-                .into_iter()
-                .enumerate()
-            {
-                b.result("grad", ResultKind::Param(k), g);
-            }
-        }
-        let f = b.finish();
-        verify::verify(&f).unwrap();
-        f
+        support::loss_function(graph, with_grads, |b| {
+            let mut inputs = lower::input_args(b, graph, None);
+            lower::draw_samples(b, graph, &mut inputs, 0);
+            let targets = lower::target_args(b, graph, spec);
+            let params = lower::param_args(b, graph);
+            let fwd = lower::forward_with(
+                b,
+                graph,
+                &inputs,
+                &targets,
+                &params,
+                Mode::Train,
+                &[objective],
+            );
+            (b.mean_all(fwd.values[objective].unwrap()), params)
+        })
     };
     (build(false), build(true))
 }
@@ -125,8 +86,8 @@ fn data(graph: &ModelGraph, batch: usize, classes: i32, rng: &mut Lcg) -> Vec<Va
 /// Autodiff against central differences on every trainable parameter; returns the analytic
 /// gradients.
 fn check(src: &str) -> Vec<ArrayD<f64>> {
-    let (graph, objective) = model(src);
-    let (loss_fn, grad_fn) = functions(&graph, objective);
+    let (graph, spec) = model(src);
+    let (loss_fn, grad_fn) = functions(&graph, &spec);
     let mut rng = Lcg(42);
     let batch = 3;
     let inputs = data(&graph, batch, 4, &mut rng);
@@ -149,33 +110,16 @@ fn check(src: &str) -> Vec<ArrayD<f64>> {
     let out = interp::run(&grad_fn, &args(&params), ctx).unwrap();
     let loss0 = out[0].scalar();
     assert!(loss0.is_finite(), "{src}: loss {loss0}");
-    let trainable: Vec<usize> = (0..graph.params.len())
-        .filter(|&k| graph.params[k].trainable)
-        .collect();
-    let h = 1e-6;
-    let mut grads = Vec::new();
-    for (gi, &k) in trainable.iter().enumerate() {
-        let analytic = out[1 + gi].float().clone();
-        let n = params[k].len();
-        for e in (0..n).step_by((n / 10).max(1)) {
-            let mut plus = params.to_vec();
-            plus[k].as_slice_mut().unwrap()[e] += h;
-            let mut minus = params.to_vec();
-            minus[k].as_slice_mut().unwrap()[e] -= h;
-            let lp = interp::run(&loss_fn, &args(&plus), ctx).unwrap()[0].scalar();
-            let lm = interp::run(&loss_fn, &args(&minus), ctx).unwrap()[0].scalar();
-            let numeric = (lp - lm) / (2.0 * h);
-            let a = analytic.as_slice().unwrap()[e];
-            let tol = 1e-5 * numeric.abs().max(a.abs()).max(1e-2);
-            assert!(
-                (a - numeric).abs() <= tol,
-                "{src}\n{}[{e}]: autodiff {a} vs finite difference {numeric}",
-                graph.params[k].name
-            );
-        }
-        grads.push(analytic);
-    }
-    grads
+    support::check_against_finite_differences(
+        &graph,
+        &loss_fn,
+        ctx,
+        &params,
+        args,
+        &out,
+        10,
+        &format!("{src}\n"),
+    )
 }
 
 /// A model with a 4-feature input `x`, a Dense(3) output `y`, targets, and `loss: LOSS`.
@@ -245,7 +189,7 @@ fn stop_gradient_blocks_its_operand() {
     // d/dy mean(y * stop_gradient(y)) is y / n, half of d/dy mean(y * y).
     let (graph, obj) = model(&with_loss("mean(y * stop_gradient(y))"));
     let (graph2, obj2) = model(&with_loss("mean(y * y)"));
-    let run = |g: &ModelGraph, o: usize| {
+    let run = |g: &ModelGraph, o: &TrainSpec| {
         let (_, f) = functions(g, o);
         let mut rng = Lcg(1);
         let mut args = data(g, 2, 4, &mut rng);
@@ -262,8 +206,8 @@ fn stop_gradient_blocks_its_operand() {
         };
         interp::run(&f, &args, ctx).unwrap()[1].float().clone()
     };
-    let half = run(&graph, obj);
-    let full = run(&graph2, obj2);
+    let half = run(&graph, &obj);
+    let full = run(&graph2, &obj2);
     for (a, b) in half.iter().zip(&full) {
         assert!((2.0 * a - b).abs() < 1e-9, "{a} vs {b}");
     }

@@ -32,6 +32,18 @@ fn ok(dir: &Path, args: &[&str]) -> String {
     err
 }
 
+/// `fmc -q train m.fm ARGS` in `dir`, which must succeed.
+fn train(dir: &Path, args: &[&str]) {
+    let mut all = vec!["-q", "train", "m.fm"];
+    all.extend_from_slice(args);
+    ok(dir, &all);
+}
+
+/// The bytes of `dir/file`.
+fn bytes(dir: &Path, file: &str) -> Vec<u8> {
+    std::fs::read(dir.join(file)).unwrap()
+}
+
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("fm-resume-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -92,27 +104,18 @@ fn resumed_runs_write_the_same_bytes_as_straight_runs() {
         write_model(&dir, optimizer);
         for total in ["100", "135"] {
             let straight = format!("straight{total}.safetensors");
-            ok(
-                &dir,
-                &["-q", "train", "m.fm", "--steps", total, "--save", &straight],
-            );
-            let a = std::fs::read(dir.join(&straight)).unwrap();
+            train(&dir, &["--steps", total, "--save", &straight]);
+            let a = bytes(&dir, &straight);
             for first in ["20", "45", "89"] {
                 let part = format!("part{total}-{first}.safetensors");
-                ok(
-                    &dir,
-                    &["-q", "train", "m.fm", "--steps", first, "--save", &part],
-                );
+                train(&dir, &["--steps", first, "--save", &part]);
                 let resumed = format!("resumed{total}-{first}.safetensors");
-                ok(
+                train(
                     &dir,
-                    &[
-                        "-q", "train", "m.fm", "--resume", &part, "--steps", total, "--save",
-                        &resumed,
-                    ],
+                    &["--resume", &part, "--steps", total, "--save", &resumed],
                 );
                 // The whole file, metadata and the running metrics of a cut epoch included.
-                let b = std::fs::read(dir.join(&resumed)).unwrap();
+                let b = bytes(&dir, &resumed);
                 assert!(a == b, "{optimizer}: resumed at {first} of {total} differs");
             }
         }
@@ -126,18 +129,7 @@ fn a_checkpoint_whose_step_disagrees_with_its_state_is_refused() {
     use fm_runtime::weights::{load_weights, save_weights};
     let dir = tmp("step");
     write_model(&dir, "Adam(lr: 1e-3)");
-    ok(
-        &dir,
-        &[
-            "-q",
-            "train",
-            "m.fm",
-            "--steps",
-            "20",
-            "--save",
-            "part.safetensors",
-        ],
-    );
+    train(&dir, &["--steps", "20", "--save", "part.safetensors"]);
     let mut file = load_weights(&dir.join("part.safetensors")).unwrap();
     let step = file
         .tensors
@@ -169,18 +161,7 @@ fn a_checkpoint_whose_step_disagrees_with_its_state_is_refused() {
         "{err}"
     );
     // The untouched file resumes.
-    ok(
-        &dir,
-        &[
-            "-q",
-            "train",
-            "m.fm",
-            "--resume",
-            "part.safetensors",
-            "--steps",
-            "40",
-        ],
-    );
+    train(&dir, &["--resume", "part.safetensors", "--steps", "40"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -188,12 +169,12 @@ fn a_checkpoint_whose_step_disagrees_with_its_state_is_refused() {
 fn identical_runs_write_identical_weights_files() {
     let dir = tmp("identical");
     write_model(&dir, "Adam(lr: 1e-3)");
-    ok(&dir, &["-q", "train", "m.fm", "--steps", "50"]);
-    ok(&dir, &["-q", "train", "m.fm", "--steps", "50"]);
+    train(&dir, &["--steps", "50"]);
+    train(&dir, &["--steps", "50"]);
     // Stopped inside an epoch, with its running metrics saved: still no timing in the files.
     for file in ["weights.safetensors", "checkpoints/last.safetensors"] {
-        let a = std::fs::read(dir.join("runs/m/1").join(file)).unwrap();
-        let b = std::fs::read(dir.join("runs/m/2").join(file)).unwrap();
+        let a = bytes(&dir.join("runs/m/1"), file);
+        let b = bytes(&dir.join("runs/m/2"), file);
         assert!(a == b, "{file} differs between identical runs");
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -206,38 +187,16 @@ fn a_resumed_run_continues_its_run_directory() {
     // The uninterrupted run, and one stopped at step 20 then resumed twice: from its `--save`d
     // file (found through run.json), then from the run directory itself.
     ok(&dir, &["-q", "train", "m.fm"]);
-    ok(
-        &dir,
-        &[
-            "-q",
-            "train",
-            "m.fm",
-            "--steps",
-            "20",
-            "--save",
-            "B1.safetensors",
-        ],
-    );
-    ok(
-        &dir,
-        &[
-            "-q",
-            "train",
-            "m.fm",
-            "--resume",
-            "B1.safetensors",
-            "--steps",
-            "70",
-        ],
-    );
+    train(&dir, &["--steps", "20", "--save", "B1.safetensors"]);
+    train(&dir, &["--resume", "B1.safetensors", "--steps", "70"]);
     let err = ok(&dir, &["train", "m.fm", "--resume", "runs/m/2"]);
     assert!(err.contains("run directory: runs/m/2"), "{err}");
     assert!(
         !dir.join("runs/m/3").exists(),
         "resume made a new run directory"
     );
-    let straight = std::fs::read(dir.join("runs/m/1/weights.safetensors")).unwrap();
-    let resumed = std::fs::read(dir.join("runs/m/2/weights.safetensors")).unwrap();
+    let straight = bytes(&dir, "runs/m/1/weights.safetensors");
+    let resumed = bytes(&dir, "runs/m/2/weights.safetensors");
     assert!(
         straight == resumed,
         "resumed run differs from the uninterrupted one"
@@ -283,7 +242,7 @@ fn a_resumed_run_continues_its_run_directory() {
 fn the_run_directory_copy_of_the_file_evaluates_as_is() {
     let dir = tmp("copy");
     write_model(&dir, "Adam(lr: 1e-3)");
-    ok(&dir, &["-q", "train", "m.fm", "--steps", "45"]);
+    train(&dir, &["--steps", "45"]);
     let run = dir.join("runs/m/1");
     // Every epoch end leaves a checkpoint by default.
     assert!(run.join("checkpoints/last.safetensors").is_file());
@@ -315,12 +274,15 @@ fn the_run_directory_copy_of_the_file_evaluates_as_is() {
 fn a_failed_run_leaves_nothing_that_looks_finished() {
     let dir = tmp("failed");
     write_model(&dir, "Adam(lr: 1e-3)");
-    ok(&dir, &["-q", "train", "m.fm", "--steps", "30"]);
+    train(&dir, &["--steps", "30"]);
     let run = dir.join("runs/m/1");
-    let before: Vec<_> = ["run.json", "m.fm", "metrics.jsonl", "weights.safetensors"]
-        .iter()
-        .map(|f| std::fs::read(run.join(f)).unwrap())
-        .collect();
+    let files = || -> Vec<Vec<u8>> {
+        ["run.json", "m.fm", "metrics.jsonl", "weights.safetensors"]
+            .iter()
+            .map(|f| bytes(&run, f))
+            .collect()
+    };
+    let before = files();
     // A resume that does not fit the checkpoint fails before its first step: into a new
     // directory, nothing is created; into the run's own, nothing is changed.
     let (code, _, err) = fmc(
@@ -344,11 +306,10 @@ fn a_failed_run_leaves_nothing_that_looks_finished() {
         &["train", "m.fm", "--resume", "runs/m/1", "--set", "seed=9"],
     );
     assert_eq!(code, 1, "{err}");
-    let after: Vec<_> = ["run.json", "m.fm", "metrics.jsonl", "weights.safetensors"]
-        .iter()
-        .map(|f| std::fs::read(run.join(f)).unwrap())
-        .collect();
-    assert!(before == after, "a failed resume changed the run directory");
+    assert!(
+        before == files(),
+        "a failed resume changed the run directory"
+    );
     assert!(!dir.join("runs/m/2").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -48,16 +48,20 @@ fn rel(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
+fn import(name: &str) -> fm_interop::import::Imported {
+    let bytes = std::fs::read(dir().join(format!("{name}.keras"))).unwrap();
+    fm_interop::import::keras::import(&bytes, &format!("{name}.keras"), name)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn check_model(name: &str, inputs: &[&str]) -> String {
-    let path = dir().join(format!("{name}.keras"));
-    let bytes = std::fs::read(&path).unwrap();
-    let imported = fm_interop::import::keras::import(&bytes, &format!("{name}.keras"), name)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let imported = import(name);
     let g = graph_of(&imported.source);
     let xs: Vec<Tensor> = inputs.iter().map(|k| npz(name, k)).collect();
     let want = npz(name, "y").to_f32();
     let got = predict(&g, &imported.tensors, &xs);
     let r = rel(&got[0], &want);
+    eprintln!("{name}: fm vs Keras {r:.2e} relative");
     assert!(
         r <= 1e-5,
         "{name}: fm vs Keras differ by {r} (relative)\n{}",
@@ -70,6 +74,7 @@ fn check_model(name: &str, inputs: &[&str]) -> String {
     let g2 = graph_of(&back.source);
     let got2 = predict(&g2, &back.tensors, &xs);
     let r2 = rel(&got2[0], &want);
+    eprintln!("{name}: after ONNX {r2:.2e}");
     assert!(
         r2 <= 1e-5,
         "{name}: after ONNX, fm vs Keras differ by {r2}\n{}",
@@ -144,5 +149,64 @@ fn weights_of_the_wrong_shape_are_e0402_naming_the_tensor() {
         e.message
             .contains("tensor 'dense.kernel' has shape [3, 4], expected [784, 128]"),
         "{e}"
+    );
+}
+
+#[test]
+fn nested_models_become_blocks_and_layers_called_twice_named_calls() {
+    // Keras: `encoder` (a Sequential with BatchNorm) and `shared` (a Dense) are each called on
+    // both inputs; `head` is a Functional model used as a layer.
+    let src = check_model("nested_shared", &["x_left", "x_right"]);
+    assert!(src.starts_with("// Imported by `fmc import`"), "{src}");
+    assert!(src.contains("version 0.2\n"), "{src}");
+    assert!(src.contains("block encoder_block(x) {"), "{src}");
+    assert!(
+        src.contains("let encoder_1 = left -> encoder_block(name: \"encoder\")"),
+        "{src}"
+    );
+    // The second calls run the first calls' weights by name.
+    assert!(src.contains("let encoder_2 = right -> encoder\n"), "{src}");
+    assert!(
+        src.contains("let shared_2 = encoder_2 -> shared\n"),
+        "{src}"
+    );
+    assert!(src.contains("block head_block(input_layer_1) {"), "{src}");
+    assert!(src.contains("-> head_block(name: \"head\")"), "{src}");
+    let imported = import("nested_shared");
+    let names: Vec<&str> = imported.tensors.iter().map(|(n, _)| n.as_str()).collect();
+    for n in [
+        "encoder/dense.kernel",
+        "encoder/batch_normalization.moving_variance",
+        "encoder/dense_1.bias",
+        "shared.kernel",
+        "head/inner.kernel",
+        "head/skip.bias",
+    ] {
+        assert!(names.contains(&n), "{n} not in {names:?}");
+    }
+    // Shared weights are stored once.
+    assert_eq!(names.iter().filter(|n| n.starts_with("shared.")).count(), 2);
+}
+
+#[test]
+fn a_sequential_model_inside_a_sequential_model() {
+    let src = check_model("sequential_nested", &["x"]);
+    assert!(src.contains("block conv_block_block(x) {"), "{src}");
+    assert!(
+        src.contains("Conv2D(4, 3, relu, padding: same, name: \"conv2d\")"),
+        "{src}"
+    );
+}
+
+#[test]
+fn an_hdf5_file_without_a_dataset_is_e0402_naming_the_file_and_the_dataset() {
+    // sequential_nested.keras with `layers/dense/vars/1` (the Dense bias) deleted by h5py.
+    let bytes = std::fs::read(dir().join("missing_dataset.keras")).unwrap();
+    let e = fm_interop::import::keras::import(&bytes, "missing_dataset.keras", "m").unwrap_err();
+    assert_eq!(e.code, fm_codes::E0402);
+    assert_eq!(
+        e.to_string(),
+        "missing_dataset.keras: model.weights.h5: dataset layers/dense/vars/1: is missing: \
+         layer 'dense_2' (Dense) has 2 weights"
     );
 }

@@ -51,45 +51,36 @@ pub struct SlotDef {
     pub init: f32,
 }
 
-/// What a generated function's argument is bound to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ArgKind {
-    /// Model input number k.
-    Input(usize),
-    /// Training target of output number k.
-    Target(usize),
-    Param(usize),
-    /// Optimizer slot number k (index into [`ModelDef::slots`]).
-    Slot(usize),
-    LearningRate,
-    /// The 1-based number of the step being taken.
-    Step,
-}
-
-/// What a generated function's result is.
+/// What a generated function returns in its `out` buffers (parameters and optimizer slots are
+/// updated in place, not returned).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResultKind {
+    /// The batch's mean loss: one value.
     Loss,
+    /// Model output number k: `[batch, ...]`.
     Output(usize),
-    Param(usize),
-    Slot(usize),
 }
 
-/// The batch size and random stream of one call, and the first error a kernel reported.
+/// The batch size, learning rate and random stream of one call, and the first error a kernel
+/// reported.
 #[derive(Debug)]
 pub struct Ctx {
     pub batch: usize,
     pub seed: u64,
+    /// Optimizer steps taken before this call (the train step takes step `step + 1`).
     pub step: u64,
+    /// The learning rate of this step (train step only).
+    pub lr: f32,
     error: std::cell::RefCell<Option<RuntimeError>>,
 }
 
 impl Ctx {
-    pub fn new(batch: usize, seed: u64, step: u64) -> Ctx {
+    pub fn new(batch: usize, seed: u64, step: u64, lr: f32) -> Ctx {
         Ctx {
             batch,
             seed,
             step,
+            lr,
             error: std::cell::RefCell::new(None),
         }
     }
@@ -100,6 +91,14 @@ impl Ctx {
         if slot.is_none() {
             *slot = Some(e);
         }
+    }
+
+    /// Records that generated code was handed buffers it was not generated for (a different
+    /// number of parameters, slots, workspace buffers or results).
+    pub fn mismatch(&self) {
+        self.fail(RuntimeError::backend(
+            "internal error: generated code called with buffers of another model",
+        ));
     }
 
     pub fn take_error(&self) -> Option<RuntimeError> {
@@ -135,12 +134,71 @@ impl<'a> Arg<'a> {
     }
 }
 
-/// A generated function: its argument and result bindings and the code.
+/// The train step as generated: `(ctx, data, params, slots, workspace, out)`. `data` holds the
+/// inputs then the targets, `params` and `slots` are updated in place, `workspace` holds the
+/// buffers of [`FnDef::workspace`], `out` the results of [`FnDef::results`] (sized by the caller).
+pub type StepFn =
+    fn(&Ctx, &[Arg<'_>], &mut [Vec<f32>], &mut [Vec<f32>], &mut [Vec<f32>], &mut [Vec<f32>]);
+
+/// Evaluation and inference as generated: `(ctx, data, params, workspace, out)`.
+pub type ReadFn = fn(&Ctx, &[Arg<'_>], &[Vec<f32>], &mut [Vec<f32>], &mut [Vec<f32>]);
+
+/// A generated function's code.
+#[derive(Clone, Copy)]
+pub enum Run {
+    /// Updates the parameters and optimizer slots (the train step).
+    Step(StepFn),
+    /// Reads the parameters (evaluation, inference).
+    Read(ReadFn),
+}
+
+/// A generated function: what it takes and returns, its planned workspace, and the code.
 #[derive(Clone, Copy)]
 pub struct FnDef {
-    pub args: &'static [ArgKind],
+    /// Whether `data` holds the targets after the inputs.
+    pub takes_targets: bool,
     pub results: &'static [ResultKind],
-    pub run: fn(&Ctx, &[Arg<'_>]) -> Vec<Vec<f32>>,
+    /// The workspace the code's memory plan needs: buffer `k` holds at least
+    /// `per_sample * batch + fixed` values for `(per_sample, fixed) = workspace[k]`. Values
+    /// whose lifetimes do not overlap share a buffer, so this is the peak working set.
+    pub workspace: &'static [(usize, usize)],
+    pub run: Run,
+}
+
+impl FnDef {
+    /// Elements of workspace at batch size `batch` (the peak working set, in f32 values).
+    pub fn workspace_len(&self, batch: usize) -> usize {
+        self.workspace.iter().map(|(a, b)| a * batch + b).sum()
+    }
+}
+
+/// A generated function's buffers, kept between calls so a step allocates nothing once a batch
+/// size has run.
+#[derive(Default)]
+struct Scratch {
+    workspace: Vec<Vec<f32>>,
+    out: Vec<Vec<f32>>,
+}
+
+impl Scratch {
+    /// Grows the workspace for `batch` (never shrinks it) and sizes the results.
+    fn prepare(&mut self, def: &'static ModelDef, f: &FnDef, batch: usize) {
+        self.workspace.resize_with(f.workspace.len(), Vec::new);
+        for (buf, (a, b)) in self.workspace.iter_mut().zip(f.workspace) {
+            let need = a * batch + b;
+            if buf.len() < need {
+                buf.resize(need, 0.0);
+            }
+        }
+        self.out.resize_with(f.results.len(), Vec::new);
+        for (buf, r) in self.out.iter_mut().zip(f.results) {
+            let len = match r {
+                ResultKind::Loss => 1,
+                ResultKind::Output(k) => batch * def.outputs[*k].shape.iter().product::<usize>(),
+            };
+            buf.resize(len, 0.0);
+        }
+    }
 }
 
 /// Everything generated code tells the runtime about a model.
@@ -178,6 +236,16 @@ pub struct Model {
     params: Vec<Vec<f32>>,
     slots: Vec<Vec<f32>>,
     step: u64,
+    /// Buffers of the train step, evaluation and inference.
+    scratch: [std::sync::Mutex<Scratch>; 3],
+}
+
+/// Which generated function (index into [`Model::scratch`]).
+#[derive(Clone, Copy)]
+enum Which {
+    Train = 0,
+    Eval = 1,
+    Predict = 2,
 }
 
 fn shape_error(message: String) -> RuntimeError {
@@ -231,6 +299,7 @@ impl Model {
             params,
             slots,
             step: 0,
+            scratch: Default::default(),
         }
     }
 
@@ -343,23 +412,22 @@ impl Model {
         Ok(batch.unwrap_or(0))
     }
 
-    /// Runs `f` on a batch: binds arguments, calls the generated code, returns its results.
-    fn run(
+    /// Checks and binds a batch's inputs (and targets when `f` takes them): the `data`
+    /// argument of generated code, and the batch size.
+    fn bind<'a>(
         &self,
         f: &FnDef,
-        inputs: &[Tensor],
-        targets: &[Tensor],
-        lr: f32,
-    ) -> Result<Vec<Vec<f32>>, RuntimeError> {
+        inputs: &'a [Tensor],
+        targets: &'a [Tensor],
+    ) -> Result<(Vec<Bound<'a>>, usize), RuntimeError> {
         let in_shapes: Vec<&[usize]> = inputs.iter().map(Tensor::shape).collect();
         let batch = Self::check_samples(self.def.inputs, &in_shapes, "input")?;
-        let bound_in: Vec<Bound> = inputs
+        let mut bound: Vec<Bound> = inputs
             .iter()
             .zip(self.def.inputs)
             .map(|(t, d)| conform(t, d.dtype))
             .collect();
-        let mut bound_t: Vec<Bound> = Vec::new();
-        if f.args.iter().any(|a| matches!(a, ArgKind::Target(_))) {
+        if f.takes_targets {
             if targets.len() != self.def.targets.len() {
                 return Err(shape_error(format!(
                     "expected {} target tensor(s), got {}",
@@ -377,28 +445,89 @@ impl Model {
                         fmt_shape(&[&[batch][..], d.shape].concat())
                     )));
                 }
-                bound_t.push(conform(t, d.dtype));
+                bound.push(conform(t, d.dtype));
             }
         }
-        let lr = [lr];
-        let step = [(self.step + 1) as f32];
-        let args: Vec<Arg> = f
-            .args
-            .iter()
-            .map(|a| match *a {
-                ArgKind::Input(k) => bound(&bound_in[k]),
-                ArgKind::Target(k) => bound(&bound_t[k]),
-                ArgKind::Param(p) => Arg::F32(&self.params[p]),
-                ArgKind::Slot(s) => Arg::F32(&self.slots[s]),
-                ArgKind::LearningRate => Arg::F32(&lr),
-                ArgKind::Step => Arg::F32(&step),
-            })
-            .collect();
-        let ctx = Ctx::new(batch, self.spec.seed, self.step);
-        let results = (f.run)(&ctx, &args);
+        Ok((bound, batch))
+    }
+
+    /// Runs the train step on a batch, updating parameters and slots in place; returns the
+    /// results of [`FnDef::results`] (loss, outputs).
+    fn run_step(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        lr: f32,
+    ) -> Result<Vec<Vec<f32>>, RuntimeError> {
+        let f = self.def.train;
+        let (bound, batch) = self.bind(&f, inputs, targets)?;
+        let data: Vec<Arg> = bound.iter().map(as_arg).collect();
+        let ctx = Ctx::new(batch, self.spec.seed, self.step, lr);
+        let scratch = self.scratch[Which::Train as usize]
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner());
+        scratch.prepare(self.def, &f, batch);
+        let flush = crate::kernels::FlushDenormals::enable();
+        match f.run {
+            Run::Step(run) => run(
+                &ctx,
+                &data,
+                &mut self.params,
+                &mut self.slots,
+                &mut scratch.workspace,
+                &mut scratch.out,
+            ),
+            Run::Read(run) => run(
+                &ctx,
+                &data,
+                &self.params,
+                &mut scratch.workspace,
+                &mut scratch.out,
+            ),
+        }
+        drop(flush);
         match ctx.take_error() {
             Some(e) => Err(e),
-            None => Ok(results),
+            None => Ok(scratch.out.clone()),
+        }
+    }
+
+    /// Runs evaluation or inference on a batch; returns the results of [`FnDef::results`].
+    fn run_read(
+        &self,
+        which: Which,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+    ) -> Result<Vec<Vec<f32>>, RuntimeError> {
+        let f = match which {
+            Which::Eval => self.def.eval,
+            _ => self.def.predict,
+        };
+        let (bound, batch) = self.bind(&f, inputs, targets)?;
+        let data: Vec<Arg> = bound.iter().map(as_arg).collect();
+        let ctx = Ctx::new(batch, self.spec.seed, self.step, 0.0);
+        // Another thread running the same function meanwhile gets buffers of its own.
+        let mut own = Scratch::default();
+        let mut guard = self.scratch[which as usize].try_lock().ok();
+        let scratch = guard.as_deref_mut().unwrap_or(&mut own);
+        scratch.prepare(self.def, &f, batch);
+        let Run::Read(run) = f.run else {
+            return Err(RuntimeError::backend(
+                "internal error: generated evaluation updates the parameters",
+            ));
+        };
+        let flush = crate::kernels::FlushDenormals::enable();
+        run(
+            &ctx,
+            &data,
+            &self.params,
+            &mut scratch.workspace,
+            &mut scratch.out,
+        );
+        drop(flush);
+        match ctx.take_error() {
+            Some(e) => Err(e),
+            None => Ok(scratch.out.clone()),
         }
     }
 
@@ -421,7 +550,7 @@ impl Model {
     /// Inference on a batch of each input (`[batch, ...]`), in output order. A wrong shape is
     /// an error naming the expected one.
     pub fn predict_batch(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
-        let results = self.run(&self.def.predict, inputs, &[], 0.0)?;
+        let results = self.run_read(Which::Predict, inputs, &[])?;
         let batch = inputs.first().map_or(0, Tensor::len);
         Ok(self.outputs(batch, results, &self.def.predict))
     }
@@ -536,7 +665,7 @@ fn conform(t: &Tensor, dtype: DType) -> Bound<'_> {
     }
 }
 
-fn bound<'a>(b: &'a Bound<'_>) -> Arg<'a> {
+fn as_arg<'a>(b: &'a Bound<'_>) -> Arg<'a> {
     match b {
         Bound::F(s) => Arg::F32(s),
         Bound::I(s) => Arg::I32(s),
@@ -551,7 +680,7 @@ impl Backend for Model {
         lr: f32,
     ) -> Result<StepOutput, RuntimeError> {
         let f = self.def.train;
-        let results = self.run(&f, inputs, targets, lr)?;
+        let results = self.run_step(inputs, targets, lr)?;
         let batch = inputs.first().map_or(0, Tensor::len);
         let mut loss = 0.0;
         let mut outputs = Vec::new();
@@ -564,8 +693,6 @@ impl Backend for Model {
                         ArrayD::from_shape_vec(IxDyn(&shape), v).unwrap_or_default(),
                     ))
                 }
-                ResultKind::Param(p) => self.params[p] = v,
-                ResultKind::Slot(s) => self.slots[s] = v,
             }
         }
         self.step += 1;
@@ -582,7 +709,7 @@ impl Backend for Model {
         targets: &[Tensor],
     ) -> Result<StepOutput, RuntimeError> {
         let f = self.def.eval;
-        let results = self.run(&f, inputs, targets, 0.0)?;
+        let results = self.run_read(Which::Eval, inputs, targets)?;
         let batch = inputs.first().map_or(0, Tensor::len);
         let loss = f
             .results
@@ -688,6 +815,7 @@ impl Clone for Model {
             params: self.params.clone(),
             slots: self.slots.clone(),
             step: self.step,
+            scratch: Default::default(),
         }
     }
 }

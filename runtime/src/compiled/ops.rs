@@ -11,22 +11,20 @@ use crate::RuntimeError;
 
 pub use crate::random::uniform;
 
-/// The output of a kernel call: `len` values, or zeros and the error recorded in `ctx` (the
-/// generated function has no early returns, so it stays small to compile; the caller checks
-/// [`super::Ctx::take_error`] afterwards).
+/// Runs a kernel writing `out`; on error (a length check failing, which means a code generator
+/// bug) records it in `ctx` and zeroes `out` (the generated function has no early returns, so it
+/// stays small to compile; the caller checks [`super::Ctx::take_error`] afterwards).
 fn output(
     ctx: &super::Ctx,
-    len: usize,
+    out: &mut [f32],
     f: impl FnOnce(&mut [f32]) -> Result<(), kernels::KernelError>,
-) -> Vec<f32> {
-    let mut out = vec![0.0; len];
-    if let Err(e) = f(&mut out) {
+) {
+    if let Err(e) = f(out) {
         ctx.fail(RuntimeError::backend(format!(
             "internal error in generated code: {e}"
         )));
         out.iter_mut().for_each(|v| *v = 0.0);
     }
-    out
 }
 
 /// NaN-propagating maximum (the IR's `max`; `f32::max` ignores NaN).
@@ -88,21 +86,22 @@ pub fn erf(x: f32) -> f32 {
     libm::erff(x)
 }
 
-/// `op(a) @ op(b)` for `lead` stacked matrices: `a` is `[lead, m, k]` (`[lead, k, m]` when
-/// `ta`), `b` is `[lead, k, n]` (`[lead, n, k]` when `tb`); returns `[lead, m, n]`.
+/// `op(a) @ op(b)` for `lead` stacked matrices into `out` (`[lead, m, n]`): `a` is
+/// `[lead, m, k]` (`[lead, k, m]` when `ta`), `b` is `[lead, k, n]` (`[lead, n, k]` when `tb`).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     ctx: &super::Ctx,
     a: &[f32],
     b: &[f32],
+    out: &mut [f32],
     lead: usize,
     m: usize,
     k: usize,
     n: usize,
     ta: bool,
     tb: bool,
-) -> Vec<f32> {
-    output(ctx, lead * m * n, |out| {
+) {
+    output(ctx, out, |out| {
         for i in 0..lead {
             let a_i = a.get(i * m * k..(i + 1) * m * k).unwrap_or(&[]);
             let b_i = b.get(i * k * n..(i + 1) * k * n).unwrap_or(&[]);
@@ -116,7 +115,8 @@ pub fn matmul(
             } else {
                 MatRef::row_major(b_i, k, n)
             }?;
-            let c = MatMut::row_major(&mut out[i * m * n..(i + 1) * m * n], m, n)?;
+            let c_i = out.get_mut(i * m * n..(i + 1) * m * n).unwrap_or(&mut []);
+            let c = MatMut::row_major(c_i, m, n)?;
             kernels::gemm(1.0, am, bm, 0.0, c, 0)?;
         }
         Ok(())
@@ -150,9 +150,9 @@ pub fn conv_shape(
     }
 }
 
-/// NHWC convolution, no bias, into `len` outputs.
-pub fn conv2d(ctx: &super::Ctx, s: &Conv2dShape, x: &[f32], k: &[f32], len: usize) -> Vec<f32> {
-    output(ctx, len, |out| kernels::conv2d_forward(s, x, k, out, 0))
+/// NHWC convolution, no bias, into `out`.
+pub fn conv2d(ctx: &super::Ctx, s: &Conv2dShape, x: &[f32], k: &[f32], out: &mut [f32]) {
+    output(ctx, out, |out| kernels::conv2d_forward(s, x, k, out, 0))
 }
 
 /// [`conv2d`] plus a bias per output channel, then `max(_, 0)` when `relu`: the JIT's
@@ -164,13 +164,13 @@ pub fn conv2d_bias(
     k: &[f32],
     bias: &[f32],
     relu: bool,
-    len: usize,
-) -> Vec<f32> {
+    out: &mut [f32],
+) {
     let epilogue = kernels::ConvEpilogue {
         bias: Some(bias),
         relu,
     };
-    output(ctx, len, |out| {
+    output(ctx, out, |out| {
         kernels::conv2d_forward_fused(s, x, k, epilogue, out, 0)
     })
 }
@@ -181,9 +181,9 @@ pub fn conv2d_back_input(
     s: &Conv2dShape,
     dy: &[f32],
     k: &[f32],
-    len: usize,
-) -> Vec<f32> {
-    output(ctx, len, |out| {
+    out: &mut [f32],
+) {
+    output(ctx, out, |out| {
         kernels::conv2d_backward_input(s, dy, k, out, 0)
     })
 }
@@ -194,9 +194,9 @@ pub fn conv2d_back_kernel(
     s: &Conv2dShape,
     x: &[f32],
     dy: &[f32],
-    len: usize,
-) -> Vec<f32> {
-    output(ctx, len, |out| {
+    out: &mut [f32],
+) {
+    output(ctx, out, |out| {
         kernels::conv2d_backward_kernel(s, x, dy, out, 0)
     })
 }
@@ -222,23 +222,17 @@ pub fn pool_shape(
     }
 }
 
-pub fn max_pool2d(ctx: &super::Ctx, s: &Pool2dShape, x: &[f32], len: usize) -> Vec<f32> {
-    output(ctx, len, |out| kernels::max_pool2d_forward(s, x, out))
+pub fn max_pool2d(ctx: &super::Ctx, s: &Pool2dShape, x: &[f32], out: &mut [f32]) {
+    output(ctx, out, |out| kernels::max_pool2d_forward(s, x, out))
 }
 
-pub fn avg_pool2d(ctx: &super::Ctx, s: &Pool2dShape, x: &[f32], len: usize) -> Vec<f32> {
-    output(ctx, len, |out| kernels::avg_pool2d_forward(s, x, out))
+pub fn avg_pool2d(ctx: &super::Ctx, s: &Pool2dShape, x: &[f32], out: &mut [f32]) {
+    output(ctx, out, |out| kernels::avg_pool2d_forward(s, x, out))
 }
 
 /// Gradient of [`max_pool2d`]: each window's gradient goes to its first maximum.
-pub fn max_pool2d_back(
-    ctx: &super::Ctx,
-    s: &Pool2dShape,
-    x: &[f32],
-    dy: &[f32],
-    len: usize,
-) -> Vec<f32> {
-    output(ctx, len, |out| kernels::max_pool2d_backward(s, x, dy, out))
+pub fn max_pool2d_back(ctx: &super::Ctx, s: &Pool2dShape, x: &[f32], dy: &[f32], out: &mut [f32]) {
+    output(ctx, out, |out| kernels::max_pool2d_backward(s, x, dy, out))
 }
 
 /// [`max_pool2d_back`] through the ReLU whose output `x` is: `select(x > 0, back, 0)` in one
@@ -248,15 +242,15 @@ pub fn max_pool2d_back_relu(
     s: &Pool2dShape,
     x: &[f32],
     dy: &[f32],
-    len: usize,
-) -> Vec<f32> {
-    output(ctx, len, |out| {
+    out: &mut [f32],
+) {
+    output(ctx, out, |out| {
         kernels::max_pool2d_backward_relu(s, x, dy, out)
     })
 }
 
-pub fn avg_pool2d_back(ctx: &super::Ctx, s: &Pool2dShape, dy: &[f32], len: usize) -> Vec<f32> {
-    output(ctx, len, |out| kernels::avg_pool2d_backward(s, dy, out))
+pub fn avg_pool2d_back(ctx: &super::Ctx, s: &Pool2dShape, dy: &[f32], out: &mut [f32]) {
+    output(ctx, out, |out| kernels::avg_pool2d_backward(s, dy, out))
 }
 
 /// `(outer, size, inner)` of `dims` around `axis`.
@@ -266,21 +260,24 @@ fn split_at_axis(dims: &[usize], axis: usize) -> (usize, usize, usize) {
     (outer, dims[axis], inner)
 }
 
-/// Sum over `axes` of a tensor of shape `dims` (the last axis first, as the interpreter).
-/// The result is row-major over the remaining axes (kept axes have size 1, same layout).
-pub fn reduce_sum(x: &[f32], dims: &[usize], axes: &[usize]) -> Vec<f32> {
-    reduce(x, dims, axes, 0.0, |acc, v| acc + v)
+/// Sum over `axes` of a tensor of shape `dims` (the last axis first, as the interpreter) into
+/// `out`, row-major over the remaining axes (kept axes have size 1, same layout).
+pub fn reduce_sum(x: &[f32], dims: &[usize], axes: &[usize], out: &mut [f32]) {
+    reduce(x, dims, axes, 0.0, |acc, v| acc + v, out)
 }
 
-/// Sum over the last axis of a tensor of shape `dims`, each row added in the order of
-/// ndarray's `unrolled_fold` (eight running partials, combined as `(p0+p4) + (p1+p5) + ...`,
+/// Sum over the last axis of a tensor of shape `dims` into `out`, each row added in the order
+/// of ndarray's `unrolled_fold` (eight running partials, combined as `(p0+p4) + (p1+p5) + ...`,
 /// then the tail in sequence): the interpreter's order for such a sum, and the JIT's.
-pub fn reduce_sum_last(x: &[f32], dims: &[usize]) -> Vec<f32> {
+pub fn reduce_sum_last(x: &[f32], dims: &[usize], out: &mut [f32]) {
     let len = dims.last().copied().unwrap_or(1);
     if len == 0 {
-        return vec![0.0; dims[..dims.len().saturating_sub(1)].iter().product()];
+        out.iter_mut().for_each(|v| *v = 0.0);
+        return;
     }
-    x.chunks_exact(len).map(unrolled_sum).collect()
+    for (o, row) in out.iter_mut().zip(x.chunks_exact(len)) {
+        *o = unrolled_sum(row);
+    }
 }
 
 fn unrolled_sum(mut xs: &[f32]) -> f32 {
@@ -301,42 +298,51 @@ fn unrolled_sum(mut xs: &[f32]) -> f32 {
     acc
 }
 
-/// Maximum over `axes`; NaN wins.
-pub fn reduce_max(x: &[f32], dims: &[usize], axes: &[usize]) -> Vec<f32> {
-    reduce(x, dims, axes, f32::NEG_INFINITY, |m, v| {
-        if v > m || v.is_nan() {
-            v
-        } else {
-            m
-        }
-    })
+/// Maximum over `axes` into `out`; NaN wins.
+pub fn reduce_max(x: &[f32], dims: &[usize], axes: &[usize], out: &mut [f32]) {
+    let max = |m: f32, v: f32| if v > m || v.is_nan() { v } else { m };
+    reduce(x, dims, axes, f32::NEG_INFINITY, max, out)
 }
 
+/// One axis at a time, the last first. One axis (what `split_sums` leaves) needs no scratch
+/// memory; several allocate the partial results.
 fn reduce(
     x: &[f32],
     dims: &[usize],
     axes: &[usize],
     init: f32,
     f: impl Fn(f32, f32) -> f32 + Copy,
-) -> Vec<f32> {
-    let mut dims = dims.to_vec();
-    let mut cur = x.to_vec();
-    for &ax in axes.iter().rev() {
-        let (outer, size, inner) = split_at_axis(&dims, ax);
-        let mut out = vec![init; outer * inner];
+    out: &mut [f32],
+) {
+    let one_axis = |x: &[f32], dims: &[usize], ax: usize, out: &mut [f32]| {
+        let (outer, size, inner) = split_at_axis(dims, ax);
+        out.iter_mut().for_each(|v| *v = init);
         for o in 0..outer {
             let dst = &mut out[o * inner..(o + 1) * inner];
             for j in 0..size {
-                let src = &cur[(o * size + j) * inner..(o * size + j + 1) * inner];
+                let src = &x[(o * size + j) * inner..(o * size + j + 1) * inner];
                 for (d, &s) in dst.iter_mut().zip(src) {
                     *d = f(*d, s);
                 }
             }
         }
-        dims[ax] = 1;
-        cur = out;
+    };
+    match axes {
+        [] => out.copy_from_slice(&x[..out.len()]),
+        [ax] => one_axis(x, dims, *ax, out),
+        _ => {
+            let mut dims = dims.to_vec();
+            let mut cur = x.to_vec();
+            for &ax in axes.iter().rev() {
+                let (outer, _, inner) = split_at_axis(&dims, ax);
+                let mut next = vec![init; outer * inner];
+                one_axis(&cur, &dims, ax, &mut next);
+                dims[ax] = 1;
+                cur = next;
+            }
+            out.copy_from_slice(&cur[..out.len()]);
+        }
     }
-    cur
 }
 
 /// Row-major strides of `dims`.
@@ -360,7 +366,14 @@ fn walk(out_dims: &[usize], in_strides: &[usize], mut f: impl FnMut(usize, usize
         f(0, 0);
         return;
     }
-    let mut idx = vec![0usize; rank];
+    let mut idx = [0usize; 8];
+    let mut idx_vec = Vec::new();
+    let idx: &mut [usize] = if rank <= 8 {
+        &mut idx[..rank]
+    } else {
+        idx_vec.resize(rank, 0);
+        &mut idx_vec
+    };
     let mut src = 0usize;
     let last = rank - 1;
     let mut o = 0;
@@ -389,84 +402,83 @@ fn walk(out_dims: &[usize], in_strides: &[usize], mut f: impl FnMut(usize, usize
 }
 
 /// Broadcasts `x` of shape `in_dims` (same rank; each axis equal or 1) to `out_dims`.
-pub fn broadcast<T: Copy + Default>(x: &[T], in_dims: &[usize], out_dims: &[usize]) -> Vec<T> {
+pub fn broadcast<T: Copy>(x: &[T], in_dims: &[usize], out_dims: &[usize], out: &mut [T]) {
     let s = strides(in_dims);
     let st: Vec<usize> = in_dims
         .iter()
         .zip(&s)
         .map(|(&d, &s)| if d == 1 { 0 } else { s })
         .collect();
-    let mut out = vec![T::default(); out_dims.iter().product()];
     walk(out_dims, &st, |o, i| out[o] = x[i]);
-    out
 }
 
 /// `out.shape[i] = in.shape[perm[i]]`.
-pub fn permute<T: Copy + Default>(x: &[T], in_dims: &[usize], perm: &[usize]) -> Vec<T> {
+pub fn permute<T: Copy>(x: &[T], in_dims: &[usize], perm: &[usize], out: &mut [T]) {
     let s = strides(in_dims);
     let out_dims: Vec<usize> = perm.iter().map(|&p| in_dims[p]).collect();
     let st: Vec<usize> = perm.iter().map(|&p| s[p]).collect();
-    let mut out = vec![T::default(); x.len()];
     walk(&out_dims, &st, |o, i| out[o] = x[i]);
-    out
 }
 
 /// `[start, end)` along `axis`.
-pub fn slice<T: Copy>(x: &[T], dims: &[usize], axis: usize, start: usize, end: usize) -> Vec<T> {
+pub fn slice<T: Copy>(
+    x: &[T],
+    dims: &[usize],
+    axis: usize,
+    start: usize,
+    end: usize,
+    out: &mut [T],
+) {
     let (outer, size, inner) = split_at_axis(dims, axis);
-    let mut out = Vec::with_capacity(outer * (end - start) * inner);
+    let run = (end - start) * inner;
     for o in 0..outer {
-        out.extend_from_slice(&x[(o * size + start) * inner..(o * size + end) * inner]);
+        out[o * run..(o + 1) * run]
+            .copy_from_slice(&x[(o * size + start) * inner..(o * size + end) * inner]);
     }
-    out
 }
 
 /// Zero padding along `axis`.
-pub fn pad(x: &[f32], dims: &[usize], axis: usize, before: usize, after: usize) -> Vec<f32> {
+pub fn pad(x: &[f32], dims: &[usize], axis: usize, before: usize, after: usize, out: &mut [f32]) {
     let (outer, size, inner) = split_at_axis(dims, axis);
     let total = size + before + after;
-    let mut out = vec![0.0; outer * total * inner];
+    out.iter_mut().for_each(|v| *v = 0.0);
     for o in 0..outer {
         out[(o * total + before) * inner..(o * total + before + size) * inner]
             .copy_from_slice(&x[o * size * inner..(o + 1) * size * inner]);
     }
-    out
 }
 
 /// Joins tensors along `axis`; `parts` are (data, shape) with equal shapes but for `axis`.
-pub fn concat(parts: &[(&[f32], &[usize])], axis: usize) -> Vec<f32> {
+pub fn concat(parts: &[(&[f32], &[usize])], axis: usize, out: &mut [f32]) {
     let Some((_, first)) = parts.first() else {
-        return Vec::new();
+        return;
     };
     let outer: usize = first[..axis].iter().product();
-    let total: usize = parts.iter().map(|(d, _)| d.len()).sum();
-    let mut out = Vec::with_capacity(total);
+    let mut at = 0;
     for o in 0..outer {
         for (data, dims) in parts {
             let run: usize = dims[axis..].iter().product();
-            out.extend_from_slice(&data[o * run..(o + 1) * run]);
+            out[at..at + run].copy_from_slice(&data[o * run..(o + 1) * run]);
+            at += run;
         }
     }
-    out
 }
 
 /// Rows of `table` (`rows x row_len`) at `idx`; out-of-range indices give zeros.
-pub fn gather(table: &[f32], rows: usize, row_len: usize, idx: &[i32]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(idx.len() * row_len);
-    for &i in idx {
+pub fn gather(table: &[f32], rows: usize, row_len: usize, idx: &[i32], out: &mut [f32]) {
+    for (dst, &i) in out.chunks_exact_mut(row_len.max(1)).zip(idx) {
         if i >= 0 && (i as usize) < rows {
             let i = i as usize;
-            out.extend_from_slice(&table[i * row_len..(i + 1) * row_len]);
+            dst.copy_from_slice(&table[i * row_len..(i + 1) * row_len]);
         } else {
-            out.extend(std::iter::repeat_n(0.0, row_len));
+            dst.iter_mut().for_each(|v| *v = 0.0);
         }
     }
-    out
 }
 
 /// `rows x row_len` zeros with each `values` row added at its index (duplicates sum).
-pub fn scatter_add(idx: &[i32], values: &[f32], rows: usize, row_len: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; rows * row_len];
+pub fn scatter_add(idx: &[i32], values: &[f32], rows: usize, row_len: usize, out: &mut [f32]) {
+    out.iter_mut().for_each(|v| *v = 0.0);
     for (k, &i) in idx.iter().enumerate() {
         if i >= 0 && (i as usize) < rows {
             let i = i as usize;
@@ -476,66 +488,86 @@ pub fn scatter_add(idx: &[i32], values: &[f32], rows: usize, row_len: usize) -> 
             }
         }
     }
-    out
 }
 
 /// One-hot rows of `depth` classes.
-pub fn one_hot(idx: &[i32], depth: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; idx.len() * depth];
+pub fn one_hot(idx: &[i32], depth: usize, out: &mut [f32]) {
+    out.iter_mut().for_each(|v| *v = 0.0);
     for (k, &i) in idx.iter().enumerate() {
         if i >= 0 && (i as usize) < depth {
             out[k * depth + i as usize] = 1.0;
         }
     }
-    out
 }
 
-/// `len` uniform numbers in [0, 1) of this call's random stream and `salt` (dropout masks).
-pub fn random_uniform(ctx: &super::Ctx, salt: u64, len: usize) -> Vec<f32> {
-    (0..len as u64)
-        .map(|i| uniform(ctx.seed, ctx.step, salt, i))
-        .collect()
+/// Uniform numbers in [0, 1) of this call's random stream and `salt` (dropout masks).
+pub fn random_uniform(ctx: &super::Ctx, salt: u64, out: &mut [f32]) {
+    for (i, v) in out.iter_mut().enumerate() {
+        *v = uniform(ctx.seed, ctx.step, salt, i as u64);
+    }
 }
 
 /// `rows x cols`: 1 where `col <= row`.
-pub fn lower_triangle(rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; rows * cols];
+pub fn lower_triangle(rows: usize, cols: usize, out: &mut [f32]) {
+    out.iter_mut().for_each(|v| *v = 0.0);
     for r in 0..rows {
         for c in 0..cols.min(r + 1) {
             out[r * cols + c] = 1.0;
         }
     }
-    out
+}
+
+/// Copies `src` into `dst` (a result or state buffer that could not be computed in place).
+#[inline]
+pub fn copy(src: &[f32], dst: &mut [f32]) {
+    dst.copy_from_slice(&src[..dst.len()]);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn run<T: Copy + Default>(len: usize, f: impl FnOnce(&mut [T])) -> Vec<T> {
+        let mut out = vec![T::default(); len];
+        f(&mut out);
+        out
+    }
+
     #[test]
     fn movement_matches_definitions() {
         let x: Vec<f32> = (0..6).map(|v| v as f32).collect();
-        assert_eq!(permute(&x, &[2, 3], &[1, 0]), [0., 3., 1., 4., 2., 5.]);
         assert_eq!(
-            broadcast(&[1.0f32, 2.0], &[2, 1], &[2, 3]),
+            run(6, |o| permute(&x, &[2, 3], &[1, 0], o)),
+            [0., 3., 1., 4., 2., 5.]
+        );
+        assert_eq!(
+            run(6, |o| broadcast(&[1.0f32, 2.0], &[2, 1], &[2, 3], o)),
             [1., 1., 1., 2., 2., 2.]
         );
-        assert_eq!(broadcast(&[7.0f32], &[], &[]), [7.]);
-        assert_eq!(slice(&x, &[2, 3], 1, 1, 3), [1., 2., 4., 5.]);
+        assert_eq!(run(1, |o| broadcast(&[7.0f32], &[], &[], o)), [7.]);
+        assert_eq!(run(4, |o| slice(&x, &[2, 3], 1, 1, 3, o)), [1., 2., 4., 5.]);
         assert_eq!(
-            pad(&x, &[2, 3], 0, 1, 0),
+            run(9, |o| pad(&x, &[2, 3], 0, 1, 0, o)),
             [0., 0., 0., 0., 1., 2., 3., 4., 5.]
         );
-        assert_eq!(reduce_sum(&x, &[2, 3], &[1]), [3., 12.]);
-        assert_eq!(reduce_sum(&x, &[2, 3], &[0, 1]), [15.]);
-        assert_eq!(reduce_max(&x, &[2, 3], &[0]), [3., 4., 5.]);
+        assert_eq!(run(2, |o| reduce_sum(&x, &[2, 3], &[1], o)), [3., 12.]);
+        assert_eq!(run(1, |o| reduce_sum(&x, &[2, 3], &[0, 1], o)), [15.]);
+        assert_eq!(run(3, |o| reduce_max(&x, &[2, 3], &[0], o)), [3., 4., 5.]);
+        assert_eq!(run(2, |o| reduce_sum_last(&x, &[2, 3], o)), [3., 12.]);
         assert_eq!(
-            concat(&[(&x[..2], &[2, 1]), (&x[2..], &[2, 2])], 1),
+            run(6, |o| concat(
+                &[(&x[..2], &[2, 1]), (&x[2..], &[2, 2])],
+                1,
+                o
+            )),
             [0., 2., 3., 1., 4., 5.]
         );
-        assert_eq!(lower_triangle(2, 2), [1., 0., 1., 1.]);
-        assert_eq!(one_hot(&[1, 5], 2), [0., 1., 0., 0.]);
-        assert_eq!(scatter_add(&[1, 1], &[1., 2.], 2, 1), [0., 3.]);
-        assert_eq!(gather(&x, 3, 2, &[2, -1]), [4., 5., 0., 0.]);
+        assert_eq!(run(4, |o| lower_triangle(2, 2, o)), [1., 0., 1., 1.]);
+        assert_eq!(run(4, |o| one_hot(&[1, 5], 2, o)), [0., 1., 0., 0.]);
+        assert_eq!(
+            run(2, |o| scatter_add(&[1, 1], &[1., 2.], 2, 1, o)),
+            [0., 3.]
+        );
+        assert_eq!(run(4, |o| gather(&x, 3, 2, &[2, -1], o)), [4., 5., 0., 0.]);
     }
 }

@@ -153,7 +153,8 @@ pub fn convert_input(
     match spec.dtype {
         DType::F32 => {
             let values = raw.data.to_f32();
-            if !allow_nan {
+            // Integers convert to finite floats: only float files need the check.
+            if !allow_nan && raw.data.is_float() {
                 check_finite(raw, &values)?;
             }
             Ok(Tensor::F32(from_vec(raw, shape, values)?))
@@ -325,7 +326,7 @@ fn shape_error(raw: &RawArray, e: ndarray::ShapeError) -> RuntimeError {
 
 fn check_finite(raw: &RawArray, values: &[f32]) -> Result<(), RuntimeError> {
     let sample_size: usize = raw.sample_shape().iter().product::<usize>().max(1);
-    if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+    if let Some((i, v)) = first_non_finite_in(values) {
         return Err(RuntimeError::in_origin(
             ErrorKind::NonFinite,
             &raw.origin,
@@ -356,14 +357,14 @@ pub fn validate(
         let per = spec.shape.iter().product::<usize>().max(1);
         match t {
             Tensor::F32(a) if !allow_nan => {
-                if let Some((i, v)) = a.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                if let Some((i, v)) = first_non_finite(a) {
                     return Err(RuntimeError::in_origin(
                         ErrorKind::NonFinite,
                         origin,
                         format!(
                             "input '{}' is {} at sample {}, element {} after the data section's `x` transforms (pass --allow-nan to accept it)",
                             spec.name,
-                            describe_non_finite(*v),
+                            describe_non_finite(v),
                             i / per,
                             i % per
                         ),
@@ -397,14 +398,14 @@ pub fn validate(
     for (t, spec) in data.targets.iter().zip(&model.targets) {
         if let Tensor::F32(a) = t {
             let per = spec.shape.iter().product::<usize>().max(1);
-            if let Some((i, v)) = a.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            if let Some((i, v)) = first_non_finite(a) {
                 return Err(RuntimeError::in_origin(
                     ErrorKind::NonFinite,
                     target_origin,
                     format!(
                         "target '{}' is {} at sample {}, element {}: the loss would be NaN",
                         spec.name,
-                        describe_non_finite(*v),
+                        describe_non_finite(v),
                         i / per,
                         i % per
                     ),
@@ -413,6 +414,28 @@ pub fn validate(
         }
     }
     Ok(())
+}
+
+/// The first element (in logical order) that is NaN or infinite, with its index.
+fn first_non_finite(a: &ArrayD<f32>) -> Option<(usize, f32)> {
+    match a.as_slice() {
+        Some(values) => first_non_finite_in(values),
+        None => a.iter().copied().enumerate().find(|(_, v)| !v.is_finite()),
+    }
+}
+
+/// [`first_non_finite`] on a slice: blocks that are all finite are passed over with a loop
+/// the compiler vectorizes (the 47 million inputs of MNIST took 50 ms element by element).
+fn first_non_finite_in(values: &[f32]) -> Option<(usize, f32)> {
+    const BLOCK: usize = 1024;
+    values
+        .chunks(BLOCK)
+        .enumerate()
+        .find(|(_, block)| !block.iter().fold(true, |ok, v| ok & v.is_finite()))
+        .and_then(|(b, block)| {
+            let (i, &v) = block.iter().enumerate().find(|(_, v)| !v.is_finite())?;
+            Some((b * BLOCK + i, v))
+        })
 }
 
 fn describe_non_finite(v: f32) -> &'static str {

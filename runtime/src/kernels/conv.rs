@@ -33,6 +33,8 @@ const DIRECT_BLOCK: usize = 128;
 /// Output channels per register block of the direct forward path (and per thread split of the
 /// kernel gradient).
 const FL: usize = 8;
+/// Pixels whose sums the direct forward path keeps in registers together.
+const DIRECT_PIXELS: usize = 2;
 
 /// The static geometry of one 2-D convolution. `#[repr(C)]` so the JIT can pass a pointer to
 /// one (all fields are `usize`; arrays are `[height, width]`).
@@ -688,7 +690,34 @@ fn forward_direct<T: Scalar>(
         let patches = &mut scratch[..t.len() * pl];
         im2col(s, d, input, t.clone(), patches);
         let rows = &mut out[(t.start - first) * f..(t.end - first) * f];
-        for (patch, o) in patches.chunks_exact(pl).zip(rows.chunks_exact_mut(f)) {
+        // Pixels in groups of DIRECT_PIXELS, so that 4 * FL channels of each give
+        // 2 * DIRECT_PIXELS independent vector sums (one pixel alone waits on its 4 sums'
+        // latency at every tap), then the pixels left one by one.
+        let grouped = t.len() / DIRECT_PIXELS * DIRECT_PIXELS;
+        let (group_patches, single_patches) = patches.split_at(grouped * pl);
+        let (group_rows, single_rows) = rows.split_at_mut(grouped * f);
+        for (patch, o) in group_patches
+            .chunks_exact(DIRECT_PIXELS * pl)
+            .zip(group_rows.chunks_exact_mut(DIRECT_PIXELS * f))
+        {
+            let mut f0 = 0;
+            while f0 + 4 * FL <= f {
+                dot_block_pixels::<T, DIRECT_PIXELS, { 4 * FL }>(patch, pl, kernel, f, f0, o);
+                f0 += 4 * FL;
+            }
+            while f0 + FL <= f {
+                dot_block_pixels::<T, DIRECT_PIXELS, FL>(patch, pl, kernel, f, f0, o);
+                f0 += FL;
+            }
+            while f0 < f {
+                dot_block_pixels::<T, DIRECT_PIXELS, 1>(patch, pl, kernel, f, f0, o);
+                f0 += 1;
+            }
+        }
+        for (patch, o) in single_patches
+            .chunks_exact(pl)
+            .zip(single_rows.chunks_exact_mut(f))
+        {
             let mut f0 = 0;
             while f0 + 4 * FL <= f {
                 dot_block::<T, { 4 * FL }>(patch, kernel, f, f0, o);
@@ -704,6 +733,32 @@ fn forward_direct<T: Scalar>(
             }
         }
         epilogue.apply(rows, f);
+    }
+}
+
+/// [`dot_block`] on `P` consecutive pixels: `patches` holds their `P` patches of `pl` taps,
+/// `o` their `P` output rows of `f` channels. Each pixel's sums are taken exactly as there.
+#[inline(always)]
+fn dot_block_pixels<T: Scalar, const P: usize, const W: usize>(
+    patches: &[T],
+    pl: usize,
+    kernel: &[T],
+    f: usize,
+    f0: usize,
+    o: &mut [T],
+) {
+    let mut acc = [[T::ZERO; W]; P];
+    for (tap, w) in kernel.chunks_exact(f).take(pl).enumerate() {
+        let w: &[T; W] = w[f0..f0 + W].try_into().expect("W lanes");
+        for (p, acc) in acc.iter_mut().enumerate() {
+            let x = patches[p * pl + tap];
+            for l in 0..W {
+                acc[l] = x.mul_add(w[l], acc[l]);
+            }
+        }
+    }
+    for (p, acc) in acc.iter().enumerate() {
+        o[p * f + f0..p * f + f0 + W].copy_from_slice(acc);
     }
 }
 

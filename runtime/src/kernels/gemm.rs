@@ -3,7 +3,9 @@
 //! Views carry a row and a column stride, so a transposed operand is the same buffer with the
 //! strides swapped ([`MatRef::t`]) and never needs a copy. The core is `matrixmultiply` (packed
 //! AVX-512 / AVX2+FMA / SSE2 / portable micro-kernels chosen at run time); large products are
-//! split over rows of `C` across the kernels' thread pool.
+//! split over rows of `C` across the kernels' thread pool. A product of a few rows (batch-1
+//! inference, the last pixels of a convolution) skips the packing: [`small_rows`] reads `B` where
+//! it is, summing each element exactly as `matrixmultiply`'s FMA kernels do.
 
 use super::scalar::Scalar;
 use super::split::{even_range, for_each_part, useful_threads, SendPtr};
@@ -294,6 +296,13 @@ pub unsafe fn gemm_raw<T: Scalar>(
     if m == 0 || n == 0 {
         return;
     }
+    if m <= SMALL_M && k > 0 && csb == 1 {
+        if let Some(small) = small_m_kernel::<T>() {
+            // SAFETY: caller contract; `small_m_kernel` checked the CPU features.
+            unsafe { small(m, k, n, alpha, a, rsa, csa, b, rsb, beta, c, rsc, csc) };
+            return;
+        }
+    }
     let flops = 2.0 * m as f64 * n as f64 * k as f64;
     // Keep at least 16 rows per thread so each keeps whole micro-kernel tiles busy.
     let threads = useful_threads(threads, m / 16, flops);
@@ -330,4 +339,229 @@ pub unsafe fn gemm_raw<T: Scalar>(
         };
         Ok(())
     });
+}
+
+/// Rows of `C` up to which [`gemm_raw`] multiplies without packing (see [`small_rows`]).
+/// `matrixmultiply` packs all of `B` and runs its 16-row (AVX-512) or 8-row (AVX2) tile even for
+/// one row: at batch 1 a dense layer's GEMM was 90% packing and wasted tile rows. Up to 12
+/// rows (a convolution's last 3x3 map at batch 1 has 9), reading `B` once per 4 rows costs
+/// less than packing it; from 13 the packed tiles are nearly full.
+const SMALL_M: usize = 12;
+
+/// `matrixmultiply`'s depth block (`S_KC` = `D_KC`): it sums each element of `C` in blocks of
+/// this many products and adds the blocks' sums into `C` one after another.
+const MM_KC: usize = 256;
+
+/// An unpacked product of at most [`SMALL_M`] rows (see [`small_rows`]), with the arguments of
+/// [`gemm_raw`] but `csb` (1) and `threads`.
+type SmallM<T> = unsafe fn(
+    usize,
+    usize,
+    usize,
+    T,
+    *const T,
+    isize,
+    isize,
+    *const T,
+    isize,
+    T,
+    *mut T,
+    isize,
+    isize,
+);
+
+/// The unpacked product compiled for this CPU's widest vectors, when `matrixmultiply` runs an
+/// FMA micro-kernel here (AVX-512F, or AVX2 with FMA): only then does [`small_rows`] (which
+/// uses FMA) sum exactly as it does. `None` elsewhere: such products stay with `matrixmultiply`.
+fn small_m_kernel<T: Scalar>() -> Option<SmallM<T>> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Some(small_m_avx512::<T>);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Some(small_m_avx2::<T>);
+        }
+    }
+    None
+}
+
+/// Defines `$name`, a [`SmallM`]: [`small_rows`] over groups of up to 4 rows, compiled with
+/// `$features`, with register blocks of `$v` f32 lanes per vector.
+macro_rules! small_m_variant {
+    ($name:ident, $features:literal, $v:literal) => {
+        /// # Safety
+        /// As [`gemm_raw`] (with `m <= SMALL_M`, `k > 0`, `csb == 1`), on a CPU with the
+        /// features this is compiled for.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name<T: Scalar>(
+            m: usize,
+            k: usize,
+            n: usize,
+            alpha: T,
+            a: *const T,
+            rsa: isize,
+            csa: isize,
+            b: *const T,
+            rsb: isize,
+            beta: T,
+            c: *mut T,
+            rsc: isize,
+            csc: isize,
+        ) {
+            // SAFETY (all blocks): every index stays within the caller's m x k, k x n and
+            // m x n views. About 8 vectors of sums per block, so that the fused multiply-adds
+            // do not wait on each other.
+            unsafe {
+                let mut i = 0;
+                while i < m {
+                    let (a, c) = (a.offset(i as isize * rsa), c.offset(i as isize * rsc));
+                    let args = (k, n, alpha, a, rsa, csa, b, rsb, beta, c, rsc, csc);
+                    match m - i {
+                        1 => small_rows::<T, 1, { 8 * $v }, { 4 * $v }, $v>(args),
+                        2 => small_rows::<T, 2, { 4 * $v }, { 2 * $v }, $v>(args),
+                        3 => small_rows::<T, 3, { 3 * $v }, { 2 * $v }, $v>(args),
+                        _ => small_rows::<T, 4, { 2 * $v }, $v, $v>(args),
+                    }
+                    i += 4;
+                }
+            }
+        }
+    };
+}
+small_m_variant!(small_m_avx2, "avx2,fma", 8);
+small_m_variant!(small_m_avx512, "avx512f,avx2,fma", 16);
+
+/// The arguments of [`small_rows`] for `R` rows starting at the given rows of `A` and `C`:
+/// `(k, n, alpha, a, rsa, csa, b, rsb, beta, c, rsc, csc)`.
+type RowsArgs<T> = (
+    usize,
+    usize,
+    T,
+    *const T,
+    isize,
+    isize,
+    *const T,
+    isize,
+    T,
+    *mut T,
+    isize,
+    isize,
+);
+
+/// `C = alpha * A * B + beta * C` for `R <= SMALL_M` rows, `B` with unit column stride,
+/// without packing: each block of columns keeps every row's sums in registers while the rows
+/// of `B` stream past once.
+///
+/// Every element is summed as `matrixmultiply`'s FMA micro-kernels sum it, so a row gives the
+/// same bits here as inside a larger batch: per depth block of [`MM_KC`], one fused
+/// multiply-add per product in order from zero; then the block's sum times `alpha` is added to
+/// `C` (`beta * C` before the first block, `C` itself after; `C` is not read when `beta` is 0).
+/// (`matrixmultiply` folds `alpha` into an FMA on full tiles; with `alpha == 1`, what every
+/// caller here passes, both roundings are the same.)
+///
+/// Blocks of `NB` columns, then of `NB2`, then of `V` (one vector), then the rest.
+///
+/// # Safety
+/// As [`gemm_raw`] on `R` rows, with `k > 0` and `B`'s column stride 1.
+#[inline(always)]
+unsafe fn small_rows<
+    T: Scalar,
+    const R: usize,
+    const NB: usize,
+    const NB2: usize,
+    const V: usize,
+>(
+    (k, n, alpha, a, rsa, csa, b, rsb, beta, c, rsc, csc): RowsArgs<T>,
+) {
+    // SAFETY (all blocks): columns j..j + width lie inside the caller's n columns.
+    unsafe {
+        let mut j = 0;
+        while j + NB <= n {
+            let (b_j, c_j) = (b.add(j), c.offset(j as isize * csc));
+            small_block::<T, R, NB>(NB, k, alpha, a, rsa, csa, b_j, rsb, beta, c_j, rsc, csc);
+            j += NB;
+        }
+        while j + NB2 <= n {
+            let (b_j, c_j) = (b.add(j), c.offset(j as isize * csc));
+            small_block::<T, R, NB2>(NB2, k, alpha, a, rsa, csa, b_j, rsb, beta, c_j, rsc, csc);
+            j += NB2;
+        }
+        while j < n {
+            let width = (n - j).min(V);
+            let (b_j, c_j) = (b.add(j), c.offset(j as isize * csc));
+            small_block::<T, R, V>(width, k, alpha, a, rsa, csa, b_j, rsb, beta, c_j, rsc, csc);
+            j += width;
+        }
+    }
+}
+
+/// `width <= W` columns of [`small_rows`], with `R x W` sums in registers.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn small_block<T: Scalar, const R: usize, const W: usize>(
+    width: usize,
+    k: usize,
+    alpha: T,
+    a: *const T,
+    rsa: isize,
+    csa: isize,
+    b: *const T,
+    rsb: isize,
+    beta: T,
+    c: *mut T,
+    rsc: isize,
+    csc: isize,
+) {
+    let mut k0 = 0;
+    while k0 < k {
+        let kc = (k - k0).min(MM_KC);
+        let mut acc = [[T::ZERO; W]; R];
+        for p in k0..k0 + kc {
+            // SAFETY: p < k and width <= W columns: inside the caller's views.
+            unsafe {
+                let row = b.offset(p as isize * rsb);
+                if width == W {
+                    let row = &*(row as *const [T; W]);
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let x = *a.offset(r as isize * rsa + p as isize * csa);
+                        for l in 0..W {
+                            acc[l] = x.mul_add(row[l], acc[l]);
+                        }
+                    }
+                } else {
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let x = *a.offset(r as isize * rsa + p as isize * csa);
+                        for (l, acc) in acc[..width].iter_mut().enumerate() {
+                            *acc = x.mul_add(*row.add(l), *acc);
+                        }
+                    }
+                }
+            }
+        }
+        let first = k0 == 0;
+        for (r, acc) in acc.iter().enumerate() {
+            for (l, &sum) in acc[..width].iter().enumerate() {
+                // SAFETY: r < R rows of C, column l < width.
+                unsafe {
+                    let dst = c.offset(r as isize * rsc + l as isize * csc);
+                    let product = alpha * sum;
+                    *dst = if !first {
+                        *dst + product
+                    } else if beta == T::ZERO {
+                        product
+                    } else {
+                        *dst * beta + product
+                    };
+                }
+            }
+        }
+        k0 += kc;
+    }
 }

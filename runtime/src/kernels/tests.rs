@@ -273,6 +273,73 @@ fn gemm_with_threads_matches_naive() {
     }
 }
 
+/// A product of a few rows (the unpacked path batch-1 inference takes) gives each row the same
+/// bits as the packed kernels give it inside a larger product, over several depth blocks,
+/// a column tail, `beta` 0 and 1, and a strided `A`.
+#[test]
+fn sgemm_few_rows_match_the_same_rows_of_a_large_product() {
+    let (m, k, n) = (37, 784, 130);
+    let mut rng = Rng(11);
+    let (a64, b64, c64) = (rng.vec(m * k), rng.vec(k * n), rng.vec(m * n));
+    let (a, b, c0) = (to_f32(&a64), to_f32(&b64), to_f32(&c64));
+    for beta in [0.0f32, 1.0] {
+        let mut whole = c0.clone();
+        sgemm(
+            1.0,
+            MatRef::row_major(&a, m, k).unwrap(),
+            MatRef::row_major(&b, k, n).unwrap(),
+            beta,
+            MatMut::row_major(&mut whole, m, n).unwrap(),
+            1,
+        )
+        .unwrap();
+        for rows in [1usize, 2, 3, 4, 5, 9, 12] {
+            for start in [0, 5, m - rows] {
+                let mut part = c0[start * n..(start + rows) * n].to_vec();
+                sgemm(
+                    1.0,
+                    MatRef::row_major(&a[start * k..(start + rows) * k], rows, k).unwrap(),
+                    MatRef::row_major(&b, k, n).unwrap(),
+                    beta,
+                    MatMut::row_major(&mut part, rows, n).unwrap(),
+                    1,
+                )
+                .unwrap();
+                let same = part
+                    .iter()
+                    .zip(&whole[start * n..(start + rows) * n])
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "rows {start}..{} with beta {beta}", start + rows);
+            }
+        }
+    }
+    // One row of A read with a column stride (a transposed batch of one).
+    let mut whole = vec![0.0f32; m * n];
+    sgemm(
+        1.0,
+        MatRef::row_major(&a, k, m).unwrap().t(),
+        MatRef::row_major(&b, k, n).unwrap(),
+        0.0,
+        MatMut::row_major(&mut whole, m, n).unwrap(),
+        1,
+    )
+    .unwrap();
+    let mut row = vec![0.0f32; n];
+    sgemm(
+        1.0,
+        MatRef::new(&a[3..], 1, k, 1, m).unwrap(),
+        MatRef::row_major(&b, k, n).unwrap(),
+        0.0,
+        MatMut::row_major(&mut row, 1, n).unwrap(),
+        1,
+    )
+    .unwrap();
+    assert!(row
+        .iter()
+        .zip(&whole[3 * n..4 * n])
+        .all(|(x, y)| x.to_bits() == y.to_bits()));
+}
+
 #[test]
 fn dgemm_matches_naive_to_f64_precision() {
     let mut rng = Rng(6);

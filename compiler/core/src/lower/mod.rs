@@ -717,7 +717,7 @@ pub fn apply_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
 
 /// An argument for each model input read from data (with `need`, only those it marks); sampled
 /// inputs (and inputs not needed) get a placeholder, filled by [`draw_samples`].
-fn input_args(b: &mut Builder, graph: &ModelGraph, need: Option<&[bool]>) -> Vec<ValueId> {
+pub fn input_args(b: &mut Builder, graph: &ModelGraph, need: Option<&[bool]>) -> Vec<ValueId> {
     graph
         .inputs
         .iter()
@@ -734,14 +734,15 @@ fn input_args(b: &mut Builder, graph: &ModelGraph, need: Option<&[bool]>) -> Vec
 }
 
 /// Random draws for each sampled input (9.2) from the stream of step function `step`.
-fn draw_samples(b: &mut Builder, graph: &ModelGraph, inputs: &mut [ValueId], step: usize) {
+pub fn draw_samples(b: &mut Builder, graph: &ModelGraph, inputs: &mut [ValueId], step: usize) {
     for (k, s) in &graph.sampled {
         let shape = graph.inputs[*k].shape.clone();
         inputs[*k] = sample::draw(b, s, &shape, sample_salt(step, *k));
     }
 }
 
-fn param_args(b: &mut Builder, graph: &ModelGraph) -> Vec<ValueId> {
+/// An argument for each parameter, in order.
+pub fn param_args(b: &mut Builder, graph: &ModelGraph) -> Vec<ValueId> {
     graph
         .params
         .iter()
@@ -752,7 +753,7 @@ fn param_args(b: &mut Builder, graph: &ModelGraph) -> Vec<ValueId> {
 
 /// Target arguments: the `target` declarations when a loss expression reads them (9.3),
 /// otherwise one per output.
-fn target_args(b: &mut Builder, graph: &ModelGraph, spec: &TrainSpec) -> Vec<ValueId> {
+pub fn target_args(b: &mut Builder, graph: &ModelGraph, spec: &TrainSpec) -> Vec<ValueId> {
     if uses_declared_targets(spec) {
         return graph
             .targets

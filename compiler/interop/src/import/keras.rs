@@ -4,7 +4,7 @@
 //! `train` section, and the weights (HDF5, read by [`super::hdf5`]) are named and laid out as
 //! language.md section 7 says, which is Keras's own layout.
 
-use super::{fmt_float, Imported, Model, Stmt};
+use super::{fmt_float, int_list, sanitize, Block, Imported, Model, Stmt};
 use crate::error::InteropError;
 use fm_codes::E0402;
 use fm_codes::E0412;
@@ -52,10 +52,8 @@ pub fn import(bytes: &[u8], file: &str, model_name: &str) -> Result<Imported, In
     let mut k = KerasImport {
         file,
         model: Model::new(model_name),
-        vars: HashSet::new(),
-        tensors: HashMap::new(),
         h5: None,
-        class_counts: HashMap::new(),
+        block_names: HashSet::new(),
     };
     if let Some(w) = &weights {
         k.h5 =
@@ -89,13 +87,99 @@ pub fn import(bytes: &[u8], file: &str, model_name: &str) -> Result<Imported, In
 struct KerasImport<'a> {
     file: &'a str,
     model: Model,
+    h5: Option<super::hdf5::H5>,
+    /// Names taken by blocks (one per nested model).
+    block_names: HashSet<String>,
+}
+
+/// Where converted layers go: the model itself, or the block made from a nested model.
+#[derive(Default)]
+struct Scope {
+    stmts: Vec<Stmt>,
     vars: HashSet<String>,
+    /// The HDF5 group of this model's layers: `` for the model, `layers/sequential/` for the
+    /// Sequential model nested in it.
+    h5: String,
+    /// The prefix of this scope's tensor names (`encoder/` in a block called as `encoder`).
+    prefix: String,
+    /// Each layer's weights group in `h5`: Keras names it after the layer's class and its
+    /// position among the layers of that class (`dense_1` is the second Dense), not after the
+    /// layer's name.
+    keys: HashMap<String, String>,
     /// Keras tensor `(layer, node, index)` -> fm variable.
     tensors: HashMap<(String, u64, u64), String>,
-    h5: Option<super::hdf5::H5>,
-    /// How many layers of each class came before (Keras names a layer's weights group by its
-    /// class, not by its name: `layers/conv2d_1/vars/0` is the second Conv2D's kernel).
-    class_counts: HashMap<String, usize>,
+    /// Layers called already, by their fm name: a later call runs the same weights
+    /// (language.md 9.1).
+    called: HashMap<String, String>,
+}
+
+impl Scope {
+    fn new(h5: String, prefix: String, layers: &[Value]) -> Scope {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        let mut keys = HashMap::new();
+        for layer in layers {
+            let base = snake_case(
+                layer
+                    .get("class_name")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+            );
+            let seen = counts.entry(base.clone()).or_default();
+            let key = match *seen {
+                0 => base,
+                n => format!("{base}_{n}"),
+            };
+            *seen += 1;
+            keys.insert(layer_name(layer), key);
+        }
+        // A layer called more than once is called by its name after the first call, so no
+        // variable may take that name: its calls' values are `shared_1`, `shared_2`, ...
+        let vars = layers
+            .iter()
+            .filter(|l| {
+                l.get("inbound_nodes")
+                    .and_then(Value::as_array)
+                    .is_some_and(|n| n.len() > 1)
+            })
+            .map(|l| sanitize(&layer_name(l)))
+            .collect();
+        Scope {
+            h5,
+            prefix,
+            keys,
+            vars,
+            ..Default::default()
+        }
+    }
+
+    fn unique_var(&mut self, base: &str) -> String {
+        super::unique_name(base, &mut self.vars)
+    }
+}
+
+/// A layer's name in its model config (Functional configs repeat it beside `config`).
+fn layer_name(layer: &Value) -> String {
+    layer
+        .get("name")
+        .or_else(|| cfg(layer, "name"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
+fn class(layer: &Value) -> &str {
+    layer
+        .get("class_name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// The offset of a layer's node indices in `input_layers` and `output_layers`: a nested
+/// Functional model has a node of its own from when it was built on its Input, which configs
+/// leave out of `inbound_nodes` (Keras's `_should_skip_first_node`) but count there, so its
+/// first call is node 1 (a call's arguments count from 0).
+fn node_offset(layer: &Value) -> u64 {
+    u64::from(matches!(class(layer), "Functional" | "Model"))
 }
 
 /// Keras's `naming.to_snake_case`: `MaxPooling2D` -> `max_pooling2d`, `LSTM` -> `lstm`.
@@ -140,20 +224,6 @@ fn ints(v: Option<&Value>) -> Option<Vec<usize>> {
     }
 }
 
-fn fm_list(v: &[usize]) -> String {
-    if v.iter().all(|&x| x == v[0]) {
-        v[0].to_string()
-    } else {
-        format!(
-            "[{}]",
-            v.iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    }
-}
-
 /// Keras activation name -> fm activation (None: not expressible).
 fn activation(v: Option<&Value>) -> Option<&'static str> {
     let name = match v {
@@ -195,6 +265,8 @@ impl KerasImport<'_> {
                     !matches!(k.as_str(), "name" | "trainable" | "dtype")
                         && !v.is_object()
                         && !v.is_null()
+                        // (a nested model's layer list)
+                        && !v.as_array().is_some_and(|a| a.iter().any(Value::is_object))
                 })
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
@@ -209,35 +281,64 @@ impl KerasImport<'_> {
     }
 
     fn model_config(&mut self, config: &Value) -> Result<(), InteropError> {
-        let class = config
-            .get("class_name")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let layers = config
+        let layers = self.layers_of(config)?;
+        let mut top = Scope::new(String::new(), String::new(), layers);
+        match class(config) {
+            "Sequential" => {
+                let (x, rest) = self.sequential_input(config, layers)?;
+                let x = self.sequential(&mut top, rest, x)?;
+                // Keras names a Sequential model's output after its last layer.
+                self.model.outputs.push((x.clone(), x));
+                self.model.output_layouts.push(Vec::new());
+            }
+            "Functional" | "Model" => {
+                let outs = self.functional(&mut top, config, layers, None)?;
+                for v in outs {
+                    // Keras names a Functional model's outputs after their layers.
+                    let name = if self.model.outputs.iter().any(|(n, _)| n == &v) {
+                        top.unique_var(&format!("{v}_out"))
+                    } else {
+                        v.clone()
+                    };
+                    self.model.outputs.push((name, v));
+                    self.model.output_layouts.push(Vec::new());
+                }
+            }
+            other => {
+                return Err(InteropError::new(
+                    E0412,
+                    self.file,
+                    Some(format!("model ({other})")),
+                    "is a subclassed model; fm imports Sequential and Functional models",
+                ))
+            }
+        }
+        self.model.stmts = top.stmts;
+        Ok(())
+    }
+
+    fn layers_of<'v>(&self, config: &'v Value) -> Result<&'v [Value], InteropError> {
+        config
             .get("config")
             .and_then(|c| c.get("layers"))
             .and_then(Value::as_array)
+            .map(Vec::as_slice)
             .ok_or_else(|| {
                 InteropError::new(
                     E0402,
                     self.file,
-                    Some("config".into()),
+                    Some(format!("config of '{}'", layer_name(config))),
                     "has no `layers` list: not a Keras Sequential or Functional model config",
                 )
-            })?;
-        match class {
-            "Sequential" => self.sequential(config, layers),
-            "Functional" | "Model" => self.functional(config, layers),
-            other => Err(InteropError::new(
-                E0412,
-                self.file,
-                Some(format!("model ({other})")),
-                "is a subclassed model; fm imports Sequential and Functional models",
-            )),
-        }
+            })
     }
 
-    fn input_layer(&mut self, layer: &Value, name: &str) -> Result<String, InteropError> {
+    fn input_layer(
+        &mut self,
+        sc: &mut Scope,
+        layer: &Value,
+        name: &str,
+    ) -> Result<String, InteropError> {
         let shape = cfg(layer, "batch_shape")
             .or_else(|| cfg(layer, "batch_input_shape"))
             .and_then(Value::as_array)
@@ -259,9 +360,7 @@ impl KerasImport<'_> {
             "int32" | "int64" => "i32",
             _ => "f32",
         };
-        let var = self
-            .model
-            .unique_var(&super::onnx::sanitize(name), &mut self.vars);
+        let var = sc.unique_var(&sanitize(name));
         self.model
             .inputs
             .push((var.clone(), dtype.into(), dims.clone()));
@@ -271,18 +370,24 @@ impl KerasImport<'_> {
         Ok(var)
     }
 
-    fn sequential(&mut self, config: &Value, layers: &[Value]) -> Result<(), InteropError> {
-        let mut iter = layers.iter();
+    /// The input of a top-level Sequential model and the layers after it.
+    fn sequential_input<'v>(
+        &mut self,
+        config: &Value,
+        layers: &'v [Value],
+    ) -> Result<(String, &'v [Value]), InteropError> {
         let first = layers.first().ok_or_else(|| {
             InteropError::new(E0402, self.file, Some("config".into()), "has no layers")
         })?;
-        let mut x = if first.get("class_name").and_then(Value::as_str) == Some("InputLayer") {
-            iter.next();
+        // The model's own variables: an input is declared before any layer.
+        let mut sc = Scope::default();
+        if class(first) == "InputLayer" {
             let name = cfg(first, "name")
                 .and_then(Value::as_str)
                 .unwrap_or("input")
                 .to_string();
-            self.input_layer(first, &name)?
+            let x = self.input_layer(&mut sc, first, &name)?;
+            Ok((x, &layers[1..]))
         } else {
             // Keras 2 style: the first layer carries batch_input_shape; Keras 3 build_input_shape.
             let shape = config
@@ -291,90 +396,244 @@ impl KerasImport<'_> {
                 .cloned()
                 .unwrap_or(Value::Null);
             let fake = serde_json::json!({"class_name": "InputLayer", "config": {"batch_shape": shape, "name": "input"}});
-            self.input_layer(&fake, "input")?
-        };
-        for layer in iter {
-            x = self.layer(layer, vec![x])?;
+            let x = self.input_layer(&mut sc, &fake, "input")?;
+            Ok((x, layers))
         }
-        // Keras names a Sequential model's output after its last layer.
-        self.model.outputs.push((x.clone(), x));
-        self.model.output_layouts.push(Vec::new());
-        Ok(())
     }
 
-    fn functional(&mut self, config: &Value, layers: &[Value]) -> Result<(), InteropError> {
-        let c = &config["config"];
+    /// A Sequential model's layers applied in turn to `x` (InputLayers skipped); returns the
+    /// last value.
+    fn sequential(
+        &mut self,
+        sc: &mut Scope,
+        layers: &[Value],
+        mut x: String,
+    ) -> Result<String, InteropError> {
+        sc.vars.insert(x.clone());
         for layer in layers {
-            let name = layer
-                .get("name")
-                .or_else(|| cfg(layer, "name"))
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            if layer.get("class_name").and_then(Value::as_str) == Some("InputLayer") {
-                let v = self.input_layer(layer, &name)?;
-                self.tensors.insert((name, 0, 0), v);
+            if class(layer) == "InputLayer" {
                 continue;
             }
-            let nodes = layer
-                .get("inbound_nodes")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            if nodes.len() != 1 {
-                return Err(self.err(layer, "is called more than once (shared weights); import it as a named call and call it by name (language.md 9.1) by hand"));
-            }
-            let mut inputs = Vec::new();
-            collect_history(&nodes[0]["args"], &mut inputs);
-            let mut vars = Vec::new();
-            for h in inputs {
-                match self.tensors.get(&h) {
-                    Some(v) => vars.push(v.clone()),
-                    None => {
-                        return Err(self.err(layer, format!("reads `{}` before it is defined", h.0)))
-                    }
-                }
-            }
-            let out = self.layer(layer, vars)?;
-            self.tensors.insert((name, 0, 0), out);
+            x = self.call(sc, layer, vec![x])?;
         }
-        let outs = c.get("output_layers").cloned().unwrap_or(Value::Null);
-        let mut hist = Vec::new();
-        collect_history_list(&outs, &mut hist);
-        for (k, h) in hist.iter().enumerate() {
-            let v = self.tensors.get(h).cloned().ok_or_else(|| {
-                InteropError::new(
-                    E0402,
-                    self.file,
-                    Some("output_layers".into()),
-                    format!("names `{}`, which is no layer", h.0),
-                )
-            })?;
-            // Keras names a Functional model's outputs after their layers.
-            let _ = k;
-            let name = if self.model.outputs.iter().any(|(n, _)| n == &v) {
-                self.model.unique_var(&format!("{v}_out"), &mut self.vars)
-            } else {
-                v.clone()
-            };
-            self.model.outputs.push((name, v));
-            self.model.output_layouts.push(Vec::new());
-        }
-        Ok(())
+        Ok(x)
     }
 
-    /// The weights of layer `name` in Keras's order (`layers/NAME/vars/0..`, recurrent layers
-    /// under `cell/vars`), or none without a weights file.
-    fn weights(&self, layer: &Value, key: &str, count: usize) -> Result<Vec<Tensor>, InteropError> {
-        let name = key;
+    /// A Functional model's graph. Its inputs are the model's (declared here) or, for a nested
+    /// model, `bound` (the block's parameters, in `input_layers` order). Each layer's calls
+    /// (`inbound_nodes`) run once their inputs exist, as Keras rebuilds a model; returns the
+    /// variables of `output_layers`.
+    fn functional(
+        &mut self,
+        sc: &mut Scope,
+        config: &Value,
+        layers: &[Value],
+        bound: Option<&[String]>,
+    ) -> Result<Vec<String>, InteropError> {
+        let c = &config["config"];
+        let mut input_order = Vec::new();
+        collect_history_list(&c["input_layers"], &mut input_order);
+        let mut next = vec![0usize; layers.len()];
+        for layer in layers {
+            if class(layer) != "InputLayer" {
+                continue;
+            }
+            let name = layer_name(layer);
+            let v = match bound {
+                None => self.input_layer(sc, layer, &name)?,
+                Some(params) => {
+                    let k = input_order.iter().position(|h| h.0 == name);
+                    match k.and_then(|k| params.get(k)) {
+                        Some(p) => p.clone(),
+                        None => return Err(self.err(layer, "is no input of its model")),
+                    }
+                }
+            };
+            sc.tensors.insert((name, 0, 0), v);
+        }
+        loop {
+            let (mut progress, mut waiting) = (false, None);
+            for (li, layer) in layers.iter().enumerate() {
+                if class(layer) == "InputLayer" {
+                    continue;
+                }
+                let nodes = layer
+                    .get("inbound_nodes")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                while next[li] < nodes.len() {
+                    let mut reads = Vec::new();
+                    collect_history(&nodes[next[li]]["args"], &mut reads);
+                    let vars: Option<Vec<String>> =
+                        reads.iter().map(|h| sc.tensors.get(h).cloned()).collect();
+                    let Some(vars) = vars else {
+                        let missing = reads.iter().find(|h| !sc.tensors.contains_key(*h));
+                        waiting = waiting.or(missing.map(|h| (li, h.0.clone())));
+                        break;
+                    };
+                    let out = self.call(sc, layer, vars)?;
+                    sc.tensors
+                        .insert((layer_name(layer), next[li] as u64, 0), out);
+                    next[li] += 1;
+                    progress = true;
+                }
+            }
+            match waiting {
+                None => break,
+                Some((li, read)) if !progress => {
+                    return Err(self.err(
+                        &layers[li],
+                        format!("reads `{read}`, which no layer of its model computes"),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        let mut outs = Vec::new();
+        collect_history_list(&c["output_layers"], &mut outs);
+        outs.iter()
+            .map(|(name, node, index)| {
+                let offset = layers
+                    .iter()
+                    .find(|l| &layer_name(l) == name)
+                    .map_or(0, node_offset);
+                let h = (name.clone(), node.saturating_sub(offset), *index);
+                sc.tensors.get(&h).cloned().ok_or_else(|| {
+                    InteropError::new(
+                        E0402,
+                        self.file,
+                        Some(format!("output_layers of '{}'", layer_name(config))),
+                        format!("names `{}` (call {}), which is no layer's output", h.0, h.1),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// One call of a layer: the first converts it; a later one runs the same layer (the same
+    /// weights) by its name, as Keras does when a layer object is called twice.
+    fn call(
+        &mut self,
+        sc: &mut Scope,
+        layer: &Value,
+        inputs: Vec<String>,
+    ) -> Result<String, InteropError> {
+        let name = layer_name(layer);
+        if let Some(fm_name) = sc.called.get(&name).cloned() {
+            self.model.version_02 = true;
+            let var = sc.unique_var(&fm_name);
+            sc.stmts.push(Stmt {
+                var: var.clone(),
+                inputs,
+                call: fm_name,
+                layer: None,
+                params: Vec::new(),
+                act_at: None,
+            });
+            return Ok(var);
+        }
+        let var = self.layer(sc, layer, inputs)?;
+        if let Some(fm_name) = sc
+            .stmts
+            .last()
+            .filter(|s| s.var == var)
+            .and_then(|s| s.layer.clone())
+        {
+            sc.called.insert(name, fm_name);
+        }
+        Ok(var)
+    }
+
+    /// A nested Sequential or Functional model as a block (`block encoder_block(x) { ... }`)
+    /// called with the nested model's name, so its weights are `encoder/dense.kernel`.
+    fn nested(
+        &mut self,
+        sc: &mut Scope,
+        layer: &Value,
+        lname: &str,
+        inputs: Vec<String>,
+    ) -> Result<String, InteropError> {
+        let layers = self.layers_of(layer)?;
+        let key = sc.keys.get(&layer_name(layer)).cloned().unwrap_or_default();
+        let mut inner = Scope::new(
+            format!("{}layers/{key}/", sc.h5),
+            format!("{}{lname}/", sc.prefix),
+            layers,
+        );
+        let block = super::unique_name(&format!("{lname}_block"), &mut self.block_names);
+        let (params, ret) = if class(layer) == "Sequential" {
+            if inputs.len() != 1 {
+                return Err(self.err(layer, "is a Sequential model called on several tensors"));
+            }
+            let x = inner.unique_var("x");
+            let ret = self.sequential(&mut inner, layers, x.clone())?;
+            (vec![x], ret)
+        } else {
+            let mut order = Vec::new();
+            collect_history_list(&layer["config"]["input_layers"], &mut order);
+            if order.len() != inputs.len() {
+                return Err(self.err(
+                    layer,
+                    format!(
+                        "has {} inputs and is called on {}",
+                        order.len(),
+                        inputs.len()
+                    ),
+                ));
+            }
+            let params: Vec<String> = order
+                .iter()
+                .map(|h| inner.unique_var(&sanitize(&h.0)))
+                .collect();
+            let outs = self.functional(&mut inner, layer, layers, Some(&params))?;
+            let [ret] = <[String; 1]>::try_from(outs).map_err(|outs| {
+                self.err(
+                    layer,
+                    format!("has {} outputs; an fm block returns one", outs.len()),
+                )
+            })?;
+            (params, ret)
+        };
+        self.model.blocks.push(Block {
+            name: block.clone(),
+            params,
+            stmts: inner.stmts,
+            ret,
+        });
+        let var = sc.unique_var(lname);
+        sc.stmts.push(Stmt {
+            var: var.clone(),
+            inputs,
+            call: block,
+            layer: Some(lname.to_string()),
+            params: Vec::new(),
+            act_at: None,
+        });
+        Ok(var)
+    }
+
+    /// The weights of a layer in Keras's order (`LAYER_GROUP/vars/0..`, recurrent layers under
+    /// `cell/vars`), or none without a weights file.
+    fn weights(
+        &self,
+        sc: &Scope,
+        layer: &Value,
+        count: usize,
+    ) -> Result<Vec<Tensor>, InteropError> {
         let Some(h5) = &self.h5 else {
             return Ok(Vec::new());
         };
+        let group = format!(
+            "{}layers/{}",
+            sc.h5,
+            sc.keys.get(&layer_name(layer)).map_or("?", String::as_str)
+        );
         let mut out = Vec::new();
         for i in 0..count {
             let paths = [
-                format!("layers/{name}/vars/{i}"),
-                format!("layers/{name}/cell/vars/{i}"),
+                format!("{group}/vars/{i}"),
+                format!("{group}/cell/vars/{i}"),
             ];
             let found = paths.iter().find_map(|p| h5.dataset(p));
             match found {
@@ -383,7 +642,7 @@ impl KerasImport<'_> {
                     return Err(InteropError::new(
                         E0402,
                         self.file,
-                        Some(format!("model.weights.h5: {}", paths[0])),
+                        Some(format!("model.weights.h5: dataset {}", paths[0])),
                         e,
                     ))
                 }
@@ -391,10 +650,11 @@ impl KerasImport<'_> {
                     return Err(InteropError::new(
                         E0402,
                         self.file,
-                        Some(format!("model.weights.h5: {}", paths[0])),
+                        Some(format!("model.weights.h5: dataset {}", paths[0])),
                         format!(
-                            "is missing: layer '{name}' ({}) needs {count} weights",
-                            layer["class_name"].as_str().unwrap_or("?")
+                            "is missing: layer '{}' ({}) has {count} weights",
+                            layer_name(layer),
+                            class(layer)
                         ),
                     ))
                 }
@@ -404,24 +664,18 @@ impl KerasImport<'_> {
     }
 
     /// One Keras layer applied to `inputs`; returns the fm variable of its output.
-    fn layer(&mut self, layer: &Value, inputs: Vec<String>) -> Result<String, InteropError> {
-        let class = layer
-            .get("class_name")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+    fn layer(
+        &mut self,
+        sc: &mut Scope,
+        layer: &Value,
+        inputs: Vec<String>,
+    ) -> Result<String, InteropError> {
+        let class = class(layer);
         let name = cfg(layer, "name")
             .and_then(Value::as_str)
             .unwrap_or(class)
             .to_string();
-        let lname = super::onnx::sanitize(&name);
-        let base = snake_case(class);
-        let seen = self.class_counts.entry(base.clone()).or_default();
-        let h5_key = if *seen == 0 {
-            base
-        } else {
-            format!("{base}_{seen}")
-        };
-        *seen += 1;
+        let lname = sanitize(&name);
         let act = |this: &Self, key: &str| -> Result<&'static str, InteropError> {
             activation(cfg(layer, key)).ok_or_else(|| {
                 this.err(
@@ -445,10 +699,16 @@ impl KerasImport<'_> {
         let mut roles: Vec<&str> = Vec::new();
         let (call, layer_name) = match class {
             "Dense" => {
-                let units = cfg(layer, "units").and_then(Value::as_u64).ok_or_else(|| self.err(layer, "has no units"))?;
+                let units = cfg(layer, "units")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| self.err(layer, "has no units"))?;
                 let a = act(self, "activation")?;
                 let bias = flag("use_bias", true);
-                roles = if bias { vec!["kernel", "bias"] } else { vec!["kernel"] };
+                roles = if bias {
+                    vec!["kernel", "bias"]
+                } else {
+                    vec!["kernel"]
+                };
                 let mut c = format!("Dense({units}");
                 if a != "linear" {
                     c.push_str(&format!(", {a}"));
@@ -459,29 +719,41 @@ impl KerasImport<'_> {
                 (c + ")", Some(lname.clone()))
             }
             "Conv1D" | "Conv2D" => {
-                let filters = cfg(layer, "filters").and_then(Value::as_u64).ok_or_else(|| self.err(layer, "has no filters"))?;
-                let kernel = ints(cfg(layer, "kernel_size")).ok_or_else(|| self.err(layer, "has no kernel_size"))?;
+                let filters = cfg(layer, "filters")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| self.err(layer, "has no filters"))?;
+                let kernel = ints(cfg(layer, "kernel_size"))
+                    .ok_or_else(|| self.err(layer, "has no kernel_size"))?;
                 let strides = ints(cfg(layer, "strides")).unwrap_or(vec![1]);
                 let dilation = ints(cfg(layer, "dilation_rate")).unwrap_or(vec![1]);
-                let padding = cfg(layer, "padding").and_then(Value::as_str).unwrap_or("valid");
-                if cfg(layer, "groups").and_then(Value::as_u64).unwrap_or(1) != 1 || !channels_last() || !matches!(padding, "valid" | "same") {
+                let padding = cfg(layer, "padding")
+                    .and_then(Value::as_str)
+                    .unwrap_or("valid");
+                if cfg(layer, "groups").and_then(Value::as_u64).unwrap_or(1) != 1
+                    || !channels_last()
+                    || !matches!(padding, "valid" | "same")
+                {
                     return Err(self.err(layer, "is grouped, channels-first or causally padded; fm's Conv is channels-last with `valid` or `same` padding"));
                 }
                 let a = act(self, "activation")?;
                 let bias = flag("use_bias", true);
-                roles = if bias { vec!["kernel", "bias"] } else { vec!["kernel"] };
-                let mut c = format!("{class}({filters}, {}", fm_list(&kernel));
+                roles = if bias {
+                    vec!["kernel", "bias"]
+                } else {
+                    vec!["kernel"]
+                };
+                let mut c = format!("{class}({filters}, {}", int_list(&kernel));
                 if a != "linear" {
                     c.push_str(&format!(", {a}"));
                 }
                 if strides.iter().any(|&s| s != 1) {
-                    c.push_str(&format!(", stride: {}", fm_list(&strides)));
+                    c.push_str(&format!(", stride: {}", int_list(&strides)));
                 }
                 if padding == "same" {
                     c.push_str(", padding: same");
                 }
                 if dilation.iter().any(|&d| d != 1) {
-                    c.push_str(&format!(", dilation: {}", fm_list(&dilation)));
+                    c.push_str(&format!(", dilation: {}", int_list(&dilation)));
                 }
                 if !bias {
                     c.push_str(", use_bias: false");
@@ -489,67 +761,129 @@ impl KerasImport<'_> {
                 (c + ")", Some(lname.clone()))
             }
             "MaxPooling1D" | "MaxPooling2D" | "AveragePooling1D" | "AveragePooling2D" => {
-                let size = ints(cfg(layer, "pool_size")).ok_or_else(|| self.err(layer, "has no pool_size"))?;
+                let size = ints(cfg(layer, "pool_size"))
+                    .ok_or_else(|| self.err(layer, "has no pool_size"))?;
                 let strides = ints(cfg(layer, "strides")).unwrap_or_else(|| size.clone());
-                let padding = cfg(layer, "padding").and_then(Value::as_str).unwrap_or("valid");
+                let padding = cfg(layer, "padding")
+                    .and_then(Value::as_str)
+                    .unwrap_or("valid");
                 if !channels_last() {
                     return Err(self.err(layer, "is channels-first; fm pools channels-last data"));
                 }
-                let kind = if class.starts_with("Max") { "MaxPool" } else { "AvgPool" };
-                let mut c = format!("{kind}{}({}", &class[class.len() - 2..], fm_list(&size));
-                if strides != size && !(strides.len() == 1 && size.iter().all(|&s| s == strides[0])) {
-                    c.push_str(&format!(", stride: {}", fm_list(&strides)));
+                let kind = if class.starts_with("Max") {
+                    "MaxPool"
+                } else {
+                    "AvgPool"
+                };
+                let mut c = format!("{kind}{}({}", &class[class.len() - 2..], int_list(&size));
+                if strides != size && !(strides.len() == 1 && size.iter().all(|&s| s == strides[0]))
+                {
+                    c.push_str(&format!(", stride: {}", int_list(&strides)));
                 }
                 if padding == "same" {
                     c.push_str(", padding: same");
                 }
                 (c + ")", Some(lname.clone()))
             }
-            "GlobalAveragePooling1D" | "GlobalAveragePooling2D" | "GlobalMaxPooling1D" | "GlobalMaxPooling2D" => {
+            "GlobalAveragePooling1D"
+            | "GlobalAveragePooling2D"
+            | "GlobalMaxPooling1D"
+            | "GlobalMaxPooling2D" => {
                 if flag("keepdims", false) || !channels_last() {
-                    return Err(self.err(layer, "keeps dimensions or is channels-first; fm's global pooling gives [C]"));
+                    return Err(self.err(
+                        layer,
+                        "keeps dimensions or is channels-first; fm's global pooling gives [C]",
+                    ));
                 }
                 let kind = if class.contains("Max") { "Max" } else { "Avg" };
-                (format!("Global{kind}Pool{}", &class[class.len() - 2..]), Some(lname.clone()))
+                (
+                    format!("Global{kind}Pool{}", &class[class.len() - 2..]),
+                    Some(lname.clone()),
+                )
             }
             "Flatten" => ("Flatten".to_string(), Some(lname.clone())),
             "Reshape" => {
-                let shape: Vec<String> = cfg(layer, "target_shape").and_then(Value::as_array).ok_or_else(|| self.err(layer, "has no target_shape"))?.iter().map(|d| d.to_string()).collect();
-                (format!("Reshape([{}])", shape.join(", ")), Some(lname.clone()))
+                let shape: Vec<String> = cfg(layer, "target_shape")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| self.err(layer, "has no target_shape"))?
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect();
+                (
+                    format!("Reshape([{}])", shape.join(", ")),
+                    Some(lname.clone()),
+                )
             }
-            "Dropout" => (format!("Dropout({})", fmt_float(float("rate", 0.5) as f32)), Some(lname.clone())),
+            "Dropout" => (
+                format!("Dropout({})", fmt_float(float("rate", 0.5) as f32)),
+                Some(lname.clone()),
+            ),
             "BatchNormalization" => {
                 let axis = cfg(layer, "axis").cloned().unwrap_or(Value::from(-1));
                 let last_axis = axis.as_i64() == Some(-1)
-                    || axis.as_array().is_some_and(|a| a.len() == 1 && a[0].as_i64() == Some(-1));
+                    || axis
+                        .as_array()
+                        .is_some_and(|a| a.len() == 1 && a[0].as_i64() == Some(-1));
                 if !flag("center", true) || !flag("scale", true) || !last_axis {
                     return Err(self.err(layer, "has center or scale off, or normalises an axis other than the last; fm's BatchNorm normalises the last axis with both"));
                 }
                 roles = vec!["gamma", "beta", "moving_mean", "moving_variance"];
-                (format!("BatchNorm(momentum: {}, epsilon: {})", fmt_float(float("momentum", 0.99) as f32), fmt_float(float("epsilon", 1e-3) as f32)), Some(lname.clone()))
+                (
+                    format!(
+                        "BatchNorm(momentum: {}, epsilon: {})",
+                        fmt_float(float("momentum", 0.99) as f32),
+                        fmt_float(float("epsilon", 1e-3) as f32)
+                    ),
+                    Some(lname.clone()),
+                )
             }
             "LayerNormalization" => {
                 if !flag("center", true) || !flag("scale", true) {
                     return Err(self.err(layer, "has center or scale off; fm's LayerNorm has both"));
                 }
                 roles = vec!["gamma", "beta"];
-                (format!("LayerNorm(epsilon: {})", fmt_float(float("epsilon", 1e-3) as f32)), Some(lname.clone()))
+                (
+                    format!(
+                        "LayerNorm(epsilon: {})",
+                        fmt_float(float("epsilon", 1e-3) as f32)
+                    ),
+                    Some(lname.clone()),
+                )
             }
             "Embedding" => {
                 let v = cfg(layer, "input_dim").and_then(Value::as_u64).unwrap_or(0);
-                let d = cfg(layer, "output_dim").and_then(Value::as_u64).unwrap_or(0);
+                let d = cfg(layer, "output_dim")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
                 roles = vec!["embeddings"];
                 (format!("Embedding({v}, {d})"), Some(lname.clone()))
             }
             "Rescaling" => {
                 let (s, o) = (float("scale", 1.0), float("offset", 0.0));
-                (format!("Rescale({}, offset: {})", fmt_float(s as f32), fmt_float(o as f32)), Some(lname.clone()))
+                (
+                    format!(
+                        "Rescale({}, offset: {})",
+                        fmt_float(s as f32),
+                        fmt_float(o as f32)
+                    ),
+                    Some(lname.clone()),
+                )
             }
             "SimpleRNN" | "LSTM" | "GRU" => {
-                let units = cfg(layer, "units").and_then(Value::as_u64).ok_or_else(|| self.err(layer, "has no units"))?;
+                let units = cfg(layer, "units")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| self.err(layer, "has no units"))?;
                 let a = act(self, "activation")?;
-                let rec = cfg(layer, "recurrent_activation").and_then(Value::as_str).unwrap_or("sigmoid");
-                if flag("go_backwards", false) || flag("return_state", false) || flag("stateful", false) || !flag("use_bias", true) || (class != "SimpleRNN" && rec != "sigmoid") || (class == "GRU" && !flag("reset_after", true)) {
+                let rec = cfg(layer, "recurrent_activation")
+                    .and_then(Value::as_str)
+                    .unwrap_or("sigmoid");
+                if flag("go_backwards", false)
+                    || flag("return_state", false)
+                    || flag("stateful", false)
+                    || !flag("use_bias", true)
+                    || (class != "SimpleRNN" && rec != "sigmoid")
+                    || (class == "GRU" && !flag("reset_after", true))
+                {
                     return Err(self.err(layer, "runs backwards, returns its state, is stateful, has no bias, a recurrent activation other than sigmoid, or (GRU) reset_after false; fm's recurrent layers have none of these"));
                 }
                 roles = vec!["kernel", "recurrent_kernel", "bias"];
@@ -565,27 +899,66 @@ impl KerasImport<'_> {
             "Activation" => (act(self, "activation")?.to_string(), None),
             "ReLU" => {
                 let slope = float("negative_slope", 0.0);
-                if cfg(layer, "max_value").is_some_and(|v| !v.is_null()) || float("threshold", 0.0) != 0.0 {
-                    return Err(self.err(layer, "has max_value or threshold; fm's relu has neither"));
+                if cfg(layer, "max_value").is_some_and(|v| !v.is_null())
+                    || float("threshold", 0.0) != 0.0
+                {
+                    return Err(
+                        self.err(layer, "has max_value or threshold; fm's relu has neither")
+                    );
                 }
-                (if slope == 0.0 { "relu".to_string() } else { format!("leaky_relu(alpha: {})", fmt_float(slope as f32)) }, None)
+                (
+                    if slope == 0.0 {
+                        "relu".to_string()
+                    } else {
+                        format!("leaky_relu(alpha: {})", fmt_float(slope as f32))
+                    },
+                    None,
+                )
             }
-            "LeakyReLU" => (format!("leaky_relu(alpha: {})", fmt_float(float("negative_slope", float("alpha", 0.3)) as f32)), None),
+            "LeakyReLU" => (
+                format!(
+                    "leaky_relu(alpha: {})",
+                    fmt_float(float("negative_slope", float("alpha", 0.3)) as f32)
+                ),
+                None,
+            ),
             "Softmax" => {
                 let axis = cfg(layer, "axis").and_then(Value::as_i64).unwrap_or(-1);
-                (if axis == -1 { "softmax".to_string() } else { format!("softmax(axis: {})", axis - 1) }, None)
+                (
+                    if axis == -1 {
+                        "softmax".to_string()
+                    } else {
+                        format!("softmax(axis: {})", axis - 1)
+                    },
+                    None,
+                )
             }
             "Add" | "Subtract" | "Multiply" => {
-                let sym = match class { "Add" => "+", "Subtract" => "-", _ => "*" };
+                let sym = match class {
+                    "Add" => "+",
+                    "Subtract" => "-",
+                    _ => "*",
+                };
                 if inputs.len() < 2 {
                     return Err(self.err(layer, "has fewer than two inputs"));
                 }
                 // a + b + c as a chain of two-input statements.
                 let mut acc = inputs[0].clone();
                 for (i, b) in inputs[1..].iter().enumerate() {
-                    let base = if i + 2 == inputs.len() { lname.clone() } else { format!("{lname}_part{i}") };
-                    let var = self.model.unique_var(&base, &mut self.vars);
-                    self.model.stmts.push(Stmt { var: var.clone(), inputs: vec![acc, b.clone()], call: sym.to_string(), layer: None, params: Vec::new(), act_at: None });
+                    let base = if i + 2 == inputs.len() {
+                        lname.clone()
+                    } else {
+                        format!("{lname}_part{i}")
+                    };
+                    let var = sc.unique_var(&base);
+                    sc.stmts.push(Stmt {
+                        var: var.clone(),
+                        inputs: vec![acc, b.clone()],
+                        call: sym.to_string(),
+                        layer: None,
+                        params: Vec::new(),
+                        act_at: None,
+                    });
                     acc = var;
                 }
                 return Ok(acc);
@@ -598,9 +971,16 @@ impl KerasImport<'_> {
                 let axis = if axis < 0 { axis } else { axis - 1 };
                 (format!("concat(axis: {axis})"), None)
             }
-            "InputLayer" => return Err(self.err(layer, "is an input in the middle of a Sequential model")),
-            "Sequential" | "Functional" => return Err(self.err(layer, "is a nested model; fm imports flat Sequential and Functional models (write the nested model as a block by hand)")),
-            _ => return Err(self.err(layer, "has no `.fm` form (fm's layers: language.md section 5)".to_string())),
+            "InputLayer" => {
+                return Err(self.err(layer, "is an input in the middle of a Sequential model"))
+            }
+            "Sequential" | "Functional" | "Model" => return self.nested(sc, layer, &lname, inputs),
+            _ => {
+                return Err(self.err(
+                    layer,
+                    "has no `.fm` form (fm's layers: language.md section 5)".to_string(),
+                ))
+            }
         };
         if inputs.len() != 1 && !call.starts_with("concat") {
             return Err(self.err(
@@ -608,14 +988,14 @@ impl KerasImport<'_> {
                 format!("takes {} inputs; fm's layer takes one", inputs.len()),
             ));
         }
-        let weights = self.weights(layer, &h5_key, roles.len())?;
+        let weights = self.weights(sc, layer, roles.len())?;
         let params = roles
             .iter()
             .zip(weights)
-            .map(|(r, t)| (format!("{lname}.{r}"), t))
+            .map(|(r, t)| (format!("{}{lname}.{r}", sc.prefix), t))
             .collect();
-        let var = self.model.unique_var(&lname, &mut self.vars);
-        self.model.stmts.push(Stmt {
+        let var = sc.unique_var(&lname);
+        sc.stmts.push(Stmt {
             var: var.clone(),
             inputs,
             call,

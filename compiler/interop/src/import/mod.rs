@@ -28,12 +28,22 @@ pub struct Imported {
     pub outputs: Vec<Vec<Option<usize>>>,
 }
 
+/// A block made from a nested model: `block NAME(params) { stmts; return ret }`.
+#[derive(Clone, Debug)]
+pub struct Block {
+    pub name: String,
+    pub params: Vec<String>,
+    pub stmts: Vec<Stmt>,
+    pub ret: String,
+}
+
 /// One `let` statement: `var = inputs -> call` with an optional layer name and its weights.
 #[derive(Clone, Debug)]
 pub struct Stmt {
     pub var: String,
     pub inputs: Vec<String>,
-    /// `Dense(10)`, `relu`, `concat(axis: 0)`, or `+`, `-`, `*` for arithmetic on two inputs.
+    /// `Dense(10)`, `relu`, `concat(axis: 0)`, a block, a named call running again (`shared`),
+    /// or `+`, `-`, `*`, `/` for arithmetic on two inputs.
     pub call: String,
     pub layer: Option<String>,
     /// Full tensor names (`LAYER.role`) and values.
@@ -44,6 +54,33 @@ pub struct Stmt {
 }
 
 impl Stmt {
+    /// The right-hand side: `a + b`, `x -> Dense(10, name: "fc")`, `concat(a, b, axis: 0)`.
+    fn expr(&self) -> String {
+        match self.call.as_str() {
+            "+" | "-" | "*" | "/" => {
+                format!("{} {} {}", self.inputs[0], self.call, self.inputs[1])
+            }
+            call => {
+                let named = |c: &str| match &self.layer {
+                    Some(l) => with_arg(c, &format!("name: \"{l}\"")),
+                    None => c.to_string(),
+                };
+                if self.inputs.len() == 1 {
+                    format!("{} -> {}", self.inputs[0], named(call))
+                } else {
+                    // Tensor inputs go first: `concat(a, b, axis: 0)`.
+                    let c = named(call);
+                    let ins = self.inputs.join(", ");
+                    match c.find('(') {
+                        Some(p) if c.ends_with("()") => format!("{}{ins})", &c[..=p]),
+                        Some(p) => format!("{}{ins}, {}", &c[..=p], &c[p + 1..]),
+                        None => format!("{c}({ins})"),
+                    }
+                }
+            }
+        }
+    }
+
     /// Folds a following activation into the layer: `Dense(10)` -> `Dense(10, relu)`.
     pub fn fold_activation(&mut self, act: &str) -> bool {
         match self.act_at.take() {
@@ -61,6 +98,9 @@ pub struct Model {
     pub name: String,
     /// Comment lines for the top of the file.
     pub header: Vec<String>,
+    /// The file uses language 0.2 (named calls running again).
+    pub version_02: bool,
+    pub blocks: Vec<Block>,
     /// (name, dtype, per-sample shape).
     pub inputs: Vec<(String, String, Vec<usize>)>,
     pub stmts: Vec<Stmt>,
@@ -75,8 +115,10 @@ pub struct Model {
 impl Model {
     pub fn new(name: &str) -> Self {
         Model {
-            name: onnx::sanitize(name),
+            name: sanitize(name),
             header: Vec::new(),
+            version_02: false,
+            blocks: Vec::new(),
             inputs: Vec::new(),
             stmts: Vec::new(),
             outputs: Vec::new(),
@@ -85,52 +127,30 @@ impl Model {
         }
     }
 
-    /// A variable name not used yet.
-    pub fn unique_var(&self, base: &str, used: &mut HashSet<String>) -> String {
-        let mut name = base.to_string();
-        let mut k = 1;
-        while !used.insert(name.clone()) {
-            name = format!("{base}_{k}");
-            k += 1;
-        }
-        name
-    }
-
     /// The `.fm` text (unformatted) and the weights.
     fn render(&self) -> (String, Vec<(String, Tensor)>) {
         let mut s = String::new();
         for h in &self.header {
             s.push_str(&format!("// {h}\n"));
         }
+        if self.version_02 {
+            s.push_str("version 0.2\n");
+        }
+        let mut tensors = Vec::new();
+        for b in &self.blocks {
+            s.push_str(&format!("block {}({}) {{\n", b.name, b.params.join(", ")));
+            for st in &b.stmts {
+                s.push_str(&format!("    let {} = {}\n", st.var, st.expr()));
+                tensors.extend(st.params.iter().cloned());
+            }
+            s.push_str(&format!("    return {}\n}}\n", b.ret));
+        }
         s.push_str(&format!("model {} {{\n", self.name));
         for (name, dtype, shape) in &self.inputs {
             let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
             s.push_str(&format!("    input {name}: {dtype}[{}]\n", dims.join(", ")));
         }
-        let mut tensors = Vec::new();
         for st in &self.stmts {
-            let expr = match st.call.as_str() {
-                "+" | "-" | "*" => format!("{} {} {}", st.inputs[0], st.call, st.inputs[1]),
-                call => {
-                    let named = |c: &str| match &st.layer {
-                        Some(l) => with_arg(c, &format!("name: \"{l}\"")),
-                        None => c.to_string(),
-                    };
-                    if st.inputs.len() == 1 {
-                        format!("{} -> {}", st.inputs[0], named(call))
-                    } else {
-                        let mut c = named(call);
-                        // Tensor inputs go first: `concat(a, b, axis: 0)`.
-                        let ins = st.inputs.join(", ");
-                        c = match c.find('(') {
-                            Some(p) if c.ends_with("()") => format!("{}{ins})", &c[..=p]),
-                            Some(p) => format!("{}{ins}, {}", &c[..=p], &c[p + 1..]),
-                            None => format!("{c}({ins})"),
-                        };
-                        c
-                    }
-                }
-            };
             // An output named like the statement that computes it is declared in its place.
             let keyword = if self
                 .outputs
@@ -141,7 +161,7 @@ impl Model {
             } else {
                 "let"
             };
-            s.push_str(&format!("    {keyword} {} = {expr}\n", st.var));
+            s.push_str(&format!("    {keyword} {} = {}\n", st.var, st.expr()));
             tensors.extend(st.params.iter().cloned());
         }
         for (name, var) in &self.outputs {
@@ -168,6 +188,50 @@ impl Model {
             inputs: self.input_perms.clone(),
             outputs: self.output_layouts.clone(),
         }
+    }
+}
+
+/// `base`, or `base_1`, `base_2`, ...: the first not in `used` (which then holds it).
+pub fn unique_name(base: &str, used: &mut HashSet<String>) -> String {
+    let mut name = base.to_string();
+    let mut k = 1;
+    while !used.insert(name.clone()) {
+        name = format!("{base}_{k}");
+        k += 1;
+    }
+    name
+}
+
+/// A valid fm identifier from an ONNX or Keras name.
+pub fn sanitize(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    s = s.trim_matches('_').to_string();
+    while s.contains("__") {
+        s = s.replace("__", "_");
+    }
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
+        s = format!("v{s}");
+    }
+    const KEYWORDS: &[&str] = &[
+        "model", "block", "data", "train", "input", "let", "output", "return", "repeat", "version",
+        "true", "false", "target", "step",
+    ];
+    if KEYWORDS.contains(&s.as_str()) {
+        s.push('_');
+    }
+    s
+}
+
+/// An fm int-or-list argument: `3` when every entry is 3, else `[3, 1]`.
+pub fn int_list(v: &[usize]) -> String {
+    if v.iter().all(|&x| x == v[0]) {
+        v[0].to_string()
+    } else {
+        let items: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+        format!("[{}]", items.join(", "))
     }
 }
 

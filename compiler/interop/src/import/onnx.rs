@@ -6,7 +6,9 @@
 //! layouts (a Conv kernel `[out, in, kh, kw]` -> `[kh, kw, in, out]`; a Gemm after a channels-first
 //! Flatten has its rows permuted to fm's flattening order).
 
-use super::{fmt_float, Imported, Model, Stmt};
+/// (Shared with the Keras importer; `fmc import` names models with it.)
+pub use super::sanitize;
+use super::{fmt_float, int_list, Imported, Model, Stmt};
 use crate::error::InteropError;
 use crate::onnx::{self, *};
 use fm_codes::E0402;
@@ -155,7 +157,7 @@ pub fn import(bytes: &[u8], file: &str, model_name: &str) -> Result<Imported, In
                 "is a flattened channels-first tensor or has the batch axis elsewhere than first",
             ));
         }
-        let name = imp.model.unique_var(&sanitize(o.name()), &mut imp.vars);
+        let name = super::unique_name(&sanitize(o.name()), &mut imp.vars);
         if kept != (0..v.fm.len()).collect::<Vec<_>>() {
             // A channels-first or transposed output: fm gives it in its own layout.
             let perm: Vec<String> = (0..v.fm.len())
@@ -171,29 +173,6 @@ pub fn import(bytes: &[u8], file: &str, model_name: &str) -> Result<Imported, In
         imp.model.outputs.push((name, v.var.clone()));
     }
     Ok(imp.model.finish())
-}
-
-/// A valid fm identifier from an ONNX name.
-pub fn sanitize(name: &str) -> String {
-    let mut s: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    s = s.trim_matches('_').to_string();
-    while s.contains("__") {
-        s = s.replace("__", "_");
-    }
-    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
-        s = format!("v{s}");
-    }
-    const KEYWORDS: &[&str] = &[
-        "model", "block", "data", "train", "input", "let", "output", "return", "repeat", "version",
-        "true", "false", "target", "step",
-    ];
-    if KEYWORDS.contains(&s.as_str()) {
-        s.push('_');
-    }
-    s
 }
 
 fn attr<'n>(node: &'n NodeProto, name: &str) -> Option<&'n AttributeProto> {
@@ -331,6 +310,8 @@ impl Importer<'_> {
                         | "GlobalAveragePool"
                         | "GlobalMaxPool"
                         | "BatchNormalization"
+                        | "GroupNormalization"
+                        | "Resize"
                 )
             });
         let batch_axis = usize::from(time_major);
@@ -387,7 +368,7 @@ impl Importer<'_> {
         for (i, &a) in layout.iter().enumerate() {
             fm[a] = if i == batch_axis { None } else { dims[i] };
         }
-        let var = self.model.unique_var(&sanitize(name), &mut self.vars);
+        let var = super::unique_name(&sanitize(name), &mut self.vars);
         let sample: Vec<usize> = fm[1..].iter().map(|d| d.unwrap_or(0)).collect();
         self.model
             .inputs
@@ -435,14 +416,7 @@ impl Importer<'_> {
         if n.is_empty() {
             n = node.op_type().to_lowercase();
         }
-        let base = sanitize(&n);
-        let mut name = base.clone();
-        let mut k = 1;
-        while !self.layer_names.insert(name.clone()) {
-            name = format!("{base}_{k}");
-            k += 1;
-        }
-        Some(name)
+        Some(super::unique_name(&sanitize(&n), &mut self.layer_names))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -458,7 +432,7 @@ impl Importer<'_> {
     ) -> usize {
         // The value is named after its layer when it has one (`let conv1 = x -> Conv2D(...)`).
         let base = layer.clone().unwrap_or_else(|| sanitize(onnx_out));
-        let var = self.model.unique_var(&base, &mut self.vars);
+        let var = super::unique_name(&base, &mut self.vars);
         let params = params
             .into_iter()
             .map(|(role, t)| (format!("{}.{role}", layer.as_deref().unwrap_or("")), t))
@@ -720,6 +694,27 @@ impl Importer<'_> {
                 );
             }
             "LSTM" | "GRU" | "RNN" => self.rnn(k, node)?,
+            "Neg" | "Exp" | "Log" | "Abs" | "Sqrt" => {
+                // Elementwise: any layout, and the flattening order does not matter.
+                let x = self.val(&node.input[0], "input")?;
+                let call = match op {
+                    "Neg" => "Rescale(-1.0)".to_string(),
+                    other => {
+                        // fm's functions in `let` expressions are language 0.2.
+                        self.model.version_02 = true;
+                        other.to_lowercase()
+                    }
+                };
+                self.push(&out, vec![x.var.clone()], call, None, vec![], x.fm.clone(), x.layout.clone());
+                if let Some(v) = self.vals.get_mut(&out) {
+                    v.flat_from = x.flat_from.clone();
+                }
+            }
+            "Clip" => self.clip(k, node, &out)?,
+            "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" => self.reduce(k, node, &out)?,
+            "LayerNormalization" => self.layer_norm(k, node, &out)?,
+            "GroupNormalization" => self.group_norm(k, node, &out)?,
+            "Resize" => self.resize(k, node, &out)?,
             _ => {
                 return Err(self.err(
                     k,
@@ -925,7 +920,11 @@ impl Importer<'_> {
                     "Add" => "+",
                     "Sub" => "-",
                     "Mul" => "*",
-                    _ => return Err(self.err(k, node, "divides two computed tensors; fm has no elementwise division in version 0.1")),
+                    _ => {
+                        // Division of two tensors is language 0.2.
+                        self.model.version_02 = true;
+                        "/"
+                    }
                 };
                 // Same layout: same fm shapes; a lower-rank operand that lines up with the
                 // trailing fm axes broadcasts as in fm.
@@ -1142,28 +1141,15 @@ impl Importer<'_> {
             };
             params.push(("bias", b.to_tensor()));
         }
-        let list = |v: &[usize]| -> String {
-            if v.iter().all(|&x| x == v[0]) {
-                v[0].to_string()
-            } else {
-                format!(
-                    "[{}]",
-                    v.iter()
-                        .map(|x| x.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            }
-        };
-        let mut call = format!("Conv{spatial}D({filters}, {}{ACT_MARK}", list(&kernel));
+        let mut call = format!("Conv{spatial}D({filters}, {}{ACT_MARK}", int_list(&kernel));
         if stride.iter().any(|&s| s != 1) {
-            call.push_str(&format!(", stride: {}", list(&stride)));
+            call.push_str(&format!(", stride: {}", int_list(&stride)));
         }
         if same {
             call.push_str(", padding: same");
         }
         if dilation.iter().any(|&d| d != 1) {
-            call.push_str(&format!(", dilation: {}", list(&dilation)));
+            call.push_str(&format!(", dilation: {}", int_list(&dilation)));
         }
         if bias.is_none() {
             call.push_str(", use_bias: false");
@@ -1235,26 +1221,13 @@ impl Importer<'_> {
                 "counts padded cells (count_include_pad 1); fm's average pooling does not",
             ));
         }
-        let list = |v: &[usize]| -> String {
-            if v.iter().all(|&x| x == v[0]) {
-                v[0].to_string()
-            } else {
-                format!(
-                    "[{}]",
-                    v.iter()
-                        .map(|x| x.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            }
-        };
         let mut call = format!(
             "{}Pool{spatial}D({}",
             if avg { "Avg" } else { "Max" },
-            list(&size)
+            int_list(&size)
         );
         if stride != size {
-            call.push_str(&format!(", stride: {}", list(&stride)));
+            call.push_str(&format!(", stride: {}", int_list(&stride)));
         }
         if same {
             call.push_str(", padding: same");
@@ -1403,6 +1376,318 @@ impl Importer<'_> {
             node,
             "reshapes a channels-first tensor to a shape other than a flat vector",
         ))
+    }
+
+    /// Clip with stored bounds (inputs from opset 11, attributes before): `clip(lo, hi)`.
+    fn clip(&mut self, k: usize, node: &NodeProto, out: &str) -> Result<(), InteropError> {
+        let x = self.val(&node.input[0], "input")?;
+        let bound = |i: usize, attr_name: &str, default: f32| -> Result<f32, InteropError> {
+            match node.input.get(i).filter(|s| !s.is_empty()) {
+                Some(n) => match self.constant(n).map(TensorValue::f32s) {
+                    Some(v) if v.len() == 1 => Ok(v[0]),
+                    _ => Err(self.err(k, node, "has a bound that is not a stored scalar")),
+                },
+                None => Ok(attr_f(node, attr_name, default)),
+            }
+        };
+        let lo = bound(1, "min", f32::MIN)?;
+        let hi = bound(2, "max", f32::MAX)?;
+        self.model.version_02 = true;
+        let call = format!("clip({}, {})", fmt_float(lo), fmt_float(hi));
+        self.push(
+            out,
+            vec![x.var.clone()],
+            call,
+            None,
+            vec![],
+            x.fm.clone(),
+            x.layout.clone(),
+        );
+        if let Some(v) = self.vals.get_mut(out) {
+            v.flat_from = x.flat_from.clone();
+        }
+        Ok(())
+    }
+
+    /// ReduceSum/Mean/Max/Min over stored axes that are not the batch: `sum(axis: [..])`;
+    /// with `keepdims` the reduced axes stay in ONNX's layout as size-1 axes fm does not have.
+    fn reduce(&mut self, k: usize, node: &NodeProto, out: &str) -> Result<(), InteropError> {
+        let op = node.op_type();
+        let x = self.val(&node.input[0], "input")?;
+        if x.flat_from.is_some() {
+            return Err(self.err(k, node, "reduces a flattened channels-first tensor"));
+        }
+        // Axes are an input from opset 13 on for ReduceSum and from 18 on for the others.
+        let axes: Vec<i64> = match node.input.get(1).filter(|s| !s.is_empty()) {
+            Some(a) => match self.constant(a).and_then(|t| t.i64s().map(<[i64]>::to_vec)) {
+                Some(v) => v,
+                None => return Err(self.err(k, node, "takes its axes from a computed tensor")),
+            },
+            None => attr_is(node, "axes").unwrap_or_default(),
+        };
+        if axes.is_empty() {
+            return Err(self.err(
+                k,
+                node,
+                if attr_i(node, "noop_with_empty_axes", 0) != 0 {
+                    "has no axes and noop_with_empty_axes: it changes nothing (export with constant folding)"
+                } else {
+                    "reduces every axis, the batch included; fm reduces per sample"
+                },
+            ));
+        }
+        let r = x.layout.len() as i64;
+        let mut fm_axes = Vec::new();
+        for &a in &axes {
+            let a = if a < 0 { a + r } else { a };
+            match x.layout.get(a as usize) {
+                Some(Some(0)) => {
+                    return Err(self.err(k, node, "reduces the batch axis; fm reduces per sample"))
+                }
+                Some(Some(f)) => fm_axes.push(*f),
+                Some(None) => {} // a size-1 axis fm does not have: nothing to reduce
+                None => return Err(self.err(k, node, "has an axis out of range")),
+            }
+        }
+        fm_axes.sort_unstable();
+        fm_axes.dedup();
+        let keep = attr_i(node, "keepdims", 1) != 0;
+        // fm axis a -> its index after the reduced axes are removed.
+        let renumber = |a: usize| a - fm_axes.iter().filter(|&&f| f < a).count();
+        let layout: Vec<Option<usize>> = x
+            .layout
+            .iter()
+            .filter_map(|l| match l {
+                Some(f) if fm_axes.contains(f) => keep.then_some(None),
+                Some(f) => Some(Some(renumber(*f))),
+                None => Some(None),
+            })
+            .collect();
+        let fm: Vec<Option<usize>> =
+            x.fm.iter()
+                .enumerate()
+                .filter(|(i, _)| !fm_axes.contains(i))
+                .map(|(_, d)| *d)
+                .collect();
+        let list: Vec<String> = fm_axes.iter().map(|a| (a - 1).to_string()).collect();
+        let f = &op["Reduce".len()..].to_lowercase();
+        self.model.version_02 = true;
+        let call = format!("{f}(axis: [{}])", list.join(", "));
+        self.push(out, vec![x.var.clone()], call, None, vec![], fm, layout);
+        Ok(())
+    }
+
+    /// LayerNormalization over the last axis with a stored per-feature scale (and bias).
+    fn layer_norm(&mut self, k: usize, node: &NodeProto, out: &str) -> Result<(), InteropError> {
+        let x = self.val(&node.input[0], "input")?;
+        let r = x.layout.len() as i64;
+        let mut axis = attr_i(node, "axis", -1);
+        if axis < 0 {
+            axis += r;
+        }
+        let last = x.fm.len() - 1;
+        if axis != r - 1
+            || x.layout.last() != Some(&Some(last))
+            || x.flat_from.is_some()
+            || last == 0
+        {
+            return Err(self.err(
+                k,
+                node,
+                "normalises over more than fm's last axis; fm's LayerNorm normalises the last",
+            ));
+        }
+        if node
+            .output
+            .iter()
+            .skip(1)
+            .any(|o| !o.is_empty() && self.readers.contains_key(o))
+        {
+            return Err(self.err(k, node, "has its Mean or InvStdDev read"));
+        }
+        if attr_i(node, "stash_type", 1) != 1 {
+            return Err(self.err(k, node, "computes in a type other than f32"));
+        }
+        let c = x.fm[last].unwrap_or(0);
+        let per_feature = |i: usize, default: f32| -> Result<Tensor, InteropError> {
+            match node.input.get(i).filter(|s| !s.is_empty()) {
+                None => Ok(Tensor::F32(ArrayD::from_elem(IxDyn(&[c]), default))),
+                Some(n) => match self.constant(n) {
+                    Some(t) if t.len() == c => Ok(Tensor::F32(
+                        ArrayD::from_shape_vec(IxDyn(&[c]), t.f32s()).expect("len"),
+                    )),
+                    _ => Err(self.err(
+                        k,
+                        node,
+                        "has a scale or bias that is not a stored value per feature",
+                    )),
+                },
+            }
+        };
+        let params = vec![
+            ("gamma", per_feature(1, 1.0)?),
+            ("beta", per_feature(2, 0.0)?),
+        ];
+        let eps = attr_f(node, "epsilon", 1e-5);
+        let layer = self.layer_name(node);
+        let call = format!("LayerNorm(epsilon: {})", fmt_float(eps));
+        self.push(
+            out,
+            vec![x.var.clone()],
+            call,
+            layer,
+            params,
+            x.fm.clone(),
+            x.layout.clone(),
+        );
+        Ok(())
+    }
+
+    /// GroupNormalization of a channels-first view: fm's GroupNorm on its channels-last value.
+    /// Opset 18's scale and bias per group become fm's per channel (each channel of a group
+    /// takes its group's).
+    fn group_norm(&mut self, k: usize, node: &NodeProto, out: &str) -> Result<(), InteropError> {
+        let x = self.val(&node.input[0], "input")?;
+        let r = x.fm.len();
+        if !x.channels_first() || r < 3 {
+            return Err(self.err(
+                k,
+                node,
+                "reads a tensor that is not a channels-first view of fm's channels-last data",
+            ));
+        }
+        let groups = attr_i(node, "num_groups", 0);
+        let c = x.fm[r - 1].unwrap_or(0);
+        if groups <= 0 || c % groups as usize != 0 {
+            return Err(self.err(
+                k,
+                node,
+                "has a num_groups that does not divide its channels",
+            ));
+        }
+        let groups = groups as usize;
+        if attr_i(node, "stash_type", 1) != 1 {
+            return Err(self.err(k, node, "computes in a type other than f32"));
+        }
+        let mut params = Vec::new();
+        for (i, role) in [(1, "gamma"), (2, "beta")] {
+            let Some(t) = node.input.get(i).and_then(|n| self.constant(n)).cloned() else {
+                return Err(self.err(k, node, format!("has a computed {role}")));
+            };
+            let v = t.f32s();
+            let per_channel: Vec<f32> = if v.len() == c {
+                v
+            } else if v.len() == groups {
+                (0..c).map(|ch| v[ch / (c / groups)]).collect()
+            } else {
+                return Err(self.err(
+                    k,
+                    node,
+                    "has a scale or bias that is neither per channel nor per group",
+                ));
+            };
+            params.push((
+                role,
+                Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[c]), per_channel).expect("len")),
+            ));
+        }
+        let eps = attr_f(node, "epsilon", 1e-5);
+        let layer = self.layer_name(node);
+        let call = format!("GroupNorm(groups: {groups}, epsilon: {})", fmt_float(eps));
+        self.push(
+            out,
+            vec![x.var.clone()],
+            call,
+            layer,
+            params,
+            x.fm.clone(),
+            x.layout.clone(),
+        );
+        Ok(())
+    }
+
+    /// Resize by whole factors on the two spatial axes, nearest neighbour, as fm's
+    /// UpSampling2D (output cell i reads input cell floor(i / factor)): `asymmetric`
+    /// coordinates with `floor`, or `half_pixel` with round-to-nearest (the same cells for
+    /// whole factors).
+    fn resize(&mut self, k: usize, node: &NodeProto, out: &str) -> Result<(), InteropError> {
+        let x = self.val(&node.input[0], "input")?;
+        let mode = attr_s(node, "mode").unwrap_or_else(|| "nearest".into());
+        let coords =
+            attr_s(node, "coordinate_transformation_mode").unwrap_or_else(|| "half_pixel".into());
+        let nearest = attr_s(node, "nearest_mode").unwrap_or_else(|| "round_prefer_floor".into());
+        let same_cells = match coords.as_str() {
+            "asymmetric" => nearest == "floor",
+            "half_pixel" | "pytorch_half_pixel" => nearest.starts_with("round_prefer"),
+            _ => false,
+        };
+        if mode != "nearest"
+            || !same_cells
+            || attr_i(node, "exclude_outside", 0) != 0
+            || attr(node, "axes").is_some()
+        {
+            return Err(self.err(k, node, "is not a nearest-neighbour resize on fm's cells (UpSampling2D reads cell floor(i / factor))"));
+        }
+        let onnx_shape = x.onnx_shape();
+        let scales: Vec<f32> = match (
+            node.input.get(2).filter(|s| !s.is_empty()),
+            node.input.get(3).filter(|s| !s.is_empty()),
+        ) {
+            (Some(s), None) => match self.constant(s) {
+                Some(t) => t.f32s(),
+                None => return Err(self.err(k, node, "takes its scales from a computed tensor")),
+            },
+            (None, Some(s)) => match self.constant(s).and_then(|t| t.i64s().map(<[i64]>::to_vec)) {
+                Some(sizes) if sizes.len() == onnx_shape.len() => sizes
+                    .iter()
+                    .zip(&onnx_shape)
+                    .map(|(&o, i)| i.map_or(1.0, |i| o as f32 / i as f32))
+                    .collect(),
+                _ => return Err(self.err(k, node, "takes its sizes from a computed tensor")),
+            },
+            _ => return Err(self.err(k, node, "has neither stored scales nor stored sizes")),
+        };
+        let r = x.fm.len();
+        let mut size = vec![1usize; r.saturating_sub(2)];
+        if scales.len() != x.layout.len() || x.flat_from.is_some() || r != 4 {
+            return Err(self.err(
+                k,
+                node,
+                "resizes a tensor that is not an image; fm's UpSampling2D takes [H, W, C]",
+            ));
+        }
+        for (i, &s) in scales.iter().enumerate() {
+            let whole = s >= 1.0 && s.fract() == 0.0;
+            match x.layout[i] {
+                Some(a) if (1..r - 1).contains(&a) && whole => size[a - 1] = s as usize,
+                _ if s == 1.0 => {}
+                _ => {
+                    return Err(self.err(
+                        k,
+                        node,
+                        format!(
+                            "scales {scales:?}: fm upsamples the two spatial axes by whole factors"
+                        ),
+                    ))
+                }
+            }
+        }
+        let mut fm = x.fm.clone();
+        for a in 1..r - 1 {
+            fm[a] = fm[a].map(|d| d * size[a - 1]);
+        }
+        let layer = self.layer_name(node);
+        let call = format!("UpSampling2D({})", int_list(&size));
+        self.push(
+            out,
+            vec![x.var.clone()],
+            call,
+            layer,
+            vec![],
+            fm,
+            x.layout.clone(),
+        );
+        Ok(())
     }
 
     fn batch_norm(&mut self, k: usize, node: &NodeProto, out: &str) -> Result<(), InteropError> {
@@ -1618,27 +1903,47 @@ impl Importer<'_> {
                 "has its cell state Y_c read; fm's LSTM gives the hidden state",
             ));
         }
-        let seq = match (y, yh) {
-            (Some(_), Some(_)) => {
-                return Err(self.err(
-                    k,
-                    node,
-                    "has both Y and Y_h read; fm's layer gives one of them (return_sequences)",
-                ))
+        let call = |seq: bool| {
+            let mut call = format!("{kind}({units}");
+            if seq {
+                call.push_str(", return_sequences: true");
             }
-            (Some(_), None) => true,
-            (None, _) => false,
+            if act != "tanh" {
+                call.push_str(&format!(", activation: {act}"));
+            }
+            call + ")"
         };
-        let mut call = format!("{kind}({units}");
-        if seq {
-            call.push_str(", return_sequences: true");
-        }
-        if act != "tanh" {
-            call.push_str(&format!(", activation: {act}"));
-        }
-        call.push(')');
         let layer = self.layer_name(node);
         let t = x.fm[1];
+        if let (Some(_), Some(yh)) = (y, yh) {
+            // Both read: fm's layer gives one of them, so a second layer with a copy of the
+            // weights gives the last state (exact; training would update the copies apart).
+            let last = layer
+                .as_ref()
+                .map(|l| super::unique_name(&format!("{l}_last"), &mut self.layer_names));
+            self.model.header.push(format!(
+                "Node '{}' ({op}): its outputs Y and Y_h are both read; `{}` gives Y and `{}`, with a copy of its weights, Y_h (training would update the two apart).",
+                node.name(),
+                layer.as_deref().unwrap_or("?"),
+                last.as_deref().unwrap_or("?"),
+            ));
+            let layout = if layout_attr == 0 {
+                vec![None, Some(0), Some(1)]
+            } else {
+                vec![Some(0), None, Some(1)]
+            };
+            self.push(
+                yh,
+                vec![x.var.clone()],
+                call(false),
+                last,
+                params.clone(),
+                vec![None, Some(units)],
+                layout,
+            );
+        }
+        let seq = y.is_some();
+        let call = call(seq);
         if seq {
             let out = y.cloned().unwrap_or_default();
             // Y: [T, 1, N, u] (layout 0) or [N, T, 1, u] (layout 1).

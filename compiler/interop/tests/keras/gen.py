@@ -2,7 +2,7 @@
 """Writes the Keras reference models the import tests read (run by hand; needs
 `pip install keras jax numpy`, Keras 3 on the JAX backend):
 
-    python3 compiler/interop/tests/keras/gen.py
+    python3 compiler/interop/tests/keras/gen.py [MODEL...]
 
 For each model: NAME.keras (Keras 3's own `model.save`), NAME.json (`model.to_json()`), and
 NAME.npz with `x` (inputs; several inputs as `x_<input name>`) and `y` (Keras's predictions).
@@ -10,6 +10,7 @@ Weights are Keras's seeded initial values with BatchNorm statistics set to rando
 moving statistics matter; nothing is trained.
 """
 import os
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 import keras
@@ -62,11 +63,59 @@ def functional_mix():
     return keras.Model([image, seq], out, name="functional_mix")
 
 
-for build, n in [(mnist_mlp, 4), (mnist_cnn, 3), (functional_mix, 4)]:
+def nested_shared():
+    # Nested models (a Sequential called on two inputs, so its weights are shared; a Functional
+    # model inside) and a layer called twice.
+    left = keras.Input((6,), name="left")
+    right = keras.Input((6,), name="right")
+    encoder = keras.Sequential(
+        [keras.Input((6,)), layers.Dense(8, activation="relu"), layers.BatchNormalization(),
+         layers.Dense(5)],
+        name="encoder",
+    )
+    shared = layers.Dense(4, activation="tanh", name="shared")
+    a = shared(encoder(left))
+    b = shared(encoder(right))
+    x = keras.Input((4,))
+    head = keras.Model(
+        x, layers.Add()([layers.Dense(3, name="inner")(x), layers.Dense(3, name="skip")(x)]),
+        name="head",
+    )
+    out = layers.Activation("softmax")(head(layers.Subtract()([a, b])))
+    return keras.Model([left, right], out, name="nested_shared")
+
+
+def sequential_nested():
+    # A Sequential inside a Sequential, the inner one without an Input of its own.
+    block = keras.Sequential(
+        [layers.Conv2D(4, 3, padding="same", activation="relu"), layers.MaxPooling2D(2)],
+        name="conv_block",
+    )
+    return keras.Sequential(
+        [keras.Input((8, 8, 1)), block, layers.Flatten(), layers.Dense(3, activation="softmax")],
+        name="sequential_nested",
+    )
+
+
+def all_layers(model):
+    """The model's layers, those of nested models included."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from all_layers(layer)
+
+
+ALL = [(mnist_mlp, 4), (mnist_cnn, 3), (functional_mix, 4), (nested_shared, 5),
+       (sequential_nested, 3)]
+# `gen.py NAME...` rewrites only those models (a .keras zip differs from run to run).
+wanted = set(sys.argv[1:])
+for build, n in ALL:
+    if wanted and build.__name__ not in wanted:
+        continue
     model = build()
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    for layer in model.layers:
+    for layer in all_layers(model):
         if isinstance(layer, layers.BatchNormalization):
             g, b, m, v = layer.get_weights()
             layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
@@ -84,3 +133,21 @@ for build, n in [(mnist_mlp, 4), (mnist_cnn, 3), (functional_mix, 4)]:
             arrays["x_" + i.name] = x
     np.savez(os.path.join(here, f"{model.name}.npz"), **arrays)
     print(model.name, y.shape, f"keras {keras.__version__}")
+
+# A damaged file for the bad-input tests: sequential_nested.keras whose model.weights.h5 lacks
+# the last Dense layer's bias (`layers/dense/vars/1`), written again by h5py.
+if not wanted or "missing_dataset" in wanted:
+    import io
+    import zipfile
+
+    import h5py
+
+    src = zipfile.ZipFile(os.path.join(here, "sequential_nested.keras"))
+    buf = io.BytesIO(src.read("model.weights.h5"))
+    with h5py.File(buf, "r+") as h5:
+        del h5["layers/dense/vars/1"]
+    with zipfile.ZipFile(os.path.join(here, "missing_dataset.keras"), "w") as out:
+        for item in src.infolist():
+            data = buf.getvalue() if item.filename == "model.weights.h5" else src.read(item)
+            out.writestr(item, data)
+    print("missing_dataset.keras: layers/dense/vars/1 removed")

@@ -10,7 +10,17 @@
 //! - a scalar (`f32` local or literal) when it has exactly one element,
 //! - a splat (a scalar broadcast to a shape), materialised only where a kernel needs it,
 //! - a fused group member: a local inside its group's loop, nothing outside it,
-//! - a buffer: a `Vec<f32>` local (or a function argument's slice).
+//! - a buffer: a slice of the workspace, of a result, of a parameter or of the data.
+//!
+//! Memory is planned as the JIT plans its arena (liveness-based reuse, an output never
+//! sharing memory with an input of its own kernel): each materialized value is a slice of one
+//! of the function's workspace buffers (`ws3`), chosen once no later statement reads the
+//! value that had it before; the runtime keeps the workspace between calls, so a step
+//! allocates nothing. Each workspace buffer is its own `Vec` (not one byte arena with offsets)
+//! so that the generated code borrows disjoint buffers in safe Rust and rustc's borrow checker
+//! verifies the plan. The loss and the outputs are written straight into the caller's result
+//! buffers, and a parameter's or optimizer slot's update is written over the old value in its
+//! loop when nothing reads the old value afterwards (Adam's `m`, `v` and the weights).
 //!
 //! Reshapes are free (buffers are row-major); a broadcast that only fused loops read (the plan's
 //! broadcast views) is read in place (`b[i % 128]`) rather than copied; sums over the last axis
@@ -52,8 +62,8 @@ enum Repr {
     Splat(String),
     /// A member of a fused group: the local `e{v}` inside the group's loop.
     Member(String),
-    /// A buffer with this local name (a `Vec` or slice; `owned` when a local `Vec`).
-    Buffer { name: String, owned: bool },
+    /// A buffer with this local name (a slice, or a `Vec` of the state).
+    Buffer { name: String },
     /// Element `i` is `name[i % modulo]` or `name[i / div]`: a broadcast read in place.
     Strided {
         name: String,
@@ -191,8 +201,62 @@ fn is_keyword(s: &str) -> bool {
     )
 }
 
+/// What an IR function argument is bound to in the generated function.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Bind {
+    /// `data[k]`: the inputs, then the targets.
+    Data(usize),
+    /// `params[p]`.
+    Param(usize),
+    /// `slots[k]` (an optimizer slot, index into `ModelDef::slots`).
+    Slot(usize),
+    LearningRate,
+    /// The 1-based number of the step being taken.
+    Step,
+}
+
+/// Where an IR function's results go.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Dest {
+    /// `out[j]`: the loss or an output.
+    Out(usize),
+    /// Parameter `p`, updated in place.
+    Param(usize),
+    /// Optimizer slot `k`, updated in place.
+    Slot(usize),
+}
+
+/// How the generated function meets the runtime (`fm::compiled::FnDef`).
+pub struct Frame {
+    /// Per IR argument.
+    pub binds: Vec<Bind>,
+    /// Per IR result.
+    pub dests: Vec<Dest>,
+    pub params: usize,
+    pub slots: usize,
+    /// A train step: takes `params` and `slots` mutably.
+    pub update: bool,
+}
+
+/// A generated function: its code and its workspace, `(per_sample, fixed)` element counts
+/// per buffer.
+pub struct Emitted {
+    pub code: String,
+    pub workspace: Vec<(usize, usize)>,
+}
+
+/// A workspace buffer's occupant: a value's slice.
+struct Occupant {
+    name: String,
+    /// `(per_sample, fixed)` elements.
+    size: (usize, usize),
+    /// The line of `out` that binds it.
+    line: usize,
+}
+
 struct Emitter<'a> {
     f: &'a Function,
+    frame: &'a Frame,
     repr: Vec<Option<Repr>>,
     users: Vec<Vec<ValueId>>,
     is_result: Vec<bool>,
@@ -215,10 +279,22 @@ struct Emitter<'a> {
     epilogues: Vec<Option<(Vec<ValueId>, crate::ir::kernels::Epilogue)>>,
     /// Per value: a member of a kernel with an epilogue.
     in_epilogue: Vec<bool>,
+    /// Workspace occupants, in binding order (`__slot_K__` until planned).
+    occupants: Vec<Occupant>,
+    /// The local name of each state argument (`params` then `slots`), `_` when unused.
+    state_names: Vec<String>,
+    /// The local name of each `out` buffer.
+    out_names: Vec<String>,
+    /// Per value: the `out` buffer it is computed into directly.
+    direct_out: Vec<Option<usize>>,
+    /// Per value: the state argument (index into `state_names`) its loop overwrites in place.
+    in_place: Vec<Option<usize>>,
+    /// While a loop writes over this buffer: its reads of it become `*out`.
+    writing_over: Option<String>,
 }
 
-/// Emits `fn NAME(ctx: &Ctx, args: &[Arg<'_>]) -> Result<Vec<Vec<f32>>, Error>` for `f`.
-pub fn emit_function(f: &Function, name: &str, notes: &Notes) -> String {
+/// Emits the generated function `name` for `f` (see the module docs for its signature).
+pub fn emit_function(f: &Function, name: &str, notes: &Notes, frame: &Frame) -> Emitted {
     let mut users = vec![Vec::new(); f.insts.len()];
     for (v, inst) in f.insts.iter().enumerate() {
         for &a in &inst.args {
@@ -264,6 +340,7 @@ pub fn emit_function(f: &Function, name: &str, notes: &Notes) -> String {
     }
     let mut e = Emitter {
         f,
+        frame,
         repr: vec![None; f.insts.len()],
         users,
         is_result,
@@ -278,17 +355,48 @@ pub fn emit_function(f: &Function, name: &str, notes: &Notes) -> String {
         members,
         in_epilogue,
         epilogues,
+        occupants: Vec::new(),
+        state_names: Vec::new(),
+        out_names: Vec::new(),
+        direct_out: vec![None; f.insts.len()],
+        in_place: vec![None; f.insts.len()],
+        writing_over: None,
     };
+    e.bind_frame();
     e.body();
+    let (slot_of, workspace) = e.plan_workspace();
+    let mut body = e.out.clone();
+    // Longest ids first, so `__slot_1__` never matches inside `__slot_12__`.
+    for (k, slot) in slot_of.iter().enumerate().rev() {
+        body = body.replace(&format!("__slot_{k}__"), &format!("ws{slot}"));
+    }
     let mut head = String::new();
+    let state = if frame.update {
+        "params: &mut [Vec<f32>], slots: &mut [Vec<f32>]"
+    } else {
+        "params: &[Vec<f32>]"
+    };
     let _ = writeln!(
         head,
-        "#[allow(unused_variables, clippy::all)] fn {name}(ctx: &Ctx, args: &[Arg<'_>]) -> Vec<Vec<f32>> {{"
+        "#[allow(unused_variables, unused_mut, clippy::all)] fn {name}(ctx: &Ctx, data: &[Arg<'_>], {state}, ws: &mut [Vec<f32>], out: &mut [Vec<f32>]) {{"
     );
     head.push_str("let n = ctx.batch;\n");
-    head.push_str(&e.out);
+    let pattern = |names: &[String]| format!("[{}]", names.join(", "));
+    let (p_names, s_names) = e.state_names.split_at(frame.params);
+    let ws_names: Vec<String> = (0..workspace.len()).map(|k| format!("ws{k}")).collect();
+    let mismatch = "else { return ctx.mismatch(); };";
+    let _ = writeln!(head, "let {} = params {mismatch}", pattern(p_names));
+    if frame.update {
+        let _ = writeln!(head, "let {} = slots {mismatch}", pattern(s_names));
+    }
+    let _ = writeln!(head, "let {} = ws {mismatch}", pattern(&ws_names));
+    let _ = writeln!(head, "let {} = out {mismatch}", pattern(&e.out_names));
+    head.push_str(&body);
     head.push_str("}\n");
-    head
+    Emitted {
+        code: head,
+        workspace,
+    }
 }
 
 impl Emitter<'_> {
@@ -310,7 +418,8 @@ impl Emitter<'_> {
         match self.repr(v) {
             Repr::Scalar(s) | Repr::Splat(s) => s.clone(),
             Repr::Member(e) => e.clone(),
-            Repr::Buffer { name, .. } => format!("{name}[i]"),
+            Repr::Buffer { name } if self.writing_over.as_ref() == Some(name) => "(*out)".into(),
+            Repr::Buffer { name } => format!("{name}[i]"),
             Repr::Strided { name, modulo, div } => {
                 if *modulo > 0 {
                     format!("{name}[i % {modulo}]")
@@ -323,17 +432,12 @@ impl Emitter<'_> {
 
     /// Buffers read by `elem(v)` (to re-slice before a loop).
     fn reads(&self, v: ValueId, acc: &mut Vec<(String, bool)>) {
+        let new = |acc: &[(String, bool)], name: &String| !acc.iter().any(|(n, _)| n == name);
         match self.repr(v) {
-            Repr::Buffer { name, .. } => {
-                if !acc.iter().any(|(n, _)| n == name) {
-                    acc.push((name.clone(), true));
-                }
+            Repr::Buffer { name } if new(acc, name) && self.writing_over.as_ref() != Some(name) => {
+                acc.push((name.clone(), true))
             }
-            Repr::Strided { name, .. } => {
-                if !acc.iter().any(|(n, _)| n == name) {
-                    acc.push((name.clone(), false));
-                }
-            }
+            Repr::Strided { name, .. } if new(acc, name) => acc.push((name.clone(), false)),
             _ => {}
         }
     }
@@ -342,15 +446,16 @@ impl Emitter<'_> {
     fn slice(&mut self, v: ValueId) -> String {
         match self.repr(v).clone() {
             Repr::Scalar(s) => format!("&[{s}]"),
-            Repr::Buffer { name, .. } => format!("&{name}"),
+            Repr::Buffer { name } => format!("&{name}"),
             Repr::Splat(s) => {
                 if let Some(name) = self.splats.get(&v) {
                     return format!("&{name}");
                 }
                 // Its own name: the scalar `s` (often named `vN` too) stays in use.
                 let name = format!("splat_{v}");
-                let len = len_expr(&self.f.insts[v].shape);
-                let _ = writeln!(self.out, "let {name} = vec![{s}; {len}];");
+                let shape = self.f.insts[v].shape.clone();
+                let bind = self.alloc(&name, &shape);
+                let _ = writeln!(self.out, "{bind} {name}.fill({s});");
                 self.splats.insert(v, name.clone());
                 format!("&{name}")
             }
@@ -362,44 +467,84 @@ impl Emitter<'_> {
         }
     }
 
+    /// `let NAME = &mut __slot_K__[..LEN];`: a new occupant of the workspace for a value of
+    /// `shape` (the slot is chosen by [`Emitter::plan_workspace`]).
+    fn alloc(&mut self, name: &str, shape: &[Dim]) -> String {
+        let mut size = (0, 1);
+        for d in shape {
+            match d {
+                Dim::Batch(k) => size.0 = size.0.max(1) * k,
+                Dim::Fixed(x) => {
+                    size.0 *= x;
+                    size.1 *= x;
+                }
+            }
+        }
+        if size.0 > 0 {
+            size.1 = 0;
+        }
+        let k = self.occupants.len();
+        self.occupants.push(Occupant {
+            name: name.to_string(),
+            size,
+            line: self.out.lines().count(),
+        });
+        format!("let {name} = &mut __slot_{k}__[..{}];", len_expr(shape))
+    }
+
+    /// The binding of `v`'s buffer named `name`: a result buffer when `v` goes straight into
+    /// one, else a new workspace occupant.
+    fn bind_output(&mut self, v: ValueId, name: &str) -> String {
+        match self.direct_out[v] {
+            Some(j) => format!(
+                "let {name} = &mut {}[..{}];",
+                self.out_names[j],
+                len_expr(&self.f.insts[v].shape)
+            ),
+            None => {
+                let shape = self.f.insts[v].shape.clone();
+                self.alloc(name, &shape)
+            }
+        }
+    }
+
     /// Writes the loop computing `v` into a new buffer; returns its name.
     fn materialize(&mut self, v: ValueId) -> String {
         let name = self.buffer_name(v);
-        let len = len_expr(&self.f.insts[v].shape);
+        let shape = self.f.insts[v].shape.clone();
         match self.repr(v).clone() {
-            Repr::Splat(s) => {
-                let _ = writeln!(self.out, "let {name} = vec![{s}; {len}];");
+            Repr::Splat(s) | Repr::Scalar(s) => {
+                let bind = self.alloc(&name, &shape);
+                let _ = writeln!(self.out, "{bind} {name}.fill({s});");
             }
-            Repr::Buffer { name, .. } => return name,
-            Repr::Scalar(s) => {
-                let _ = writeln!(self.out, "let {name} = vec![{s}];");
-            }
+            Repr::Buffer { name } => return name,
             Repr::Strided { .. } => {
                 let mut reads = Vec::new();
                 self.reads(v, &mut reads);
                 let body = self.elem(v);
-                self.write_loop(&name, &len, &reads, &[], &body);
+                let bind = self.alloc(&name, &shape);
+                self.write_loop(&bind, &name, &len_expr(&shape), &reads, &[], &body);
             }
             Repr::Member(_) => unreachable!("a fused member is read only inside its group"),
         }
-        self.repr[v] = Some(Repr::Buffer {
-            name: name.clone(),
-            owned: true,
-        });
+        self.repr[v] = Some(Repr::Buffer { name: name.clone() });
         name
     }
 
-    /// `let mut NAME = vec![..; LEN]` filled by one loop: `lets` (a fused group's members, in
-    /// order) then `*out = body`.
+    /// `bind` (the binding of buffer `name`, if new) and one loop filling it: `lets` (a fused
+    /// group's members, in order) then `*out = body`.
     fn write_loop(
         &mut self,
+        bind: &str,
         name: &str,
         len: &str,
         reads: &[(String, bool)],
         lets: &[String],
         body: &str,
     ) {
-        let _ = writeln!(self.out, "let mut {name} = vec![0.0f32; {len}];");
+        if !bind.is_empty() {
+            let _ = writeln!(self.out, "{bind}");
+        }
         let full: Vec<&String> = reads.iter().filter(|r| r.1).map(|r| &r.0).collect();
         self.out.push_str("{\n");
         // Every slice re-sliced to the loop's length, so the compiler drops the bounds checks
@@ -407,7 +552,10 @@ impl Emitter<'_> {
         for r in &full {
             let _ = writeln!(self.out, "let {r} = &{r}[..{len}];");
         }
-        let _ = writeln!(self.out, "for (i, out) in {name}.iter_mut().enumerate() {{");
+        let _ = writeln!(
+            self.out,
+            "for (i, out) in {name}[..{len}].iter_mut().enumerate() {{"
+        );
         for l in lets {
             let _ = writeln!(self.out, "{l}");
         }
@@ -415,45 +563,233 @@ impl Emitter<'_> {
         self.out.push_str("}\n");
     }
 
+    /// Names the state arguments and the result buffers, binds the IR arguments, and decides
+    /// which results go straight into their destination.
+    fn bind_frame(&mut self) {
+        let f = self.f;
+        let frame = self.frame;
+        self.state_names = vec!["_".to_string(); frame.params + frame.slots];
+        for a in &f.args {
+            self.used_names.insert(ident(&a.name));
+        }
+        let mut arg_value = vec![None; f.args.len()];
+        for (v, inst) in f.insts.iter().enumerate() {
+            if let Op::Arg { index } = inst.op {
+                arg_value[index] = Some(v);
+            }
+        }
+        for (index, bind) in frame.binds.iter().enumerate() {
+            let state = match bind {
+                Bind::Param(p) => *p,
+                Bind::Slot(k) => frame.params + k,
+                _ => continue,
+            };
+            if arg_value[index].is_some() {
+                self.state_names[state] = ident(&f.args[index].name);
+            }
+        }
+        // Result buffers: named after the result.
+        let mut out_names = Vec::new();
+        for (r, dest) in f.results.iter().zip(&frame.dests) {
+            if let Dest::Out(_) = dest {
+                out_names.push(self.fresh(&format!("{}_out", r.name)));
+            }
+        }
+        self.out_names = out_names;
+        // A loss or output computed by a kernel of its own is computed into its result buffer.
+        let mut taken = vec![false; f.insts.len()];
+        for (r, dest) in f.results.iter().zip(&frame.dests) {
+            if let Dest::Out(j) = dest {
+                let v = r.value;
+                let own_kernel = !matches!(
+                    f.insts[v].op,
+                    Op::Arg { .. } | Op::Const { .. } | Op::BatchSize | Op::Reshape { .. }
+                ) && !is_unit(&f.insts[v].shape)
+                    && !matches!(f.insts[v].op, Op::Broadcast { .. });
+                if own_kernel && !taken[v] {
+                    taken[v] = true;
+                    self.direct_out[v] = Some(*j);
+                }
+            }
+        }
+        // A state update whose loop may write over the old value: the only reads of the old
+        // value (through reshapes) are elementwise reads in that same loop, or come earlier.
+        let position = |u: ValueId| -> ValueId {
+            if self.in_epilogue[u] {
+                // The root of the epilogue kernel holding `u`.
+                (u..f.insts.len())
+                    .find(|&r| {
+                        self.epilogues[r]
+                            .as_ref()
+                            .is_some_and(|(m, _)| m.contains(&u))
+                    })
+                    .unwrap_or(u)
+            } else {
+                self.group[u].unwrap_or(u)
+            }
+        };
+        let result_values: Vec<ValueId> = f.results.iter().map(|r| r.value).collect();
+        for (r, dest) in f.results.iter().zip(&frame.dests) {
+            let state = match dest {
+                Dest::Param(p) => *p,
+                Dest::Slot(k) => frame.params + k,
+                Dest::Out(_) => continue,
+            };
+            let v = r.value;
+            let Some(index) = frame.binds.iter().position(|b| match b {
+                Bind::Param(p) => state == *p,
+                Bind::Slot(k) => state == frame.params + k,
+                _ => false,
+            }) else {
+                continue;
+            };
+            let Some(arg) = arg_value[index] else {
+                continue;
+            };
+            if self.group[v] != Some(v)
+                || f.insts[v]
+                    .shape
+                    .iter()
+                    .map(|d| d.fixed())
+                    .product::<Option<usize>>()
+                    != f.insts[arg]
+                        .shape
+                        .iter()
+                        .map(|d| d.fixed())
+                        .product::<Option<usize>>()
+                || is_unit(&f.insts[v].shape)
+                || self.direct_out[v].is_some()
+                || self.in_place[v].is_some()
+            {
+                continue;
+            }
+            // The old value and its reshapes (the same buffer).
+            let mut aliases = vec![arg];
+            let mut k = 0;
+            while k < aliases.len() {
+                for &u in &self.users[aliases[k]] {
+                    if matches!(f.insts[u].op, Op::Reshape { .. }) {
+                        aliases.push(u);
+                    }
+                }
+                k += 1;
+            }
+            let ok = aliases.iter().all(|&a| {
+                !result_values.contains(&a)
+                    && self.users[a].iter().all(|&u| {
+                        if aliases.contains(&u) {
+                            return true;
+                        }
+                        let at = position(u);
+                        at < v
+                            || (at == v
+                                && self.group[u] == Some(v)
+                                && !matches!(f.insts[u].op, Op::Broadcast { .. }))
+                    })
+            });
+            if ok {
+                self.in_place[v] = Some(state);
+            }
+        }
+    }
+
+    /// Assigns each workspace occupant a buffer: one no longer read (its occupants' last use on
+    /// an earlier line than the new binding), the best fit at batch 128, else a new one.
+    /// Returns each occupant's buffer and the buffers' sizes.
+    fn plan_workspace(&self) -> (Vec<usize>, Vec<(usize, usize)>) {
+        let mut last: std::collections::HashMap<&str, usize> = Default::default();
+        for (line, text) in self.out.lines().enumerate() {
+            if text.trim_start().starts_with(super::COMMENT_MARKER) {
+                continue;
+            }
+            for token in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if !token.is_empty() {
+                    last.insert(token, line);
+                }
+            }
+        }
+        let at = |s: (usize, usize)| s.0 * 128 + s.1;
+        let mut slots: Vec<(usize, usize)> = Vec::new();
+        // Per buffer: the line after which it is free.
+        let mut busy_until: Vec<usize> = Vec::new();
+        let mut slot_of = Vec::new();
+        for o in &self.occupants {
+            let end = last.get(o.name.as_str()).copied().unwrap_or(o.line);
+            let best = (0..slots.len())
+                .filter(|&k| busy_until[k] < o.line)
+                .min_by_key(|&k| {
+                    let grown = (slots[k].0.max(o.size.0), slots[k].1.max(o.size.1));
+                    // Growth first, then the waste.
+                    (at(grown) - at(slots[k]), at(grown) - at(o.size))
+                });
+            let k = match best {
+                Some(k) => {
+                    slots[k] = (slots[k].0.max(o.size.0), slots[k].1.max(o.size.1));
+                    k
+                }
+                None => {
+                    slots.push(o.size);
+                    busy_until.push(0);
+                    slots.len() - 1
+                }
+            };
+            busy_until[k] = end;
+            slot_of.push(k);
+        }
+        (slot_of, slots)
+    }
+
     fn body(&mut self) {
         for v in 0..self.f.insts.len() {
             self.inst(v);
         }
-        let mut results = Vec::new();
-        let mut comment = Vec::new();
-        let reprs: Vec<Repr> = self
-            .f
-            .results
-            .iter()
-            .map(|r| self.repr(r.value).clone())
-            .collect();
-        for (k, r) in self.f.results.iter().enumerate() {
-            comment.push(r.name.clone());
-            let expr = match reprs[k].clone() {
-                Repr::Scalar(s) => format!("vec![{s}]"),
-                Repr::Buffer { name, owned } => {
-                    // A buffer named by a later result too is copied here and moved there.
-                    let later = reprs[k + 1..]
-                        .iter()
-                        .any(|x| matches!(x, Repr::Buffer { name: m, .. } if *m == name));
-                    if owned && !later {
-                        name
-                    } else if owned {
-                        format!("{name}.clone()")
-                    } else {
-                        format!("{name}.to_vec()")
-                    }
-                }
-                _ => self.materialize(r.value),
+        let f = self.f;
+        let comment: Vec<String> = f.results.iter().map(|r| r.name.clone()).collect();
+        // Results from the state first: they read values that other results may overwrite.
+        let mut order: Vec<usize> = (0..f.results.len()).collect();
+        order.sort_by_key(|&k| !self.is_state_read(f.results[k].value));
+        for k in order {
+            let r = &f.results[k];
+            let dest = match &self.frame.dests[k] {
+                Dest::Out(j) => self.out_names[*j].clone(),
+                Dest::Param(p) => self.state_names[*p].clone(),
+                Dest::Slot(s) => self.state_names[self.frame.params + s].clone(),
             };
-            results.push(expr);
+            if dest == "_" {
+                continue;
+            }
+            match self.repr(r.value).clone() {
+                Repr::Scalar(s) => {
+                    let _ = writeln!(self.out, "{dest}[0] = {s};");
+                }
+                Repr::Splat(s) => {
+                    let _ = writeln!(self.out, "{dest}.fill({s});");
+                }
+                Repr::Buffer { name } if name == dest => {}
+                Repr::Buffer { name }
+                    if self.direct_out[r.value].is_some() && {
+                        let j = self.direct_out[r.value];
+                        matches!(self.frame.dests[k], Dest::Out(x) if Some(x) == j)
+                    } =>
+                {
+                    let _ = name;
+                }
+                _ => {
+                    let src = self.slice(r.value);
+                    let _ = writeln!(self.out, "ops::copy({src}, {dest});");
+                }
+            }
         }
         let _ = writeln!(
             self.out,
             "{}",
             super::comment(&format!("results: {}", comment.join(", ")))
         );
-        let _ = writeln!(self.out, "vec![{}]", results.join(", "));
+    }
+
+    /// Whether `v` is read from a state argument (its buffer is a parameter's or a slot's).
+    fn is_state_read(&self, v: ValueId) -> bool {
+        matches!(self.repr(v), Repr::Buffer { name } if self.state_names.contains(name))
     }
 
     /// The name of `v`'s buffer: the layer's name for a layer's output (`dense_1`), else `vN`.
@@ -489,23 +825,36 @@ impl Emitter<'_> {
         let repr = match &inst.op {
             Op::Arg { index } => {
                 let arg = &self.f.args[*index];
-                let local = self.fresh(&arg.name);
-                let access = match arg.dtype {
-                    DType::F32 if shape.is_empty() => {
-                        let _ = writeln!(self.out, "let {local} = args[{index}].scalar();");
-                        return self.set(v, Repr::Scalar(local));
+                let (local, access) = match self.frame.binds[*index] {
+                    Bind::LearningRate => {
+                        let _ = writeln!(self.out, "let {} = ctx.lr;", ident(&arg.name));
+                        return self.set(v, Repr::Scalar(ident(&arg.name)));
                     }
-                    DType::F32 => "f32",
-                    DType::I32 => "i32",
+                    Bind::Step => {
+                        let _ = writeln!(
+                            self.out,
+                            "let {} = (ctx.step + 1) as f32;",
+                            ident(&arg.name)
+                        );
+                        return self.set(v, Repr::Scalar(ident(&arg.name)));
+                    }
+                    Bind::Param(p) => (self.state_names[p].clone(), None),
+                    Bind::Slot(k) => (self.state_names[self.frame.params + k].clone(), None),
+                    Bind::Data(k) => {
+                        let access = match arg.dtype {
+                            DType::F32 => "f32",
+                            DType::I32 => "i32",
+                        };
+                        (ident(&arg.name), Some(format!("data[{k}].{access}()")))
+                    }
                 };
-                let _ = writeln!(self.out, "let {local} = args[{index}].{access}();");
+                if let Some(access) = access {
+                    let _ = writeln!(self.out, "let {local} = {access};");
+                }
                 if unit {
                     Repr::Scalar(format!("{local}[0]"))
                 } else {
-                    Repr::Buffer {
-                        name: local,
-                        owned: false,
-                    }
+                    Repr::Buffer { name: local }
                 }
             }
             Op::Const { value } => Repr::Scalar(f32_lit(*value)),
@@ -516,9 +865,10 @@ impl Emitter<'_> {
                     return self.set(v, Repr::Member(format!("e{v}")));
                 }
                 self.note(v);
-                let call = self.epilogue_call(v, &shape);
-                let _ = writeln!(self.out, "let {name} = {call};");
-                Repr::Buffer { name, owned: true }
+                let call = self.epilogue_call(v, &name);
+                let bind = self.bind_output(v, &name);
+                let _ = writeln!(self.out, "{bind} {call};");
+                Repr::Buffer { name }
             }
             _ if self.group[v].is_some() => {
                 let root = self.group[v].unwrap_or(v);
@@ -529,13 +879,9 @@ impl Emitter<'_> {
                 self.fused_group(v)
             }
             Op::Reshape { .. } => match self.repr(a[0]).clone() {
-                Repr::Strided { .. } => {
-                    let b = self.materialize(a[0]);
-                    Repr::Buffer {
-                        name: b,
-                        owned: true,
-                    }
-                }
+                Repr::Strided { .. } => Repr::Buffer {
+                    name: self.materialize(a[0]),
+                },
                 Repr::Scalar(s) if !unit => Repr::Splat(s),
                 r => r,
             },
@@ -550,47 +896,44 @@ impl Emitter<'_> {
                         }
                     }
                     _ => {
-                        if let Some(r) = self.strided(a[0], &in_shape, &shape) {
-                            if self.users[v]
+                        let view = self.strided(a[0], &in_shape, &shape).filter(|_| {
+                            self.users[v]
                                 .iter()
                                 .all(|&u| self.group[u].is_some() || self.in_epilogue[u])
                                 && !self.is_result[v]
-                            {
-                                r
-                            } else {
+                        });
+                        match view {
+                            Some(r) => r,
+                            None => {
                                 self.note(v);
                                 let src = self.slice(a[0]);
+                                let bind = self.bind_output(v, &name);
                                 let _ = writeln!(
                                     self.out,
-                                    "let {name} = ops::broadcast({src}, &{}, &{});",
+                                    "{bind} ops::broadcast({src}, &{}, &{}, {name});",
                                     dims_expr(&in_shape),
                                     dims_expr(&shape)
                                 );
-                                Repr::Buffer { name, owned: true }
+                                Repr::Buffer { name }
                             }
-                        } else {
-                            self.note(v);
-                            let src = self.slice(a[0]);
-                            let _ = writeln!(
-                                self.out,
-                                "let {name} = ops::broadcast({src}, &{}, &{});",
-                                dims_expr(&in_shape),
-                                dims_expr(&shape)
-                            );
-                            Repr::Buffer { name, owned: true }
                         }
                     }
                 }
             }
             op => {
                 self.note(v);
-                let call = self.kernel_call(op, &a, &shape);
                 if unit {
-                    let _ = writeln!(self.out, "let {name} = {call}[0];");
+                    let call = self.kernel_call(op, &a, &shape, &format!("&mut {name}"));
+                    let _ = writeln!(
+                        self.out,
+                        "let mut {name} = [0.0f32; 1]; {call}; let {name} = {name}[0];"
+                    );
                     Repr::Scalar(name)
                 } else {
-                    let _ = writeln!(self.out, "let {name} = {call};");
-                    Repr::Buffer { name, owned: true }
+                    let call = self.kernel_call(op, &a, &shape, &name);
+                    let bind = self.bind_output(v, &name);
+                    let _ = writeln!(self.out, "{bind} {call};");
+                    Repr::Buffer { name }
                 }
             }
         };
@@ -655,6 +998,7 @@ impl Emitter<'_> {
                 Repr::Splat(name)
             };
         }
+        self.writing_over = self.in_place[root].map(|k| self.state_names[k].clone());
         let mut lets = Vec::new();
         let mut body = String::new();
         for &m in &members {
@@ -681,8 +1025,20 @@ impl Emitter<'_> {
             self.reads(x, &mut reads);
         }
         let len = len_expr(&shape);
-        self.write_loop(&name, &len, &reads, &lets, &body);
-        Repr::Buffer { name, owned: true }
+        self.writing_over = None;
+        match self.in_place[root] {
+            Some(state) => {
+                // The update overwrites the old value, element by element.
+                let target = self.state_names[state].clone();
+                self.write_loop("", &target, &len, &reads, &lets, &body);
+                Repr::Buffer { name: target }
+            }
+            None => {
+                let bind = self.bind_output(root, &name);
+                self.write_loop(&bind, &name, &len, &reads, &lets, &body);
+                Repr::Buffer { name }
+            }
+        }
     }
 
     /// Whether `v` belongs to a kernel with an epilogue (as its head, a middle member or root).
@@ -691,7 +1047,7 @@ impl Emitter<'_> {
     }
 
     /// The call of the fused runtime kernel computing the epilogue kernel whose root is `root`.
-    fn epilogue_call(&mut self, root: ValueId, shape: &[Dim]) -> String {
+    fn epilogue_call(&mut self, root: ValueId, out: &str) -> String {
         use crate::ir::kernels::Epilogue;
         let Some((members, form)) = self.epilogues[root].clone() else {
             unreachable!("a root of an epilogue kernel")
@@ -705,19 +1061,13 @@ impl Emitter<'_> {
                 let x = self.slice(a[0]);
                 let k = self.slice(a[1]);
                 let b = self.slice(bias);
-                format!(
-                    "ops::conv2d_bias(ctx, &{geo}, {x}, {k}, {b}, {relu}, {})",
-                    len_expr(shape)
-                )
+                format!("ops::conv2d_bias(ctx, &{geo}, {x}, {k}, {b}, {relu}, {out})")
             }
             (Epilogue::PoolBackRelu, Op::Pool2dBack { window, .. }) => {
                 let geo = pool_geometry(&shape_of(a[0]), window);
                 let x = self.slice(a[0]);
                 let dy = self.slice(a[1]);
-                format!(
-                    "ops::max_pool2d_back_relu(ctx, &{geo}, {x}, {dy}, {})",
-                    len_expr(shape)
-                )
+                format!("ops::max_pool2d_back_relu(ctx, &{geo}, {x}, {dy}, {out})")
             }
             _ => unreachable!("the epilogue forms of `ir::kernels::epilogue`"),
         }
@@ -727,7 +1077,7 @@ impl Emitter<'_> {
     fn scalar_elem(&self, v: ValueId) -> String {
         match self.repr(v) {
             Repr::Scalar(s) | Repr::Splat(s) => s.clone(),
-            Repr::Buffer { name, .. } | Repr::Strided { name, .. } => format!("{name}[0]"),
+            Repr::Buffer { name } | Repr::Strided { name, .. } => format!("{name}[0]"),
             Repr::Member(e) => e.clone(),
         }
     }
@@ -753,7 +1103,7 @@ impl Emitter<'_> {
             dims.iter().map(|d| d.fixed()).product::<Option<usize>>()
         };
         let name = match self.repr(src).clone() {
-            Repr::Buffer { name, .. } => name,
+            Repr::Buffer { name } => name,
             _ => self.materialize(src),
         };
         if leading {
@@ -779,7 +1129,7 @@ impl Emitter<'_> {
         None
     }
 
-    fn kernel_call(&mut self, op: &Op, a: &[ValueId], shape: &[Dim]) -> String {
+    fn kernel_call(&mut self, op: &Op, a: &[ValueId], shape: &[Dim], out: &str) -> String {
         let shape_of = |v: ValueId| self.f.insts[v].shape.clone();
         match op {
             Op::Reduce { op: rop, axes, .. }
@@ -788,7 +1138,10 @@ impl Emitter<'_> {
                 // After `split_sums` a sum has one axis; over the last one it adds in the
                 // interpreter's unrolled order.
                 let x = self.slice(a[0]);
-                format!("ops::reduce_sum_last({x}, &{})", dims_expr(&shape_of(a[0])))
+                format!(
+                    "ops::reduce_sum_last({x}, &{}, {out})",
+                    dims_expr(&shape_of(a[0]))
+                )
             }
             Op::Reduce { op: rop, axes, .. } => {
                 let x = self.slice(a[0]);
@@ -796,7 +1149,10 @@ impl Emitter<'_> {
                     ReduceOp::Sum => "reduce_sum",
                     ReduceOp::Max => "reduce_max",
                 };
-                format!("ops::{f}({x}, &{}, &{axes:?})", dims_expr(&shape_of(a[0])))
+                format!(
+                    "ops::{f}({x}, &{}, &{axes:?}, {out})",
+                    dims_expr(&shape_of(a[0]))
+                )
             }
             Op::MatMul {
                 transpose_a,
@@ -814,7 +1170,7 @@ impl Emitter<'_> {
                 let x = self.slice(a[0]);
                 let y = self.slice(a[1]);
                 format!(
-                    "ops::matmul(ctx, {x}, {y}, {lead}, {}, {}, {}, {transpose_a}, {transpose_b})",
+                    "ops::matmul(ctx, {x}, {y}, {out}, {lead}, {}, {}, {}, {transpose_a}, {transpose_b})",
                     dim_expr(&m),
                     dim_expr(&k),
                     dim_expr(&nn)
@@ -826,37 +1182,31 @@ impl Emitter<'_> {
                 let geo = conv_geometry(&xs, &ks, window);
                 let x = self.slice(a[0]);
                 let k = self.slice(a[1]);
-                format!("ops::conv2d(ctx, &{geo}, {x}, {k}, {})", len_expr(shape))
+                format!("ops::conv2d(ctx, &{geo}, {x}, {k}, {out})")
             }
             Op::Conv2dBackInput { window, .. } => {
                 let ks = shape_of(a[1]);
                 let geo = conv_geometry(shape, &ks, window);
                 let dy = self.slice(a[0]);
                 let k = self.slice(a[1]);
-                format!(
-                    "ops::conv2d_back_input(ctx, &{geo}, {dy}, {k}, {})",
-                    len_expr(shape)
-                )
+                format!("ops::conv2d_back_input(ctx, &{geo}, {dy}, {k}, {out})")
             }
             Op::Conv2dBackKernel { window } => {
                 let xs = shape_of(a[0]);
                 let geo = conv_geometry(&xs, shape, window);
                 let x = self.slice(a[0]);
                 let dy = self.slice(a[1]);
-                format!(
-                    "ops::conv2d_back_kernel(ctx, &{geo}, {x}, {dy}, {})",
-                    len_expr(shape)
-                )
+                format!("ops::conv2d_back_kernel(ctx, &{geo}, {x}, {dy}, {out})")
             }
             Op::Pool2d { kind, window } => {
                 let geo = pool_geometry(&shape_of(a[0]), window);
                 let x = self.slice(a[0]);
                 match kind {
                     PoolKind::Max => {
-                        format!("ops::max_pool2d(ctx, &{geo}, {x}, {})", len_expr(shape))
+                        format!("ops::max_pool2d(ctx, &{geo}, {x}, {out})")
                     }
                     PoolKind::Avg => {
-                        format!("ops::avg_pool2d(ctx, &{geo}, {x}, {})", len_expr(shape))
+                        format!("ops::avg_pool2d(ctx, &{geo}, {x}, {out})")
                     }
                 }
             }
@@ -866,30 +1216,24 @@ impl Emitter<'_> {
                 let dy = self.slice(a[1]);
                 match kind {
                     PoolKind::Max => {
-                        format!(
-                            "ops::max_pool2d_back(ctx, &{geo}, {x}, {dy}, {})",
-                            len_expr(shape)
-                        )
+                        format!("ops::max_pool2d_back(ctx, &{geo}, {x}, {dy}, {out})")
                     }
                     PoolKind::Avg => {
-                        format!(
-                            "ops::avg_pool2d_back(ctx, &{geo}, {dy}, {})",
-                            len_expr(shape)
-                        )
+                        format!("ops::avg_pool2d_back(ctx, &{geo}, {dy}, {out})")
                     }
                 }
             }
             Op::Permute { perm } => {
                 let x = self.slice(a[0]);
                 format!(
-                    "ops::permute({x}, &{}, &{perm:?})",
+                    "ops::permute({x}, &{}, &{perm:?}, {out})",
                     dims_expr(&shape_of(a[0]))
                 )
             }
             Op::Slice { axis, start, end } => {
                 let x = self.slice(a[0]);
                 format!(
-                    "ops::slice({x}, &{}, {axis}, {start}, {end})",
+                    "ops::slice({x}, &{}, {axis}, {start}, {end}, {out})",
                     dims_expr(&shape_of(a[0]))
                 )
             }
@@ -900,7 +1244,7 @@ impl Emitter<'_> {
             } => {
                 let x = self.slice(a[0]);
                 format!(
-                    "ops::pad({x}, &{}, {axis}, {before}, {after})",
+                    "ops::pad({x}, &{}, {axis}, {before}, {after}, {out})",
                     dims_expr(&shape_of(a[0]))
                 )
             }
@@ -912,7 +1256,7 @@ impl Emitter<'_> {
                         format!("({s}, &{} as &[usize])", dims_expr(&shape_of(p)))
                     })
                     .collect();
-                format!("ops::concat(&[{}], {axis})", parts.join(", "))
+                format!("ops::concat(&[{}], {axis}, {out})", parts.join(", "))
             }
             Op::Gather => {
                 let ts = shape_of(a[0]);
@@ -920,22 +1264,24 @@ impl Emitter<'_> {
                 let row_len = len_expr(&ts[1..]);
                 let t = self.slice(a[0]);
                 let idx = self.int_slice(a[1]);
-                format!("ops::gather({t}, {rows}, {row_len}, {idx})")
+                format!("ops::gather({t}, {rows}, {row_len}, {idx}, {out})")
             }
             Op::ScatterAdd { rows } => {
                 let row_len = len_expr(&shape[1..]);
                 let idx = self.int_slice(a[0]);
                 let vals = self.slice(a[1]);
-                format!("ops::scatter_add({idx}, {vals}, {rows}, {row_len})")
+                format!("ops::scatter_add({idx}, {vals}, {rows}, {row_len}, {out})")
             }
             Op::OneHot { depth } => {
                 let idx = self.int_slice(a[0]);
-                format!("ops::one_hot({idx}, {depth})")
+                format!("ops::one_hot({idx}, {depth}, {out})")
             }
             Op::RandomUniform { salt, .. } => {
-                format!("ops::random_uniform(ctx, {salt}, {})", len_expr(shape))
+                format!("ops::random_uniform(ctx, {salt}, {out})")
             }
-            Op::LowerTriangle { rows, cols } => format!("ops::lower_triangle({rows}, {cols})"),
+            Op::LowerTriangle { rows, cols } => {
+                format!("ops::lower_triangle({rows}, {cols}, {out})")
+            }
             Op::Bucketize { .. } => {
                 unreachable!("categorical sampling (language 0.2) is refused before emission")
             }
@@ -952,7 +1298,7 @@ impl Emitter<'_> {
 
     fn int_slice(&self, v: ValueId) -> String {
         match self.repr(v) {
-            Repr::Buffer { name, .. } => format!("&{name}"),
+            Repr::Buffer { name } => format!("&{name}"),
             // i32 values are only arguments and their reshapes.
             _ => "&[]".into(),
         }

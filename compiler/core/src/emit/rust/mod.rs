@@ -364,7 +364,7 @@ pub fn emit(
         o,
         "#[allow(dead_code, unused_parens, unused_imports, clippy::all)] mod {module} {{"
     );
-    o.push_str("use ::fm::compiled::{ops, Arg, ArgKind, Ctx, FnDef, Model, ModelDef, ParamDef, ResultKind, SlotDef, StepStats, TensorDef};\n");
+    o.push_str("use ::fm::compiled::{ops, Arg, Ctx, FnDef, Model, ModelDef, ParamDef, ResultKind, Run, SlotDef, StepStats, TensorDef};\n");
     o.push_str("use ::fm::init::Init;\n");
     o.push_str("use ::fm::ndarray::{ArrayD, ArrayViewD};\n");
     o.push_str("use ::fm::train::{FitOptions, History};\n");
@@ -613,59 +613,83 @@ pub fn emit(
     o.push_str("],\n");
     let spec_json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
     let _ = writeln!(o, "train_spec: {spec_json:?},");
-    for (field, f, name) in [
-        ("train", &fns.train, "train_step"),
-        ("eval", &fns.eval, "evaluate"),
-        ("predict", &fns.predict, "predict"),
-    ] {
-        let _ = writeln!(
-            o,
-            "{field}: FnDef {{ args: &[{}], results: &[{}], run: {name} }},",
-            fn_args(f, &slots, g),
-            fn_results(f, &slots)?
-        );
-    }
-    o.push_str("};\n");
-
     let notes = Notes::new(g, source);
-    for (f, name, what) in [
+    let mut code = String::new();
+    for (field, f, name, what) in [
         (
+            "train",
             &fns.train,
             "train_step",
             "The train step: forward in training mode, loss, backward, optimizer update.",
         ),
         (
+            "eval",
             &fns.eval,
             "evaluate",
             "Evaluation: forward in inference mode and the loss.",
         ),
         (
+            "predict",
             &fns.predict,
             "predict",
             "Inference: the forward pass with dropout off and BatchNorm's moving statistics.",
         ),
     ] {
-        let _ = writeln!(o, "{}", comment(what));
-        o.push_str(&func::emit_function(f, name, &notes));
+        let frame = frame(f, &slots, g, field == "train")?;
+        let emitted = func::emit_function(f, name, &notes, &frame);
+        let results: Vec<String> = f
+            .results
+            .iter()
+            .filter_map(|r| match r.kind {
+                ResultKind::Loss => Some("ResultKind::Loss".to_string()),
+                ResultKind::Output(k) => Some(format!("ResultKind::Output({k})")),
+                _ => None,
+            })
+            .collect();
+        let workspace: Vec<String> = emitted
+            .workspace
+            .iter()
+            .map(|(a, b)| format!("({a}, {b})"))
+            .collect();
+        let run = if frame.update { "Step" } else { "Read" };
+        let _ = writeln!(
+            o,
+            "{field}: FnDef {{ takes_targets: {}, results: &[{}], workspace: &[{}], run: Run::{run}({name}) }},",
+            f.args.iter().any(|a| matches!(a.kind, ArgKind::Target)),
+            results.join(", "),
+            workspace.join(", ")
+        );
+        let _ = writeln!(code, "{}", comment(what));
+        code.push_str(&emitted.code);
     }
+    o.push_str("};\n");
+    o.push_str(&code);
     o.push_str("}\n");
     Ok(o)
 }
 
-fn zero_array(shape: &[usize]) -> String {
-    shape
-        .iter()
-        .rev()
-        .fold("0.0f32".to_string(), |t, d| format!("[{t}; {d}]"))
-}
-
-fn fn_args(f: &Function, slots: &[(usize, String, f64)], g: &ModelGraph) -> String {
+/// How `f`'s arguments and results meet the runtime: inputs then targets in `data`, parameters
+/// and optimizer slots (`slots` in train-argument order) in place, the rest in `out`.
+fn frame(
+    f: &Function,
+    slots: &[(usize, String, f64)],
+    g: &ModelGraph,
+    update: bool,
+) -> Result<func::Frame, String> {
+    use func::{Bind, Dest};
+    let slot_index = |param: usize, slot: &str| {
+        slots
+            .iter()
+            .position(|(p, s, _)| *p == param && s == slot)
+            .ok_or_else(|| {
+                format!("internal error: slot {slot} of parameter {param} is no train argument")
+            })
+    };
     let mut inputs = 0;
     let mut targets = 0;
-    let parts: Vec<String> = f
-        .args
-        .iter()
-        .map(|a| match &a.kind {
+    let mut binds = Vec::new();
+    for a in &f.args {
+        binds.push(match &a.kind {
             ArgKind::Input => {
                 let k = g
                     .inputs
@@ -673,52 +697,54 @@ fn fn_args(f: &Function, slots: &[(usize, String, f64)], g: &ModelGraph) -> Stri
                     .position(|i| i.name == a.name)
                     .unwrap_or(inputs);
                 inputs += 1;
-                format!("ArgKind::Input({k})")
+                Bind::Data(k)
             }
             ArgKind::Target => {
                 targets += 1;
-                format!("ArgKind::Target({})", targets - 1)
+                Bind::Data(g.inputs.len() + targets - 1)
             }
-            ArgKind::Param(p) => format!("ArgKind::Param({p})"),
-            ArgKind::OptSlot { param, slot } => {
-                let k = slots
-                    .iter()
-                    .position(|(p, s, _)| p == param && s == slot)
-                    .unwrap_or(0);
-                format!("ArgKind::Slot({k})")
-            }
-            ArgKind::LearningRate => "ArgKind::LearningRate".into(),
-            ArgKind::Step => "ArgKind::Step".into(),
+            ArgKind::Param(p) => Bind::Param(*p),
+            ArgKind::OptSlot { param, slot } => Bind::Slot(slot_index(*param, slot)?),
+            ArgKind::LearningRate => Bind::LearningRate,
+            ArgKind::Step => Bind::Step,
             // Only fmc's data-parallel training splits the step at the gradients.
-            ArgKind::Grad(_) => unreachable!("emitted functions take no gradient"),
-        })
-        .collect();
-    parts.join(", ")
+            ArgKind::Grad(_) => {
+                return Err("internal error: emitted functions take no gradient".into())
+            }
+        });
+    }
+    let mut outs = 0;
+    let mut dests = Vec::new();
+    for r in &f.results {
+        dests.push(match &r.kind {
+            ResultKind::Loss | ResultKind::Output(_) => {
+                outs += 1;
+                Dest::Out(outs - 1)
+            }
+            ResultKind::Param(p) if update => Dest::Param(*p),
+            ResultKind::OptSlot { param, slot } if update => Dest::Slot(slot_index(*param, slot)?),
+            _ => {
+                return Err(format!(
+                    "internal error: `{}` returns `{}`, which the emitted code cannot return",
+                    f.name, r.name
+                ))
+            }
+        });
+    }
+    Ok(func::Frame {
+        binds,
+        dests,
+        params: g.params.len(),
+        slots: slots.len(),
+        update,
+    })
 }
 
-fn fn_results(f: &Function, slots: &[(usize, String, f64)]) -> Result<String, String> {
-    let parts: Result<Vec<String>, String> = f
-        .results
+fn zero_array(shape: &[usize]) -> String {
+    shape
         .iter()
-        .map(|r| {
-            Ok(match &r.kind {
-                ResultKind::Loss => "ResultKind::Loss".into(),
-                ResultKind::Output(k) => format!("ResultKind::Output({k})"),
-                ResultKind::Param(p) => format!("ResultKind::Param({p})"),
-                ResultKind::OptSlot { param, slot } => {
-                    let k = slots
-                        .iter()
-                        .position(|(p, s, _)| p == param && s == slot)
-                        .ok_or_else(|| format!("internal error: result slot {slot} of parameter {param} is no argument"))?;
-                    format!("ResultKind::Slot({k})")
-                }
-                ResultKind::Grad(_) => {
-                    return Err("internal error: emitted functions return no gradient".into())
-                }
-            })
-        })
-        .collect();
-    Ok(parts?.join(", "))
+        .rev()
+        .fold("0.0f32".to_string(), |t, d| format!("[{t}; {d}]"))
 }
 
 /// Drops the comment markers (for the macro: tokens carry no comments).
