@@ -647,14 +647,14 @@ fn position_embedding() {
         &[0],
         &[4, 3],
         "dense",
-        &[("kernel", &[2, 3], true), ("bias", &[3], true)],
+        &[(Role::Kernel, &[2, 3], true), (Role::Bias, &[3], true)],
     );
     let p = g.add(
         Op::PositionEmbedding { sequence_length: 6 },
         &[d],
         &[4, 3],
         "position_embedding",
-        &[("embeddings", &[6, 3], true)],
+        &[(Role::Embeddings, &[6, 3], true)],
     );
     let s = g.add(Op::Add, &[d, p], &[4, 3], "add", &[]);
     check(g.output(s), Loss::Mse, 3, vec![y], vec![x], 22);
