@@ -311,3 +311,53 @@ fn emitted_functions_plan_their_memory() {
     // per sample), never the whole forward pass.
     assert_eq!(def.predict.workspace_len(1), 21_632 + 5_408 + 1_600);
 }
+
+/// README "Use it from Rust", language 0.2: the GAN's code as written there (one epoch of
+/// `train_step` over the digits, the generator sampled with `predict(16)`), and its weights
+/// file read by fmc's own session, which samples the same images from it (the
+/// counter-based stream draws the same `z`).
+#[test]
+fn readme_gan_example_trains_samples_and_saves_what_fmc_reads() -> Result<(), fm::Error> {
+    use examples::GanDigits;
+    use fm::ndarray::Axis;
+
+    // --- as in the README
+    let mut gan = GanDigits::default();
+    let mut data = gan.file_data()?; // the `data` section: the 1,797 digits
+    let real = data.train.inputs.remove(0).to_f32(); // [1797, 8, 8, 1]
+    let mut last = Vec::new();
+    for batch in real.axis_chunks_iter(Axis(0), 32) {
+        let stats = gan.train_step(batch)?; // step `disc`, then step `gen`
+        last = stats.step_losses; // [("disc_loss", ..), ("gen_loss", ..)]
+    }
+    let images = gan.predict(16)?; // 16 draws of `z` -> [16, 8, 8, 1]
+    let path =
+        std::env::temp_dir().join(format!("fm-readme-gan-{}.safetensors", std::process::id()));
+    gan.save(&path)?; // `fmc predict gan_digits.fm --weights ... --samples 16` reads it
+                      // --- checks
+    assert_eq!(gan.step(), 57);
+    let names: Vec<&str> = last.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["disc_loss", "gen_loss"]);
+    assert!(
+        last.iter().all(|(_, l)| l.is_finite() && *l > 0.0),
+        "{last:?}"
+    );
+    assert_eq!(images.shape(), [16, 8, 8, 1]);
+    assert!(images.iter().all(|&p| (0.0..=1.0).contains(&p)));
+    let file = fm_runtime::weights::load_weights(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    let source = std::fs::read_to_string(root().join("examples/gan_digits.fm")).unwrap();
+    let checked = fm_compiler::check::check_source(&source, &root().join("examples/gan_digits.fm"));
+    let (graph, spec) = (checked.models[0].clone(), checked.trains[0].clone());
+    let mut session = Session::new(graph, spec).unwrap();
+    session.set_state(&file.tensors).unwrap();
+    assert_eq!(session.iterations, 57);
+    let fmc_images = session.predict_samples(&[], 16, 0).unwrap();
+    let fmc_images = fmc_images[0].to_f32();
+    let worst = fmc_images
+        .iter()
+        .zip(images.iter())
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(worst < 1e-5, "fmc samples other images: {worst}");
+    Ok(())
+}
