@@ -273,7 +273,16 @@ impl Exporter<'_> {
         Ok(match &node.op {
             Op::Input { index } => {
                 let info = &self.graph.inputs[*index];
-                self.input_transforms(&info.name, *index, info.dtype, transforms)
+                let sampled = |k: usize| self.graph.sampled.iter().any(|(i, _)| *i == k);
+                if sampled(*index) {
+                    // Drawn by fm (`z ~ normal(0, 1)`), not read from data: the data section's
+                    // transforms do not apply, and in ONNX the caller gives the draws.
+                    info.name.clone()
+                } else {
+                    // Transforms are fitted per data input (sampled inputs are not counted).
+                    let data_index = (0..*index).filter(|&k| !sampled(k)).count();
+                    self.input_transforms(&info.name, data_index, info.dtype, transforms)
+                }
             }
             Op::Dense {
                 activation,
@@ -568,7 +577,8 @@ impl Exporter<'_> {
         })
     }
 
-    /// The data section's `x:` transforms on input `index` (what `fmc predict` applies first).
+    /// The data section's `x:` transforms on data input `index` (what `fmc predict` applies
+    /// first).
     fn input_transforms(
         &mut self,
         name: &str,
