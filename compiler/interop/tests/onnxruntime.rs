@@ -263,6 +263,13 @@ fn group_norm_and_up_sampling() {
 }
 
 #[test]
+fn position_embedding() {
+    // keras-hub's PositionEmbedding: Shape, a Slice of the table (when it holds more positions
+    // than the sequence), Expand; read back as `PositionEmbedding`.
+    check("position_embedding");
+}
+
+#[test]
 fn every_exported_example_has_a_reference() {
     // The examples `fmc export` accepts are exactly those with committed references (a new
     // example must be added to gen.py's run and to a test above).

@@ -40,6 +40,7 @@ SYNTHETIC = {
     "lstm_sequence": lambda r: (r.normal(0, 1, (32, 50, 8)), r.integers(0, 5, (32,))),
     "resnet_tiny": lambda r: (r.uniform(0, 1, (16, 32, 32, 3)), r.integers(0, 10, (16,))),
     "groupnorm_upsampling": lambda r: (r.normal(0, 1, (16, 6, 6, 4)), r.normal(0, 1, (16, 6, 18, 4))),
+    "position_embedding": lambda r: (r.normal(0, 1, (16, 5, 3)), r.normal(0, 1, (16, 2))),
 }
 STEPS = 3
 SAMPLES = 6
