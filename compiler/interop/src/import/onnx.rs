@@ -150,6 +150,11 @@ pub fn import(bytes: &[u8], file: &str, model_name: &str) -> Result<Imported, In
             k += n;
             continue;
         }
+        // And PositionEmbedding as Shape, Slice of its table, Expand.
+        if let Some(n) = imp.position_embedding(&graph.node[k..]) {
+            k += n;
+            continue;
+        }
         imp.node(k, &graph.node[k])?;
         k += 1;
     }
@@ -586,14 +591,11 @@ impl Importer<'_> {
                         }
                     }
                 }
-                if x.flat_from.is_some() {
-                    // Elementwise: the flattening order does not matter.
-                    let id = self.push(&out, vec![x.var.clone()], call, None, vec![], x.fm.clone(), x.layout.clone());
-                    let v = self.vals.get_mut(&out).expect("just pushed");
+                self.push(&out, vec![x.var.clone()], call, None, vec![], x.fm.clone(), x.layout.clone());
+                // Elementwise: a flattened channels-first value stays one (the order does not
+                // matter).
+                if let Some(v) = self.vals.get_mut(&out) {
                     v.flat_from = x.flat_from.clone();
-                    let _ = id;
-                } else {
-                    self.push(&out, vec![x.var.clone()], call, None, vec![], x.fm.clone(), x.layout.clone());
                 }
             }
             "Softmax" | "LogSoftmax" => {
@@ -1501,14 +1503,6 @@ impl Importer<'_> {
                 "normalises over more than fm's last axis; fm's LayerNorm normalises the last",
             ));
         }
-        if node
-            .output
-            .iter()
-            .skip(1)
-            .any(|o| !o.is_empty() && self.readers.contains_key(o))
-        {
-            return Err(self.err(k, node, "has its Mean or InvStdDev read"));
-        }
         if attr_i(node, "stash_type", 1) != 1 {
             return Err(self.err(k, node, "computes in a type other than f32"));
         }
@@ -1544,7 +1538,103 @@ impl Importer<'_> {
             x.fm.clone(),
             x.layout.clone(),
         );
+        let read = |i: usize| {
+            node.output
+                .get(i)
+                .filter(|o| !o.is_empty() && self.readers.contains_key(*o))
+                .cloned()
+        };
+        let (mean_out, inv_out) = (read(1), read(2));
+        if mean_out.is_some() || inv_out.is_some() {
+            self.layer_norm_statistics(&x, out, eps, mean_out, inv_out);
+        }
         Ok(())
+    }
+
+    /// LayerNormalization's optional outputs, as fm 0.2 functions of its input `x` (normalised
+    /// over its last axis, which ONNX keeps as a size-1 axis): Mean is `mean(axis: [last])`,
+    /// InvStdDev `1 / sqrt(mean(square(x - mean)) + epsilon)` with the mean reshaped to a
+    /// size-1 last axis to broadcast, as ONNX computes them.
+    fn layer_norm_statistics(
+        &mut self,
+        x: &Val,
+        out: &str,
+        eps: f32,
+        mean_out: Option<String>,
+        inv_out: Option<String>,
+    ) {
+        self.model.version_02 = true;
+        let last = x.fm.len() - 1;
+        let reduce = format!("mean(axis: [{}])", last - 1);
+        let reduced: Vec<Option<usize>> = x.fm[..last].to_vec();
+        let mut layout = x.layout.clone();
+        if let Some(l) = layout.last_mut() {
+            *l = None;
+        }
+        let identity = |fm: &[Option<usize>]| (0..fm.len()).map(Some).collect::<Vec<_>>();
+        let mean = mean_out.unwrap_or_else(|| format!("{out}__mean"));
+        self.push(
+            &mean,
+            vec![x.var.clone()],
+            reduce.clone(),
+            None,
+            vec![],
+            reduced.clone(),
+            layout.clone(),
+        );
+        let Some(inv) = inv_out else { return };
+        // (name suffix, operands before the previous step's value, call, fm shape)
+        type Step = (String, Vec<String>, String, Vec<Option<usize>>);
+        let mut steps: Vec<Step> = Vec::new();
+        let mut kept = x.fm[..last].to_vec();
+        kept.push(Some(1));
+        let dims: Vec<String> = kept[1..]
+            .iter()
+            .map(|d| d.unwrap_or(0).to_string())
+            .collect();
+        let m = self.vals[&mean].var.clone();
+        steps.push((
+            "mean1".into(),
+            vec![m],
+            format!("Reshape([{}])", dims.join(", ")),
+            kept,
+        ));
+        steps.push((
+            "centered".into(),
+            vec![x.var.clone()],
+            "-".into(),
+            x.fm.clone(),
+        ));
+        steps.push(("square".into(), vec![], "square".into(), x.fm.clone()));
+        steps.push(("var".into(), vec![], reduce, reduced.clone()));
+        steps.push((
+            "var_eps".into(),
+            vec![],
+            format!("Rescale(1.0, offset: {})", fmt_float(eps)),
+            reduced.clone(),
+        ));
+        steps.push(("std".into(), vec![], "sqrt".into(), reduced.clone()));
+        steps.push((
+            "inv".into(),
+            vec!["1.0".into()],
+            "/".into(),
+            reduced.clone(),
+        ));
+        let mut prev = String::new();
+        let n = steps.len();
+        for (i, (what, mut ins, call, fm)) in steps.into_iter().enumerate() {
+            // Each step reads the one before it (after its own fixed operands).
+            if i > 0 {
+                ins.push(prev.clone());
+            }
+            let (key, lay) = if i + 1 == n {
+                (inv.clone(), layout.clone())
+            } else {
+                (format!("{out}__{what}"), identity(&fm))
+            };
+            self.push(&key, ins, call, None, vec![], fm, lay);
+            prev = self.vals[&key].var.clone();
+        }
     }
 
     /// GroupNormalization of a channels-first view: fm's GroupNorm on its channels-last value.
@@ -1734,6 +1824,78 @@ impl Importer<'_> {
             x.layout.clone(),
         );
         Some(OPS.len())
+    }
+
+    /// What `fmc export` writes for a PositionEmbedding (keras-hub's): `Shape` of the input,
+    /// a `Slice` of the stored `[sequence_length, D]` table to its first L rows (left out when
+    /// L is the whole table), `Expand` to the input's shape. Returns how many nodes it read, or
+    /// `None` (nothing changed) when `nodes` do not start with that pattern.
+    fn position_embedding(&mut self, nodes: &[NodeProto]) -> Option<usize> {
+        let shape = nodes.first().filter(|n| n.op_type() == "Shape")?;
+        if shape.output.len() != 1
+            || shape
+                .attribute
+                .iter()
+                .any(|a| a.name() == "start" || a.name() == "end")
+        {
+            return None;
+        }
+        let x = self.vals.get(shape.input.first()?)?.clone();
+        if !x.identity() || x.fm.len() != 3 {
+            return None;
+        }
+        let (len, dim) = (x.fm[1]?, x.fm[2]?);
+        let slice = nodes.get(1).filter(|n| n.op_type() == "Slice");
+        let expand = nodes.get(if slice.is_some() { 2 } else { 1 })?;
+        if expand.op_type() != "Expand"
+            || expand.input.len() != 2
+            || expand.input[1] != shape.output[0]
+            || self.readers.get(&shape.output[0]).copied() != Some(1)
+        {
+            return None;
+        }
+        let table_name = match slice {
+            Some(s) => {
+                let ints = |i: usize| {
+                    let name = s.input.get(i).filter(|n| !n.is_empty())?;
+                    self.constant(name)
+                        .and_then(|t| t.i64s().map(<[i64]>::to_vec))
+                };
+                let axes_ok = s.input.get(3).is_none_or(|n| n.is_empty())
+                    || ints(3).is_some_and(|a| a == [0] || a == [-2]);
+                let steps_ok = s.input.get(4).is_none_or(|n| n.is_empty())
+                    || ints(4).is_some_and(|a| a == [1]);
+                if ints(1)? != [0]
+                    || ints(2)? != [len as i64]
+                    || !axes_ok
+                    || !steps_ok
+                    || expand.input[0] != s.output[0]
+                    || self.readers.get(&s.output[0]).copied() != Some(1)
+                {
+                    return None;
+                }
+                s.input.first()?
+            }
+            None => &expand.input[0],
+        };
+        let table = self.constant(table_name)?.clone();
+        let [rows, d] = table.shape[..] else {
+            return None;
+        };
+        if d != dim || rows < len || slice.is_none() && rows != len {
+            return None;
+        }
+        let layer = self.layer_name(shape);
+        self.push(
+            &expand.output[0],
+            vec![x.var.clone()],
+            format!("PositionEmbedding({rows})"),
+            layer,
+            vec![("embeddings", table.to_tensor())],
+            x.fm.clone(),
+            x.layout.clone(),
+        );
+        Some(if slice.is_some() { 3 } else { 2 })
     }
 
     /// Resize by whole factors on the two spatial axes, nearest neighbour, as fm's
@@ -2044,70 +2206,55 @@ impl Importer<'_> {
             call + ")"
         };
         let layer = self.layer_name(node);
-        let t = x.fm[1];
-        if let (Some(_), Some(yh)) = (y, yh) {
-            // Both read: fm's layer gives one of them, so a second layer with a copy of the
-            // weights gives the last state (exact; training would update the copies apart).
-            let last = layer
-                .as_ref()
-                .map(|l| super::unique_name(&format!("{l}_last"), &mut self.layer_names));
-            self.model.header.push(format!(
-                "Node '{}' ({op}): its outputs Y and Y_h are both read; `{}` gives Y and `{}`, with a copy of its weights, Y_h (training would update the two apart).",
-                node.name(),
-                layer.as_deref().unwrap_or("?"),
-                last.as_deref().unwrap_or("?"),
-            ));
-            let layout = if layout_attr == 0 {
-                vec![None, Some(0), Some(1)]
-            } else {
-                vec![Some(0), None, Some(1)]
-            };
-            self.push(
-                yh,
-                vec![x.var.clone()],
-                call(false),
-                last,
-                params.clone(),
-                vec![None, Some(units)],
-                layout,
-            );
-        }
-        let seq = y.is_some();
-        let call = call(seq);
-        if seq {
-            let out = y.cloned().unwrap_or_default();
-            // Y: [T, 1, N, u] (layout 0) or [N, T, 1, u] (layout 1).
-            let layout = if layout_attr == 0 {
-                vec![Some(1), None, Some(0), Some(2)]
-            } else {
-                vec![Some(0), Some(1), None, Some(2)]
-            };
-            self.push(
-                &out,
-                vec![x.var.clone()],
-                call,
-                layer,
-                params,
-                vec![None, t, Some(units)],
-                layout,
-            );
+        // Y: [T, 1, N, u] (layout 0) or [N, T, 1, u] (layout 1); Y_h: [1, N, u] or [N, 1, u].
+        let (y_layout, yh_layout) = if layout_attr == 0 {
+            (
+                vec![Some(1), None, Some(0), Some(2)],
+                vec![None, Some(0), Some(1)],
+            )
         } else {
-            let out = yh
-                .cloned()
-                .unwrap_or_else(|| format!("{}__unused", node.name()));
-            // Y_h: [1, N, u] (layout 0) or [N, 1, u] (layout 1).
-            let layout = if layout_attr == 0 {
-                vec![None, Some(0), Some(1)]
-            } else {
-                vec![Some(0), None, Some(1)]
-            };
+            (
+                vec![Some(0), Some(1), None, Some(2)],
+                vec![Some(0), None, Some(1)],
+            )
+        };
+        let sequence = (vec![None, x.fm[1], Some(units)], y_layout);
+        let last_state = (vec![None, Some(units)], yh_layout);
+        // (ONNX output, layer name, return_sequences, fm shape and layout) of each layer.
+        let mut layers = Vec::new();
+        match (y, yh) {
+            (Some(y), Some(yh)) => {
+                // Both read: fm's layer gives one of them, so a second layer with a copy of
+                // the weights gives the last state (exact; training would update the copies
+                // apart).
+                let last = layer
+                    .as_ref()
+                    .map(|l| super::unique_name(&format!("{l}_last"), &mut self.layer_names));
+                self.model.header.push(format!(
+                    "Node '{}' ({op}): its outputs Y and Y_h are both read; `{}` gives Y and `{}`, with a copy of its weights, Y_h (training would update the two apart).",
+                    node.name(),
+                    layer.as_deref().unwrap_or("?"),
+                    last.as_deref().unwrap_or("?"),
+                ));
+                layers.push((yh.clone(), last, false, last_state));
+                layers.push((y.clone(), layer, true, sequence));
+            }
+            (Some(y), None) => layers.push((y.clone(), layer, true, sequence)),
+            (None, yh) => {
+                let out = yh
+                    .cloned()
+                    .unwrap_or_else(|| format!("{}__unused", node.name()));
+                layers.push((out, layer, false, last_state));
+            }
+        }
+        for (out, name, seq, (fm, layout)) in layers {
             self.push(
                 &out,
                 vec![x.var.clone()],
-                call,
-                layer,
-                params,
-                vec![None, Some(units)],
+                call(seq),
+                name,
+                params.clone(),
+                fm,
                 layout,
             );
         }
