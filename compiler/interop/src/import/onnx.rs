@@ -563,18 +563,18 @@ impl Importer<'_> {
                     "Sigmoid" => "sigmoid".into(),
                     "Tanh" => "tanh".into(),
                     "Softplus" => "softplus".into(),
-                    "Elu" => {
-                        if attr_f(node, "alpha", 1.0) != 1.0 {
-                            return Err(self.err(k, node, "fm's elu has alpha 1"));
-                        }
-                        "elu".into()
+                    "Elu" if attr_f(node, "alpha", 1.0) != 1.0 => {
+                        return self.scaled_elu(node, &x, &out);
                     }
-                    "Gelu" => {
-                        if attr_s(node, "approximate").is_some_and(|s| s != "none") {
-                            return Err(self.err(k, node, "fm's gelu is the exact (erf) form"));
+                    "Elu" => "elu".into(),
+                    "Gelu" => match attr_s(node, "approximate").as_deref() {
+                        None | Some("none") => "gelu".into(),
+                        Some("tanh") => {
+                            self.gelu_tanh(&x, &out);
+                            return Ok(());
                         }
-                        "gelu".into()
-                    }
+                        Some(_) => return Err(self.err(k, node, "has an approximation ONNX does not define")),
+                    },
                     _ => format!(
                         "leaky_relu(alpha: {})",
                         fmt_float(attr_f(node, "alpha", 0.01))
@@ -732,6 +732,60 @@ impl Importer<'_> {
         Ok(())
     }
 
+    /// One elementwise step of an fm 0.2 expression on values shaped like `x`: `key` (an ONNX
+    /// name, or an internal one) becomes `ins -> call` (or `a op b` for `+ - * /`, where an
+    /// operand may be a number). Returns the fm variable.
+    fn elementwise(&mut self, x: &Val, key: &str, ins: Vec<String>, call: &str) -> String {
+        self.model.version_02 = true;
+        self.push(
+            key,
+            ins,
+            call.into(),
+            None,
+            vec![],
+            x.fm.clone(),
+            x.layout.clone(),
+        );
+        let v = self.vals.get_mut(key).expect("just pushed");
+        v.flat_from = x.flat_from.clone();
+        v.var.clone()
+    }
+
+    /// Elu with an alpha other than fm's 1: `relu(x) + alpha * (elu(x) - relu(x))`
+    /// (`elu(x) - relu(x)` is `exp(x) - 1` below zero and 0 above).
+    fn scaled_elu(&mut self, node: &NodeProto, x: &Val, out: &str) -> Result<(), InteropError> {
+        let alpha = fmt_float(attr_f(node, "alpha", 1.0));
+        let relu = self.elementwise(x, &format!("{out}__relu"), vec![x.var.clone()], "relu");
+        let elu = self.elementwise(x, &format!("{out}__elu"), vec![x.var.clone()], "elu");
+        let below = self.elementwise(x, &format!("{out}__below"), vec![elu, relu.clone()], "-");
+        let scaled = self.elementwise(x, &format!("{out}__scaled"), vec![alpha, below], "*");
+        self.elementwise(x, out, vec![relu, scaled], "+");
+        Ok(())
+    }
+
+    /// Gelu's tanh form (`approximate: "tanh"`), which fm's `gelu` (the exact erf form) is
+    /// not: `0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x * x * x)))`, as ONNX defines it.
+    fn gelu_tanh(&mut self, x: &Val, out: &str) {
+        let v = x.var.clone();
+        let step = |me: &mut Self, what: &str, ins: Vec<String>, call: &str| {
+            me.elementwise(x, &format!("{out}__{what}"), ins, call)
+        };
+        let x2 = step(self, "x2", vec![v.clone(), v.clone()], "*");
+        let x3 = step(self, "x3", vec![x2, v.clone()], "*");
+        let cubic = step(self, "cubic", vec!["0.044715".into(), x3], "*");
+        let inner = step(self, "inner", vec![v.clone(), cubic], "+");
+        let scaled = step(
+            self,
+            "scaled",
+            vec![fmt_float((2.0 / std::f32::consts::PI).sqrt()), inner],
+            "*",
+        );
+        let t = step(self, "tanh", vec![scaled], "tanh");
+        let one_plus = step(self, "one_plus", vec!["1.0".into(), t], "+");
+        let half = step(self, "half", vec!["0.5".into(), v], "*");
+        self.elementwise(x, out, vec![half, one_plus], "*");
+    }
+
     fn squeeze(&mut self, k: usize, node: &NodeProto, out: &str) -> Result<(), InteropError> {
         let x = self.val(&node.input[0], "input")?;
         let axes: Vec<i64> = match node.input.get(1).filter(|s| !s.is_empty()) {
@@ -791,17 +845,18 @@ impl Importer<'_> {
             return Err(self.err(k, node, "has a weight that is not a matrix"));
         }
         let gemm = node.op_type() == "Gemm";
-        if gemm
-            && (attr_f(node, "alpha", 1.0) != 1.0
-                || attr_f(node, "beta", 1.0) != 1.0
-                || attr_i(node, "transA", 0) != 0)
-        {
+        if gemm && attr_i(node, "transA", 0) != 0 {
             return Err(self.err(
                 k,
                 node,
-                "scales or transposes its input (alpha, beta, transA); fm's Dense does not",
+                "transposes its input (transA): the batch axis is not first",
             ));
         }
+        // Y = alpha * A B + beta * C: the stored weights take the factors.
+        let (alpha, beta) = match gemm {
+            true => (attr_f(node, "alpha", 1.0), attr_f(node, "beta", 1.0)),
+            false => (1.0, 1.0),
+        };
         let trans_b = gemm && attr_i(node, "transB", 0) != 0;
         let (rows, units) = if trans_b {
             (w.shape[1], w.shape[0])
@@ -809,6 +864,9 @@ impl Importer<'_> {
             (w.shape[0], w.shape[1])
         };
         let mut kernel = w.to_tensor().to_f32();
+        if alpha != 1.0 {
+            kernel.mapv_inplace(|v| alpha * v);
+        }
         if trans_b {
             kernel = kernel.t().as_standard_layout().to_owned().into_dyn();
         }
@@ -864,14 +922,15 @@ impl Importer<'_> {
         let mut use_bias = false;
         if let Some(b) = bias {
             let b = b?;
+            let values: Vec<f32> = b.f32s().iter().map(|v| beta * v).collect();
             if b.len() == units {
                 params.push((
                     "bias",
-                    Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[units]), b.f32s()).expect("len")),
+                    Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[units]), values).expect("len")),
                 ));
                 use_bias = true;
             } else if b.len() == 1 {
-                let v = b.f32s()[0];
+                let v = values[0];
                 params.push(("bias", Tensor::F32(ArrayD::from_elem(IxDyn(&[units]), v))));
                 use_bias = true;
             } else {
@@ -921,6 +980,19 @@ impl Importer<'_> {
                 let y = self.val(b, "input")?;
                 if x.flat_from.is_some() || y.flat_from.is_some() {
                     return Err(self.err(k, node, "combines a flattened channels-first tensor"));
+                }
+                let int = |v: &Val| {
+                    self.model
+                        .inputs
+                        .iter()
+                        .any(|(n, dtype, _)| n == &v.var && dtype == "i32")
+                };
+                if op == "Div" && (int(&x) || int(&y)) {
+                    return Err(self.err(
+                        k,
+                        node,
+                        "divides integers (ONNX truncates); fm's `/` divides f32 tensors",
+                    ));
                 }
                 let sym = match op {
                     "Add" => "+",
@@ -1483,7 +1555,9 @@ impl Importer<'_> {
         Ok(())
     }
 
-    /// LayerNormalization over the last axis with a stored per-feature scale (and bias).
+    /// LayerNormalization with a stored scale (and bias) over the last axis: fm's `LayerNorm`;
+    /// over several trailing axes (from `axis` >= 1 on): the same on the value reshaped to
+    /// `[.., features]` (scale and bias flattened alike), reshaped back.
     fn layer_norm(&mut self, k: usize, node: &NodeProto, out: &str) -> Result<(), InteropError> {
         let x = self.val(&node.input[0], "input")?;
         let r = x.layout.len() as i64;
@@ -1492,21 +1566,27 @@ impl Importer<'_> {
             axis += r;
         }
         let last = x.fm.len() - 1;
-        if axis != r - 1
-            || x.layout.last() != Some(&Some(last))
-            || x.flat_from.is_some()
-            || last == 0
-        {
+        let last_axis = axis == r - 1
+            && x.layout.last() == Some(&Some(last))
+            && x.flat_from.is_none()
+            && last != 0;
+        let trailing = (1..r - 1).contains(&axis) && x.identity();
+        if !(last_axis || trailing) {
             return Err(self.err(
                 k,
                 node,
-                "normalises over more than fm's last axis; fm's LayerNorm normalises the last",
+                "normalises over axes that include the batch, or over axes that are not fm's trailing ones",
             ));
         }
         if attr_i(node, "stash_type", 1) != 1 {
             return Err(self.err(k, node, "computes in a type other than f32"));
         }
-        let c = x.fm[last].unwrap_or(0);
+        let axis = axis as usize;
+        let c: usize = if trailing {
+            x.fm[axis..].iter().map(|d| d.unwrap_or(0)).product()
+        } else {
+            x.fm[last].unwrap_or(0)
+        };
         let per_feature = |i: usize, default: f32| -> Result<Tensor, InteropError> {
             match node.input.get(i).filter(|s| !s.is_empty()) {
                 None => Ok(Tensor::F32(ArrayD::from_elem(IxDyn(&[c]), default))),
@@ -1529,15 +1609,49 @@ impl Importer<'_> {
         let eps = attr_f(node, "epsilon", 1e-5);
         let layer = self.layer_name(node);
         let call = format!("LayerNorm(epsilon: {})", fmt_float(eps));
+        // The value LayerNorm reads: `x`, or `x` with its normalised axes made one.
+        let normed = if trailing {
+            let mut fm = x.fm[..axis].to_vec();
+            fm.push(Some(c));
+            let dims: Vec<String> = fm[1..].iter().map(|d| d.unwrap_or(0).to_string()).collect();
+            let flat = match axis {
+                1 => "Flatten".to_string(),
+                _ => format!("Reshape([{}])", dims.join(", ")),
+            };
+            let layout = (0..fm.len()).map(Some).collect();
+            let key = format!("{out}__features");
+            self.push(&key, vec![x.var.clone()], flat, None, vec![], fm, layout);
+            self.vals[&key].clone()
+        } else {
+            x.clone()
+        };
+        let key = match trailing {
+            true => format!("{out}__normed"),
+            false => out.to_string(),
+        };
         self.push(
-            out,
-            vec![x.var.clone()],
+            &key,
+            vec![normed.var.clone()],
             call,
             layer,
             params,
-            x.fm.clone(),
-            x.layout.clone(),
+            normed.fm.clone(),
+            normed.layout.clone(),
         );
+        if trailing {
+            let var = self.vals[&key].var.clone();
+            let dims: Vec<String> = x.sample().iter().map(|d| d.to_string()).collect();
+            let back = format!("Reshape([{}])", dims.join(", "));
+            self.push(
+                out,
+                vec![var],
+                back,
+                None,
+                vec![],
+                x.fm.clone(),
+                x.layout.clone(),
+            );
+        }
         let read = |i: usize| {
             node.output
                 .get(i)
@@ -1546,15 +1660,20 @@ impl Importer<'_> {
         };
         let (mean_out, inv_out) = (read(1), read(2));
         if mean_out.is_some() || inv_out.is_some() {
-            self.layer_norm_statistics(&x, out, eps, mean_out, inv_out);
+            // ONNX keeps the normalised axes as size-1 axes.
+            let kept = if trailing { axis } else { x.layout.len() - 1 };
+            let mut layout = x.layout[..kept].to_vec();
+            layout.resize(x.layout.len(), None);
+            self.layer_norm_statistics(&normed, out, eps, mean_out, inv_out, layout);
         }
         Ok(())
     }
 
-    /// LayerNormalization's optional outputs, as fm 0.2 functions of its input `x` (normalised
-    /// over its last axis, which ONNX keeps as a size-1 axis): Mean is `mean(axis: [last])`,
-    /// InvStdDev `1 / sqrt(mean(square(x - mean)) + epsilon)` with the mean reshaped to a
-    /// size-1 last axis to broadcast, as ONNX computes them.
+    /// LayerNormalization's optional outputs, as fm 0.2 functions of the value `x` its
+    /// LayerNorm normalised over the last axis: Mean is `mean(axis: [last])`, InvStdDev
+    /// `1 / sqrt(mean(square(x - mean)) + epsilon)` with the mean reshaped to a size-1 last
+    /// axis to broadcast, as ONNX computes them. `layout` is the outputs' (ONNX keeps the
+    /// normalised axes as size-1 axes).
     fn layer_norm_statistics(
         &mut self,
         x: &Val,
@@ -1562,15 +1681,12 @@ impl Importer<'_> {
         eps: f32,
         mean_out: Option<String>,
         inv_out: Option<String>,
+        layout: Vec<Option<usize>>,
     ) {
         self.model.version_02 = true;
         let last = x.fm.len() - 1;
         let reduce = format!("mean(axis: [{}])", last - 1);
         let reduced: Vec<Option<usize>> = x.fm[..last].to_vec();
-        let mut layout = x.layout.clone();
-        if let Some(l) = layout.last_mut() {
-            *l = None;
-        }
         let identity = |fm: &[Option<usize>]| (0..fm.len()).map(Some).collect::<Vec<_>>();
         let mean = mean_out.unwrap_or_else(|| format!("{out}__mean"));
         self.push(
