@@ -184,7 +184,8 @@ struct StepBuffers {
 pub struct StepResult {
     pub loss: f64,
     pub outputs: Vec<Tensor>,
-    /// Each named step's loss (`NAME_loss`) when the section has `step`s.
+    /// Each named step's loss (`NAME_loss`) when the section has `step`s, then the batch mean
+    /// of each metric over model values (language.md 9.3).
     pub step_losses: Vec<(String, f64)>,
 }
 
@@ -360,6 +361,7 @@ impl Session {
                 ResultKind::Param(p) => state.push((*p, v.into_float())),
                 ResultKind::Grad(_) => out.grads.push(v.into_float()),
                 ResultKind::OptSlot { .. } => return Err("grad_step updates no slot".into()),
+                ResultKind::Metric(_) => {}
             }
         }
         for (p, v) in state {
@@ -448,7 +450,8 @@ impl Session {
             self.train_steps(inputs, targets, lr)?
         };
         if let [only] = self.spec.steps.as_slice() {
-            out.step_losses = vec![(format!("{}_loss", only.name), out.loss)];
+            out.step_losses
+                .insert(0, (format!("{}_loss", only.name), out.loss));
         }
         self.update_lags();
         Ok(out)
@@ -541,6 +544,7 @@ impl Session {
             match &r.kind {
                 ResultKind::Loss => out.loss = v.scalar() as f64,
                 ResultKind::Output(_) => out.outputs.push(Tensor::F32(v.clone().into_float())),
+                ResultKind::Metric(_) => out.step_losses.push((r.name.clone(), v.scalar() as f64)),
                 ResultKind::Param(_) | ResultKind::OptSlot { .. } | ResultKind::Grad(_) => {}
             }
         }
@@ -582,9 +586,14 @@ impl Session {
             } else {
                 &self.more_steps[k - 1]
             };
-            let kinds: Vec<ResultKind> = f.results.iter().map(|r| r.kind.clone()).collect();
+            let kinds: Vec<(ResultKind, String)> = f
+                .results
+                .iter()
+                .map(|r| (r.kind.clone(), r.name.clone()))
+                .collect();
             out.outputs.clear();
-            for (kind, v) in kinds.iter().zip(results) {
+            let mut metrics = Vec::new();
+            for ((kind, name), v) in kinds.iter().zip(results) {
                 match kind {
                     ResultKind::Loss => {
                         let l = v.scalar() as f64;
@@ -594,6 +603,7 @@ impl Session {
                         }
                     }
                     ResultKind::Output(_) => out.outputs.push(Tensor::F32(v.into_float())),
+                    ResultKind::Metric(_) => metrics.push((name.clone(), v.scalar() as f64)),
                     ResultKind::Param(p) => self.params[*p] = v.into_float(),
                     ResultKind::Grad(_) => {}
                     ResultKind::OptSlot { param, slot } => {
@@ -607,6 +617,7 @@ impl Session {
                     }
                 }
             }
+            out.step_losses.extend(metrics);
         }
         self.iterations += 1;
         Ok(out)
@@ -747,6 +758,7 @@ impl Session {
         for (r, v) in self.eval_fn.results.iter().zip(results) {
             match r.kind {
                 ResultKind::Loss => out.loss = v.scalar() as f64,
+                ResultKind::Metric(_) => out.step_losses.push((r.name.clone(), v.scalar() as f64)),
                 _ => out.outputs.push(Tensor::F32(v.into_float())),
             }
         }
@@ -1006,7 +1018,7 @@ impl Backend for Session {
         Ok(StepOutput {
             loss: r.loss,
             outputs: r.outputs,
-            extra: vec![],
+            extra: r.step_losses,
         })
     }
     fn predict(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {

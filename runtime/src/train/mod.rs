@@ -43,7 +43,8 @@ pub struct StepOutput {
     pub loss: f64,
     /// The model outputs of the forward pass (before the update), one per model output.
     pub outputs: Vec<Tensor>,
-    /// Further named losses to report (each step's `NAME_loss`, language.md 9.4).
+    /// Further named batch means to report: each step's `NAME_loss` (language.md 9.4), then
+    /// each metric over model values (9.3).
     pub extra: Vec<(String, f64)>,
 }
 
@@ -232,6 +233,9 @@ pub fn evaluate<B: Backend + ?Sized>(
         let part = data.slice(range);
         let out = backend.evaluate(&part.inputs, &part.targets)?;
         metrics.update_loss(out.loss, part.len());
+        for (name, v) in &out.extra {
+            metrics.update_extra(name, *v, part.len());
+        }
         metrics.update(&out.outputs, &part.targets)?;
     }
     Ok(metrics.results())
