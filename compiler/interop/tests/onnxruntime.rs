@@ -93,8 +93,8 @@ fn rel(got: &ArrayD<f32>, want: &ArrayD<f32>) -> f32 {
         / scale
 }
 
-/// Checks one example; `reimport` says whether fm's importer reads its exported graph back.
-fn check(example: &str, reimport: bool) {
+/// Checks one example.
+fn check(example: &str) {
     let g = graph(example);
     let wpath = dir().join(format!("{example}.safetensors"));
     let weights = fm_runtime::weights::load_weights(&wpath).expect("committed weights");
@@ -161,91 +161,87 @@ fn check(example: &str, reimport: bool) {
     }
     // 2. The exported graph read back by fm's importer (it takes the raw inputs: the
     //    transforms are the graph's first operators).
-    if reimport {
-        let imported =
-            fm_interop::import::onnx::import(&onnx, "model.onnx", &g.name).expect("imports");
-        fm_interop::import::check(&imported, "model.onnx").expect("checks");
-        let checked = fm_compiler::check::check_source_with(
-            &imported.source,
-            Path::new("imported.fm"),
-            &Default::default(),
+    let imported = fm_interop::import::onnx::import(&onnx, "model.onnx", &g.name).expect("imports");
+    fm_interop::import::check(&imported, "model.onnx").expect("checks");
+    let checked = fm_compiler::check::check_source_with(
+        &imported.source,
+        Path::new("imported.fm"),
+        &Default::default(),
+    );
+    let g2 = checked.models[0].clone();
+    let raw2: Vec<Tensor> = raw
+        .iter()
+        .zip(&g.inputs)
+        .filter(|(_, i)| onnx_inputs.contains(&i.name))
+        .map(|(t, _)| t.clone())
+        .collect();
+    let got = predict(&g2, &imported.tensors, &raw2);
+    for ((o, w), y) in g.outputs.iter().zip(&want).zip(&got) {
+        let r = rel(y, w);
+        eprintln!(
+            "{example}: re-imported vs onnxruntime, `{}`: {r:.2e}",
+            o.name
         );
-        let g2 = checked.models[0].clone();
-        let raw2: Vec<Tensor> = raw
-            .iter()
-            .zip(&g.inputs)
-            .filter(|(_, i)| onnx_inputs.contains(&i.name))
-            .map(|(t, _)| t.clone())
-            .collect();
-        let got = predict(&g2, &imported.tensors, &raw2);
-        for ((o, w), y) in g.outputs.iter().zip(&want).zip(&got) {
-            let r = rel(y, w);
-            eprintln!(
-                "{example}: re-imported vs onnxruntime, `{}`: {r:.2e}",
-                o.name
-            );
-            assert!(
-                r <= TOLERANCE,
-                "{example}: exported and imported back, output `{}` differs from onnxruntime's by {r}\n{}",
-                o.name,
-                imported.source
-            );
-        }
+        assert!(
+            r <= TOLERANCE,
+            "{example}: exported and imported back, output `{}` differs from onnxruntime's by {r}\n{}",
+            o.name,
+            imported.source
+        );
     }
 }
 
 #[test]
 fn digits_mlp() {
-    check("digits_mlp", true);
+    check("digits_mlp");
 }
 
 #[test]
 fn digits_two_heads() {
-    check("digits_two_heads", true);
+    check("digits_two_heads");
 }
 
 #[test]
 fn digits_cnn() {
-    check("digits_cnn", true);
+    check("digits_cnn");
 }
 
 #[test]
 fn mnist_mlp_and_cnn() {
-    check("mnist_mlp", true);
-    check("mnist_cnn", true);
+    check("mnist_mlp");
+    check("mnist_cnn");
 }
 
 #[test]
 fn lstm_sequence() {
-    check("lstm_sequence", true);
+    check("lstm_sequence");
 }
 
 #[test]
 fn resnet_tiny() {
-    check("resnet_tiny", true);
+    check("resnet_tiny");
 }
 
 #[test]
 fn binary_classifier_and_linear_regression() {
-    check("binary_classifier", true);
-    check("linear_regression", true);
+    check("binary_classifier");
+    check("linear_regression");
 }
 
 #[test]
 fn version_0_2_models() {
     // The GAN's generator and the VAE's decoder (sampled inputs, fm 0.2 expressions: numbers,
-    // `exp`, `*`); word2vec's `dot` of two embeddings. fm's importer reads none of these back (a rank-1
-    // input, `Exp`, `ReduceSum` have no `.fm` layer), so only fm's own prediction is compared.
-    check("gan_digits", false);
-    check("vae_digits", false);
-    check("word2vec", false);
+    // `exp`, `*`); word2vec's `dot` of two embeddings (one id per sample: rank-1 inputs).
+    check("gan_digits");
+    check("vae_digits");
+    check("word2vec");
 }
 
 #[test]
 fn group_norm_and_up_sampling() {
     // GroupNorm is exported as its arithmetic (ONNX's GroupNormalization is channels-first and,
-    // before opset 21, scales per group), which fm's importer does not read back.
-    check("groupnorm_upsampling", false);
+    // before opset 21, scales per group), which fm's importer reads back as `GroupNorm`.
+    check("groupnorm_upsampling");
 }
 
 #[test]

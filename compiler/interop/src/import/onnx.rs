@@ -143,8 +143,15 @@ pub fn import(bytes: &[u8], file: &str, model_name: &str) -> Result<Imported, In
         }
         imp.input(input, graph)?;
     }
-    for (k, node) in graph.node.iter().enumerate() {
-        imp.node(k, node)?;
+    let mut k = 0;
+    while k < graph.node.len() {
+        // fm's exporter writes GroupNorm as its arithmetic: read those nodes back as one layer.
+        if let Some(n) = imp.group_norm_arithmetic(&graph.node[k..]) {
+            k += n;
+            continue;
+        }
+        imp.node(k, &graph.node[k])?;
+        k += 1;
     }
     for o in &graph.output {
         let v = imp.val(o.name(), "graph output")?;
@@ -329,15 +336,12 @@ impl Importer<'_> {
                 _ => self.batch = Some(*b),
             }
         }
-        if dims.len() < 2 {
+        if dims.is_empty() {
             return Err(InteropError::new(
                 E0412,
                 self.file,
                 part(),
-                format!(
-                    "has {} axes; an fm input has a batch axis and at least one per-sample axis",
-                    dims.len()
-                ),
+                "has no axes; an fm input has a batch axis (a rank-1 input is one value per sample)",
             ));
         }
         for (i, d) in dims.iter().enumerate() {
@@ -1604,6 +1608,132 @@ impl Importer<'_> {
             x.layout.clone(),
         );
         Ok(())
+    }
+
+    /// The arithmetic `fmc export` writes for a GroupNorm on a channels-last tensor (ONNX's
+    /// GroupNormalization is channels-first and, before opset 21, scales per group), read back
+    /// as fm's `GroupNorm`: `Reshape` to `[N, spatial.., groups, C / groups]`, `ReduceMean` over
+    /// every axis but the batch and the group axis (`keepdims`), `Sub`, `Mul` by itself,
+    /// `ReduceMean`, `Add` epsilon, `Sqrt`, `Div`, `Reshape` back, `Mul` by a stored
+    /// per-channel gamma, `Add` a stored per-channel beta. Returns how many nodes it read, or
+    /// `None` (nothing changed) when `nodes` do not start with exactly that pattern, each
+    /// intermediate read only inside it.
+    fn group_norm_arithmetic(&mut self, nodes: &[NodeProto]) -> Option<usize> {
+        const OPS: [&str; 11] = [
+            "Reshape",
+            "ReduceMean",
+            "Sub",
+            "Mul",
+            "ReduceMean",
+            "Add",
+            "Sqrt",
+            "Div",
+            "Reshape",
+            "Mul",
+            "Add",
+        ];
+        let n = nodes.get(..OPS.len())?;
+        let arity = |op: &str| match op {
+            "Sqrt" | "ReduceMean" => 1,
+            _ => 2,
+        };
+        if n.iter()
+            .zip(OPS)
+            .any(|(n, op)| n.op_type() != op || n.output.len() != 1 || n.input.len() < arity(op))
+        {
+            return None;
+        }
+        let o = |i: usize| n[i].output[0].as_str();
+        let ins = |i: usize| -> Vec<&str> { n[i].input.iter().map(String::as_str).collect() };
+        // The data flow, each intermediate read only here (`c` by the Mul twice and the Div).
+        let flow = ins(1)[0] == o(0)
+            && ins(2)[..2] == [o(0), o(1)]
+            && ins(3)[..2] == [o(2), o(2)]
+            && ins(4)[0] == o(3)
+            && ins(5).contains(&o(4))
+            && ins(6)[0] == o(5)
+            && ins(7)[..2] == [o(2), o(6)]
+            && ins(8)[0] == o(7)
+            && ins(9)[0] == o(8)
+            && ins(10)[0] == o(9);
+        let reads = |v: &str| self.readers.get(v).copied().unwrap_or(0);
+        let private = [2, 1, 3, 1, 1, 1, 1, 1, 1, 1]
+            .iter()
+            .enumerate()
+            .all(|(i, &r)| reads(o(i)) == r);
+        if !flow || !private {
+            return None;
+        }
+        let x = self.vals.get(ins(0)[0])?.clone();
+        if !x.identity() || x.fm.len() < 2 {
+            return None;
+        }
+        let sample = x.sample();
+        let p = sample.len();
+        let c = sample[p - 1];
+        let ints = |name: &str| {
+            self.constant(name)
+                .and_then(|t| t.i64s().map(<[i64]>::to_vec))
+        };
+        let grouped = ints(ins(0)[1])?;
+        if grouped.len() != p + 2 || grouped[0] != 0 && grouped[0] != -1 {
+            return None;
+        }
+        let groups = usize::try_from(grouped[p]).ok().filter(|&g| g > 0)?;
+        let want: Vec<i64> = sample[..p - 1]
+            .iter()
+            .map(|&d| d as i64)
+            .chain([groups as i64, (c / groups) as i64])
+            .collect();
+        if c % groups != 0 || grouped[1..] != want[..] {
+            return None;
+        }
+        let axes_of = |node: &NodeProto| -> Option<Vec<i64>> {
+            if attr_i(node, "keepdims", 1) != 1 {
+                return None;
+            }
+            let mut a = match node.input.get(1).filter(|s| !s.is_empty()) {
+                Some(name) => ints(name)?,
+                None => attr_is(node, "axes")?,
+            };
+            for v in a.iter_mut() {
+                if *v < 0 {
+                    *v += p as i64 + 2;
+                }
+            }
+            a.sort_unstable();
+            Some(a)
+        };
+        let axes: Vec<i64> = (1..p as i64).chain([p as i64 + 1]).collect();
+        if axes_of(&n[1])? != axes || axes_of(&n[4])? != axes {
+            return None;
+        }
+        let eps_name = ins(5).into_iter().find(|&i| i != o(4))?;
+        let eps = self.constant(eps_name).filter(|t| t.len() == 1)?.f32s()[0];
+        let back = ints(ins(8)[1])?;
+        let want_back: Vec<i64> = sample.iter().map(|&d| d as i64).collect();
+        if back.len() != p + 1 || back[0] != 0 && back[0] != -1 || back[1..] != want_back[..] {
+            return None;
+        }
+        let per_channel = |name: &str| -> Option<Tensor> {
+            let t = self.constant(name)?;
+            (t.len() == c && t.shape.last() == Some(&c))
+                .then(|| Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[c]), t.f32s()).expect("len")))
+        };
+        let gamma = per_channel(ins(9).get(1)?)?;
+        let beta = per_channel(ins(10).get(1)?)?;
+        let layer = self.layer_name(&n[0]);
+        let call = format!("GroupNorm(groups: {groups}, epsilon: {})", fmt_float(eps));
+        self.push(
+            o(10),
+            vec![x.var.clone()],
+            call,
+            layer,
+            vec![("gamma", gamma), ("beta", beta)],
+            x.fm.clone(),
+            x.layout.clone(),
+        );
+        Some(OPS.len())
     }
 
     /// Resize by whole factors on the two spatial axes, nearest neighbour, as fm's
