@@ -447,14 +447,53 @@ impl Session {
         let mut out = if self.more_steps.is_empty() {
             self.train_step_in_place(inputs, targets, lr)?
         } else {
-            self.train_steps(inputs, targets, lr)?
+            // Each step's rate: its optimizer's, scaled as the schedule scales the section's
+            // (the first step's) rate. The training loop gives steps with their own
+            // `schedule:` their rates through [`Session::train_step_rates`].
+            let rates: Vec<f32> = self
+                .spec
+                .steps
+                .iter()
+                .map(|st| {
+                    if self.spec.optimizer.lr != 0.0 {
+                        (lr as f64 * st.optimizer.lr / self.spec.optimizer.lr) as f32
+                    } else {
+                        lr
+                    }
+                })
+                .collect();
+            self.train_steps(inputs, targets, &rates)?
         };
+        self.after_step(&mut out);
+        Ok(out)
+    }
+
+    /// One batch through every `step` (language.md 9.4), step k at rate `rates[k]`; with no
+    /// `step` entries, the one step at `rates[0]`.
+    pub fn train_step_rates(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        rates: &[f32],
+    ) -> Result<StepResult, String> {
+        let mut out = if self.more_steps.is_empty() {
+            let lr = rates.first().copied().ok_or("no learning rate")?;
+            self.train_step_in_place(inputs, targets, lr)?
+        } else {
+            self.train_steps(inputs, targets, rates)?
+        };
+        self.after_step(&mut out);
+        Ok(out)
+    }
+
+    /// After a step: a single named step's loss is reported as `NAME_loss`, and lagged
+    /// weights are updated.
+    fn after_step(&mut self, out: &mut StepResult) {
         if let [only] = self.spec.steps.as_slice() {
             out.step_losses
                 .insert(0, (format!("{}_loss", only.name), out.loss));
         }
         self.update_lags();
-        Ok(out)
     }
 
     fn train_step_in_place(
@@ -557,7 +596,7 @@ impl Session {
         &mut self,
         inputs: &[Tensor],
         targets: &[Tensor],
-        lr: f32,
+        rates: &[f32],
     ) -> Result<StepResult, String> {
         let mut out = StepResult {
             loss: 0.0,
@@ -571,14 +610,7 @@ impl Session {
             } else {
                 &self.more_steps[k - 1]
             };
-            // Each step's learning rate: its optimizer's, scaled as the schedule scales the
-            // section's (the first step's) rate.
-            let step_lr = match self.spec.steps.get(k) {
-                Some(st) if self.spec.optimizer.lr != 0.0 => {
-                    (lr as f64 * st.optimizer.lr / self.spec.optimizer.lr) as f32
-                }
-                _ => lr,
-            };
+            let step_lr = *rates.get(k).ok_or("a learning rate per step")?;
             let args = self.bind(f, inputs, targets, step_lr, &[])?;
             let results = self.backend.run(f, &args, self.ctx(inputs))?;
             let f = if k == 0 {
@@ -629,7 +661,7 @@ impl Session {
         for lag in &self.graph.lags {
             match lag.kind {
                 LagKind::Copy { every } => {
-                    if every > 0 && self.iterations % every == 0 {
+                    if every > 0 && self.iterations.is_multiple_of(every) {
                         for &(live, copy) in &lag.pairs {
                             self.params[copy] = self.params[live].clone();
                         }
@@ -1003,6 +1035,19 @@ impl Backend for Session {
         lr: f32,
     ) -> Result<StepOutput, RuntimeError> {
         let r = Session::train_step(self, inputs, targets, lr).map_err(backend_error)?;
+        Ok(StepOutput {
+            loss: r.loss,
+            outputs: r.outputs,
+            extra: r.step_losses,
+        })
+    }
+    fn train_step_rates(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        rates: &[f32],
+    ) -> Result<StepOutput, RuntimeError> {
+        let r = Session::train_step_rates(self, inputs, targets, rates).map_err(backend_error)?;
         Ok(StepOutput {
             loss: r.loss,
             outputs: r.outputs,

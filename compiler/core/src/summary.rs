@@ -600,8 +600,11 @@ pub fn render_training(t: &TrainSpec) -> String {
             Some(u) => format!("{} weight tensors", u.len()),
             None => "every weight".to_string(),
         };
+        let own = st.schedule.as_ref().map_or(String::new(), |sch| {
+            format!("; schedule: {}", schedule_text(sch))
+        });
         out.push_str(&format!(
-            " Step `{}`: updates {what}; loss: {}; optimizer: {}\n",
+            " Step `{}`: updates {what}; loss: {}; optimizer: {}{own}\n",
             st.name,
             if st.objective.is_some() {
                 "an expression".to_string()

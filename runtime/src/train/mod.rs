@@ -68,6 +68,16 @@ pub trait Backend {
         targets: &[Tensor],
         lr: f32,
     ) -> Result<StepOutput, RuntimeError>;
+    /// One batch through every `step` of a `train` section (language.md 9.4), step k at the
+    /// rate `rates[k]` (its own `schedule:`). A backend without steps takes the first rate.
+    fn train_step_rates(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        rates: &[f32],
+    ) -> Result<StepOutput, RuntimeError> {
+        self.train_step(inputs, targets, rates.first().copied().unwrap_or(0.0))
+    }
     /// Inference-mode forward (dropout off, BatchNorm moving statistics) plus the loss.
     fn evaluate(
         &mut self,

@@ -301,9 +301,9 @@ fn update_params(ctx: &mut Ctx, e: &Entry, graph: &ModelGraph) -> Option<Vec<usi
     ok.then_some(params)
 }
 
-/// Step keys (language.md 9.4). A schedule is the `train` section's: it scales every step's
-/// learning rate alike.
-const STEP_KEYS: &[&str] = &["update", "loss", "loss_weights", "optimizer"];
+/// Step keys (language.md 9.4). A step without its own `schedule:` follows the section's,
+/// scaled to its optimizer's rate.
+const STEP_KEYS: &[&str] = &["update", "loss", "loss_weights", "optimizer", "schedule"];
 
 /// One `step NAME { ... }` entry.
 fn step(
@@ -371,6 +371,25 @@ fn step(
         Some(e) => update_params(ctx, e, graph).map(Some),
         None => Some(None),
     };
+    let own_schedule = match by_key.get("schedule") {
+        Some(e) => match schedule(ctx, e) {
+            Some(Schedule::ReduceOnPlateau { .. }) => {
+                ctx.emit(
+                    Diagnostic::error(
+                        codes::E0313,
+                        format!("the step `{}` cannot have its own `ReduceOnPlateau`", name.name),
+                    )
+                    .with_primary(e.value.span, "a step's schedule must be a function of the step count")
+                    .with_help("give `schedule: ReduceOnPlateau(...)` to the `train` section: it then scales every step's rate alike")
+                    .with_note("a step's own schedule may be `Constant`, `Step`, `Exponential` or `Cosine`"),
+                );
+                None
+            }
+            Some(sch) => Some(Some(sch)),
+            None => None,
+        },
+        None => Some(None),
+    };
     if !ok {
         return None;
     }
@@ -379,6 +398,7 @@ fn step(
         losses: losses_v?,
         objective: objective_v,
         optimizer: optimizer?,
+        schedule: own_schedule?,
         update: update?,
     })
 }

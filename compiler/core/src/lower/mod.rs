@@ -354,6 +354,7 @@ pub fn steps_of(spec: &TrainSpec) -> Vec<fm_runtime::config::StepSpec> {
             losses: spec.losses.clone(),
             objective: spec.objective,
             optimizer: spec.optimizer,
+            schedule: None,
             update: None,
         }]
     } else {
