@@ -217,3 +217,18 @@ fn group_norm_arithmetic_reads_back_as_group_norm() {
         "{src}"
     );
 }
+
+#[test]
+fn position_embedding_tables_longer_than_and_as_long_as_the_sequence() {
+    let src = round_trip("position_embedding.fm", 3);
+    assert!(
+        src.contains("PositionEmbedding(7, name: \"position_embedding\")"),
+        "{src}"
+    );
+    assert!(
+        src.contains("PositionEmbedding(5, name: \"position_embedding_1\")"),
+        "{src}"
+    );
+    // The reference case checked against keras-hub (tests/reference/cases/).
+    round_trip("../tests/reference/cases/position_embedding/model.fm", 4);
+}
