@@ -624,3 +624,104 @@ train q {
         assert!((loss - want[3]).abs() <= 1e-5, "{loss} vs {}", want[3]);
     }
 }
+
+/// `fmc eval` reads only the inputs its outputs, loss and metrics depend on (as `predict`
+/// does, language.md 9.2): here `next_state` feeds only an unused `let`, so an `.npz` without
+/// it evaluates to the same numbers as one with it.
+#[test]
+fn eval_reads_only_the_inputs_the_loss_and_metrics_need() {
+    let dir = tmp("eval-inputs");
+    let n = 64;
+    let mut st = 3u64;
+    let mut column =
+        |len: usize| -> Vec<f32> { (0..len).map(|_| 2.0 * lcg(&mut st) - 1.0).collect() };
+    let state = column(n * 4);
+    let next_state = column(n * 4);
+    let reward = column(n);
+    let action: Vec<i32> = (0..n as i32).map(|i| i % 3).collect();
+    let arr = |shape: &[usize], v: Vec<f32>| {
+        Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), v).unwrap())
+    };
+    let actions =
+        Tensor::I32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[n]), action).unwrap());
+    let full = dir.join("full.npz");
+    write_npz(
+        &full,
+        &[
+            ("state", arr(&[n, 4], state.clone())),
+            ("next_state", arr(&[n, 4], next_state)),
+            ("action", actions.clone()),
+            ("reward", arr(&[n], reward.clone())),
+        ],
+    );
+    let part = dir.join("part.npz");
+    write_npz(
+        &part,
+        &[
+            ("state", arr(&[n, 4], state)),
+            ("action", actions),
+            ("reward", arr(&[n], reward)),
+        ],
+    );
+    let fm = dir.join("q.fm");
+    std::fs::write(
+        &fm,
+        "version 0.2
+block qnet(s) {
+    return s -> Dense(8, relu) -> Dense(3)
+}
+model q {
+    input state: f32[4]
+    input next_state: f32[4]
+    target action: i32[]
+    target reward: f32[]
+    let q = qnet(state, name: \"qn\")
+    let q_next = qn(next_state)
+    output q_values = q
+}
+train q {
+    loss: mse(pick(q, action), reward)
+    optimizer: SGD(lr: 0.1)
+    metrics: [mean(q)]
+}
+",
+    )
+    .unwrap();
+    let fm = fm.display().to_string();
+    let weights = dir.join("w.safetensors").display().to_string();
+    let full = full.display().to_string();
+    let part = part.display().to_string();
+    let run = dir.join("run").display().to_string();
+    let r = fmc(&[
+        "train",
+        &fm,
+        "-q",
+        "--x",
+        &full,
+        "--y",
+        &full,
+        "--save",
+        &weights,
+        "--run-dir",
+        &run,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let eval = |x: &str| {
+        let r = fmc(&[
+            "eval",
+            &fm,
+            "--weights",
+            &weights,
+            "--x",
+            x,
+            "--y",
+            x,
+            "--json",
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.stdout
+    };
+    let with_all = eval(&full);
+    assert!(with_all.contains("\"mean_q\""), "{with_all}");
+    assert_eq!(eval(&part), with_all);
+}

@@ -142,13 +142,29 @@ impl<'a, B: Backend + ?Sized> Run<'a, B> {
     fn resume(&mut self, path: &std::path::Path) -> Result<(), RuntimeError> {
         let state = resume_from(&mut *self.backend, path, self.early.as_mut())?;
         let spec = self.spec;
-        if state.seed != spec.seed || state.steps_per_epoch != self.steps_per_epoch {
+        // `--resume` continues one run exactly (cli.md): the same seed and the same data, so
+        // the same batches. Changed data (a grown replay) is a new run from the weights.
+        if state.steps_per_epoch != self.steps_per_epoch {
             return Err(RuntimeError::at(
                 ErrorKind::DataSetup,
                 path,
                 format!(
-                    "the checkpoint was made with seed {} and {} steps per epoch; this run has seed {} and {} steps per epoch",
-                    state.seed, state.steps_per_epoch, spec.seed, self.steps_per_epoch
+                    "`--resume` continues a run on the data it was made with, but the checkpoint has {} steps per epoch and this run {} ({} training samples in batches of {}): the data changed. To train further on changed data (a grown replay), start a new run from these weights with `--init {}` (the optimizer state starts afresh; lagged weights are kept)",
+                    state.steps_per_epoch,
+                    self.steps_per_epoch,
+                    self.train.len(),
+                    self.batch_size,
+                    path.display()
+                ),
+            ));
+        }
+        if state.seed != spec.seed {
+            return Err(RuntimeError::at(
+                ErrorKind::DataSetup,
+                path,
+                format!(
+                    "`--resume` continues a run with its seed, but the checkpoint was made with seed {} and this run has seed {}",
+                    state.seed, spec.seed
                 ),
             ));
         }

@@ -367,18 +367,21 @@ pub fn uses_declared_targets(spec: &TrainSpec) -> bool {
     spec.objective.is_some() || spec.steps.iter().any(|s| s.objective.is_some())
 }
 
-/// The loss of a batch in inference mode, beside the outputs: `eval(inputs, targets, params)`.
-/// With several steps, the sum of their losses.
+/// The loss of a batch in inference mode, beside the outputs and the metrics over model values:
+/// `eval(inputs, targets, params)`, taking only the inputs those depend on. With several
+/// steps, the sum of their losses.
 pub fn eval_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
     let mut b = Builder::new("eval_step");
-    let mut inputs = input_args(&mut b, graph, None);
-    let targets = target_args(&mut b, graph, spec);
-    let params = param_args(&mut b, graph);
-    draw_samples(&mut b, graph, &mut inputs, 0);
     let steps = steps_of(spec);
     let mut roots: Vec<NodeId> = graph.outputs.iter().map(|o| o.node).collect();
     roots.extend(steps.iter().filter_map(|s| s.objective));
     roots.extend(spec.value_metrics.iter().map(|(_, n)| *n));
+    // Only the inputs the outputs, losses and metrics depend on are arguments.
+    let need = needed(graph, &roots);
+    let mut inputs = input_args(&mut b, graph, Some(&need));
+    let targets = target_args(&mut b, graph, spec);
+    let params = param_args(&mut b, graph);
+    draw_samples(&mut b, graph, &mut inputs, 0);
     let declared = if uses_declared_targets(spec) {
         targets.clone()
     } else {
