@@ -708,7 +708,10 @@ impl Model {
         targets: &[Tensor],
     ) -> Result<StepStats, RuntimeError> {
         let lr = self.scheduled_lr();
-        let out = Backend::train_step(self, inputs, targets, lr)?;
+        let rates: Vec<f32> = (0..self.def.train.len())
+            .map(|k| self.step_lr(k, lr))
+            .collect();
+        let out = Backend::train_step_rates(self, inputs, targets, &rates)?;
         let mut metrics = MetricSet::new(metric_defs(&self.spec));
         metrics.update(&out.outputs, targets)?;
         Ok(StepStats {
@@ -719,10 +722,15 @@ impl Model {
         })
     }
 
-    /// The learning rate of train step function `k` when the section's is `lr`: the step's own
-    /// optimizer's, scaled as the schedule scales the section's (as `fmc train` does).
+    /// The learning rate of train step function `k` at step [`Model::step`] when the section's
+    /// is `lr`: the step's own `schedule:` (counted in steps, epoch 0), or the section's rate
+    /// scaled to the step's optimizer's (as `fmc train` does).
     fn step_lr(&self, k: usize, lr: f32) -> f32 {
         match self.spec.steps.get(k) {
+            Some(st) if st.schedule.is_some() => {
+                let sch = st.schedule.as_ref().expect("checked");
+                LrSchedule::new(st.optimizer.lr, sch, 1, 1).lr(self.step, 0)
+            }
             Some(st) if self.spec.optimizer.lr != 0.0 => {
                 (lr as f64 * st.optimizer.lr / self.spec.optimizer.lr) as f32
             }
@@ -739,7 +747,6 @@ impl Model {
         targets: &[Tensor],
         lr: f32,
     ) -> Result<(f64, Vec<Tensor>), RuntimeError> {
-        let lr = self.step_lr(k, lr);
         let (results, batch) = self.run_step(k, inputs, targets, lr)?;
         let f = self.def.train[k];
         let loss = f
@@ -763,7 +770,7 @@ impl Model {
         inputs: &[Tensor],
         targets: &[Tensor],
     ) -> Result<StepStats, RuntimeError> {
-        let lr = self.scheduled_lr();
+        let lr = self.step_lr(k, self.scheduled_lr());
         let (loss, outputs) = self.take_step(k, inputs, targets, lr)?;
         let mut metrics = MetricSet::new(metric_defs(&self.spec));
         metrics.update(&outputs, targets)?;
@@ -905,19 +912,41 @@ fn as_arg<'a>(b: &'a Bound<'_>) -> Arg<'a> {
 }
 
 impl Backend for Model {
-    /// Every train step function in order on the batch (each sees the weights the earlier
-    /// ones changed); the loss is their sum, the outputs the last one's. Then the step is
-    /// counted and the lagged weights follow.
+    /// Every train step function in order on the batch, each at the section's rate `lr`
+    /// scaled to its optimizer's (see [`Backend::train_step_rates`]).
     fn train_step(
         &mut self,
         inputs: &[Tensor],
         targets: &[Tensor],
         lr: f32,
     ) -> Result<StepOutput, RuntimeError> {
+        let rates: Vec<f32> = (0..self.def.train.len())
+            .map(|k| match self.spec.steps.get(k) {
+                Some(st) if self.spec.optimizer.lr != 0.0 => {
+                    (lr as f64 * st.optimizer.lr / self.spec.optimizer.lr) as f32
+                }
+                _ => lr,
+            })
+            .collect();
+        self.train_step_rates(inputs, targets, &rates)
+    }
+
+    /// Every train step function in order on the batch, function `k` at `rates[k]` (each sees
+    /// the weights the earlier ones changed); the loss is their sum, the outputs the last
+    /// one's. Then the step is counted and the lagged weights follow.
+    fn train_step_rates(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        rates: &[f32],
+    ) -> Result<StepOutput, RuntimeError> {
         let mut loss = 0.0;
         let mut outputs = Vec::new();
         let mut extra = Vec::new();
         for k in 0..self.def.train.len() {
+            let lr = *rates
+                .get(k)
+                .ok_or_else(|| RuntimeError::backend("a learning rate per training step"))?;
             let (l, out) = self.take_step(k, inputs, targets, lr)?;
             loss += l;
             outputs = out;

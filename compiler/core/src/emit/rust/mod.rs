@@ -355,6 +355,13 @@ pub fn emit(
 ) -> Result<String, String> {
     let g = &sel.graph;
     let spec = &sel.spec;
+    if let Some((name, _)) = spec.value_metrics.first() {
+        return Err(format!(
+            "`model!` and `--emit rust` do not compile metrics over model values yet: model `{}` \
+             logs `{name}` (language.md 9.3); train it with `fmc`, or leave the metric out",
+            g.name
+        ));
+    }
     let fns = lower_all(g, spec)?;
     let ty = struct_name(&g.name);
     let module = ident(&g.name);
