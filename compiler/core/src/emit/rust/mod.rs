@@ -543,7 +543,7 @@ pub fn emit(
         );
         let _ = writeln!(
             o,
-            "/// Trains on `x`, `y` with the file's `train` section (epochs, batch size, validation split, schedule, early stopping; progress on stderr); `options` adds a run directory, a step count, a save path.\npub fn fit(&mut self, x: ArrayViewD<'_, {}>, y: ArrayViewD<'_, {}>, options: FitOptions) -> Result<History, Error> {{ let data = ::fm::data::Dataset {{ inputs: vec![Tensor::{variant}(x.to_owned())], targets: vec![Tensor::{}(y.to_owned())] }}; self.model.fit_data(&data, None, &options) }}",
+            "/// Trains on `x`, `y` with the file's `train` section (epochs, batch size, validation split, schedule, early stopping; progress on stderr); `options` adds a run directory, a step count, a save path.\npub fn fit(&mut self, x: ArrayViewD<'_, {}>, y: ArrayViewD<'_, {}>, options: FitOptions) -> Result<History, Error> {{ let data = ::fm::data::Dataset::new(vec![Tensor::{variant}(x.to_owned())], vec![Tensor::{}(y.to_owned())]); self.model.fit_data(&data, None, &options) }}",
             rust_type(i.dtype),
             rust_type(*tdt),
             if *tdt == DType::I32 { "I32" } else { "F32" }
