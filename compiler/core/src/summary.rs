@@ -11,6 +11,7 @@
 //! shrunk by rich's `ratio_reduce`; `columns` is the terminal width (80 when unknown, as Python's
 //! `shutil.get_terminal_size` falls back to).
 
+use crate::check::table::{LossFn, OptimizerFn, TransformFn};
 use crate::graph::{ModelGraph, Op};
 use fm_runtime::config::{
     AccuracyKind, Clip, Every, Loss, Metric, NpzKeys, OptimizerKind, OptimizerSpec, Schedule,
@@ -383,29 +384,24 @@ fn every(e: &Every) -> String {
 }
 
 fn loss_text(l: &Loss) -> String {
+    let name = LossFn::of(l).name();
     match l {
-        Loss::Mse => "mse".into(),
-        Loss::Mae => "mae".into(),
-        Loss::Huber { delta } => format!("huber(delta: {})", num(*delta)),
-        Loss::BinaryCrossentropy { from_logits } => {
-            format!("binary_crossentropy(from_logits: {from_logits})")
-        }
-        Loss::CategoricalCrossentropy { from_logits } => {
-            format!("categorical_crossentropy(from_logits: {from_logits})")
-        }
-        Loss::SparseCategoricalCrossentropy { from_logits } => {
-            format!("sparse_categorical_crossentropy(from_logits: {from_logits})")
+        Loss::Mse | Loss::Mae => name.into(),
+        Loss::Huber { delta } => format!("{name}(delta: {})", num(*delta)),
+        Loss::BinaryCrossentropy { from_logits }
+        | Loss::CategoricalCrossentropy { from_logits }
+        | Loss::SparseCategoricalCrossentropy { from_logits } => {
+            format!("{name}(from_logits: {from_logits})")
         }
     }
 }
 
 fn optimizer_text(o: &OptimizerSpec) -> String {
     let mut parts = vec![format!("lr: {}", num(o.lr))];
-    let name = match o.kind {
+    match o.kind {
         OptimizerKind::Sgd { momentum, nesterov } => {
             parts.push(format!("momentum: {}", num(momentum)));
             parts.push(format!("nesterov: {nesterov}"));
-            "SGD"
         }
         OptimizerKind::Adam {
             beta1,
@@ -420,11 +416,6 @@ fn optimizer_text(o: &OptimizerSpec) -> String {
             parts.push(format!("beta1: {}", num(beta1)));
             parts.push(format!("beta2: {}", num(beta2)));
             parts.push(format!("epsilon: {}", num(epsilon)));
-            if matches!(o.kind, OptimizerKind::Adam { .. }) {
-                "Adam"
-            } else {
-                "AdamW"
-            }
         }
         OptimizerKind::RmsProp {
             rho,
@@ -434,7 +425,6 @@ fn optimizer_text(o: &OptimizerSpec) -> String {
             parts.push(format!("rho: {}", num(rho)));
             parts.push(format!("momentum: {}", num(momentum)));
             parts.push(format!("epsilon: {}", num(epsilon)));
-            "RMSprop"
         }
         OptimizerKind::Adagrad {
             initial_accumulator,
@@ -442,9 +432,8 @@ fn optimizer_text(o: &OptimizerSpec) -> String {
         } => {
             parts.push(format!("initial_accumulator: {}", num(initial_accumulator)));
             parts.push(format!("epsilon: {}", num(epsilon)));
-            "Adagrad"
         }
-    };
+    }
     parts.push(format!("weight_decay: {}", num(o.weight_decay)));
     match o.clip {
         Some(Clip::Norm(v)) => parts.push(format!("clip_norm: {}", num(v))),
@@ -452,7 +441,7 @@ fn optimizer_text(o: &OptimizerSpec) -> String {
         Some(Clip::Value(v)) => parts.push(format!("clip_value: {}", num(v))),
         None => {}
     }
-    format!("{name}({})", parts.join(", "))
+    format!("{}({})", OptimizerFn::of(&o.kind).name(), parts.join(", "))
 }
 
 fn schedule_text(s: &Schedule) -> String {
@@ -550,16 +539,19 @@ fn source_text(s: &Source, reads_y: bool) -> String {
 fn transforms_text(ts: &[Transform]) -> String {
     let parts: Vec<String> = ts
         .iter()
-        .map(|t| match t {
-            Transform::Scale {
-                factor,
-                offset: 0.0,
-            } => format!("scale({})", num(*factor)),
-            Transform::Scale { factor, offset } => {
-                format!("scale({}, offset: {})", num(*factor), num(*offset))
+        .map(|t| {
+            let name = TransformFn::of(t).name();
+            match t {
+                Transform::Scale {
+                    factor,
+                    offset: 0.0,
+                } => format!("{name}({})", num(*factor)),
+                Transform::Scale { factor, offset } => {
+                    format!("{name}({}, offset: {})", num(*factor), num(*offset))
+                }
+                Transform::Standardize => name.into(),
+                Transform::OneHot(n) => format!("{name}({n})"),
             }
-            Transform::Standardize => "standardize".into(),
-            Transform::OneHot(n) => format!("one_hot({n})"),
         })
         .collect();
     parts.join(", ")

@@ -273,7 +273,16 @@ impl Exporter<'_> {
         Ok(match &node.op {
             Op::Input { index } => {
                 let info = &self.graph.inputs[*index];
-                self.input_transforms(&info.name, *index, info.dtype, transforms)
+                let sampled = |k: usize| self.graph.sampled.iter().any(|(i, _)| *i == k);
+                if sampled(*index) {
+                    // Drawn by fm (`z ~ normal(0, 1)`), not read from data: the data section's
+                    // transforms do not apply, and in ONNX the caller gives the draws.
+                    info.name.clone()
+                } else {
+                    // Transforms are fitted per data input (sampled inputs are not counted).
+                    let data_index = (0..*index).filter(|&k| !sampled(k)).count();
+                    self.input_transforms(&info.name, data_index, info.dtype, transforms)
+                }
             }
             Op::Dense {
                 activation,
@@ -442,8 +451,26 @@ impl Exporter<'_> {
             Op::GroupNorm { groups, epsilon } => {
                 self.group_norm(node, &base, ins[0].clone(), *groups, *epsilon)
             }
-            Op::PositionEmbedding { .. } => {
-                return Err(self.unsupported(node, "PositionEmbedding is not exported yet"))
+            Op::PositionEmbedding { sequence_length } => {
+                // The table's first L rows (a Slice when the table holds more positions),
+                // broadcast over the batch: Expand to the input's shape, which the input gives
+                // and nothing else.
+                let table = self.weight_init(node, "embeddings");
+                let len = node.shape[0];
+                let shape = self.op("Shape", &base, vec![ins[0].clone()], vec![]);
+                let rows = if len < *sequence_length {
+                    let ints = |e: &mut Self, what: &str, v: i64| {
+                        let n = e.fresh(&format!("{base}/{what}"));
+                        e.init_i64(n, &[v])
+                    };
+                    let starts = ints(self, "starts", 0);
+                    let ends = ints(self, "ends", len as i64);
+                    let axes = ints(self, "axes", 0);
+                    self.op("Slice", &base, vec![table, starts, ends, axes], vec![])
+                } else {
+                    table
+                };
+                self.op("Expand", &base, vec![rows, shape], vec![])
             }
             Op::UpSampling { size } => {
                 // Nearest neighbour: output cell i reads input cell floor(i / factor), ONNX's
@@ -568,7 +595,8 @@ impl Exporter<'_> {
         })
     }
 
-    /// The data section's `x:` transforms on input `index` (what `fmc predict` applies first).
+    /// The data section's `x:` transforms on data input `index` (what `fmc predict` applies
+    /// first).
     fn input_transforms(
         &mut self,
         name: &str,

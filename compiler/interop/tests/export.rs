@@ -166,3 +166,31 @@ fn attention_is_e0413_naming_the_layer() {
     assert_eq!(e.code, fm_codes::E0413);
     assert!(e.to_string().contains("(MultiHeadAttention)"), "{e}");
 }
+
+#[test]
+fn data_transforms_apply_to_data_inputs_not_to_sampled_noise() {
+    // vae_digits: `image` comes from the data (`x: scale(1 / 255)`), `eps` is drawn by fm
+    // (`~ normal(0, 1)`): only `image` is scaled, as `fmc predict` and training do.
+    let g = model("vae_digits.fm");
+    let transforms = fm_runtime::data::FittedTransforms::from_json(
+        r#"{"x":[{"Scale":{"factor":0.00392156862745098,"offset":0.0}}],"y":[],"x_stats":[[]],"y_stats":[[]]}"#,
+    )
+    .expect("transforms");
+    let bytes = fm_interop::export::export(&g, &weights(&g), &transforms, "w").expect("exports");
+    let m = ModelProto::decode(bytes.as_slice()).unwrap();
+    let graph = m.graph.as_ref().unwrap();
+    let readers = |input: &str| -> Vec<String> {
+        graph
+            .node
+            .iter()
+            .filter(|n| n.input.iter().any(|i| i == input))
+            .map(|n| n.name().to_string())
+            .collect()
+    };
+    assert_eq!(readers("image"), ["image/transform/Mul"]);
+    assert!(
+        readers("eps").iter().all(|n| !n.contains("transform")),
+        "{:?}",
+        readers("eps")
+    );
+}

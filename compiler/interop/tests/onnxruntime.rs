@@ -29,16 +29,20 @@ fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnxruntime")
 }
 
-/// The example's model. Sampled inputs (`input z: f32[32] ~ normal(0, 1)`) become plain
-/// inputs, so that fm predicts on the values onnxruntime was given (in ONNX they are inputs).
-fn graph(example: &str) -> ModelGraph {
+/// The example's model as written (what `fmc export` exports), and the same model with its
+/// sampled inputs (`input z: f32[32] ~ normal(0, 1)`) made plain inputs, so that fm predicts
+/// on the values onnxruntime was given (in ONNX they are inputs).
+fn graphs(example: &str) -> (ModelGraph, ModelGraph) {
     let beside = dir().join(format!("{example}.fm"));
     let path = match beside.exists() {
         true => beside,
         false => root().join("examples").join(format!("{example}.fm")),
     };
-    let source: String = std::fs::read_to_string(&path)
-        .unwrap()
+    let written = std::fs::read_to_string(&path).unwrap();
+    let checked = fm_compiler::check::check_source_with(&written, &path, &Default::default());
+    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
+    let exported = checked.models[0].clone();
+    let source: String = written
         .lines()
         .map(|l| match l.trim_start().starts_with("input ") {
             true => l.split('~').next().unwrap().trim_end(),
@@ -54,7 +58,7 @@ fn graph(example: &str) -> ModelGraph {
         .filter(|d| d.is_error() && d.code.as_str() != "E0306")
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
-    checked.models[0].clone()
+    (exported, checked.models[0].clone())
 }
 
 fn npz(file: &Path, key: &str, dtype: DType) -> Tensor {
@@ -93,9 +97,9 @@ fn rel(got: &ArrayD<f32>, want: &ArrayD<f32>) -> f32 {
         / scale
 }
 
-/// Checks one example; `reimport` says whether fm's importer reads its exported graph back.
-fn check(example: &str, reimport: bool) {
-    let g = graph(example);
+/// Checks one example.
+fn check(example: &str) {
+    let (exported, g) = graphs(example);
     let wpath = dir().join(format!("{example}.safetensors"));
     let weights = fm_runtime::weights::load_weights(&wpath).expect("committed weights");
     let transforms = match weights.meta.transforms.as_deref() {
@@ -105,7 +109,8 @@ fn check(example: &str, reimport: bool) {
     let xfile = dir().join(format!("{example}.x.npz"));
     let yfile = dir().join(format!("{example}.ort.npz"));
     // The ONNX graph's inputs: the model's inputs that its outputs read.
-    let onnx = fm_interop::export::export(&g, &weights.tensors, &transforms, "w").expect("exports");
+    let onnx =
+        fm_interop::export::export(&exported, &weights.tensors, &transforms, "w").expect("exports");
     let m = <fm_interop::onnx::ModelProto as prost::Message>::decode(onnx.as_slice()).unwrap();
     let onnx_inputs: Vec<String> = m
         .graph
@@ -142,10 +147,23 @@ fn check(example: &str, reimport: bool) {
         .iter()
         .map(|o| npz(&yfile, &o.name, DType::F32).to_f32())
         .collect();
-    // 1. fm's own prediction, transforms first (what `fmc predict` does).
-    let inputs = transforms
-        .apply_inputs(raw.clone())
-        .expect("transforms apply");
+    // 1. fm's own prediction, the data inputs transformed first (what `fmc predict` does;
+    //    sampled inputs are fm's draws, untransformed).
+    let sampled = |k: usize| exported.sampled.iter().any(|(i, _)| *i == k);
+    let data: Vec<Tensor> = (0..raw.len())
+        .filter(|&k| !sampled(k))
+        .map(|k| raw[k].clone())
+        .collect();
+    let mut data = transforms
+        .apply_inputs(data)
+        .expect("transforms apply")
+        .into_iter();
+    let inputs: Vec<Tensor> = (0..raw.len())
+        .map(|k| match sampled(k) {
+            true => raw[k].clone(),
+            false => data.next().expect("one per data input"),
+        })
+        .collect();
     let got = predict(&g, &weights.tensors, &inputs);
     for ((o, w), y) in g.outputs.iter().zip(&want).zip(&got) {
         let r = rel(y, w);
@@ -161,91 +179,94 @@ fn check(example: &str, reimport: bool) {
     }
     // 2. The exported graph read back by fm's importer (it takes the raw inputs: the
     //    transforms are the graph's first operators).
-    if reimport {
-        let imported =
-            fm_interop::import::onnx::import(&onnx, "model.onnx", &g.name).expect("imports");
-        fm_interop::import::check(&imported, "model.onnx").expect("checks");
-        let checked = fm_compiler::check::check_source_with(
-            &imported.source,
-            Path::new("imported.fm"),
-            &Default::default(),
+    let imported = fm_interop::import::onnx::import(&onnx, "model.onnx", &g.name).expect("imports");
+    fm_interop::import::check(&imported, "model.onnx").expect("checks");
+    let checked = fm_compiler::check::check_source_with(
+        &imported.source,
+        Path::new("imported.fm"),
+        &Default::default(),
+    );
+    let g2 = checked.models[0].clone();
+    let raw2: Vec<Tensor> = raw
+        .iter()
+        .zip(&g.inputs)
+        .filter(|(_, i)| onnx_inputs.contains(&i.name))
+        .map(|(t, _)| t.clone())
+        .collect();
+    let got = predict(&g2, &imported.tensors, &raw2);
+    for ((o, w), y) in g.outputs.iter().zip(&want).zip(&got) {
+        let r = rel(y, w);
+        eprintln!(
+            "{example}: re-imported vs onnxruntime, `{}`: {r:.2e}",
+            o.name
         );
-        let g2 = checked.models[0].clone();
-        let raw2: Vec<Tensor> = raw
-            .iter()
-            .zip(&g.inputs)
-            .filter(|(_, i)| onnx_inputs.contains(&i.name))
-            .map(|(t, _)| t.clone())
-            .collect();
-        let got = predict(&g2, &imported.tensors, &raw2);
-        for ((o, w), y) in g.outputs.iter().zip(&want).zip(&got) {
-            let r = rel(y, w);
-            eprintln!(
-                "{example}: re-imported vs onnxruntime, `{}`: {r:.2e}",
-                o.name
-            );
-            assert!(
-                r <= TOLERANCE,
-                "{example}: exported and imported back, output `{}` differs from onnxruntime's by {r}\n{}",
-                o.name,
-                imported.source
-            );
-        }
+        assert!(
+            r <= TOLERANCE,
+            "{example}: exported and imported back, output `{}` differs from onnxruntime's by {r}\n{}",
+            o.name,
+            imported.source
+        );
     }
 }
 
 #[test]
 fn digits_mlp() {
-    check("digits_mlp", true);
+    check("digits_mlp");
 }
 
 #[test]
 fn digits_two_heads() {
-    check("digits_two_heads", true);
+    check("digits_two_heads");
 }
 
 #[test]
 fn digits_cnn() {
-    check("digits_cnn", true);
+    check("digits_cnn");
 }
 
 #[test]
 fn mnist_mlp_and_cnn() {
-    check("mnist_mlp", true);
-    check("mnist_cnn", true);
+    check("mnist_mlp");
+    check("mnist_cnn");
 }
 
 #[test]
 fn lstm_sequence() {
-    check("lstm_sequence", true);
+    check("lstm_sequence");
 }
 
 #[test]
 fn resnet_tiny() {
-    check("resnet_tiny", true);
+    check("resnet_tiny");
 }
 
 #[test]
 fn binary_classifier_and_linear_regression() {
-    check("binary_classifier", true);
-    check("linear_regression", true);
+    check("binary_classifier");
+    check("linear_regression");
 }
 
 #[test]
 fn version_0_2_models() {
     // The GAN's generator and the VAE's decoder (sampled inputs, fm 0.2 expressions: numbers,
-    // `exp`, `*`); word2vec's `dot` of two embeddings. fm's importer reads none of these back (a rank-1
-    // input, `Exp`, `ReduceSum` have no `.fm` layer), so only fm's own prediction is compared.
-    check("gan_digits", false);
-    check("vae_digits", false);
-    check("word2vec", false);
+    // `exp`, `*`); word2vec's `dot` of two embeddings (one id per sample: rank-1 inputs).
+    check("gan_digits");
+    check("vae_digits");
+    check("word2vec");
 }
 
 #[test]
 fn group_norm_and_up_sampling() {
     // GroupNorm is exported as its arithmetic (ONNX's GroupNormalization is channels-first and,
-    // before opset 21, scales per group), which fm's importer does not read back.
-    check("groupnorm_upsampling", false);
+    // before opset 21, scales per group), which fm's importer reads back as `GroupNorm`.
+    check("groupnorm_upsampling");
+}
+
+#[test]
+fn position_embedding() {
+    // keras-hub's PositionEmbedding: Shape, a Slice of the table (when it holds more positions
+    // than the sequence), Expand; read back as `PositionEmbedding`.
+    check("position_embedding");
 }
 
 #[test]
@@ -262,7 +283,7 @@ fn every_exported_example_has_a_reference() {
             continue;
         }
         let name = p.file_stem().unwrap().to_string_lossy().into_owned();
-        let g = graph(&name);
+        let g = graphs(&name).0;
         let w: Vec<(String, Tensor)> = g
             .params
             .iter()

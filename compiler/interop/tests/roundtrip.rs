@@ -15,11 +15,13 @@ fn root() -> &'static Path {
 
 fn graph_of(source: &str, path: &Path) -> ModelGraph {
     let checked = fm_compiler::check::check_source_with(source, path, &Default::default());
-    assert!(
-        !checked.has_errors(),
-        "{source}\n{:#?}",
-        checked.diagnostics
-    );
+    // The data section gives no values for a formerly sampled input (E0306): the model is fine.
+    let errors: Vec<_> = checked
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error() && d.code.as_str() != "E0306")
+        .collect();
+    assert!(errors.is_empty(), "{source}\n{errors:#?}");
     checked.models[0].clone()
 }
 
@@ -42,8 +44,30 @@ fn predict(g: &ModelGraph, tensors: &[(String, Tensor)], inputs: &[Tensor]) -> V
 }
 
 fn round_trip(example: &str, batch: usize) -> String {
-    let path = root().join("examples").join(example);
-    let source = std::fs::read_to_string(&path).unwrap();
+    round_trip_reading(example, batch, "")
+}
+
+/// The round trip of a model whose outputs read only the weights named `prefix...` (the
+/// inference graph leaves the rest out: a GAN's discriminator).
+fn round_trip_reading(example: &str, batch: usize, prefix: &str) -> String {
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/onnxruntime")
+        .join(example);
+    let path = match beside.exists() {
+        true => beside,
+        false => root().join("examples").join(example),
+    };
+    // Sampled inputs (`input z: f32[32] ~ normal(0, 1)`) become plain inputs, so that both
+    // models predict on the same values (in ONNX they are inputs).
+    let source: String = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| match l.trim_start().starts_with("input ") {
+            true => l.split('~').next().unwrap().trim_end(),
+            false => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     let g = graph_of(&source, &path);
     let mut rng = Rng::new(11, 0);
     let weights: Vec<(String, Tensor)> = g
@@ -76,9 +100,28 @@ fn round_trip(example: &str, batch: usize) -> String {
     let imported = fm_interop::import::onnx::import(&onnx, "model.onnx", &g.name).expect("imports");
     fm_interop::import::check(&imported, "model.onnx").expect("checks");
     let g2 = graph_of(&imported.source, Path::new("imported.fm"));
-    assert_eq!(g2.total_params(), g.total_params(), "{}", imported.source);
+    let read: usize = g
+        .params
+        .iter()
+        .filter(|p| p.name.starts_with(prefix))
+        .map(|p| p.shape.iter().product::<usize>())
+        .sum();
+    assert_eq!(g2.total_params(), read, "{}", imported.source);
     let want = predict(&g, &weights, &inputs);
-    let got = predict(&g2, &imported.tensors, &inputs);
+    // The exported graph takes the inputs its outputs read (a GAN's generator: not `real`).
+    let inputs2: Vec<Tensor> = g2
+        .inputs
+        .iter()
+        .map(|i2| {
+            let k = g
+                .inputs
+                .iter()
+                .position(|i| i.name == i2.name)
+                .expect("an input of the original");
+            inputs[k].clone()
+        })
+        .collect();
+    let got = predict(&g2, &imported.tensors, &inputs2);
     assert_eq!(want.len(), got.len());
     for (w, o) in want.iter().zip(&got) {
         assert_eq!(w.shape(), o.shape());
@@ -134,4 +177,58 @@ fn resnet_tiny_with_batch_norm_and_residual_adds() {
 fn binary_classifier_and_linear_regression() {
     round_trip("binary_classifier.fm", 4);
     round_trip("linear_regression.fm", 4);
+}
+
+#[test]
+fn digits_two_heads() {
+    let src = round_trip("digits_two_heads.fm", 3);
+    assert!(src.contains("output digit"), "{src}");
+}
+
+#[test]
+fn gan_generator_and_vae() {
+    // fm 0.2: the GAN's generator (its sampled noise an input), the VAE's `mu + exp(0.5 *
+    // logvar) * eps`.
+    let src = round_trip_reading("gan_digits.fm", 4, "g/");
+    assert!(src.contains("input z: f32[32]"), "{src}");
+    let src = round_trip("vae_digits.fm", 4);
+    assert!(src.contains("-> exp"), "{src}");
+}
+
+#[test]
+fn word2vec_with_one_id_per_sample() {
+    // Rank-1 inputs (`i32[]`: one id per sample) and `dot` as Mul + ReduceSum.
+    let src = round_trip("word2vec.fm", 6);
+    assert!(src.contains("input center: i32[]"), "{src}");
+    assert!(src.contains("sum(axis: [0])"), "{src}");
+}
+
+#[test]
+fn group_norm_arithmetic_reads_back_as_group_norm() {
+    // `fmc export` writes GroupNorm as its channels-last arithmetic; the importer reads those
+    // eleven nodes back as the layer, with its groups, epsilon and per-channel weights.
+    let src = round_trip("groupnorm_upsampling.fm", 3);
+    assert!(
+        src.contains("GroupNorm(groups: 4, epsilon: 0.001, name: \"group_norm\")"),
+        "{src}"
+    );
+    assert!(
+        src.contains("GroupNorm(groups: 3, epsilon: 1e-5, name: \"group_norm_1\")"),
+        "{src}"
+    );
+}
+
+#[test]
+fn position_embedding_tables_longer_than_and_as_long_as_the_sequence() {
+    let src = round_trip("position_embedding.fm", 3);
+    assert!(
+        src.contains("PositionEmbedding(7, name: \"position_embedding\")"),
+        "{src}"
+    );
+    assert!(
+        src.contains("PositionEmbedding(5, name: \"position_embedding_1\")"),
+        "{src}"
+    );
+    // The reference case checked against keras-hub (tests/reference/cases/).
+    round_trip("../tests/reference/cases/position_embedding/model.fm", 4);
 }

@@ -1,7 +1,7 @@
 //! Binding call arguments to a built-in's parameters (positional order, then by name) and
 //! converting each value to the parameter's type, with range checks.
 
-use super::table::{self, ActivationFn, Dflt, Kind, ParamSpec, Range, Ty};
+use super::table::{self, ActivationFn, Dflt, InitFn, Kind, ParamSpec, Range, Ty};
 use super::values::{num_str, Sym, SymArg, Val};
 use super::Ctx;
 use crate::graph::{Activation, Init};
@@ -327,12 +327,18 @@ impl Bound {
     pub fn init(&self, ctx: &mut Ctx, name: &str) -> Option<Init> {
         match self.given(name) {
             Some((v, span)) => to_init(ctx, v, *span, name),
+            // A default initialiser is that initialiser with its own defaults.
             None => match self.spec(name).default {
-                Dflt::Sym("uniform") => Some(Init::Uniform {
-                    lo: -0.05,
-                    hi: 0.05,
-                }),
-                Dflt::Sym(s) => simple_init(s),
+                Dflt::Sym(s) => {
+                    let (f, sig) = table::member_named::<InitFn>(s)?;
+                    let defaults = Bound {
+                        params: sig.params,
+                        slots: vec![None; sig.params.len()],
+                        call_span: self.call_span,
+                        callee: sig.name.to_string(),
+                    };
+                    init_of(ctx, f, &defaults)
+                }
                 _ => None,
             },
         }
@@ -605,20 +611,6 @@ pub fn to_activation(ctx: &mut Ctx, v: &Val, span: Span, name: &str) -> Option<A
     Some(spec)
 }
 
-fn simple_init(name: &str) -> Option<Init> {
-    Some(match name {
-        "zeros" => Init::Zeros,
-        "ones" => Init::Ones,
-        "glorot_uniform" => Init::GlorotUniform,
-        "glorot_normal" => Init::GlorotNormal,
-        "he_uniform" => Init::HeUniform,
-        "he_normal" => Init::HeNormal,
-        "lecun_normal" => Init::LecunNormal,
-        "orthogonal" => Init::Orthogonal,
-        _ => return None,
-    })
-}
-
 pub fn to_init(ctx: &mut Ctx, v: &Val, span: Span, name: &str) -> Option<Init> {
     let Val::Sym(sym) = v else {
         if !matches!(v, Val::Poison) {
@@ -626,32 +618,46 @@ pub fn to_init(ctx: &mut Ctx, v: &Val, span: Span, name: &str) -> Option<Init> {
         }
         return None;
     };
-    let Some(sig) = table::lookup(Kind::Initializer, &sym.name) else {
+    let Some((f, sig)) = table::member_named::<InitFn>(&sym.name) else {
         unknown_value(ctx, name, &sym.name, sym.name_span, table::INITS);
         return None;
     };
     let (pos, named) = split_args(sym.args.clone().unwrap_or_default());
     let b = bind(ctx, sig.name, sig.params, sig.positional, pos, named, span)?;
-    match sig.name {
-        "constant" => Some(Init::Constant(b.float(ctx, "value")?)),
-        "uniform" => {
-            let lo = b.float(ctx, "lo")?;
-            let hi = b.float(ctx, "hi")?;
-            if lo >= hi {
-                ctx.error(
-                    codes::E0202,
-                    "`uniform` needs `lo < hi`",
-                    span,
-                    format!("{} is not less than {}", num_str(lo), num_str(hi)),
-                );
-                return None;
-            }
-            Some(Init::Uniform { lo, hi })
+    let init = init_of(ctx, f, &b)?;
+    if let Init::Uniform { lo, hi } = init {
+        if lo >= hi {
+            ctx.error(
+                codes::E0202,
+                "`uniform` needs `lo < hi`",
+                span,
+                format!("{} is not less than {}", num_str(lo), num_str(hi)),
+            );
+            return None;
         }
-        "normal" => Some(Init::Normal {
+    }
+    Some(init)
+}
+
+/// The initialiser `f` with its arguments as bound (given or defaulted).
+fn init_of(ctx: &mut Ctx, f: InitFn, b: &Bound) -> Option<Init> {
+    Some(match f {
+        InitFn::Zeros => Init::Zeros,
+        InitFn::Ones => Init::Ones,
+        InitFn::Constant => Init::Constant(b.float(ctx, "value")?),
+        InitFn::Uniform => Init::Uniform {
+            lo: b.float(ctx, "lo")?,
+            hi: b.float(ctx, "hi")?,
+        },
+        InitFn::Normal => Init::Normal {
             mean: b.float(ctx, "mean")?,
             std: b.float(ctx, "std")?,
-        }),
-        other => simple_init(other),
-    }
+        },
+        InitFn::GlorotUniform => Init::GlorotUniform,
+        InitFn::GlorotNormal => Init::GlorotNormal,
+        InitFn::HeUniform => Init::HeUniform,
+        InitFn::HeNormal => Init::HeNormal,
+        InitFn::LecunNormal => Init::LecunNormal,
+        InitFn::Orthogonal => Init::Orthogonal,
+    })
 }

@@ -3,7 +3,7 @@
 
 use super::bind::{self, split_args};
 use super::items::Items;
-use super::table::{self, Kind};
+use super::table::{self, Kind, TransformFn};
 use super::values::{const_eval, Sym, Val};
 use super::{suggest, Ctx};
 use fm_codes as codes;
@@ -278,7 +278,7 @@ fn transform(ctx: &mut Ctx, v: &Val, span: Span) -> Option<Transform> {
         }
         return None;
     };
-    let Some(sig) = table::lookup(Kind::Transform, &sym.name) else {
+    let Some((f, sig)) = table::member_named::<TransformFn>(&sym.name) else {
         let mut d = Diagnostic::error(codes::E0117, format!("unknown transform `{}`", sym.name))
             .with_primary(sym.name_span, "not a transform");
         if let Some(s) = suggest(&sym.name, table::names(Kind::Transform)) {
@@ -289,13 +289,13 @@ fn transform(ctx: &mut Ctx, v: &Val, span: Span) -> Option<Transform> {
     };
     let (pos, named) = split_args(sym.args.clone().unwrap_or_default());
     let b = bind::bind(ctx, sig.name, sig.params, sig.positional, pos, named, span)?;
-    Some(match sig.name {
-        "scale" => Transform::Scale {
+    Some(match f {
+        TransformFn::Scale => Transform::Scale {
             factor: b.float(ctx, "factor")?,
             offset: b.float(ctx, "offset")?,
         },
-        "one_hot" => Transform::OneHot(b.int(ctx, "classes")? as usize),
-        _ => Transform::Standardize,
+        TransformFn::Standardize => Transform::Standardize,
+        TransformFn::OneHot => Transform::OneHot(b.int(ctx, "classes")? as usize),
     })
 }
 

@@ -4,7 +4,7 @@
 //! stop_gradient`, and `clip`. Each call becomes one graph node with a per-sample shape.
 
 use super::bind::to_int;
-use super::table::Range;
+use super::table::{LossFn, Range};
 use super::values::{shape_str, Sym, SymArg, Tv, Val};
 use super::Ctx;
 use crate::graph::{DType, Func, Op, Reduction};
@@ -26,14 +26,7 @@ pub struct FuncNode {
     pub shape: Vec<usize>,
 }
 
-const LOSSES: &[&str] = &[
-    "mse",
-    "mae",
-    "huber",
-    "binary_crossentropy",
-    "categorical_crossentropy",
-    "sparse_categorical_crossentropy",
-];
+const LOSSES: &[&str] = LossFn::NAMES;
 
 /// True for the names this module handles (`sigmoid` and `softplus` are also activation
 /// functions and are handled as such where a layer table entry exists).

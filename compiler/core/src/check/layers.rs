@@ -184,7 +184,7 @@ pub fn conv_out(
 /// allows. The dispatch is on the row's [`Callable`], matched exhaustively.
 pub fn infer(ctx: &mut Ctx, sig: &Sig, b: &Bound, inputs: &[Tv], span: Span) -> Option<LayerOut> {
     let x = inputs.first()?;
-    let Some(callable) = sig.callable else {
+    let Some(callable) = sig.callable() else {
         panic!(
             "internal compiler error: `{}` is not a layer or function",
             sig.name
@@ -588,7 +588,7 @@ fn spatial_out(
                 let window: Vec<usize> =
                     (0..n).map(|j| (kernel[j] - 1) * dilation[j] + 1).collect();
                 let pool = matches!(
-                    sig.callable,
+                    sig.callable(),
                     Some(Callable::Layer(
                         LayerKind::MaxPool1D
                             | LayerKind::MaxPool2D
@@ -626,7 +626,7 @@ fn spatial_out(
     // downsamples on purpose, and says so instead.
     let strided = stride.iter().any(|&st| st > 1);
     let conv = matches!(
-        sig.callable,
+        sig.callable(),
         Some(Callable::Layer(LayerKind::Conv1D | LayerKind::Conv2D))
     );
     let shrink = (out != input && conv).then(|| {

@@ -3,7 +3,13 @@
 //!
 //! Each entry gives the positional order, names, types, defaults and ranges of its arguments.
 //! Argument binding (`bind.rs`) and the `train`/`data` resolvers read only this table, so adding an
-//! argument means adding one row here.
+//! argument means adding one row here. Layers and functions ([`Callable`]), initialisers
+//! ([`InitFn`]), losses ([`LossFn`]), optimizers ([`OptimizerFn`]) and transforms ([`TransformFn`])
+//! are typed: each row carries its [`Rule`], the resolvers match the enum exhaustively (a member
+//! without a rule does not compile) and the summary spells each by its enum's `name()`.
+
+use fm_runtime::config::{Loss, OptimizerKind, Transform};
+use fm_runtime::init::Init;
 
 /// The static type of an attribute argument.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -250,13 +256,179 @@ impl Callable {
     }
 }
 
+builtins! {
+    /// Every initialiser, in the order error messages list them.
+    pub enum InitFn {
+        Zeros => "zeros",
+        Ones => "ones",
+        Constant => "constant",
+        Uniform => "uniform",
+        Normal => "normal",
+        GlorotUniform => "glorot_uniform",
+        GlorotNormal => "glorot_normal",
+        HeUniform => "he_uniform",
+        HeNormal => "he_normal",
+        LecunNormal => "lecun_normal",
+        Orthogonal => "orthogonal",
+    }
+}
+
+builtins! {
+    /// Every loss (as `loss: NAME` and as a function in objective expressions).
+    pub enum LossFn {
+        Mse => "mse",
+        Mae => "mae",
+        Huber => "huber",
+        BinaryCrossentropy => "binary_crossentropy",
+        CategoricalCrossentropy => "categorical_crossentropy",
+        SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
+    }
+}
+
+builtins! {
+    /// Every optimizer.
+    pub enum OptimizerFn {
+        Sgd => "SGD",
+        Adam => "Adam",
+        AdamW => "AdamW",
+        RmsProp => "RMSprop",
+        Adagrad => "Adagrad",
+    }
+}
+
+builtins! {
+    /// Every data transform (`x: ... | scale(1/255)`).
+    pub enum TransformFn {
+        Scale => "scale",
+        Standardize => "standardize",
+        OneHot => "one_hot",
+    }
+}
+
+impl InitFn {
+    /// The built-in a resolved initialiser came from; `None` for the internal ones (the LSTM
+    /// bias, lagged copies).
+    pub fn of(init: &Init) -> Option<InitFn> {
+        Some(match init {
+            Init::Zeros => InitFn::Zeros,
+            Init::Ones => InitFn::Ones,
+            Init::Constant(_) => InitFn::Constant,
+            Init::Uniform { .. } => InitFn::Uniform,
+            Init::Normal { .. } => InitFn::Normal,
+            Init::GlorotUniform => InitFn::GlorotUniform,
+            Init::GlorotNormal => InitFn::GlorotNormal,
+            Init::HeUniform => InitFn::HeUniform,
+            Init::HeNormal => InitFn::HeNormal,
+            Init::LecunNormal => InitFn::LecunNormal,
+            Init::Orthogonal => InitFn::Orthogonal,
+            Init::LstmBias | Init::CopyOf(_) => return None,
+        })
+    }
+}
+
+impl LossFn {
+    /// The built-in a resolved loss came from.
+    pub fn of(loss: &Loss) -> LossFn {
+        match loss {
+            Loss::Mse => LossFn::Mse,
+            Loss::Mae => LossFn::Mae,
+            Loss::Huber { .. } => LossFn::Huber,
+            Loss::BinaryCrossentropy { .. } => LossFn::BinaryCrossentropy,
+            Loss::CategoricalCrossentropy { .. } => LossFn::CategoricalCrossentropy,
+            Loss::SparseCategoricalCrossentropy { .. } => LossFn::SparseCategoricalCrossentropy,
+        }
+    }
+}
+
+impl OptimizerFn {
+    /// The built-in a resolved optimizer came from.
+    pub fn of(kind: &OptimizerKind) -> OptimizerFn {
+        match kind {
+            OptimizerKind::Sgd { .. } => OptimizerFn::Sgd,
+            OptimizerKind::Adam { .. } => OptimizerFn::Adam,
+            OptimizerKind::AdamW { .. } => OptimizerFn::AdamW,
+            OptimizerKind::RmsProp { .. } => OptimizerFn::RmsProp,
+            OptimizerKind::Adagrad { .. } => OptimizerFn::Adagrad,
+        }
+    }
+}
+
+impl TransformFn {
+    /// The built-in a resolved transform came from.
+    pub fn of(t: &Transform) -> TransformFn {
+        match t {
+            Transform::Scale { .. } => TransformFn::Scale,
+            Transform::Standardize => TransformFn::Standardize,
+            Transform::OneHot(_) => TransformFn::OneHot,
+        }
+    }
+}
+
+/// What a table row is, typed: the checker dispatches on this, never on the row's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rule {
+    /// A layer or function.
+    Callable(Callable),
+    Init(InitFn),
+    Loss(LossFn),
+    Optimizer(OptimizerFn),
+    Transform(TransformFn),
+    /// Schedules, metrics and data sources, which their resolvers still match by name.
+    ByName,
+}
+
+impl Rule {
+    const fn name(self) -> &'static str {
+        match self {
+            Rule::Callable(c) => c.name(),
+            Rule::Init(f) => f.name(),
+            Rule::Loss(f) => f.name(),
+            Rule::Optimizer(f) => f.name(),
+            Rule::Transform(f) => f.name(),
+            Rule::ByName => "",
+        }
+    }
+}
+
+/// A family of built-ins with a typed rule: looked up by [`member`], which gives the variant
+/// with its row.
+pub trait Family: Copy + Eq + std::fmt::Debug + 'static {
+    const KIND: Kind;
+    const ALL: &'static [Self];
+    fn of_rule(rule: Rule) -> Option<Self>;
+    fn name(self) -> &'static str;
+}
+
+macro_rules! family {
+    ($ty:ident, $kind:ident, $rule:ident) => {
+        impl Family for $ty {
+            const KIND: Kind = Kind::$kind;
+            const ALL: &'static [Self] = $ty::ALL;
+            fn of_rule(rule: Rule) -> Option<Self> {
+                match rule {
+                    Rule::$rule(f) => Some(f),
+                    _ => None,
+                }
+            }
+            fn name(self) -> &'static str {
+                $ty::name(self)
+            }
+        }
+    };
+}
+
+family!(InitFn, Initializer, Init);
+family!(LossFn, Loss, Loss);
+family!(OptimizerFn, Optimizer, Optimizer);
+family!(TransformFn, Transform, Transform);
+
 /// One built-in.
 #[derive(Debug)]
 pub struct Sig {
     pub name: &'static str,
     pub kind: Kind,
-    /// For layers and functions (`Kind::Layer`, `Kind::Function`), what the row computes.
-    pub callable: Option<Callable>,
+    /// What the row computes.
+    pub rule: Rule,
     /// Allowed number of tensor inputs (min, max); (0, 0) for non-tensor built-ins.
     pub tensors: (usize, usize),
     /// How many of `params` may be given positionally (the bracketed ones in language.md).
@@ -270,19 +442,7 @@ pub struct Sig {
 
 pub const PADDINGS: &[&str] = &["valid", "same"];
 pub const ACTIVATIONS: &[&str] = ActivationFn::NAMES;
-pub const INITS: &[&str] = &[
-    "zeros",
-    "ones",
-    "constant",
-    "uniform",
-    "normal",
-    "glorot_uniform",
-    "glorot_normal",
-    "he_uniform",
-    "he_normal",
-    "lecun_normal",
-    "orthogonal",
-];
+pub const INITS: &[&str] = InitFn::NAMES;
 pub const KEEP: &[&str] = &["best", "last"];
 pub const VALIDATION: &[&str] = &["none", "test"];
 
@@ -376,7 +536,7 @@ const fn layer(
     Sig {
         name: layer.name(),
         kind: Kind::Layer,
-        callable: Some(Callable::Layer(layer)),
+        rule: Rule::Callable(Callable::Layer(layer)),
         tensors,
         positional,
         params,
@@ -394,7 +554,7 @@ const fn func(
     Sig {
         name: callable.name(),
         kind: Kind::Function,
-        callable: Some(callable),
+        rule: Rule::Callable(callable),
         tensors,
         positional,
         params,
@@ -412,7 +572,29 @@ const fn other(
     Sig {
         name,
         kind,
-        callable: None,
+        rule: Rule::ByName,
+        tensors: (0, 0),
+        positional,
+        params,
+        snake: "",
+        input_desc: "",
+    }
+}
+
+/// A row of a typed family (initialiser, loss, optimizer, transform): name and kind come from
+/// its rule.
+const fn member(rule: Rule, positional: usize, params: &'static [ParamSpec]) -> Sig {
+    let kind = match rule {
+        Rule::Init(_) => Kind::Initializer,
+        Rule::Loss(_) => Kind::Loss,
+        Rule::Optimizer(_) => Kind::Optimizer,
+        Rule::Transform(_) => Kind::Transform,
+        Rule::Callable(_) | Rule::ByName => panic!("not a family member"),
+    };
+    Sig {
+        name: rule.name(),
+        kind,
+        rule,
         tensors: (0, 0),
         positional,
         params,
@@ -715,33 +897,32 @@ pub static TABLE: &[Sig] = &[
     func(Callable::Activation(ActivationFn::Linear), (1, 1), 0, NONE),
     func(Callable::Concat, (2, usize::MAX), 1, AXIS),
     func(Callable::Dim, (1, 1), 1, DIM),
-    other("zeros", Kind::Initializer, 0, NONE),
-    other("ones", Kind::Initializer, 0, NONE),
-    other("constant", Kind::Initializer, 1, CONSTANT),
-    other("uniform", Kind::Initializer, 2, UNIFORM),
-    other("normal", Kind::Initializer, 2, NORMAL),
-    other("glorot_uniform", Kind::Initializer, 0, NONE),
-    other("glorot_normal", Kind::Initializer, 0, NONE),
-    other("he_uniform", Kind::Initializer, 0, NONE),
-    other("he_normal", Kind::Initializer, 0, NONE),
-    other("lecun_normal", Kind::Initializer, 0, NONE),
-    other("orthogonal", Kind::Initializer, 0, NONE),
-    other("mse", Kind::Loss, 0, NONE),
-    other("mae", Kind::Loss, 0, NONE),
-    other("huber", Kind::Loss, 1, HUBER),
-    other("binary_crossentropy", Kind::Loss, 1, LOSS_LOGITS),
-    other("categorical_crossentropy", Kind::Loss, 1, LOSS_LOGITS),
-    other(
-        "sparse_categorical_crossentropy",
-        Kind::Loss,
+    member(Rule::Init(InitFn::Zeros), 0, NONE),
+    member(Rule::Init(InitFn::Ones), 0, NONE),
+    member(Rule::Init(InitFn::Constant), 1, CONSTANT),
+    member(Rule::Init(InitFn::Uniform), 2, UNIFORM),
+    member(Rule::Init(InitFn::Normal), 2, NORMAL),
+    member(Rule::Init(InitFn::GlorotUniform), 0, NONE),
+    member(Rule::Init(InitFn::GlorotNormal), 0, NONE),
+    member(Rule::Init(InitFn::HeUniform), 0, NONE),
+    member(Rule::Init(InitFn::HeNormal), 0, NONE),
+    member(Rule::Init(InitFn::LecunNormal), 0, NONE),
+    member(Rule::Init(InitFn::Orthogonal), 0, NONE),
+    member(Rule::Loss(LossFn::Mse), 0, NONE),
+    member(Rule::Loss(LossFn::Mae), 0, NONE),
+    member(Rule::Loss(LossFn::Huber), 1, HUBER),
+    member(Rule::Loss(LossFn::BinaryCrossentropy), 1, LOSS_LOGITS),
+    member(Rule::Loss(LossFn::CategoricalCrossentropy), 1, LOSS_LOGITS),
+    member(
+        Rule::Loss(LossFn::SparseCategoricalCrossentropy),
         1,
         LOSS_LOGITS,
     ),
-    other("SGD", Kind::Optimizer, 0, SGD),
-    other("Adam", Kind::Optimizer, 0, ADAM),
-    other("AdamW", Kind::Optimizer, 0, ADAMW),
-    other("RMSprop", Kind::Optimizer, 0, RMSPROP),
-    other("Adagrad", Kind::Optimizer, 0, ADAGRAD),
+    member(Rule::Optimizer(OptimizerFn::Sgd), 0, SGD),
+    member(Rule::Optimizer(OptimizerFn::Adam), 0, ADAM),
+    member(Rule::Optimizer(OptimizerFn::AdamW), 0, ADAMW),
+    member(Rule::Optimizer(OptimizerFn::RmsProp), 0, RMSPROP),
+    member(Rule::Optimizer(OptimizerFn::Adagrad), 0, ADAGRAD),
     other("Constant", Kind::Schedule, 0, NONE),
     other("Step", Kind::Schedule, 0, STEP),
     other("Exponential", Kind::Schedule, 1, EXPONENTIAL),
@@ -759,14 +940,32 @@ pub static TABLE: &[Sig] = &[
     other("npz", Kind::Source, 1, NPZ),
     other("csv", Kind::Source, 1, CSV),
     other("split", Kind::Source, 1, SPLIT),
-    other("scale", Kind::Transform, 1, SCALE),
-    other("standardize", Kind::Transform, 0, NONE),
-    other("one_hot", Kind::Transform, 1, ONE_HOT),
+    member(Rule::Transform(TransformFn::Scale), 1, SCALE),
+    member(Rule::Transform(TransformFn::Standardize), 0, NONE),
+    member(Rule::Transform(TransformFn::OneHot), 1, ONE_HOT),
 ];
 
 /// The built-in of this kind with this name.
 pub fn lookup(kind: Kind, name: &str) -> Option<&'static Sig> {
     TABLE.iter().find(|s| s.kind == kind && s.name == name)
+}
+
+/// The member of family `F` with this name, with its row.
+pub fn member_named<F: Family>(name: &str) -> Option<(F, &'static Sig)> {
+    TABLE
+        .iter()
+        .filter(|s| s.kind == F::KIND && s.name == name)
+        .find_map(|s| F::of_rule(s.rule).map(|f| (f, s)))
+}
+
+impl Sig {
+    /// For layers and functions (`Kind::Layer`, `Kind::Function`), what the row computes.
+    pub fn callable(&self) -> Option<Callable> {
+        match self.rule {
+            Rule::Callable(c) => Some(c),
+            _ => None,
+        }
+    }
 }
 
 /// A layer or function (what may appear as a model stage or call).
@@ -817,17 +1016,44 @@ mod tests {
             .collect();
         callables.extend([Callable::Concat, Callable::Dim]);
         for c in &callables {
-            let rows: Vec<&Sig> = TABLE.iter().filter(|s| s.callable == Some(*c)).collect();
+            let rows: Vec<&Sig> = TABLE.iter().filter(|s| s.callable() == Some(*c)).collect();
             assert_eq!(rows.len(), 1, "{c:?} has {} rows", rows.len());
             assert_eq!(rows[0].name, c.name());
         }
         for sig in TABLE {
             let callable = matches!(sig.kind, Kind::Layer | Kind::Function);
-            assert_eq!(sig.callable.is_some(), callable, "{}", sig.name);
-            if let Some(c) = sig.callable {
-                assert_eq!(lookup_callable(sig.name).and_then(|s| s.callable), Some(c));
+            assert_eq!(sig.callable().is_some(), callable, "{}", sig.name);
+            if let Some(c) = sig.callable() {
+                assert_eq!(
+                    lookup_callable(sig.name).and_then(|s| s.callable()),
+                    Some(c)
+                );
             }
         }
+    }
+
+    /// Every member of a typed family has exactly one row, and every row of the family's kind
+    /// is one of its members.
+    fn family_rows<F: Family>() {
+        for &f in F::ALL {
+            let rows = TABLE
+                .iter()
+                .filter(|s| F::of_rule(s.rule) == Some(f))
+                .count();
+            assert_eq!(rows, 1, "{f:?}");
+            assert_eq!(member_named::<F>(f.name()).map(|(g, _)| g), Some(f));
+        }
+        for sig in TABLE.iter().filter(|s| s.kind == F::KIND) {
+            assert!(F::of_rule(sig.rule).is_some(), "{}", sig.name);
+        }
+    }
+
+    #[test]
+    fn every_family_member_has_one_row() {
+        family_rows::<InitFn>();
+        family_rows::<LossFn>();
+        family_rows::<OptimizerFn>();
+        family_rows::<TransformFn>();
     }
 
     #[test]

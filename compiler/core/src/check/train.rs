@@ -6,7 +6,7 @@ use super::data::{entries_by_key, DataResult};
 use super::expand;
 use super::expand::ModelResult;
 use super::items::Items;
-use super::table::{self, Kind, Range};
+use super::table::{self, Family, Kind, LossFn, OptimizerFn, Range};
 use super::values::{const_eval, shape_str, Sym, Val};
 use super::{suggest, Ctx};
 use crate::graph::{Activation, DType, ModelGraph, Op};
@@ -721,35 +721,34 @@ fn bind_sym(
     Some((sig, b))
 }
 
+/// A member of a typed family from a symbolic value, bound to its row.
+fn bind_member<F: Family>(ctx: &mut Ctx, v: &Val, span: Span) -> Option<(F, Bound)> {
+    let (sig, b) = bind_sym(ctx, F::KIND, v, span)?;
+    Some((F::of_rule(sig.rule)?, b))
+}
+
 pub(crate) fn loss_of(ctx: &mut Ctx, v: &Val, span: Span) -> Option<Loss> {
-    let (sig, b) = bind_sym(ctx, Kind::Loss, v, span)?;
-    Some(match sig.name {
-        "mse" => Loss::Mse,
-        "mae" => Loss::Mae,
-        "huber" => Loss::Huber {
+    let (f, b) = bind_member::<LossFn>(ctx, v, span)?;
+    Some(match f {
+        LossFn::Mse => Loss::Mse,
+        LossFn::Mae => Loss::Mae,
+        LossFn::Huber => Loss::Huber {
             delta: b.float(ctx, "delta")?,
         },
-        "binary_crossentropy" => Loss::BinaryCrossentropy {
+        LossFn::BinaryCrossentropy => Loss::BinaryCrossentropy {
             from_logits: b.bool(ctx, "from_logits")?,
         },
-        "categorical_crossentropy" => Loss::CategoricalCrossentropy {
+        LossFn::CategoricalCrossentropy => Loss::CategoricalCrossentropy {
             from_logits: b.bool(ctx, "from_logits")?,
         },
-        _ => Loss::SparseCategoricalCrossentropy {
+        LossFn::SparseCategoricalCrossentropy => Loss::SparseCategoricalCrossentropy {
             from_logits: b.bool(ctx, "from_logits")?,
         },
     })
 }
 
 fn loss_name(l: &Loss) -> &'static str {
-    match l {
-        Loss::Mse => "mse",
-        Loss::Mae => "mae",
-        Loss::Huber { .. } => "huber",
-        Loss::BinaryCrossentropy { .. } => "binary_crossentropy",
-        Loss::CategoricalCrossentropy { .. } => "categorical_crossentropy",
-        Loss::SparseCategoricalCrossentropy { .. } => "sparse_categorical_crossentropy",
-    }
+    LossFn::of(l).name()
 }
 
 /// The activation the output ends in (an activation stage, or a Dense/Conv `activation:`),
@@ -1042,28 +1041,28 @@ fn unknown_output(ctx: &mut Ctx, k: &Ident, g: &ModelGraph) {
 
 fn optimizer(ctx: &mut Ctx, e: &Entry) -> Option<OptimizerSpec> {
     let v = const_eval(ctx, &e.value);
-    let (sig, b) = bind_sym(ctx, Kind::Optimizer, &v, e.value.span)?;
-    let kind = match sig.name {
-        "SGD" => OptimizerKind::Sgd {
+    let (f, b) = bind_member::<OptimizerFn>(ctx, &v, e.value.span)?;
+    let kind = match f {
+        OptimizerFn::Sgd => OptimizerKind::Sgd {
             momentum: b.float(ctx, "momentum")?,
             nesterov: b.bool(ctx, "nesterov")?,
         },
-        "Adam" => OptimizerKind::Adam {
+        OptimizerFn::Adam => OptimizerKind::Adam {
             beta1: b.float(ctx, "beta1")?,
             beta2: b.float(ctx, "beta2")?,
             epsilon: b.float(ctx, "epsilon")?,
         },
-        "AdamW" => OptimizerKind::AdamW {
+        OptimizerFn::AdamW => OptimizerKind::AdamW {
             beta1: b.float(ctx, "beta1")?,
             beta2: b.float(ctx, "beta2")?,
             epsilon: b.float(ctx, "epsilon")?,
         },
-        "RMSprop" => OptimizerKind::RmsProp {
+        OptimizerFn::RmsProp => OptimizerKind::RmsProp {
             rho: b.float(ctx, "rho")?,
             momentum: b.float(ctx, "momentum")?,
             epsilon: b.float(ctx, "epsilon")?,
         },
-        _ => OptimizerKind::Adagrad {
+        OptimizerFn::Adagrad => OptimizerKind::Adagrad {
             initial_accumulator: b.float(ctx, "initial_accumulator")?,
             epsilon: b.float(ctx, "epsilon")?,
         },

@@ -143,8 +143,20 @@ pub fn import(bytes: &[u8], file: &str, model_name: &str) -> Result<Imported, In
         }
         imp.input(input, graph)?;
     }
-    for (k, node) in graph.node.iter().enumerate() {
-        imp.node(k, node)?;
+    let mut k = 0;
+    while k < graph.node.len() {
+        // fm's exporter writes GroupNorm as its arithmetic: read those nodes back as one layer.
+        if let Some(n) = imp.group_norm_arithmetic(&graph.node[k..]) {
+            k += n;
+            continue;
+        }
+        // And PositionEmbedding as Shape, Slice of its table, Expand.
+        if let Some(n) = imp.position_embedding(&graph.node[k..]) {
+            k += n;
+            continue;
+        }
+        imp.node(k, &graph.node[k])?;
+        k += 1;
     }
     for o in &graph.output {
         let v = imp.val(o.name(), "graph output")?;
@@ -329,15 +341,12 @@ impl Importer<'_> {
                 _ => self.batch = Some(*b),
             }
         }
-        if dims.len() < 2 {
+        if dims.is_empty() {
             return Err(InteropError::new(
                 E0412,
                 self.file,
                 part(),
-                format!(
-                    "has {} axes; an fm input has a batch axis and at least one per-sample axis",
-                    dims.len()
-                ),
+                "has no axes; an fm input has a batch axis (a rank-1 input is one value per sample)",
             ));
         }
         for (i, d) in dims.iter().enumerate() {
@@ -554,18 +563,18 @@ impl Importer<'_> {
                     "Sigmoid" => "sigmoid".into(),
                     "Tanh" => "tanh".into(),
                     "Softplus" => "softplus".into(),
-                    "Elu" => {
-                        if attr_f(node, "alpha", 1.0) != 1.0 {
-                            return Err(self.err(k, node, "fm's elu has alpha 1"));
-                        }
-                        "elu".into()
+                    "Elu" if attr_f(node, "alpha", 1.0) != 1.0 => {
+                        return self.scaled_elu(node, &x, &out);
                     }
-                    "Gelu" => {
-                        if attr_s(node, "approximate").is_some_and(|s| s != "none") {
-                            return Err(self.err(k, node, "fm's gelu is the exact (erf) form"));
+                    "Elu" => "elu".into(),
+                    "Gelu" => match attr_s(node, "approximate").as_deref() {
+                        None | Some("none") => "gelu".into(),
+                        Some("tanh") => {
+                            self.gelu_tanh(&x, &out);
+                            return Ok(());
                         }
-                        "gelu".into()
-                    }
+                        Some(_) => return Err(self.err(k, node, "has an approximation ONNX does not define")),
+                    },
                     _ => format!(
                         "leaky_relu(alpha: {})",
                         fmt_float(attr_f(node, "alpha", 0.01))
@@ -582,14 +591,11 @@ impl Importer<'_> {
                         }
                     }
                 }
-                if x.flat_from.is_some() {
-                    // Elementwise: the flattening order does not matter.
-                    let id = self.push(&out, vec![x.var.clone()], call, None, vec![], x.fm.clone(), x.layout.clone());
-                    let v = self.vals.get_mut(&out).expect("just pushed");
+                self.push(&out, vec![x.var.clone()], call, None, vec![], x.fm.clone(), x.layout.clone());
+                // Elementwise: a flattened channels-first value stays one (the order does not
+                // matter).
+                if let Some(v) = self.vals.get_mut(&out) {
                     v.flat_from = x.flat_from.clone();
-                    let _ = id;
-                } else {
-                    self.push(&out, vec![x.var.clone()], call, None, vec![], x.fm.clone(), x.layout.clone());
                 }
             }
             "Softmax" | "LogSoftmax" => {
@@ -726,6 +732,60 @@ impl Importer<'_> {
         Ok(())
     }
 
+    /// One elementwise step of an fm 0.2 expression on values shaped like `x`: `key` (an ONNX
+    /// name, or an internal one) becomes `ins -> call` (or `a op b` for `+ - * /`, where an
+    /// operand may be a number). Returns the fm variable.
+    fn elementwise(&mut self, x: &Val, key: &str, ins: Vec<String>, call: &str) -> String {
+        self.model.version_02 = true;
+        self.push(
+            key,
+            ins,
+            call.into(),
+            None,
+            vec![],
+            x.fm.clone(),
+            x.layout.clone(),
+        );
+        let v = self.vals.get_mut(key).expect("just pushed");
+        v.flat_from = x.flat_from.clone();
+        v.var.clone()
+    }
+
+    /// Elu with an alpha other than fm's 1: `relu(x) + alpha * (elu(x) - relu(x))`
+    /// (`elu(x) - relu(x)` is `exp(x) - 1` below zero and 0 above).
+    fn scaled_elu(&mut self, node: &NodeProto, x: &Val, out: &str) -> Result<(), InteropError> {
+        let alpha = fmt_float(attr_f(node, "alpha", 1.0));
+        let relu = self.elementwise(x, &format!("{out}__relu"), vec![x.var.clone()], "relu");
+        let elu = self.elementwise(x, &format!("{out}__elu"), vec![x.var.clone()], "elu");
+        let below = self.elementwise(x, &format!("{out}__below"), vec![elu, relu.clone()], "-");
+        let scaled = self.elementwise(x, &format!("{out}__scaled"), vec![alpha, below], "*");
+        self.elementwise(x, out, vec![relu, scaled], "+");
+        Ok(())
+    }
+
+    /// Gelu's tanh form (`approximate: "tanh"`), which fm's `gelu` (the exact erf form) is
+    /// not: `0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x * x * x)))`, as ONNX defines it.
+    fn gelu_tanh(&mut self, x: &Val, out: &str) {
+        let v = x.var.clone();
+        let step = |me: &mut Self, what: &str, ins: Vec<String>, call: &str| {
+            me.elementwise(x, &format!("{out}__{what}"), ins, call)
+        };
+        let x2 = step(self, "x2", vec![v.clone(), v.clone()], "*");
+        let x3 = step(self, "x3", vec![x2, v.clone()], "*");
+        let cubic = step(self, "cubic", vec!["0.044715".into(), x3], "*");
+        let inner = step(self, "inner", vec![v.clone(), cubic], "+");
+        let scaled = step(
+            self,
+            "scaled",
+            vec![fmt_float((2.0 / std::f32::consts::PI).sqrt()), inner],
+            "*",
+        );
+        let t = step(self, "tanh", vec![scaled], "tanh");
+        let one_plus = step(self, "one_plus", vec!["1.0".into(), t], "+");
+        let half = step(self, "half", vec!["0.5".into(), v], "*");
+        self.elementwise(x, out, vec![half, one_plus], "*");
+    }
+
     fn squeeze(&mut self, k: usize, node: &NodeProto, out: &str) -> Result<(), InteropError> {
         let x = self.val(&node.input[0], "input")?;
         let axes: Vec<i64> = match node.input.get(1).filter(|s| !s.is_empty()) {
@@ -785,17 +845,18 @@ impl Importer<'_> {
             return Err(self.err(k, node, "has a weight that is not a matrix"));
         }
         let gemm = node.op_type() == "Gemm";
-        if gemm
-            && (attr_f(node, "alpha", 1.0) != 1.0
-                || attr_f(node, "beta", 1.0) != 1.0
-                || attr_i(node, "transA", 0) != 0)
-        {
+        if gemm && attr_i(node, "transA", 0) != 0 {
             return Err(self.err(
                 k,
                 node,
-                "scales or transposes its input (alpha, beta, transA); fm's Dense does not",
+                "transposes its input (transA): the batch axis is not first",
             ));
         }
+        // Y = alpha * A B + beta * C: the stored weights take the factors.
+        let (alpha, beta) = match gemm {
+            true => (attr_f(node, "alpha", 1.0), attr_f(node, "beta", 1.0)),
+            false => (1.0, 1.0),
+        };
         let trans_b = gemm && attr_i(node, "transB", 0) != 0;
         let (rows, units) = if trans_b {
             (w.shape[1], w.shape[0])
@@ -803,6 +864,9 @@ impl Importer<'_> {
             (w.shape[0], w.shape[1])
         };
         let mut kernel = w.to_tensor().to_f32();
+        if alpha != 1.0 {
+            kernel.mapv_inplace(|v| alpha * v);
+        }
         if trans_b {
             kernel = kernel.t().as_standard_layout().to_owned().into_dyn();
         }
@@ -858,14 +922,15 @@ impl Importer<'_> {
         let mut use_bias = false;
         if let Some(b) = bias {
             let b = b?;
+            let values: Vec<f32> = b.f32s().iter().map(|v| beta * v).collect();
             if b.len() == units {
                 params.push((
                     "bias",
-                    Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[units]), b.f32s()).expect("len")),
+                    Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[units]), values).expect("len")),
                 ));
                 use_bias = true;
             } else if b.len() == 1 {
-                let v = b.f32s()[0];
+                let v = values[0];
                 params.push(("bias", Tensor::F32(ArrayD::from_elem(IxDyn(&[units]), v))));
                 use_bias = true;
             } else {
@@ -915,6 +980,19 @@ impl Importer<'_> {
                 let y = self.val(b, "input")?;
                 if x.flat_from.is_some() || y.flat_from.is_some() {
                     return Err(self.err(k, node, "combines a flattened channels-first tensor"));
+                }
+                let int = |v: &Val| {
+                    self.model
+                        .inputs
+                        .iter()
+                        .any(|(n, dtype, _)| n == &v.var && dtype == "i32")
+                };
+                if op == "Div" && (int(&x) || int(&y)) {
+                    return Err(self.err(
+                        k,
+                        node,
+                        "divides integers (ONNX truncates); fm's `/` divides f32 tensors",
+                    ));
                 }
                 let sym = match op {
                     "Add" => "+",
@@ -1477,7 +1555,9 @@ impl Importer<'_> {
         Ok(())
     }
 
-    /// LayerNormalization over the last axis with a stored per-feature scale (and bias).
+    /// LayerNormalization with a stored scale (and bias) over the last axis: fm's `LayerNorm`;
+    /// over several trailing axes (from `axis` >= 1 on): the same on the value reshaped to
+    /// `[.., features]` (scale and bias flattened alike), reshaped back.
     fn layer_norm(&mut self, k: usize, node: &NodeProto, out: &str) -> Result<(), InteropError> {
         let x = self.val(&node.input[0], "input")?;
         let r = x.layout.len() as i64;
@@ -1486,29 +1566,27 @@ impl Importer<'_> {
             axis += r;
         }
         let last = x.fm.len() - 1;
-        if axis != r - 1
-            || x.layout.last() != Some(&Some(last))
-            || x.flat_from.is_some()
-            || last == 0
-        {
+        let last_axis = axis == r - 1
+            && x.layout.last() == Some(&Some(last))
+            && x.flat_from.is_none()
+            && last != 0;
+        let trailing = (1..r - 1).contains(&axis) && x.identity();
+        if !(last_axis || trailing) {
             return Err(self.err(
                 k,
                 node,
-                "normalises over more than fm's last axis; fm's LayerNorm normalises the last",
+                "normalises over axes that include the batch, or over axes that are not fm's trailing ones",
             ));
-        }
-        if node
-            .output
-            .iter()
-            .skip(1)
-            .any(|o| !o.is_empty() && self.readers.contains_key(o))
-        {
-            return Err(self.err(k, node, "has its Mean or InvStdDev read"));
         }
         if attr_i(node, "stash_type", 1) != 1 {
             return Err(self.err(k, node, "computes in a type other than f32"));
         }
-        let c = x.fm[last].unwrap_or(0);
+        let axis = axis as usize;
+        let c: usize = if trailing {
+            x.fm[axis..].iter().map(|d| d.unwrap_or(0)).product()
+        } else {
+            x.fm[last].unwrap_or(0)
+        };
         let per_feature = |i: usize, default: f32| -> Result<Tensor, InteropError> {
             match node.input.get(i).filter(|s| !s.is_empty()) {
                 None => Ok(Tensor::F32(ArrayD::from_elem(IxDyn(&[c]), default))),
@@ -1531,16 +1609,148 @@ impl Importer<'_> {
         let eps = attr_f(node, "epsilon", 1e-5);
         let layer = self.layer_name(node);
         let call = format!("LayerNorm(epsilon: {})", fmt_float(eps));
+        // The value LayerNorm reads: `x`, or `x` with its normalised axes made one.
+        let normed = if trailing {
+            let mut fm = x.fm[..axis].to_vec();
+            fm.push(Some(c));
+            let dims: Vec<String> = fm[1..].iter().map(|d| d.unwrap_or(0).to_string()).collect();
+            let flat = match axis {
+                1 => "Flatten".to_string(),
+                _ => format!("Reshape([{}])", dims.join(", ")),
+            };
+            let layout = (0..fm.len()).map(Some).collect();
+            let key = format!("{out}__features");
+            self.push(&key, vec![x.var.clone()], flat, None, vec![], fm, layout);
+            self.vals[&key].clone()
+        } else {
+            x.clone()
+        };
+        let key = match trailing {
+            true => format!("{out}__normed"),
+            false => out.to_string(),
+        };
         self.push(
-            out,
-            vec![x.var.clone()],
+            &key,
+            vec![normed.var.clone()],
             call,
             layer,
             params,
-            x.fm.clone(),
-            x.layout.clone(),
+            normed.fm.clone(),
+            normed.layout.clone(),
         );
+        if trailing {
+            let var = self.vals[&key].var.clone();
+            let dims: Vec<String> = x.sample().iter().map(|d| d.to_string()).collect();
+            let back = format!("Reshape([{}])", dims.join(", "));
+            self.push(
+                out,
+                vec![var],
+                back,
+                None,
+                vec![],
+                x.fm.clone(),
+                x.layout.clone(),
+            );
+        }
+        let read = |i: usize| {
+            node.output
+                .get(i)
+                .filter(|o| !o.is_empty() && self.readers.contains_key(*o))
+                .cloned()
+        };
+        let (mean_out, inv_out) = (read(1), read(2));
+        if mean_out.is_some() || inv_out.is_some() {
+            // ONNX keeps the normalised axes as size-1 axes.
+            let kept = if trailing { axis } else { x.layout.len() - 1 };
+            let mut layout = x.layout[..kept].to_vec();
+            layout.resize(x.layout.len(), None);
+            self.layer_norm_statistics(&normed, out, eps, mean_out, inv_out, layout);
+        }
         Ok(())
+    }
+
+    /// LayerNormalization's optional outputs, as fm 0.2 functions of the value `x` its
+    /// LayerNorm normalised over the last axis: Mean is `mean(axis: [last])`, InvStdDev
+    /// `1 / sqrt(mean(square(x - mean)) + epsilon)` with the mean reshaped to a size-1 last
+    /// axis to broadcast, as ONNX computes them. `layout` is the outputs' (ONNX keeps the
+    /// normalised axes as size-1 axes).
+    fn layer_norm_statistics(
+        &mut self,
+        x: &Val,
+        out: &str,
+        eps: f32,
+        mean_out: Option<String>,
+        inv_out: Option<String>,
+        layout: Vec<Option<usize>>,
+    ) {
+        self.model.version_02 = true;
+        let last = x.fm.len() - 1;
+        let reduce = format!("mean(axis: [{}])", last - 1);
+        let reduced: Vec<Option<usize>> = x.fm[..last].to_vec();
+        let identity = |fm: &[Option<usize>]| (0..fm.len()).map(Some).collect::<Vec<_>>();
+        let mean = mean_out.unwrap_or_else(|| format!("{out}__mean"));
+        self.push(
+            &mean,
+            vec![x.var.clone()],
+            reduce.clone(),
+            None,
+            vec![],
+            reduced.clone(),
+            layout.clone(),
+        );
+        let Some(inv) = inv_out else { return };
+        // (name suffix, operands before the previous step's value, call, fm shape)
+        type Step = (String, Vec<String>, String, Vec<Option<usize>>);
+        let mut steps: Vec<Step> = Vec::new();
+        let mut kept = x.fm[..last].to_vec();
+        kept.push(Some(1));
+        let dims: Vec<String> = kept[1..]
+            .iter()
+            .map(|d| d.unwrap_or(0).to_string())
+            .collect();
+        let m = self.vals[&mean].var.clone();
+        steps.push((
+            "mean1".into(),
+            vec![m],
+            format!("Reshape([{}])", dims.join(", ")),
+            kept,
+        ));
+        steps.push((
+            "centered".into(),
+            vec![x.var.clone()],
+            "-".into(),
+            x.fm.clone(),
+        ));
+        steps.push(("square".into(), vec![], "square".into(), x.fm.clone()));
+        steps.push(("var".into(), vec![], reduce, reduced.clone()));
+        steps.push((
+            "var_eps".into(),
+            vec![],
+            format!("Rescale(1.0, offset: {})", fmt_float(eps)),
+            reduced.clone(),
+        ));
+        steps.push(("std".into(), vec![], "sqrt".into(), reduced.clone()));
+        steps.push((
+            "inv".into(),
+            vec!["1.0".into()],
+            "/".into(),
+            reduced.clone(),
+        ));
+        let mut prev = String::new();
+        let n = steps.len();
+        for (i, (what, mut ins, call, fm)) in steps.into_iter().enumerate() {
+            // Each step reads the one before it (after its own fixed operands).
+            if i > 0 {
+                ins.push(prev.clone());
+            }
+            let (key, lay) = if i + 1 == n {
+                (inv.clone(), layout.clone())
+            } else {
+                (format!("{out}__{what}"), identity(&fm))
+            };
+            self.push(&key, ins, call, None, vec![], fm, lay);
+            prev = self.vals[&key].var.clone();
+        }
     }
 
     /// GroupNormalization of a channels-first view: fm's GroupNorm on its channels-last value.
@@ -1604,6 +1814,204 @@ impl Importer<'_> {
             x.layout.clone(),
         );
         Ok(())
+    }
+
+    /// The arithmetic `fmc export` writes for a GroupNorm on a channels-last tensor (ONNX's
+    /// GroupNormalization is channels-first and, before opset 21, scales per group), read back
+    /// as fm's `GroupNorm`: `Reshape` to `[N, spatial.., groups, C / groups]`, `ReduceMean` over
+    /// every axis but the batch and the group axis (`keepdims`), `Sub`, `Mul` by itself,
+    /// `ReduceMean`, `Add` epsilon, `Sqrt`, `Div`, `Reshape` back, `Mul` by a stored
+    /// per-channel gamma, `Add` a stored per-channel beta. Returns how many nodes it read, or
+    /// `None` (nothing changed) when `nodes` do not start with exactly that pattern, each
+    /// intermediate read only inside it.
+    fn group_norm_arithmetic(&mut self, nodes: &[NodeProto]) -> Option<usize> {
+        const OPS: [&str; 11] = [
+            "Reshape",
+            "ReduceMean",
+            "Sub",
+            "Mul",
+            "ReduceMean",
+            "Add",
+            "Sqrt",
+            "Div",
+            "Reshape",
+            "Mul",
+            "Add",
+        ];
+        let n = nodes.get(..OPS.len())?;
+        let arity = |op: &str| match op {
+            "Sqrt" | "ReduceMean" => 1,
+            _ => 2,
+        };
+        if n.iter()
+            .zip(OPS)
+            .any(|(n, op)| n.op_type() != op || n.output.len() != 1 || n.input.len() < arity(op))
+        {
+            return None;
+        }
+        let o = |i: usize| n[i].output[0].as_str();
+        let ins = |i: usize| -> Vec<&str> { n[i].input.iter().map(String::as_str).collect() };
+        // The data flow, each intermediate read only here (`c` by the Mul twice and the Div).
+        let flow = ins(1)[0] == o(0)
+            && ins(2)[..2] == [o(0), o(1)]
+            && ins(3)[..2] == [o(2), o(2)]
+            && ins(4)[0] == o(3)
+            && ins(5).contains(&o(4))
+            && ins(6)[0] == o(5)
+            && ins(7)[..2] == [o(2), o(6)]
+            && ins(8)[0] == o(7)
+            && ins(9)[0] == o(8)
+            && ins(10)[0] == o(9);
+        let reads = |v: &str| self.readers.get(v).copied().unwrap_or(0);
+        let private = [2, 1, 3, 1, 1, 1, 1, 1, 1, 1]
+            .iter()
+            .enumerate()
+            .all(|(i, &r)| reads(o(i)) == r);
+        if !flow || !private {
+            return None;
+        }
+        let x = self.vals.get(ins(0)[0])?.clone();
+        if !x.identity() || x.fm.len() < 2 {
+            return None;
+        }
+        let sample = x.sample();
+        let p = sample.len();
+        let c = sample[p - 1];
+        let ints = |name: &str| {
+            self.constant(name)
+                .and_then(|t| t.i64s().map(<[i64]>::to_vec))
+        };
+        let grouped = ints(ins(0)[1])?;
+        if grouped.len() != p + 2 || grouped[0] != 0 && grouped[0] != -1 {
+            return None;
+        }
+        let groups = usize::try_from(grouped[p]).ok().filter(|&g| g > 0)?;
+        let want: Vec<i64> = sample[..p - 1]
+            .iter()
+            .map(|&d| d as i64)
+            .chain([groups as i64, (c / groups) as i64])
+            .collect();
+        if c % groups != 0 || grouped[1..] != want[..] {
+            return None;
+        }
+        let axes_of = |node: &NodeProto| -> Option<Vec<i64>> {
+            if attr_i(node, "keepdims", 1) != 1 {
+                return None;
+            }
+            let mut a = match node.input.get(1).filter(|s| !s.is_empty()) {
+                Some(name) => ints(name)?,
+                None => attr_is(node, "axes")?,
+            };
+            for v in a.iter_mut() {
+                if *v < 0 {
+                    *v += p as i64 + 2;
+                }
+            }
+            a.sort_unstable();
+            Some(a)
+        };
+        let axes: Vec<i64> = (1..p as i64).chain([p as i64 + 1]).collect();
+        if axes_of(&n[1])? != axes || axes_of(&n[4])? != axes {
+            return None;
+        }
+        let eps_name = ins(5).into_iter().find(|&i| i != o(4))?;
+        let eps = self.constant(eps_name).filter(|t| t.len() == 1)?.f32s()[0];
+        let back = ints(ins(8)[1])?;
+        let want_back: Vec<i64> = sample.iter().map(|&d| d as i64).collect();
+        if back.len() != p + 1 || back[0] != 0 && back[0] != -1 || back[1..] != want_back[..] {
+            return None;
+        }
+        let per_channel = |name: &str| -> Option<Tensor> {
+            let t = self.constant(name)?;
+            (t.len() == c && t.shape.last() == Some(&c))
+                .then(|| Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[c]), t.f32s()).expect("len")))
+        };
+        let gamma = per_channel(ins(9).get(1)?)?;
+        let beta = per_channel(ins(10).get(1)?)?;
+        let layer = self.layer_name(&n[0]);
+        let call = format!("GroupNorm(groups: {groups}, epsilon: {})", fmt_float(eps));
+        self.push(
+            o(10),
+            vec![x.var.clone()],
+            call,
+            layer,
+            vec![("gamma", gamma), ("beta", beta)],
+            x.fm.clone(),
+            x.layout.clone(),
+        );
+        Some(OPS.len())
+    }
+
+    /// What `fmc export` writes for a PositionEmbedding (keras-hub's): `Shape` of the input,
+    /// a `Slice` of the stored `[sequence_length, D]` table to its first L rows (left out when
+    /// L is the whole table), `Expand` to the input's shape. Returns how many nodes it read, or
+    /// `None` (nothing changed) when `nodes` do not start with that pattern.
+    fn position_embedding(&mut self, nodes: &[NodeProto]) -> Option<usize> {
+        let shape = nodes.first().filter(|n| n.op_type() == "Shape")?;
+        if shape.output.len() != 1
+            || shape
+                .attribute
+                .iter()
+                .any(|a| a.name() == "start" || a.name() == "end")
+        {
+            return None;
+        }
+        let x = self.vals.get(shape.input.first()?)?.clone();
+        if !x.identity() || x.fm.len() != 3 {
+            return None;
+        }
+        let (len, dim) = (x.fm[1]?, x.fm[2]?);
+        let slice = nodes.get(1).filter(|n| n.op_type() == "Slice");
+        let expand = nodes.get(if slice.is_some() { 2 } else { 1 })?;
+        if expand.op_type() != "Expand"
+            || expand.input.len() != 2
+            || expand.input[1] != shape.output[0]
+            || self.readers.get(&shape.output[0]).copied() != Some(1)
+        {
+            return None;
+        }
+        let table_name = match slice {
+            Some(s) => {
+                let ints = |i: usize| {
+                    let name = s.input.get(i).filter(|n| !n.is_empty())?;
+                    self.constant(name)
+                        .and_then(|t| t.i64s().map(<[i64]>::to_vec))
+                };
+                let axes_ok = s.input.get(3).is_none_or(|n| n.is_empty())
+                    || ints(3).is_some_and(|a| a == [0] || a == [-2]);
+                let steps_ok = s.input.get(4).is_none_or(|n| n.is_empty())
+                    || ints(4).is_some_and(|a| a == [1]);
+                if ints(1)? != [0]
+                    || ints(2)? != [len as i64]
+                    || !axes_ok
+                    || !steps_ok
+                    || expand.input[0] != s.output[0]
+                    || self.readers.get(&s.output[0]).copied() != Some(1)
+                {
+                    return None;
+                }
+                s.input.first()?
+            }
+            None => &expand.input[0],
+        };
+        let table = self.constant(table_name)?.clone();
+        let [rows, d] = table.shape[..] else {
+            return None;
+        };
+        if d != dim || rows < len || slice.is_none() && rows != len {
+            return None;
+        }
+        let layer = self.layer_name(shape);
+        self.push(
+            &expand.output[0],
+            vec![x.var.clone()],
+            format!("PositionEmbedding({rows})"),
+            layer,
+            vec![("embeddings", table.to_tensor())],
+            x.fm.clone(),
+            x.layout.clone(),
+        );
+        Some(if slice.is_some() { 3 } else { 2 })
     }
 
     /// Resize by whole factors on the two spatial axes, nearest neighbour, as fm's
@@ -1914,70 +2322,55 @@ impl Importer<'_> {
             call + ")"
         };
         let layer = self.layer_name(node);
-        let t = x.fm[1];
-        if let (Some(_), Some(yh)) = (y, yh) {
-            // Both read: fm's layer gives one of them, so a second layer with a copy of the
-            // weights gives the last state (exact; training would update the copies apart).
-            let last = layer
-                .as_ref()
-                .map(|l| super::unique_name(&format!("{l}_last"), &mut self.layer_names));
-            self.model.header.push(format!(
-                "Node '{}' ({op}): its outputs Y and Y_h are both read; `{}` gives Y and `{}`, with a copy of its weights, Y_h (training would update the two apart).",
-                node.name(),
-                layer.as_deref().unwrap_or("?"),
-                last.as_deref().unwrap_or("?"),
-            ));
-            let layout = if layout_attr == 0 {
-                vec![None, Some(0), Some(1)]
-            } else {
-                vec![Some(0), None, Some(1)]
-            };
-            self.push(
-                yh,
-                vec![x.var.clone()],
-                call(false),
-                last,
-                params.clone(),
-                vec![None, Some(units)],
-                layout,
-            );
-        }
-        let seq = y.is_some();
-        let call = call(seq);
-        if seq {
-            let out = y.cloned().unwrap_or_default();
-            // Y: [T, 1, N, u] (layout 0) or [N, T, 1, u] (layout 1).
-            let layout = if layout_attr == 0 {
-                vec![Some(1), None, Some(0), Some(2)]
-            } else {
-                vec![Some(0), Some(1), None, Some(2)]
-            };
-            self.push(
-                &out,
-                vec![x.var.clone()],
-                call,
-                layer,
-                params,
-                vec![None, t, Some(units)],
-                layout,
-            );
+        // Y: [T, 1, N, u] (layout 0) or [N, T, 1, u] (layout 1); Y_h: [1, N, u] or [N, 1, u].
+        let (y_layout, yh_layout) = if layout_attr == 0 {
+            (
+                vec![Some(1), None, Some(0), Some(2)],
+                vec![None, Some(0), Some(1)],
+            )
         } else {
-            let out = yh
-                .cloned()
-                .unwrap_or_else(|| format!("{}__unused", node.name()));
-            // Y_h: [1, N, u] (layout 0) or [N, 1, u] (layout 1).
-            let layout = if layout_attr == 0 {
-                vec![None, Some(0), Some(1)]
-            } else {
-                vec![Some(0), None, Some(1)]
-            };
+            (
+                vec![Some(0), Some(1), None, Some(2)],
+                vec![Some(0), None, Some(1)],
+            )
+        };
+        let sequence = (vec![None, x.fm[1], Some(units)], y_layout);
+        let last_state = (vec![None, Some(units)], yh_layout);
+        // (ONNX output, layer name, return_sequences, fm shape and layout) of each layer.
+        let mut layers = Vec::new();
+        match (y, yh) {
+            (Some(y), Some(yh)) => {
+                // Both read: fm's layer gives one of them, so a second layer with a copy of
+                // the weights gives the last state (exact; training would update the copies
+                // apart).
+                let last = layer
+                    .as_ref()
+                    .map(|l| super::unique_name(&format!("{l}_last"), &mut self.layer_names));
+                self.model.header.push(format!(
+                    "Node '{}' ({op}): its outputs Y and Y_h are both read; `{}` gives Y and `{}`, with a copy of its weights, Y_h (training would update the two apart).",
+                    node.name(),
+                    layer.as_deref().unwrap_or("?"),
+                    last.as_deref().unwrap_or("?"),
+                ));
+                layers.push((yh.clone(), last, false, last_state));
+                layers.push((y.clone(), layer, true, sequence));
+            }
+            (Some(y), None) => layers.push((y.clone(), layer, true, sequence)),
+            (None, yh) => {
+                let out = yh
+                    .cloned()
+                    .unwrap_or_else(|| format!("{}__unused", node.name()));
+                layers.push((out, layer, false, last_state));
+            }
+        }
+        for (out, name, seq, (fm, layout)) in layers {
             self.push(
                 &out,
                 vec![x.var.clone()],
-                call,
-                layer,
-                params,
-                vec![None, Some(units)],
+                call(seq),
+                name,
+                params.clone(),
+                fm,
                 layout,
             );
         }

@@ -40,6 +40,7 @@ SYNTHETIC = {
     "lstm_sequence": lambda r: (r.normal(0, 1, (32, 50, 8)), r.integers(0, 5, (32,))),
     "resnet_tiny": lambda r: (r.uniform(0, 1, (16, 32, 32, 3)), r.integers(0, 10, (16,))),
     "groupnorm_upsampling": lambda r: (r.normal(0, 1, (16, 6, 6, 4)), r.normal(0, 1, (16, 6, 18, 4))),
+    "position_embedding": lambda r: (r.normal(0, 1, (16, 5, 3)), r.normal(0, 1, (16, 2))),
 }
 STEPS = 3
 SAMPLES = 6
@@ -107,12 +108,14 @@ def main():
             onnx.checker.check_model(onnx.load(path), full_check=True)
             sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
             feed = {}
+            nodes = [n.name for n in onnx.load(path).graph.node]
             for inp in sess.get_inputs():
                 shape = (SAMPLES, *inp.shape[1:])
                 if "int" in inp.type:
                     feed[inp.name] = rng.integers(0, 5, shape).astype(np.int32)
-                elif "/transform" in "".join(n.name for n in onnx.load(path).graph.node):
-                    # Raw pixels, as the data section's `scale(1 / 255)` expects.
+                elif any(n.startswith(inp.name + "/transform/") for n in nodes):
+                    # Raw pixels, as the data section's `scale(1 / 255)` expects (sampled
+                    # inputs, such as a GAN's noise, are not transformed).
                     feed[inp.name] = rng.integers(0, 256, shape).astype(np.float32)
                 else:
                     feed[inp.name] = rng.uniform(-1, 1, shape).astype(np.float32)
