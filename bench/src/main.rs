@@ -145,7 +145,7 @@ fn median_seconds(
             times.push(t.elapsed().as_secs_f64());
         }
         times.sort_by(f64::total_cmp);
-        return Ok(times[times.len() / 2]);
+        return Ok((times[times.len() / 2], None));
     }
     let per_call = calibration_start.elapsed().as_secs_f64() / f64::from(calibration_calls);
     let run_budget = options.seconds / options.runs as f64;

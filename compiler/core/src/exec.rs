@@ -618,7 +618,7 @@ impl Session {
         for lag in &self.graph.lags {
             match lag.kind {
                 LagKind::Copy { every } => {
-                    if every > 0 && self.iterations % every == 0 {
+                    if every > 0 && self.iterations.is_multiple_of(every) {
                         for &(live, copy) in &lag.pairs {
                             self.params[copy] = self.params[live].clone();
                         }

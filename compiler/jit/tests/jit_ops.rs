@@ -595,7 +595,7 @@ fn bucketize_is_exact() {
         let mut xs: Vec<f32> = edges.clone();
         xs.extend([-3.0, 3.0, f32::NAN, 0.0]);
         xs.truncate(6 * 5);
-        while xs.len() % 6 != 0 {
+        while !xs.len().is_multiple_of(6) {
             xs.push(1.5);
         }
         let n = xs.len() / 6;
