@@ -2,7 +2,7 @@
 
 use fm_runtime::config::{
     AccuracyKind, Every, Loss, Metric, OptimizerKind, OptimizerSpec, OutputLoss, OutputMetric,
-    Schedule, TrainSpec, Validation,
+    Schedule, TrainSpec,
 };
 use fm_runtime::metrics::{metric_defs, MetricDef, MetricSet};
 use fm_runtime::tensor::Tensor;
