@@ -82,10 +82,13 @@ pub fn prepare(
 ) -> Result<Prepared, String> {
     let (graph, spec) = check_clean(label, source, path)?;
     let mut rng = SplitMix64::new(data_seed ^ 0xda7a);
+    // The inputs read from data: sampled ones (language.md 9.2) are drawn by the backend.
     let inputs = graph
         .inputs
         .iter()
-        .map(|i| {
+        .enumerate()
+        .filter(|(k, _)| !graph.sampled.iter().any(|(i, _)| i == k))
+        .map(|(_, i)| {
             let mut shape = vec![batch];
             shape.extend(&i.shape);
             match i.dtype {

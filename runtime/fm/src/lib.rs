@@ -62,6 +62,19 @@
 //! - consts `NAME`, `INPUT_SHAPE`, `OUTPUT_SHAPE`, `PARAM_COUNT` and `SUMMARY` (the
 //!   `fmc summary` table).
 //!
+//! Language 0.2 files (language.md 9) compile too, as `fmc train` runs them:
+//! - a sampled input (`input z: f32[32] ~ normal(0, 1)`) is no argument: the generated code
+//!   draws it from the counter-based stream of `fmc` (the same bits for the same seed and
+//!   step); when every input the outputs need is drawn, `predict(samples: usize)` takes a
+//!   number of samples (a GAN's generator);
+//! - `train_step` and `fit` take the inputs read from data, then the targets: the `target`
+//!   declarations a loss expression reads (`train_step(cell, next_cell, action, reward, done)`);
+//! - a `train` section with `step`s has one method per step (`train_step_disc`,
+//!   `train_step_gen`), and `train_step` runs them in order and reports each loss in
+//!   [`compiled::StepStats::step_losses`]; `finish_step` ends a step taken step by step;
+//! - lagged weights (`copy(every:)`, `ema`) are parameters `lag/CALL/PARAM` of the struct,
+//!   updated after each step, saved and loaded with the others.
+//!
 //! `fmc compile FILE --emit rust` prints exactly what the macro expands to.
 //!
 //! # The rest of this crate

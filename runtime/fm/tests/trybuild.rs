@@ -1,6 +1,7 @@
-//! Compile-time behaviour of `model!` (trybuild): every `.fm` error, and every misuse of the
-//! generated API, and every language 0.2 construct (not compiled to Rust yet), is a compile error with the message pinned in `ui/*.stderr`; `ui/api.rs`
-//! builds and runs the whole generated API. Regenerate the `.stderr` files after a deliberate
+//! Compile-time behaviour of `model!` (trybuild): every `.fm` error and every misuse of the
+//! generated API is a compile error with the message pinned in `ui/*.stderr`; `ui/api.rs` and
+//! `ui/api_0_2.rs` (language 0.2: sampled inputs, training steps) build and run the whole
+//! generated API. Regenerate the `.stderr` files after a deliberate
 //! change with `TRYBUILD=overwrite cargo test --release -p fm --test trybuild`.
 //!
 //! trybuild builds the cases in a crate of its own under `target/tests/trybuild` (a debug build
@@ -19,6 +20,7 @@ fn ui() {
     t.compile_fail("tests/ui/several_models.rs");
     t.compile_fail("tests/ui/inline_error.rs");
     t.compile_fail("tests/ui/wrong_types.rs");
-    t.compile_fail("tests/ui/language_0_2.rs");
+    t.compile_fail("tests/ui/sampled_predict.rs");
     t.pass("tests/ui/api.rs");
+    t.pass("tests/ui/api_0_2.rs");
 }

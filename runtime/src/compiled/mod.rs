@@ -1,10 +1,12 @@
 //! What Rust generated from a `.fm` file (`model!`, `fmc compile --emit rust`) links against.
 //!
-//! The generated code holds the model's three IR functions (train step, evaluation, inference)
-//! as plain Rust over slices, and a [`ModelDef`] describing them: inputs, targets, parameters and
-//! their initialisers, optimizer slots, the resolved `train` section. [`Model`] is everything
-//! else, shared by every generated model: the state (parameters, optimizer slots, step), shape
-//! checks, binding to the training loop ([`crate::train::Backend`], so `fit` is the runtime's
+//! The generated code holds the model's IR functions (one train step per `step` of the `train`
+//! section, evaluation, inference) as plain Rust over slices, and a [`ModelDef`] describing
+//! them: inputs read from data, targets, parameters and their initialisers (lagged copies
+//! included), optimizer slots, lagged weights, the resolved `train` section. [`Model`] is
+//! everything else, shared by every generated model: the state (parameters, optimizer slots,
+//! step), shape checks, running the steps in order and refreshing lagged weights as `fmc train`
+//! does, binding to the training loop ([`crate::train::Backend`], so `fit` is the runtime's
 //! loop with its schedules, validation, callbacks and checkpoints), and weights files in the
 //! safetensors layout `fmc` reads and writes. [`ops`] holds the operations that are not plain
 //! elementwise loops (GEMM, convolution and pooling call [`crate::kernels`], as the JIT does).
@@ -62,7 +64,8 @@ pub enum ResultKind {
 }
 
 /// The batch size, learning rate and random stream of one call, and the first error a kernel
-/// reported.
+/// reported. Random numbers (dropout masks, sampled inputs) are a pure function of (`seed`,
+/// `step`, salt, index), the counter-based stream of the interpreter and the JIT.
 #[derive(Debug)]
 pub struct Ctx {
     pub batch: usize,
@@ -155,6 +158,11 @@ pub enum Run {
 /// A generated function: what it takes and returns, its planned workspace, and the code.
 #[derive(Clone, Copy)]
 pub struct FnDef {
+    /// The generated function's name (`train_step`, `train_step_disc`, `evaluate`, `predict`).
+    pub name: &'static str,
+    /// The inputs `data` holds first, as indices into [`ModelDef::inputs`]: every input read
+    /// from data, or for inference only those its outputs need (language.md 9.2).
+    pub inputs: &'static [usize],
     /// Whether `data` holds the targets after the inputs.
     pub takes_targets: bool,
     pub results: &'static [ResultKind],
@@ -201,19 +209,47 @@ impl Scratch {
     }
 }
 
+/// How a lagged copy of a named call's weights follows the live ones (language.md 9.5).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LagKind {
+    /// Refreshed with the live weights after every `every`-th step.
+    Copy { every: u64 },
+    /// `lag = decay * lag + (1 - decay) * live` after every step.
+    Ema { decay: f64 },
+}
+
+/// A lagged copy of a named call's weights: parameters `lag/CALL/PARAM` of [`ModelDef::params`]
+/// that no gradient reaches and [`Model`] updates after each step.
+#[derive(Clone, Copy, Debug)]
+pub struct LagDef {
+    /// The named call (`qn`).
+    pub call: &'static str,
+    pub kind: LagKind,
+    /// (live parameter, its lagged copy), indices into [`ModelDef::params`].
+    pub pairs: &'static [(usize, usize)],
+}
+
 /// Everything generated code tells the runtime about a model.
 pub struct ModelDef {
     pub name: &'static str,
     /// The `.fm` source (its hash goes into weights files, as `fmc`'s).
     pub source: &'static str,
+    /// The inputs read from data, in model order (sampled inputs are drawn by the generated
+    /// code, language.md 9.2).
     pub inputs: &'static [TensorDef],
     pub outputs: &'static [TensorDef],
+    /// One per output, or the `target` declarations when a loss expression reads them (9.3).
     pub targets: &'static [TensorDef],
     pub params: &'static [ParamDef],
+    /// Every step's optimizer slots (a parameter two steps update has a set per step).
     pub slots: &'static [SlotDef],
+    /// Lagged weights (9.5).
+    pub lags: &'static [LagDef],
     /// The resolved `train` section (a [`TrainSpec`] as JSON).
     pub train_spec: &'static str,
-    pub train: FnDef,
+    /// The train step: one function per `step` of the `train` section (language.md 9.4), run
+    /// in order on each batch; one function when the section has a single loss.
+    pub train: &'static [FnDef],
     pub eval: FnDef,
     pub predict: FnDef,
 }
@@ -225,6 +261,9 @@ pub struct StepStats {
     pub loss: f64,
     /// The file's metrics on the batch's outputs before the update, by name.
     pub metrics: Vec<(String, f64)>,
+    /// Each step's loss (`disc_loss`) when the `train` section has `step`s (their sum is
+    /// `loss`).
+    pub step_losses: Vec<(String, f64)>,
     /// Optimizer steps taken so far (including this one).
     pub step: u64,
 }
@@ -236,16 +275,34 @@ pub struct Model {
     params: Vec<Vec<f32>>,
     slots: Vec<Vec<f32>>,
     step: u64,
-    /// Buffers of the train step, evaluation and inference.
-    scratch: [std::sync::Mutex<Scratch>; 3],
+    /// Buffers of evaluation, inference and each train step function, in that order.
+    scratch: Vec<std::sync::Mutex<Scratch>>,
 }
 
-/// Which generated function (index into [`Model::scratch`]).
+/// Which generated function.
 #[derive(Clone, Copy)]
 enum Which {
-    Train = 0,
-    Eval = 1,
-    Predict = 2,
+    Eval,
+    Predict,
+    /// Train step function `k` of [`ModelDef::train`].
+    Train(usize),
+}
+
+impl Which {
+    /// Index into [`Model::scratch`].
+    fn index(self) -> usize {
+        match self {
+            Which::Eval => 0,
+            Which::Predict => 1,
+            Which::Train(k) => 2 + k,
+        }
+    }
+}
+
+fn scratch_for(def: &ModelDef) -> Vec<std::sync::Mutex<Scratch>> {
+    (0..2 + def.train.len())
+        .map(|_| Default::default())
+        .collect()
 }
 
 fn shape_error(message: String) -> RuntimeError {
@@ -279,15 +336,19 @@ impl Model {
             ),
         };
         spec.seed = seed;
-        let params = def
-            .params
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let a = draw(p.init, p.shape, &mut Rng::new(seed, i as u64));
-                a.into_raw_vec_and_offset().0
-            })
-            .collect();
+        let mut params: Vec<Vec<f32>> = Vec::with_capacity(def.params.len());
+        for (i, p) in def.params.iter().enumerate() {
+            let v = match p.init {
+                // A lagged copy starts equal to its live parameter (language.md 9.5).
+                Init::CopyOf(src) if src < params.len() => params[src].clone(),
+                init => {
+                    draw(init, p.shape, &mut Rng::new(seed, i as u64))
+                        .into_raw_vec_and_offset()
+                        .0
+                }
+            };
+            params.push(v);
+        }
         let slots = def
             .slots
             .iter()
@@ -299,7 +360,7 @@ impl Model {
             params,
             slots,
             step: 0,
-            scratch: Default::default(),
+            scratch: scratch_for(def),
         }
     }
 
@@ -334,16 +395,27 @@ impl Model {
 
     /// Loads a weights file written by `fmc train` or [`Model::save`]: parameters, and the
     /// optimizer state and step when the file has them. Missing, unknown or mis-shaped tensors
-    /// are errors naming the tensor.
+    /// are errors naming the tensor, except a lagged copy (`lag/CALL/PARAM`, language.md 9.5)
+    /// the file lacks: it starts equal to the file's `PARAM`, as with `fmc train --init`.
     pub fn load(def: &'static ModelDef, path: impl AsRef<Path>) -> Result<Self, RuntimeError> {
         let path = path.as_ref();
-        let file = load_weights(path)?;
+        let mut file = load_weights(path)?;
         let mut model = Model::new(def, 0);
         if let Some(seed) = serde_json::from_str::<TrainSpec>(def.train_spec)
             .ok()
             .map(|s| s.seed)
         {
             model.spec.seed = seed;
+        }
+        for lag in def.lags {
+            for &(live, copy) in lag.pairs {
+                let copy_name = def.params[copy].name;
+                if file.get(copy_name).is_none() {
+                    if let Some(t) = file.get(def.params[live].name).cloned() {
+                        file.tensors.push((copy_name.to_string(), t));
+                    }
+                }
+            }
         }
         let params = file.without_optimizer_state();
         let expected: Vec<(String, Vec<usize>)> = def
@@ -369,10 +441,10 @@ impl Model {
     }
 
     fn check_samples(
-        defs: &[TensorDef],
+        defs: &[&TensorDef],
         shapes: &[&[usize]],
         what: &str,
-    ) -> Result<usize, RuntimeError> {
+    ) -> Result<Option<usize>, RuntimeError> {
         if shapes.len() != defs.len() {
             return Err(shape_error(format!(
                 "expected {} {what} tensor(s), got {}",
@@ -409,22 +481,41 @@ impl Model {
                 _ => {}
             }
         }
-        Ok(batch.unwrap_or(0))
+        Ok(batch)
+    }
+
+    /// The inputs `f` reads out of `inputs`, which holds either every input read from data
+    /// ([`ModelDef::inputs`]) or exactly those `f` reads ([`FnDef::inputs`]).
+    fn select<'a>(&self, f: &FnDef, inputs: &'a [Tensor]) -> Vec<&'a Tensor> {
+        if inputs.len() == self.def.inputs.len() && inputs.len() != f.inputs.len() {
+            f.inputs.iter().filter_map(|&k| inputs.get(k)).collect()
+        } else {
+            inputs.iter().collect()
+        }
     }
 
     /// Checks and binds a batch's inputs (and targets when `f` takes them): the `data`
-    /// argument of generated code, and the batch size.
+    /// argument of generated code, and the batch size (`samples` when no input gives it: an
+    /// inference whose inputs are all drawn).
     fn bind<'a>(
         &self,
         f: &FnDef,
         inputs: &'a [Tensor],
         targets: &'a [Tensor],
+        samples: Option<usize>,
     ) -> Result<(Vec<Bound<'a>>, usize), RuntimeError> {
-        let in_shapes: Vec<&[usize]> = inputs.iter().map(Tensor::shape).collect();
-        let batch = Self::check_samples(self.def.inputs, &in_shapes, "input")?;
-        let mut bound: Vec<Bound> = inputs
+        let selected = self.select(f, inputs);
+        let defs: Vec<&TensorDef> = f.inputs.iter().map(|&k| &self.def.inputs[k]).collect();
+        let in_shapes: Vec<&[usize]> = selected.iter().map(|t| t.shape()).collect();
+        let found = Self::check_samples(&defs, &in_shapes, "input")?;
+        // Inputs `f` does not read still give the batch size (as `fmc predict` counts them).
+        let batch = found
+            .or(samples)
+            .or_else(|| inputs.first().map(Tensor::len))
+            .unwrap_or(0);
+        let mut bound: Vec<Bound> = selected
             .iter()
-            .zip(self.def.inputs)
+            .zip(&defs)
             .map(|(t, d)| conform(t, d.dtype))
             .collect();
         if f.takes_targets {
@@ -451,19 +542,25 @@ impl Model {
         Ok((bound, batch))
     }
 
-    /// Runs the train step on a batch, updating parameters and slots in place; returns the
-    /// results of [`FnDef::results`] (loss, outputs).
+    /// Runs train step function `k` on a batch, updating parameters and slots in place;
+    /// returns the results of [`FnDef::results`] (loss, outputs) and the batch size. Counts
+    /// no step.
     fn run_step(
         &mut self,
+        k: usize,
         inputs: &[Tensor],
         targets: &[Tensor],
         lr: f32,
-    ) -> Result<Vec<Vec<f32>>, RuntimeError> {
-        let f = self.def.train;
-        let (bound, batch) = self.bind(&f, inputs, targets)?;
+    ) -> Result<(Vec<Vec<f32>>, usize), RuntimeError> {
+        let f = *self
+            .def
+            .train
+            .get(k)
+            .ok_or_else(|| RuntimeError::backend(format!("the model has no train step {k}")))?;
+        let (bound, batch) = self.bind(&f, inputs, targets, None)?;
         let data: Vec<Arg> = bound.iter().map(as_arg).collect();
         let ctx = Ctx::new(batch, self.spec.seed, self.step, lr);
-        let scratch = self.scratch[Which::Train as usize]
+        let scratch = self.scratch[Which::Train(k).index()]
             .get_mut()
             .unwrap_or_else(|e| e.into_inner());
         scratch.prepare(self.def, &f, batch);
@@ -488,27 +585,29 @@ impl Model {
         drop(flush);
         match ctx.take_error() {
             Some(e) => Err(e),
-            None => Ok(scratch.out.clone()),
+            None => Ok((scratch.out.clone(), batch)),
         }
     }
 
-    /// Runs evaluation or inference on a batch; returns the results of [`FnDef::results`].
+    /// Runs evaluation or inference on a batch; returns the results of [`FnDef::results`] and
+    /// the batch size.
     fn run_read(
         &self,
         which: Which,
         inputs: &[Tensor],
         targets: &[Tensor],
-    ) -> Result<Vec<Vec<f32>>, RuntimeError> {
+        samples: Option<usize>,
+    ) -> Result<(Vec<Vec<f32>>, usize), RuntimeError> {
         let f = match which {
             Which::Eval => self.def.eval,
             _ => self.def.predict,
         };
-        let (bound, batch) = self.bind(&f, inputs, targets)?;
+        let (bound, batch) = self.bind(&f, inputs, targets, samples)?;
         let data: Vec<Arg> = bound.iter().map(as_arg).collect();
         let ctx = Ctx::new(batch, self.spec.seed, self.step, 0.0);
         // Another thread running the same function meanwhile gets buffers of its own.
         let mut own = Scratch::default();
-        let mut guard = self.scratch[which as usize].try_lock().ok();
+        let mut guard = self.scratch[which.index()].try_lock().ok();
         let scratch = guard.as_deref_mut().unwrap_or(&mut own);
         scratch.prepare(self.def, &f, batch);
         let Run::Read(run) = f.run else {
@@ -527,7 +626,7 @@ impl Model {
         drop(flush);
         match ctx.take_error() {
             Some(e) => Err(e),
-            None => Ok(scratch.out.clone()),
+            None => Ok((scratch.out.clone(), batch)),
         }
     }
 
@@ -547,11 +646,37 @@ impl Model {
             .collect()
     }
 
-    /// Inference on a batch of each input (`[batch, ...]`), in output order. A wrong shape is
+    /// Inference on a batch (`[batch, ...]`), in output order: `inputs` holds the inputs the
+    /// outputs need ([`FnDef::inputs`] of [`ModelDef::predict`]), or every input read from
+    /// data. Sampled inputs are drawn from the stream of step [`Model::step`]. A wrong shape is
     /// an error naming the expected one.
     pub fn predict_batch(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
-        let results = self.run_read(Which::Predict, inputs, &[])?;
-        let batch = inputs.first().map_or(0, Tensor::len);
+        let (results, batch) = self.run_read(Which::Predict, inputs, &[], None)?;
+        Ok(self.outputs(batch, results, &self.def.predict))
+    }
+
+    /// Inference on `n` samples when every input the outputs need is drawn (language.md 9.2,
+    /// `fmc predict --samples N`: a GAN's generator). An error names the inputs it would
+    /// need otherwise.
+    pub fn predict_samples(&self, n: usize) -> Result<Vec<Tensor>, RuntimeError> {
+        if !self.def.predict.inputs.is_empty() {
+            let names: Vec<String> = self
+                .def
+                .predict
+                .inputs
+                .iter()
+                .map(|&k| format!("`{}`", self.def.inputs[k].name))
+                .collect();
+            return Err(RuntimeError::without_path(
+                ErrorKind::DataSetup,
+                format!(
+                    "the outputs of model `{}` also need {}: predict them from inputs",
+                    self.def.name,
+                    names.join(", ")
+                ),
+            ));
+        }
+        let (results, batch) = self.run_read(Which::Predict, &[], &[], Some(n))?;
         Ok(self.outputs(batch, results, &self.def.predict))
     }
 
@@ -567,23 +692,119 @@ impl Model {
         first_f32(out)
     }
 
+    /// The learning rate of the file's schedule at step [`Model::step`] (epoch-based schedules
+    /// count it as epoch 0).
+    fn scheduled_lr(&self) -> f32 {
+        let schedule = LrSchedule::new(self.spec.optimizer.lr, &self.spec.schedule, 1, 1);
+        schedule.lr(self.step, 0)
+    }
+
     /// One optimizer step on a batch with the file's loss, optimizer, schedule and clipping
-    /// (the learning rate of step `step()`; epoch-based schedules count this as epoch 0).
+    /// (the learning rate of step `step()`; epoch-based schedules count this as epoch 0):
+    /// every `step` of the `train` section in order, then the lagged weights.
     pub fn train_step_batch(
         &mut self,
         inputs: &[Tensor],
         targets: &[Tensor],
     ) -> Result<StepStats, RuntimeError> {
-        let schedule = LrSchedule::new(self.spec.optimizer.lr, &self.spec.schedule, 1, 1);
-        let lr = schedule.lr(self.step, 0);
+        let lr = self.scheduled_lr();
         let out = Backend::train_step(self, inputs, targets, lr)?;
         let mut metrics = MetricSet::new(metric_defs(&self.spec));
         metrics.update(&out.outputs, targets)?;
         Ok(StepStats {
             loss: out.loss,
             metrics: metrics.metric_values(),
+            step_losses: out.extra,
             step: self.step,
         })
+    }
+
+    /// The learning rate of train step function `k` when the section's is `lr`: the step's own
+    /// optimizer's, scaled as the schedule scales the section's (as `fmc train` does).
+    fn step_lr(&self, k: usize, lr: f32) -> f32 {
+        match self.spec.steps.get(k) {
+            Some(st) if self.spec.optimizer.lr != 0.0 => {
+                (lr as f64 * st.optimizer.lr / self.spec.optimizer.lr) as f32
+            }
+            _ => lr,
+        }
+    }
+
+    /// Runs train step function `k` (the `k`-th `step` of the `train` section) with the
+    /// section's learning rate `lr`: its loss and outputs before its update. Counts no step.
+    fn take_step(
+        &mut self,
+        k: usize,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        lr: f32,
+    ) -> Result<(f64, Vec<Tensor>), RuntimeError> {
+        let lr = self.step_lr(k, lr);
+        let (results, batch) = self.run_step(k, inputs, targets, lr)?;
+        let f = self.def.train[k];
+        let loss = f
+            .results
+            .iter()
+            .zip(&results)
+            .find(|(r, _)| **r == ResultKind::Loss)
+            .and_then(|(_, v)| v.first().copied())
+            .unwrap_or(f32::NAN) as f64;
+        Ok((loss, self.outputs(batch, results, &f)))
+    }
+
+    /// One `step` of the `train` section alone (language.md 9.4; `k` in the order written):
+    /// its forward pass, loss, gradients and optimizer update, with the learning rate of step
+    /// [`Model::step`]. It counts no step and leaves the lagged weights: a full train step is
+    /// every step in order, then [`Model::finish_step`] (what [`Model::train_step_batch`]
+    /// does). Returns the step's loss and the file's metrics on its outputs.
+    pub fn train_one_step(
+        &mut self,
+        k: usize,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+    ) -> Result<StepStats, RuntimeError> {
+        let lr = self.scheduled_lr();
+        let (loss, outputs) = self.take_step(k, inputs, targets, lr)?;
+        let mut metrics = MetricSet::new(metric_defs(&self.spec));
+        metrics.update(&outputs, targets)?;
+        let step_losses = match self.spec.steps.get(k) {
+            Some(st) => vec![(format!("{}_loss", st.name), loss)],
+            None => vec![],
+        };
+        Ok(StepStats {
+            loss,
+            metrics: metrics.metric_values(),
+            step_losses,
+            step: self.step,
+        })
+    }
+
+    /// Ends a train step taken step by step ([`Model::train_one_step`]): counts it and
+    /// updates the lagged weights (language.md 9.5), a copy refreshed every N steps or an
+    /// exponential moving average.
+    pub fn finish_step(&mut self) {
+        self.step += 1;
+        for lag in self.def.lags {
+            match lag.kind {
+                LagKind::Copy { every } => {
+                    if every > 0 && self.step.is_multiple_of(every) {
+                        for &(live, copy) in lag.pairs {
+                            let w = self.params[live].clone();
+                            self.params[copy].copy_from_slice(&w);
+                        }
+                    }
+                }
+                LagKind::Ema { decay } => {
+                    let d = decay as f32;
+                    for &(live, copy) in lag.pairs {
+                        let (w, l) = pair_mut(&mut self.params, live, copy);
+                        for (l, &w) in l.iter_mut().zip(w.iter()) {
+                            *l = d * *l + (1.0 - d) * w;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Loss and metrics over a data set in inference mode.
@@ -648,6 +869,17 @@ impl Model {
     }
 }
 
+/// Parameter `a` to read and parameter `b` to write (`a != b`).
+fn pair_mut(params: &mut [Vec<f32>], a: usize, b: usize) -> (&[f32], &mut [f32]) {
+    if a < b {
+        let (lo, hi) = params.split_at_mut(b);
+        (&lo[a], &mut hi[0])
+    } else {
+        let (lo, hi) = params.split_at_mut(a);
+        (&hi[0], &mut lo[b])
+    }
+}
+
 fn first_f32(out: Vec<Tensor>) -> Result<ArrayD<f32>, RuntimeError> {
     match out.into_iter().next() {
         Some(Tensor::F32(a)) => Ok(a),
@@ -673,33 +905,31 @@ fn as_arg<'a>(b: &'a Bound<'_>) -> Arg<'a> {
 }
 
 impl Backend for Model {
+    /// Every train step function in order on the batch (each sees the weights the earlier
+    /// ones changed); the loss is their sum, the outputs the last one's. Then the step is
+    /// counted and the lagged weights follow.
     fn train_step(
         &mut self,
         inputs: &[Tensor],
         targets: &[Tensor],
         lr: f32,
     ) -> Result<StepOutput, RuntimeError> {
-        let f = self.def.train;
-        let results = self.run_step(inputs, targets, lr)?;
-        let batch = inputs.first().map_or(0, Tensor::len);
         let mut loss = 0.0;
         let mut outputs = Vec::new();
-        for (r, v) in f.results.iter().zip(results) {
-            match *r {
-                ResultKind::Loss => loss = v.first().copied().unwrap_or(f32::NAN) as f64,
-                ResultKind::Output(k) => {
-                    let shape = [&[batch][..], self.def.outputs[k].shape].concat();
-                    outputs.push(Tensor::F32(
-                        ArrayD::from_shape_vec(IxDyn(&shape), v).unwrap_or_default(),
-                    ))
-                }
+        let mut extra = Vec::new();
+        for k in 0..self.def.train.len() {
+            let (l, out) = self.take_step(k, inputs, targets, lr)?;
+            loss += l;
+            outputs = out;
+            if let Some(st) = self.spec.steps.get(k) {
+                extra.push((format!("{}_loss", st.name), l));
             }
         }
-        self.step += 1;
+        self.finish_step();
         Ok(StepOutput {
             loss,
             outputs,
-            extra: Vec::new(),
+            extra,
         })
     }
 
@@ -709,8 +939,7 @@ impl Backend for Model {
         targets: &[Tensor],
     ) -> Result<StepOutput, RuntimeError> {
         let f = self.def.eval;
-        let results = self.run_read(Which::Eval, inputs, targets)?;
-        let batch = inputs.first().map_or(0, Tensor::len);
+        let (results, batch) = self.run_read(Which::Eval, inputs, targets, None)?;
         let loss = f
             .results
             .iter()
@@ -815,7 +1044,7 @@ impl Clone for Model {
             params: self.params.clone(),
             slots: self.slots.clone(),
             step: self.step,
-            scratch: Default::default(),
+            scratch: scratch_for(self.def),
         }
     }
 }

@@ -507,6 +507,14 @@ pub fn random_uniform(ctx: &super::Ctx, salt: u64, out: &mut [f32]) {
     }
 }
 
+/// For each `x`, the number of `edges` (ascending) that are <= it: the index a categorical
+/// draw picks from a uniform number (`edges` are the cumulative probabilities).
+pub fn bucketize(edges: &[f32], x: &[f32], out: &mut [i32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = edges.partition_point(|&e| e <= v) as i32;
+    }
+}
+
 /// `rows x cols`: 1 where `col <= row`.
 pub fn lower_triangle(rows: usize, cols: usize, out: &mut [f32]) {
     out.iter_mut().for_each(|v| *v = 0.0);

@@ -920,6 +920,20 @@ impl Emitter<'_> {
                     }
                 }
             }
+            Op::Bucketize { edges } => {
+                // Categorical sampling (language.md 9.2): i32 indices, in a buffer of their own
+                // (the workspace holds f32 values).
+                self.note(v);
+                let x = self.slice(a[0]);
+                let edges: Vec<String> = edges.iter().map(|&e| f32_lit(e as f64)).collect();
+                let _ = writeln!(
+                    self.out,
+                    "let mut {name} = vec![0i32; {}]; ops::bucketize(&[{}], {x}, &mut {name});",
+                    len_expr(&shape),
+                    edges.join(", ")
+                );
+                Repr::Buffer { name }
+            }
             op => {
                 self.note(v);
                 if unit {
@@ -1282,10 +1296,8 @@ impl Emitter<'_> {
             Op::LowerTriangle { rows, cols } => {
                 format!("ops::lower_triangle({rows}, {cols}, {out})")
             }
-            Op::Bucketize { .. } => {
-                unreachable!("categorical sampling (language 0.2) is refused before emission")
-            }
             Op::Arg { .. }
+            | Op::Bucketize { .. }
             | Op::Const { .. }
             | Op::BatchSize
             | Op::Unary(_)
@@ -1299,7 +1311,7 @@ impl Emitter<'_> {
     fn int_slice(&self, v: ValueId) -> String {
         match self.repr(v) {
             Repr::Buffer { name } => format!("&{name}"),
-            // i32 values are only arguments and their reshapes.
+            // i32 values are arguments, categorical draws and their reshapes.
             _ => "&[]".into(),
         }
     }

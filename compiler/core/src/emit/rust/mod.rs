@@ -250,7 +250,9 @@ fn flatten_expr(x: &str, rank: usize, mutable: bool) -> String {
 
 /// The lowered, verified and optimized functions of a model.
 pub struct Lowered {
-    pub train: Function,
+    /// One train step function per `step` of the `train` section (language.md 9.4), in the
+    /// order written; one (`train_step`) for a section with a single loss.
+    pub train: Vec<Function>,
     pub eval: Function,
     pub predict: Function,
 }
@@ -259,10 +261,10 @@ pub struct Lowered {
 /// `Session::new`), then the backend passes (`passes::backend`: `split_sums`, `split_concats`,
 /// `fuse`), whose kernel plan the emitted code follows.
 pub fn lower_all(graph: &ModelGraph, spec: &TrainSpec) -> Result<Lowered, String> {
-    let train = lower::train_step_fn(graph, spec);
+    let train = lower::train_step_fns(graph, spec);
     let eval = lower::eval_fn(graph, spec);
     let predict = lower::predict_fn(graph);
-    for f in [&train, &eval, &predict] {
+    for f in train.iter().chain([&eval, &predict]) {
         crate::ir::verify::verify(f).map_err(|e| {
             format!(
                 "internal compiler error: `{}` fails verification: {e}",
@@ -275,45 +277,73 @@ pub fn lower_all(graph: &ModelGraph, spec: &TrainSpec) -> Result<Lowered, String
         Ok(crate::passes::backend().run(f)?.0)
     };
     Ok(Lowered {
-        train: compile(&train)?,
+        train: train.iter().map(compile).collect::<Result<_, _>>()?,
         eval: compile(&eval)?,
         predict: compile(&predict)?,
     })
 }
 
-/// The first language 0.2 construct (language.md 9) that `g` or `spec` uses, described for a
-/// message; the emitter does not generate code for them yet.
-pub fn language_0_2_construct(g: &ModelGraph, spec: &TrainSpec) -> Option<String> {
-    if let Some((k, _)) = g.sampled.first() {
-        return Some(format!(
-            "the sampled input `{}` (`~`, 9.2)",
-            g.inputs[*k].name
-        ));
+/// A tensor the generated API takes: an input read from data or a training target.
+struct Operand {
+    /// The name in the `.fm` file (or `OUTPUT_target`).
+    name: String,
+    /// The Rust parameter name.
+    param: String,
+    dtype: DType,
+    shape: Vec<usize>,
+    classes: Option<usize>,
+}
+
+impl Operand {
+    fn rust_param(&self) -> String {
+        format!("{}: ArrayViewD<'_, {}>", self.param, rust_type(self.dtype))
     }
-    if let Some((_, name)) = g.shared.first() {
-        return Some(format!(
-            "a second call of the named call `{name}` (shared weights, 9.1)"
-        ));
+
+    fn tensor(&self) -> String {
+        let variant = if self.dtype == DType::I32 {
+            "I32"
+        } else {
+            "F32"
+        };
+        format!("Tensor::{variant}({}.to_owned())", self.param)
     }
-    if let Some(lag) = g.lags.first() {
-        return Some(format!(
-            "lagged weights of the named call `{}` (`weights:`, 9.5)",
-            lag.call
-        ));
+
+    /// `` `image` [batch, 8, 8, 1] ``.
+    fn described(&self) -> String {
+        let dims: Vec<String> = std::iter::once("batch".to_string())
+            .chain(self.shape.iter().map(|d| d.to_string()))
+            .collect();
+        format!("`{}` [{}]", self.name, dims.join(", "))
     }
-    if let Some(t) = g.targets.first() {
-        return Some(format!("the `target` declaration `{}` (9.3)", t.name));
+}
+
+/// Every optimizer slot of the train step functions in first-use order (the order of
+/// `Session::new`): (parameter, slot name with its step prefix, initial value).
+fn collect_slots(fns: &[Function], spec: &TrainSpec) -> Vec<(usize, String, f64)> {
+    let steps = lower::steps_of(spec);
+    let mut slots: Vec<(usize, String, f64)> = Vec::new();
+    for (k, f) in fns.iter().enumerate() {
+        let optimizer = match steps.get(k) {
+            Some(st) if !spec.steps.is_empty() => st.optimizer,
+            _ => spec.optimizer,
+        };
+        let init_slots = lower::optim::slots(&optimizer);
+        for a in &f.args {
+            let ArgKind::OptSlot { param, slot } = &a.kind else {
+                continue;
+            };
+            if slots.iter().any(|(p, s, _)| p == param && s == slot) {
+                continue;
+            }
+            let plain = slot.rsplit('/').next().unwrap_or(slot);
+            let init = init_slots
+                .iter()
+                .find(|(n, _)| *n == plain)
+                .map_or(0.0, |s| s.1);
+            slots.push((*param, slot.clone(), init));
+        }
     }
-    if let Some(st) = spec.steps.first() {
-        return Some(format!("the training step `step {}` (9.4)", st.name));
-    }
-    if spec.objective.is_some() {
-        return Some("a loss expression (`loss:` with an objective, 9.3)".into());
-    }
-    if let Some((name, _)) = spec.value_metrics.first() {
-        return Some(format!("the metric over model values `{name}` (9.3)"));
-    }
-    None
+    slots
 }
 
 /// The Rust module for a selected model (with comment markers).
@@ -325,30 +355,83 @@ pub fn emit(
 ) -> Result<String, String> {
     let g = &sel.graph;
     let spec = &sel.spec;
-    if let Some(construct) = language_0_2_construct(g, spec) {
-        return Err(format!(
-            "`model!` and `--emit rust` do not support language 0.2 constructs yet: model `{}` \
-             uses {construct}; train and run it with `fmc` (language.md 9)",
-            g.name
-        ));
-    }
     let fns = lower_all(g, spec)?;
     let ty = struct_name(&g.name);
     let module = ident(&g.name);
+    let steps = &spec.steps;
     let mut o = String::new();
+    let slots = collect_slots(&fns.train, spec);
 
-    // Slots in train-function argument order.
-    let init_slots = lower::optim::slots(&spec.optimizer);
-    let mut slots: Vec<(usize, String, f64)> = Vec::new();
-    for a in &fns.train.args {
-        if let ArgKind::OptSlot { param, slot } = &a.kind {
-            let init = init_slots
-                .iter()
-                .find(|(n, _)| n == slot)
-                .map_or(0.0, |s| s.1);
-            slots.push((*param, slot.clone(), init));
-        }
+    // The inputs read from data (sampled ones are drawn by the generated code), and the
+    // targets: one per output, or the `target` declarations a loss expression reads.
+    let data_inputs: Vec<usize> = (0..g.inputs.len())
+        .filter(|k| !g.sampled.iter().any(|(i, _)| i == k))
+        .collect();
+    let out_shape = |k: usize| g.nodes[g.outputs[k].node].shape.clone();
+    let mut inputs: Vec<Operand> = data_inputs
+        .iter()
+        .map(|&k| {
+            let i = &g.inputs[k];
+            Operand {
+                name: i.name.clone(),
+                param: ident(&i.name),
+                dtype: i.dtype,
+                shape: i.shape.clone(),
+                classes: None,
+            }
+        })
+        .collect();
+    let mut targets: Vec<Operand> = if lower::uses_declared_targets(spec) {
+        g.targets
+            .iter()
+            .map(|t| Operand {
+                name: t.name.clone(),
+                param: ident(&t.name),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                classes: None,
+            })
+            .collect()
+    } else {
+        g.outputs
+            .iter()
+            .enumerate()
+            .map(|(k, out)| {
+                let shape = out_shape(k);
+                let loss = spec.losses.get(k).map(|l| l.loss);
+                let (t_shape, dt) = lower::loss::target_shape(loss, &shape);
+                let classes = matches!(
+                    loss,
+                    Some(fm_runtime::config::Loss::SparseCategoricalCrossentropy { .. })
+                )
+                .then(|| shape.last().copied().unwrap_or(1));
+                let name = format!("{}_target", out.name);
+                Operand {
+                    param: ident(&name),
+                    name,
+                    dtype: dt,
+                    shape: t_shape,
+                    classes,
+                }
+            })
+            .collect()
+    };
+    // One input and one target are `x` and `y`, as in Keras's `fit(x, y)`.
+    if let [only] = inputs.as_mut_slice() {
+        only.param = "x".into();
     }
+    if let [only] = targets.as_mut_slice() {
+        only.param = "y".into();
+    }
+    // The inputs each function reads, as indices into `data_inputs`.
+    let reads = |f: &Function| -> Vec<usize> {
+        f.args
+            .iter()
+            .filter(|a| a.kind == ArgKind::Input)
+            .filter_map(|a| data_inputs.iter().position(|&k| g.inputs[k].name == a.name))
+            .collect()
+    };
+    let predict_reads = reads(&fns.predict);
 
     let _ = writeln!(
         o,
@@ -364,7 +447,7 @@ pub fn emit(
         o,
         "#[allow(dead_code, unused_parens, unused_imports, clippy::all)] mod {module} {{"
     );
-    o.push_str("use ::fm::compiled::{ops, Arg, Ctx, FnDef, Model, ModelDef, ParamDef, ResultKind, Run, SlotDef, StepStats, TensorDef};\n");
+    o.push_str("use ::fm::compiled::{ops, Arg, Ctx, FnDef, LagDef, LagKind, Model, ModelDef, ParamDef, ResultKind, Run, SlotDef, StepStats, TensorDef};\n");
     o.push_str("use ::fm::init::Init;\n");
     o.push_str("use ::fm::ndarray::{ArrayD, ArrayViewD};\n");
     o.push_str("use ::fm::train::{FitOptions, History};\n");
@@ -388,39 +471,21 @@ pub fn emit(
     );
     let _ = writeln!(o, "#[derive(Clone)] pub struct {ty} {{ model: Model }}");
 
-    let input = &g.inputs;
-    let single = input.len() == 1 && g.outputs.len() == 1;
-    let out_shape = |k: usize| g.nodes[g.outputs[k].node].shape.clone();
-    let targets: Vec<(String, Vec<usize>, DType, Option<usize>)> = g
-        .outputs
-        .iter()
-        .enumerate()
-        .map(|(k, o)| {
-            let shape = out_shape(k);
-            let loss = spec.losses.get(k).map(|l| l.loss);
-            let (t_shape, dt) = lower::loss::target_shape(loss, &shape);
-            let classes = matches!(
-                loss,
-                Some(fm_runtime::config::Loss::SparseCategoricalCrossentropy { .. })
-            )
-            .then(|| shape.last().copied().unwrap_or(1));
-            (format!("{}_target", o.name), t_shape, dt, classes)
-        })
-        .collect();
-
     let _ = writeln!(o, "impl {ty} {{");
     let _ = writeln!(
         o,
         "/// The model's name in the `.fm` file.\npub const NAME: &'static str = {:?};",
         g.name
     );
-    let _ = writeln!(
-        o,
-        "/// Per-sample shape of input `{}` (the batch axis is not included).\npub const INPUT_SHAPE: [usize; {}] = {};",
-        input[0].name,
-        input[0].shape.len(),
-        usize_list(&input[0].shape)
-    );
+    if let Some(first) = inputs.first() {
+        let _ = writeln!(
+            o,
+            "/// Per-sample shape of input `{}` (the batch axis is not included).\npub const INPUT_SHAPE: [usize; {}] = {};",
+            first.name,
+            first.shape.len(),
+            usize_list(&first.shape)
+        );
+    }
     let _ = writeln!(
         o,
         "/// Per-sample shape of output `{}`.\npub const OUTPUT_SHAPE: [usize; {}] = {};",
@@ -446,73 +511,81 @@ pub fn emit(
         o,
         "/// Fresh parameters from the file's initialisers, drawn with `seed` as `fmc train` does with `seed: SEED`.\npub fn new(seed: u64) -> Self {{ {ty} {{ model: Model::new(&DEF, seed) }} }}"
     );
+    let lag_doc = if g.lags.is_empty() {
+        ""
+    } else {
+        " and the lagged weights (`lag/CALL/PARAM`)"
+    };
     let _ = writeln!(
         o,
-        "/// Loads weights written by `fmc train` or [`{ty}::save`] (with the optimizer state when the file has it).\npub fn load(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {{ Ok({ty} {{ model: Model::load(&DEF, path)? }}) }}"
+        "/// Loads weights written by `fmc train` or [`{ty}::save`] (with the optimizer state when the file has it{lag_doc}).\npub fn load(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {{ Ok({ty} {{ model: Model::load(&DEF, path)? }}) }}"
     );
     let _ = writeln!(
         o,
-        "/// Writes parameters, optimizer state and step as safetensors (the layout of `fmc train`'s files), atomically.\npub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<(), Error> {{ self.model.save(path) }}"
+        "/// Writes parameters{}, optimizer state and step as safetensors (the layout of `fmc train`'s files), atomically.\npub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<(), Error> {{ self.model.save(path) }}",
+        if g.lags.is_empty() { "" } else { ", lagged weights" }
     );
-    // predict: one argument per input.
-    let in_params: Vec<String> = input
+
+    // predict: one argument per input the outputs need.
+    let pred_ops: Vec<&Operand> = predict_reads.iter().map(|&k| &inputs[k]).collect();
+    let sampled_names: Vec<String> = g
+        .sampled
         .iter()
-        .map(|i| {
-            let name = if input.len() == 1 {
-                "x".to_string()
-            } else {
-                ident(&i.name)
-            };
-            format!("{name}: ArrayViewD<'_, {}>", rust_type(i.dtype))
-        })
+        .map(|(k, _)| format!("`{}`", g.inputs[*k].name))
         .collect();
-    let in_tensors: Vec<String> = input
-        .iter()
-        .map(|i| {
-            let name = if input.len() == 1 {
-                "x".to_string()
-            } else {
-                ident(&i.name)
-            };
-            let variant = if i.dtype == DType::I32 { "I32" } else { "F32" };
-            format!("Tensor::{variant}({name}.to_owned())")
-        })
-        .collect();
-    let expected: Vec<String> = input
-        .iter()
-        .map(|i| {
+    let drawn = if sampled_names.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " The sampled input{} {} {} drawn from the stream of step [`{ty}::step`], as `fmc predict` draws {}.",
+            if sampled_names.len() > 1 { "s" } else { "" },
+            sampled_names.join(", "),
+            if sampled_names.len() > 1 { "are" } else { "is" },
+            if sampled_names.len() > 1 { "them" } else { "it" },
+        )
+    };
+    let (pred_params, pred_call, pred_in) = if pred_ops.is_empty() {
+        (
+            "samples: usize".to_string(),
+            "self.model.predict_samples(samples)?".to_string(),
+            "`samples` drawn samples".to_string(),
+        )
+    } else {
+        (
+            pred_ops
+                .iter()
+                .map(|op| op.rust_param())
+                .collect::<Vec<_>>()
+                .join(", "),
             format!(
-                "`{}` [batch, {}]",
-                i.name,
-                i.shape
+                "self.model.predict_batch(&[{}])?",
+                pred_ops
                     .iter()
-                    .map(|d| d.to_string())
+                    .map(|op| op.tensor())
                     .collect::<Vec<_>>()
                     .join(", ")
-            )
-        })
-        .collect();
+            ),
+            pred_ops
+                .iter()
+                .map(|op| op.described())
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    };
     if g.outputs.len() == 1 {
         let _ = writeln!(
             o,
-            "/// Inference on a batch: {} in, `{}` `[batch, {}]` out. A wrong shape is an error naming the expected one.\npub fn predict(&self, {}) -> Result<ArrayD<f32>, Error> {{ let out = self.model.predict_batch(&[{}])?; Ok(out.into_iter().next().map(|t| t.to_f32()).unwrap_or_default()) }}",
-            expected.join(", "),
+            "/// Inference on a batch: {pred_in} in, `{}` `[batch, {}]` out. A wrong shape is an error naming the expected one.{drawn}\npub fn predict(&self, {pred_params}) -> Result<ArrayD<f32>, Error> {{ let out = {pred_call}; Ok(out.into_iter().next().map(|t| t.to_f32()).unwrap_or_default()) }}",
             g.outputs[0].name,
             out_shape(0).iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
-            in_params.join(", "),
-            in_tensors.join(", ")
         );
     } else {
         let _ = writeln!(
             o,
-            "/// Inference on a batch: {} in, the outputs in order out.\npub fn predict(&self, {}) -> Result<Vec<ArrayD<f32>>, Error> {{ let out = self.model.predict_batch(&[{}])?; Ok(out.into_iter().map(|t| t.to_f32()).collect()) }}",
-            expected.join(", "),
-            in_params.join(", "),
-            in_tensors.join(", ")
+            "/// Inference on a batch: {pred_in} in, the outputs in order out.{drawn}\npub fn predict(&self, {pred_params}) -> Result<Vec<ArrayD<f32>>, Error> {{ let out = {pred_call}; Ok(out.into_iter().map(|t| t.to_f32()).collect()) }}",
         );
     }
-    if single {
-        let i = &input[0];
+    if let ([i], 1) = (pred_ops.as_slice(), g.outputs.len()) {
         let os = out_shape(0);
         let in_ty = array_type(rust_type(i.dtype), &i.shape);
         let out_ty = array_type("f32", &os);
@@ -533,27 +606,89 @@ pub fn emit(
             zero = zero_array(&os),
             flat_out = if os.len() <= 1 { "&mut y[..]".to_string() } else { format!("&mut {}[..]", flatten_expr("y", os.len(), true)) },
         );
-        let (_, _, tdt, _) = &targets[0];
+    }
+
+    // Training: the whole step, each `step` alone, and `fit`.
+    let batch_params: Vec<String> = inputs
+        .iter()
+        .chain(&targets)
+        .map(Operand::rust_param)
+        .collect();
+    let batch_params = batch_params.join(", ");
+    let list = |ops: &[Operand]| {
+        ops.iter()
+            .map(Operand::tensor)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (in_list, t_list) = (list(&inputs), list(&targets));
+    let step_names: Vec<String> = steps.iter().map(|s| format!("`{}`", s.name)).collect();
+    let what = if steps.len() > 1 {
+        format!(
+            "The file's training steps {} in order on the batch, each with its own loss, optimizer and `update:` weights (language.md 9.4), as `fmc train` takes one step",
+            step_names.join(", ")
+        )
+    } else {
+        "One optimizer step on a batch with the file's loss, optimizer, schedule and clipping"
+            .to_string()
+    };
+    let lags_after = if g.lags.is_empty() {
+        ""
+    } else {
+        ", then the lagged weights follow (language.md 9.5)"
+    };
+    let _ = writeln!(
+        o,
+        "/// {what}{lags_after}; returns the loss and metrics before the update.\npub fn train_step(&mut self, {batch_params}) -> Result<StepStats, Error> {{ self.model.train_step_batch(&[{in_list}], &[{t_list}]) }}"
+    );
+    if !steps.is_empty() {
+        for (k, st) in steps.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "/// The training step `{}` alone (the {} of [`{ty}::train_step`]'s {} steps): its forward pass with fresh samples, its loss, and its optimizer's update of its weights. Counts no step: after the last step, [`{ty}::finish_step`] does.\npub fn {}(&mut self, {batch_params}) -> Result<StepStats, Error> {{ self.model.train_one_step({k}, &[{in_list}], &[{t_list}]) }}",
+                st.name,
+                ordinal(k + 1),
+                steps.len(),
+                ident(&format!("train_step_{}", st.name))
+            );
+        }
+    }
+    if !steps.is_empty() || !g.lags.is_empty() {
         let _ = writeln!(
             o,
-            "/// One optimizer step on a batch with the file's loss, optimizer, schedule and clipping; returns the loss and metrics before the update.\npub fn train_step(&mut self, x: ArrayViewD<'_, {}>, y: ArrayViewD<'_, {}>) -> Result<StepStats, Error> {{ self.model.train_step_batch(&[Tensor::{variant}(x.to_owned())], &[Tensor::{}(y.to_owned())]) }}",
-            rust_type(i.dtype),
-            rust_type(*tdt),
-            if *tdt == DType::I32 { "I32" } else { "F32" }
-        );
-        let _ = writeln!(
-            o,
-            "/// Trains on `x`, `y` with the file's `train` section (epochs, batch size, validation split, schedule, early stopping; progress on stderr); `options` adds a run directory, a step count, a save path.\npub fn fit(&mut self, x: ArrayViewD<'_, {}>, y: ArrayViewD<'_, {}>, options: FitOptions) -> Result<History, Error> {{ let data = ::fm::data::Dataset {{ inputs: vec![Tensor::{variant}(x.to_owned())], targets: vec![Tensor::{}(y.to_owned())] }}; self.model.fit_data(&data, None, &options) }}",
-            rust_type(i.dtype),
-            rust_type(*tdt),
-            if *tdt == DType::I32 { "I32" } else { "F32" }
+            "/// Ends a train step taken step by step: counts it{}.\npub fn finish_step(&mut self) {{ self.model.finish_step() }}",
+            if g.lags.is_empty() { "" } else { " and updates the lagged weights" }
         );
     }
-    o.push_str("/// One optimizer step on tensors (one per input, one target per output).\npub fn train_step_tensors(&mut self, inputs: &[Tensor], targets: &[Tensor]) -> Result<StepStats, Error> { self.model.train_step_batch(inputs, targets) }\n");
+    let _ = writeln!(
+        o,
+        "/// Optimizer steps taken (the random stream of sampled inputs and dropout follows it).\npub fn step(&self) -> u64 {{ self.model.step() }}"
+    );
+    let _ = writeln!(
+        o,
+        "/// Trains on a data set with the file's `train` section (epochs, batch size, validation split, schedule, early stopping; progress on stderr); `options` adds a run directory, a step count, a save path.\npub fn fit(&mut self, {batch_params}, options: FitOptions) -> Result<History, Error> {{ let data = ::fm::data::Dataset {{ inputs: vec![{in_list}], targets: vec![{t_list}] }}; self.model.fit_data(&data, None, &options) }}"
+    );
+    o.push_str("/// One train step on tensors (one per input read from data, then the targets).\npub fn train_step_tensors(&mut self, inputs: &[Tensor], targets: &[Tensor]) -> Result<StepStats, Error> { self.model.train_step_batch(inputs, targets) }\n");
     o.push_str("/// Loads the file's `data` section (train and test splits, transformed) and trains with the file's `train` section.\npub fn fit_file_data(&mut self, options: FitOptions) -> Result<History, Error> { let data = self.model.load_file_data()?; self.model.fit_data(&data.train, data.test.as_ref(), &options) }\n");
     o.push_str("/// The file's `data` section, loaded (paths as resolved when the model was compiled).\npub fn file_data(&self) -> Result<::fm::data::LoadedData, Error> { self.model.load_file_data() }\n");
     o.push_str("/// Loss and metrics over a data set in inference mode (`fmc eval`).\npub fn evaluate(&mut self, data: &::fm::data::Dataset) -> Result<Vec<(String, f64)>, Error> { self.model.evaluate_data(data) }\n");
-    o.push_str("/// A parameter by its interchange name (`dense.kernel`).\npub fn param(&self, name: &str) -> Option<ArrayD<f32>> { self.model.param(name) }\n");
+    let examples: Vec<String> = g
+        .params
+        .first()
+        .into_iter()
+        .chain(
+            g.lags
+                .first()
+                .and_then(|l| l.pairs.first())
+                .map(|&(_, c)| &g.params[c]),
+        )
+        .map(|p| format!("`{}`", p.name))
+        .collect();
+    let _ = writeln!(
+        o,
+        "/// A parameter by its interchange name ({}).\npub fn param(&self, name: &str) -> Option<ArrayD<f32>> {{ self.model.param(name) }}",
+        examples.join(", ")
+    );
     o.push_str("/// The runtime model: state, the resolved `train` section, the training-loop backend.\npub fn model(&self) -> &Model { &self.model }\n");
     o.push_str("pub fn model_mut(&mut self) -> &mut Model { &mut self.model }\n");
     o.push_str("}\n");
@@ -575,11 +710,13 @@ pub fn emit(
             classes.map_or("None".to_string(), |c| format!("Some({c})"))
         )
     };
-    let ins: Vec<String> = input
-        .iter()
-        .map(|i| tensor_def(&i.name, i.dtype, &i.shape, None))
-        .collect();
-    let _ = writeln!(o, "inputs: &[{}],", ins.join(", "));
+    let defs = |ops: &[Operand]| {
+        ops.iter()
+            .map(|x| tensor_def(&x.name, x.dtype, &x.shape, x.classes))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(o, "inputs: &[{}],", defs(&inputs));
     let outs: Vec<String> = g
         .outputs
         .iter()
@@ -587,11 +724,7 @@ pub fn emit(
         .map(|(k, x)| tensor_def(&x.name, DType::F32, &out_shape(k), None))
         .collect();
     let _ = writeln!(o, "outputs: &[{}],", outs.join(", "));
-    let tdefs: Vec<String> = targets
-        .iter()
-        .map(|(n, s, d, c)| tensor_def(n, *d, s, *c))
-        .collect();
-    let _ = writeln!(o, "targets: &[{}],", tdefs.join(", "));
+    let _ = writeln!(o, "targets: &[{}],", defs(&targets));
     o.push_str("params: &[\n");
     for p in &g.params {
         let _ = writeln!(
@@ -610,32 +743,34 @@ pub fn emit(
             func::f32_lit(*init)
         );
     }
+    o.push_str("],\nlags: &[\n");
+    for lag in &g.lags {
+        let kind = match lag.kind {
+            crate::graph::LagKind::Copy { every } => format!("LagKind::Copy {{ every: {every} }}"),
+            crate::graph::LagKind::Ema { decay } => {
+                format!("LagKind::Ema {{ decay: {} }}", f64_lit(decay))
+            }
+        };
+        let pairs: Vec<String> = lag
+            .pairs
+            .iter()
+            .map(|(a, b)| format!("({a}, {b})"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "LagDef {{ call: {:?}, kind: {kind}, pairs: &[{}] }},",
+            lag.call,
+            pairs.join(", ")
+        );
+    }
     o.push_str("],\n");
     let spec_json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
     let _ = writeln!(o, "train_spec: {spec_json:?},");
     let notes = Notes::new(g, source);
     let mut code = String::new();
-    for (field, f, name, what) in [
-        (
-            "train",
-            &fns.train,
-            "train_step",
-            "The train step: forward in training mode, loss, backward, optimizer update.",
-        ),
-        (
-            "eval",
-            &fns.eval,
-            "evaluate",
-            "Evaluation: forward in inference mode and the loss.",
-        ),
-        (
-            "predict",
-            &fns.predict,
-            "predict",
-            "Inference: the forward pass with dropout off and BatchNorm's moving statistics.",
-        ),
-    ] {
-        let frame = frame(f, &slots, g, field == "train")?;
+    let mut fn_def = |f: &Function, name: &str, update: bool, what: &str| {
+        let fn_inputs = reads(f);
+        let frame = frame(f, &slots, g, &fn_inputs, &data_inputs, update)?;
         let emitted = func::emit_function(f, name, &notes, &frame);
         let results: Vec<String> = f
             .results
@@ -652,28 +787,80 @@ pub fn emit(
             .map(|(a, b)| format!("({a}, {b})"))
             .collect();
         let run = if frame.update { "Step" } else { "Read" };
-        let _ = writeln!(
-            o,
-            "{field}: FnDef {{ takes_targets: {}, results: &[{}], workspace: &[{}], run: Run::{run}({name}) }},",
-            f.args.iter().any(|a| matches!(a.kind, ArgKind::Target)),
-            results.join(", "),
-            workspace.join(", ")
-        );
         let _ = writeln!(code, "{}", comment(what));
         code.push_str(&emitted.code);
+        Ok::<_, String>(format!(
+            "FnDef {{ name: {name:?}, inputs: &{}, takes_targets: {}, results: &[{}], workspace: &[{}], run: Run::{run}({name}) }}",
+            usize_list(&fn_inputs),
+            f.args.iter().any(|a| matches!(a.kind, ArgKind::Target)),
+            results.join(", "),
+            workspace.join(", "),
+        ))
+    };
+    let mut train_defs = Vec::new();
+    for (k, f) in fns.train.iter().enumerate() {
+        let what = match steps.get(k) {
+            Some(st) => {
+                let updates = match &st.update {
+                    Some(list) => list
+                        .iter()
+                        .take(4)
+                        .map(|&p| format!("`{}`", g.params[p].name))
+                        .chain((list.len() > 4).then(|| format!("... ({} tensors)", list.len())))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    None => "every weight".to_string(),
+                };
+                format!(
+                    "Training step `{}` (language.md 9.4): forward in training mode with fresh samples, its loss, backward, its optimizer's update of {updates}.",
+                    st.name
+                )
+            }
+            None => "The train step: forward in training mode, loss, backward, optimizer update."
+                .to_string(),
+        };
+        train_defs.push(fn_def(f, &ident(&f.name), true, &what)?);
     }
+    let eval_def = fn_def(
+        &fns.eval,
+        "evaluate",
+        false,
+        "Evaluation: forward in inference mode and the loss.",
+    )?;
+    let predict_def = fn_def(
+        &fns.predict,
+        "predict",
+        false,
+        "Inference: the forward pass with dropout off and BatchNorm's moving statistics.",
+    )?;
+    let _ = writeln!(o, "train: &[{}],", train_defs.join(", "));
+    let _ = writeln!(o, "eval: {eval_def},");
+    let _ = writeln!(o, "predict: {predict_def},");
     o.push_str("};\n");
     o.push_str(&code);
     o.push_str("}\n");
     Ok(o)
 }
 
-/// How `f`'s arguments and results meet the runtime: inputs then targets in `data`, parameters
-/// and optimizer slots (`slots` in train-argument order) in place, the rest in `out`.
+/// `first`, `second`, ... (for docs).
+fn ordinal(k: usize) -> String {
+    match k {
+        1 => "first".into(),
+        2 => "second".into(),
+        3 => "third".into(),
+        k => format!("{k}th"),
+    }
+}
+
+/// How `f`'s arguments and results meet the runtime: its inputs (`fn_inputs`, indices into
+/// `data_inputs`, the model's inputs read from data) then the targets in `data`, parameters
+/// and optimizer slots (`slots`, in `ModelDef` order) in place, the rest in `out`.
 fn frame(
     f: &Function,
     slots: &[(usize, String, f64)],
     g: &ModelGraph,
+    fn_inputs: &[usize],
+    data_inputs: &[usize],
     update: bool,
 ) -> Result<func::Frame, String> {
     use func::{Bind, Dest};
@@ -685,23 +872,22 @@ fn frame(
                 format!("internal error: slot {slot} of parameter {param} is no train argument")
             })
     };
-    let mut inputs = 0;
     let mut targets = 0;
     let mut binds = Vec::new();
     for a in &f.args {
         binds.push(match &a.kind {
             ArgKind::Input => {
-                let k = g
-                    .inputs
+                let k = fn_inputs
                     .iter()
-                    .position(|i| i.name == a.name)
-                    .unwrap_or(inputs);
-                inputs += 1;
+                    .position(|&k| g.inputs[data_inputs[k]].name == a.name)
+                    .ok_or_else(|| {
+                        format!("internal error: `{}` reads no input `{}`", f.name, a.name)
+                    })?;
                 Bind::Data(k)
             }
             ArgKind::Target => {
                 targets += 1;
-                Bind::Data(g.inputs.len() + targets - 1)
+                Bind::Data(fn_inputs.len() + targets - 1)
             }
             ArgKind::Param(p) => Bind::Param(*p),
             ArgKind::OptSlot { param, slot } => Bind::Slot(slot_index(*param, slot)?),
