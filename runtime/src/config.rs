@@ -200,6 +200,10 @@ pub struct StepSpec {
     /// The graph node of the per-sample objective when `loss:` is an expression.
     pub objective: Option<usize>,
     pub optimizer: OptimizerSpec,
+    /// The step's own `schedule:` of its optimizer's rate; `None`: the section's schedule,
+    /// scaled to this step's rate (`lr_step = lr_section(t) * step.lr / first_step.lr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
     /// The parameters (indices into the model's parameters) this step updates; `None`: all.
     pub update: Option<Vec<usize>>,
 }
