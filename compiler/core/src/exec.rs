@@ -971,41 +971,24 @@ impl Session {
 /// The setup used when a file has no `train` section: enough to run inference.
 pub fn default_spec(graph: &ModelGraph) -> TrainSpec {
     use fm_runtime::config::*;
+    let losses = graph
+        .outputs
+        .iter()
+        .map(|o| OutputLoss {
+            output: o.name.clone(),
+            loss: Loss::Mse,
+            weight: 1.0,
+            fused_with_activation: false,
+        })
+        .collect();
+    let adam = OptimizerKind::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        epsilon: 1e-7,
+    };
     TrainSpec {
-        model: graph.name.clone(),
-        data: None,
-        losses: graph
-            .outputs
-            .iter()
-            .map(|o| OutputLoss {
-                output: o.name.clone(),
-                loss: Loss::Mse,
-                weight: 1.0,
-                fused_with_activation: false,
-            })
-            .collect(),
-        optimizer: OptimizerSpec {
-            kind: OptimizerKind::Adam {
-                beta1: 0.9,
-                beta2: 0.999,
-                epsilon: 1e-7,
-            },
-            lr: 1e-3,
-            weight_decay: 0.0,
-            clip: None,
-        },
-        schedule: Schedule::Constant,
-        epochs: 1,
-        batch_size: 32,
-        validation: Validation::None,
         shuffle: true,
-        seed: 0,
-        metrics: vec![],
-        early_stopping: None,
-        checkpoint: None,
-        objective: None,
-        steps: vec![],
-        value_metrics: vec![],
+        ..TrainSpec::new(&graph.name, losses, OptimizerSpec::new(adam, 1e-3))
     }
 }
 

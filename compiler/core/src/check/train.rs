@@ -1335,18 +1335,7 @@ fn validation(
             args: Some(args),
             ..
         }) if name == "split" => {
-            let sig = table::lookup(Kind::Source, "split")?;
-            let (pos, named) = split_args(args.clone());
-            let b = bind::bind(
-                ctx,
-                "split",
-                sig.params,
-                sig.positional,
-                pos,
-                named,
-                e.value.span,
-            )?;
-            Some(Validation::Split(b.float(ctx, "fraction")?))
+            super::data::split_fraction(ctx, args, e.value.span).map(Validation::Split)
         }
         Val::Sym(Sym {
             name, name_span, ..

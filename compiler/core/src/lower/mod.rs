@@ -451,31 +451,13 @@ fn step_loss(
 /// A `TrainSpec` carrying nothing but what `loss::total_loss` reads besides `losses`.
 fn dummy_spec(graph: &ModelGraph) -> TrainSpec {
     use fm_runtime::config::*;
+    let sgd = OptimizerKind::Sgd {
+        momentum: 0.0,
+        nesterov: false,
+    };
     TrainSpec {
-        model: graph.name.clone(),
-        data: None,
-        losses: vec![],
-        optimizer: OptimizerSpec {
-            kind: OptimizerKind::Sgd {
-                momentum: 0.0,
-                nesterov: false,
-            },
-            lr: 0.0,
-            weight_decay: 0.0,
-            clip: None,
-        },
-        schedule: Schedule::Constant,
-        epochs: 1,
         batch_size: 1,
-        validation: Validation::None,
-        shuffle: false,
-        seed: 0,
-        metrics: vec![],
-        early_stopping: None,
-        checkpoint: None,
-        objective: None,
-        steps: vec![],
-        value_metrics: vec![],
+        ..TrainSpec::new(&graph.name, vec![], OptimizerSpec::new(sgd, 0.0))
     }
 }
 
