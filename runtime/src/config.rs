@@ -160,6 +160,37 @@ pub struct TrainSpec {
     pub value_metrics: Vec<(String, usize)>,
 }
 
+impl TrainSpec {
+    /// The setup of `model` with these losses and this optimizer and nothing more: no data, a
+    /// constant schedule, one epoch of batches of 32, no validation, no shuffling, seed 0, and
+    /// no metrics, callbacks, objective or steps. Inference-only runs and tests start from it
+    /// (`TrainSpec { epochs: 20, ..TrainSpec::new(...) }`); the checker fills in every field.
+    pub fn new(
+        model: impl Into<String>,
+        losses: Vec<OutputLoss>,
+        optimizer: OptimizerSpec,
+    ) -> Self {
+        TrainSpec {
+            model: model.into(),
+            data: None,
+            losses,
+            optimizer,
+            schedule: Schedule::Constant,
+            epochs: 1,
+            batch_size: 32,
+            validation: Validation::None,
+            shuffle: false,
+            seed: 0,
+            metrics: vec![],
+            early_stopping: None,
+            checkpoint: None,
+            objective: None,
+            steps: vec![],
+            value_metrics: vec![],
+        }
+    }
+}
+
 /// One `step NAME { ... }` of a `train` section.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepSpec {
@@ -169,6 +200,10 @@ pub struct StepSpec {
     /// The graph node of the per-sample objective when `loss:` is an expression.
     pub objective: Option<usize>,
     pub optimizer: OptimizerSpec,
+    /// The step's own `schedule:` of its optimizer's rate; `None`: the section's schedule,
+    /// scaled to this step's rate (`lr_step = lr_section(t) * step.lr / first_step.lr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
     /// The parameters (indices into the model's parameters) this step updates; `None`: all.
     pub update: Option<Vec<usize>>,
 }
@@ -228,6 +263,18 @@ pub struct OptimizerSpec {
     /// Decoupled weight decay (Keras 3): `w -= lr * wd * w` before the update. 0 = none.
     pub weight_decay: f64,
     pub clip: Option<Clip>,
+}
+
+impl OptimizerSpec {
+    /// `kind` at learning rate `lr`, without weight decay or clipping.
+    pub fn new(kind: OptimizerKind, lr: f64) -> Self {
+        OptimizerSpec {
+            kind,
+            lr,
+            weight_decay: 0.0,
+            clip: None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 
 use fm_runtime::config::{
     AccuracyKind, Every, Loss, Metric, OptimizerKind, OptimizerSpec, OutputLoss, OutputMetric,
-    Schedule, TrainSpec, Validation,
+    Schedule, TrainSpec,
 };
 use fm_runtime::metrics::{metric_defs, MetricDef, MetricSet};
 use fm_runtime::tensor::Tensor;
@@ -130,31 +130,15 @@ fn spec(losses: Vec<OutputLoss>, metrics: Vec<Metric>) -> TrainSpec {
             })
         })
         .collect();
+    let sgd = OptimizerKind::Sgd {
+        momentum: 0.0,
+        nesterov: false,
+    };
     TrainSpec {
-        model: "m".into(),
-        data: None,
-        losses,
-        optimizer: OptimizerSpec {
-            kind: OptimizerKind::Sgd {
-                momentum: 0.0,
-                nesterov: false,
-            },
-            lr: 0.1,
-            weight_decay: 0.0,
-            clip: None,
-        },
-        schedule: Schedule::Constant,
-        epochs: 1,
         batch_size: 2,
-        validation: Validation::None,
         shuffle: true,
-        seed: 0,
         metrics,
-        early_stopping: None,
-        checkpoint: None,
-        objective: None,
-        steps: vec![],
-        value_metrics: vec![],
+        ..TrainSpec::new("m", losses, OptimizerSpec::new(sgd, 0.1))
     }
 }
 

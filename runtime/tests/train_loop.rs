@@ -243,27 +243,18 @@ fn digits() -> (Dataset, Dataset) {
 }
 
 fn train_spec(epochs: usize, lr: f64) -> TrainSpec {
+    let losses = vec![OutputLoss {
+        output: "probs".into(),
+        loss: Loss::SparseCategoricalCrossentropy { from_logits: false },
+        weight: 1.0,
+        fused_with_activation: true,
+    }];
+    let sgd = OptimizerKind::Sgd {
+        momentum: 0.9,
+        nesterov: false,
+    };
     TrainSpec {
-        model: "softmax".into(),
-        data: None,
-        losses: vec![OutputLoss {
-            output: "probs".into(),
-            loss: Loss::SparseCategoricalCrossentropy { from_logits: false },
-            weight: 1.0,
-            fused_with_activation: true,
-        }],
-        optimizer: OptimizerSpec {
-            kind: OptimizerKind::Sgd {
-                momentum: 0.9,
-                nesterov: false,
-            },
-            lr,
-            weight_decay: 0.0,
-            clip: None,
-        },
-        schedule: Schedule::Constant,
         epochs,
-        batch_size: 32,
         validation: Validation::Split(0.2),
         shuffle: true,
         seed: 7,
@@ -271,11 +262,7 @@ fn train_spec(epochs: usize, lr: f64) -> TrainSpec {
             output: "probs".into(),
             metric: Metric::Accuracy(AccuracyKind::Sparse),
         }],
-        early_stopping: None,
-        checkpoint: None,
-        objective: None,
-        steps: vec![],
-        value_metrics: vec![],
+        ..TrainSpec::new("softmax", losses, OptimizerSpec::new(sgd, lr))
     }
 }
 

@@ -8,6 +8,8 @@ or a DQN) rather than `train_on_batch`:
 - gan_two_steps: two `step`s with their own Adam optimizers and `update:` scopes; the second
   step's forward pass sees the discriminator the first step just changed (Keras' GAN
   `train_step` with two optimizers and two tapes);
+- gan_step_schedules: the same with a `schedule:` in each step (Keras `ExponentialDecay` as
+  each optimizer's learning rate, evaluated at that optimizer's `iterations`);
 - objective_expression: `loss:` an expression over model values and declared targets, with
   `pick`, `huber`, `mean`, `sum`, `max`, `square`, `abs`, `softplus`, `log_sigmoid`, `dot`,
   `exp`, `clip`, `sqrt` and `stop_gradient`;
@@ -141,6 +143,37 @@ train gan_two_steps {
     shuffle: false
 }
 """
+
+
+def build_gan_schedules(ins):
+    """The GAN of `build_gan` with each step's own learning-rate schedule (Keras's
+    `ExponentialDecay` given to that step's optimizer, called with its `iterations`)."""
+    params, lags, forward, steps, after = build_gan(ins)
+    decay = keras.optimizers.schedules.ExponentialDecay
+    slots = [("m", "_momentums"), ("v", "_velocities")]
+    disc_opt = gen.Opt(
+        "Adam(lr: 0.01, beta1: 0.5)",
+        lambda: keras.optimizers.Adam(learning_rate=decay(0.01, 1, 0.5), beta_1=0.5),
+        slots,
+    )
+    gen_opt = gen.Opt(
+        "Adam(lr: 0.02)",
+        lambda: keras.optimizers.Adam(learning_rate=decay(0.02, 2, 0.1, staircase=True)),
+        slots,
+    )
+    (d_name, _, d_vars, d_loss), (g_name, _, g_vars, g_loss) = steps
+    steps = [(d_name, disc_opt, d_vars, d_loss), (g_name, gen_opt, g_vars, g_loss)]
+    return params, lags, forward, steps, after
+
+
+GAN_SCHEDULES_FM = GAN_FM.replace("gan_two_steps", "gan_step_schedules").replace(
+    "optimizer: Adam(lr: 0.01, beta1: 0.5)\n",
+    "optimizer: Adam(lr: 0.01, beta1: 0.5)\n        schedule: Exponential(rate: 0.5, every: 1 steps)\n",
+).replace(
+    "optimizer: Adam(lr: 0.02)\n",
+    "optimizer: Adam(lr: 0.02)\n        schedule: Exponential(rate: 0.1, every: 2 steps, staircase: true)\n",
+)
+assert GAN_SCHEDULES_FM.count("schedule:") == 2
 
 
 def build_objective(ins):
@@ -304,6 +337,15 @@ CASES = [
         {"real": (5,), "z": (3,)},
         {},
         build_gan,
+    ),
+    Case(
+        "gan_step_schedules",
+        "the GAN's two steps, each with its own schedule: Exponential(rate: 0.5, every: 1 steps) and "
+        "Exponential(rate: 0.1, every: 2 steps, staircase: true) (Keras ExponentialDecay on each optimizer)",
+        GAN_SCHEDULES_FM,
+        {"real": (5,), "z": (3,)},
+        {},
+        build_gan_schedules,
     ),
     Case(
         "objective_expression",

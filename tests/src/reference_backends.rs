@@ -157,7 +157,7 @@ impl Backend for F64Interpreter {
                     self.slots[slot_k] = v.into_float();
                     slot_k += 1;
                 }
-                ResultKind::Grad(_) => {}
+                ResultKind::Grad(_) | ResultKind::Metric(_) => {}
             }
         }
         self.session.iterations += 1;

@@ -211,3 +211,54 @@ fn explain_prints_the_registry() {
     let bad = fm_tests::fmc(&["explain", "E0499"]);
     assert_eq!(bad.code, 2);
 }
+
+/// Every code the documentation, the explanations and the golden files name is registered: a
+/// retired or mistyped code in a README, an `Example:` or a golden case's name fails here.
+#[test]
+fn every_code_the_docs_and_goldens_name_is_registered() {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if p.is_dir() {
+                if name != "target" && !name.starts_with('.') {
+                    walk(&p, out);
+                }
+            } else if name.ends_with(".md") || p.starts_with(root().join("tests/golden/errors")) {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&root(), &mut files);
+    assert!(files.len() > 100, "only {} files found", files.len());
+    let mut unknown = Vec::new();
+    for path in &files {
+        let rel = path.strip_prefix(root()).unwrap().display().to_string();
+        // Golden cases are named after their code in lower case (`e0203_shapes.fm`).
+        let name_code = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_uppercase())
+            .filter(|n| rel.starts_with("tests/golden/errors/") && n.starts_with(['E', 'W']))
+            .and_then(|n| n.get(..5).map(str::to_string));
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mut codes: Vec<String> = text
+            .match_indices(['E', 'W'])
+            .filter_map(|(i, _)| code_at(&text, i).map(str::to_string))
+            .collect();
+        codes.extend(name_code);
+        for code in codes {
+            if Code::parse(&code).is_none() {
+                unknown.push(format!("{rel}: {code}"));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "codes named but not registered:\n{}",
+        unknown.join("\n")
+    );
+}

@@ -10,88 +10,11 @@ use fm_tests::{fmc, root};
 use ndarray::{Array1, Array2, ArrayD, Axis};
 use std::path::Path;
 
-/// The maze of examples/dqn (`#` wall, `G` goal); moves up, right, down, left.
-const MAZE: [&str; 8] = [
-    "..#.....", //
-    ".##.###.", //
-    "....#...", //
-    "###.#.##", //
-    "....#...", //
-    ".####.#.", //
-    "......#.", //
-    "#.###..G",
-];
-const SIDE: usize = 8;
-const CELLS: usize = SIDE * SIDE;
-
-struct Maze {
-    walls: Vec<bool>,
-    goal: usize,
-}
-
-impl Maze {
-    fn new() -> Maze {
-        let flat: Vec<char> = MAZE.concat().chars().collect();
-        Maze {
-            walls: flat.iter().map(|&c| c == '#').collect(),
-            goal: flat.iter().position(|&c| c == 'G').unwrap(),
-        }
-    }
-
-    fn starts(&self) -> Vec<usize> {
-        (0..CELLS)
-            .filter(|&c| !self.walls[c] && c != self.goal)
-            .collect()
-    }
-
-    /// The next cell, the reward (-0.05 a move, 1 at the goal) and whether the goal is reached.
-    fn step(&self, cell: usize, action: usize) -> (usize, f32, bool) {
-        let (dr, dc) = [(-1, 0), (0, 1), (1, 0), (0, -1)][action];
-        let r = (cell / SIDE) as isize + dr;
-        let c = (cell % SIDE) as isize + dc;
-        let inside = (0..SIDE as isize).contains(&r) && (0..SIDE as isize).contains(&c);
-        let next = if inside && !self.walls[r as usize * SIDE + c as usize] {
-            r as usize * SIDE + c as usize
-        } else {
-            cell
-        };
-        if next == self.goal {
-            (next, 1.0, true)
-        } else {
-            (next, -0.05, false)
-        }
-    }
-
-    /// Fewest moves to the goal from each cell (breadth-first from the goal).
-    fn shortest(&self) -> Vec<Option<usize>> {
-        let mut dist = vec![None; CELLS];
-        dist[self.goal] = Some(0);
-        let mut queue = std::collections::VecDeque::from([self.goal]);
-        while let Some(cell) = queue.pop_front() {
-            for a in 0..4 {
-                let (n, _, _) = self.step(cell, a);
-                if n != self.goal && dist[n].is_none() {
-                    dist[n] = Some(dist[cell].unwrap() + 1);
-                    queue.push_back(n);
-                }
-            }
-        }
-        dist
-    }
-
-    /// Moves to the goal following `policy` from `start` (None: not within CELLS moves).
-    fn moves(&self, policy: &[usize], start: usize) -> Option<usize> {
-        let mut cell = start;
-        for n in 1..=CELLS {
-            let (next, _, done) = self.step(cell, policy[cell]);
-            if done {
-                return Some(n);
-            }
-            cell = next;
-        }
-        None
-    }
-}
+/// The maze of the DQN example crate: its own source, so both routes play the same maze.
+#[allow(dead_code)]
+#[path = "../../examples/dqn/src/maze.rs"]
+mod maze;
+use maze::{moves_to_goal, Maze, CELLS};
 
 /// Writes `arrays` as an uncompressed `.npz`.
 fn write_npz(path: &Path, arrays: &[(&str, Tensor)]) {
@@ -146,10 +69,30 @@ fn write_replay(dir: &Path, replay: &[Transition]) {
     );
 }
 
+/// `fmc train FM -q --steps N --save W --run-dir RUN`, then `extra`.
+fn train_args(fm: &str, steps: u64, save: &Path, run: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["train", fm, "-q", "--steps", &steps.to_string(), "--save"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(save.display().to_string());
+    args.push("--run-dir".into());
+    args.push(run.display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// [`train_args`] run; asserts that it succeeds.
+fn train_quietly(fm: &str, steps: u64, save: &Path, run: &Path, extra: &[&str]) {
+    let args = train_args(fm, steps, save, run, extra);
+    let r = fmc(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
 /// A fresh directory holding the example file and a replay of every move from every free cell;
 /// returns the directory and the `.fm` path.
 fn example_dir(tag: &str) -> (std::path::PathBuf, String) {
-    let maze = Maze::new();
+    let maze = Maze::default();
     let dir = std::env::temp_dir().join(format!("fm-dqn-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("data")).unwrap();
@@ -195,7 +138,7 @@ fn greedy(fm: &str, weights: &Path, dir: &Path) -> Vec<usize> {
 
 #[test]
 fn fmc_predict_and_train_solve_the_maze() {
-    let maze = Maze::new();
+    let maze = Maze::default();
     let dir = std::env::temp_dir().join(format!("fm-dqn-fmc-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("data")).unwrap();
@@ -260,10 +203,11 @@ fn fmc_predict_and_train_solve_the_maze() {
     }
 
     let policy = greedy(fm, &weights, &dir);
-    let best = maze.shortest();
+    let best = maze.shortest_paths();
+    let policy: [usize; CELLS] = policy.try_into().unwrap();
     let mut taken = 0;
     for &s in &starts {
-        let moves = maze.moves(&policy, s);
+        let moves = moves_to_goal(&maze, &policy, s, CELLS);
         assert_eq!(moves, best[s], "from cell {s}: policy {policy:?}");
         taken += moves.unwrap();
     }
@@ -292,34 +236,19 @@ fn tensor<'t>(all: &'t [(String, Tensor)], name: &str) -> &'t Tensor {
 fn init_without_lagged_tensors_starts_the_copy_from_the_parameters() {
     let (dir, fm) = example_dir("init-lag");
     let train = |init: &Path, save: &str| {
-        fmc(&[
-            "train",
+        let run = dir.join(format!("run-{save}"));
+        let args = train_args(
             &fm,
-            "-q",
-            "--steps",
-            "3",
-            "--init",
-            init.to_str().unwrap(),
-            "--save",
-            dir.join(save).to_str().unwrap(),
-            "--run-dir",
-            dir.join(format!("run-{save}")).to_str().unwrap(),
-        ])
+            3,
+            &dir.join(save),
+            &run,
+            &["--init", init.to_str().unwrap()],
+        );
+        fmc(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
     // Weights with every tensor (`fmc train` writes the lagged copy too).
     let full = dir.join("full.safetensors");
-    let r = fmc(&[
-        "train",
-        &fm,
-        "-q",
-        "--steps",
-        "5",
-        "--save",
-        full.to_str().unwrap(),
-        "--run-dir",
-        dir.join("run-full").to_str().unwrap(),
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    train_quietly(&fm, 5, &full, &dir.join("run-full"), &[]);
     let file = fm_runtime::weights::load_weights(&full).unwrap();
     let lags: Vec<String> = file
         .tensors
@@ -404,18 +333,7 @@ fn init_without_lagged_tensors_starts_the_copy_from_the_parameters() {
 fn predict_reads_only_the_inputs_the_outputs_need() {
     let (dir, fm) = example_dir("predict-inputs");
     let weights = dir.join("w.safetensors");
-    let r = fmc(&[
-        "train",
-        &fm,
-        "-q",
-        "--steps",
-        "5",
-        "--save",
-        weights.to_str().unwrap(),
-        "--run-dir",
-        dir.join("run").to_str().unwrap(),
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    train_quietly(&fm, 5, &weights, &dir.join("run"), &[]);
     let all: Vec<usize> = (0..CELLS).collect();
     let predict = |npz: &str, out: &str| {
         let out = dir.join(out);
@@ -455,5 +373,49 @@ fn predict_reads_only_the_inputs_the_outputs_need() {
     ]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("no array 'cell'"), "{}", r.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The route's rounds are new runs from the last weights (`--init`): `--resume` continues one
+/// run exactly on its data, so a grown replay is refused (E0409) with a message that names the
+/// `--init` route, which then trains on the grown replay.
+#[test]
+fn resume_on_a_grown_replay_names_the_init_route() {
+    let (dir, fm) = example_dir("resume-grown");
+    let weights = dir.join("w.safetensors");
+    train_quietly(&fm, 5, &weights, &dir.join("run"), &[]);
+    // The replay grows: every transition twice.
+    let maze = Maze::default();
+    let mut replay = Vec::new();
+    for _ in 0..2 {
+        for cell in maze.starts() {
+            for action in 0..4 {
+                let (next, reward, done) = maze.step(cell, action);
+                replay.push(Transition {
+                    cell,
+                    action,
+                    reward,
+                    next,
+                    done,
+                });
+            }
+        }
+    }
+    write_replay(&dir, &replay);
+    let w = weights.to_str().unwrap();
+    let resumed = dir.join("resumed.safetensors");
+    let args = train_args(&fm, 10, &resumed, &dir.join("run2"), &["--resume", w]);
+    let r = fmc(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("error[E0409]"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the data changed") && r.stderr.contains(&format!("`--init {w}`")),
+        "{}",
+        r.stderr
+    );
+    assert!(!resumed.exists());
+    // The route the message names.
+    train_quietly(&fm, 10, &resumed, &dir.join("run3"), &["--init", w]);
+    assert!(resumed.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

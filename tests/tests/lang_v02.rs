@@ -322,6 +322,25 @@ fn word2vec_nearest_neighbours_are_the_planted_groups() {
 }
 
 /// Writes `arrays` as an uncompressed `.npz`.
+/// `fmc train FM --run-dir DIR/run -q`, then `fmc eval` of the weights on the file's test
+/// split; returns the held-out loss (the eval line is printed under `label`).
+fn train_then_eval_loss(fm: &std::path::Path, label: &str) -> f64 {
+    let run = fm.with_file_name("run");
+    let fm = fm.display().to_string();
+    let r = fmc(&["train", &fm, "--run-dir", &run.display().to_string(), "-q"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let weights = run.join("weights.safetensors").display().to_string();
+    let r = fmc(&["eval", &fm, "--weights", &weights]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    eprintln!("{label}: {}", r.stdout.trim());
+    r.stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "loss:")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no loss in {}", r.stdout))
+}
+
 fn write_npz(path: &std::path::Path, arrays: &[(&str, Tensor)]) {
     use std::io::Write;
     let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
@@ -395,30 +414,7 @@ train two_heads {
 ",
     )
     .unwrap();
-    let run = dir.join("run");
-    let r = fmc(&[
-        "train",
-        &fm.display().to_string(),
-        "--run-dir",
-        &run.display().to_string(),
-        "-q",
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let r = fmc(&[
-        "eval",
-        &fm.display().to_string(),
-        "--weights",
-        &run.join("weights.safetensors").display().to_string(),
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    eprintln!("two heads: {}", r.stdout.trim());
-    let loss: f64 = r
-        .stdout
-        .split_whitespace()
-        .skip_while(|w| *w != "loss:")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no loss in {}", r.stdout));
+    let loss = train_then_eval_loss(&fm, "two heads");
     // The untrained loss is about ln(3) + Var(value) = 1.10 + 0.42; both heads must learn.
     assert!(loss < 0.25, "held-out loss {loss}");
 }
@@ -480,30 +476,252 @@ train q {
 ",
     )
     .unwrap();
-    let run = dir.join("run");
-    let r = fmc(&[
-        "train",
-        &fm.display().to_string(),
-        "--run-dir",
-        &run.display().to_string(),
-        "-q",
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let r = fmc(&[
-        "eval",
-        &fm.display().to_string(),
-        "--weights",
-        &run.join("weights.safetensors").display().to_string(),
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    eprintln!("declared targets: {}", r.stdout.trim());
-    let loss: f64 = r
-        .stdout
-        .split_whitespace()
-        .skip_while(|w| *w != "loss:")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no loss in {}", r.stdout));
+    let loss = train_then_eval_loss(&fm, "declared targets");
     // Predicting 0 gives the variance of a uniform [-1, 1] reward, 0.33.
     assert!(loss < 0.03, "held-out loss {loss}");
+}
+
+/// Metrics over model values (language.md 9.3): `mean(q)`, `accuracy(q, action)`,
+/// `top_k(q, action, k: 2)` and a per-sample loss are logged during training, and `fmc eval`
+/// reports each as the mean over the samples, equal on the interpreter and the JIT to what the
+/// predicted Q-values give when computed here.
+#[test]
+fn metrics_over_model_values_are_means_of_the_predictions() {
+    let dir = tmp("value-metrics");
+    let n = 200;
+    let mut st = 5u64;
+    let state: Vec<f32> = (0..n * 4).map(|_| 2.0 * lcg(&mut st) - 1.0).collect();
+    let action: Vec<i32> = (0..n).map(|_| (lcg(&mut st) * 4.0) as i32).collect();
+    let reward: Vec<f32> = state
+        .chunks(4)
+        .zip(&action)
+        .map(|(s, &a)| s[a as usize])
+        .collect();
+    let npz = dir.join("replay.npz");
+    let arr = |shape: &[usize], v: Vec<f32>| {
+        Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), v).unwrap())
+    };
+    write_npz(
+        &npz,
+        &[
+            ("state", arr(&[n, 4], state)),
+            (
+                "action",
+                Tensor::I32(
+                    ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[n]), action.clone()).unwrap(),
+                ),
+            ),
+            ("reward", arr(&[n], reward.clone())),
+        ],
+    );
+    let fm = dir.join("q.fm");
+    std::fs::write(
+        &fm,
+        "version 0.2
+data replay {
+    train: npz(\"replay.npz\", x: \"state\")
+}
+model q {
+    input state: f32[4]
+    target action: i32[]
+    target reward: f32[]
+    let q = state -> Dense(16, relu) -> Dense(4)
+    output q_values = q
+}
+train q {
+    data: replay
+    loss: mse(pick(q, action), reward)
+    optimizer: Adam(lr: 0.01)
+    metrics: [mean(q), accuracy(q, action), top_k(q, action, k: 2), mse(pick(q, action), reward)]
+    epochs: 3
+    seed: 0
+}
+",
+    )
+    .unwrap();
+    let names = [
+        "mean_q",
+        "accuracy_q_action",
+        "top_k_q_action_k_2",
+        "mse_pick_q_action_reward",
+    ];
+    let fm_s = fm.display().to_string();
+    let summary = fmc(&["summary", &fm_s]);
+    assert_eq!(summary.code, 0, "{}", summary.stderr);
+    for name in names {
+        assert!(
+            summary.stdout.contains(&format!("`{name}`")),
+            "{}",
+            summary.stdout
+        );
+    }
+    let run = dir.join("run");
+    let r = fmc(&["train", &fm_s, "--run-dir", &run.display().to_string()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The progress line and every epoch's record carry the metrics.
+    let last = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(last.lines().last().unwrap()).unwrap();
+    for name in names {
+        assert!(last[name].as_f64().is_some_and(f64::is_finite), "{last}");
+        assert!(r.stderr.contains(&format!("{name}: ")), "{}", r.stderr);
+    }
+    let weights = run.join("weights.safetensors").display().to_string();
+    let npz_s = npz.display().to_string();
+    let states = format!("{npz_s}:state");
+    let q_npy = dir.join("q.npy").display().to_string();
+    let r = fmc(&[
+        "predict",
+        &fm_s,
+        "--weights",
+        &weights,
+        "--input",
+        &states,
+        "-o",
+        &q_npy,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (shape, q) = floats(&q_npy);
+    assert_eq!(shape, vec![n, 4]);
+    // The metrics as Keras defines them, from the predictions.
+    let mut want = [0.0f64; 4];
+    for (i, row) in q.chunks(4).enumerate() {
+        let a = action[i] as usize;
+        want[0] += row.iter().map(|&v| v as f64).sum::<f64>() / 4.0;
+        let above = row.iter().filter(|&&v| v > row[a]).count();
+        want[1] += (above == 0) as u8 as f64;
+        want[2] += (above < 2) as u8 as f64;
+        want[3] += (row[a] as f64 - reward[i] as f64).powi(2);
+    }
+    want.iter_mut().for_each(|w| *w /= n as f64);
+    // Neither all hits nor all misses, so the comparison below can tell.
+    assert!(want[1] > 0.0 && want[2] < 1.0, "{want:?}");
+    for backend in ["interp", "jit"] {
+        let r = fmc(&[
+            "eval",
+            &fm_s,
+            "--weights",
+            &weights,
+            "--x",
+            &states,
+            "--y",
+            &npz_s,
+            "--json",
+            "--backend",
+            backend,
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let got: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+        for (name, w) in names.iter().zip(want) {
+            let g = got[*name].as_f64().unwrap_or(f64::NAN);
+            eprintln!("{backend} {name}: fm {g:.7} computed {w:.7}");
+            assert!(
+                (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                "{backend} {name}: {g} vs {w}"
+            );
+        }
+        // The loss is the mse metric here.
+        let loss = got["loss"].as_f64().unwrap();
+        assert!((loss - want[3]).abs() <= 1e-5, "{loss} vs {}", want[3]);
+    }
+}
+
+/// `fmc eval` reads only the inputs its outputs, loss and metrics depend on (as `predict`
+/// does, language.md 9.2): here `next_state` feeds only an unused `let`, so an `.npz` without
+/// it evaluates to the same numbers as one with it.
+#[test]
+fn eval_reads_only_the_inputs_the_loss_and_metrics_need() {
+    let dir = tmp("eval-inputs");
+    let n = 64;
+    let mut st = 3u64;
+    let mut column =
+        |len: usize| -> Vec<f32> { (0..len).map(|_| 2.0 * lcg(&mut st) - 1.0).collect() };
+    let state = column(n * 4);
+    let next_state = column(n * 4);
+    let reward = column(n);
+    let action: Vec<i32> = (0..n as i32).map(|i| i % 3).collect();
+    let arr = |shape: &[usize], v: Vec<f32>| {
+        Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), v).unwrap())
+    };
+    let actions =
+        Tensor::I32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[n]), action).unwrap());
+    let full = dir.join("full.npz");
+    write_npz(
+        &full,
+        &[
+            ("state", arr(&[n, 4], state.clone())),
+            ("next_state", arr(&[n, 4], next_state)),
+            ("action", actions.clone()),
+            ("reward", arr(&[n], reward.clone())),
+        ],
+    );
+    let part = dir.join("part.npz");
+    write_npz(
+        &part,
+        &[
+            ("state", arr(&[n, 4], state)),
+            ("action", actions),
+            ("reward", arr(&[n], reward)),
+        ],
+    );
+    let fm = dir.join("q.fm");
+    std::fs::write(
+        &fm,
+        "version 0.2
+block qnet(s) {
+    return s -> Dense(8, relu) -> Dense(3)
+}
+model q {
+    input state: f32[4]
+    input next_state: f32[4]
+    target action: i32[]
+    target reward: f32[]
+    let q = qnet(state, name: \"qn\")
+    let q_next = qn(next_state)
+    output q_values = q
+}
+train q {
+    loss: mse(pick(q, action), reward)
+    optimizer: SGD(lr: 0.1)
+    metrics: [mean(q)]
+}
+",
+    )
+    .unwrap();
+    let fm = fm.display().to_string();
+    let weights = dir.join("w.safetensors").display().to_string();
+    let full = full.display().to_string();
+    let part = part.display().to_string();
+    let run = dir.join("run").display().to_string();
+    let r = fmc(&[
+        "train",
+        &fm,
+        "-q",
+        "--x",
+        &full,
+        "--y",
+        &full,
+        "--save",
+        &weights,
+        "--run-dir",
+        &run,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let eval = |x: &str| {
+        let r = fmc(&[
+            "eval",
+            &fm,
+            "--weights",
+            &weights,
+            "--x",
+            x,
+            "--y",
+            x,
+            "--json",
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.stdout
+    };
+    let with_all = eval(&full);
+    assert!(with_all.contains("\"mean_q\""), "{with_all}");
+    assert_eq!(eval(&part), with_all);
 }

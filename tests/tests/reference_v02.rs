@@ -1,5 +1,5 @@
 //! Language 0.2 against Keras 3 (tests/reference/cases_v02/, made by gen_v02.py): a GAN's two
-//! optimizer steps, an objective expression, shared weights, and lagged copies (`ema`, `copy`).
+//! optimizer steps (also with a `schedule:` in each step), an objective expression, shared weights, and lagged copies (`ema`, `copy`).
 //! For every case, on the interpreter and on the JIT: the inference output with the initial
 //! weights, the first step's loss (each step's, for several), and every parameter, optimizer
 //! slot and lagged tensor after 3 steps, within `tolerance * max(|ref|, 1)` (1e-5, as the 0.1
@@ -8,6 +8,7 @@
 use fm_compiler::exec::Session;
 use fm_runtime::data::read_array;
 use fm_runtime::tensor::{DType, Tensor};
+use fm_runtime::train::schedule::LrSchedule;
 use fm_runtime::train::Backend;
 use fm_runtime::weights::load_weights;
 use ndarray::{ArrayD, IxDyn};
@@ -62,7 +63,7 @@ fn run(
     backend: &mut dyn Backend,
     inputs: &[Tensor],
     targets: &[Tensor],
-    lr: f32,
+    rates: &dyn Fn(u64) -> Vec<f32>,
 ) -> Vec<(String, f64)> {
     let expected = load_weights(&case.join("expected.safetensors")).unwrap();
     let want = |key: &str| {
@@ -78,7 +79,9 @@ fn run(
         max_rel_error(&out[0].to_f32(), &want("output")),
     ));
     for step in 1..=3 {
-        let r = backend.train_step(inputs, targets, lr).unwrap();
+        let r = backend
+            .train_step_rates(inputs, targets, &rates(step - 1))
+            .unwrap();
         if step > 1 {
             continue;
         }
@@ -122,7 +125,7 @@ fn run(
 #[test]
 fn language_0_2_matches_keras_on_interpreter_and_jit() {
     let dirs = cases();
-    assert_eq!(dirs.len(), 5, "{dirs:?}");
+    assert_eq!(dirs.len(), 6, "{dirs:?}");
     let mut failures = Vec::new();
     for case in &dirs {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
@@ -157,7 +160,21 @@ fn language_0_2_matches_keras_on_interpreter_and_jit() {
         let init = load_weights(&case.join("init.safetensors"))
             .unwrap()
             .tensors;
-        let lr = spec.optimizer.lr as f32;
+        // Each step's rate at optimizer step t (0-based) as the training loop computes it: its
+        // own `schedule:` (`gan_step_schedules`), else its optimizer's rate (the sections
+        // here have a constant schedule).
+        let rates = |t: u64| -> Vec<f32> {
+            if spec.steps.is_empty() {
+                return vec![spec.optimizer.lr as f32];
+            }
+            spec.steps
+                .iter()
+                .map(|st| match &st.schedule {
+                    Some(sch) => LrSchedule::new(st.optimizer.lr, sch, 1, 3).lr(t, t),
+                    None => st.optimizer.lr as f32,
+                })
+                .collect()
+        };
         for backend in ["interp", "jit"] {
             let mut session = Session::new(graph.clone(), spec.clone()).unwrap();
             session.set_state(&init).unwrap();
@@ -168,7 +185,7 @@ fn language_0_2_matches_keras_on_interpreter_and_jit() {
             } else {
                 Box::new(session)
             };
-            let errors = run(case, b.as_mut(), &inputs, &targets, lr);
+            let errors = run(case, b.as_mut(), &inputs, &targets, &rates);
             let worst = errors
                 .iter()
                 .fold(("", 0.0f64), |w, (k, e)| if *e > w.1 { (k, *e) } else { w });
@@ -189,4 +206,54 @@ fn language_0_2_matches_keras_on_interpreter_and_jit() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The training loop gives each `step` the rate of its own `schedule:` (language.md 9.4):
+/// `fmc train --steps 3` from the case's initial weights ends where Keras's three steps end.
+#[test]
+fn fmc_train_runs_each_step_on_its_own_schedule() {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/cases_v02/gan_step_schedules");
+    let out = std::env::temp_dir().join(format!("fm-step-schedules-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let p = |f: &str| case.join(f).display().to_string();
+    let saved = out.join("w.safetensors").display().to_string();
+    let run = out.join("run").display().to_string();
+    for backend in ["interp", "jit"] {
+        let r = fm_tests::fmc(&[
+            "train",
+            &p("model.fm"),
+            "--x",
+            &p("x.npz"),
+            "--init",
+            &p("init.safetensors"),
+            "--steps",
+            "3",
+            "--save",
+            &saved,
+            "--run-dir",
+            &run,
+            "--backend",
+            backend,
+            "-q",
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let got = load_weights(Path::new(&saved)).unwrap();
+        let expected = load_weights(&case.join("expected.safetensors")).unwrap();
+        let mut compared = 0;
+        let mut worst = 0.0f64;
+        for (key, want) in &expected.tensors {
+            let Some(name) = key.strip_prefix("step3/") else {
+                continue;
+            };
+            let have = got
+                .get(name)
+                .unwrap_or_else(|| panic!("{backend}: no `{name}` saved"));
+            worst = worst.max(max_rel_error(&have.to_f32(), &want.to_f32()));
+            compared += 1;
+        }
+        eprintln!("fmc train ({backend}): {compared} tensors, max relative error {worst:.1e}");
+        assert!(compared >= 24, "{compared}");
+        assert!(worst <= 1e-5, "{backend}: {worst:.2e}");
+    }
 }

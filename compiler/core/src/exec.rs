@@ -184,7 +184,8 @@ struct StepBuffers {
 pub struct StepResult {
     pub loss: f64,
     pub outputs: Vec<Tensor>,
-    /// Each named step's loss (`NAME_loss`) when the section has `step`s.
+    /// Each named step's loss (`NAME_loss`) when the section has `step`s, then the batch mean
+    /// of each metric over model values (language.md 9.3).
     pub step_losses: Vec<(String, f64)>,
 }
 
@@ -360,6 +361,7 @@ impl Session {
                 ResultKind::Param(p) => state.push((*p, v.into_float())),
                 ResultKind::Grad(_) => out.grads.push(v.into_float()),
                 ResultKind::OptSlot { .. } => return Err("grad_step updates no slot".into()),
+                ResultKind::Metric(_) => {}
             }
         }
         for (p, v) in state {
@@ -445,13 +447,53 @@ impl Session {
         let mut out = if self.more_steps.is_empty() {
             self.train_step_in_place(inputs, targets, lr)?
         } else {
-            self.train_steps(inputs, targets, lr)?
+            // Each step's rate: its optimizer's, scaled as the schedule scales the section's
+            // (the first step's) rate. The training loop gives steps with their own
+            // `schedule:` their rates through [`Session::train_step_rates`].
+            let rates: Vec<f32> = self
+                .spec
+                .steps
+                .iter()
+                .map(|st| {
+                    if self.spec.optimizer.lr != 0.0 {
+                        (lr as f64 * st.optimizer.lr / self.spec.optimizer.lr) as f32
+                    } else {
+                        lr
+                    }
+                })
+                .collect();
+            self.train_steps(inputs, targets, &rates)?
         };
+        self.after_step(&mut out);
+        Ok(out)
+    }
+
+    /// One batch through every `step` (language.md 9.4), step k at rate `rates[k]`; with no
+    /// `step` entries, the one step at `rates[0]`.
+    pub fn train_step_rates(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        rates: &[f32],
+    ) -> Result<StepResult, String> {
+        let mut out = if self.more_steps.is_empty() {
+            let lr = rates.first().copied().ok_or("no learning rate")?;
+            self.train_step_in_place(inputs, targets, lr)?
+        } else {
+            self.train_steps(inputs, targets, rates)?
+        };
+        self.after_step(&mut out);
+        Ok(out)
+    }
+
+    /// After a step: a single named step's loss is reported as `NAME_loss`, and lagged
+    /// weights are updated.
+    fn after_step(&mut self, out: &mut StepResult) {
         if let [only] = self.spec.steps.as_slice() {
-            out.step_losses = vec![(format!("{}_loss", only.name), out.loss)];
+            out.step_losses
+                .insert(0, (format!("{}_loss", only.name), out.loss));
         }
         self.update_lags();
-        Ok(out)
     }
 
     fn train_step_in_place(
@@ -541,6 +583,7 @@ impl Session {
             match &r.kind {
                 ResultKind::Loss => out.loss = v.scalar() as f64,
                 ResultKind::Output(_) => out.outputs.push(Tensor::F32(v.clone().into_float())),
+                ResultKind::Metric(_) => out.step_losses.push((r.name.clone(), v.scalar() as f64)),
                 ResultKind::Param(_) | ResultKind::OptSlot { .. } | ResultKind::Grad(_) => {}
             }
         }
@@ -553,7 +596,7 @@ impl Session {
         &mut self,
         inputs: &[Tensor],
         targets: &[Tensor],
-        lr: f32,
+        rates: &[f32],
     ) -> Result<StepResult, String> {
         let mut out = StepResult {
             loss: 0.0,
@@ -567,14 +610,7 @@ impl Session {
             } else {
                 &self.more_steps[k - 1]
             };
-            // Each step's learning rate: its optimizer's, scaled as the schedule scales the
-            // section's (the first step's) rate.
-            let step_lr = match self.spec.steps.get(k) {
-                Some(st) if self.spec.optimizer.lr != 0.0 => {
-                    (lr as f64 * st.optimizer.lr / self.spec.optimizer.lr) as f32
-                }
-                _ => lr,
-            };
+            let step_lr = *rates.get(k).ok_or("a learning rate per step")?;
             let args = self.bind(f, inputs, targets, step_lr, &[])?;
             let results = self.backend.run(f, &args, self.ctx(inputs))?;
             let f = if k == 0 {
@@ -582,9 +618,14 @@ impl Session {
             } else {
                 &self.more_steps[k - 1]
             };
-            let kinds: Vec<ResultKind> = f.results.iter().map(|r| r.kind.clone()).collect();
+            let kinds: Vec<(ResultKind, String)> = f
+                .results
+                .iter()
+                .map(|r| (r.kind.clone(), r.name.clone()))
+                .collect();
             out.outputs.clear();
-            for (kind, v) in kinds.iter().zip(results) {
+            let mut metrics = Vec::new();
+            for ((kind, name), v) in kinds.iter().zip(results) {
                 match kind {
                     ResultKind::Loss => {
                         let l = v.scalar() as f64;
@@ -594,6 +635,7 @@ impl Session {
                         }
                     }
                     ResultKind::Output(_) => out.outputs.push(Tensor::F32(v.into_float())),
+                    ResultKind::Metric(_) => metrics.push((name.clone(), v.scalar() as f64)),
                     ResultKind::Param(p) => self.params[*p] = v.into_float(),
                     ResultKind::Grad(_) => {}
                     ResultKind::OptSlot { param, slot } => {
@@ -607,6 +649,7 @@ impl Session {
                     }
                 }
             }
+            out.step_losses.extend(metrics);
         }
         self.iterations += 1;
         Ok(out)
@@ -747,6 +790,7 @@ impl Session {
         for (r, v) in self.eval_fn.results.iter().zip(results) {
             match r.kind {
                 ResultKind::Loss => out.loss = v.scalar() as f64,
+                ResultKind::Metric(_) => out.step_losses.push((r.name.clone(), v.scalar() as f64)),
                 _ => out.outputs.push(Tensor::F32(v.into_float())),
             }
         }
@@ -927,41 +971,24 @@ impl Session {
 /// The setup used when a file has no `train` section: enough to run inference.
 pub fn default_spec(graph: &ModelGraph) -> TrainSpec {
     use fm_runtime::config::*;
+    let losses = graph
+        .outputs
+        .iter()
+        .map(|o| OutputLoss {
+            output: o.name.clone(),
+            loss: Loss::Mse,
+            weight: 1.0,
+            fused_with_activation: false,
+        })
+        .collect();
+    let adam = OptimizerKind::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        epsilon: 1e-7,
+    };
     TrainSpec {
-        model: graph.name.clone(),
-        data: None,
-        losses: graph
-            .outputs
-            .iter()
-            .map(|o| OutputLoss {
-                output: o.name.clone(),
-                loss: Loss::Mse,
-                weight: 1.0,
-                fused_with_activation: false,
-            })
-            .collect(),
-        optimizer: OptimizerSpec {
-            kind: OptimizerKind::Adam {
-                beta1: 0.9,
-                beta2: 0.999,
-                epsilon: 1e-7,
-            },
-            lr: 1e-3,
-            weight_decay: 0.0,
-            clip: None,
-        },
-        schedule: Schedule::Constant,
-        epochs: 1,
-        batch_size: 32,
-        validation: Validation::None,
         shuffle: true,
-        seed: 0,
-        metrics: vec![],
-        early_stopping: None,
-        checkpoint: None,
-        objective: None,
-        steps: vec![],
-        value_metrics: vec![],
+        ..TrainSpec::new(&graph.name, losses, OptimizerSpec::new(adam, 1e-3))
     }
 }
 
@@ -997,6 +1024,19 @@ impl Backend for Session {
             extra: r.step_losses,
         })
     }
+    fn train_step_rates(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        rates: &[f32],
+    ) -> Result<StepOutput, RuntimeError> {
+        let r = Session::train_step_rates(self, inputs, targets, rates).map_err(backend_error)?;
+        Ok(StepOutput {
+            loss: r.loss,
+            outputs: r.outputs,
+            extra: r.step_losses,
+        })
+    }
     fn evaluate(
         &mut self,
         inputs: &[Tensor],
@@ -1006,7 +1046,7 @@ impl Backend for Session {
         Ok(StepOutput {
             loss: r.loss,
             outputs: r.outputs,
-            extra: vec![],
+            extra: r.step_losses,
         })
     }
     fn predict(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {

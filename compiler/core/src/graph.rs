@@ -313,6 +313,23 @@ pub enum Op {
     Dot,
     /// `pick(x, i)`: the element of the last axis of `x` at the i32 index `i`.
     Pick,
+    /// A metric over model values (language.md 9.3), `accuracy(prediction, target)` or
+    /// `top_k(prediction, target, k: K)`: 1 per sample where it hits, 0 where it misses
+    /// (averaged over any further per-sample axes). Never differentiated: metrics only.
+    Hit(HitKind),
+}
+
+/// What a [`Op::Hit`] node compares, as Keras's accuracy metrics do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HitKind {
+    /// `binary_accuracy`: the prediction above 0.5 equals the 0/1 target.
+    Binary,
+    /// `categorical_accuracy`: the largest prediction is where the one-hot target is 1.
+    Categorical,
+    /// `sparse_categorical_accuracy`: the largest prediction is at the i32 class index.
+    Sparse,
+    /// `sparse_top_k_categorical_accuracy`: fewer than k predictions exceed the class's.
+    TopK(usize),
 }
 
 impl Op {
@@ -370,6 +387,7 @@ impl Op {
             Op::Loss(_) => "Loss".into(),
             Op::Dot => "Dot".into(),
             Op::Pick => "Pick".into(),
+            Op::Hit(_) => "Hit".into(),
         }
     }
 }

@@ -232,7 +232,7 @@ fn display_names(g: &ModelGraph) -> Vec<String> {
                     Op::Mul => "multiply",
                     Op::Div => "divide",
                     Op::Func(_) | Op::Clip { .. } => "function",
-                    Op::Reduce { .. } | Op::Dot | Op::Pick => "reduce",
+                    Op::Reduce { .. } | Op::Dot | Op::Pick | Op::Hit(_) => "reduce",
                     Op::Loss(_) => "loss",
                     Op::Concat { .. } => "concatenate",
                     _ => "activation",
@@ -592,8 +592,11 @@ pub fn render_training(t: &TrainSpec) -> String {
             Some(u) => format!("{} weight tensors", u.len()),
             None => "every weight".to_string(),
         };
+        let own = st.schedule.as_ref().map_or(String::new(), |sch| {
+            format!("; schedule: {}", schedule_text(sch))
+        });
         out.push_str(&format!(
-            " Step `{}`: updates {what}; loss: {}; optimizer: {}\n",
+            " Step `{}`: updates {what}; loss: {}; optimizer: {}{own}\n",
             st.name,
             if st.objective.is_some() {
                 "an expression".to_string()
@@ -632,11 +635,15 @@ pub fn render_training(t: &TrainSpec) -> String {
             _ => metrics.push(text),
         }
     }
-    let metrics = if several {
+    let mut metrics = if several && !metrics.is_empty() {
         vec![metrics.join("; ")]
     } else {
         metrics
     };
+    // Metrics over model values (9.3), by their logged names.
+    for (name, _) in &t.value_metrics {
+        metrics.push(format!("`{name}` (mean over samples of a model value)"));
+    }
     out.push_str(&format!(
         " Metrics: {}\n",
         if metrics.is_empty() {

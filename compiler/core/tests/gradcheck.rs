@@ -95,36 +95,19 @@ impl Graph {
 }
 
 fn spec(loss: Loss) -> TrainSpec {
+    let losses = vec![OutputLoss {
+        output: "out".into(),
+        loss,
+        weight: 1.0,
+        fused_with_activation: false,
+    }];
+    let sgd = OptimizerKind::Sgd {
+        momentum: 0.0,
+        nesterov: false,
+    };
     TrainSpec {
-        model: "m".into(),
-        data: None,
-        losses: vec![OutputLoss {
-            output: "out".into(),
-            loss,
-            weight: 1.0,
-            fused_with_activation: false,
-        }],
-        optimizer: OptimizerSpec {
-            kind: OptimizerKind::Sgd {
-                momentum: 0.0,
-                nesterov: false,
-            },
-            lr: 0.01,
-            weight_decay: 0.0,
-            clip: None,
-        },
-        schedule: Schedule::Constant,
-        epochs: 1,
         batch_size: 4,
-        validation: Validation::None,
-        shuffle: false,
-        seed: 0,
-        metrics: vec![],
-        early_stopping: None,
-        checkpoint: None,
-        objective: None,
-        steps: vec![],
-        value_metrics: vec![],
+        ..TrainSpec::new("m", losses, OptimizerSpec::new(sgd, 0.01))
     }
 }
 

@@ -93,37 +93,21 @@ fn mlp() -> ModelGraph {
 }
 
 fn spec() -> TrainSpec {
+    let losses = vec![OutputLoss {
+        output: "probs".into(),
+        loss: Loss::SparseCategoricalCrossentropy { from_logits: false },
+        weight: 1.0,
+        fused_with_activation: true,
+    }];
+    let adam = OptimizerKind::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        epsilon: 1e-7,
+    };
     TrainSpec {
-        model: "digits_mlp".into(),
-        data: None,
-        losses: vec![OutputLoss {
-            output: "probs".into(),
-            loss: Loss::SparseCategoricalCrossentropy { from_logits: false },
-            weight: 1.0,
-            fused_with_activation: true,
-        }],
-        optimizer: OptimizerSpec {
-            kind: OptimizerKind::Adam {
-                beta1: 0.9,
-                beta2: 0.999,
-                epsilon: 1e-7,
-            },
-            lr: 1e-3,
-            weight_decay: 0.0,
-            clip: None,
-        },
-        schedule: Schedule::Constant,
         epochs: 20,
-        batch_size: 32,
-        validation: Validation::None,
         shuffle: true,
-        seed: 0,
-        metrics: vec![],
-        early_stopping: None,
-        checkpoint: None,
-        objective: None,
-        steps: vec![],
-        value_metrics: vec![],
+        ..TrainSpec::new("digits_mlp", losses, OptimizerSpec::new(adam, 1e-3))
     }
 }
 

@@ -593,7 +593,7 @@ impl Exporter<'_> {
                     vec![attr_int("keepdims", 0)],
                 )
             }
-            Op::Target { .. } | Op::Loss(_) | Op::Pick => {
+            Op::Target { .. } | Op::Loss(_) | Op::Pick | Op::Hit(_) => {
                 return Err(self.unsupported(
                     node,
                     "targets, losses and `pick` belong to training objectives, not to an output",

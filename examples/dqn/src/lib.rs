@@ -13,105 +13,9 @@ use fm::random::Rng;
 // Relative to this file. Defines `Qnet`: `new`, `predict`, `forward`, `train_step`, `Clone`, ...
 fm::model!("qnet.fm");
 
-/// The maze, row by row: `#` is a wall, `G` the goal; every other cell is a possible start.
-/// The farthest cell is 21 moves from the goal, and several cells have two ways there.
-pub const MAZE: [&str; ROWS] = [
-    "..#.....", //
-    ".##.###.", //
-    "....#...", //
-    "###.#.##", //
-    "....#...", //
-    ".####.#.", //
-    "......#.", //
-    "#.###..G",
-];
-pub const ROWS: usize = 8;
-pub const COLS: usize = 8;
-pub const CELLS: usize = ROWS * COLS;
-/// Moves, in the order of the Q-network's outputs.
-pub const MOVES: [(isize, isize); 4] = [(-1, 0), (0, 1), (1, 0), (0, -1)];
-pub const MOVE_ARROWS: [char; 4] = ['^', '>', 'v', '<'];
-
-/// The grid world: each move costs `STEP_REWARD`; reaching the goal gives `GOAL_REWARD` and
-/// ends the episode; a move into a wall or off the grid leaves the agent where it is.
-pub struct Maze {
-    walls: [bool; CELLS],
-    pub goal: usize,
-}
-
-pub const STEP_REWARD: f32 = -0.05;
-pub const GOAL_REWARD: f32 = 1.0;
-
-impl Default for Maze {
-    fn default() -> Self {
-        Maze::parse(&MAZE)
-    }
-}
-
-impl Maze {
-    pub fn parse(rows: &[&str; ROWS]) -> Maze {
-        let mut walls = [false; CELLS];
-        let mut goal = 0;
-        for (r, row) in rows.iter().enumerate() {
-            for (c, ch) in row.chars().enumerate() {
-                walls[r * COLS + c] = ch == '#';
-                if ch == 'G' {
-                    goal = r * COLS + c;
-                }
-            }
-        }
-        Maze { walls, goal }
-    }
-
-    pub fn is_wall(&self, cell: usize) -> bool {
-        self.walls[cell]
-    }
-
-    /// Every open cell other than the goal: the start cells.
-    pub fn starts(&self) -> Vec<usize> {
-        (0..CELLS)
-            .filter(|&c| !self.walls[c] && c != self.goal)
-            .collect()
-    }
-
-    /// The cell after `action` from `cell`, the reward, and whether the episode ended.
-    pub fn step(&self, cell: usize, action: usize) -> (usize, f32, bool) {
-        let (dr, dc) = MOVES[action];
-        let r = (cell / COLS) as isize + dr;
-        let c = (cell % COLS) as isize + dc;
-        let inside = (0..ROWS as isize).contains(&r) && (0..COLS as isize).contains(&c);
-        let next = if inside && !self.walls[r as usize * COLS + c as usize] {
-            r as usize * COLS + c as usize
-        } else {
-            cell
-        };
-        if next == self.goal {
-            (next, GOAL_REWARD, true)
-        } else {
-            (next, STEP_REWARD, false)
-        }
-    }
-
-    /// The fewest moves from each cell to the goal (breadth-first search; `None` for walls and
-    /// cells that cannot reach it).
-    pub fn shortest_paths(&self) -> [Option<usize>; CELLS] {
-        let mut dist = [None; CELLS];
-        dist[self.goal] = Some(0);
-        let mut queue = std::collections::VecDeque::from([self.goal]);
-        while let Some(cell) = queue.pop_front() {
-            let d = dist[cell].unwrap_or(0);
-            // Moves are reversible, so the cells one move from `cell` are its predecessors.
-            for a in 0..4 {
-                let (n, _, _) = self.step(cell, a);
-                if n != cell && n != self.goal && dist[n].is_none() {
-                    dist[n] = Some(d + 1);
-                    queue.push_back(n);
-                }
-            }
-        }
-        dist
-    }
-}
+// The environment, without fm (tests/tests/dqn_fmc.rs includes it too).
+pub mod maze;
+pub use maze::*;
 
 /// The discounted return of reaching the goal in `moves` moves (the value an optimal agent's
 /// Q-network should give its best move).
@@ -249,33 +153,6 @@ pub fn greedy_policy(q: &Qnet) -> Result<[usize; CELLS], fm::Error> {
         *p = argmax((0..4).map(|a| values[[c, a]]));
     }
     Ok(policy)
-}
-
-/// Follows `policy` from `start`: the number of moves to the goal, or `None` when it does not
-/// get there within `limit` moves.
-pub fn moves_to_goal(
-    maze: &Maze,
-    policy: &[usize; CELLS],
-    start: usize,
-    limit: usize,
-) -> Option<usize> {
-    let mut cell = start;
-    for n in 1..=limit {
-        let (next, _, done) = maze.step(cell, policy[cell]);
-        if done {
-            return Some(n);
-        }
-        cell = next;
-    }
-    None
-}
-
-/// Whether `policy` reaches the goal in the fewest possible moves from every start cell.
-pub fn is_optimal(maze: &Maze, policy: &[usize; CELLS]) -> bool {
-    let best = maze.shortest_paths();
-    maze.starts()
-        .into_iter()
-        .all(|s| moves_to_goal(maze, policy, s, CELLS) == best[s])
 }
 
 fn argmax(values: impl Iterator<Item = f32>) -> usize {

@@ -107,7 +107,7 @@ registry! {
     E0218: "misplaced or missing statement",
     E0219: "model too large",
     E0220: "shared call on an input its weights do not fit",
-    E0221: "loss expression is not a per-sample scalar",
+    E0221: "loss or metric expression is not a per-sample scalar",
     E0222: "lagged weights of an unnamed call",
     E0223: "`categorical` weights cannot be used",
     E0224: "channel groups do not divide the channels",
@@ -124,6 +124,8 @@ registry! {
     E0309: "`loss` or `optimizer` beside `step` entries",
     E0310: "targets of a classification loss rescaled by `y:`",
     E0311: "`y:` key map names no target the model reads",
+    E0312: "metric with no target to compare with",
+    E0313: "`ReduceOnPlateau` as a step's own schedule",
 
     // E04xx: data, weights and files (the runtime, commands that read data).
     E0401: "data or weights file cannot be read",

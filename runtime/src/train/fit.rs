@@ -34,6 +34,8 @@ pub(super) struct Run<'a, B: Backend + ?Sized> {
     defs: Vec<MetricDef>,
     pub(super) progress: Progress,
     pub(super) schedule: LrSchedule,
+    /// The own `schedule:` of each `step` that has one (language.md 9.4), by step index.
+    step_schedules: Vec<Option<LrSchedule>>,
     pub(super) early: Option<EarlyStopper>,
     /// The best value of `keep: best`'s monitor so far.
     pub(super) checkpoint_best: Option<f64>,
@@ -90,6 +92,15 @@ impl<'a, B: Backend + ?Sized> Run<'a, B> {
             steps_per_epoch,
             planned_steps,
         );
+        let step_schedules = spec
+            .steps
+            .iter()
+            .map(|st| {
+                st.schedule.as_ref().map(|sch| {
+                    LrSchedule::new(st.optimizer.lr, sch, steps_per_epoch, planned_steps)
+                })
+            })
+            .collect();
         let mut run = Run {
             backend,
             spec,
@@ -106,6 +117,7 @@ impl<'a, B: Backend + ?Sized> Run<'a, B> {
             progress: Progress::new(options.progress),
             lr: schedule.lr(0, 0),
             schedule,
+            step_schedules,
             early: spec.early_stopping.clone().map(EarlyStopper::new),
             checkpoint_best: None,
             step: 0,
@@ -130,13 +142,29 @@ impl<'a, B: Backend + ?Sized> Run<'a, B> {
     fn resume(&mut self, path: &std::path::Path) -> Result<(), RuntimeError> {
         let state = resume_from(&mut *self.backend, path, self.early.as_mut())?;
         let spec = self.spec;
-        if state.seed != spec.seed || state.steps_per_epoch != self.steps_per_epoch {
+        // `--resume` continues one run exactly (cli.md): the same seed and the same data, so
+        // the same batches. Changed data (a grown replay) is a new run from the weights.
+        if state.steps_per_epoch != self.steps_per_epoch {
             return Err(RuntimeError::at(
                 ErrorKind::DataSetup,
                 path,
                 format!(
-                    "the checkpoint was made with seed {} and {} steps per epoch; this run has seed {} and {} steps per epoch",
-                    state.seed, state.steps_per_epoch, spec.seed, self.steps_per_epoch
+                    "`--resume` continues a run on the data it was made with, but the checkpoint has {} steps per epoch and this run {} ({} training samples in batches of {}): the data changed. To train further on changed data (a grown replay), start a new run from these weights with `--init {}` (the optimizer state starts afresh; lagged weights are kept)",
+                    state.steps_per_epoch,
+                    self.steps_per_epoch,
+                    self.train.len(),
+                    self.batch_size,
+                    path.display()
+                ),
+            ));
+        }
+        if state.seed != spec.seed {
+            return Err(RuntimeError::at(
+                ErrorKind::DataSetup,
+                path,
+                format!(
+                    "`--resume` continues a run with its seed, but the checkpoint was made with seed {} and this run has seed {}",
+                    state.seed, spec.seed
                 ),
             ));
         }
@@ -265,9 +293,14 @@ impl<'a, B: Backend + ?Sized> Run<'a, B> {
     ) -> Result<usize, RuntimeError> {
         let data = batch(self.train, order, self.batch_size, b as usize);
         self.lr = self.schedule.lr(self.step, epoch);
-        let out = self
-            .backend
-            .train_step(&data.inputs, &data.targets, self.lr)?;
+        let out = if self.spec.steps.is_empty() {
+            self.backend
+                .train_step(&data.inputs, &data.targets, self.lr)?
+        } else {
+            let rates = self.step_rates(epoch);
+            self.backend
+                .train_step_rates(&data.inputs, &data.targets, &rates)?
+        };
         if !out.loss.is_finite() {
             return Err(non_finite_stop(
                 &*self.backend,
@@ -289,6 +322,23 @@ impl<'a, B: Backend + ?Sized> Run<'a, B> {
         self.progress
             .update(b + 1, seconds, &self.metrics.results());
         Ok(data.len())
+    }
+
+    /// The rate of each `step` for the optimizer step about to run (language.md 9.4): its own
+    /// schedule's, or the section's scaled to the step's optimizer rate (the section's rate is
+    /// the first step's).
+    fn step_rates(&self, epoch: u64) -> Vec<f32> {
+        let base = self.spec.optimizer.lr;
+        self.spec
+            .steps
+            .iter()
+            .zip(&self.step_schedules)
+            .map(|(st, own)| match own {
+                Some(sch) => sch.lr(self.step, epoch),
+                None if base != 0.0 => (self.lr as f64 * st.optimizer.lr / base) as f32,
+                None => self.lr,
+            })
+            .collect()
     }
 
     /// The epoch's line on the progress log, its row in the run directory's metrics, and the

@@ -43,7 +43,8 @@ pub struct StepOutput {
     pub loss: f64,
     /// The model outputs of the forward pass (before the update), one per model output.
     pub outputs: Vec<Tensor>,
-    /// Further named losses to report (each step's `NAME_loss`, language.md 9.4).
+    /// Further named batch means to report: each step's `NAME_loss` (language.md 9.4), then
+    /// each metric over model values (9.3).
     pub extra: Vec<(String, f64)>,
 }
 
@@ -67,6 +68,16 @@ pub trait Backend {
         targets: &[Tensor],
         lr: f32,
     ) -> Result<StepOutput, RuntimeError>;
+    /// One batch through every `step` of a `train` section (language.md 9.4), step k at the
+    /// rate `rates[k]` (its own `schedule:`). A backend without steps takes the first rate.
+    fn train_step_rates(
+        &mut self,
+        inputs: &[Tensor],
+        targets: &[Tensor],
+        rates: &[f32],
+    ) -> Result<StepOutput, RuntimeError> {
+        self.train_step(inputs, targets, rates.first().copied().unwrap_or(0.0))
+    }
     /// Inference-mode forward (dropout off, BatchNorm moving statistics) plus the loss.
     fn evaluate(
         &mut self,
@@ -232,6 +243,9 @@ pub fn evaluate<B: Backend + ?Sized>(
         let part = data.slice(range);
         let out = backend.evaluate(&part.inputs, &part.targets)?;
         metrics.update_loss(out.loss, part.len());
+        for (name, v) in &out.extra {
+            metrics.update_extra(name, *v, part.len());
+        }
         metrics.update(&out.outputs, &part.targets)?;
     }
     Ok(metrics.results())

@@ -4,7 +4,7 @@
 use super::bind::{self, split_args};
 use super::items::Items;
 use super::table::{self, Kind, TransformFn};
-use super::values::{const_eval, Sym, Val};
+use super::values::{const_eval, Sym, SymArg, Val};
 use super::{suggest, Ctx};
 use fm_codes as codes;
 use fm_grammar::ast::{Entry, Span};
@@ -113,18 +113,7 @@ fn resolve(
         }) = &v
         {
             if name == "split" {
-                let sig = table::lookup(Kind::Source, "split")?;
-                let (pos, named) = split_args(args.clone());
-                let b = bind::bind(
-                    ctx,
-                    "split",
-                    sig.params,
-                    sig.positional,
-                    pos,
-                    named,
-                    e.value.span,
-                )?;
-                return Some(TestSource::Split(b.float(ctx, "fraction")?));
+                return split_fraction(ctx, args, e.value.span).map(TestSource::Split);
             }
         }
         source(ctx, &v, e.value.span, base, true).map(TestSource::Source)
@@ -297,6 +286,15 @@ fn transform(ctx: &mut Ctx, v: &Val, span: Span) -> Option<Transform> {
         TransformFn::Standardize => Transform::Standardize,
         TransformFn::OneHot => Transform::OneHot(b.int(ctx, "classes")? as usize),
     })
+}
+
+/// The fraction of `split(fraction)` (a `test:` source, a `validation:` value), bound by the
+/// table's `split` row.
+pub(crate) fn split_fraction(ctx: &mut Ctx, args: &[SymArg], span: Span) -> Option<f64> {
+    let sig = table::lookup(Kind::Source, "split")?;
+    let (pos, named) = split_args(args.to_vec());
+    let b = bind::bind(ctx, "split", sig.params, sig.positional, pos, named, span)?;
+    b.float(ctx, "fraction")
 }
 
 /// The positions and names of the string arguments of a data source that are file paths

@@ -67,6 +67,7 @@ pub fn expand_models(ctx: &mut Ctx, items: &Items) -> Vec<ModelResult> {
                 named: HashMap::new(),
                 share: None,
                 objective_only: false,
+                metric: false,
             };
             ex.model(m);
             let graph = ex.graph;
@@ -140,6 +141,9 @@ struct Expander<'c, 'a, 'i, 'f> {
     share: Option<Share>,
     /// Evaluating a `train` objective: only model values and functions, no layers.
     objective_only: bool,
+    /// Evaluating an entry of a metric list: `accuracy(p, t)` and `top_k(p, t, k:)` are
+    /// functions too (language.md 9.3).
+    metric: bool,
 }
 
 /// A named call, kept so it can run again on a new input with the same weights.
@@ -1092,6 +1096,41 @@ impl<'f> Expander<'_, '_, '_, 'f> {
     ) -> Val {
         let is_builtin = table::lookup_callable(&callee.name).is_some()
             || self.items.blocks.contains_key(&callee.name);
+        if self.metric && !self.items.blocks.contains_key(&callee.name) {
+            if functions::is_hit_metric(&callee.name) {
+                let mut vals = Vec::new();
+                if let Some(p) = piped {
+                    vals.push(SymArg {
+                        name: None,
+                        val: p,
+                        span,
+                    });
+                }
+                vals.extend(self.eval_args(args, env, scope));
+                return match functions::hit(self.ctx, &callee.name, vals, span) {
+                    Some(f) => self.func_node(f.op, f.inputs, f.shape, span),
+                    None => Val::Poison,
+                };
+            }
+            if functions::is_count_metric(&callee.name) {
+                let _ = self.eval_args(args, env, scope);
+                self.ctx.emit(
+                    Diagnostic::error(
+                        codes::E0215,
+                        format!("`{}` cannot be taken of model values", callee.name),
+                    )
+                    .with_primary(
+                        span,
+                        "a ratio of counts over the whole data, not a mean of per-sample values",
+                    )
+                    .with_help(format!(
+                        "list `{}` without arguments to compute it on a model output against its target",
+                        callee.name
+                    )),
+                );
+                return Val::Poison;
+            }
+        }
         let weights_arg = args
             .iter()
             .find(|a| a.name.as_ref().is_some_and(|n| n.name == "weights"));
@@ -2151,9 +2190,16 @@ impl<'f> Expander<'_, '_, '_, 'f> {
     }
 }
 
-/// Evaluates a `train` objective or metric expression (language.md 9.3) against a checked
-/// model's named values, adding its nodes to `graph`. Layers and blocks are refused.
-pub fn eval_objective(ctx: &mut Ctx, items: &Items, graph: &mut ModelGraph, e: &Expr) -> Val {
+/// Evaluates a `train` objective or (with `metric`) a metric expression (language.md 9.3)
+/// against a checked model's named values, adding its nodes to `graph`. Layers and blocks are
+/// refused.
+pub fn eval_objective(
+    ctx: &mut Ctx,
+    items: &Items,
+    graph: &mut ModelGraph,
+    e: &Expr,
+    metric: bool,
+) -> Val {
     let mut env = Env::default();
     for (name, node) in &graph.values {
         let n = &graph.nodes[*node];
@@ -2188,6 +2234,7 @@ pub fn eval_objective(ctx: &mut Ctx, items: &Items, graph: &mut ModelGraph, e: &
         named: HashMap::new(),
         share: None,
         objective_only: true,
+        metric,
     };
     ex.ctx.locals = env.order.clone();
     let mut scope = Scope::new(String::new());

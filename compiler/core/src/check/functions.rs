@@ -7,7 +7,7 @@ use super::bind::to_int;
 use super::table::{LossFn, Range};
 use super::values::{shape_str, Sym, SymArg, Tv, Val};
 use super::Ctx;
-use crate::graph::{DType, Func, Op, Reduction};
+use crate::graph::{DType, Func, HitKind, Op, Reduction};
 use fm_codes as codes;
 use fm_grammar::ast::Span;
 use fm_grammar::Diagnostic;
@@ -392,4 +392,171 @@ pub fn infer(ctx: &mut Ctx, name: &str, args: Vec<SymArg>, span: Span) -> Option
             })
         }
     }
+}
+
+/// The metrics that may be called on model values in a metric list (language.md 9.3:
+/// `metrics: [accuracy(logits, label), mean(q)]`): `accuracy` and `top_k` give 1 or 0 per
+/// sample (`mse` and `mae` are the losses of the same name).
+pub fn is_hit_metric(name: &str) -> bool {
+    matches!(name, "accuracy" | "top_k")
+}
+
+/// Metrics that are ratios of counts over the whole set rather than means of per-sample
+/// values, so they cannot be taken of model values.
+pub fn is_count_metric(name: &str) -> bool {
+    matches!(name, "precision" | "recall" | "f1")
+}
+
+/// Checks `accuracy(prediction, target)` or `top_k(prediction, target, k: K)` in a metric
+/// list. The kind of accuracy follows from the target as Keras's does from the loss: an i32
+/// class index is sparse, a target of the prediction's shape with a last axis above 1 is
+/// one-hot (categorical), and one score per sample (or a number) is binary at 0.5.
+pub fn hit(ctx: &mut Ctx, name: &str, args: Vec<SymArg>, span: Span) -> Option<FuncNode> {
+    let mut pos: Vec<(Val, Span)> = Vec::new();
+    let mut k: Option<(Val, Span)> = None;
+    for a in args {
+        if matches!(a.val, Val::Poison) {
+            return None;
+        }
+        match &a.name {
+            None => pos.push((a.val, a.span)),
+            Some(n) if n.name == "k" && name == "top_k" => k = Some((a.val, a.span)),
+            Some(n) => {
+                ctx.error(
+                    codes::E0103,
+                    format!("`{name}` has no argument `{}`", n.name),
+                    n.span,
+                    if name == "top_k" {
+                        "expected k"
+                    } else {
+                        "it takes no named arguments"
+                    },
+                );
+                return None;
+            }
+        }
+    }
+    let usage = if name == "top_k" {
+        "top_k(prediction, target, k: 5)"
+    } else {
+        "accuracy(prediction, target)"
+    };
+    if pos.len() != 2 {
+        ctx.emit(
+            Diagnostic::error(
+                codes::E0204,
+                format!("`{name}` takes 2 arguments, found {}", pos.len()),
+            )
+            .with_primary(span, format!("{} given here", pos.len()))
+            .with_help(format!("write `{usage}`")),
+        );
+        return None;
+    }
+    let Val::Tensor(pred) = &pos[0].0 else {
+        ctx.error(
+            codes::E0215,
+            format!("`{name}` expects a tensor as the prediction"),
+            pos[0].1,
+            format!("found {}", pos[0].0.describe()),
+        );
+        return None;
+    };
+    if pred.dtype != DType::F32 {
+        ctx.error(
+            codes::E0209,
+            format!("`{name}` needs an f32 prediction"),
+            pos[0].1,
+            format!("found {}", shape_str(pred.dtype, &pred.shape)),
+        );
+        return None;
+    }
+    let target = match &pos[1].0 {
+        Val::Tensor(t) => Operand::Tensor(t.clone()),
+        Val::Num { v, .. } => Operand::Number(*v),
+        other => {
+            ctx.error(
+                codes::E0215,
+                format!("`{name}` expects a tensor or a number as the target"),
+                pos[1].1,
+                format!("found {}", other.describe()),
+            );
+            return None;
+        }
+    };
+    let last = pred.shape.last().copied();
+    let rest = pred.shape.split_last().map_or(&[][..], |(_, r)| r);
+    let kind = match &target {
+        Operand::Tensor(t) if t.dtype == DType::I32 && t.shape == rest && last.is_some() => {
+            HitKind::Sparse
+        }
+        Operand::Tensor(t)
+            if t.dtype == DType::F32 && t.shape == pred.shape && last.is_some_and(|l| l > 1) =>
+        {
+            HitKind::Categorical
+        }
+        Operand::Tensor(t)
+            if last.is_none_or(|l| l == 1)
+                && super::expand::broadcast(&pred.shape, &t.shape).as_deref()
+                    == Some(&pred.shape[..]) =>
+        {
+            HitKind::Binary
+        }
+        Operand::Number(_) if last.is_none_or(|l| l == 1) => HitKind::Binary,
+        _ => {
+            let found = match &target {
+                Operand::Tensor(t) => shape_str(t.dtype, &t.shape),
+                Operand::Number(v) => format!("the number {v}"),
+            };
+            let want = match last {
+                Some(l) if l > 1 => format!(
+                    "i32{} class indices or a one-hot {}",
+                    super::values::dims_str(rest),
+                    shape_str(DType::F32, &pred.shape)
+                ),
+                _ => format!(
+                    "0/1 targets of shape {}",
+                    shape_str(DType::F32, &pred.shape)
+                ),
+            };
+            ctx.emit(
+                Diagnostic::error(
+                    codes::E0203,
+                    format!("the target of `{name}` does not fit its prediction"),
+                )
+                .with_primary(pos[1].1, format!("expected {want}, found {found}"))
+                .with_secondary(
+                    pos[0].1,
+                    format!("the prediction is {}", shape_str(pred.dtype, &pred.shape)),
+                ),
+            );
+            return None;
+        }
+    };
+    let kind = if name == "top_k" {
+        if kind != HitKind::Sparse {
+            ctx.error(
+                codes::E0203,
+                "`top_k` needs i32 class indices as its target",
+                pos[1].1,
+                format!(
+                    "expected i32{} for a prediction of {}",
+                    super::values::dims_str(rest),
+                    shape_str(pred.dtype, &pred.shape)
+                ),
+            );
+            return None;
+        }
+        let k = match &k {
+            Some((v, s)) => to_int(ctx, v, *s, "k", Range::Positive)? as usize,
+            None => 5,
+        };
+        HitKind::TopK(k)
+    } else {
+        kind
+    };
+    Some(FuncNode {
+        op: Op::Hit(kind),
+        inputs: vec![Operand::Tensor(pred.clone()), target],
+        shape: vec![],
+    })
 }

@@ -80,8 +80,9 @@ fn objective(
     graph: &mut ModelGraph,
     e: &Expr,
     what: &str,
+    metric: bool,
 ) -> Option<usize> {
-    match expand::eval_objective(ctx, items, graph, e) {
+    match expand::eval_objective(ctx, items, graph, e, metric) {
         Val::Tensor(t) if t.shape.iter().product::<usize>() == 1 && t.dtype == DType::F32 => {
             Some(t.node)
         }
@@ -92,7 +93,11 @@ fn objective(
                         e.span,
                         format!("this is {} per sample", shape_str(t.dtype, &t.shape)),
                     )
-                    .with_help("reduce it, e.g. `mean(...)` or `sum(..., axis: -1)`; training minimises its mean over the batch"),
+                    .with_help(if metric {
+                        "reduce it, e.g. `mean(...)` or `sum(..., axis: -1)`; the metric reports its mean over the samples"
+                    } else {
+                        "reduce it, e.g. `mean(...)` or `sum(..., axis: -1)`; training minimises its mean over the batch"
+                    }),
             );
             None
         }
@@ -131,6 +136,90 @@ fn objective(
             None
         }
     }
+}
+
+/// True when an entry of a metric list is a metric over model values (language.md 9.3): a
+/// model value's name, a metric called on values (`accuracy(logits, label)`), a function of
+/// 9.3 (`mean(q)`) or arithmetic. A bare metric name (`accuracy`), or one with settings only
+/// (`top_k(5)`), is a metric of the outputs.
+fn is_value_metric(e: &Expr, graph: Option<&ModelGraph>) -> bool {
+    let is_value = |n: &str| graph.is_some_and(|g| g.values.iter().any(|(v, _)| v == n));
+    match &e.kind {
+        ExprKind::Name(n) => table::lookup(Kind::Metric, &n.name).is_none() && is_value(&n.name),
+        // `top_k(5)` is the metric of an output with its setting; `top_k(q, label)` takes values.
+        ExprKind::Call { callee, args } if table::lookup(Kind::Metric, &callee.name).is_some() => {
+            args.iter()
+                .any(|a| a.name.is_none() && !matches!(a.value.kind, ExprKind::Number { .. }))
+        }
+        ExprKind::Call { callee, .. } => {
+            super::functions::is_function(&callee.name) || is_value(&callee.name)
+        }
+        ExprKind::Dict(_) | ExprKind::Str(_) | ExprKind::Bool(_) | ExprKind::List(_) => false,
+        _ => true,
+    }
+}
+
+/// The logged name of a metric over model values: its source text with every run of other
+/// characters than letters, digits, `_` and `.` made one `_` (`accuracy(logits, label)` is
+/// `accuracy_logits_label`), so it is a column of `metrics.csv` and a key of the JSON logs.
+fn value_metric_name(src: &str, span: Span) -> String {
+    let text = src.get(span.start..span.end).unwrap_or("metric");
+    let mut out = String::new();
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    out.trim_end_matches('_').to_string()
+}
+
+/// Takes the metrics over model values out of a `metrics: [...]` list, checks each against
+/// the model (a per-sample scalar, reported as its mean), and leaves the metrics of outputs in
+/// the entry. Returns (logged name, node, span) of each that checked, in the order written,
+/// and whether all did.
+fn value_metric_list(
+    ctx: &mut Ctx,
+    items: &Items,
+    e: &mut Entry,
+    graph: Option<&mut ModelGraph>,
+) -> (Vec<(String, usize, Span)>, bool) {
+    let ExprKind::List(list) = &e.value.kind else {
+        return (vec![], true);
+    };
+    let (values, names): (Vec<Expr>, Vec<Expr>) = list
+        .iter()
+        .cloned()
+        .partition(|x| is_value_metric(x, graph.as_deref()));
+    if values.is_empty() {
+        return (vec![], true);
+    }
+    e.value.kind = ExprKind::List(names);
+    let Some(graph) = graph else {
+        return (vec![], false);
+    };
+    let mut out: Vec<(String, usize, Span)> = Vec::new();
+    let mut ok = true;
+    for x in &values {
+        let name = value_metric_name(ctx.src, x.span);
+        let what = format!("the metric `{name}`");
+        let Some(node) = objective(ctx, items, graph, x, &what, true) else {
+            ok = false;
+            continue;
+        };
+        if let Some((_, _, first)) = out.iter().find(|(n, _, _)| *n == name) {
+            ctx.emit(
+                Diagnostic::error(codes::E0105, format!("the metric `{name}` is listed twice"))
+                    .with_primary(x.span, "listed again here")
+                    .with_secondary(*first, "first listed here"),
+            );
+            ok = false;
+            continue;
+        }
+        out.push((name, node, x.span));
+    }
+    (out, ok)
 }
 
 /// The trainable parameters an `update:` list names (named calls, 9.4).
@@ -212,9 +301,9 @@ fn update_params(ctx: &mut Ctx, e: &Entry, graph: &ModelGraph) -> Option<Vec<usi
     ok.then_some(params)
 }
 
-/// Step keys (language.md 9.4). A schedule is the `train` section's: it scales every step's
-/// learning rate alike.
-const STEP_KEYS: &[&str] = &["update", "loss", "loss_weights", "optimizer"];
+/// Step keys (language.md 9.4). A step without its own `schedule:` follows the section's,
+/// scaled to its optimizer's rate.
+const STEP_KEYS: &[&str] = &["update", "loss", "loss_weights", "optimizer", "schedule"];
 
 /// One `step NAME { ... }` entry.
 fn step(
@@ -241,6 +330,7 @@ fn step(
                 graph,
                 &e.value,
                 "the loss expression",
+                false,
             )),
         ),
         Some(e) => (
@@ -281,6 +371,25 @@ fn step(
         Some(e) => update_params(ctx, e, graph).map(Some),
         None => Some(None),
     };
+    let own_schedule = match by_key.get("schedule") {
+        Some(e) => match schedule(ctx, e) {
+            Some(Schedule::ReduceOnPlateau { .. }) => {
+                ctx.emit(
+                    Diagnostic::error(
+                        codes::E0313,
+                        format!("the step `{}` cannot have its own `ReduceOnPlateau`", name.name),
+                    )
+                    .with_primary(e.value.span, "a step's schedule must be a function of the step count")
+                    .with_help("give `schedule: ReduceOnPlateau(...)` to the `train` section: it then scales every step's rate alike")
+                    .with_note("a step's own schedule may be `Constant`, `Step`, `Exponential` or `Cosine`"),
+                );
+                None
+            }
+            Some(sch) => Some(Some(sch)),
+            None => None,
+        },
+        None => Some(None),
+    };
     if !ok {
         return None;
     }
@@ -289,6 +398,7 @@ fn step(
         losses: losses_v?,
         objective: objective_v,
         optimizer: optimizer?,
+        schedule: own_schedule?,
         update: update?,
     })
 }
@@ -413,13 +523,23 @@ fn resolve(
         {
             loss_is_objective = true;
             match model_index.and_then(|i| models[i].graph.as_mut()) {
-                Some(g) => match objective(ctx, items, g, &e.value, "the loss expression") {
+                Some(g) => match objective(ctx, items, g, &e.value, "the loss expression", false) {
                     Some(n) => objective_node = Some(n),
                     None => steps_ok = false,
                 },
                 None => steps_ok = false,
             }
         }
+    }
+    // Metrics over model values (9.3): they add nodes to the model's graph too. What stays
+    // in the list are the metrics of outputs (`accuracy`).
+    let mut plain = plain;
+    let mut value_metrics: Vec<(String, usize, Span)> = Vec::new();
+    if let Some(e) = plain.iter_mut().find(|e| e.key.name == "metrics") {
+        let graph = model_index.and_then(|i| models[i].graph.as_mut());
+        let (checked, all_ok) = value_metric_list(ctx, items, e, graph);
+        value_metrics = checked;
+        steps_ok &= all_ok;
     }
     let model = model_index.map(|i| &models[i]);
     let graph = model.and_then(|m| m.graph.as_ref());
@@ -544,10 +664,38 @@ fn resolve(
         Some(e) => validation(ctx, e, data_spec.as_ref()),
         None => Some(Validation::None),
     };
+    // Metrics of outputs compare each output with its target, which only named losses read.
+    let no_output_targets = if loss_is_objective {
+        Some("the loss is an expression")
+    } else if has_steps {
+        Some("the `train` section has `step`s")
+    } else {
+        None
+    };
     let metrics = match by_key.get("metrics") {
-        Some(e) => metrics(ctx, e, losses.as_deref(), graph),
+        Some(e) => metrics(ctx, e, losses.as_deref(), graph, no_output_targets),
         None => Some(vec![]),
     };
+    // A metric over values that reads a `target` declaration needs the loss to read them.
+    let declared_read = objective_node.is_some() || steps.iter().any(|st| st.objective.is_some());
+    if let (false, Some(g)) = (declared_read, graph) {
+        for (name, node, span) in &value_metrics {
+            let need = crate::lower::needed(g, &[*node]);
+            let read = g.targets.iter().find(|t| need[t.node]);
+            if let Some(t) = read {
+                ctx.emit(
+                    Diagnostic::error(
+                        codes::E0312,
+                        format!("the metric `{name}` reads the target `{}`, which no loss reads", t.name),
+                    )
+                    .with_primary(*span, format!("reads `{}`", t.name))
+                    .with_secondary(t.span, "declared here")
+                    .with_note("`target` declarations are read from the data only when the loss is an expression (language.md 9.3); named losses read one target per output"),
+                );
+                ok = false;
+            }
+        }
+    }
     let early_stopping = by_key.get("early_stopping").map(|e| early_stopping(ctx, e));
     let checkpoint = by_key.get("checkpoint").map(|e| checkpoint(ctx, e));
 
@@ -558,6 +706,9 @@ fn resolve(
             logged.push(format!("{}_loss", st.name));
         }
         let several = losses.as_ref().is_some_and(|l| l.len() > 1);
+        for (name, _, _) in &value_metrics {
+            logged.push(name.clone());
+        }
         for m in metrics {
             logged.push(if several {
                 format!("{}_{}", m.output, m.metric.name())
@@ -633,7 +784,10 @@ fn resolve(
         checkpoint: checkpoint.transpose_opt()?,
         objective: objective_node,
         steps,
-        value_metrics: vec![],
+        value_metrics: value_metrics
+            .into_iter()
+            .map(|(n, node, _)| (n, node))
+            .collect(),
     })
 }
 
@@ -1181,18 +1335,7 @@ fn validation(
             args: Some(args),
             ..
         }) if name == "split" => {
-            let sig = table::lookup(Kind::Source, "split")?;
-            let (pos, named) = split_args(args.clone());
-            let b = bind::bind(
-                ctx,
-                "split",
-                sig.params,
-                sig.positional,
-                pos,
-                named,
-                e.value.span,
-            )?;
-            Some(Validation::Split(b.float(ctx, "fraction")?))
+            super::data::split_fraction(ctx, args, e.value.span).map(Validation::Split)
         }
         Val::Sym(Sym {
             name, name_span, ..
@@ -1282,7 +1425,11 @@ fn metrics(
     e: &Entry,
     losses: Option<&[OutputLoss]>,
     graph: Option<&ModelGraph>,
+    no_output_targets: Option<&str>,
 ) -> Option<Vec<OutputMetric>> {
+    if let Some(reason) = no_output_targets {
+        return no_output_metrics(ctx, e, graph, reason);
+    }
     let losses = losses.unwrap_or_default();
     let per_output: Vec<(String, Vec<(Listed, Span)>)> = match const_eval(ctx, &e.value) {
         Val::Dict(entries) => {
@@ -1363,6 +1510,74 @@ fn metrics(
         }
     }
     Some(out)
+}
+
+/// E0312 for every metric of an output in a section whose loss reads no output targets (an
+/// expression, or `step`s): such a metric has nothing to compare the output with. An empty
+/// list is fine.
+fn no_output_metrics(
+    ctx: &mut Ctx,
+    e: &Entry,
+    graph: Option<&ModelGraph>,
+    reason: &str,
+) -> Option<Vec<OutputMetric>> {
+    let mut listed: Vec<(String, Option<String>, Span)> = Vec::new();
+    let mut push_items = |x: &Expr, output: Option<String>| match &x.kind {
+        ExprKind::List(items) => {
+            for i in items {
+                listed.push((metric_word(i), output.clone(), i.span));
+            }
+        }
+        _ => listed.push((metric_word(x), output, x.span)),
+    };
+    match &e.value.kind {
+        ExprKind::Dict(entries) => {
+            for en in entries {
+                push_items(&en.value, Some(en.key.name.clone()));
+            }
+        }
+        _ => push_items(&e.value, None),
+    }
+    if listed.is_empty() {
+        return Some(vec![]);
+    }
+    // A concrete suggestion: the first output and, when the model declares one, a target.
+    let output = graph
+        .and_then(|g| g.outputs.first())
+        .map(|o| o.name.clone());
+    let target = graph
+        .and_then(|g| g.targets.first())
+        .map(|t| t.name.clone());
+    for (word, out, span) in listed {
+        let of = out.as_ref().map_or(String::new(), |o| format!(" of `{o}`"));
+        let mut d = Diagnostic::error(
+            codes::E0312,
+            format!("the metric `{word}`{of} has no target to compare with: {reason}"),
+        )
+        .with_primary(span, "a metric of an output needs the output's target");
+        let pred = out.clone().or_else(|| output.clone()).unwrap_or("q".into());
+        d = match (&target, word.as_str()) {
+            (Some(t), "accuracy" | "top_k" | "mse" | "mae") => d.with_help(format!(
+                "name the values it compares: `{word}({pred}, {t})` (language.md 9.3)"
+            )),
+            _ => d.with_help(format!(
+                "name model values instead, e.g. `metrics: [mean({pred})]`, or use named losses (`loss: {{ {pred}: mse }}`)"
+            )),
+        };
+        ctx.emit(d.with_note(
+            "named losses read one target per output; an expression loss reads `target` declarations",
+        ));
+    }
+    None
+}
+
+/// The metric a list entry names (`accuracy`, `top_k(5)` -> `top_k`), for messages.
+fn metric_word(x: &Expr) -> String {
+    match &x.kind {
+        ExprKind::Name(n) => n.name.clone(),
+        ExprKind::Call { callee, .. } => callee.name.clone(),
+        _ => "metric".into(),
+    }
 }
 
 fn dict_entries(ctx: &mut Ctx, e: &Entry) -> Option<Vec<(Ident, Val, Span)>> {

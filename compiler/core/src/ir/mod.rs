@@ -376,6 +376,9 @@ pub enum ResultKind {
     OptSlot { param: usize, slot: String },
     /// The gradient of the loss with respect to `ModelGraph::params[index]` (`grad_step`).
     Grad(usize),
+    /// The batch mean of metric over model values number `index` of the `train` section
+    /// (`TrainSpec::value_metrics`, language.md 9.3); the result is named after it.
+    Metric(usize),
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -2,7 +2,7 @@
 //! Axes in the graph are per sample; here they are shifted by one for the batch.
 
 use super::activation;
-use crate::graph::{Activation, Func, Reduction};
+use crate::graph::{Activation, Func, HitKind, Reduction};
 use crate::ir::*;
 
 /// An elementwise function; `sigmoid` also reports its logits (so a cross-entropy on it is
@@ -70,4 +70,53 @@ pub fn pick(b: &mut Builder, x: ValueId, i: ValueId) -> ValueId {
     let mask = b.push(Op::OneHot { depth }, vec![i]);
     let p = b.mul(x, mask);
     b.sum(p, &[last], false)
+}
+
+/// A metric over model values (`accuracy(p, t)`, `top_k(p, t, k: 5)`): 1.0 per sample where
+/// the prediction hits its target, 0.0 where it misses, averaged over any further per-sample
+/// axes. Keras's `argmax(p) == t` is computed as "the target's score is the largest", which
+/// differs only when two scores tie exactly.
+pub fn hit(b: &mut Builder, kind: HitKind, pred: ValueId, target: ValueId) -> ValueId {
+    let pred = super::to_float(b, pred);
+    let last = b.rank(pred) - 1;
+    let per_position = match kind {
+        HitKind::Binary => {
+            let target = super::to_float(b, target);
+            let (pred, target) = super::align_ranks(b, pred, target);
+            let half = b.constant(0.5);
+            let above = b.binary(BinaryOp::Greater, pred, half);
+            b.binary(BinaryOp::Equal, above, target)
+        }
+        HitKind::Sparse => {
+            let picked = pick(b, pred, target);
+            let best = b.reduce_max(pred, &[last], false);
+            b.binary(BinaryOp::GreaterEq, picked, best)
+        }
+        HitKind::Categorical => {
+            let target = super::to_float(b, target);
+            let best = b.reduce_max(pred, &[last], true);
+            let is_best = b.binary(BinaryOp::GreaterEq, pred, best);
+            let on_target = b.mul(is_best, target);
+            let hits = b.sum(on_target, &[last], false);
+            let zero = b.constant(0.0);
+            b.binary(BinaryOp::Greater, hits, zero)
+        }
+        HitKind::TopK(k) => {
+            // tf.math.in_top_k: a tie at the k-th score counts as a hit.
+            let picked = pick(b, pred, target);
+            let mut s = b.shape(picked).clone();
+            s.push(Dim::Fixed(1));
+            let picked = b.reshape(picked, s);
+            let above = b.binary(BinaryOp::Greater, pred, picked);
+            let count = b.sum(above, &[last], false);
+            let k = b.constant(k as f64);
+            b.binary(BinaryOp::Greater, k, count)
+        }
+    };
+    let rest: Vec<usize> = (1..b.rank(per_position)).collect();
+    if rest.is_empty() {
+        per_position
+    } else {
+        b.mean(per_position, &rest, false)
+    }
 }

@@ -292,6 +292,7 @@ fn lower_node(
         GOp::Reduce { op, axes } => (functions::reduce(ctx.b, *op, ins[0], axes), None),
         GOp::Dot => (functions::dot(ctx.b, ins[0], ins[1]), None),
         GOp::Pick => (functions::pick(ctx.b, ins[0], ins[1]), None),
+        GOp::Hit(kind) => (functions::hit(ctx.b, *kind, ins[0], ins[1]), None),
         GOp::Target { .. } | GOp::Loss(_) => {
             unreachable!("targets and losses are lowered by forward_with")
         }
@@ -353,6 +354,7 @@ pub fn steps_of(spec: &TrainSpec) -> Vec<fm_runtime::config::StepSpec> {
             losses: spec.losses.clone(),
             objective: spec.objective,
             optimizer: spec.optimizer,
+            schedule: None,
             update: None,
         }]
     } else {
@@ -365,17 +367,21 @@ pub fn uses_declared_targets(spec: &TrainSpec) -> bool {
     spec.objective.is_some() || spec.steps.iter().any(|s| s.objective.is_some())
 }
 
-/// The loss of a batch in inference mode, beside the outputs: `eval(inputs, targets, params)`.
-/// With several steps, the sum of their losses.
+/// The loss of a batch in inference mode, beside the outputs and the metrics over model values:
+/// `eval(inputs, targets, params)`, taking only the inputs those depend on. With several
+/// steps, the sum of their losses.
 pub fn eval_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
     let mut b = Builder::new("eval_step");
-    let mut inputs = input_args(&mut b, graph, None);
-    let targets = target_args(&mut b, graph, spec);
-    let params = param_args(&mut b, graph);
-    draw_samples(&mut b, graph, &mut inputs, 0);
     let steps = steps_of(spec);
     let mut roots: Vec<NodeId> = graph.outputs.iter().map(|o| o.node).collect();
     roots.extend(steps.iter().filter_map(|s| s.objective));
+    roots.extend(spec.value_metrics.iter().map(|(_, n)| *n));
+    // Only the inputs the outputs, losses and metrics depend on are arguments.
+    let need = needed(graph, &roots);
+    let mut inputs = input_args(&mut b, graph, Some(&need));
+    let targets = target_args(&mut b, graph, spec);
+    let params = param_args(&mut b, graph);
+    draw_samples(&mut b, graph, &mut inputs, 0);
     let declared = if uses_declared_targets(spec) {
         targets.clone()
     } else {
@@ -402,7 +408,19 @@ pub fn eval_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
     let total = total.unwrap_or_else(|| b.constant(0.0));
     b.result("loss", ResultKind::Loss, total);
     output_results(&mut b, graph, &fwd.outputs);
+    metric_results(&mut b, spec, &fwd);
     b.finish()
+}
+
+/// The batch mean of every metric over model values (9.3), as `ResultKind::Metric` results.
+fn metric_results(b: &mut Builder, spec: &TrainSpec, fwd: &Forward) {
+    b.origin = Origin::Loss;
+    for (i, (name, node)) in spec.value_metrics.iter().enumerate() {
+        let per_sample = fwd.values[*node].expect("metric lowered");
+        let per_sample = to_float(b, per_sample);
+        let mean = b.mean_all(per_sample);
+        b.result(name, ResultKind::Metric(i), mean);
+    }
 }
 
 /// The scalar loss one step minimises: its named losses per output, or the batch mean of its
@@ -433,31 +451,13 @@ fn step_loss(
 /// A `TrainSpec` carrying nothing but what `loss::total_loss` reads besides `losses`.
 fn dummy_spec(graph: &ModelGraph) -> TrainSpec {
     use fm_runtime::config::*;
+    let sgd = OptimizerKind::Sgd {
+        momentum: 0.0,
+        nesterov: false,
+    };
     TrainSpec {
-        model: graph.name.clone(),
-        data: None,
-        losses: vec![],
-        optimizer: OptimizerSpec {
-            kind: OptimizerKind::Sgd {
-                momentum: 0.0,
-                nesterov: false,
-            },
-            lr: 0.0,
-            weight_decay: 0.0,
-            clip: None,
-        },
-        schedule: Schedule::Constant,
-        epochs: 1,
         batch_size: 1,
-        validation: Validation::None,
-        shuffle: false,
-        seed: 0,
-        metrics: vec![],
-        early_stopping: None,
-        checkpoint: None,
-        objective: None,
-        steps: vec![],
-        value_metrics: vec![],
+        ..TrainSpec::new(&graph.name, vec![], OptimizerSpec::new(sgd, 0.0))
     }
 }
 
@@ -521,6 +521,9 @@ pub fn train_step_fns(graph: &ModelGraph, spec: &TrainSpec) -> Vec<Function> {
 
             b.result("loss", ResultKind::Loss, back.loss);
             output_results(&mut b, graph, &back.fwd.outputs);
+            if k + 1 == steps.len() {
+                metric_results(&mut b, spec, &back.fwd);
+            }
             let mut new_params = back.params.clone();
             for &(p, v) in &back.fwd.state_updates {
                 new_params[p] = v;
@@ -604,6 +607,10 @@ fn backward(
     draw_samples(b, graph, &mut inputs, k);
     let mut roots: Vec<NodeId> = graph.outputs.iter().map(|o| o.node).collect();
     roots.extend(st.objective);
+    // The metrics over model values are computed by the last step's forward pass.
+    if k + 1 == steps.len() {
+        roots.extend(spec.value_metrics.iter().map(|(_, n)| *n));
+    }
     let declared = if uses_declared_targets(spec) {
         targets.clone()
     } else {

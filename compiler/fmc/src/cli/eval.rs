@@ -72,7 +72,26 @@ pub fn run(g: &mut Global, args: &EvalArgs) -> i32 {
         };
         let data = match &args.x {
             Some(x) => {
-                let raw = read_xy(x, args.y.as_deref(), &md.input_names(), &md.target_names())?;
+                // Several inputs from one `.npz`: only those the loss, outputs and metrics
+                // need must be there (as for `predict`, language.md 9.2).
+                let takes = |n: &String| {
+                    backend
+                        .eval_fn
+                        .args
+                        .iter()
+                        .any(|a| a.kind == fm_compiler::ir::ArgKind::Input && a.name == *n)
+                };
+                let mut names = md.input_names();
+                let several = names.iter().any(takes) && names.iter().any(|n| !takes(n));
+                if several {
+                    // The targets, and one input that is there to count the samples.
+                    names.retain(takes);
+                    names.truncate(1);
+                }
+                let mut raw = read_xy(x, args.y.as_deref(), &names, &md.target_names())?;
+                if several {
+                    raw.inputs = session::read_needed(x, &md, &backend.eval_fn)?;
+                }
                 prepare(&raw, &md, &stored, opts)?
             }
             _ => {

@@ -3,8 +3,8 @@
 
 use super::session::{self, runtime_error, BackendChoice};
 use super::Global;
-use fm_runtime::data::{prepare_inputs, read_array, LoadOptions, ModelData, RawArray, RawData};
-use fm_runtime::tensor::{DType, Tensor};
+use fm_runtime::data::{prepare_inputs, read_array, LoadOptions};
+use fm_runtime::tensor::Tensor;
 use fm_runtime::train;
 use fm_runtime::{ErrorKind, RuntimeError};
 use std::io::Write;
@@ -107,7 +107,7 @@ pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
         let raw = if md.inputs.len() == 1 {
             vec![read_array(input)?]
         } else {
-            read_needed(input, &md, &backend)?
+            session::read_needed(input, &md, &backend.predict_fn)?
         };
         let inputs = prepare_inputs(
             &raw,
@@ -198,53 +198,6 @@ pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
 
 fn output_names(sel: &session::Selected) -> Vec<String> {
     sel.graph.outputs.iter().map(|o| o.name.clone()).collect()
-}
-
-/// The inputs of a model with several, from the `.npz` keys named after them. Only those the
-/// outputs depend on must be there (language.md 9.2): the others, which the predict function
-/// does not take, stand in as zeros, so that every input keeps its place in model order (the
-/// stored transform statistics and the session go by position). With no data input needed at
-/// all, every one is read, as the file gives the number of samples.
-fn read_needed(
-    input: &str,
-    md: &ModelData,
-    backend: &fm_compiler::exec::Session,
-) -> Result<Vec<RawArray>, RuntimeError> {
-    let needed = |name: &str| {
-        backend
-            .predict_fn
-            .args
-            .iter()
-            .any(|a| a.kind == fm_compiler::ir::ArgKind::Input && a.name == name)
-    };
-    let read = |name: &str| read_array(&format!("{input}:{name}"));
-    if !md.inputs.iter().any(|i| needed(&i.name)) {
-        return md.inputs.iter().map(|i| read(&i.name)).collect();
-    }
-    let arrays: Vec<Option<RawArray>> = md
-        .inputs
-        .iter()
-        .map(|i| needed(&i.name).then(|| read(&i.name)).transpose())
-        .collect::<Result<_, _>>()?;
-    let samples = arrays.iter().flatten().next().map_or(0, RawArray::samples);
-    Ok(arrays
-        .into_iter()
-        .zip(&md.inputs)
-        .map(|(raw, i)| {
-            raw.unwrap_or_else(|| {
-                let shape: Vec<usize> = std::iter::once(samples).chain(i.shape.clone()).collect();
-                let len = shape.iter().product();
-                RawArray {
-                    origin: format!("{input}:{} (unused)", i.name),
-                    shape,
-                    data: match i.dtype {
-                        DType::F32 => RawData::F32(vec![0.0; len]),
-                        DType::I32 => RawData::I32(vec![0; len]),
-                    },
-                }
-            })
-        })
-        .collect())
 }
 
 /// Refuses, before the first batch, to collect the outputs of `n` samples when they would not

@@ -11,7 +11,8 @@ use fm_compiler::graph::ModelGraph;
 use fm_compiler::lower::loss::target_shape;
 use fm_grammar::ast;
 use fm_runtime::config::{Loss, TrainSpec};
-use fm_runtime::data::{ModelData, TensorSpec};
+use fm_runtime::data::{read_array, ModelData, RawArray, RawData, TensorSpec};
+use fm_runtime::tensor::DType;
 use fm_runtime::RuntimeError;
 use std::path::Path;
 
@@ -416,4 +417,50 @@ pub fn stored_transforms(
             ..Default::default()
         }),
     }
+}
+
+/// The inputs of a model with several, from the `.npz` keys named after them, for the function
+/// `f` (`predict` or `eval_step`). Only those `f` takes must be there (language.md 9.2:
+/// `predict` needs only the inputs its outputs depend on, `eval` those its outputs, losses and
+/// metrics depend on): the others stand in as zeros, so that every input keeps its place in
+/// model order (the stored transform statistics and the session go by position). With no data
+/// input needed at all, every one is read, as the file gives the number of samples.
+pub fn read_needed(
+    input: &str,
+    md: &ModelData,
+    f: &fm_compiler::ir::Function,
+) -> Result<Vec<RawArray>, RuntimeError> {
+    let needed = |name: &str| {
+        f.args
+            .iter()
+            .any(|a| a.kind == fm_compiler::ir::ArgKind::Input && a.name == name)
+    };
+    let read = |name: &str| read_array(&format!("{input}:{name}"));
+    if !md.inputs.iter().any(|i| needed(&i.name)) {
+        return md.inputs.iter().map(|i| read(&i.name)).collect();
+    }
+    let arrays: Vec<Option<RawArray>> = md
+        .inputs
+        .iter()
+        .map(|i| needed(&i.name).then(|| read(&i.name)).transpose())
+        .collect::<Result<_, _>>()?;
+    let samples = arrays.iter().flatten().next().map_or(0, RawArray::samples);
+    Ok(arrays
+        .into_iter()
+        .zip(&md.inputs)
+        .map(|(raw, i)| {
+            raw.unwrap_or_else(|| {
+                let shape: Vec<usize> = std::iter::once(samples).chain(i.shape.clone()).collect();
+                let len = shape.iter().product();
+                RawArray {
+                    origin: format!("{input}:{} (unused)", i.name),
+                    shape,
+                    data: match i.dtype {
+                        DType::F32 => RawData::F32(vec![0.0; len]),
+                        DType::I32 => RawData::I32(vec![0; len]),
+                    },
+                }
+            })
+        })
+        .collect())
 }
