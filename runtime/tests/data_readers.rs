@@ -65,7 +65,7 @@ fn digits_idx_images_and_labels() {
 fn idx_every_dtype_plain_and_gzip() {
     let dir = tempfile::tempdir().unwrap();
     let cases = vec![
-        RawData::U8(vec![0, 1, 255, 7, 8, 9]),
+        RawData::U8(vec![0, 1, 255, 7, 8, 9].into()),
         RawData::I8(vec![-128, -1, 0, 1, 127, 5]),
         RawData::I16(vec![-32768, -2, 0, 3, 32767, 300]),
         RawData::I32(vec![i32::MIN, -5, 0, 70000, i32::MAX, 1]),
@@ -102,7 +102,7 @@ fn npy_every_dtype_roundtrip() {
     let cases = vec![
         RawData::F32(vec![1.0, -2.5, 3.25, 0.0]),
         RawData::F64(vec![1.0, -2.5, 0.1, 1e-310]),
-        RawData::U8(vec![0, 9, 200, 255]),
+        RawData::U8(vec![0, 9, 200, 255].into()),
         RawData::I32(vec![-7, 0, 7, 1 << 30]),
         RawData::I64(vec![-7, 0, 7, 1 << 40]),
     ];

@@ -62,7 +62,7 @@ fn digits_split_1437_360_with_readme_class_counts() {
         class_counts(&test.targets[0]),
         [35, 36, 35, 37, 37, 37, 37, 36, 33, 37]
     );
-    let x = data.train.inputs[0].as_f32().unwrap();
+    let x = data.train.inputs[0].to_f32();
     assert_eq!(x.shape(), &[1437, 8, 8]);
     // scale(1/255): byte 255 -> exactly 1.0, byte 16 -> the f32 nearest 16/255.
     assert!(x.iter().any(|&v| v == 1.0));
@@ -79,7 +79,7 @@ fn trailing_one_dims_are_accepted_and_integers_convert_unchanged() {
         LoadOptions::default(),
     )
     .unwrap();
-    let x = data.train.inputs[0].as_f32().unwrap();
+    let x = data.train.inputs[0].to_f32();
     assert_eq!(x.shape(), &[1437, 8, 8, 1]);
     // No scale: the bytes themselves, as f32.
     assert!(x
@@ -199,7 +199,7 @@ fn nan_in_inputs_is_e0408_unless_allowed() {
         "{e}"
     );
     let data = load_data(&spec, &model, LoadOptions { allow_nan: true }).unwrap();
-    assert!(data.train.inputs[0].as_f32().unwrap()[[1, 1]].is_nan());
+    assert!(data.train.inputs[0].to_f32()[[1, 1]].is_nan());
     // Regression targets [N] feed a [1] target.
     assert_eq!(data.train.targets[0].shape(), &[3, 1]);
 }
@@ -264,14 +264,14 @@ fn standardize_uses_training_statistics_and_round_trips_as_json() {
     let stats = &data.transforms.x_stats[0][0];
     assert_eq!(stats.mean, vec![2.0, 10.0]);
     assert!((stats.variance[0] - 2.0 / 3.0).abs() < 1e-12 && stats.variance[1] == 0.0);
-    let x = data.train.inputs[0].as_f32().unwrap();
+    let x = data.train.inputs[0].to_f32();
     let s = (2.0f64 / 3.0).sqrt();
     assert_eq!(
         x.iter().copied().collect::<Vec<_>>(),
         vec![(-1.0 / s) as f32, 0.0, 0.0, 0.0, (1.0 / s) as f32, 0.0]
     );
     // The test split uses the training statistics; a constant feature divides by epsilon 1e-7.
-    let tx = data.test.as_ref().unwrap().inputs[0].as_f32().unwrap();
+    let tx = data.test.as_ref().unwrap().inputs[0].to_f32();
     assert_eq!(tx[[0, 0]], (98.0 / s) as f32);
     assert_eq!(tx[[0, 1]], (10.0 / 1e-7) as f32);
     // one_hot(2) targets.
@@ -325,7 +325,7 @@ fn one_hot_label_out_of_range() {
 #[test]
 fn npz_source_with_one_key_per_input() {
     let dir = tempfile::tempdir().unwrap();
-    let img = RawData::U8(vec![1, 2, 3, 4, 5, 6]);
+    let img = RawData::U8(vec![1, 2, 3, 4, 5, 6].into());
     let meta = RawData::F32(vec![0.5, 1.5, 2.5]);
     let lab = RawData::I32(vec![2, 0, 1]);
     let bytes = encode_npz(
@@ -363,8 +363,7 @@ fn npz_source_with_one_key_per_input() {
     let data = load_data(&spec, &model, LoadOptions::default()).unwrap();
     assert_eq!(
         data.train.inputs[0]
-            .as_f32()
-            .unwrap()
+            .to_f32()
             .iter()
             .copied()
             .collect::<Vec<_>>(),
@@ -392,8 +391,7 @@ fn npz_source_with_one_key_per_input() {
     );
     assert_eq!(
         gathered.inputs[0]
-            .as_f32()
-            .unwrap()
+            .to_f32()
             .iter()
             .copied()
             .collect::<Vec<_>>(),
@@ -463,7 +461,7 @@ fn predict_inputs_from_one_npz_with_a_key_per_input() {
     use fm_runtime::data::prepare_inputs;
     use fm_runtime::data::read::read_inputs;
     let dir = tempfile::tempdir().unwrap();
-    let img = RawData::U8(vec![0, 255, 51, 102]);
+    let img = RawData::U8(vec![0, 255, 51, 102].into());
     let meta = RawData::F64(vec![1.0, 2.0]);
     let bytes = encode_npz(&[("image", &[2, 2], &img), ("meta", &[2, 1], &meta)], false).unwrap();
     let path = write(dir.path(), "in.npz", &bytes);
@@ -486,21 +484,11 @@ fn predict_inputs_from_one_npz_with_a_key_per_input() {
     let inputs = prepare_inputs(&raw, &model, &transforms, LoadOptions::default()).unwrap();
     assert_eq!(inputs[0].shape(), &[2, 2, 1]);
     assert_eq!(
-        inputs[0]
-            .as_f32()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect::<Vec<_>>(),
+        inputs[0].to_f32().iter().copied().collect::<Vec<_>>(),
         vec![0.0, 1.0, 0.2, 0.4]
     );
     assert_eq!(
-        inputs[1]
-            .as_f32()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect::<Vec<_>>(),
+        inputs[1].to_f32().iter().copied().collect::<Vec<_>>(),
         vec![1.0 / 255.0, 2.0 / 255.0]
     );
     // One array for a two-input model is an error naming the inputs.
@@ -565,4 +553,124 @@ fn npy_with_the_wrong_sample_shape_is_e0404() {
         e.to_string().contains("y2.npy") && e.to_string().contains("[2, 3]"),
         "{e}"
     );
+}
+
+/// u8 inputs of files of 1 MiB or more are memory-mapped (IDX, `.npy`, an `.npz` member stored
+/// uncompressed) or read (a deflated `.npz` member, gzip), and stay bytes until batches are
+/// gathered; every way gives the bits of the dense conversion (`(b as f32 as f64 * factor +
+/// offset) as f32`), in `gather`, `slice`, `batch` and the test split.
+#[test]
+fn large_u8_inputs_stay_bytes_and_convert_as_dense_data() {
+    use fm_runtime::data::Column;
+    let dir = tempfile::tempdir().unwrap();
+    let n = 1400; // 1400 * 28 * 28 bytes: 1.1 MB
+    let pixels: Vec<u8> = (0..n * 784).map(|i| (i * 7 % 256) as u8).collect();
+    let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+    let img = RawData::U8(pixels.clone().into());
+    let lab = RawData::U8(labels.into());
+    let y = write(dir.path(), "y.idx", &encode_idx(&[n], &lab));
+    let scale = Transform::Scale {
+        factor: 2.0 / 255.0,
+        offset: -1.0,
+    };
+    let expected = |i: usize| (pixels[i] as f32 as f64 * (2.0 / 255.0) - 1.0) as f32;
+    let sources = [
+        ("idx", true, encode_idx(&[n, 28, 28], &img)),
+        ("npy", true, encode_npy(&[n, 28, 28], &img)),
+        (
+            "stored.npz",
+            true,
+            encode_npz(&[("x", &[n, 28, 28], &img), ("y", &[n], &lab)], false).unwrap(),
+        ),
+        (
+            "deflated.npz",
+            false,
+            encode_npz(&[("x", &[n, 28, 28], &img), ("y", &[n], &lab)], true).unwrap(),
+        ),
+    ];
+    for (name, mapped, bytes) in sources {
+        let path = write(dir.path(), name, &bytes);
+        let train = match name {
+            "idx" => Source::Idx {
+                images: path.clone(),
+                labels: y.clone(),
+            },
+            "npy" => Source::Npy {
+                x: path.clone(),
+                y: y.clone(),
+            },
+            _ => Source::Npz {
+                path: path.clone(),
+                x: NpzKeys::One("x".into()),
+                y: NpzKeys::One("y".into()),
+            },
+        };
+        let spec = DataSpec {
+            name: "d".into(),
+            train,
+            test: Some(TestSource::Split(0.25)),
+            x: vec![scale.clone()],
+            y: vec![],
+        };
+        let data = load_data(&spec, &classifier(&[28, 28, 1]), LoadOptions::default()).unwrap();
+        let Column::Bytes(column) = &data.train.inputs[0] else {
+            panic!("{name}: not kept as bytes")
+        };
+        assert_eq!(column.shape(), &[1050, 28, 28, 1], "{name}");
+        assert_eq!(column.is_mapped(), mapped, "{name}");
+        let dense = data.train.inputs[0].to_f32();
+        let flat = dense.as_slice().unwrap();
+        assert!(
+            flat.iter().enumerate().all(|(i, &v)| v == expected(i)),
+            "{name}"
+        );
+        let batch = data.train.gather(&[1049, 3]);
+        let b = batch.inputs[0]
+            .as_f32()
+            .unwrap()
+            .as_slice()
+            .unwrap()
+            .to_vec();
+        assert_eq!(b[..784], flat[1049 * 784..1050 * 784], "{name}");
+        assert_eq!(b[784..], flat[3 * 784..4 * 784], "{name}");
+        assert_eq!(batch.targets[0].as_i32().unwrap()[[0]], 1049 % 10);
+        let test = data.test.unwrap();
+        let first = test.batch(0..1).inputs[0].to_f32();
+        assert_eq!(
+            first.as_slice().unwrap()[5],
+            expected(1050 * 784 + 5),
+            "{name}"
+        );
+    }
+}
+
+/// The finite check of byte inputs looks at the 256 converted values: a `scale` that overflows
+/// f32 for bright pixels is E0408 at the first such pixel, as for dense data.
+#[test]
+fn byte_inputs_that_scale_to_infinity_are_e0408() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = RawData::U8(vec![0, 1, 2, 3, 200, 5].into());
+    let lab = RawData::U8(vec![0, 1, 2].into());
+    let spec = DataSpec {
+        name: "d".into(),
+        train: Source::Idx {
+            images: write(dir.path(), "x.idx", &encode_idx(&[3, 2], &img)),
+            labels: write(dir.path(), "y.idx", &encode_idx(&[3], &lab)),
+        },
+        test: None,
+        x: vec![Transform::Scale {
+            factor: 1e37,
+            offset: 0.0,
+        }],
+        y: vec![],
+    };
+    let e = load_data(&spec, &classifier(&[2]), LoadOptions::default()).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NonFinite);
+    assert!(
+        e.message.contains("is infinity at sample 2, element 0"),
+        "{}",
+        e.message
+    );
+    let allowed = LoadOptions { allow_nan: true };
+    assert!(load_data(&spec, &classifier(&[2]), allowed).is_ok());
 }

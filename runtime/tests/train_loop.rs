@@ -7,7 +7,7 @@ use fm_runtime::config::{
     TrainSpec, Transform, Validation,
 };
 use fm_runtime::data::batch::SplitMix64;
-use fm_runtime::data::{load_data, Dataset, LoadOptions, ModelData, TensorSpec};
+use fm_runtime::data::{load_data, Column, Dataset, LoadOptions, ModelData, TensorSpec};
 use fm_runtime::metrics::metric_defs;
 use fm_runtime::tensor::{DType, Tensor};
 use fm_runtime::train::progress::format_value;
@@ -230,11 +230,11 @@ fn digits() -> (Dataset, Dataset) {
             .into_iter()
             .map(|t| {
                 let n = t.len();
-                Tensor::F32(
+                Column::Dense(Tensor::F32(
                     t.to_f32()
                         .into_shape_with_order(IxDyn(&[n, FEATURES]))
                         .unwrap(),
-                )
+                ))
             })
             .collect(),
         targets: d.targets,
@@ -407,7 +407,7 @@ fn trains_digits_and_writes_the_run_directory() {
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
 
     // predict: batches concatenated in order; the argmax agrees with evaluate's accuracy.
-    let probs = predict(&mut backend, &test.inputs, 50).unwrap();
+    let probs = predict(&mut backend, &test.input_tensors(), 50).unwrap();
     assert_eq!(probs[0].shape(), &[360, 10]);
     let p = probs[0].as_f32().unwrap();
     let labels = test.targets[0].as_i32().unwrap();
@@ -741,10 +741,10 @@ impl Backend for Scripted {
 
 /// 10 training samples + 2 validation samples (split 1/6), batch 5: two steps per epoch.
 fn tiny() -> Dataset {
-    Dataset {
-        inputs: vec![Tensor::F32(ArrayD::zeros(IxDyn(&[12, 1])))],
-        targets: vec![Tensor::F32(ArrayD::zeros(IxDyn(&[12, 1])))],
-    }
+    Dataset::new(
+        vec![Tensor::F32(ArrayD::zeros(IxDyn(&[12, 1])))],
+        vec![Tensor::F32(ArrayD::zeros(IxDyn(&[12, 1])))],
+    )
 }
 
 fn scripted_spec(epochs: usize) -> TrainSpec {

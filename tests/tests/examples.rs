@@ -39,6 +39,50 @@ fn summaries_match_golden_files() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// `--batch-size N` adds the memory the JIT plans for one training step and for predict; the
+/// arena grows with the batch, the arguments by the batch's inputs and targets only.
+#[test]
+fn summary_reports_the_planned_memory() {
+    std::env::set_current_dir(root()).unwrap();
+    let mut failures = Vec::new();
+    for (name, batch) in [
+        ("mnist_mlp", 32),
+        ("mnist_cnn", 128),
+        ("digits_two_heads", 16),
+    ] {
+        let run = fmc(&[
+            "summary",
+            &format!("examples/{name}.fm"),
+            "--batch-size",
+            &batch.to_string(),
+        ]);
+        assert_eq!(run.code, 0, "{name}:\n{}", run.stderr);
+        let plain = fmc(&["summary", &format!("examples/{name}.fm")]).stdout;
+        let added = run
+            .stdout
+            .strip_prefix(plain.as_str())
+            .unwrap_or_else(|| panic!("{name}: the summary changed:\n{}", run.stdout));
+        assert!(
+            added.starts_with(&format!("Planned memory at batch size {batch}:\n")),
+            "{added}"
+        );
+        let path = root().join(format!("tests/golden/summaries/memory/{name}_{batch}.txt"));
+        if let Some(diff) = golden(&path, added) {
+            failures.push(diff);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // The MLP's training arguments: 101,770 weights, Adam's two slots, 32 images and labels
+    // (plus the step and learning-rate scalars).
+    let mlp = fmc(&["summary", "examples/mnist_mlp.fm", "--batch-size", "32"]).stdout;
+    assert!(
+        mlp.contains("weights, optimizer state and batch 1.26 MB"),
+        "{mlp}"
+    );
+    let zero = fmc(&["summary", "examples/mnist_mlp.fm", "--batch-size", "0"]);
+    assert_eq!(zero.code, 2, "{}", zero.stderr);
+}
+
 #[test]
 fn keras_parameter_counts() {
     std::env::set_current_dir(root()).unwrap();

@@ -143,7 +143,12 @@ fn compile_uncached(source: &Function) -> Result<Compiled, String> {
     let start = Instant::now();
     let (legal, passes) = fm_compiler::passes::backend().run(source.clone())?;
     let f = &legal;
-    let sched = schedule::schedule(f)?;
+    let mut sched = schedule::schedule(f)?;
+    let fixed: Vec<Option<usize>> = sched
+        .steps
+        .iter_mut()
+        .map(|step| run_time_length(&mut step.kernel))
+        .collect();
     let mut module = new_module()?;
     let cc = module.isa().default_call_conv();
     let mut externs: HashMap<Extern, FuncId> = HashMap::new();
@@ -222,10 +227,12 @@ fn compile_uncached(source: &Function) -> Result<Compiled, String> {
     let calls: Vec<Call> = calls
         .into_iter()
         .zip(&sched.steps)
-        .map(|((id, operands), step)| Call {
+        .zip(fixed)
+        .map(|(((id, operands), step), fixed)| Call {
             kernel: kernels[&id],
             operands,
             rows: batch_rows(&step.kernel),
+            fixed,
         })
         .collect();
     let stats = CompileStats {
@@ -275,6 +282,30 @@ pub fn compile(f: &Function) -> Result<Arc<Compiled>, String> {
         .map_err(|_| "JIT cache poisoned")?
         .insert(key, c.clone());
     Ok(c)
+}
+
+/// What running `f` at one batch size needs in memory, as the JIT plans it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// The arena every value of `f` lives in (buffers reused once their value is dead; a
+    /// range for each argument too, used only when the argument is not in standard layout).
+    pub arena: usize,
+    /// The arguments (parameters, optimizer state, the batch), which are read in place.
+    pub arguments: usize,
+}
+
+/// Plans `f`'s memory at batch size `batch` without compiling it: the backend passes, the
+/// schedule and the buffer plan, exactly as [`compile`] and a run of `batch` samples do.
+pub fn plan_memory(f: &Function, batch: usize) -> Result<MemoryPlan, String> {
+    let (legal, _) = fm_compiler::passes::backend().run(f.clone())?;
+    let sched = schedule::schedule(&legal)?;
+    let arena = memory::plan(&legal, &sched, batch).size;
+    let arguments = f
+        .args
+        .iter()
+        .map(|a| eval_shape(&a.shape, batch).iter().product::<usize>() * 4)
+        .sum();
+    Ok(MemoryPlan { arena, arguments })
 }
 
 /// Whether this process has already compiled a function identical to `f`.
@@ -627,6 +658,9 @@ struct Call {
     /// element is computed by the same code whichever slice it is in, so results do not
     /// depend on the split.
     rows: Option<(usize, Vec<bool>)>,
+    /// For an elementwise loop of a fixed length (see [`run_time_length`]): that length, which
+    /// the call passes where a batch loop gets the batch size.
+    fixed: Option<usize>,
 }
 
 impl Call {
@@ -647,6 +681,7 @@ impl Call {
                 )
             }
         };
+        let n = self.fixed.unwrap_or(n);
         let Some((rows, advances)) = &self.rows else {
             return call(ptrs, n);
         };
@@ -655,8 +690,19 @@ impl Call {
             return call(ptrs, n);
         }
         let parts = threads;
+        // A fixed-length loop splits at multiples of 16 elements (64 bytes): no two threads
+        // write one cache line, and every part but the last runs whole vector iterations, as
+        // the same elements do in one call.
+        let align = if self.fixed.is_some() { 16 } else { 1 };
+        let bound = |p: usize| {
+            if p == parts {
+                n
+            } else {
+                n * p / parts / align * align
+            }
+        };
         let result = fm_runtime::kernels::parallel_parts(parts, threads, |p| {
-            let (start, len) = (n * p / parts, n * (p + 1) / parts - n * p / parts);
+            let (start, len) = (bound(p), bound(p + 1) - bound(p));
             let mut slice = [0usize; MAX_SPLIT_OPERANDS];
             for (k, (&ptr, &adv)) in ptrs.iter().zip(advances).enumerate() {
                 slice[k] = if adv { ptr + start * rows * 4 } else { ptr };
@@ -672,6 +718,28 @@ impl Call {
 
 /// Operand pointers a batch-split call carries on the stack.
 const MAX_SPLIT_OPERANDS: usize = 16;
+
+/// Fixed-length elementwise loops at least this long (the optimizer's update of a large
+/// parameter: the MNIST MLP's 100,352 kernel weights) are worth splitting over the threads.
+const SPLIT_FIXED_AT_LEAST: i64 = 1 << 16;
+
+/// Makes a long fixed-length elementwise loop take its length at run time (where a batch loop
+/// takes the batch size), so that a call can split it over the kernels' pool as it splits
+/// batch loops; returns the length. Loops with an input read as `i % m` keep their form.
+fn run_time_length(kernel: &mut kernel::Kernel) -> Option<usize> {
+    match kernel {
+        kernel::Kernel::Elementwise { len, inputs, .. }
+            if len.n == 0
+                && len.c >= SPLIT_FIXED_AT_LEAST
+                && !inputs.iter().any(|m| matches!(m, kernel::InMode::Cycle(_))) =>
+        {
+            let fixed = len.c as usize;
+            *len = kernel::Sym { n: 1, c: 0 };
+            Some(fixed)
+        }
+        _ => None,
+    }
+}
 
 /// `Some((rows, advances))` for a kernel that is an elementwise loop over `rows * N` elements.
 fn batch_rows(kernel: &kernel::Kernel) -> Option<(usize, Vec<bool>)> {

@@ -41,7 +41,8 @@ fn run() -> Result<(), fm::Error> {
     let reloaded = DigitsCnn::load(&path)?;
     println!("saved and reloaded {}", path.display());
 
-    let Tensor::F32(images) = &test.inputs[0] else {
+    // The images as f32 (the data set keeps the file's bytes and converts them per batch).
+    let Tensor::F32(images) = test.inputs[0].to_tensor() else {
         return Err(fm::Error::backend("expected f32 images"));
     };
     let probs = reloaded.predict(images.view())?;

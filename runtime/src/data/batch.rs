@@ -4,7 +4,7 @@
 //! generator (SplitMix64), so a resumed run needs only the epoch number to continue exactly.
 //! The last, partial batch is kept (as Keras does).
 
-use super::dataset::Dataset;
+use super::dataset::{Batch, Dataset};
 use std::ops::Range;
 
 /// SplitMix64 (Steele, Lea, Flood 2014): a tiny generator whose state is a counter.
@@ -73,7 +73,7 @@ pub fn batch_range(n: usize, batch_size: usize, index: usize) -> Range<usize> {
 }
 
 /// Batch `index` of an epoch whose sample order is `order`.
-pub fn batch(data: &Dataset, order: &[usize], batch_size: usize, index: usize) -> Dataset {
+pub fn batch(data: &Dataset, order: &[usize], batch_size: usize, index: usize) -> Batch {
     let range = batch_range(order.len(), batch_size, index);
     data.gather(&order[range])
 }

@@ -1,19 +1,28 @@
 //! Samples as the model takes them, and the conversion from raw file arrays.
 
-use super::raw::RawArray;
+use super::column::{ByteColumn, Column};
+use super::raw::{RawArray, RawData};
 use crate::error::{fmt_shape, ErrorKind, RuntimeError};
 use crate::tensor::{DType, Tensor};
 use ndarray::{ArrayD, IxDyn};
 use std::ops::Range;
 
-/// Inputs and targets of a set of samples; every tensor has the same length along axis 0.
+/// Inputs and targets of a set of samples; every input and target has the same length along
+/// axis 0. Inputs read as u8 stay bytes until batches are gathered ([`Column::Bytes`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
+    pub inputs: Vec<Column>,
+    pub targets: Vec<Tensor>,
+}
+
+/// A batch: dense inputs and targets, as a backend takes them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
     pub inputs: Vec<Tensor>,
     pub targets: Vec<Tensor>,
 }
 
-impl Dataset {
+impl Batch {
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.inputs
@@ -25,13 +34,45 @@ impl Dataset {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Samples `range`, in order.
+}
+
+impl Dataset {
+    /// A data set of dense inputs and targets.
+    pub fn new(inputs: Vec<Tensor>, targets: Vec<Tensor>) -> Dataset {
+        Dataset {
+            inputs: inputs.into_iter().map(Column::Dense).collect(),
+            targets,
+        }
+    }
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.inputs
+            .first()
+            .map(Column::len)
+            .or(self.targets.first().map(Tensor::len))
+            .unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Samples `range`, in order (byte inputs share their bytes).
     pub fn slice(&self, range: Range<usize>) -> Dataset {
         Dataset {
+            inputs: self.inputs.iter().map(|c| c.slice(range.clone())).collect(),
+            targets: self
+                .targets
+                .iter()
+                .map(|t| t.slice_samples(range.clone()))
+                .collect(),
+        }
+    }
+    /// Samples `range` as a batch.
+    pub fn batch(&self, range: Range<usize>) -> Batch {
+        Batch {
             inputs: self
                 .inputs
                 .iter()
-                .map(|t| t.slice_samples(range.clone()))
+                .map(|c| c.slice_tensor(range.clone()))
                 .collect(),
             targets: self
                 .targets
@@ -40,20 +81,20 @@ impl Dataset {
                 .collect(),
         }
     }
-    /// The samples at `indices`, in that order.
-    pub fn gather(&self, indices: &[usize]) -> Dataset {
-        Dataset {
-            inputs: self
-                .inputs
-                .iter()
-                .map(|t| t.gather_samples(indices))
-                .collect(),
+    /// The samples at `indices`, in that order, as a batch (byte inputs converted here).
+    pub fn gather(&self, indices: &[usize]) -> Batch {
+        Batch {
+            inputs: self.inputs.iter().map(|c| c.gather(indices)).collect(),
             targets: self
                 .targets
                 .iter()
                 .map(|t| t.gather_samples(indices))
                 .collect(),
         }
+    }
+    /// Every input as a dense tensor.
+    pub fn input_tensors(&self) -> Vec<Tensor> {
+        self.inputs.iter().map(Column::to_tensor).collect()
     }
     /// The first floor(n * (1 - fraction)) samples and the rest: `test: split(f)` and
     /// `validation: split(f)` (Keras takes the validation part before shuffling).
@@ -144,22 +185,32 @@ pub fn check_sample_counts(arrays: &[&RawArray]) -> Result<usize, RuntimeError> 
 
 /// Converts a raw input array to the model input `spec`: checks the sample shape, converts the
 /// element type (integers feed f32 unchanged), and rejects NaN/infinity unless `allow_nan`.
+///
+/// u8 values for an f32 input stay bytes ([`Column::Bytes`]): they are converted as batches
+/// are gathered, and need no finite check.
 pub fn convert_input(
     raw: &RawArray,
     spec: &TensorSpec,
     allow_nan: bool,
-) -> Result<Tensor, RuntimeError> {
+) -> Result<Column, RuntimeError> {
     let shape = conformed_shape(raw, spec, "input")?;
-    match spec.dtype {
-        DType::F32 => {
+    match (spec.dtype, &raw.data) {
+        (DType::F32, RawData::U8(bytes)) if bytes.len() == shape.iter().product::<usize>() => {
+            Ok(Column::Bytes(ByteColumn::new(bytes.clone(), shape)))
+        }
+        (DType::F32, _) => {
             let values = raw.data.to_f32();
             // Integers convert to finite floats: only float files need the check.
             if !allow_nan && raw.data.is_float() {
                 check_finite(raw, &values)?;
             }
-            Ok(Tensor::F32(from_vec(raw, shape, values)?))
+            Ok(Column::Dense(Tensor::F32(from_vec(raw, shape, values)?)))
         }
-        DType::I32 => Ok(Tensor::I32(from_vec(raw, shape, raw.to_i32()?)?)),
+        (DType::I32, _) => Ok(Column::Dense(Tensor::I32(from_vec(
+            raw,
+            shape,
+            raw.to_i32()?,
+        )?))),
     }
 }
 
@@ -355,30 +406,32 @@ pub fn validate(
     for (k, (t, spec)) in data.inputs.iter().zip(&model.inputs).enumerate() {
         let origin = input_origins.get(k).map_or("", String::as_str);
         let per = spec.shape.iter().product::<usize>().max(1);
-        match t {
-            Tensor::F32(a) if !allow_nan => {
-                if let Some((i, v)) = first_non_finite(a) {
-                    return Err(RuntimeError::in_origin(
-                        ErrorKind::NonFinite,
-                        origin,
-                        format!(
-                            "input '{}' is {} at sample {}, element {} after the data section's `x` transforms (pass --allow-nan to accept it)",
-                            spec.name,
-                            describe_non_finite(v),
-                            i / per,
-                            i % per
-                        ),
-                    ));
-                }
-            }
-            Tensor::I32(a) => {
-                if let Some((vocab, layer)) = &spec.ids {
-                    if let Some((i, v)) = a
-                        .iter()
-                        .enumerate()
-                        .find(|(_, &v)| v < 0 || v as i64 >= *vocab as i64)
-                    {
-                        return Err(RuntimeError::in_origin(
+        let non_finite = match t {
+            _ if allow_nan => None,
+            Column::Dense(Tensor::F32(a)) => first_non_finite(a),
+            Column::Bytes(c) => c.first_non_finite(),
+            Column::Dense(Tensor::I32(_)) => None,
+        };
+        if let Some((i, v)) = non_finite {
+            return Err(RuntimeError::in_origin(
+                ErrorKind::NonFinite,
+                origin,
+                format!(
+                    "input '{}' is {} at sample {}, element {} after the data section's `x` transforms (pass --allow-nan to accept it)",
+                    spec.name,
+                    describe_non_finite(v),
+                    i / per,
+                    i % per
+                ),
+            ));
+        }
+        if let (Column::Dense(Tensor::I32(a)), Some((vocab, layer))) = (t, &spec.ids) {
+            if let Some((i, v)) = a
+                .iter()
+                .enumerate()
+                .find(|(_, &v)| v < 0 || v as i64 >= *vocab as i64)
+            {
+                return Err(RuntimeError::in_origin(
                             ErrorKind::LabelOutOfRange,
                             origin,
                             format!(
@@ -389,10 +442,7 @@ pub fn validate(
                                 vocab - 1
                             ),
                         ));
-                    }
-                }
             }
-            _ => {}
         }
     }
     for (t, spec) in data.targets.iter().zip(&model.targets) {

@@ -1,6 +1,7 @@
 //! IDX (the MNIST format): `00 00 TYPE NDIM`, NDIM big-endian u32 dimensions, then the data in
 //! row-major order, big-endian. TYPE: 0x08 u8, 0x09 i8, 0x0B i16, 0x0C i32, 0x0D f32, 0x0E f64.
 
+use super::bytes::Bytes;
 use super::raw::{RawArray, RawData};
 use crate::error::{fmt_shape, ErrorKind, RuntimeError};
 
@@ -25,6 +26,19 @@ fn element_size(type_byte: u8) -> Option<usize> {
 
 /// Parses a whole (decompressed) IDX file.
 pub fn parse_idx(origin: &str, bytes: &[u8]) -> Result<RawArray, RuntimeError> {
+    parse_idx_in(origin, bytes, None)
+}
+
+/// Parses a whole IDX file read as [`Bytes`]: u8 data stays a view of them (no copy).
+pub fn parse_idx_shared(origin: &str, bytes: &Bytes) -> Result<RawArray, RuntimeError> {
+    parse_idx_in(origin, bytes, Some(bytes))
+}
+
+fn parse_idx_in(
+    origin: &str,
+    bytes: &[u8],
+    whole: Option<&Bytes>,
+) -> Result<RawArray, RuntimeError> {
     let err = |kind, msg: String| RuntimeError::in_origin(kind, origin, msg);
     if bytes.len() < 4 {
         return Err(err(
@@ -105,7 +119,7 @@ pub fn parse_idx(origin: &str, bytes: &[u8]) -> Result<RawArray, RuntimeError> {
         ));
     }
     let data = match type_byte {
-        0x08 => RawData::U8(body.to_vec()),
+        0x08 => RawData::U8(share(whole, body)),
         0x09 => RawData::I8(body.iter().map(|&b| b as i8).collect()),
         0x0B => RawData::I16(
             body.chunks_exact(2)
@@ -133,6 +147,14 @@ pub fn parse_idx(origin: &str, bytes: &[u8]) -> Result<RawArray, RuntimeError> {
         shape,
         data,
     })
+}
+
+/// `part` of `whole` as shared bytes, or a copy when there is no shared buffer.
+pub(super) fn share(whole: Option<&Bytes>, part: &[u8]) -> Bytes {
+    match whole {
+        Some(w) => w.share(part),
+        None => Bytes::from(part.to_vec()),
+    }
 }
 
 /// Encodes an array as IDX (for tests and tools).

@@ -10,6 +10,8 @@
 //! 4. [`batch`] splits off validation data and yields shuffled batches.
 
 pub mod batch;
+pub mod bytes;
+pub mod column;
 pub mod csv;
 pub mod dataset;
 pub mod idx;
@@ -18,7 +20,8 @@ pub mod raw;
 pub mod read;
 pub mod transform;
 
-pub use dataset::{Dataset, TensorSpec};
+pub use column::{ByteColumn, Column};
+pub use dataset::{Batch, Dataset, TensorSpec};
 pub use raw::{RawArray, RawData};
 pub use read::{read_array, read_source, read_xy, RawSamples};
 pub use transform::FittedTransforms;
@@ -200,14 +203,14 @@ pub fn prepare_inputs(
         .zip(&model.inputs)
         .map(|(r, spec)| dataset::convert_input(r, spec, options.allow_nan))
         .collect::<Result<Vec<_>, _>>()?;
-    let inputs = transforms.apply_inputs(inputs)?;
     let data = Dataset {
         inputs,
         targets: Vec::new(),
     };
+    let data = transforms.apply("", data)?;
     let origins: Vec<String> = raw.iter().map(|r| r.origin.clone()).collect();
     dataset::validate(&data, model, &origins, "", options.allow_nan)?;
-    Ok(data.inputs)
+    Ok(data.inputs.into_iter().map(Column::into_tensor).collect())
 }
 
 fn target_origin(raw: &RawSamples) -> String {

@@ -3,6 +3,8 @@
 //! Read: little-endian `f4`, `f8`, `u1`, `i1`, `i2`, `i4`, `i8` in C order. Written: any of
 //! those (fm writes f32 and i32 predictions); version 1.0 headers padded to 64 bytes as NumPy does.
 
+use super::bytes::Bytes;
+use super::idx::share;
 use super::raw::{RawArray, RawData};
 use super::read::{decompressed_limit, read_limited, too_large_message};
 use crate::error::{fmt_shape, ErrorKind, RuntimeError};
@@ -14,6 +16,19 @@ pub const NPY_MAGIC: &[u8] = b"\x93NUMPY";
 
 /// Parses a whole `.npy` file.
 pub fn parse_npy(origin: &str, bytes: &[u8]) -> Result<RawArray, RuntimeError> {
+    parse_npy_in(origin, bytes, None)
+}
+
+/// Parses a whole `.npy` file read as [`Bytes`]: u8 data stays a view of them (no copy).
+pub fn parse_npy_shared(origin: &str, bytes: &Bytes) -> Result<RawArray, RuntimeError> {
+    parse_npy_in(origin, bytes, Some(bytes))
+}
+
+fn parse_npy_in(
+    origin: &str,
+    bytes: &[u8],
+    whole: Option<&Bytes>,
+) -> Result<RawArray, RuntimeError> {
     let err = |kind, msg: String| RuntimeError::in_origin(kind, origin, msg);
     if !bytes.starts_with(NPY_MAGIC) {
         return Err(err(
@@ -121,7 +136,7 @@ pub fn parse_npy(origin: &str, bytes: &[u8]) -> Result<RawArray, RuntimeError> {
                 .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
                 .collect(),
         ),
-        'B' => RawData::U8(body.to_vec()),
+        'B' => RawData::U8(share(whole, body)),
         'b' => RawData::I8(body.iter().map(|&b| b as i8).collect()),
         'h' => RawData::I16(
             body.chunks_exact(2)
@@ -292,6 +307,27 @@ fn tensor_raw(tensor: &Tensor) -> (Vec<usize>, RawData) {
 
 /// Reads the array `key` (the member `key.npy`) from the bytes of an `.npz` file.
 pub fn parse_npz_member(path: &str, bytes: &[u8], key: &str) -> Result<RawArray, RuntimeError> {
+    parse_npz_member_in(path, bytes, key, None)
+}
+
+/// Reads the array `key` of an `.npz` read as [`Bytes`]. A member stored uncompressed (as
+/// `np.savez` writes them) in a memory-mapped file is parsed where it lies: its u8 data is a
+/// view of the mapping, read only where batches touch it (so its CRC is not checked, as
+/// NumPy's `mmap_mode` does not check it). Deflated members are decompressed.
+pub fn parse_npz_member_shared(
+    path: &str,
+    bytes: &Bytes,
+    key: &str,
+) -> Result<RawArray, RuntimeError> {
+    parse_npz_member_in(path, bytes, key, Some(bytes))
+}
+
+fn parse_npz_member_in(
+    path: &str,
+    bytes: &[u8],
+    key: &str,
+    whole: Option<&Bytes>,
+) -> Result<RawArray, RuntimeError> {
     let mut archive = open_zip(path, bytes)?;
     let member = format!("{key}.npy");
     let origin = format!("{path}:{key}");
@@ -302,6 +338,18 @@ pub fn parse_npz_member(path: &str, bytes: &[u8], key: &str) -> Result<RawArray,
             path,
             format!("no array '{key}' in the .npz (it has: {})", keys.join(", ")),
         ));
+    }
+    if let Some(whole) = whole.filter(|w| w.is_mapped()) {
+        let stored = archive.by_name(&member).ok().and_then(|file| {
+            let start = usize::try_from(file.data_start()).ok()?;
+            let len = usize::try_from(file.size()).ok()?;
+            (file.compression() == zip::CompressionMethod::Stored
+                && start.checked_add(len)? <= whole.len())
+            .then(|| whole.slice(start..start + len))
+        });
+        if let Some(member_bytes) = stored {
+            return parse_npy_shared(&origin, &member_bytes);
+        }
     }
     let limit = decompressed_limit();
     let contents = archive
@@ -317,7 +365,7 @@ pub fn parse_npz_member(path: &str, bytes: &[u8], key: &str) -> Result<RawArray,
         .ok_or_else(|| {
             RuntimeError::in_origin(ErrorKind::BadFormat, &origin, too_large_message(limit))
         })?;
-    parse_npy(&origin, &contents)
+    parse_npy_shared(&origin, &Bytes::from(contents))
 }
 
 /// The array names in an `.npz` file, in archive order.

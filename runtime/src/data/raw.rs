@@ -1,11 +1,14 @@
 //! Arrays as read from a file, in the file's own element type, before any conversion.
 
+use super::bytes::Bytes;
 use crate::error::{ErrorKind, RuntimeError};
 
 /// Element values in the file's own type.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RawData {
-    U8(Vec<u8>),
+    /// Bytes are shared with the buffer they were read from (a memory-mapped file: see
+    /// [`Bytes`]), never copied.
+    U8(Bytes),
     I8(Vec<i8>),
     I16(Vec<i16>),
     I32(Vec<i32>),

@@ -4,9 +4,10 @@
 //! A path may carry a selector after its last `:` when the whole string is not an existing file:
 //! `data.npz:key` picks an array of an `.npz`, `data.csv:COLUMN` a column of a CSV file.
 
+use super::bytes::{Bytes, MAP_AT_LEAST};
 use super::csv::parse_csv;
-use super::idx::{looks_like_idx, parse_idx};
-use super::npy::{npz_keys, parse_npy, parse_npz_member, NPY_MAGIC};
+use super::idx::{looks_like_idx, parse_idx_shared};
+use super::npy::{npz_keys, parse_npy_shared, parse_npz_member_shared, NPY_MAGIC};
 use super::raw::RawArray;
 use crate::config::{NpzKeys, Source};
 use crate::error::{ErrorKind, RuntimeError};
@@ -79,9 +80,19 @@ pub fn too_large_message((limit, from_flag): (u64, bool)) -> String {
 }
 
 /// Reads a file, undoing gzip compression (detected by its magic bytes, not its name), up to
-/// [`decompressed_limit`] bytes.
-pub fn read_file_bytes(path: &Path) -> Result<Vec<u8>, RuntimeError> {
-    let bytes = std::fs::read(path).map_err(|e| RuntimeError::read_io(path, &e))?;
+/// [`decompressed_limit`] bytes. An uncompressed file of [`MAP_AT_LEAST`] bytes or more is
+/// memory-mapped, not read (see [`Bytes`]).
+pub fn read_file_bytes(path: &Path) -> Result<Bytes, RuntimeError> {
+    let io = |e: std::io::Error| RuntimeError::read_io(path, &e);
+    let file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    let bytes = if meta.is_file() && meta.len() >= MAP_AT_LEAST {
+        Bytes::map(&file).map_err(io)?
+    } else {
+        let mut v = Vec::new();
+        (&file).read_to_end(&mut v).map_err(io)?;
+        Bytes::from(v)
+    };
     if bytes.starts_with(&[0x1f, 0x8b]) {
         let limit = decompressed_limit();
         let out =
@@ -101,6 +112,7 @@ pub fn read_file_bytes(path: &Path) -> Result<Vec<u8>, RuntimeError> {
                 }
             })?;
         return out
+            .map(Bytes::from)
             .ok_or_else(|| RuntimeError::at(ErrorKind::BadFormat, path, too_large_message(limit)));
     }
     Ok(bytes)
@@ -241,7 +253,7 @@ fn read_named(
             let origin = path.display().to_string();
             let keys = npz_keys(&origin, &bytes)?;
             if keys.len() > 1 && keys.iter().any(|k| k == name) {
-                return parse_npz_member(&origin, &bytes, name);
+                return parse_npz_member_shared(&origin, &bytes, name);
             }
         }
     }
@@ -277,7 +289,7 @@ fn read_npz_keys(path: &Path, names: &[String], what: &str) -> Result<Vec<RawArr
                     ),
                 ));
             }
-            parse_npz_member(&origin, &bytes, name)
+            parse_npz_member_shared(&origin, &bytes, name)
         })
         .collect()
 }
@@ -301,16 +313,16 @@ fn read_array_at(
         )
     };
     match detect_format(path, &bytes)? {
-        Format::Idx if selector.is_none() => parse_idx(&origin, &bytes),
-        Format::Npy if selector.is_none() => parse_npy(&origin, &bytes),
+        Format::Idx if selector.is_none() => parse_idx_shared(&origin, &bytes),
+        Format::Npy if selector.is_none() => parse_npy_shared(&origin, &bytes),
         Format::Idx => Err(with_selector_unused("IDX")),
         Format::Npy => Err(with_selector_unused(".npy")),
         Format::Npz => match selector {
-            Some(key) => parse_npz_member(&origin, &bytes, key),
+            Some(key) => parse_npz_member_shared(&origin, &bytes, key),
             None => {
                 let keys = npz_keys(&origin, &bytes)?;
                 match keys.as_slice() {
-                    [only] => parse_npz_member(&origin, &bytes, only),
+                    [only] => parse_npz_member_shared(&origin, &bytes, only),
                     _ => Err(RuntimeError::at(
                         ErrorKind::BadFormat,
                         path,
@@ -357,7 +369,7 @@ pub fn read_source(
             let bytes = read_file_bytes(path)?;
             let origin = path.display().to_string();
             let inputs = match x {
-                NpzKeys::One(key) => vec![parse_npz_member(&origin, &bytes, key)?],
+                NpzKeys::One(key) => vec![parse_npz_member_shared(&origin, &bytes, key)?],
                 NpzKeys::Named(keys) => {
                     // Order the arrays as the model's inputs, whatever order the file names them.
                     let mut arrays = Vec::with_capacity(input_names.len());
@@ -373,7 +385,7 @@ pub fn read_source(
                                     format!("no .npz key is given for the model input '{name}'"),
                                 )
                             })?;
-                        arrays.push(parse_npz_member(&origin, &bytes, key)?);
+                        arrays.push(parse_npz_member_shared(&origin, &bytes, key)?);
                     }
                     arrays
                 }
@@ -382,7 +394,7 @@ pub fn read_source(
             let several = target_names.len() > 1;
             let mut targets = target_names
                 .iter()
-                .map(|n| parse_npz_member(&origin, &bytes, y.key_of(n, several)))
+                .map(|n| parse_npz_member_shared(&origin, &bytes, y.key_of(n, several)))
                 .collect::<Result<Vec<_>, _>>()?;
             let first = (!targets.is_empty()).then(|| targets.remove(0));
             Ok(RawSamples {
@@ -416,7 +428,7 @@ pub fn read_inputs(
             let origin = path.display().to_string();
             return input_names
                 .iter()
-                .map(|name| parse_npz_member(&origin, &bytes, name))
+                .map(|name| parse_npz_member_shared(&origin, &bytes, name))
                 .collect();
         }
     }

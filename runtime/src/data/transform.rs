@@ -2,6 +2,7 @@
 //! from the training split. The fitted form is stored as JSON in the weights' metadata so that
 //! `eval` and `predict` transform their data exactly as training did.
 
+use super::column::Column;
 use super::dataset::{check_label_range, Dataset};
 use crate::config::Transform;
 use crate::error::{ErrorKind, RuntimeError};
@@ -38,13 +39,14 @@ impl FittedTransforms {
     /// Learns the statistics of `standardize` from `train` (before any transform).
     pub fn fit(x: &[Transform], y: &[Transform], train: &Dataset) -> Result<Self, RuntimeError> {
         let fit_chain = |chain: &[Transform],
-                         tensors: &[Tensor],
+                         count: usize,
+                         tensors: &dyn Fn() -> Vec<Tensor>,
                          role: &str|
          -> Result<Vec<Vec<FeatureStats>>, RuntimeError> {
             if !chain.contains(&Transform::Standardize) {
-                return Ok(vec![Vec::new(); tensors.len()]);
+                return Ok(vec![Vec::new(); count]);
             }
-            tensors
+            tensors()
                 .iter()
                 .map(|t| {
                     let mut current = t.clone();
@@ -73,8 +75,8 @@ impl FittedTransforms {
         Ok(FittedTransforms {
             x: x.to_vec(),
             y: y.to_vec(),
-            x_stats: fit_chain(x, &train.inputs, "inputs")?,
-            y_stats: fit_chain(y, &train.targets, "targets")?,
+            x_stats: fit_chain(x, train.inputs.len(), &|| train.input_tensors(), "inputs")?,
+            y_stats: fit_chain(y, train.targets.len(), &|| train.targets.clone(), "targets")?,
             from_weights: None,
         })
     }
@@ -105,10 +107,46 @@ impl FittedTransforms {
         )
     }
 
-    /// Transforms a whole dataset.
+    /// Transforms a whole dataset. A byte input (u8 values) stays bytes through transforms of
+    /// each value alone (`scale`: its table of the 256 values is transformed); another
+    /// transform converts it to a dense tensor first.
     pub fn apply(&self, origin: &str, data: Dataset) -> Result<Dataset, RuntimeError> {
+        let mut dense = Vec::new();
+        let mut inputs = Vec::with_capacity(data.inputs.len());
+        for (i, column) in data.inputs.into_iter().enumerate() {
+            match column {
+                Column::Bytes(mut c) if self.x.iter().all(|t| per_value(t).is_some()) => {
+                    for t in &self.x {
+                        if let Some(f) = per_value(t) {
+                            c.map_values(f);
+                        }
+                    }
+                    inputs.push(Some(Column::Bytes(c)));
+                }
+                other => {
+                    dense.push((i, other.into_tensor()));
+                    inputs.push(None);
+                }
+            }
+        }
+        // The dense inputs in one call, so each finds its `standardize` statistics by index.
+        let (at, tensors): (Vec<usize>, Vec<Tensor>) = dense.into_iter().unzip();
+        let stats: Vec<Vec<FeatureStats>> = at
+            .iter()
+            .map(|&i| self.x_stats.get(i).cloned().unwrap_or_default())
+            .collect();
+        let transformed = apply_chain(
+            &self.x,
+            &stats,
+            tensors,
+            "inputs",
+            self.from_weights.as_deref(),
+        )?;
+        for (i, t) in at.into_iter().zip(transformed) {
+            inputs[i] = Some(Column::Dense(t));
+        }
         Ok(Dataset {
-            inputs: self.apply_inputs(data.inputs)?,
+            inputs: inputs.into_iter().flatten().collect(),
             targets: self.apply_targets(origin, data.targets)?,
         })
     }
@@ -201,6 +239,16 @@ fn apply_chain(
             Ok(t)
         })
         .collect()
+}
+
+/// A transform of each value alone, as [`apply_one`] computes it on f32 data.
+fn per_value(transform: &Transform) -> Option<impl Fn(f32) -> f32> {
+    match *transform {
+        Transform::Scale { factor, offset } => {
+            Some(move |v: f32| (v as f64 * factor + offset) as f32)
+        }
+        Transform::Standardize | Transform::OneHot(_) => None,
+    }
 }
 
 fn apply_one(

@@ -24,6 +24,10 @@ const MIN_FLOPS_PER_THREAD: f64 = 2.0e5;
 /// How long an idle worker polls for the next call before it sleeps.
 const SPIN: Duration = Duration::from_micros(200);
 
+/// A gap between two polls of an idle worker this long means it was descheduled (a poll takes
+/// well under a microsecond): it then sleeps at once instead of spinning out [`SPIN`].
+const PREEMPTED: Duration = Duration::from_micros(20);
+
 /// Cores available to this process, read once (the query reads cgroup files on Linux, too slow
 /// for a per-call lookup in tile-granular code).
 fn available_cores() -> usize {
@@ -319,12 +323,21 @@ impl Pool {
     fn worker(&self, index: usize) {
         let mut seen = 0u64;
         loop {
-            // Poll for a new job for a while, then sleep until one is published.
+            // Poll for a new job for a while, then sleep until one is published. A poll that
+            // finds much more time gone than a poll takes means this thread was descheduled:
+            // the machine has more runnable threads than cores, and spinning on takes a core
+            // from someone else for a job that will wait for a core anyway, so sleep now.
             let start = Instant::now();
-            while self.generation.load(Ordering::Acquire) == seen && start.elapsed() < SPIN {
+            let mut last = Duration::ZERO;
+            while self.generation.load(Ordering::Acquire) == seen {
                 for _ in 0..64 {
                     std::hint::spin_loop();
                 }
+                let now = start.elapsed();
+                if now >= SPIN || now - last >= PREEMPTED {
+                    break;
+                }
+                last = now;
             }
             let (gen, job) = {
                 let mut slot = self.job.lock().unwrap_or_else(|e| e.into_inner());

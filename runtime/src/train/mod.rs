@@ -240,7 +240,7 @@ pub fn evaluate<B: Backend + ?Sized>(
     }
     let mut metrics = MetricSet::new(defs.to_vec());
     for range in sequential_batches(data.len(), batch_size.max(1)) {
-        let part = data.slice(range);
+        let part = data.batch(range);
         let out = backend.evaluate(&part.inputs, &part.targets)?;
         metrics.update_loss(out.loss, part.len());
         for (name, v) in &out.extra {

@@ -101,6 +101,10 @@ enum Command {
         /// The model to summarise when the file has several (default: all).
         #[arg(long, value_name = "NAME")]
         model: Option<String>,
+        /// Also report the memory the JIT plans for one training step and for predict at
+        /// this batch size.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
+        batch_size: Option<u64>,
     },
     /// Format files canonically.
     Fmt {
@@ -333,9 +337,18 @@ pub fn run(
     }
     match cli.command {
         Command::Check { file } => check::run(&mut g, &file),
-        Command::Summary { file, ascii, model } => {
-            summary::run(&mut g, &file, ascii, model.as_deref())
-        }
+        Command::Summary {
+            file,
+            ascii,
+            model,
+            batch_size,
+        } => summary::run(
+            &mut g,
+            &file,
+            ascii,
+            model.as_deref(),
+            batch_size.map(|n| n as usize),
+        ),
         Command::Fmt { files, check } => fmt::run(&mut g, &files, check),
         Command::Compile {
             file,

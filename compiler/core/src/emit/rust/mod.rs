@@ -666,7 +666,7 @@ pub fn emit(
     );
     let _ = writeln!(
         o,
-        "/// Trains on a data set with the file's `train` section (epochs, batch size, validation split, schedule, early stopping; progress on stderr); `options` adds a run directory, a step count, a save path.\npub fn fit(&mut self, {batch_params}, options: FitOptions) -> Result<History, Error> {{ let data = ::fm::data::Dataset {{ inputs: vec![{in_list}], targets: vec![{t_list}] }}; self.model.fit_data(&data, None, &options) }}"
+        "/// Trains on a data set with the file's `train` section (epochs, batch size, validation split, schedule, early stopping; progress on stderr); `options` adds a run directory, a step count, a save path.\npub fn fit(&mut self, {batch_params}, options: FitOptions) -> Result<History, Error> {{ let data = ::fm::data::Dataset::new(vec![{in_list}], vec![{t_list}]); self.model.fit_data(&data, None, &options) }}"
     );
     o.push_str("/// One train step on tensors (one per input read from data, then the targets).\npub fn train_step_tensors(&mut self, inputs: &[Tensor], targets: &[Tensor]) -> Result<StepStats, Error> { self.model.train_step_batch(inputs, targets) }\n");
     o.push_str("/// Loads the file's `data` section (train and test splits, transformed) and trains with the file's `train` section.\npub fn fit_file_data(&mut self, options: FitOptions) -> Result<History, Error> { let data = self.model.load_file_data()?; self.model.fit_data(&data.train, data.test.as_ref(), &options) }\n");
