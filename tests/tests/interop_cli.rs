@@ -177,7 +177,11 @@ fn text_transformer_exports_imports_and_predicts_what_onnxruntime_predicts() {
     let i = fmc(&["import", s(&onnx), "-o", s(&fm)]);
     assert_eq!(i.code, 0, "{}", i.stderr);
     let source = std::fs::read_to_string(&fm).unwrap();
-    assert_eq!(source.matches("MultiHeadAttention(4, ").count(), 2, "{source}");
+    assert_eq!(
+        source.matches("MultiHeadAttention(4, ").count(),
+        2,
+        "{source}"
+    );
     assert_eq!(source.matches("Dense(128, gelu, ").count(), 2, "{source}");
     let x = format!("{}:tokens", refs.join("text_transformer.x.npz").display());
     let want = fm_runtime::data::read_array(&format!(

@@ -194,7 +194,10 @@ fn attention_is_its_arithmetic() {
     };
     assert_eq!(shape("encoder/multi_head_attention.query.kernel"), [64, 64]);
     assert_eq!(shape("encoder/multi_head_attention.query.bias"), [4, 16]);
-    assert_eq!(shape("encoder/multi_head_attention.output.kernel"), [64, 64]);
+    assert_eq!(
+        shape("encoder/multi_head_attention.output.kernel"),
+        [64, 64]
+    );
     assert_eq!(shape("encoder/multi_head_attention.output.bias"), [64]);
 }
 
