@@ -161,3 +161,60 @@ fn a_pytorch_exported_cnn_predicts_what_pytorch_predicts() {
         assert!(diff <= 1e-5 * scale, "{backend}: max difference {diff}");
     }
 }
+
+/// `examples/text_transformer.fm` (MultiHeadAttention, GELU) exported with the weights committed
+/// for the onnxruntime references, imported back, and predicted on both backends: onnxruntime's
+/// outputs (compiler/interop/tests/onnxruntime/gen.py) within 1e-5 relative.
+#[test]
+fn text_transformer_exports_imports_and_predicts_what_onnxruntime_predicts() {
+    let model = root().join("examples/text_transformer.fm");
+    let refs = root().join("compiler/interop/tests/onnxruntime");
+    let onnx = tmp("text_transformer.onnx");
+    let w = refs.join("text_transformer.safetensors");
+    let e = fmc(&["export", s(&model), "--weights", s(&w), "-o", s(&onnx)]);
+    assert_eq!(e.code, 0, "{}", e.stderr);
+    let fm = tmp("text_transformer_imported.fm");
+    let i = fmc(&["import", s(&onnx), "-o", s(&fm)]);
+    assert_eq!(i.code, 0, "{}", i.stderr);
+    let source = std::fs::read_to_string(&fm).unwrap();
+    assert_eq!(
+        source.matches("MultiHeadAttention(4, ").count(),
+        2,
+        "{source}"
+    );
+    assert_eq!(source.matches("Dense(128, gelu, ").count(), 2, "{source}");
+    let x = format!("{}:tokens", refs.join("text_transformer.x.npz").display());
+    let want = fm_runtime::data::read_array(&format!(
+        "{}:probs",
+        refs.join("text_transformer.ort.npz").display()
+    ))
+    .unwrap()
+    .data
+    .to_f32();
+    for backend in ["interp", "jit"] {
+        let out = tmp(&format!("text_transformer_{backend}.npy"));
+        let p = fmc(&[
+            "predict",
+            s(&fm),
+            "--weights",
+            s(&fm.with_extension("safetensors")),
+            "--input",
+            &x,
+            "--backend",
+            backend,
+            "-o",
+            s(&out),
+        ]);
+        assert_eq!(p.code, 0, "{}", p.stderr);
+        let ours = fm_runtime::data::read_array(s(&out)).unwrap().data.to_f32();
+        assert_eq!(ours.len(), 6 * 2);
+        assert_eq!(ours.len(), want.len());
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = ours
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        eprintln!("text_transformer, {backend}: {:.2e} relative", diff / scale);
+        assert!(diff <= 1e-5 * scale, "{backend}: max difference {diff}");
+    }
+}

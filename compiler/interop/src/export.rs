@@ -442,11 +442,18 @@ impl Exporter<'_> {
                 *return_sequences,
                 *activation,
             )?,
-            Op::Attention { .. } => {
-                return Err(self.unsupported(
-                    node,
-                    "MultiHeadAttention is not exported yet (ONNX has no single operator for it)",
-                ))
+            Op::Attention {
+                heads,
+                key_dim,
+                causal,
+            } => {
+                if rank != 2 {
+                    return Err(self.unsupported(
+                        node,
+                        "MultiHeadAttention is exported for sequences `[T, D]` only",
+                    ));
+                }
+                self.attention(node, &base, &ins, *heads, *key_dim, *causal)
             }
             Op::GroupNorm { groups, epsilon } => {
                 self.group_norm(node, &base, ins[0].clone(), *groups, *epsilon)
@@ -760,6 +767,73 @@ impl Exporter<'_> {
         let y = self.op("Reshape", base, vec![normed, b], vec![]);
         let y = self.op("Mul", base, vec![y, gamma], vec![]);
         self.op("Add", base, vec![y, beta], vec![])
+    }
+
+    /// MultiHeadAttention on `[N, T, D]` as the arithmetic fm's lowering does (ONNX has no
+    /// attention operator before opset 23), in this order, which `fmc import` reads back:
+    /// for the query, key and value in turn `MatMul` by the kernel viewed as `[D, H*K]`,
+    /// `Reshape` to `[N, T, H, K]`, `Add` the bias `[H, K]` (the query then `Mul` by
+    /// 1/sqrt(K)), `Transpose` to `[N, H, T, K]` (the key to `[N, H, K, T]`); then `MatMul`
+    /// (scores), `Add` of a `[Tq, Tk]` mask of 0 and -1e9 above the diagonal when causal,
+    /// `Softmax` over the keys, `MatMul` by the values, `Transpose` back to `[N, Tq, H, K]`,
+    /// `Reshape` to `[N, Tq, H*K]`, `MatMul` by the output kernel viewed as `[H*K, D]`, `Add`
+    /// the output bias. `ins` are query, value, key (fm's order).
+    fn attention(
+        &mut self,
+        node: &Node,
+        base: &str,
+        ins: &[String],
+        heads: usize,
+        key_dim: usize,
+        causal: bool,
+    ) -> String {
+        let layer = node.name.as_deref().unwrap_or_default().to_string();
+        let hk = heads * key_dim;
+        let split = self.fresh(&format!("{base}/heads"));
+        let split = self.init_i64(split, &[0, 0, heads as i64, key_dim as i64]);
+        let project = |e: &mut Self, x: &str, role: &str, perm: &[i64]| -> String {
+            let (shape, w) = e.weight(node, &format!("{role}.kernel"));
+            let k = e.init_f32(format!("{layer}.{role}.kernel"), &[shape[0], hk], &w);
+            let y = e.op("MatMul", base, vec![x.to_string(), k], vec![]);
+            let y = e.op("Reshape", base, vec![y, split.clone()], vec![]);
+            let b = e.weight_init(node, &format!("{role}.bias"));
+            let mut y = e.op("Add", base, vec![y, b], vec![]);
+            if role == "query" {
+                let s = e.scalar(base, (1.0 / (key_dim as f64).sqrt()) as f32);
+                y = e.op("Mul", base, vec![y, s], vec![]);
+            }
+            e.op("Transpose", base, vec![y], vec![attr_ints("perm", perm)])
+        };
+        let q = project(self, &ins[0], "query", &[0, 2, 1, 3]);
+        let k = project(self, &ins[2], "key", &[0, 2, 3, 1]);
+        let v = project(self, &ins[1], "value", &[0, 2, 1, 3]);
+        let mut scores = self.op("MatMul", base, vec![q, k], vec![]);
+        if causal {
+            let tq = node.shape[0];
+            let tk = self.graph.nodes[node.inputs[2]].shape[0];
+            let mask: Vec<f32> = (0..tq * tk)
+                .map(|i| if i % tk > i / tk { -1e9 } else { 0.0 })
+                .collect();
+            let m = self.fresh(&format!("{base}/mask"));
+            let m = self.init_f32(m, &[tq, tk], &mask);
+            scores = self.op("Add", base, vec![scores, m], vec![]);
+        }
+        let attn = self.op("Softmax", base, vec![scores], vec![attr_int("axis", -1)]);
+        let c = self.op("MatMul", base, vec![attn, v], vec![]);
+        let c = self.op(
+            "Transpose",
+            base,
+            vec![c],
+            vec![attr_ints("perm", &[0, 2, 1, 3])],
+        );
+        let merge = self.fresh(&format!("{base}/merge"));
+        let merge = self.init_i64(merge, &[0, 0, hk as i64]);
+        let c = self.op("Reshape", base, vec![c, merge], vec![]);
+        let (shape, w) = self.weight(node, "output.kernel");
+        let ok = self.init_f32(format!("{layer}.output.kernel"), &[hk, shape[2]], &w);
+        let y = self.op("MatMul", base, vec![c, ok], vec![]);
+        let ob = self.weight_init(node, "output.bias");
+        self.op("Add", base, vec![y, ob], vec![])
     }
 
     /// SimpleRNN/LSTM/GRU as ONNX's RNN/LSTM/GRU (time-major, so the input is transposed).

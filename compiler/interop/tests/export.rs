@@ -159,12 +159,46 @@ fn weights_of_another_model_are_e0410_naming_the_tensors() {
 }
 
 #[test]
-fn attention_is_e0413_naming_the_layer() {
-    let g = model("text_transformer.fm");
+fn attention_over_an_image_is_e0413_naming_the_layer() {
+    // Sequences `[T, D]` are exported (text_transformer: see `attention_is_its_arithmetic`);
+    // attention over the positions of an image is not.
+    let source = "model m {\n    input image: f32[4, 4, 3]\n    output y = image -> MultiHeadAttention(3, name: \"mha\") -> Flatten -> Dense(2)\n}\n";
+    let checked =
+        fm_compiler::check::check_source_with(source, Path::new("m.fm"), &Default::default());
+    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
+    let g = checked.models[0].clone();
     let e = fm_interop::export::export(&g, &weights(&g), &Default::default(), "w.safetensors")
         .unwrap_err();
     assert_eq!(e.code, fm_codes::E0413);
-    assert!(e.to_string().contains("(MultiHeadAttention)"), "{e}");
+    assert!(e.to_string().contains("`mha` (MultiHeadAttention)"), "{e}");
+    assert!(e.to_string().contains("sequences `[T, D]` only"), "{e}");
+}
+
+#[test]
+fn attention_is_its_arithmetic() {
+    // Per encoder: three projections (MatMul, Reshape, Add; the query's scaled by a Mul;
+    // Transpose), the scores' MatMul, Softmax, MatMul by the values, Transpose, Reshape and the
+    // output projection; the kernels as `[D, H*K]` and `[H*K, D]` matrices.
+    let m = export(&model("text_transformer.fm"));
+    let ops = ops(&m);
+    assert_eq!(ops.iter().filter(|o| *o == "Softmax").count(), 3, "{ops:?}");
+    assert_eq!(ops.iter().filter(|o| *o == "Erf").count(), 2, "{ops:?}");
+    let g = m.graph.as_ref().unwrap();
+    let shape = |name: &str| -> Vec<i64> {
+        g.initializer
+            .iter()
+            .find(|t| t.name() == name)
+            .unwrap_or_else(|| panic!("no initializer {name}"))
+            .dims
+            .clone()
+    };
+    assert_eq!(shape("encoder/multi_head_attention.query.kernel"), [64, 64]);
+    assert_eq!(shape("encoder/multi_head_attention.query.bias"), [4, 16]);
+    assert_eq!(
+        shape("encoder/multi_head_attention.output.kernel"),
+        [64, 64]
+    );
+    assert_eq!(shape("encoder/multi_head_attention.output.bias"), [64]);
 }
 
 #[test]

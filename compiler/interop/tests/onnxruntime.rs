@@ -1,5 +1,5 @@
 //! `fmc export` against onnxruntime, without Python at test time: `tests/onnxruntime/gen.py`
-//! exported every example model (and `groupnorm_upsampling.fm` beside it) with committed weights (`NAME.safetensors`, a few training steps
+//! exported every example model (and the models beside it) with committed weights (`NAME.safetensors`, a few training steps
 //! in), ran ONNX's checker (`full_check`) and onnxruntime 1.32 on committed inputs
 //! (`NAME.x.npz`), and committed onnxruntime's outputs (`NAME.ort.npz`; `MANIFEST.txt` lists
 //! the versions and what `fmc predict` gave then).
@@ -267,6 +267,19 @@ fn position_embedding() {
     // keras-hub's PositionEmbedding: Shape, a Slice of the table (when it holds more positions
     // than the sequence), Expand; read back as `PositionEmbedding`.
     check("position_embedding");
+}
+
+#[test]
+fn text_transformer() {
+    // MultiHeadAttention exported as its arithmetic (projections, scaled scores, softmax,
+    // output projection) and GELU as its erf form, both read back as the layers.
+    check("text_transformer");
+}
+
+#[test]
+fn causal_and_cross_attention() {
+    // A causal mask, and a query, value and key of their own widths and lengths.
+    check("attention");
 }
 
 #[test]

@@ -127,6 +127,7 @@ fn round_trip_reading(example: &str, batch: usize, prefix: &str) -> String {
         assert_eq!(w.shape(), o.shape());
         let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
         let diff = w.iter().zip(o).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        eprintln!("{example}: round trip {:.2e} relative", diff / scale);
         assert!(
             diff <= 1e-5 * scale,
             "{example}: max |difference| {diff} at output scale {scale}\n{}",
@@ -231,4 +232,31 @@ fn position_embedding_tables_longer_than_and_as_long_as_the_sequence() {
     );
     // The reference case checked against keras-hub (tests/reference/cases/).
     round_trip("../tests/reference/cases/position_embedding/model.fm", 4);
+}
+
+#[test]
+fn text_transformer_attention_reads_back_as_multi_head_attention() {
+    // `fmc export` writes MultiHeadAttention as its projections, scaled scores, softmax and
+    // output projection; the importer reads those nodes back as the layer with its weights.
+    let src = round_trip("text_transformer.fm", 3);
+    assert_eq!(
+        src.matches("MultiHeadAttention(4, name: ").count(),
+        2,
+        "{src}"
+    );
+}
+
+#[test]
+fn causal_and_cross_attention() {
+    // A causal mask (a stored `[Tq, Tk]` Add) and a query, value and key of their own
+    // (value and key of another width and length than the query, key_dim not D / heads).
+    let src = round_trip("attention.fm", 2);
+    assert!(
+        src.contains("MultiHeadAttention(2, causal: true, name: \"self_attention\")"),
+        "{src}"
+    );
+    assert!(
+        src.contains("MultiHeadAttention(q, v, k, 3, key_dim: 5, name: \"cross_attention\")"),
+        "{src}"
+    );
 }

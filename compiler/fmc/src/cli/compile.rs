@@ -140,7 +140,8 @@ fn ir_text(sel: &super::session::Selected, optimized_ir: bool) -> Result<String,
     use fm_compiler::ir::verify::verify;
     let mut fns = Vec::new();
     if sel.has_train {
-        fns.push(fm_compiler::lower::train_step_fn(&sel.graph, &sel.spec));
+        // One function per `step` (language.md 9.4), exactly as training compiles them.
+        fns.extend(fm_compiler::lower::train_step_fns(&sel.graph, &sel.spec));
     }
     fns.push(fm_compiler::lower::predict_fn(&sel.graph));
     let mut out = String::new();
@@ -184,7 +185,8 @@ fn read_fmir(file: &Path) -> Result<Function, String> {
 fn clif_text(sel: &super::session::Selected) -> Result<String, String> {
     let mut fns = Vec::new();
     if sel.has_train {
-        fns.push(fm_compiler::lower::train_step_fn(&sel.graph, &sel.spec));
+        // One function per `step` (language.md 9.4), exactly as training compiles them.
+        fns.extend(fm_compiler::lower::train_step_fns(&sel.graph, &sel.spec));
     }
     fns.push(fm_compiler::lower::predict_fn(&sel.graph));
     let mut out = String::new();

@@ -150,6 +150,16 @@ pub fn import(bytes: &[u8], file: &str, model_name: &str) -> Result<Imported, In
             k += n;
             continue;
         }
+        // And MultiHeadAttention as its projections, softmax and matrix products.
+        if let Some(n) = imp.attention_arithmetic(&graph.node[k..]) {
+            k += n;
+            continue;
+        }
+        // And the exact GELU as its erf arithmetic (ONNX has `Gelu` only from opset 20 on).
+        if let Some(n) = imp.gelu_arithmetic(&graph.node[k..]) {
+            k += n;
+            continue;
+        }
         // And PositionEmbedding as Shape, Slice of its table, Expand.
         if let Some(n) = imp.position_embedding(&graph.node[k..]) {
             k += n;
@@ -1940,6 +1950,225 @@ impl Importer<'_> {
             x.layout.clone(),
         );
         Some(OPS.len())
+    }
+
+    /// The exact GELU as `fmc export` writes it before opset 20, read back as `gelu` (folded
+    /// into the layer before it when nothing else reads that layer): `Mul` by 1/sqrt(2), `Erf`,
+    /// `Add` 1, `Mul` of the input by 0.5, `Mul` of the two. Returns how many nodes it read, or
+    /// `None` (nothing changed) when `nodes` do not start with exactly that pattern.
+    fn gelu_arithmetic(&mut self, nodes: &[NodeProto]) -> Option<usize> {
+        const OPS: [&str; 5] = ["Mul", "Erf", "Add", "Mul", "Mul"];
+        let n = nodes.get(..OPS.len())?;
+        if n.iter().zip(OPS).any(|(n, op)| {
+            n.op_type() != op || n.output.len() != 1 || n.input.len() != 1 + (op != "Erf") as usize
+        }) {
+            return None;
+        }
+        let o = |i: usize| n[i].output[0].as_str();
+        let ins = |i: usize| -> Vec<&str> { n[i].input.iter().map(String::as_str).collect() };
+        let scalar = |name: &str, want: f32| {
+            self.constant(name)
+                .is_some_and(|c| c.len() == 1 && c.f32s()[0] == want)
+        };
+        let x_name = ins(0)[0];
+        let reads = |v: &str| self.readers.get(v).copied().unwrap_or(0);
+        let flow = scalar(ins(0)[1], std::f32::consts::FRAC_1_SQRT_2)
+            && ins(1)[0] == o(0)
+            && ins(2)[0] == o(1)
+            && scalar(ins(2)[1], 1.0)
+            && ins(3)[0] == x_name
+            && scalar(ins(3)[1], 0.5)
+            && ins(4)[..] == [o(3), o(2)]
+            && (0..4).all(|i| reads(o(i)) == 1);
+        if !flow {
+            return None;
+        }
+        let x = self.vals.get(x_name)?.clone();
+        let out = o(4).to_string();
+        if reads(x_name) == 2 {
+            if let Some(id) = x.stmt {
+                if self.model.stmts[id].fold_activation("gelu") {
+                    let l = x.layout.clone();
+                    self.alias(&out, &x, l);
+                    return Some(OPS.len());
+                }
+            }
+        }
+        self.push(
+            &out,
+            vec![x.var.clone()],
+            "gelu".into(),
+            None,
+            vec![],
+            x.fm.clone(),
+            x.layout.clone(),
+        );
+        let v = self.vals.get_mut(&out).expect("just pushed");
+        v.flat_from = x.flat_from.clone();
+        Some(OPS.len())
+    }
+
+    /// The arithmetic `fmc export` writes for a MultiHeadAttention on `[N, T, D]` sequences,
+    /// read back as fm's `MultiHeadAttention` with its eight weights: for the query, key and
+    /// value in turn `MatMul` by a stored `[D, H*K]` kernel, `Reshape` to `[0, 0, H, K]`, `Add`
+    /// a stored `[H, K]` bias (the query then `Mul` by 1/sqrt(K)), `Transpose` (query and value
+    /// `[0, 2, 1, 3]`, key `[0, 2, 3, 1]`); `MatMul` of query and key, an optional `Add` of the
+    /// stored causal mask (0 on and below the diagonal, -1e9 above), `Softmax` over the last
+    /// axis, `MatMul` by the value, `Transpose` `[0, 2, 1, 3]`, `Reshape` to `[0, 0, H*K]`,
+    /// `MatMul` by a stored `[H*K, D]` kernel, `Add` a stored `[D]` bias. Returns how many nodes
+    /// it read, or `None` (nothing changed) when `nodes` do not start with exactly that
+    /// pattern, each intermediate read only inside it.
+    fn attention_arithmetic(&mut self, nodes: &[NodeProto]) -> Option<usize> {
+        const HEAD: [&str; 14] = [
+            "MatMul",
+            "Reshape",
+            "Add",
+            "Mul",
+            "Transpose",
+            "MatMul",
+            "Reshape",
+            "Add",
+            "Transpose",
+            "MatMul",
+            "Reshape",
+            "Add",
+            "Transpose",
+            "MatMul",
+        ];
+        const TAIL: [&str; 6] = ["Softmax", "MatMul", "Transpose", "Reshape", "MatMul", "Add"];
+        let causal = nodes.get(HEAD.len())?.op_type() == "Add";
+        let tail_at = HEAD.len() + causal as usize;
+        let n = nodes.get(..tail_at + TAIL.len())?;
+        let ops = HEAD.iter().chain(causal.then_some(&"Add")).chain(&TAIL);
+        let arity = |op: &str| match op {
+            "Softmax" | "Transpose" => 1,
+            _ => 2,
+        };
+        if n.iter()
+            .zip(ops)
+            .any(|(n, &op)| n.op_type() != op || n.output.len() != 1 || n.input.len() != arity(op))
+        {
+            return None;
+        }
+        let o = |i: usize| n[i].output[0].as_str();
+        let ins = |i: usize| -> Vec<&str> { n[i].input.iter().map(String::as_str).collect() };
+        let t = tail_at;
+        // The data flow, each intermediate read exactly once, by the next node of the pattern.
+        let chain = [1, 2, 3, 4, 6, 7, 8, 10, 11, 12]
+            .iter()
+            .chain(&[t + 1, t + 3, t + 4, t + 5])
+            .all(|&i| ins(i)[0] == o(i - 1));
+        let flow = chain
+            && ins(13)[..] == [o(4), o(8)]
+            && (!causal || ins(14)[0] == o(13))
+            && ins(t)[0] == o(t - 1)
+            && ins(t + 1)[1] == o(12)
+            && ins(t + 2)[0] == o(t + 1);
+        let reads = |v: &str| self.readers.get(v).copied().unwrap_or(0);
+        if !flow || !(0..n.len() - 1).all(|i| reads(o(i)) == 1) {
+            return None;
+        }
+        // Query, key and value as fm sees them: `[N, T, D]` sequences.
+        let seq = |name: &str| -> Option<Val> {
+            let v = self.vals.get(name)?;
+            (v.identity() && v.fm.len() == 3).then(|| v.clone())
+        };
+        let (query, key, value) = (seq(ins(0)[0])?, seq(ins(5)[0])?, seq(ins(9)[0])?);
+        if key.fm[1] != value.fm[1] {
+            return None;
+        }
+        let ints = |name: &str| {
+            self.constant(name)
+                .and_then(|t| t.i64s().map(<[i64]>::to_vec))
+        };
+        let perm = |i: usize| attr_is(&n[i], "perm");
+        let split = ints(ins(1)[1])?;
+        let [0, 0, h, kd] = split[..] else {
+            return None;
+        };
+        let (heads, key_dim) = (usize::try_from(h).ok()?, usize::try_from(kd).ok()?);
+        let hk = heads.checked_mul(key_dim).filter(|&x| x > 0)?;
+        if ints(ins(6)[1])? != split
+            || ints(ins(10)[1])? != split
+            || ints(ins(t + 3)[1])? != [0, 0, hk as i64]
+            || perm(4)? != [0, 2, 1, 3]
+            || perm(8)? != [0, 2, 3, 1]
+            || perm(12)? != [0, 2, 1, 3]
+            || perm(t + 2)? != [0, 2, 1, 3]
+            || ![-1, 3].contains(&attr_i(&n[t], "axis", -1))
+        {
+            return None;
+        }
+        let scale = self.constant(ins(3)[1]).filter(|c| c.len() == 1)?.f32s()[0];
+        if scale != (1.0 / (key_dim as f64).sqrt()) as f32 {
+            return None;
+        }
+        let (tq, tk) = (query.fm[1]?, key.fm[1]?);
+        if causal {
+            let mask = self.constant(ins(14)[1])?;
+            let want: Vec<f32> = (0..tq * tk)
+                .map(|i| if i % tk > i / tk { -1e9 } else { 0.0 })
+                .collect();
+            if mask.shape != [tq, tk] || mask.f32s() != want {
+                return None;
+            }
+        }
+        // A stored f32 weight of the given ONNX shape, as fm's shape.
+        let weight = |name: &str, onnx: &[usize], fm: &[usize]| -> Option<Tensor> {
+            let t = self.constant(name)?;
+            (matches!(t.values, Values::F32(_)) && t.shape == onnx).then(|| {
+                Tensor::F32(ArrayD::from_shape_vec(IxDyn(fm), t.f32s()).expect("same length"))
+            })
+        };
+        let d = query.fm[2]?;
+        let mut params = Vec::new();
+        for (role, x, at) in [("query", &query, 0), ("key", &key, 5), ("value", &value, 9)] {
+            let dx = x.fm[2]?;
+            let kernel = weight(ins(at)[1], &[dx, hk], &[dx, heads, key_dim])?;
+            let bias = weight(ins(at + 2)[1], &[heads, key_dim], &[heads, key_dim])?;
+            params.push((role, kernel, bias));
+        }
+        let out_kernel = weight(ins(t + 4)[1], &[hk, d], &[heads, key_dim, d])?;
+        let out_bias = weight(ins(t + 5)[1], &[d], &[d])?;
+        let layer = self.layer_name(&n[0]);
+        let mut call = format!("MultiHeadAttention({heads}");
+        if d % heads != 0 || d / heads != key_dim {
+            call += &format!(", key_dim: {key_dim}");
+        }
+        if causal {
+            call += ", causal: true";
+        }
+        call += ")";
+        // fm's inputs are query, value, key, the later ones left out when they repeat.
+        let mut inputs = vec![query.var.clone(), value.var.clone(), key.var.clone()];
+        if key.var == value.var {
+            inputs.pop();
+            if value.var == query.var {
+                inputs.pop();
+            }
+        }
+        let mut tensors = Vec::new();
+        let names = [
+            ["query.kernel", "query.bias"],
+            ["key.kernel", "key.bias"],
+            ["value.kernel", "value.bias"],
+        ];
+        for ((_, kernel, bias), [kn, bn]) in params.into_iter().zip(names) {
+            tensors.push((kn, kernel));
+            tensors.push((bn, bias));
+        }
+        tensors.push(("output.kernel", out_kernel));
+        tensors.push(("output.bias", out_bias));
+        self.push(
+            o(n.len() - 1),
+            inputs,
+            call,
+            layer,
+            tensors,
+            query.fm.clone(),
+            query.layout.clone(),
+        );
+        Some(n.len())
     }
 
     /// What `fmc export` writes for a PositionEmbedding (keras-hub's): `Shape` of the input,

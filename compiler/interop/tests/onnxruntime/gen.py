@@ -41,6 +41,8 @@ SYNTHETIC = {
     "resnet_tiny": lambda r: (r.uniform(0, 1, (16, 32, 32, 3)), r.integers(0, 10, (16,))),
     "groupnorm_upsampling": lambda r: (r.normal(0, 1, (16, 6, 6, 4)), r.normal(0, 1, (16, 6, 18, 4))),
     "position_embedding": lambda r: (r.normal(0, 1, (16, 5, 3)), r.normal(0, 1, (16, 2))),
+    "text_transformer": lambda r: (r.integers(0, 5000, (64, 64)), r.integers(0, 2, (64,))),
+    "attention": lambda r: (r.normal(0, 1, (16, 4, 6)), r.normal(0, 1, (16, 2))),
 }
 STEPS = 3
 SAMPLES = 6
@@ -80,7 +82,7 @@ def main():
             extra = EXTRA_DATA.get(name, [])
             if name in SYNTHETIC:
                 x, t = SYNTHETIC[name](rng)
-                np.save(os.path.join(d, "x.npy"), x.astype(np.float32))
+                np.save(os.path.join(d, "x.npy"), x.astype(np.int32 if x.dtype.kind == "i" else np.float32))
                 np.save(os.path.join(d, "y.npy"), t.astype(np.int32 if t.dtype.kind == "i" else np.float32))
                 extra = ["--x", os.path.join(d, "x.npy"), "--y", os.path.join(d, "y.npy")]
             try:
