@@ -130,36 +130,12 @@ fn a_pytorch_exported_cnn_predicts_what_pytorch_predicts() {
     let source = std::fs::read_to_string(&fm).unwrap();
     assert!(source.contains("x.transpose(0, 2, 3, 1)"), "{source}");
     assert!(source.contains("input x: f32[14, 14, 1]"), "{source}");
-    for backend in ["interp", "jit"] {
-        let out = tmp(&format!("torch_cnn_{backend}.npy"));
-        let p = fmc(&[
-            "predict",
-            s(&fm),
-            "--weights",
-            s(&fm.with_extension("safetensors")),
-            "--input",
-            s(&dir.join("x.npy")),
-            "--backend",
-            backend,
-            "-o",
-            s(&out),
-        ]);
-        assert_eq!(p.code, 0, "{}", p.stderr);
-        let ours = fm_runtime::data::read_array(s(&out)).unwrap().data.to_f32();
-        let torch = fm_runtime::data::read_array(s(&dir.join("y.npy")))
-            .unwrap()
-            .data
-            .to_f32();
-        assert_eq!(ours.len(), 4 * 10);
-        assert_eq!(ours.len(), torch.len());
-        let scale = torch.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let diff = ours
-            .iter()
-            .zip(&torch)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        // Measured 1.4e-7 relative (f32 sums in another order than PyTorch's).
-        assert!(diff <= 1e-5 * scale, "{backend}: max difference {diff}");
-    }
+    let torch = fm_runtime::data::read_array(s(&dir.join("y.npy")))
+        .unwrap()
+        .data
+        .to_f32();
+    // Measured 1.4e-7 relative (f32 sums in another order than PyTorch's).
+    predicts_within_1e_5(&fm, s(&dir.join("x.npy")), &torch, 4 * 10, "torch_cnn");
 }
 
 /// `examples/text_transformer.fm` (MultiHeadAttention, GELU) exported with the weights committed
@@ -191,15 +167,21 @@ fn text_transformer_exports_imports_and_predicts_what_onnxruntime_predicts() {
     .unwrap()
     .data
     .to_f32();
+    predicts_within_1e_5(&fm, &x, &want, 6 * 2, "text_transformer");
+}
+
+/// `fmc predict` of the imported model `fm` (its weights beside it) on `input`, on the
+/// interpreter and the JIT: `len` values within 1e-5 of `want`'s largest magnitude.
+fn predicts_within_1e_5(fm: &Path, input: &str, want: &[f32], len: usize, name: &str) {
     for backend in ["interp", "jit"] {
-        let out = tmp(&format!("text_transformer_{backend}.npy"));
+        let out = tmp(&format!("{name}_{backend}.npy"));
         let p = fmc(&[
             "predict",
-            s(&fm),
+            s(fm),
             "--weights",
             s(&fm.with_extension("safetensors")),
             "--input",
-            &x,
+            input,
             "--backend",
             backend,
             "-o",
@@ -207,14 +189,14 @@ fn text_transformer_exports_imports_and_predicts_what_onnxruntime_predicts() {
         ]);
         assert_eq!(p.code, 0, "{}", p.stderr);
         let ours = fm_runtime::data::read_array(s(&out)).unwrap().data.to_f32();
-        assert_eq!(ours.len(), 6 * 2);
+        assert_eq!(ours.len(), len);
         assert_eq!(ours.len(), want.len());
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         let diff = ours
             .iter()
-            .zip(&want)
+            .zip(want)
             .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        eprintln!("text_transformer, {backend}: {:.2e} relative", diff / scale);
+        eprintln!("{name}, {backend}: {:.2e} relative", diff / scale);
         assert!(diff <= 1e-5 * scale, "{backend}: max difference {diff}");
     }
 }
