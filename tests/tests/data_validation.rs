@@ -180,6 +180,17 @@ fn empty_sets_and_bad_paths_are_reported_before_training() {
         run.stderr
     );
     assert!(!d.join("run2").join("checkpoints").exists() || !run.stderr.contains("epoch"));
+    // `--test-x` without `--test-y`: the flag to add is `--test-y` (it said `--y`).
+    let run = train(&fm, &xs, &ys, &d.join("run2b"), &["--test-x", &xs]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.starts_with(&format!(
+            "error[E0409]: {fm}: the model reads targets (y): give the test targets with `--test-y PATH`"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(!d.join("run2b").exists(), "nothing ran");
     // A `--save` into a directory that does not exist: E0411 before any step.
     let bad = d.join("no/such/dir/w.safetensors").display().to_string();
     let run = train(&fm, &xs, &ys, &d.join("run3"), &["--save", &bad]);
