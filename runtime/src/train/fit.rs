@@ -404,7 +404,7 @@ impl<'a, B: Backend + ?Sized> Run<'a, B> {
         }
         if let Some(dir) = &options.run_dir {
             if dir.join(record::JSONL).exists() {
-                plot(dir, &dir.join(CURVES))?;
+                plot::run_curves(dir, &dir.join(CURVES))?;
             }
             RunInfo {
                 status: "finished".into(),
