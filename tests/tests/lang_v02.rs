@@ -923,3 +923,145 @@ fn a_steps_own_reduce_on_plateau_cuts_its_rate_and_resumes_exactly() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Binary and categorical accuracy over model values (language.md 9.3; the kind follows from
+/// the target, as Keras's from the loss): `accuracy(p, flag)` with one sigmoid score per sample
+/// against a 0/1 target is Keras's `binary_accuracy` (hit when `p > 0.5` is the flag), and
+/// `accuracy(probs, onehot)` against a one-hot target is `categorical_accuracy` (hit when the
+/// largest score is the target's class). `fmc eval` reports each, on the interpreter and the
+/// JIT, equal to what the predictions `fmc predict` writes give when computed here.
+#[test]
+fn binary_and_categorical_accuracy_over_values_match_the_predictions() {
+    let dir = tmp("value-accuracy");
+    let n = 300;
+    let mut st = 17u64;
+    let x: Vec<f32> = (0..n * 4).map(|_| 2.0 * lcg(&mut st) - 1.0).collect();
+    // Learnable but noisy labels: the flag is x0 > 0 and the class the largest of x0..x2,
+    // each flipped now and then, so that neither accuracy is 0 or 1 after a short run.
+    let mut flag = Vec::new();
+    let mut onehot = Vec::new();
+    let mut classes = Vec::new();
+    for r in x.chunks(4) {
+        let f = (r[0] > 0.0) != (lcg(&mut st) < 0.15);
+        flag.push(f32::from(u8::from(f)));
+        let mut c = (0..3).fold(0, |b, k| if r[k] > r[b] { k } else { b });
+        if lcg(&mut st) < 0.2 {
+            c = (c + 1) % 3;
+        }
+        classes.push(c);
+        onehot.extend((0..3).map(|k| f32::from(u8::from(k == c))));
+    }
+    let arr = |shape: &[usize], v: Vec<f32>| {
+        Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), v).unwrap())
+    };
+    let npz = dir.join("labels.npz");
+    write_npz(
+        &npz,
+        &[
+            ("x", arr(&[n, 4], x)),
+            ("flag", arr(&[n], flag.clone())),
+            ("onehot", arr(&[n, 3], onehot)),
+        ],
+    );
+    let fm = dir.join("acc.fm");
+    std::fs::write(
+        &fm,
+        "version 0.2
+data labels {
+    train: npz(\"labels.npz\", x: \"x\")
+}
+model acc {
+    input x: f32[4]
+    target flag: f32[]
+    target onehot: f32[3]
+    let p = x -> Dense(1, sigmoid)
+    let probs = x -> Dense(3, softmax)
+    output p_out = p
+    output probs_out = probs
+}
+train acc {
+    data: labels
+    loss: binary_crossentropy(p, flag) + categorical_crossentropy(probs, onehot)
+    optimizer: Adam(lr: 0.01)
+    metrics: [accuracy(p, flag), accuracy(probs, onehot)]
+    epochs: 2
+    seed: 0
+}
+",
+    )
+    .unwrap();
+    let fm_s = fm.display().to_string();
+    let run = dir.join("run");
+    let r = fmc(&[
+        "train",
+        &fm_s,
+        "-q",
+        "--run-dir",
+        &run.display().to_string(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let weights = run.join("weights.safetensors").display().to_string();
+    let npz_s = npz.display().to_string();
+    let xs = format!("{npz_s}:x");
+    let out = dir.join("pred.npy");
+    let r = fmc(&[
+        "predict",
+        &fm_s,
+        "--weights",
+        &weights,
+        "--input",
+        &xs,
+        "-o",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (p_shape, p) = floats(&dir.join("pred.p_out.npy").display().to_string());
+    let (probs_shape, probs) = floats(&dir.join("pred.probs_out.npy").display().to_string());
+    assert_eq!((p_shape, probs_shape), (vec![n, 1], vec![n, 3]));
+    // Keras's definitions, from the predictions.
+    let binary = p
+        .iter()
+        .zip(&flag)
+        .filter(|(&p, &f)| f32::from(u8::from(p > 0.5)) == f)
+        .count() as f64
+        / n as f64;
+    let categorical = probs
+        .chunks(3)
+        .zip(&classes)
+        .filter(|(row, &c)| (0..3).fold(0, |b, k| if row[k] > row[b] { k } else { b }) == c)
+        .count() as f64
+        / n as f64;
+    eprintln!("binary accuracy {binary}, categorical accuracy {categorical}");
+    for a in [binary, categorical] {
+        assert!(a > 0.4 && a < 1.0, "{binary} {categorical}");
+    }
+    for backend in ["interp", "jit"] {
+        let r = fmc(&[
+            "eval",
+            &fm_s,
+            "--weights",
+            &weights,
+            "--x",
+            &xs,
+            "--y",
+            &npz_s,
+            "--json",
+            "--backend",
+            backend,
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let got: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+        for (name, want) in [
+            ("accuracy_p_flag", binary),
+            ("accuracy_probs_onehot", categorical),
+        ] {
+            let g = got[name].as_f64().unwrap_or(f64::NAN);
+            // A count over 300 samples: equal up to the rounding of the mean.
+            assert!(
+                (g - want).abs() < 1e-6,
+                "{backend} {name}: fm {g}, computed {want}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
