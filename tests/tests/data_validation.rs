@@ -396,6 +396,28 @@ fn a_validation_split_that_takes_every_sample_names_the_file() {
         )
     );
     assert!(!d.join("run").exists(), "a failed run left its directory");
+    // The other side: a split too small for one sample trained without validation, silently
+    // (no `val_*` figures; Keras refuses it). The fraction is printed as written, not as 300
+    // decimals.
+    let run = train(
+        fm.to_str().unwrap(),
+        &xs,
+        &ys,
+        &d.join("run_small"),
+        &["--set", "validation=split(1e-300)"],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.ends_with(
+            "no validation samples: `validation: split(1e-300)` of 20 samples leaves none for validation; use a larger fraction\n"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !d.join("run_small").exists(),
+        "a failed run left its directory"
+    );
 }
 
 /// Accepts `room` bytes, then fails like a closed pipe (`fmc predict ... | head`).

@@ -70,7 +70,7 @@ impl<'a, B: Backend + ?Sized> Run<'a, B> {
     ) -> Result<Self, RuntimeError> {
         if train.is_empty() {
             let why = match &spec.validation {
-                Validation::Split(f) => format!(": `validation: split({f})` takes all of them"),
+                Validation::Split(f) => format!(": `validation: split({f:?})` takes all of them"),
                 _ => String::new(),
             };
             return Err(RuntimeError::without_path(
