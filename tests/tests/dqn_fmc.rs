@@ -14,7 +14,7 @@ use std::path::Path;
 #[allow(dead_code)]
 #[path = "../../examples/dqn/src/maze.rs"]
 mod maze;
-use maze::{moves_to_goal, Maze, CELLS};
+use maze::{moves_to_goal, Maze, Transition, CELLS};
 
 /// Writes `arrays` as an uncompressed `.npz`.
 fn write_npz(path: &Path, arrays: &[(&str, Tensor)]) {
@@ -30,15 +30,6 @@ fn write_npz(path: &Path, arrays: &[(&str, Tensor)]) {
         std::fs::remove_file(&tmp).unwrap();
     }
     zip.finish().unwrap();
-}
-
-/// One move of experience: cell, action, reward, next cell, whether it reached the goal.
-struct Transition {
-    cell: usize,
-    action: usize,
-    reward: f32,
-    next: usize,
-    done: bool,
 }
 
 fn one_hot(cells: &[usize]) -> Tensor {
@@ -69,23 +60,36 @@ fn write_replay(dir: &Path, replay: &[Transition]) {
     );
 }
 
-/// `fmc train FM -q --steps N --save W --run-dir RUN`, then `extra`.
-fn train_args(fm: &str, steps: u64, save: &Path, run: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = ["train", fm, "-q", "--steps", &steps.to_string(), "--save"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.push(save.display().to_string());
-    args.push("--run-dir".into());
-    args.push(run.display().to_string());
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
+/// Runs `fmc train FM -q --steps N --save W --run-dir RUN`, then `extra`.
+fn train(fm: &str, steps: u64, save: &Path, run: &Path, extra: &[&str]) -> fm_tests::Run {
+    let steps = steps.to_string();
+    let (save, run) = (save.to_str().unwrap(), run.to_str().unwrap());
+    let mut args = vec![
+        "train",
+        fm,
+        "-q",
+        "--steps",
+        &steps,
+        "--save",
+        save,
+        "--run-dir",
+        run,
+    ];
+    args.extend(extra);
+    fmc(&args)
 }
 
-/// [`train_args`] run; asserts that it succeeds.
+/// Every move from every start cell, once.
+fn every_move(maze: &Maze) -> Vec<Transition> {
+    maze.starts()
+        .into_iter()
+        .flat_map(|cell| (0..4).map(move |action| maze.transition(cell, action)))
+        .collect()
+}
+
+/// [`train`], asserting that it succeeds.
 fn train_quietly(fm: &str, steps: u64, save: &Path, run: &Path, extra: &[&str]) {
-    let args = train_args(fm, steps, save, run, extra);
-    let r = fmc(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let r = train(fm, steps, save, run, extra);
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
 
@@ -98,20 +102,7 @@ fn example_dir(tag: &str) -> (std::path::PathBuf, String) {
     std::fs::create_dir_all(dir.join("data")).unwrap();
     let fm = dir.join("dqn_maze.fm");
     std::fs::copy(root().join("examples/dqn/dqn_maze.fm"), &fm).unwrap();
-    let mut replay = Vec::new();
-    for cell in maze.starts() {
-        for action in 0..4 {
-            let (next, reward, done) = maze.step(cell, action);
-            replay.push(Transition {
-                cell,
-                action,
-                reward,
-                next,
-                done,
-            });
-        }
-    }
-    write_replay(&dir, &replay);
+    write_replay(&dir, &every_move(&maze));
     (dir, fm.display().to_string())
 }
 
@@ -166,40 +157,22 @@ fn fmc_predict_and_train_solve_the_maze() {
                     Some(p) if rng.uniform() >= epsilon => p[cell],
                     _ => (rng.next_u64() % 4) as usize,
                 };
-                let (next, reward, done) = maze.step(cell, action);
-                replay.push(Transition {
-                    cell,
-                    action,
-                    reward,
-                    next,
-                    done,
-                });
-                cell = next;
-                if done {
+                let moved = maze.transition(cell, action);
+                replay.push(moved);
+                cell = moved.next;
+                if moved.done {
                     break;
                 }
             }
         }
         // Learn: 1500 steps on the whole replay, from the last round's weights.
         write_replay(&dir, &replay);
-        let run_dir = dir.join(format!("run{round}"));
-        let mut args = vec![
-            "train",
-            fm,
-            "-q",
-            "--steps",
-            "1500",
-            "--save",
-            weights.to_str().unwrap(),
-            "--run-dir",
-            run_dir.to_str().unwrap(),
-        ];
         let init = weights.display().to_string();
-        if round > 0 {
-            args.extend(["--init", &init]);
-        }
-        let r = fmc(&args);
-        assert_eq!(r.code, 0, "round {round}: {}", r.stderr);
+        let extra = match round {
+            0 => vec![],
+            _ => vec!["--init", init.as_str()],
+        };
+        train_quietly(fm, 1500, &weights, &dir.join(format!("run{round}")), &extra);
     }
 
     let policy = greedy(fm, &weights, &dir);
@@ -235,16 +208,15 @@ fn tensor<'t>(all: &'t [(String, Tensor)], name: &str) -> &'t Tensor {
 #[test]
 fn init_without_lagged_tensors_starts_the_copy_from_the_parameters() {
     let (dir, fm) = example_dir("init-lag");
-    let train = |init: &Path, save: &str| {
+    let train_from = |init: &Path, save: &str| {
         let run = dir.join(format!("run-{save}"));
-        let args = train_args(
+        train(
             &fm,
             3,
             &dir.join(save),
             &run,
             &["--init", init.to_str().unwrap()],
-        );
-        fmc(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        )
     };
     // Weights with every tensor (`fmc train` writes the lagged copy too).
     let full = dir.join("full.safetensors");
@@ -275,7 +247,7 @@ fn init_without_lagged_tensors_starts_the_copy_from_the_parameters() {
 
     // No `lag/` tensors: the copy starts at W's parameters and stays there (it is refreshed
     // every 100 steps), while the live parameters train.
-    let r = train(
+    let r = train_from(
         &write("params.safetensors", &params),
         "from_params.safetensors",
     );
@@ -298,7 +270,7 @@ fn init_without_lagged_tensors_starts_the_copy_from_the_parameters() {
     let zeroed = lags[0].clone();
     let shape = tensor(&file.tensors, &zeroed).shape().to_vec();
     with_lag.push((zeroed.clone(), Tensor::F32(ArrayD::zeros(shape.clone()))));
-    let r = train(
+    let r = train_from(
         &write("one_lag.safetensors", &with_lag),
         "from_one_lag.safetensors",
     );
@@ -317,7 +289,7 @@ fn init_without_lagged_tensors_starts_the_copy_from_the_parameters() {
         zeroed.clone(),
         Tensor::F32(ArrayD::zeros(vec![shape[0] + 1; shape.len()])),
     ));
-    let r = train(&write("bad_lag.safetensors", &bad), "never.safetensors");
+    let r = train_from(&write("bad_lag.safetensors", &bad), "never.safetensors");
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
         r.stderr.contains(&format!("tensor '{zeroed}' has shape")),
@@ -385,27 +357,11 @@ fn resume_on_a_grown_replay_names_the_init_route() {
     let weights = dir.join("w.safetensors");
     train_quietly(&fm, 5, &weights, &dir.join("run"), &[]);
     // The replay grows: every transition twice.
-    let maze = Maze::default();
-    let mut replay = Vec::new();
-    for _ in 0..2 {
-        for cell in maze.starts() {
-            for action in 0..4 {
-                let (next, reward, done) = maze.step(cell, action);
-                replay.push(Transition {
-                    cell,
-                    action,
-                    reward,
-                    next,
-                    done,
-                });
-            }
-        }
-    }
-    write_replay(&dir, &replay);
+    let once = every_move(&Maze::default());
+    write_replay(&dir, &[once.clone(), once].concat());
     let w = weights.to_str().unwrap();
     let resumed = dir.join("resumed.safetensors");
-    let args = train_args(&fm, 10, &resumed, &dir.join("run2"), &["--resume", w]);
-    let r = fmc(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let r = train(&fm, 10, &resumed, &dir.join("run2"), &["--resume", w]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("error[E0409]"), "{}", r.stderr);
     assert!(

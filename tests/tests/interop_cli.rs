@@ -98,6 +98,44 @@ fn a_truncated_onnx_file_is_e0402_and_writes_nothing() {
 }
 
 #[test]
+fn a_damaged_keras_file_is_reported_as_keras_and_an_out_of_range_setting_as_such() {
+    // Not a zip, named `.keras`: was "is not an ONNX model".
+    let garbage = tmp("garbage.keras");
+    std::fs::write(&garbage, b"\x00\x01 not a zip at all").unwrap();
+    let out = tmp("garbage.fm");
+    let r = fmc(&["import", s(&garbage), "-o", s(&out)]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.starts_with(&format!(
+            "error[E0402]: {}: is neither a .keras file nor a Keras JSON config",
+            s(&garbage)
+        )),
+        "{}",
+        r.stderr
+    );
+    // A Keras config asking for 10^12 units: fm's checker refuses it, which is the file's
+    // setting, not necessarily an importer bug (the message said "this is a bug in fmc import").
+    let config =
+        std::fs::read_to_string(root().join("compiler/interop/tests/keras/mnist_mlp.json"))
+            .unwrap()
+            .replacen("\"units\": 128", "\"units\": 1000000000000", 1);
+    let json = tmp("huge_units.json");
+    std::fs::write(&json, config).unwrap();
+    let out = tmp("huge_units.fm");
+    let r = fmc(&["import", s(&json), "-o", s(&out)]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(
+            "huge_units.json: the imported model does not check (`units` is too large): \
+             the file holds a setting fm refuses, or fmc import has a bug"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(!out.exists());
+}
+
+#[test]
 fn weights_of_another_model_are_e0410_and_write_nothing() {
     let mlp = root().join("examples/digits_mlp.fm");
     let cnn = root().join("examples/digits_cnn.fm");

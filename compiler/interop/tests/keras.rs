@@ -133,6 +133,32 @@ fn a_truncated_keras_file_is_e0402_naming_the_file() {
 }
 
 #[test]
+fn a_config_that_decompresses_past_its_bound_is_e0402_not_an_abort() {
+    // A zip bomb: 257 MiB of spaces deflate to a few hundred KB; reading them whole (and a
+    // `config.json` of gigabytes) ran out of memory.
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let deflated = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .compression_level(Some(1))
+        .large_file(true);
+    zip.start_file("config.json", deflated).unwrap();
+    let spaces = vec![b' '; 1 << 20];
+    for _ in 0..257 {
+        zip.write_all(&spaces).unwrap();
+    }
+    zip.start_file("model.weights.h5", deflated).unwrap();
+    let bytes = zip.finish().unwrap().into_inner();
+    assert!(bytes.len() < 4 << 20, "{} bytes", bytes.len());
+    let e = fm_interop::import::keras::import(&bytes, "bomb.keras", "m").unwrap_err();
+    assert_eq!(e.code, fm_codes::E0402);
+    assert_eq!(
+        e.to_string(),
+        "bomb.keras: config.json: decompresses to more than 256 MB, which no Keras model config needs"
+    );
+}
+
+#[test]
 fn weights_of_the_wrong_shape_are_e0402_naming_the_tensor() {
     let bytes = std::fs::read(dir().join("mnist_mlp.keras")).unwrap();
     let mut imported = fm_interop::import::keras::import(&bytes, "m.keras", "m").unwrap();

@@ -34,16 +34,6 @@ pub fn one_hot(cell: usize) -> [f32; CELLS] {
     x
 }
 
-/// One transition of experience.
-#[derive(Clone, Copy, Debug)]
-pub struct Transition {
-    pub cell: usize,
-    pub action: usize,
-    pub reward: f32,
-    pub next: usize,
-    pub done: bool,
-}
-
 /// A fixed-capacity ring of transitions, sampled uniformly with replacement.
 pub struct ReplayBuffer {
     items: Vec<Transition>,
@@ -195,14 +185,8 @@ pub fn train(maze: &Maze, config: &Config) -> Result<(Qnet, Report), fm::Error> 
                 let q = online.forward(&one_hot(cell))?;
                 argmax(q.into_iter())
             };
-            let (next, reward, done) = maze.step(cell, action);
-            replay.push(Transition {
-                cell,
-                action,
-                reward,
-                next,
-                done,
-            });
+            let moved = maze.transition(cell, action);
+            replay.push(moved);
             report.moves += 1;
             if replay.len() >= config.warmup {
                 let batch = replay.sample(config.batch_size, &mut rng);
@@ -213,8 +197,8 @@ pub fn train(maze: &Maze, config: &Config) -> Result<(Qnet, Report), fm::Error> 
                     report.target_syncs += 1;
                 }
             }
-            cell = next;
-            if done {
+            cell = moved.next;
+            if moved.done {
                 break;
             }
         }

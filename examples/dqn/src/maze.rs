@@ -31,6 +31,17 @@ pub struct Maze {
 pub const STEP_REWARD: f32 = -0.05;
 pub const GOAL_REWARD: f32 = 1.0;
 
+/// One move of experience: from `cell`, `action` gave `reward` and led to `next`; `done` when
+/// it reached the goal.
+#[derive(Clone, Copy, Debug)]
+pub struct Transition {
+    pub cell: usize,
+    pub action: usize,
+    pub reward: f32,
+    pub next: usize,
+    pub done: bool,
+}
+
 impl Default for Maze {
     fn default() -> Self {
         Maze::parse(&MAZE)
@@ -78,6 +89,18 @@ impl Maze {
             (next, GOAL_REWARD, true)
         } else {
             (next, STEP_REWARD, false)
+        }
+    }
+
+    /// [`Maze::step`] as a transition.
+    pub fn transition(&self, cell: usize, action: usize) -> Transition {
+        let (next, reward, done) = self.step(cell, action);
+        Transition {
+            cell,
+            action,
+            reward,
+            next,
+            done,
         }
     }
 

@@ -45,8 +45,14 @@ pub fn run(g: &mut Global, args: &ImportArgs) -> i32 {
     };
     let file = args.model.display().to_string();
     let name = model_name(&out);
-    // A zip (`.keras`) or JSON is Keras; anything else is read as ONNX's protobuf.
-    let keras = bytes.starts_with(b"PK") || bytes.trim_ascii_start().starts_with(b"{");
+    // A zip (`.keras`) or JSON is Keras, and so is a file named `.keras` or `.json` (so a
+    // damaged one is reported as what it claims to be); anything else is read as ONNX's protobuf.
+    let named_keras = args
+        .model
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("keras") || e.eq_ignore_ascii_case("json"));
+    let keras =
+        named_keras || bytes.starts_with(b"PK") || bytes.trim_ascii_start().starts_with(b"{");
     let imported = if keras {
         fm_interop::import::keras::import(&bytes, &file, &name)
     } else {

@@ -8,10 +8,14 @@ use super::{fmt_float, int_list, sanitize, Block, Imported, Model, Stmt};
 use crate::error::InteropError;
 use fm_codes::E0402;
 use fm_codes::E0412;
+use fm_runtime::data::read::{decompressed_limit, read_limited, too_large_message};
 use fm_runtime::tensor::Tensor;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
+
+/// The most bytes a `.keras` file's `config.json` may decompress to: a model's config is a few
+/// megabytes at most, so anything near this is a damaged or hostile file.
+const CONFIG_LIMIT: u64 = 256 << 20;
 
 /// What the import found: the model and, for a `.keras` file, its weights and train section.
 pub fn import(bytes: &[u8], file: &str, model_name: &str) -> Result<Imported, InteropError> {
@@ -19,24 +23,30 @@ pub fn import(bytes: &[u8], file: &str, model_name: &str) -> Result<Imported, In
     let (config, weights): (Value, Option<Vec<u8>>) = if bytes.starts_with(b"PK") {
         let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
             .map_err(|e| bad(None, format!("is not a readable .keras (zip) file: {e}")))?;
-        let mut read = |name: &str| -> Result<Vec<u8>, InteropError> {
-            let mut f = zip.by_name(name).map_err(|e| {
+        // Members are decompressed up to a bound, so a zip bomb is an error, not an abort: the
+        // memory budget for the weights, `CONFIG_LIMIT` for the config.
+        let mut read = |name: &str, limit: u64| -> Result<Option<Vec<u8>>, InteropError> {
+            let cannot = |e: &dyn std::fmt::Display| {
                 bad(
                     Some(name.to_string()),
                     format!("cannot be read from the archive: {e}"),
                 )
-            })?;
-            let mut v = Vec::new();
-            f.read_to_end(&mut v).map_err(|e| {
-                bad(
-                    Some(name.to_string()),
-                    format!("cannot be read from the archive: {e}"),
-                )
-            })?;
-            Ok(v)
+            };
+            let f = zip.by_name(name).map_err(|e| cannot(&e))?;
+            read_limited(f, limit).map_err(|e| cannot(&e))
         };
-        let config = read("config.json")?;
-        let weights = read("model.weights.h5")?;
+        let config = read("config.json", CONFIG_LIMIT)?.ok_or_else(|| {
+            bad(
+                Some("config.json".into()),
+                format!(
+                    "decompresses to more than {} MB, which no Keras model config needs",
+                    CONFIG_LIMIT >> 20
+                ),
+            )
+        })?;
+        let budget = decompressed_limit();
+        let weights = read("model.weights.h5", budget.0)?
+            .ok_or_else(|| bad(Some("model.weights.h5".into()), too_large_message(budget)))?;
         let config = serde_json::from_slice(&config)
             .map_err(|e| bad(Some("config.json".into()), format!("is not JSON: {e}")))?;
         (config, Some(weights))

@@ -251,8 +251,9 @@ pub fn fmt_float(v: f32) -> String {
     format!("{v:?}")
 }
 
-/// Checks an imported model with fm's own checker: an import that does not check is fm's bug,
-/// reported as E0412 with the checker's messages rather than written.
+/// Checks an imported model with fm's own checker: an import that does not check (a setting
+/// out of fm's range, such as `units` of 10^12, or a bug of the importer) is reported as E0412
+/// with the checker's messages rather than written.
 pub fn check(imported: &Imported, file: &str) -> Result<(), InteropError> {
     let checked = fm_compiler::check::check_source_with(
         &imported.source,
@@ -271,7 +272,7 @@ pub fn check(imported: &Imported, file: &str) -> Result<(), InteropError> {
             file,
             None,
             format!(
-                "the generated `.fm` does not check ({}); this is a bug in fmc import:\n{}",
+                "the imported model does not check ({}): the file holds a setting fm refuses, or fmc import has a bug; the generated `.fm`:\n{}",
                 msgs.join("; "),
                 imported.source
             ),

@@ -145,23 +145,17 @@ pub fn import(bytes: &[u8], file: &str, model_name: &str) -> Result<Imported, In
     }
     let mut k = 0;
     while k < graph.node.len() {
-        // fm's exporter writes GroupNorm as its arithmetic: read those nodes back as one layer.
-        if let Some(n) = imp.group_norm_arithmetic(&graph.node[k..]) {
-            k += n;
-            continue;
-        }
-        // And MultiHeadAttention as its projections, softmax and matrix products.
-        if let Some(n) = imp.attention_arithmetic(&graph.node[k..]) {
-            k += n;
-            continue;
-        }
-        // And the exact GELU as its erf arithmetic (ONNX has `Gelu` only from opset 20 on).
-        if let Some(n) = imp.gelu_arithmetic(&graph.node[k..]) {
-            k += n;
-            continue;
-        }
-        // And PositionEmbedding as Shape, Slice of its table, Expand.
-        if let Some(n) = imp.position_embedding(&graph.node[k..]) {
+        // fm's exporter writes some layers as several nodes; each such run is read back as one
+        // layer: GroupNorm as its arithmetic, MultiHeadAttention as its projections, softmax
+        // and matrix products, the exact GELU as its erf arithmetic (ONNX has `Gelu` only from
+        // opset 20 on), PositionEmbedding as Shape, Slice of its table, Expand.
+        let rest = &graph.node[k..];
+        let pattern = imp
+            .group_norm_arithmetic(rest)
+            .or_else(|| imp.attention_arithmetic(rest))
+            .or_else(|| imp.gelu_arithmetic(rest))
+            .or_else(|| imp.position_embedding(rest));
+        if let Some(n) = pattern {
             k += n;
             continue;
         }
@@ -268,6 +262,44 @@ impl Importer<'_> {
     /// A constant input of `node` (an initializer or a Constant node's value).
     fn constant(&self, name: &str) -> Option<&TensorValue> {
         self.inits.get(name)
+    }
+
+    /// A constant integer input (a shape, axes, a permutation).
+    fn constant_ints(&self, name: &str) -> Option<Vec<i64>> {
+        self.constant(name)
+            .and_then(|t| t.i64s().map(<[i64]>::to_vec))
+    }
+
+    /// Input `i` of `node` as a stored value; `role` names it in the message when it is not.
+    fn stored_input(
+        &self,
+        k: usize,
+        node: &NodeProto,
+        i: usize,
+        role: &str,
+    ) -> Result<TensorValue, InteropError> {
+        node.input
+            .get(i)
+            .and_then(|n| self.constant(n))
+            .cloned()
+            .ok_or_else(|| self.err(k, node, format!("has a computed {role}")))
+    }
+
+    /// The axes of a Squeeze, Unsqueeze or Reduce node: its stored second input (from opset 13
+    /// on for Squeeze, Unsqueeze and ReduceSum, from 18 on for the other reductions), else its
+    /// `axes` attribute, else none.
+    fn axes(&self, k: usize, node: &NodeProto) -> Result<Vec<i64>, InteropError> {
+        match node.input.get(1).filter(|s| !s.is_empty()) {
+            Some(a) => self
+                .constant_ints(a)
+                .ok_or_else(|| self.err(k, node, "takes its axes from a computed tensor")),
+            None => Ok(attr_is(node, "axes").unwrap_or_default()),
+        }
+    }
+
+    /// How many nodes read the value `name`.
+    fn reads(&self, name: &str) -> usize {
+        self.readers.get(name).copied().unwrap_or(0)
     }
 
     fn input(&mut self, input: &ValueInfoProto, graph: &GraphProto) -> Result<(), InteropError> {
@@ -423,6 +455,16 @@ impl Importer<'_> {
         Ok(())
     }
 
+    /// The first input of a Conv or pooling node: an `[N, C, L]` or `[N, C, H, W]` view of an
+    /// fm channels-last value.
+    fn image_input(&self, k: usize, node: &NodeProto) -> Result<Val, InteropError> {
+        let x = self.val(&node.input[0], "input")?;
+        if !x.channels_first() || !(3..=4).contains(&x.fm.len()) {
+            return Err(self.err(k, node, "reads a tensor that is not an [N, C, L] or [N, C, H, W] view of fm's channels-last data"));
+        }
+        Ok(x)
+    }
+
     /// A layer name for `node`: its ONNX name without the operator suffix PyTorch and fm's
     /// exporter add (`/conv1/Conv` and `conv1/Conv` -> `conv1`), made unique.
     fn layer_name(&mut self, node: &NodeProto) -> Option<String> {
@@ -486,6 +528,28 @@ impl Importer<'_> {
         id
     }
 
+    /// A value computed from `x` alone (`x -> call`), in `x`'s layout, `fm` its fm shape.
+    fn push_from(
+        &mut self,
+        onnx_out: &str,
+        x: &Val,
+        call: String,
+        layer: Option<String>,
+        params: Vec<(&str, Tensor)>,
+        fm: Vec<Option<usize>>,
+    ) -> usize {
+        let layout = x.layout.clone();
+        self.push(
+            onnx_out,
+            vec![x.var.clone()],
+            call,
+            layer,
+            params,
+            fm,
+            layout,
+        )
+    }
+
     /// The same fm value under another ONNX name, with a new layout.
     fn alias(&mut self, out: &str, v: &Val, layout: Vec<Option<usize>>) {
         self.vals.insert(
@@ -495,6 +559,19 @@ impl Importer<'_> {
                 ..v.clone()
             },
         );
+    }
+
+    /// Folds the activation `call` into the layer that computes `x` (the caller has checked
+    /// that the activation is that value's only reader), `out` then naming the layer's value;
+    /// false (nothing changed) when the layer takes no activation there.
+    fn fold_into_layer(&mut self, out: &str, x: &Val, call: &str) -> bool {
+        let folded = x
+            .stmt
+            .is_some_and(|id| self.model.stmts[id].fold_activation(call));
+        if folded {
+            self.alias(out, x, x.layout.clone());
+        }
+        folded
     }
 
     fn node(&mut self, k: usize, node: &NodeProto) -> Result<(), InteropError> {
@@ -592,16 +669,10 @@ impl Importer<'_> {
                 };
                 // Into the layer before it, when this is its only reader.
                 let simple = !call.contains('(');
-                if simple && self.readers.get(&node.input[0]).copied() == Some(1) {
-                    if let Some(id) = x.stmt {
-                        if self.model.stmts[id].fold_activation(&call) {
-                            let l = x.layout.clone();
-                            self.alias(&out, &x, l);
-                            return Ok(());
-                        }
-                    }
+                if simple && self.reads(&node.input[0]) == 1 && self.fold_into_layer(&out, &x, &call) {
+                    return Ok(());
                 }
-                self.push(&out, vec![x.var.clone()], call, None, vec![], x.fm.clone(), x.layout.clone());
+                self.push_from(&out, &x, call, None, vec![], x.fm.clone());
                 // Elementwise: a flattened channels-first value stays one (the order does not
                 // matter).
                 if let Some(v) = self.vals.get_mut(&out) {
@@ -623,21 +694,18 @@ impl Importer<'_> {
                 match fm_axis {
                     Some(a) if a >= 1 && x.flat_from.is_none() => {
                         let f = if op == "Softmax" { "softmax" } else { "log_softmax" };
-                        if a == x.fm.len() - 1 && self.readers.get(&node.input[0]).copied() == Some(1) {
-                            if let Some(id) = x.stmt {
-                                if self.model.stmts[id].fold_activation(f) {
-                                    let l = x.layout.clone();
-                                    self.alias(&out, &x, l);
-                                    return Ok(());
-                                }
-                            }
+                        if a == x.fm.len() - 1
+                            && self.reads(&node.input[0]) == 1
+                            && self.fold_into_layer(&out, &x, f)
+                        {
+                            return Ok(());
                         }
                         let call = if a == x.fm.len() - 1 {
                             f.to_string()
                         } else {
                             format!("{f}(axis: {})", a - 1)
                         };
-                        self.push(&out, vec![x.var.clone()], call, None, vec![], x.fm.clone(), x.layout.clone());
+                        self.push_from(&out, &x, call, None, vec![], x.fm.clone());
                     }
                     _ => return Err(self.err(k, node, "normalises over the batch axis or a flattened channels-first axis")),
                 }
@@ -647,11 +715,8 @@ impl Importer<'_> {
             "Conv" => self.conv(k, node, &out)?,
             "MaxPool" | "AveragePool" => self.pool(k, node, &out)?,
             "GlobalAveragePool" | "GlobalMaxPool" => {
-                let x = self.val(&node.input[0], "input")?;
+                let x = self.image_input(k, node)?;
                 let r = x.fm.len();
-                if !x.channels_first() || !(3..=4).contains(&r) {
-                    return Err(self.err(k, node, "reads a tensor that is not an [N, C, L] or [N, C, H, W] view of fm's channels-last data"));
-                }
                 let kind = if op == "GlobalAveragePool" { "Avg" } else { "Max" };
                 let call = format!("Global{kind}Pool{}D", r - 2);
                 let layer = self.layer_name(node);
@@ -798,13 +863,7 @@ impl Importer<'_> {
 
     fn squeeze(&mut self, k: usize, node: &NodeProto, out: &str) -> Result<(), InteropError> {
         let x = self.val(&node.input[0], "input")?;
-        let axes: Vec<i64> = match node.input.get(1).filter(|s| !s.is_empty()) {
-            Some(a) => match self.constant(a).and_then(|t| t.i64s().map(<[i64]>::to_vec)) {
-                Some(v) => v,
-                None => return Err(self.err(k, node, "takes its axes from a computed tensor")),
-            },
-            None => attr_is(node, "axes").unwrap_or_default(),
-        };
+        let axes = self.axes(k, node)?;
         let mut layout = x.layout.clone();
         if node.op_type() == "Squeeze" {
             let r = layout.len() as i64;
@@ -921,11 +980,10 @@ impl Importer<'_> {
         }
         let mut params = vec![("kernel", Tensor::F32(kernel))];
         let bias = if gemm {
-            node.input.get(2).filter(|s| !s.is_empty()).map(|b| {
-                self.constant(b)
-                    .cloned()
-                    .ok_or_else(|| self.err(k, node, "has a computed bias"))
-            })
+            node.input
+                .get(2)
+                .filter(|s| !s.is_empty())
+                .map(|_| self.stored_input(k, node, 2, "bias"))
         } else {
             None
         };
@@ -1091,7 +1149,7 @@ impl Importer<'_> {
         } else {
             &node.input[0]
         };
-        let only_reader = self.readers.get(data).copied().unwrap_or(0) == 1;
+        let only_reader = self.reads(data) == 1;
         let stmt = &self.model.stmts[id];
         let units = x.fm.last().copied().flatten().unwrap_or(0);
         let last = c.shape.last().copied().unwrap_or(1);
@@ -1187,14 +1245,9 @@ impl Importer<'_> {
     }
 
     fn conv(&mut self, k: usize, node: &NodeProto, out: &str) -> Result<(), InteropError> {
-        let x = self.val(&node.input[0], "input")?;
+        let x = self.image_input(k, node)?;
         let r = x.fm.len();
-        if !x.channels_first() || !(3..=4).contains(&r) {
-            return Err(self.err(k, node, "reads a tensor that is not an [N, C, L] or [N, C, H, W] view of fm's channels-last data"));
-        }
-        let Some(w) = node.input.get(1).and_then(|n| self.constant(n)).cloned() else {
-            return Err(self.err(k, node, "has a computed kernel"));
-        };
+        let w = self.stored_input(k, node, 1, "kernel")?;
         if attr_i(node, "group", 1) != 1 {
             return Err(self.err(k, node, "is a grouped convolution; fm's Conv has group 1"));
         }
@@ -1222,12 +1275,9 @@ impl Importer<'_> {
             "kernel",
             Tensor::F32(ArrayD::from_shape_vec(IxDyn(&shape), vals).expect("len")),
         )];
-        let bias = node.input.get(2).filter(|s| !s.is_empty());
-        if let Some(b) = bias {
-            let Some(b) = self.constant(b).cloned() else {
-                return Err(self.err(k, node, "has a computed bias"));
-            };
-            params.push(("bias", b.to_tensor()));
+        let use_bias = node.input.get(2).is_some_and(|b| !b.is_empty());
+        if use_bias {
+            params.push(("bias", self.stored_input(k, node, 2, "bias")?.to_tensor()));
         }
         let mut call = format!("Conv{spatial}D({filters}, {}{ACT_MARK}", int_list(&kernel));
         if stride.iter().any(|&s| s != 1) {
@@ -1239,7 +1289,7 @@ impl Importer<'_> {
         if dilation.iter().any(|&d| d != 1) {
             call.push_str(&format!(", dilation: {}", int_list(&dilation)));
         }
-        if bias.is_none() {
+        if !use_bias {
             call.push_str(", use_bias: false");
         }
         call.push(')');
@@ -1259,24 +1309,13 @@ impl Importer<'_> {
         }
         fm.push(Some(filters));
         let layer = self.layer_name(node);
-        self.push(
-            out,
-            vec![x.var.clone()],
-            call,
-            layer,
-            params,
-            fm,
-            x.layout.clone(),
-        );
+        self.push_from(out, &x, call, layer, params, fm);
         Ok(())
     }
 
     fn pool(&mut self, k: usize, node: &NodeProto, out: &str) -> Result<(), InteropError> {
-        let x = self.val(&node.input[0], "input")?;
+        let x = self.image_input(k, node)?;
         let r = x.fm.len();
-        if !x.channels_first() || !(3..=4).contains(&r) {
-            return Err(self.err(k, node, "reads a tensor that is not an [N, C, L] or [N, C, H, W] view of fm's channels-last data"));
-        }
         if node.output.len() > 1 && !node.output[1].is_empty() {
             return Err(self.err(k, node, "also returns indices"));
         }
@@ -1335,15 +1374,7 @@ impl Importer<'_> {
         }
         fm.push(x.fm[r - 1]);
         let layer = self.layer_name(node);
-        self.push(
-            out,
-            vec![x.var.clone()],
-            call,
-            layer,
-            vec![],
-            fm,
-            x.layout.clone(),
-        );
+        self.push_from(out, &x, call, layer, vec![], fm);
         Ok(())
     }
 
@@ -1365,12 +1396,7 @@ impl Importer<'_> {
             }
             vec![onnx_shape[1..].iter().map(|d| d.unwrap_or(0)).product()]
         } else {
-            let Some(spec) = node
-                .input
-                .get(1)
-                .and_then(|s| self.constant(s))
-                .and_then(|t| t.i64s().map(<[i64]>::to_vec))
-            else {
+            let Some(spec) = node.input.get(1).and_then(|s| self.constant_ints(s)) else {
                 return Err(self.err(k, node, "takes its shape from a computed tensor (a dynamic shape fm cannot express; export with constant folding)"));
             };
             let total: usize = onnx_shape[1..].iter().map(|d| d.unwrap_or(0)).product();
@@ -1482,15 +1508,7 @@ impl Importer<'_> {
         let hi = bound(2, "max", f32::MAX)?;
         self.model.version_02 = true;
         let call = format!("clip({}, {})", fmt_float(lo), fmt_float(hi));
-        self.push(
-            out,
-            vec![x.var.clone()],
-            call,
-            None,
-            vec![],
-            x.fm.clone(),
-            x.layout.clone(),
-        );
+        self.push_from(out, &x, call, None, vec![], x.fm.clone());
         if let Some(v) = self.vals.get_mut(out) {
             v.flat_from = x.flat_from.clone();
         }
@@ -1505,14 +1523,7 @@ impl Importer<'_> {
         if x.flat_from.is_some() {
             return Err(self.err(k, node, "reduces a flattened channels-first tensor"));
         }
-        // Axes are an input from opset 13 on for ReduceSum and from 18 on for the others.
-        let axes: Vec<i64> = match node.input.get(1).filter(|s| !s.is_empty()) {
-            Some(a) => match self.constant(a).and_then(|t| t.i64s().map(<[i64]>::to_vec)) {
-                Some(v) => v,
-                None => return Err(self.err(k, node, "takes its axes from a computed tensor")),
-            },
-            None => attr_is(node, "axes").unwrap_or_default(),
-        };
+        let axes = self.axes(k, node)?;
         if axes.is_empty() {
             return Err(self.err(
                 k,
@@ -1791,10 +1802,7 @@ impl Importer<'_> {
         }
         let mut params = Vec::new();
         for (i, role) in [(1, "gamma"), (2, "beta")] {
-            let Some(t) = node.input.get(i).and_then(|n| self.constant(n)).cloned() else {
-                return Err(self.err(k, node, format!("has a computed {role}")));
-            };
-            let v = t.f32s();
+            let v = self.stored_input(k, node, i, role)?.f32s();
             let per_channel: Vec<f32> = if v.len() == c {
                 v
             } else if v.len() == groups {
@@ -1814,15 +1822,7 @@ impl Importer<'_> {
         let eps = attr_f(node, "epsilon", 1e-5);
         let layer = self.layer_name(node);
         let call = format!("GroupNorm(groups: {groups}, epsilon: {})", fmt_float(eps));
-        self.push(
-            out,
-            vec![x.var.clone()],
-            call,
-            layer,
-            params,
-            x.fm.clone(),
-            x.layout.clone(),
-        );
+        self.push_from(out, &x, call, layer, params, x.fm.clone());
         Ok(())
     }
 
@@ -1848,19 +1848,11 @@ impl Importer<'_> {
             "Mul",
             "Add",
         ];
-        let n = nodes.get(..OPS.len())?;
-        let arity = |op: &str| match op {
-            "Sqrt" | "ReduceMean" => 1,
-            _ => 2,
-        };
-        if n.iter()
-            .zip(OPS)
-            .any(|(n, op)| n.op_type() != op || n.output.len() != 1 || n.input.len() < arity(op))
-        {
-            return None;
-        }
-        let o = |i: usize| n[i].output[0].as_str();
-        let ins = |i: usize| -> Vec<&str> { n[i].input.iter().map(String::as_str).collect() };
+        let run = Run::of(nodes, &OPS, |op, inputs| match op {
+            "Sqrt" | "ReduceMean" => inputs >= 1,
+            _ => inputs >= 2,
+        })?;
+        let (n, o, ins) = (run.nodes, |i| run.out(i), |i| run.ins(i));
         // The data flow, each intermediate read only here (`c` by the Mul twice and the Div).
         let flow = ins(1)[0] == o(0)
             && ins(2)[..2] == [o(0), o(1)]
@@ -1872,11 +1864,10 @@ impl Importer<'_> {
             && ins(8)[0] == o(7)
             && ins(9)[0] == o(8)
             && ins(10)[0] == o(9);
-        let reads = |v: &str| self.readers.get(v).copied().unwrap_or(0);
         let private = [2, 1, 3, 1, 1, 1, 1, 1, 1, 1]
             .iter()
             .enumerate()
-            .all(|(i, &r)| reads(o(i)) == r);
+            .all(|(i, &r)| self.reads(o(i)) == r);
         if !flow || !private {
             return None;
         }
@@ -1887,10 +1878,7 @@ impl Importer<'_> {
         let sample = x.sample();
         let p = sample.len();
         let c = sample[p - 1];
-        let ints = |name: &str| {
-            self.constant(name)
-                .and_then(|t| t.i64s().map(<[i64]>::to_vec))
-        };
+        let ints = |name: &str| self.constant_ints(name);
         let grouped = ints(ins(0)[1])?;
         if grouped.len() != p + 2 || grouped[0] != 0 && grouped[0] != -1 {
             return None;
@@ -1940,15 +1928,8 @@ impl Importer<'_> {
         let beta = per_channel(ins(10).get(1)?)?;
         let layer = self.layer_name(&n[0]);
         let call = format!("GroupNorm(groups: {groups}, epsilon: {})", fmt_float(eps));
-        self.push(
-            o(10),
-            vec![x.var.clone()],
-            call,
-            layer,
-            vec![("gamma", gamma), ("beta", beta)],
-            x.fm.clone(),
-            x.layout.clone(),
-        );
+        let params = vec![("gamma", gamma), ("beta", beta)];
+        self.push_from(o(10), &x, call, layer, params, x.fm.clone());
         Some(OPS.len())
     }
 
@@ -1958,20 +1939,15 @@ impl Importer<'_> {
     /// `None` (nothing changed) when `nodes` do not start with exactly that pattern.
     fn gelu_arithmetic(&mut self, nodes: &[NodeProto]) -> Option<usize> {
         const OPS: [&str; 5] = ["Mul", "Erf", "Add", "Mul", "Mul"];
-        let n = nodes.get(..OPS.len())?;
-        if n.iter().zip(OPS).any(|(n, op)| {
-            n.op_type() != op || n.output.len() != 1 || n.input.len() != 1 + (op != "Erf") as usize
-        }) {
-            return None;
-        }
-        let o = |i: usize| n[i].output[0].as_str();
-        let ins = |i: usize| -> Vec<&str> { n[i].input.iter().map(String::as_str).collect() };
+        let run = Run::of(nodes, &OPS, |op, inputs| {
+            inputs == 1 + (op != "Erf") as usize
+        })?;
+        let (o, ins) = (|i| run.out(i), |i| run.ins(i));
         let scalar = |name: &str, want: f32| {
             self.constant(name)
                 .is_some_and(|c| c.len() == 1 && c.f32s()[0] == want)
         };
         let x_name = ins(0)[0];
-        let reads = |v: &str| self.readers.get(v).copied().unwrap_or(0);
         let flow = scalar(ins(0)[1], std::f32::consts::FRAC_1_SQRT_2)
             && ins(1)[0] == o(0)
             && ins(2)[0] == o(1)
@@ -1979,30 +1955,16 @@ impl Importer<'_> {
             && ins(3)[0] == x_name
             && scalar(ins(3)[1], 0.5)
             && ins(4)[..] == [o(3), o(2)]
-            && (0..4).all(|i| reads(o(i)) == 1);
+            && (0..4).all(|i| self.reads(o(i)) == 1);
         if !flow {
             return None;
         }
         let x = self.vals.get(x_name)?.clone();
         let out = o(4).to_string();
-        if reads(x_name) == 2 {
-            if let Some(id) = x.stmt {
-                if self.model.stmts[id].fold_activation("gelu") {
-                    let l = x.layout.clone();
-                    self.alias(&out, &x, l);
-                    return Some(OPS.len());
-                }
-            }
+        if self.reads(x_name) == 2 && self.fold_into_layer(&out, &x, "gelu") {
+            return Some(OPS.len());
         }
-        self.push(
-            &out,
-            vec![x.var.clone()],
-            "gelu".into(),
-            None,
-            vec![],
-            x.fm.clone(),
-            x.layout.clone(),
-        );
+        self.push_from(&out, &x, "gelu".into(), None, vec![], x.fm.clone());
         let v = self.vals.get_mut(&out).expect("just pushed");
         v.flat_from = x.flat_from.clone();
         Some(OPS.len())
@@ -2038,20 +2000,17 @@ impl Importer<'_> {
         const TAIL: [&str; 6] = ["Softmax", "MatMul", "Transpose", "Reshape", "MatMul", "Add"];
         let causal = nodes.get(HEAD.len())?.op_type() == "Add";
         let tail_at = HEAD.len() + causal as usize;
-        let n = nodes.get(..tail_at + TAIL.len())?;
-        let ops = HEAD.iter().chain(causal.then_some(&"Add")).chain(&TAIL);
-        let arity = |op: &str| match op {
-            "Softmax" | "Transpose" => 1,
-            _ => 2,
-        };
-        if n.iter()
-            .zip(ops)
-            .any(|(n, &op)| n.op_type() != op || n.output.len() != 1 || n.input.len() != arity(op))
-        {
-            return None;
-        }
-        let o = |i: usize| n[i].output[0].as_str();
-        let ins = |i: usize| -> Vec<&str> { n[i].input.iter().map(String::as_str).collect() };
+        let ops: Vec<&str> = HEAD
+            .iter()
+            .chain(causal.then_some(&"Add"))
+            .chain(&TAIL)
+            .copied()
+            .collect();
+        let run = Run::of(nodes, &ops, |op, inputs| match op {
+            "Softmax" | "Transpose" => inputs == 1,
+            _ => inputs == 2,
+        })?;
+        let (n, o, ins) = (run.nodes, |i| run.out(i), |i| run.ins(i));
         let t = tail_at;
         // The data flow, each intermediate read exactly once, by the next node of the pattern.
         let chain = [1, 2, 3, 4, 6, 7, 8, 10, 11, 12]
@@ -2064,8 +2023,7 @@ impl Importer<'_> {
             && ins(t)[0] == o(t - 1)
             && ins(t + 1)[1] == o(12)
             && ins(t + 2)[0] == o(t + 1);
-        let reads = |v: &str| self.readers.get(v).copied().unwrap_or(0);
-        if !flow || !(0..n.len() - 1).all(|i| reads(o(i)) == 1) {
+        if !flow || !(0..n.len() - 1).all(|i| self.reads(o(i)) == 1) {
             return None;
         }
         // Query, key and value as fm sees them: `[N, T, D]` sequences.
@@ -2077,10 +2035,7 @@ impl Importer<'_> {
         if key.fm[1] != value.fm[1] {
             return None;
         }
-        let ints = |name: &str| {
-            self.constant(name)
-                .and_then(|t| t.i64s().map(<[i64]>::to_vec))
-        };
+        let ints = |name: &str| self.constant_ints(name);
         let perm = |i: usize| attr_is(&n[i], "perm");
         let split = ints(ins(1)[1])?;
         let [0, 0, h, kd] = split[..] else {
@@ -2195,7 +2150,7 @@ impl Importer<'_> {
         if expand.op_type() != "Expand"
             || expand.input.len() != 2
             || expand.input[1] != shape.output[0]
-            || self.readers.get(&shape.output[0]).copied() != Some(1)
+            || self.reads(&shape.output[0]) != 1
         {
             return None;
         }
@@ -2203,8 +2158,7 @@ impl Importer<'_> {
             Some(s) => {
                 let ints = |i: usize| {
                     let name = s.input.get(i).filter(|n| !n.is_empty())?;
-                    self.constant(name)
-                        .and_then(|t| t.i64s().map(<[i64]>::to_vec))
+                    self.constant_ints(name)
                 };
                 let axes_ok = s.input.get(3).is_none_or(|n| n.is_empty())
                     || ints(3).is_some_and(|a| a == [0] || a == [-2]);
@@ -2215,7 +2169,7 @@ impl Importer<'_> {
                     || !axes_ok
                     || !steps_ok
                     || expand.input[0] != s.output[0]
-                    || self.readers.get(&s.output[0]).copied() != Some(1)
+                    || self.reads(&s.output[0]) != 1
                 {
                     return None;
                 }
@@ -2231,14 +2185,13 @@ impl Importer<'_> {
             return None;
         }
         let layer = self.layer_name(shape);
-        self.push(
+        self.push_from(
             &expand.output[0],
-            vec![x.var.clone()],
+            &x,
             format!("PositionEmbedding({rows})"),
             layer,
             vec![("embeddings", table.to_tensor())],
             x.fm.clone(),
-            x.layout.clone(),
         );
         Some(if slice.is_some() { 3 } else { 2 })
     }
@@ -2274,7 +2227,7 @@ impl Importer<'_> {
                 Some(t) => t.f32s(),
                 None => return Err(self.err(k, node, "takes its scales from a computed tensor")),
             },
-            (None, Some(s)) => match self.constant(s).and_then(|t| t.i64s().map(<[i64]>::to_vec)) {
+            (None, Some(s)) => match self.constant_ints(s) {
                 Some(sizes) if sizes.len() == onnx_shape.len() => sizes
                     .iter()
                     .zip(&onnx_shape)
@@ -2315,15 +2268,7 @@ impl Importer<'_> {
         }
         let layer = self.layer_name(node);
         let call = format!("UpSampling2D({})", int_list(&size));
-        self.push(
-            out,
-            vec![x.var.clone()],
-            call,
-            layer,
-            vec![],
-            fm,
-            x.layout.clone(),
-        );
+        self.push_from(out, &x, call, layer, vec![], fm);
         Ok(())
     }
 
@@ -2353,15 +2298,7 @@ impl Importer<'_> {
             .iter()
             .enumerate()
         {
-            let Some(t) = node
-                .input
-                .get(i + 1)
-                .and_then(|n| self.constant(n))
-                .cloned()
-            else {
-                return Err(self.err(k, node, format!("has a computed {role}")));
-            };
-            params.push((*role, t.to_tensor()));
+            params.push((*role, self.stored_input(k, node, i + 1, role)?.to_tensor()));
         }
         let eps = attr_f(node, "epsilon", 1e-5);
         let momentum = attr_f(node, "momentum", 0.9);
@@ -2371,15 +2308,7 @@ impl Importer<'_> {
             fmt_float(eps)
         );
         let layer = self.layer_name(node);
-        self.push(
-            out,
-            vec![x.var.clone()],
-            call,
-            layer,
-            params,
-            x.fm.clone(),
-            x.layout.clone(),
-        );
+        self.push_from(out, &x, call, layer, params, x.fm.clone());
         Ok(())
     }
 
@@ -2604,6 +2533,38 @@ impl Importer<'_> {
             );
         }
         Ok(())
+    }
+}
+
+/// The nodes a pattern matcher (`Importer::gelu_arithmetic` and the like) reads: the first of
+/// a graph's remaining nodes, of the expected ops, each with one output.
+struct Run<'n> {
+    nodes: &'n [NodeProto],
+}
+
+impl<'n> Run<'n> {
+    /// `nodes` start with nodes of exactly the ops `ops`, each with one output and a number of
+    /// inputs that `inputs_fit(op, count)` accepts.
+    fn of(
+        nodes: &'n [NodeProto],
+        ops: &[&str],
+        inputs_fit: impl Fn(&str, usize) -> bool,
+    ) -> Option<Self> {
+        let nodes = nodes.get(..ops.len())?;
+        let fits = nodes.iter().zip(ops).all(|(n, &op)| {
+            n.op_type() == op && n.output.len() == 1 && inputs_fit(op, n.input.len())
+        });
+        fits.then_some(Run { nodes })
+    }
+
+    /// Node `i`'s output.
+    fn out(&self, i: usize) -> &'n str {
+        &self.nodes[i].output[0]
+    }
+
+    /// Node `i`'s inputs.
+    fn ins(&self, i: usize) -> Vec<&'n str> {
+        self.nodes[i].input.iter().map(String::as_str).collect()
     }
 }
 
