@@ -315,7 +315,8 @@ fn train(g: &mut Global, args: &TrainArgs, group: &dyn Collective) -> Result<(),
             let e = in_file(e, &args.file);
             let code = runtime_error(g, &e);
             // A run that failed after it started keeps its checkpoints (`run.json`: failed).
-            let failed = record::RunInfo::read(&run_dir).is_some_and(|i| i.status == "failed");
+            let failed = record::RunInfo::read(&run_dir)
+                .is_some_and(|i| i.status == record::RunStatus::Failed);
             if !g.quiet && root && failed && record::latest_checkpoint(&run_dir).is_ok() {
                 let _ = writeln!(
                     g.err,
