@@ -248,12 +248,24 @@ fn trace_inner(backend: &mut dyn Backend, p: &Prepared) -> Result<Trace, String>
         .evaluate(&p.inputs, &p.targets)
         .map_err(|e| err("evaluate", e))?;
     t.push(("evaluate loss".into(), scalar(eval.loss)));
+    // Each step's loss and the metrics over model values (language.md 9.3, 9.4), by name;
+    // traced last, so the f64 run (which reports none) lines up with the rest.
+    let mut extra: Vec<(String, ArrayD<f32>)> = eval
+        .extra
+        .iter()
+        .map(|(name, v)| (format!("evaluate `{name}`"), scalar(*v)))
+        .collect();
     for (s, &lr) in p.lrs.iter().enumerate() {
         let step = backend
             .train_step(&p.inputs, &p.targets, lr)
             .map_err(|e| err(&format!("train step {}", s + 1), e))?;
         t.push((format!("train step {} loss", s + 1), scalar(step.loss)));
         push_outputs(&mut t, &format!("train step {}", s + 1), &step.outputs);
+        extra.extend(
+            step.extra
+                .iter()
+                .map(|(name, v)| (format!("train step {} `{name}`", s + 1), scalar(*v))),
+        );
     }
     let last = backend.predict(&p.inputs).map_err(|e| err("predict", e))?;
     push_outputs(&mut t, &format!("predict (after {STEPS} steps)"), &last);
@@ -263,6 +275,7 @@ fn trace_inner(backend: &mut dyn Backend, p: &Prepared) -> Result<Trace, String>
     for (name, v) in state {
         t.push((format!("tensor `{name}` after {STEPS} steps"), v.to_f32()));
     }
+    t.extend(extra);
     Ok(Trace(t))
 }
 

@@ -157,7 +157,7 @@ impl Backend for F64Interpreter {
                     self.slots[slot_k] = v.into_float();
                     slot_k += 1;
                 }
-                ResultKind::Grad(_) | ResultKind::Metric(_) => {}
+                ResultKind::Grad(_) | ResultKind::Metric(_) | ResultKind::StepLoss(_) => {}
             }
         }
         self.session.iterations += 1;
@@ -179,7 +179,8 @@ impl Backend for F64Interpreter {
         for (r, v) in f.results.iter().zip(results) {
             match r.kind {
                 ResultKind::Loss => out.loss = v.scalar(),
-                _ => out.outputs.push(tensor(v)),
+                ResultKind::Output(_) => out.outputs.push(tensor(v)),
+                _ => {}
             }
         }
         Ok(out)

@@ -91,3 +91,21 @@ fn language_0_2_compiles_to_rust() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("pub struct GanDigits"));
 }
+
+/// Metrics over model values (language.md 9.3) as Rust: evaluation and the train step return
+/// each metric's batch mean as a result of its own (`ResultKind::Metric`), which the runtime
+/// reports under its logged name (`macro_differential.rs` checks the numbers).
+#[test]
+fn metrics_over_model_values_compile_to_rust() {
+    let rel = "tests/macro_models/value_metrics.fm";
+    let source = std::fs::read_to_string(root().join(rel)).unwrap();
+    let text = match emit_source(&source, Path::new(rel), None) {
+        Ok(code) => pretty(&code).unwrap(),
+        Err(EmitError::Diagnostics(d)) => panic!("{d:?}"),
+        Err(EmitError::Message(m)) => panic!("{m}"),
+    };
+    for needle in ["ResultKind::Metric(0)", "ResultKind::Metric(5)"] {
+        assert!(text.contains(needle), "no `{needle}`");
+    }
+    fm_tests::assert_golden!("emit_rust_value_metrics", text);
+}

@@ -725,3 +725,343 @@ train q {
     assert!(with_all.contains("\"mean_q\""), "{with_all}");
     assert_eq!(eval(&part), with_all);
 }
+
+/// A two-step model whose steps have their own `ReduceOnPlateau` (language.md 9.4): `c`
+/// watches its validation loss (`val_loss`, which a step's schedule reads as `val_c_loss`) and
+/// `g` its training loss (`monitor: loss`, read as `g_loss`). `g`'s rate is large, so its loss
+/// stalls and its rate is cut.
+fn plateau_steps_source(g_schedule: &str, epochs: u64) -> String {
+    format!(
+        "version 0.2
+data pairs {{
+    train: npz(\"pairs.npz\", x: \"x\", y: \"t\")
+}}
+model two {{
+    input x: f32[4]
+    target t: f32[]
+    let u = x -> Dense(1, name: \"c\")
+    let v = x -> Dense(1, name: \"g\")
+    output score = u
+}}
+train two {{
+    data: pairs
+    validation: split(0.25)
+    step c {{ update: c, loss: mse(u, t), optimizer: SGD(lr: 0.3), schedule: ReduceOnPlateau(factor: 0.5, patience: 1) }}
+    step g {{ update: g, loss: mse(v, t), optimizer: SGD(lr: 0.6), schedule: {g_schedule} }}
+    epochs: {epochs}
+    batch_size: 16
+    seed: 0
+}}
+"
+    )
+}
+
+/// The bytes of a safetensors file's tensors (its header holds the run's metadata).
+fn tensor_bytes(path: &std::path::Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes[8 + n..].to_vec()
+}
+
+/// Keras 3's `ReduceLROnPlateau` (mode `min`, `min_delta` 1e-4, no cooldown) over the
+/// monitored value of each epoch: the (1-based) epochs after which it cuts the rate, and the
+/// rate it cuts it to (an f32, as Keras's optimizer variable).
+fn plateau_cuts(values: &[f64], lr: f32, factor: f64, patience: u64) -> Vec<(usize, f32)> {
+    let (mut best, mut wait, mut lr, mut cuts) = (f64::INFINITY, 0, lr, Vec::new());
+    for (e, &v) in values.iter().enumerate() {
+        if v < best - 1e-4 {
+            best = v;
+            wait = 0;
+        } else {
+            wait += 1;
+            if wait >= patience && lr > 0.0 {
+                lr = (lr as f64 * factor) as f32;
+                wait = 0;
+                cuts.push((e + 1, lr));
+            }
+        }
+    }
+    cuts
+}
+
+/// A step's own `ReduceOnPlateau` (language.md 9.4): each step's rate is cut at the epochs
+/// Keras's rule gives for the values the run logged (`val_c_loss` for `c`, `g_loss` for `g`);
+/// a cut applies from the next epoch on (the run equals one with `g`'s rate halved by a `Step`
+/// schedule at that epoch, bit for bit, on the JIT and the interpreter); and `--resume` from a checkpoint inside the run, whose
+/// state holds each step's plateau, ends bit-identical to the uninterrupted run.
+#[test]
+fn a_steps_own_reduce_on_plateau_cuts_its_rate_and_resumes_exactly() {
+    let dir = tmp("step-plateau");
+    let n = 128;
+    let mut st = 21u64;
+    let x: Vec<f32> = (0..n * 4).map(|_| 2.0 * lcg(&mut st) - 1.0).collect();
+    // A linear target plus noise no model can fit, so the losses stall.
+    let t: Vec<f32> = x
+        .chunks(4)
+        .map(|r| r[0] - 0.5 * r[2] + (lcg(&mut st) - 0.5))
+        .collect();
+    let arr = |shape: &[usize], v: Vec<f32>| {
+        Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), v).unwrap())
+    };
+    write_npz(
+        &dir.join("pairs.npz"),
+        &[("x", arr(&[n, 4], x)), ("t", arr(&[n], t))],
+    );
+    let plateau = "ReduceOnPlateau(monitor: loss, factor: 0.5, patience: 1)";
+    let epochs = 12;
+    let write = |name: &str, source: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, source).unwrap();
+        path.display().to_string()
+    };
+    let fm = write("plateau.fm", plateau_steps_source(plateau, epochs));
+    let summary = fmc(&["summary", &fm]);
+    assert_eq!(summary.code, 0, "{}", summary.stderr);
+    assert!(
+        summary.stdout.contains("monitor: val_c_loss")
+            && summary.stdout.contains("monitor: g_loss"),
+        "{}",
+        summary.stdout
+    );
+    let train = |fm: &str, run: &str, more: &[&str]| {
+        let run = dir.join(run);
+        let mut args = vec!["train", fm, "--run-dir", run.to_str().unwrap()];
+        args.extend(more);
+        let r = fmc(&args);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        (run, r.stderr)
+    };
+    let (full, log) = train(&fm, "full", &[]);
+    // The monitored values as logged, and the cuts Keras's rule makes of them.
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(full.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), epochs as usize);
+    let column = |key: &str| -> Vec<f64> {
+        rows.iter()
+            .map(|r| r[key].as_f64().unwrap_or_else(|| panic!("no {key} in {r}")))
+            .collect()
+    };
+    let events = |log: &str, step: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains(&format!("learning rate of step `{step}`")))
+            .map(str::to_string)
+            .collect()
+    };
+    let mut first_cut = None;
+    for (step, monitor, lr) in [("c", "val_c_loss", 0.3f32), ("g", "g_loss", 0.6)] {
+        let values = column(monitor);
+        let cuts = plateau_cuts(&values, lr, 0.5, 1);
+        eprintln!("step {step}: {monitor} {values:?}; cuts {cuts:?}");
+        assert!(!cuts.is_empty(), "step {step} never plateaus: {values:?}");
+        let want: Vec<String> = cuts
+            .iter()
+            .map(|(e, lr)| {
+                format!(
+                    "Epoch {e}: ReduceLROnPlateau reducing learning rate of step `{step}` to {lr}."
+                )
+            })
+            .collect();
+        assert_eq!(events(&log, step), want, "{log}");
+        if step == "g" {
+            first_cut = Some(cuts[0].0 as u64);
+        }
+    }
+    // `g`'s first cut halves its rate from the next epoch on: a run stopped one epoch later
+    // ends where a `Step` schedule halving the rate at that epoch does.
+    let e = first_cut.unwrap();
+    let cut = write("cut.fm", plateau_steps_source(plateau, e + 1));
+    let stepped = write(
+        "stepped.fm",
+        plateau_steps_source(&format!("Step(every: {e} epochs, gamma: 0.5)"), e + 1),
+    );
+    for backend in ["jit", "interp"] {
+        let more = ["-q", "--backend", backend];
+        let (a, _) = train(&cut, &format!("cut-{backend}"), &more);
+        let (b, _) = train(&stepped, &format!("stepped-{backend}"), &more);
+        assert!(
+            tensor_bytes(&a.join("weights.safetensors"))
+                == tensor_bytes(&b.join("weights.safetensors")),
+            "{backend}: the plateau's cut after epoch {e} is not a halved rate from epoch {}",
+            e + 1
+        );
+    }
+    // Resume inside the epoch after the first cut: the checkpoint holds each step's plateau.
+    let steps_per_epoch = rows[0]["step"].as_u64().unwrap();
+    let stop = (e * steps_per_epoch + 2).to_string();
+    let (first, _) = train(&fm, "first", &["-q", "--steps", &stop]);
+    let last = first.join("checkpoints/last.safetensors");
+    let header = {
+        let bytes = std::fs::read(&last).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        String::from_utf8_lossy(&bytes[8..8 + n]).into_owned()
+    };
+    assert!(header.contains("step_plateaus"), "{header}");
+    let (resumed, resumed_log) = train(&fm, "resumed", &["--resume", last.to_str().unwrap()]);
+    assert!(
+        tensor_bytes(&full.join("weights.safetensors"))
+            == tensor_bytes(&resumed.join("weights.safetensors")),
+        "the resumed run ends elsewhere than the uninterrupted one"
+    );
+    // The cuts after the resume point are the uninterrupted run's.
+    for step in ["c", "g"] {
+        let later = |log: &str| -> Vec<String> {
+            events(log, step)
+                .into_iter()
+                .filter(|l| {
+                    l.trim_start_matches("Epoch ")
+                        .split(':')
+                        .next()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .is_some_and(|v| v > e)
+                })
+                .collect()
+        };
+        assert_eq!(later(&resumed_log), later(&log), "step {step}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Binary and categorical accuracy over model values (language.md 9.3; the kind follows from
+/// the target, as Keras's from the loss): `accuracy(p, flag)` with one sigmoid score per sample
+/// against a 0/1 target is Keras's `binary_accuracy` (hit when `p > 0.5` is the flag), and
+/// `accuracy(probs, onehot)` against a one-hot target is `categorical_accuracy` (hit when the
+/// largest score is the target's class). `fmc eval` reports each, on the interpreter and the
+/// JIT, equal to what the predictions `fmc predict` writes give when computed here.
+#[test]
+fn binary_and_categorical_accuracy_over_values_match_the_predictions() {
+    let dir = tmp("value-accuracy");
+    let n = 300;
+    let mut st = 17u64;
+    let x: Vec<f32> = (0..n * 4).map(|_| 2.0 * lcg(&mut st) - 1.0).collect();
+    // Learnable but noisy labels: the flag is x0 > 0 and the class the largest of x0..x2,
+    // each flipped now and then, so that neither accuracy is 0 or 1 after a short run.
+    let mut flag = Vec::new();
+    let mut onehot = Vec::new();
+    let mut classes = Vec::new();
+    for r in x.chunks(4) {
+        let f = (r[0] > 0.0) != (lcg(&mut st) < 0.15);
+        flag.push(f32::from(u8::from(f)));
+        let mut c = (0..3).fold(0, |b, k| if r[k] > r[b] { k } else { b });
+        if lcg(&mut st) < 0.2 {
+            c = (c + 1) % 3;
+        }
+        classes.push(c);
+        onehot.extend((0..3).map(|k| f32::from(u8::from(k == c))));
+    }
+    let arr = |shape: &[usize], v: Vec<f32>| {
+        Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), v).unwrap())
+    };
+    let npz = dir.join("labels.npz");
+    write_npz(
+        &npz,
+        &[
+            ("x", arr(&[n, 4], x)),
+            ("flag", arr(&[n], flag.clone())),
+            ("onehot", arr(&[n, 3], onehot)),
+        ],
+    );
+    let fm = dir.join("acc.fm");
+    std::fs::write(
+        &fm,
+        "version 0.2
+data labels {
+    train: npz(\"labels.npz\", x: \"x\")
+}
+model acc {
+    input x: f32[4]
+    target flag: f32[]
+    target onehot: f32[3]
+    let p = x -> Dense(1, sigmoid)
+    let probs = x -> Dense(3, softmax)
+    output p_out = p
+    output probs_out = probs
+}
+train acc {
+    data: labels
+    loss: binary_crossentropy(p, flag) + categorical_crossentropy(probs, onehot)
+    optimizer: Adam(lr: 0.01)
+    metrics: [accuracy(p, flag), accuracy(probs, onehot)]
+    epochs: 2
+    seed: 0
+}
+",
+    )
+    .unwrap();
+    let fm_s = fm.display().to_string();
+    let run = dir.join("run");
+    let r = fmc(&[
+        "train",
+        &fm_s,
+        "-q",
+        "--run-dir",
+        &run.display().to_string(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let weights = run.join("weights.safetensors").display().to_string();
+    let npz_s = npz.display().to_string();
+    let xs = format!("{npz_s}:x");
+    let out = dir.join("pred.npy");
+    let r = fmc(&[
+        "predict",
+        &fm_s,
+        "--weights",
+        &weights,
+        "--input",
+        &xs,
+        "-o",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (p_shape, p) = floats(&dir.join("pred.p_out.npy").display().to_string());
+    let (probs_shape, probs) = floats(&dir.join("pred.probs_out.npy").display().to_string());
+    assert_eq!((p_shape, probs_shape), (vec![n, 1], vec![n, 3]));
+    // Keras's definitions, from the predictions.
+    let binary = p
+        .iter()
+        .zip(&flag)
+        .filter(|(&p, &f)| f32::from(u8::from(p > 0.5)) == f)
+        .count() as f64
+        / n as f64;
+    let categorical = probs
+        .chunks(3)
+        .zip(&classes)
+        .filter(|(row, &c)| (0..3).fold(0, |b, k| if row[k] > row[b] { k } else { b }) == c)
+        .count() as f64
+        / n as f64;
+    eprintln!("binary accuracy {binary}, categorical accuracy {categorical}");
+    for a in [binary, categorical] {
+        assert!(a > 0.4 && a < 1.0, "{binary} {categorical}");
+    }
+    for backend in ["interp", "jit"] {
+        let r = fmc(&[
+            "eval",
+            &fm_s,
+            "--weights",
+            &weights,
+            "--x",
+            &xs,
+            "--y",
+            &npz_s,
+            "--json",
+            "--backend",
+            backend,
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let got: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+        for (name, want) in [
+            ("accuracy_p_flag", binary),
+            ("accuracy_probs_onehot", categorical),
+        ] {
+            let g = got[name].as_f64().unwrap_or(f64::NAN);
+            // A count over 300 samples: equal up to the rounding of the mean.
+            assert!(
+                (g - want).abs() < 1e-6,
+                "{backend} {name}: fm {g}, computed {want}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

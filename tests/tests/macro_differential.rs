@@ -87,6 +87,7 @@ mod random {
     fm::model!("../macro_models/random_80.fm");
     fm::model!("../macro_models/lstm_small.fm");
     fm::model!("../macro_models/pair_steps.fm");
+    fm::model!("../macro_models/value_metrics.fm");
 }
 
 /// The generator's seeds whose models are in `tests/macro_models/` (see its README for what
@@ -266,6 +267,79 @@ fn two_steps_and_a_moving_lag_agree_with_the_interpreter_and_the_jit() {
     }
 }
 
+/// Metrics over model values (language.md 9.3) compiled by `model!`: the mean, sparse, binary
+/// and categorical accuracy, top-k and a per-sample loss come out of `train_step` and
+/// `evaluate` under the names `fmc` logs, equal to the interpreter's and the JIT's (the traces
+/// compare every named value of evaluation and of each step); the generated `evaluate` over a
+/// data set reports each as `fmc eval` does.
+#[test]
+fn metrics_over_model_values_agree_with_the_interpreter_and_the_jit() {
+    let path = root().join("tests/macro_models/value_metrics.fm");
+    let source = std::fs::read_to_string(&path).unwrap();
+    let names = [
+        "mean_q",
+        "accuracy_q_action",
+        "accuracy_p_flag",
+        "accuracy_q_onehot",
+        "top_k_q_action_k_2",
+        "mse_pick_q_action_reward",
+    ];
+    for batch in [1, 6] {
+        let p = prepare("macro_models/value_metrics.fm", &source, &path, batch, 5).unwrap();
+        let model = random::ValueMetrics::new(p.spec.seed).model().clone();
+        agree(&p, model).unwrap();
+        // The traces hold the metrics (a trace without them would agree trivially).
+        let trace = run(&p, &|s| Ok(Box::new(s) as Box<dyn Backend>)).unwrap();
+        for name in names {
+            for stage in ["evaluate", "train step 3"] {
+                let key = format!("{stage} `{name}`");
+                assert!(
+                    trace.0.iter().any(|(k, _)| *k == key),
+                    "no {key} in {:?}",
+                    trace.0.iter().map(|(k, _)| k).collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+    // The typed API: `evaluate` over a data set and `train_step` on a batch, by name.
+    let p = prepare("macro_models/value_metrics.fm", &source, &path, 7, 6).unwrap();
+    let data = fm::data::Dataset::new(p.inputs.clone(), p.targets.clone());
+    let mut session = Session::new(p.graph.clone(), p.spec.clone()).unwrap();
+    let defs = fm_runtime::metrics::metric_defs(&p.spec);
+    let want = fm_runtime::train::evaluate(&mut session, &data, 32, &defs).unwrap();
+    let mut m = random::ValueMetrics::new(p.spec.seed);
+    let got = m.evaluate(&data).unwrap();
+    let keys = |logs: &[(String, f64)]| logs.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(&got), keys(&want));
+    for name in names {
+        assert!(got.iter().any(|(k, _)| k == name), "{got:?}");
+    }
+    for ((name, g), (_, w)) in got.iter().zip(&want) {
+        assert!(
+            (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+            "{name}: {g} vs {w}"
+        );
+    }
+    let t = |k: usize| p.targets[k].to_f32();
+    let stats = m
+        .train_step(
+            p.inputs[0].to_f32().view(),
+            p.targets[0].as_i32().unwrap().view(),
+            t(1).view(),
+            t(2).view(),
+            t(3).view(),
+        )
+        .unwrap();
+    assert_eq!(
+        stats
+            .metrics
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>(),
+        names
+    );
+}
+
 /// `tests/macro_models/random_N.fm` is what the generator makes for seed N (`BLESS=1`
 /// rewrites the files), and no other model file lies there unused.
 #[test]
@@ -283,6 +357,7 @@ fn macro_models_match_the_generator() {
         let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
         let used = stem == "lstm_small"
             || stem == "pair_steps"
+            || stem == "value_metrics"
             || stem
                 .strip_prefix("random_")
                 .and_then(|s| s.parse::<u64>().ok())

@@ -361,7 +361,7 @@ impl Session {
                 ResultKind::Param(p) => state.push((*p, v.into_float())),
                 ResultKind::Grad(_) => out.grads.push(v.into_float()),
                 ResultKind::OptSlot { .. } => return Err("grad_step updates no slot".into()),
-                ResultKind::Metric(_) => {}
+                ResultKind::Metric(_) | ResultKind::StepLoss(_) => {}
             }
         }
         for (p, v) in state {
@@ -584,7 +584,10 @@ impl Session {
                 ResultKind::Loss => out.loss = v.scalar() as f64,
                 ResultKind::Output(_) => out.outputs.push(Tensor::F32(v.clone().into_float())),
                 ResultKind::Metric(_) => out.step_losses.push((r.name.clone(), v.scalar() as f64)),
-                ResultKind::Param(_) | ResultKind::OptSlot { .. } | ResultKind::Grad(_) => {}
+                ResultKind::Param(_)
+                | ResultKind::OptSlot { .. }
+                | ResultKind::Grad(_)
+                | ResultKind::StepLoss(_) => {}
             }
         }
         Ok(out)
@@ -637,7 +640,7 @@ impl Session {
                     ResultKind::Output(_) => out.outputs.push(Tensor::F32(v.into_float())),
                     ResultKind::Metric(_) => metrics.push((name.clone(), v.scalar() as f64)),
                     ResultKind::Param(p) => self.params[*p] = v.into_float(),
-                    ResultKind::Grad(_) => {}
+                    ResultKind::Grad(_) | ResultKind::StepLoss(_) => {}
                     ResultKind::OptSlot { param, slot } => {
                         if let Some(s) = self
                             .slots
@@ -790,7 +793,9 @@ impl Session {
         for (r, v) in self.eval_fn.results.iter().zip(results) {
             match r.kind {
                 ResultKind::Loss => out.loss = v.scalar() as f64,
-                ResultKind::Metric(_) => out.step_losses.push((r.name.clone(), v.scalar() as f64)),
+                ResultKind::Metric(_) | ResultKind::StepLoss(_) => {
+                    out.step_losses.push((r.name.clone(), v.scalar() as f64))
+                }
                 _ => out.outputs.push(Tensor::F32(v.into_float())),
             }
         }

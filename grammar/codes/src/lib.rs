@@ -125,7 +125,6 @@ registry! {
     E0310: "targets of a classification loss rescaled by `y:`",
     E0311: "`y:` key map names no target the model reads",
     E0312: "metric with no target to compare with",
-    E0313: "`ReduceOnPlateau` as a step's own schedule",
 
     // E04xx: data, weights and files (the runtime, commands that read data).
     E0401: "data or weights file cannot be read",

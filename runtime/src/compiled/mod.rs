@@ -61,6 +61,12 @@ pub enum ResultKind {
     Loss,
     /// Model output number k: `[batch, ...]`.
     Output(usize),
+    /// The batch mean of metric over model values number k of the `train` section
+    /// (`TrainSpec::value_metrics`, language.md 9.3): one value.
+    Metric(usize),
+    /// In evaluation, the loss of `step` number k of the `train` section (language.md 9.4),
+    /// reported as `NAME_loss`: one value.
+    StepLoss(usize),
 }
 
 /// The batch size, learning rate and random stream of one call, and the first error a kernel
@@ -201,7 +207,7 @@ impl Scratch {
         self.out.resize_with(f.results.len(), Vec::new);
         for (buf, r) in self.out.iter_mut().zip(f.results) {
             let len = match r {
-                ResultKind::Loss => 1,
+                ResultKind::Loss | ResultKind::Metric(_) | ResultKind::StepLoss(_) => 1,
                 ResultKind::Output(k) => batch * def.outputs[*k].shape.iter().product::<usize>(),
             };
             buf.resize(len, 0.0);
@@ -259,7 +265,9 @@ pub struct ModelDef {
 pub struct StepStats {
     /// The batch's mean loss (including regularisers) before the update.
     pub loss: f64,
-    /// The file's metrics on the batch's outputs before the update, by name.
+    /// The file's metrics before the update, by name: the metrics over model values
+    /// (`mean_q`, language.md 9.3) as batch means, then the metrics of the outputs, in the
+    /// order of `fmc train`'s logs.
     pub metrics: Vec<(String, f64)>,
     /// Each step's loss (`disc_loss`) when the `train` section has `step`s (their sum is
     /// `loss`).
@@ -712,12 +720,15 @@ impl Model {
             .map(|k| self.step_lr(k, lr))
             .collect();
         let out = Backend::train_step_rates(self, inputs, targets, &rates)?;
+        let steps = self.spec.steps.len();
+        let mut extra = out.extra;
+        let values = extra.split_off(steps.min(extra.len()));
         let mut metrics = MetricSet::new(metric_defs(&self.spec));
         metrics.update(&out.outputs, targets)?;
         Ok(StepStats {
             loss: out.loss,
-            metrics: metrics.metric_values(),
-            step_losses: out.extra,
+            metrics: values.into_iter().chain(metrics.metric_values()).collect(),
+            step_losses: extra,
             step: self.step,
         })
     }
@@ -739,24 +750,39 @@ impl Model {
     }
 
     /// Runs train step function `k` (the `k`-th `step` of the `train` section) with the
-    /// section's learning rate `lr`: its loss and outputs before its update. Counts no step.
+    /// section's learning rate `lr`: its loss, outputs and metrics over model values (the last
+    /// step computes them) before its update. Counts no step.
     fn take_step(
         &mut self,
         k: usize,
         inputs: &[Tensor],
         targets: &[Tensor],
         lr: f32,
-    ) -> Result<(f64, Vec<Tensor>), RuntimeError> {
+    ) -> Result<Taken, RuntimeError> {
         let (results, batch) = self.run_step(k, inputs, targets, lr)?;
         let f = self.def.train[k];
-        let loss = f
-            .results
+        Ok(Taken {
+            loss: loss_of(&f, &results),
+            values: self.named_values(&f, &results),
+            outputs: self.outputs(batch, results, &f),
+        })
+    }
+
+    /// The named values `f` computed besides the loss, in its result order: each step's loss
+    /// (evaluation, `NAME_loss`, language.md 9.4) and the metrics over model values (9.3).
+    fn named_values(&self, f: &FnDef, results: &[Vec<f32>]) -> Vec<(String, f64)> {
+        f.results
             .iter()
-            .zip(&results)
-            .find(|(r, _)| **r == ResultKind::Loss)
-            .and_then(|(_, v)| v.first().copied())
-            .unwrap_or(f32::NAN) as f64;
-        Ok((loss, self.outputs(batch, results, &f)))
+            .zip(results)
+            .filter_map(|(r, v)| {
+                let name = match r {
+                    ResultKind::Metric(i) => self.spec.value_metrics.get(*i)?.0.clone(),
+                    ResultKind::StepLoss(k) => format!("{}_loss", self.spec.steps.get(*k)?.name),
+                    _ => return None,
+                };
+                Some((name, v.first().copied().unwrap_or(f32::NAN) as f64))
+            })
+            .collect()
     }
 
     /// One `step` of the `train` section alone (language.md 9.4; `k` in the order written):
@@ -771,16 +797,20 @@ impl Model {
         targets: &[Tensor],
     ) -> Result<StepStats, RuntimeError> {
         let lr = self.step_lr(k, self.scheduled_lr());
-        let (loss, outputs) = self.take_step(k, inputs, targets, lr)?;
+        let taken = self.take_step(k, inputs, targets, lr)?;
         let mut metrics = MetricSet::new(metric_defs(&self.spec));
-        metrics.update(&outputs, targets)?;
+        metrics.update(&taken.outputs, targets)?;
         let step_losses = match self.spec.steps.get(k) {
-            Some(st) => vec![(format!("{}_loss", st.name), loss)],
+            Some(st) => vec![(format!("{}_loss", st.name), taken.loss)],
             None => vec![],
         };
         Ok(StepStats {
-            loss,
-            metrics: metrics.metric_values(),
+            loss: taken.loss,
+            metrics: taken
+                .values
+                .into_iter()
+                .chain(metrics.metric_values())
+                .collect(),
             step_losses,
             step: self.step,
         })
@@ -876,6 +906,24 @@ impl Model {
     }
 }
 
+/// What one train step function returned.
+struct Taken {
+    loss: f64,
+    outputs: Vec<Tensor>,
+    /// The metrics over model values, by name (empty but for the last step).
+    values: Vec<(String, f64)>,
+}
+
+/// The loss among `f`'s results (NaN if it has none).
+fn loss_of(f: &FnDef, results: &[Vec<f32>]) -> f64 {
+    f.results
+        .iter()
+        .zip(results)
+        .find(|(r, _)| **r == ResultKind::Loss)
+        .and_then(|(_, v)| v.first().copied())
+        .unwrap_or(f32::NAN) as f64
+}
+
 /// Parameter `a` to read and parameter `b` to write (`a != b`).
 fn pair_mut(params: &mut [Vec<f32>], a: usize, b: usize) -> (&[f32], &mut [f32]) {
     if a < b {
@@ -943,17 +991,21 @@ impl Backend for Model {
         let mut loss = 0.0;
         let mut outputs = Vec::new();
         let mut extra = Vec::new();
+        let mut values = Vec::new();
         for k in 0..self.def.train.len() {
             let lr = *rates
                 .get(k)
                 .ok_or_else(|| RuntimeError::backend("a learning rate per training step"))?;
-            let (l, out) = self.take_step(k, inputs, targets, lr)?;
-            loss += l;
-            outputs = out;
+            let taken = self.take_step(k, inputs, targets, lr)?;
+            loss += taken.loss;
+            outputs = taken.outputs;
+            values.extend(taken.values);
             if let Some(st) = self.spec.steps.get(k) {
-                extra.push((format!("{}_loss", st.name), l));
+                extra.push((format!("{}_loss", st.name), taken.loss));
             }
         }
+        // As `fmc train` logs them: each step's loss, then the metrics over model values.
+        extra.extend(values);
         self.finish_step();
         Ok(StepOutput {
             loss,
@@ -969,17 +1021,10 @@ impl Backend for Model {
     ) -> Result<StepOutput, RuntimeError> {
         let f = self.def.eval;
         let (results, batch) = self.run_read(Which::Eval, inputs, targets, None)?;
-        let loss = f
-            .results
-            .iter()
-            .zip(&results)
-            .find(|(r, _)| **r == ResultKind::Loss)
-            .and_then(|(_, v)| v.first().copied())
-            .unwrap_or(f32::NAN) as f64;
         Ok(StepOutput {
-            loss,
+            loss: loss_of(&f, &results),
+            extra: self.named_values(&f, &results),
             outputs: self.outputs(batch, results, &f),
-            extra: Vec::new(),
         })
     }
 

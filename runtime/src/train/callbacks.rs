@@ -127,20 +127,45 @@ impl<B: Backend + ?Sized> Run<'_, B> {
         Ok(decision)
     }
 
-    /// `ReduceLROnPlateau`, when the schedule has it.
+    /// `ReduceLROnPlateau`, when the section's schedule has it, then for each `step` whose
+    /// own schedule is one (language.md 9.4; its monitor resolved by the checker: `loss` and
+    /// `val_loss` are the step's `NAME_loss` and `val_NAME_loss`).
     fn reduce_on_plateau(&mut self, epoch: u64, logs: &[(String, f64)]) {
-        let Some(monitor) = self.schedule.plateau_monitor().map(str::to_string) else {
-            return;
-        };
-        let current = self.monitored("ReduceOnPlateau", &monitor, logs);
-        if let Some(new_lr) = self.schedule.on_epoch_end(current) {
-            self.progress.event(
-                self.log,
-                &format!(
-                    "Epoch {}: ReduceLROnPlateau reducing learning rate to {new_lr}.",
-                    epoch + 1
-                ),
-            );
+        if let Some(monitor) = self.schedule.plateau_monitor().map(str::to_string) {
+            let current = self.monitored("ReduceOnPlateau", &monitor, logs);
+            if let Some(new_lr) = self.schedule.on_epoch_end(current) {
+                self.progress.event(
+                    self.log,
+                    &format!(
+                        "Epoch {}: ReduceLROnPlateau reducing learning rate to {new_lr}.",
+                        epoch + 1
+                    ),
+                );
+            }
+        }
+        for k in 0..self.step_schedules.len() {
+            let Some(monitor) = self.step_schedules[k]
+                .as_ref()
+                .and_then(|s| s.plateau_monitor())
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            let name = self.spec.steps[k].name.clone();
+            let who = format!("the ReduceOnPlateau of step `{name}`");
+            let current = self.monitored(&who, &monitor, logs);
+            let reduced = self.step_schedules[k]
+                .as_mut()
+                .and_then(|s| s.on_epoch_end(current));
+            if let Some(new_lr) = reduced {
+                self.progress.event(
+                    self.log,
+                    &format!(
+                        "Epoch {}: ReduceLROnPlateau reducing learning rate of step `{name}` to {new_lr}.",
+                        epoch + 1
+                    ),
+                );
+            }
         }
     }
 

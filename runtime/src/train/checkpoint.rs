@@ -181,6 +181,7 @@ impl<B: Backend + ?Sized> Run<'_, B> {
             seed: self.spec.seed,
             steps_per_epoch: self.steps_per_epoch,
             plateau: self.schedule.plateau.clone(),
+            step_plateaus: self.step_plateaus(),
             early: self.early.as_ref().map(|e| e.state.clone()),
             checkpoint_best: self.checkpoint_best,
             epoch_metrics: partial,

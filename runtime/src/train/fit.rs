@@ -35,7 +35,7 @@ pub(super) struct Run<'a, B: Backend + ?Sized> {
     pub(super) progress: Progress,
     pub(super) schedule: LrSchedule,
     /// The own `schedule:` of each `step` that has one (language.md 9.4), by step index.
-    step_schedules: Vec<Option<LrSchedule>>,
+    pub(super) step_schedules: Vec<Option<LrSchedule>>,
     pub(super) early: Option<EarlyStopper>,
     /// The best value of `keep: best`'s monitor so far.
     pub(super) checkpoint_best: Option<f64>,
@@ -174,6 +174,27 @@ impl<'a, B: Backend + ?Sized> Run<'a, B> {
         self.history.step = state.step;
         if let (Some(p), Some(saved)) = (self.schedule.plateau.as_mut(), state.plateau) {
             *p = saved;
+        }
+        for (name, saved) in state.step_plateaus {
+            let own = spec
+                .steps
+                .iter()
+                .position(|st| st.name == name)
+                .and_then(|k| self.step_schedules.get_mut(k))
+                .and_then(|s| s.as_mut())
+                .and_then(|s| s.plateau.as_mut());
+            match own {
+                Some(p) => *p = saved,
+                None => {
+                    return Err(RuntimeError::at(
+                        ErrorKind::DataSetup,
+                        path,
+                        format!(
+                            "`--resume` continues a run of the same `train` section, but the checkpoint has the `ReduceOnPlateau` state of a step `{name}` that has none in this file"
+                        ),
+                    ))
+                }
+            }
         }
         self.lr = self
             .schedule
@@ -338,6 +359,16 @@ impl<'a, B: Backend + ?Sized> Run<'a, B> {
                 None if base != 0.0 => (self.lr as f64 * st.optimizer.lr / base) as f32,
                 None => self.lr,
             })
+            .collect()
+    }
+
+    /// The `ReduceOnPlateau` state of each step with its own, by step name (for checkpoints).
+    pub(super) fn step_plateaus(&self) -> Vec<(String, super::schedule::PlateauState)> {
+        self.spec
+            .steps
+            .iter()
+            .zip(&self.step_schedules)
+            .filter_map(|(st, own)| Some((st.name.clone(), own.as_ref()?.plateau.clone()?)))
             .collect()
     }
 

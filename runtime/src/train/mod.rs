@@ -149,6 +149,10 @@ pub struct TrainState {
     pub seed: u64,
     pub steps_per_epoch: u64,
     pub plateau: Option<PlateauState>,
+    /// The `ReduceOnPlateau` state of each `step` with its own (language.md 9.4), by step
+    /// name, in the order written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_plateaus: Vec<(String, PlateauState)>,
     pub early: Option<EarlyState>,
     pub checkpoint_best: Option<f64>,
     /// Running metrics of the epoch in progress (mid-epoch checkpoints). No timings are

@@ -373,18 +373,18 @@ fn step(
     };
     let own_schedule = match by_key.get("schedule") {
         Some(e) => match schedule(ctx, e) {
-            Some(Schedule::ReduceOnPlateau { .. }) => {
-                ctx.emit(
-                    Diagnostic::error(
-                        codes::E0313,
-                        format!("the step `{}` cannot have its own `ReduceOnPlateau`", name.name),
-                    )
-                    .with_primary(e.value.span, "a step's schedule must be a function of the step count")
-                    .with_help("give `schedule: ReduceOnPlateau(...)` to the `train` section: it then scales every step's rate alike")
-                    .with_note("a step's own schedule may be `Constant`, `Step`, `Exponential` or `Cosine`"),
-                );
-                None
-            }
+            // A step's own `ReduceOnPlateau` watches that step's loss by default.
+            Some(Schedule::ReduceOnPlateau {
+                monitor,
+                factor,
+                patience,
+                min_lr,
+            }) => Some(Some(Schedule::ReduceOnPlateau {
+                monitor: step_monitor(&name.name, &monitor),
+                factor,
+                patience,
+                min_lr,
+            })),
             Some(sch) => Some(Some(sch)),
             None => None,
         },
@@ -401,6 +401,42 @@ fn step(
         schedule: own_schedule?,
         update: update?,
     })
+}
+
+/// What the `monitor:` of a step's own `ReduceOnPlateau` watches (language.md 9.4, an
+/// extension documented in `compiler/fmc/CLI.md`): `loss` and `val_loss` are that step's loss,
+/// `NAME_loss` and `val_NAME_loss`; any other name is a log key as written.
+fn step_monitor(step: &str, monitor: &str) -> String {
+    match monitor {
+        "loss" => format!("{step}_loss"),
+        "val_loss" => format!("val_{step}_loss"),
+        other => other.to_string(),
+    }
+}
+
+/// The monitor of a `schedule: ReduceOnPlateau(...)` entry and where it is written (the
+/// schedule's name when it takes the default `val_loss`); None for other schedules.
+fn plateau_monitor(ctx: &mut Ctx, e: &Entry) -> Option<(String, Span)> {
+    let Val::Sym(Sym {
+        name,
+        args,
+        name_span,
+    }) = const_eval(ctx, &e.value)
+    else {
+        return None;
+    };
+    if name != "ReduceOnPlateau" {
+        return None;
+    }
+    let written = args
+        .unwrap_or_default()
+        .into_iter()
+        .find(|a| a.name.as_ref().is_some_and(|n| n.name == "monitor"))
+        .and_then(|a| match a.val {
+            Val::Sym(s) => Some((s.name, s.name_span)),
+            _ => None,
+        });
+    Some(written.unwrap_or(("val_loss".into(), name_span)))
 }
 
 /// The model a `train` section trains: its name, or the file's only model.
@@ -726,25 +762,17 @@ fn resolve(
                 monitors.push(monitor_of(ctx, e).unwrap_or(("val_loss".into(), e.key.span)));
             }
         }
-        if let Some(e) = by_key.get("schedule") {
-            if let Val::Sym(Sym {
-                name,
-                args,
-                name_span,
-            }) = const_eval(ctx, &e.value)
-            {
-                if name == "ReduceOnPlateau" {
-                    let m = args
-                        .unwrap_or_default()
-                        .into_iter()
-                        .find(|a| a.name.as_ref().is_some_and(|n| n.name == "monitor"))
-                        .and_then(|a| match a.val {
-                            Val::Sym(s) => Some((s.name, s.name_span)),
-                            _ => None,
-                        })
-                        .unwrap_or(("val_loss".into(), name_span));
-                    monitors.push(m);
-                }
+        if let Some(m) = by_key.get("schedule").and_then(|e| plateau_monitor(ctx, e)) {
+            monitors.push(m);
+        }
+        // Each step's own `ReduceOnPlateau` (9.4), its monitor as the step resolves it.
+        for e in &s.entries {
+            let ExprKind::Step { name, body } = &e.value.kind else {
+                continue;
+            };
+            let own = body.iter().find(|b| b.key.name == "schedule");
+            if let Some((m, span)) = own.and_then(|b| plateau_monitor(ctx, b)) {
+                monitors.push((step_monitor(&name.name, &m), span));
             }
         }
         for (m, span) in monitors {

@@ -379,6 +379,10 @@ pub enum ResultKind {
     /// The batch mean of metric over model values number `index` of the `train` section
     /// (`TrainSpec::value_metrics`, language.md 9.3); the result is named after it.
     Metric(usize),
+    /// The loss of `step` number `index` of the `train` section (language.md 9.4), in
+    /// evaluation, reported as `NAME_loss` (`val_NAME_loss` in validation); the result is
+    /// named after it.
+    StepLoss(usize),
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -367,9 +367,9 @@ pub fn uses_declared_targets(spec: &TrainSpec) -> bool {
     spec.objective.is_some() || spec.steps.iter().any(|s| s.objective.is_some())
 }
 
-/// The loss of a batch in inference mode, beside the outputs and the metrics over model values:
-/// `eval(inputs, targets, params)`, taking only the inputs those depend on. With several
-/// steps, the sum of their losses.
+/// The loss of a batch in inference mode, beside the outputs, each named step's loss and the
+/// metrics over model values: `eval(inputs, targets, params)`, taking only the inputs those
+/// depend on. With several steps, the loss is the sum of their losses.
 pub fn eval_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
     let mut b = Builder::new("eval_step");
     let steps = steps_of(spec);
@@ -398,8 +398,10 @@ pub fn eval_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
     );
     b.origin = Origin::Loss;
     let mut total = None;
+    let mut each = Vec::new();
     for st in &steps {
         let l = step_loss(&mut b, graph, st, &fwd, &targets, &params);
+        each.push(l);
         total = Some(match total {
             None => l,
             Some(t) => b.add(t, l),
@@ -408,6 +410,10 @@ pub fn eval_fn(graph: &ModelGraph, spec: &TrainSpec) -> Function {
     let total = total.unwrap_or_else(|| b.constant(0.0));
     b.result("loss", ResultKind::Loss, total);
     output_results(&mut b, graph, &fwd.outputs);
+    // Each named step's loss, as training logs it (`NAME_loss`).
+    for (k, (st, l)) in spec.steps.iter().zip(each).enumerate() {
+        b.result(&format!("{}_loss", st.name), ResultKind::StepLoss(k), l);
+    }
     metric_results(&mut b, spec, &fwd);
     b.finish()
 }

@@ -355,13 +355,6 @@ pub fn emit(
 ) -> Result<String, String> {
     let g = &sel.graph;
     let spec = &sel.spec;
-    if let Some((name, _)) = spec.value_metrics.first() {
-        return Err(format!(
-            "`model!` and `--emit rust` do not compile metrics over model values yet: model `{}` \
-             logs `{name}` (language.md 9.3); train it with `fmc`, or leave the metric out",
-            g.name
-        ));
-    }
     let fns = lower_all(g, spec)?;
     let ty = struct_name(&g.name);
     let module = ident(&g.name);
@@ -785,6 +778,8 @@ pub fn emit(
             .filter_map(|r| match r.kind {
                 ResultKind::Loss => Some("ResultKind::Loss".to_string()),
                 ResultKind::Output(k) => Some(format!("ResultKind::Output({k})")),
+                ResultKind::Metric(k) => Some(format!("ResultKind::Metric({k})")),
+                ResultKind::StepLoss(k) => Some(format!("ResultKind::StepLoss({k})")),
                 _ => None,
             })
             .collect();
@@ -832,7 +827,12 @@ pub fn emit(
         &fns.eval,
         "evaluate",
         false,
-        "Evaluation: forward in inference mode and the loss.",
+        match (steps.is_empty(), spec.value_metrics.is_empty()) {
+            (true, true) => "Evaluation: forward in inference mode and the loss.",
+            (false, true) => "Evaluation: forward in inference mode, the loss and each step's loss.",
+            (true, false) => "Evaluation: forward in inference mode, the loss and the batch means of the metrics over model values.",
+            (false, false) => "Evaluation: forward in inference mode, the loss, each step's loss and the batch means of the metrics over model values.",
+        },
     )?;
     let predict_def = fn_def(
         &fns.predict,
@@ -910,7 +910,10 @@ fn frame(
     let mut dests = Vec::new();
     for r in &f.results {
         dests.push(match &r.kind {
-            ResultKind::Loss | ResultKind::Output(_) => {
+            ResultKind::Loss
+            | ResultKind::Output(_)
+            | ResultKind::Metric(_)
+            | ResultKind::StepLoss(_) => {
                 outs += 1;
                 Dest::Out(outs - 1)
             }
