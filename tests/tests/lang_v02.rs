@@ -109,27 +109,7 @@ fn gan_digits_generates_digits_that_are_not_copies() {
         "-q",
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    // The classifier's data section scales by 1/255: give it pixels in 0..255.
-    let pixels = dir.join("pixels.npy");
-    let arr = ndarray::ArrayD::from_shape_vec(
-        ndarray::IxDyn(&[64, 8, 8]),
-        gen.iter().map(|v| v * 255.0).collect(),
-    )
-    .unwrap();
-    fm_runtime::data::npy::write_npy(&pixels, &Tensor::F32(arr)).unwrap();
-    let probs = dir.join("probs.npy");
-    let r = fmc(&[
-        "predict",
-        &example("digits_mlp.fm"),
-        "--weights",
-        &s(&mlp_run.join("weights.safetensors")),
-        "--input",
-        &s(&pixels),
-        "-o",
-        &s(&probs),
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let (_, p) = floats(&s(&probs));
+    let (_, p) = predict_on_images(&dir, "digits_mlp.fm", &mlp_run, &gen);
     let mut labels = std::collections::BTreeSet::new();
     let mut confidence = 0.0;
     for row in p.chunks(10) {
@@ -150,6 +130,35 @@ fn gan_digits_generates_digits_that_are_not_copies() {
         labels.len() >= 6,
         "only labels {labels:?}: the generator collapsed"
     );
+}
+
+/// `fmc predict` of example `fm` with the weights of `run` on 8x8 `images` in [0, 1], given as
+/// the pixels 0..255 the digits' data sections scale by 1/255; returns the shape and values.
+fn predict_on_images(
+    dir: &std::path::Path,
+    fm: &str,
+    run: &std::path::Path,
+    images: &[f32],
+) -> (Vec<usize>, Vec<f32>) {
+    let pixels = dir.join(format!("{fm}.pixels.npy"));
+    let scaled = images.iter().map(|v| v * 255.0).collect();
+    let count = images.len() / 64;
+    fm_runtime::data::npy::write_npy(&pixels, &f32s(&[count, 8, 8], scaled)).unwrap();
+    let out = dir.join(format!("{fm}.out.npy")).display().to_string();
+    let weights = run.join("weights.safetensors").display().to_string();
+    let pixels = pixels.display().to_string();
+    let r = fmc(&[
+        "predict",
+        &example(fm),
+        "--weights",
+        &weights,
+        "--input",
+        &pixels,
+        "-o",
+        &out,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    floats(&out)
 }
 
 /// The VAE reconstructs held-out digits far better than the best constant image (the mean of
@@ -176,26 +185,7 @@ fn vae_digits_reconstructs_held_out_digits() {
     );
     let images: Vec<f32> = pixels.iter().map(|v| v / 255.0).collect();
     let (train, test) = images.split_at(1437 * 64);
-    let held_out = dir.join("test.npy");
-    let arr = ndarray::ArrayD::from_shape_vec(
-        ndarray::IxDyn(&[360, 8, 8]),
-        test.iter().map(|v| v * 255.0).collect(),
-    )
-    .unwrap();
-    fm_runtime::data::npy::write_npy(&held_out, &Tensor::F32(arr)).unwrap();
-    let recon = dir.join("recon.npy");
-    let r = fmc(&[
-        "predict",
-        &example("vae_digits.fm"),
-        "--weights",
-        &s(&run.join("weights.safetensors")),
-        "--input",
-        &s(&held_out),
-        "-o",
-        &s(&recon),
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let (shape, out) = floats(&s(&recon));
+    let (shape, out) = predict_on_images(&dir, "vae_digits.fm", &run, test);
     assert_eq!(shape, vec![360, 8, 8, 1]);
     let mse = |a: &[f32], b: &[f32]| {
         a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>() / a.len() as f32
@@ -321,11 +311,13 @@ fn word2vec_nearest_neighbours_are_the_planted_groups() {
     );
 }
 
-/// Writes `arrays` as an uncompressed `.npz`.
-/// `fmc train FM --run-dir DIR/run -q`, then `fmc eval` of the weights on the file's test
-/// split; returns the held-out loss (the eval line is printed under `label`).
-fn train_then_eval_loss(fm: &std::path::Path, label: &str) -> f64 {
-    let run = fm.with_file_name("run");
+/// Writes `source` as `DIR/NAME.fm`, runs `fmc train` on it (`--run-dir DIR/run -q`), then
+/// `fmc eval` of the weights on the file's test split; returns the held-out loss (the eval line
+/// is printed under `label`).
+fn train_then_eval_loss(dir: &std::path::Path, name: &str, source: &str, label: &str) -> f64 {
+    let fm = dir.join(format!("{name}.fm"));
+    std::fs::write(&fm, source).unwrap();
+    let run = dir.join("run");
     let fm = fm.display().to_string();
     let r = fmc(&["train", &fm, "--run-dir", &run.display().to_string(), "-q"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -341,6 +333,7 @@ fn train_then_eval_loss(fm: &std::path::Path, label: &str) -> f64 {
         .unwrap_or_else(|| panic!("no loss in {}", r.stdout))
 }
 
+/// Writes `arrays` as an uncompressed `.npz`.
 fn write_npz(path: &std::path::Path, arrays: &[(&str, Tensor)]) {
     use std::io::Write;
     let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
@@ -354,6 +347,56 @@ fn write_npz(path: &std::path::Path, arrays: &[(&str, Tensor)]) {
         std::fs::remove_file(&tmp).unwrap();
     }
     zip.finish().unwrap();
+}
+
+/// An f32 tensor of `shape` holding `v`.
+fn f32s(shape: &[usize], v: Vec<f32>) -> Tensor {
+    Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), v).unwrap())
+}
+
+/// An i32 tensor of `shape` holding `v`.
+fn i32s(shape: &[usize], v: Vec<i32>) -> Tensor {
+    Tensor::I32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), v).unwrap())
+}
+
+/// A replay of `n` transitions for Q-regressions: states uniform in [-1, 1]^4, actions uniform
+/// in 0..4, and the reward of an action the state's element at that index (so the best Q-values
+/// are the state itself).
+struct Replay {
+    state: Vec<f32>,
+    action: Vec<i32>,
+    reward: Vec<f32>,
+}
+
+impl Replay {
+    fn new(n: usize, seed: u64) -> Replay {
+        let mut st = seed;
+        let state: Vec<f32> = (0..n * 4).map(|_| 2.0 * lcg(&mut st) - 1.0).collect();
+        let action: Vec<i32> = (0..n).map(|_| (lcg(&mut st) * 4.0) as i32).collect();
+        let reward = state
+            .chunks(4)
+            .zip(&action)
+            .map(|(s, &a)| s[a as usize])
+            .collect();
+        Replay {
+            state,
+            action,
+            reward,
+        }
+    }
+
+    /// Writes the replay as an `.npz` with the keys `state`, `action` and `reward`.
+    fn write(&self, path: &std::path::Path) {
+        let n = self.action.len();
+        write_npz(
+            path,
+            &[
+                ("state", f32s(&[n, 4], self.state.clone())),
+                ("action", i32s(&[n], self.action.clone())),
+                ("reward", f32s(&[n], self.reward.clone())),
+            ],
+        );
+    }
 }
 
 /// A pseudo-random number in [0, 1) (a 64-bit LCG).
@@ -377,24 +420,15 @@ fn two_outputs_read_their_targets_from_one_npz() {
         .map(|r| (0..3).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap() as i32)
         .collect();
     let value: Vec<f32> = x.chunks(4).map(|r| r[0] - 0.5 * r[3]).collect();
-    let arr = |shape: &[usize], v: Vec<f32>| {
-        Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), v).unwrap())
-    };
     write_npz(
         &dir.join("heads.npz"),
         &[
-            ("x", arr(&[n, 4], x)),
-            (
-                "class",
-                Tensor::I32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[n]), class).unwrap()),
-            ),
-            ("value", arr(&[n, 1], value)),
+            ("x", f32s(&[n, 4], x)),
+            ("class", i32s(&[n], class)),
+            ("value", f32s(&[n, 1], value)),
         ],
     );
-    let fm = dir.join("two_heads.fm");
-    std::fs::write(
-        &fm,
-        "data heads {
+    let source = "data heads {
     train: npz(\"heads.npz\", x: \"x\")
     test: split(0.2)
 }
@@ -411,10 +445,8 @@ train two_heads {
     epochs: 40
     seed: 0
 }
-",
-    )
-    .unwrap();
-    let loss = train_then_eval_loss(&fm, "two heads");
+";
+    let loss = train_then_eval_loss(&dir, "two_heads", source, "two heads");
     // The untrained loss is about ln(3) + Var(value) = 1.10 + 0.42; both heads must learn.
     assert!(loss < 0.25, "held-out loss {loss}");
 }
@@ -424,38 +456,8 @@ train two_heads {
 #[test]
 fn declared_targets_read_their_npz_keys() {
     let dir = tmp("targets");
-    let n = 800;
-    let mut st = 11u64;
-    let state: Vec<f32> = (0..n * 4).map(|_| 2.0 * lcg(&mut st) - 1.0).collect();
-    let action: Vec<i32> = (0..n).map(|_| (lcg(&mut st) * 4.0) as i32).collect();
-    let reward: Vec<f32> = state
-        .chunks(4)
-        .zip(&action)
-        .map(|(s, &a)| s[a as usize])
-        .collect();
-    write_npz(
-        &dir.join("replay.npz"),
-        &[
-            (
-                "state",
-                Tensor::F32(
-                    ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[n, 4]), state).unwrap(),
-                ),
-            ),
-            (
-                "action",
-                Tensor::I32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[n]), action).unwrap()),
-            ),
-            (
-                "reward",
-                Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[n]), reward).unwrap()),
-            ),
-        ],
-    );
-    let fm = dir.join("q.fm");
-    std::fs::write(
-        &fm,
-        "version 0.2
+    Replay::new(800, 11).write(&dir.join("replay.npz"));
+    let source = "version 0.2
 data replay {
     train: npz(\"replay.npz\", x: \"state\")
     test: split(0.2)
@@ -473,10 +475,8 @@ train q {
     epochs: 40
     seed: 0
 }
-",
-    )
-    .unwrap();
-    let loss = train_then_eval_loss(&fm, "declared targets");
+";
+    let loss = train_then_eval_loss(&dir, "q", source, "declared targets");
     // Predicting 0 gives the variance of a uniform [-1, 1] reward, 0.33.
     assert!(loss < 0.03, "held-out loss {loss}");
 }
@@ -489,31 +489,12 @@ train q {
 fn metrics_over_model_values_are_means_of_the_predictions() {
     let dir = tmp("value-metrics");
     let n = 200;
-    let mut st = 5u64;
-    let state: Vec<f32> = (0..n * 4).map(|_| 2.0 * lcg(&mut st) - 1.0).collect();
-    let action: Vec<i32> = (0..n).map(|_| (lcg(&mut st) * 4.0) as i32).collect();
-    let reward: Vec<f32> = state
-        .chunks(4)
-        .zip(&action)
-        .map(|(s, &a)| s[a as usize])
-        .collect();
-    let npz = dir.join("replay.npz");
-    let arr = |shape: &[usize], v: Vec<f32>| {
-        Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), v).unwrap())
+    let Replay { action, reward, .. } = {
+        let replay = Replay::new(n, 5);
+        replay.write(&dir.join("replay.npz"));
+        replay
     };
-    write_npz(
-        &npz,
-        &[
-            ("state", arr(&[n, 4], state)),
-            (
-                "action",
-                Tensor::I32(
-                    ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[n]), action.clone()).unwrap(),
-                ),
-            ),
-            ("reward", arr(&[n], reward.clone())),
-        ],
-    );
+    let npz = dir.join("replay.npz");
     let fm = dir.join("q.fm");
     std::fs::write(
         &fm,
@@ -639,28 +620,24 @@ fn eval_reads_only_the_inputs_the_loss_and_metrics_need() {
     let next_state = column(n * 4);
     let reward = column(n);
     let action: Vec<i32> = (0..n as i32).map(|i| i % 3).collect();
-    let arr = |shape: &[usize], v: Vec<f32>| {
-        Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), v).unwrap())
-    };
-    let actions =
-        Tensor::I32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[n]), action).unwrap());
+    let actions = i32s(&[n], action);
     let full = dir.join("full.npz");
     write_npz(
         &full,
         &[
-            ("state", arr(&[n, 4], state.clone())),
-            ("next_state", arr(&[n, 4], next_state)),
+            ("state", f32s(&[n, 4], state.clone())),
+            ("next_state", f32s(&[n, 4], next_state)),
             ("action", actions.clone()),
-            ("reward", arr(&[n], reward.clone())),
+            ("reward", f32s(&[n], reward.clone())),
         ],
     );
     let part = dir.join("part.npz");
     write_npz(
         &part,
         &[
-            ("state", arr(&[n, 4], state)),
+            ("state", f32s(&[n, 4], state)),
             ("action", actions),
-            ("reward", arr(&[n], reward)),
+            ("reward", f32s(&[n], reward)),
         ],
     );
     let fm = dir.join("q.fm");
@@ -800,12 +777,9 @@ fn a_steps_own_reduce_on_plateau_cuts_its_rate_and_resumes_exactly() {
         .chunks(4)
         .map(|r| r[0] - 0.5 * r[2] + (lcg(&mut st) - 0.5))
         .collect();
-    let arr = |shape: &[usize], v: Vec<f32>| {
-        Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), v).unwrap())
-    };
     write_npz(
         &dir.join("pairs.npz"),
-        &[("x", arr(&[n, 4], x)), ("t", arr(&[n], t))],
+        &[("x", f32s(&[n, 4], x)), ("t", f32s(&[n], t))],
     );
     let plateau = "ReduceOnPlateau(monitor: loss, factor: 0.5, patience: 1)";
     let epochs = 12;
@@ -951,16 +925,13 @@ fn binary_and_categorical_accuracy_over_values_match_the_predictions() {
         classes.push(c);
         onehot.extend((0..3).map(|k| f32::from(u8::from(k == c))));
     }
-    let arr = |shape: &[usize], v: Vec<f32>| {
-        Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), v).unwrap())
-    };
     let npz = dir.join("labels.npz");
     write_npz(
         &npz,
         &[
-            ("x", arr(&[n, 4], x)),
-            ("flag", arr(&[n], flag.clone())),
-            ("onehot", arr(&[n, 3], onehot)),
+            ("x", f32s(&[n, 4], x)),
+            ("flag", f32s(&[n], flag.clone())),
+            ("onehot", f32s(&[n, 3], onehot)),
         ],
     );
     let fm = dir.join("acc.fm");

@@ -221,33 +221,13 @@ impl Session {
         let eval_fn = optimize(eval_fn)?;
         let predict_fn = optimize(predict_fn)?;
         let params = crate::init::initial_params(&graph, spec.seed);
-        let init_slots = lower::optim::slots(&spec.optimizer);
-        let mut slots: Vec<(usize, String, ArrayD<f32>)> = Vec::new();
-        let step_specs = lower::steps_of(&spec);
-        for (k, f) in std::iter::once(&train_fn).chain(&more_steps).enumerate() {
-            let init_slots = match step_specs.get(k) {
-                Some(st) if k > 0 || !spec.steps.is_empty() => lower::optim::slots(&st.optimizer),
-                _ => init_slots.clone(),
-            };
-            for a in &f.args {
-                let ArgKind::OptSlot { param, slot } = &a.kind else {
-                    continue;
-                };
-                if slots.iter().any(|(p, s, _)| p == param && s == slot) {
-                    continue;
-                }
-                let plain = slot.rsplit('/').next().unwrap_or(slot);
-                let init = init_slots
-                    .iter()
-                    .find(|(n, _)| *n == plain)
-                    .map_or(0.0, |s| s.1);
-                slots.push((
-                    *param,
-                    slot.clone(),
-                    ArrayD::from_elem(IxDyn(&graph.params[*param].shape), init as f32),
-                ));
-            }
-        }
+        let slots = lower::optim::step_slots(std::iter::once(&train_fn).chain(&more_steps), &spec)
+            .into_iter()
+            .map(|(p, slot, init)| {
+                let value = ArrayD::from_elem(IxDyn(&graph.params[p].shape), init as f32);
+                (p, slot, value)
+            })
+            .collect();
         Ok(Session {
             graph,
             spec,

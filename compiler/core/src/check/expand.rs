@@ -1085,6 +1085,31 @@ impl<'f> Expander<'_, '_, '_, 'f> {
         self.eval(e, env, scope)
     }
 
+    /// A function of an expression (language.md 9.3) called as `name(args)` or piped into
+    /// (`x -> name(args)`, `piped` first): its arguments evaluated, then checked and typed by
+    /// `check` (`functions::infer`, or `functions::hit` for a metric), as a node of the graph.
+    fn func_call(
+        &mut self,
+        (name, args, piped, span): (&str, &[Arg], Option<Val>, Span),
+        env: &mut Env,
+        scope: &mut Scope,
+        check: fn(&mut Ctx, &str, Vec<SymArg>, Span) -> Option<functions::FuncNode>,
+    ) -> Val {
+        let mut vals = Vec::new();
+        if let Some(p) = piped {
+            vals.push(SymArg {
+                name: None,
+                val: p,
+                span,
+            });
+        }
+        vals.extend(self.eval_args(args, env, scope));
+        match check(self.ctx, name, vals, span) {
+            Some(f) => self.func_node(f.op, f.inputs, f.shape, span),
+            None => Val::Poison,
+        }
+    }
+
     fn call(
         &mut self,
         callee: &Ident,
@@ -1098,19 +1123,8 @@ impl<'f> Expander<'_, '_, '_, 'f> {
             || self.items.blocks.contains_key(&callee.name);
         if self.metric && !self.items.blocks.contains_key(&callee.name) {
             if functions::is_hit_metric(&callee.name) {
-                let mut vals = Vec::new();
-                if let Some(p) = piped {
-                    vals.push(SymArg {
-                        name: None,
-                        val: p,
-                        span,
-                    });
-                }
-                vals.extend(self.eval_args(args, env, scope));
-                return match functions::hit(self.ctx, &callee.name, vals, span) {
-                    Some(f) => self.func_node(f.op, f.inputs, f.shape, span),
-                    None => Val::Poison,
-                };
+                let call = (callee.name.as_str(), args, piped, span);
+                return self.func_call(call, env, scope, functions::hit);
             }
             if functions::is_count_metric(&callee.name) {
                 let _ = self.eval_args(args, env, scope);
@@ -1177,19 +1191,8 @@ impl<'f> Expander<'_, '_, '_, 'f> {
             }
         }
         if !is_builtin && functions::is_function(&callee.name) && self.extended() {
-            let mut vals = Vec::new();
-            if let Some(p) = piped {
-                vals.push(SymArg {
-                    name: None,
-                    val: p,
-                    span,
-                });
-            }
-            vals.extend(self.eval_args(args, env, scope));
-            return match functions::infer(self.ctx, &callee.name, vals, span) {
-                Some(f) => self.func_node(f.op, f.inputs, f.shape, span),
-                None => Val::Poison,
-            };
+            let call = (callee.name.as_str(), args, piped, span);
+            return self.func_call(call, env, scope, functions::infer);
         }
         if !is_builtin {
             if let Some(nc) = self.named.get(&callee.name).cloned() {

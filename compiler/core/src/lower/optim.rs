@@ -3,7 +3,7 @@
 
 use crate::graph::ModelGraph;
 use crate::ir::*;
-use fm_runtime::config::{Clip, OptimizerKind, OptimizerSpec};
+use fm_runtime::config::{Clip, OptimizerKind, OptimizerSpec, TrainSpec};
 use fm_runtime::tensor::DType;
 
 /// One optimizer slot of one parameter.
@@ -28,6 +28,33 @@ pub fn slots(opt: &OptimizerSpec) -> Vec<(&'static str, f64)> {
             ..
         } => vec![("accumulator", initial_accumulator)],
     }
+}
+
+/// Every optimizer slot the train step functions `fns` take (one function per step of `spec`,
+/// in the order the steps run: `lower::train_step_fns`), in first-use order, as the state of a
+/// model being trained lists them: (parameter, slot name with its step prefix, initial value).
+/// A parameter two steps update has a set of slots per step. `exec::Session` and the Rust back
+/// end both keep their slots in this order.
+pub fn step_slots<'f>(
+    fns: impl IntoIterator<Item = &'f Function>,
+    spec: &TrainSpec,
+) -> Vec<(usize, String, f64)> {
+    let mut out: Vec<(usize, String, f64)> = Vec::new();
+    for (f, step) in fns.into_iter().zip(super::steps_of(spec)) {
+        let init = slots(&step.optimizer);
+        for a in &f.args {
+            let ArgKind::OptSlot { param, slot } = &a.kind else {
+                continue;
+            };
+            if out.iter().any(|(p, s, _)| p == param && s == slot) {
+                continue;
+            }
+            let plain = slot.rsplit('/').next().unwrap_or(slot);
+            let value = init.iter().find(|(n, _)| *n == plain).map_or(0.0, |s| s.1);
+            out.push((*param, slot.clone(), value));
+        }
+    }
+    out
 }
 
 /// Declares the slot arguments of the parameters `params` (a step's update set), in that

@@ -317,35 +317,6 @@ impl Operand {
     }
 }
 
-/// Every optimizer slot of the train step functions in first-use order (the order of
-/// `Session::new`): (parameter, slot name with its step prefix, initial value).
-fn collect_slots(fns: &[Function], spec: &TrainSpec) -> Vec<(usize, String, f64)> {
-    let steps = lower::steps_of(spec);
-    let mut slots: Vec<(usize, String, f64)> = Vec::new();
-    for (k, f) in fns.iter().enumerate() {
-        let optimizer = match steps.get(k) {
-            Some(st) if !spec.steps.is_empty() => st.optimizer,
-            _ => spec.optimizer,
-        };
-        let init_slots = lower::optim::slots(&optimizer);
-        for a in &f.args {
-            let ArgKind::OptSlot { param, slot } = &a.kind else {
-                continue;
-            };
-            if slots.iter().any(|(p, s, _)| p == param && s == slot) {
-                continue;
-            }
-            let plain = slot.rsplit('/').next().unwrap_or(slot);
-            let init = init_slots
-                .iter()
-                .find(|(n, _)| *n == plain)
-                .map_or(0.0, |s| s.1);
-            slots.push((*param, slot.clone(), init));
-        }
-    }
-    slots
-}
-
 /// The Rust module for a selected model (with comment markers).
 pub fn emit(
     sel: &Selected,
@@ -360,7 +331,7 @@ pub fn emit(
     let module = ident(&g.name);
     let steps = &spec.steps;
     let mut o = String::new();
-    let slots = collect_slots(&fns.train, spec);
+    let slots = lower::optim::step_slots(&fns.train, spec);
 
     // The inputs read from data (sampled ones are drawn by the generated code), and the
     // targets: one per output, or the `target` declarations a loss expression reads.
