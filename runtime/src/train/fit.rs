@@ -6,7 +6,7 @@
 use super::callbacks::{EarlyDecision, EarlyStopper};
 use super::checkpoint::{resume_from, save_state};
 use super::progress::Progress;
-use super::record::{self, RunInfo, RunLog, CURVES, WEIGHTS};
+use super::record::{self, RunInfo, RunLog, RunStatus, CURVES, WEIGHTS};
 use super::schedule::LrSchedule;
 use super::{evaluate, plot, Backend, EpochRecord, FitOptions, History};
 use crate::config::{TrainSpec, Validation};
@@ -226,7 +226,7 @@ impl<'a, B: Backend + ?Sized> Run<'a, B> {
             crate::fsutil::atomic_write(&dir.join(name), bytes)?;
         }
         RunInfo {
-            status: "running".into(),
+            status: RunStatus::Running,
             saved: RunInfo::read(dir).and_then(|i| i.saved),
             error: None,
         }
@@ -438,7 +438,7 @@ impl<'a, B: Backend + ?Sized> Run<'a, B> {
                 plot(dir, &dir.join(CURVES))?;
             }
             RunInfo {
-                status: "finished".into(),
+                status: RunStatus::Finished,
                 saved: options
                     .save
                     .as_ref()

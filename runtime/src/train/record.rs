@@ -272,16 +272,26 @@ fn parse_row(line: &str) -> Option<Row> {
 /// `run.json`: what state a run directory is in.
 pub const RUN_INFO: &str = "run.json";
 
-/// The contents of `run.json`: `status` is `running` (also what a killed run leaves), `finished`
-/// or `failed` (with `error`); `saved` is where the final weights went when that is outside the
-/// run directory (`--save`), so that `--resume` of that file continues this run.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+/// The contents of `run.json`: its `status`, the `error` of a failed run, and `saved`, where
+/// the final weights went when that is outside the run directory (`--save`), so that `--resume`
+/// of that file continues this run.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunInfo {
-    pub status: String,
+    pub status: RunStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// What state a run is in (`run.json`'s `status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Training (also what a killed run leaves).
+    Running,
+    Finished,
+    Failed,
 }
 
 impl RunInfo {
@@ -380,7 +390,7 @@ pub fn mark_failed(dir: &Path, fresh: bool, error: &RuntimeError) {
         return;
     }
     let _ = RunInfo {
-        status: "failed".into(),
+        status: RunStatus::Failed,
         saved: RunInfo::read(dir).and_then(|i| i.saved),
         error: Some(error.to_string()),
     }

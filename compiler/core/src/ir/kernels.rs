@@ -78,16 +78,7 @@ pub fn broadcast_view_kind(f: &Function, v: ValueId) -> Option<BroadcastView> {
 /// so a bias or a constant is never written out at the size of the activations.
 pub fn broadcast_views(f: &Function) -> Vec<Option<BroadcastView>> {
     let len = f.insts.len();
-    let mut users: Vec<Vec<ValueId>> = vec![Vec::new(); len];
-    for (v, inst) in f.insts.iter().enumerate() {
-        for &a in &inst.args {
-            users[a].push(v);
-        }
-    }
-    let mut is_result = vec![false; len];
-    for r in &f.results {
-        is_result[r.value] = true;
-    }
+    let (users, is_result) = (f.users(), f.result_mask());
     (0..len)
         .map(|v| {
             let kind = broadcast_view_kind(f, v)?;
@@ -402,10 +393,7 @@ pub fn verify_plan(f: &Function, plan: &KernelPlan) -> Result<(), String> {
             }
         }
     }
-    let mut is_result = vec![false; len];
-    for r in &f.results {
-        is_result[r.value] = true;
-    }
+    let is_result = f.result_mask();
     for (v, inst) in f.insts.iter().enumerate() {
         let planned = !matches!(inst.op, Op::Arg { .. } | Op::Reshape { .. }) && views[v].is_none();
         match (planned, kernel_of[v]) {

@@ -412,4 +412,25 @@ impl Function {
             .find(|r| &r.kind == kind)
             .map(|r| r.value)
     }
+
+    /// For each value, the instructions that read it, in instruction order (one that reads it
+    /// twice is listed twice).
+    pub fn users(&self) -> Vec<Vec<ValueId>> {
+        let mut users = vec![Vec::new(); self.insts.len()];
+        for (v, inst) in self.insts.iter().enumerate() {
+            for &a in &inst.args {
+                users[a].push(v);
+            }
+        }
+        users
+    }
+
+    /// For each value, whether the function returns it.
+    pub fn result_mask(&self) -> Vec<bool> {
+        let mut is_result = vec![false; self.insts.len()];
+        for r in &self.results {
+            is_result[r.value] = true;
+        }
+        is_result
+    }
 }

@@ -5,10 +5,7 @@ use crate::ir::*;
 
 /// Removes the instructions no result depends on (arguments stay: they are the signature).
 pub fn dce(f: &Function) -> Function {
-    let mut live = vec![false; f.insts.len()];
-    for r in &f.results {
-        live[r.value] = true;
-    }
+    let mut live = f.result_mask();
     for v in (0..f.insts.len()).rev() {
         if matches!(f.insts[v].op, Op::Arg { .. }) {
             live[v] = true;

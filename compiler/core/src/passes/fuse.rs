@@ -40,16 +40,7 @@ pub const MAX_FUSED: usize = 256;
 /// The kernels of `f`, in instruction order of their roots.
 pub fn plan(f: &Function) -> KernelPlan {
     let len = f.insts.len();
-    let mut users: Vec<Vec<ValueId>> = vec![Vec::new(); len];
-    for (v, inst) in f.insts.iter().enumerate() {
-        for &a in &inst.args {
-            users[a].push(v);
-        }
-    }
-    let mut is_result = vec![false; len];
-    for r in &f.results {
-        is_result[r.value] = true;
-    }
+    let (users, is_result) = (f.users(), f.result_mask());
     let views = broadcast_views(f);
     // Fusion groups (by root), decided from the last instruction backwards (users first).
     let mut group: Vec<Option<ValueId>> = vec![None; len];

@@ -1,9 +1,9 @@
 //! `fmc eval FILE --weights W [--x X --y Y]`: loss and metrics on the test split (or the given
 //! data), as one line `loss: 0.1234 - accuracy: 0.9500`, or an object with `--json`.
 
-use super::session::{self, runtime_error, BackendChoice};
+use super::session::{self, runtime_error, RunOptions};
 use super::Global;
-use fm_runtime::data::{load_data, prepare, read_xy, LoadOptions};
+use fm_runtime::data::{load_data, prepare, read_xy};
 use fm_runtime::metrics::metric_defs;
 use fm_runtime::train;
 use fm_runtime::RuntimeError;
@@ -33,20 +33,12 @@ pub struct EvalArgs {
     /// Samples per batch (default: the `train` section's `batch_size`); bounds memory.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: Option<u64>,
-    /// Where the model runs.
-    #[arg(long, value_enum, default_value_t = BackendChoice::Jit)]
-    pub backend: BackendChoice,
-    /// Threads of the kernels: GEMM, convolution, pooling, the JIT's elementwise loops (default:
-    /// one per core; results do not depend on it).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub threads: Option<u64>,
-    /// Accept NaN and infinity in the inputs.
-    #[arg(long)]
-    pub allow_nan: bool,
+    #[command(flatten)]
+    pub run: RunOptions,
 }
 
 pub fn run(g: &mut Global, args: &EvalArgs) -> i32 {
-    session::set_threads(args.threads);
+    args.run.set_threads();
     let sel = match session::select(g, &args.file, args.model.as_deref(), &[]) {
         Ok(s) => s,
         Err(code) => return code,
@@ -59,7 +51,7 @@ pub fn run(g: &mut Global, args: &EvalArgs) -> i32 {
         ));
         return 1;
     }
-    let mut backend = match session::backend(g, &sel, args.backend) {
+    let mut backend = match session::backend(g, &sel, args.run.backend) {
         Ok(b) => b,
         Err(code) => return code,
     };
@@ -67,9 +59,7 @@ pub fn run(g: &mut Global, args: &EvalArgs) -> i32 {
         let meta = session::load_weights(&mut backend, &args.weights, &sel.graph.name)?;
         let stored = session::stored_transforms(&meta, &sel.spec, &args.weights)?;
         let md = session::model_data(&sel.graph, &sel.spec);
-        let opts = LoadOptions {
-            allow_nan: args.allow_nan,
-        };
+        let opts = args.run.load_options();
         let data = match &args.x {
             Some(x) => {
                 // Several inputs from one `.npz`: only those the loss, outputs and metrics

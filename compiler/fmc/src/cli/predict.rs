@@ -1,9 +1,9 @@
 //! `fmc predict FILE --weights W --input X [-o Y]`: inference; writes `.npy` (several outputs:
 //! one file per output, `Y.NAME.npy`), or prints the results when no `-o` is given.
 
-use super::session::{self, runtime_error, BackendChoice};
+use super::session::{self, runtime_error, RunOptions};
 use super::Global;
-use fm_runtime::data::{prepare_inputs, read_array, LoadOptions};
+use fm_runtime::data::{prepare_inputs, read_array};
 use fm_runtime::tensor::Tensor;
 use fm_runtime::train;
 use fm_runtime::{ErrorKind, RuntimeError};
@@ -41,20 +41,12 @@ pub struct PredictArgs {
     /// memory.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: Option<u64>,
-    /// Where the model runs.
-    #[arg(long, value_enum, default_value_t = BackendChoice::Jit)]
-    pub backend: BackendChoice,
-    /// Threads of the kernels: GEMM, convolution, pooling, the JIT's elementwise loops (default:
-    /// one per core; results do not depend on it).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub threads: Option<u64>,
-    /// Accept NaN and infinity in the inputs.
-    #[arg(long)]
-    pub allow_nan: bool,
+    #[command(flatten)]
+    pub run: RunOptions,
 }
 
 pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
-    session::set_threads(args.threads);
+    args.run.set_threads();
     let sel = match session::select(g, &args.file, args.model.as_deref(), &[]) {
         Ok(s) => s,
         Err(code) => return code,
@@ -64,7 +56,7 @@ pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
             return runtime_error(g, &e);
         }
     }
-    let mut backend = match session::backend(g, &sel, args.backend) {
+    let mut backend = match session::backend(g, &sel, args.run.backend) {
         Ok(b) => b,
         Err(code) => return code,
     };
@@ -109,14 +101,7 @@ pub fn run(g: &mut Global, args: &PredictArgs) -> i32 {
         } else {
             session::read_needed(input, &md, &backend.predict_fn)?
         };
-        let inputs = prepare_inputs(
-            &raw,
-            &md,
-            &transforms,
-            LoadOptions {
-                allow_nan: args.allow_nan,
-            },
-        )?;
+        let inputs = prepare_inputs(&raw, &md, &transforms, args.run.load_options())?;
         if !stream {
             let n = inputs.first().map_or(0, Tensor::len);
             fits_in_memory(&sel, n, &g.limits, args.output.as_deref())?;

@@ -11,7 +11,7 @@ use fm_compiler::graph::ModelGraph;
 use fm_compiler::lower::loss::target_shape;
 use fm_grammar::ast;
 use fm_runtime::config::{Loss, TrainSpec};
-use fm_runtime::data::{read_array, ModelData, RawArray, RawData, TensorSpec};
+use fm_runtime::data::{read_array, LoadOptions, ModelData, RawArray, RawData, TensorSpec};
 use fm_runtime::tensor::DType;
 use fm_runtime::RuntimeError;
 use std::path::Path;
@@ -27,12 +27,36 @@ pub enum BackendChoice {
     Interp,
 }
 
-/// Applies `--threads N`: caps the kernel pool (GEMM, convolution, pooling and the JIT's
-/// elementwise loops; the interpreter is single-threaded). Work is split by output rows,
-/// channels, images or batch slices, never by partial sums, so results do not depend on N.
-pub fn set_threads(threads: Option<u64>) {
-    if let Some(n) = threads {
-        fm_runtime::kernels::set_thread_limit(n as usize);
+/// The flags of `train`, `eval` and `predict` that say how the model runs on its data.
+#[derive(clap::Args, Debug)]
+pub struct RunOptions {
+    /// Where the model runs.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Jit)]
+    pub backend: BackendChoice,
+    /// Threads of the kernels: GEMM, convolution, pooling, the JIT's elementwise loops (default:
+    /// one per core; results do not depend on it).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub threads: Option<u64>,
+    /// Accept NaN and infinity in the inputs.
+    #[arg(long)]
+    pub allow_nan: bool,
+}
+
+impl RunOptions {
+    /// Applies `--threads N`: caps the kernel pool (GEMM, convolution, pooling and the JIT's
+    /// elementwise loops; the interpreter is single-threaded). Work is split by output rows,
+    /// channels, images or batch slices, never by partial sums, so results do not depend on N.
+    pub fn set_threads(&self) {
+        if let Some(n) = self.threads {
+            fm_runtime::kernels::set_thread_limit(n as usize);
+        }
+    }
+
+    /// What `--allow-nan` says to the data loaders.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            allow_nan: self.allow_nan,
+        }
     }
 }
 

@@ -1,11 +1,9 @@
 //! `fmc train FILE [options]`: compile, train, report, save.
 
-use super::session::{self, runtime_error, BackendChoice};
+use super::session::{self, runtime_error, RunOptions};
 use super::Global;
 use crate::distributed::{self, DataParallel};
-use fm_runtime::data::{
-    convert_samples, load_data, prepare, read_xy, Dataset, FittedTransforms, LoadOptions,
-};
+use fm_runtime::data::{convert_samples, load_data, prepare, read_xy, Dataset, FittedTransforms};
 use fm_runtime::distributed::{launcher_world_size, Collective, Single};
 use fm_runtime::metrics::metric_defs;
 use fm_runtime::train::record;
@@ -54,16 +52,8 @@ pub struct TrainArgs {
     /// Where the run's files go (default runs/MODEL/N/).
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
-    /// Where the model runs.
-    #[arg(long, value_enum, default_value_t = BackendChoice::Jit)]
-    pub backend: BackendChoice,
-    /// Threads of the kernels: GEMM, convolution, pooling, the JIT's elementwise loops (default:
-    /// one per core; results do not depend on it).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub threads: Option<u64>,
-    /// Accept NaN and infinity in inputs.
-    #[arg(long)]
-    pub allow_nan: bool,
+    #[command(flatten)]
+    pub run: RunOptions,
     /// Data-parallel training over MPI (`mpirun -np N fmc train ...`; chosen by itself when
     /// an MPI launcher started fmc with several ranks); needs fmc built with `--features mpi`.
     #[arg(long, value_enum, value_name = "HOW")]
@@ -162,9 +152,7 @@ pub struct TrainData {
 
 fn load(g: &mut Global, args: &TrainArgs, sel: &session::Selected) -> Result<TrainData, i32> {
     let md = session::model_data(&sel.graph, &sel.spec);
-    let opts = LoadOptions {
-        allow_nan: args.allow_nan,
-    };
+    let opts = args.run.load_options();
     let section = sel.spec.data.as_ref();
     let result: Result<TrainData, RuntimeError> = (|| {
         let (inputs, targets) = (md.input_names(), md.target_names());
@@ -228,7 +216,7 @@ fn train(g: &mut Global, args: &TrainArgs, group: &dyn Collective) -> Result<(),
         );
         return Err(2);
     }
-    session::set_threads(args.threads);
+    args.run.set_threads();
     let sel = session::select(g, &args.file, args.model.as_deref(), &args.set)?;
     if !sel.has_train {
         g.fail(&format!(
@@ -243,7 +231,7 @@ fn train(g: &mut Global, args: &TrainArgs, group: &dyn Collective) -> Result<(),
         fm_runtime::fsutil::check_writable(save).map_err(|e| runtime_error(g, &e))?;
     }
     let data = load(g, args, &sel)?;
-    let mut session = session::backend(g, &sel, args.backend)?;
+    let mut session = session::backend(g, &sel, args.run.backend)?;
     if let Some(init) = &args.init {
         session::load_weights(&mut session, init, &sel.graph.name)
             .map_err(|e| runtime_error(g, &e))?;
@@ -327,7 +315,8 @@ fn train(g: &mut Global, args: &TrainArgs, group: &dyn Collective) -> Result<(),
             let e = in_file(e, &args.file);
             let code = runtime_error(g, &e);
             // A run that failed after it started keeps its checkpoints (`run.json`: failed).
-            let failed = record::RunInfo::read(&run_dir).is_some_and(|i| i.status == "failed");
+            let failed = record::RunInfo::read(&run_dir)
+                .is_some_and(|i| i.status == record::RunStatus::Failed);
             if !g.quiet && root && failed && record::latest_checkpoint(&run_dir).is_ok() {
                 let _ = writeln!(
                     g.err,
