@@ -546,11 +546,19 @@ pub fn conv2d_backward_input<T: Scalar>(
         kernel.len(),
         d_output.len(),
     )?;
-    let w = MatRef::row_major(kernel, d.patch_len, shape.out_c)?;
+    // W^T as its own row-major copy (a few thousand elements), so that the GEMM reads rows of
+    // it with unit stride and runs unpacked (see `gemm`): same products, same order.
+    let mut w_t = vec![T::ZERO; d.kernel_len];
+    for (tap, row) in kernel.chunks_exact(shape.out_c).enumerate() {
+        for (f, &x) in row.iter().enumerate() {
+            w_t[f * d.patch_len + tap] = x;
+        }
+    }
+    let w_t = MatRef::row_major(&w_t, shape.out_c, d.patch_len)?;
     if shape.is_pointwise() {
         let dy = MatRef::row_major(d_output, d.pixels, shape.out_c)?;
         let dx = MatMut::row_major(d_input, d.pixels, shape.in_c)?;
-        return gemm(T::ONE, dy, w.t(), T::ZERO, dx, threads);
+        return gemm(T::ONE, dy, w_t, T::ZERO, dx, threads);
     }
     // Split over images: the patches of one image scatter into overlapping input cells.
     let image_len = shape.in_h * shape.in_w * shape.in_c;
@@ -567,7 +575,7 @@ pub fn conv2d_backward_input<T: Scalar>(
             gemm(
                 T::ONE,
                 MatRef::row_major(dy, t.len(), shape.out_c)?,
-                w.t(),
+                w_t,
                 T::ZERO,
                 MatMut::row_major(dp, t.len(), d.patch_len)?,
                 1,

@@ -1,11 +1,14 @@
 //! General matrix multiply on strided views: `C = alpha * A * B + beta * C`.
 //!
 //! Views carry a row and a column stride, so a transposed operand is the same buffer with the
-//! strides swapped ([`MatRef::t`]) and never needs a copy. The core is `matrixmultiply` (packed
-//! AVX-512 / AVX2+FMA / SSE2 / portable micro-kernels chosen at run time); large products are
-//! split over rows of `C` across the kernels' thread pool. A product of a few rows (batch-1
-//! inference, the last pixels of a convolution) skips the packing: [`small_rows`] reads `B` where
-//! it is, summing each element exactly as `matrixmultiply`'s FMA kernels do.
+//! strides swapped ([`MatRef::t`]) and never needs a copy. Large products are split over rows of
+//! `C` across the kernels' thread pool. Where `B`'s rows are contiguous, products run unpacked
+//! ([`small_rows`] reads `A` and `B` where they are): every such product on a CPU with AVX-512
+//! (blocks of 12 rows by 32 columns of sums in registers), and a product of a few rows (batch-1
+//! inference, the last pixels of a convolution) with AVX2+FMA. Everything else goes to
+//! `matrixmultiply` (packed AVX-512 / AVX2+FMA / SSE2 / portable micro-kernels chosen at run
+//! time). The unpacked kernels sum each element exactly as `matrixmultiply`'s FMA kernels do, so
+//! which path a row takes (its batch size, the split over threads) never changes its bits.
 
 use super::scalar::Scalar;
 use super::split::{even_range, for_each_part, useful_threads, SendPtr};
@@ -296,65 +299,75 @@ pub unsafe fn gemm_raw<T: Scalar>(
     if m == 0 || n == 0 {
         return;
     }
-    if m <= SMALL_M && k > 0 && csb == 1 {
-        if let Some(small) = small_m_kernel::<T>() {
-            // SAFETY: caller contract; `small_m_kernel` checked the CPU features.
-            unsafe { small(m, k, n, alpha, a, rsa, csa, b, rsb, beta, c, rsc, csc) };
+    let unpacked = if k > 0 && csb == 1 {
+        unpacked_kernel::<T>(m)
+    } else {
+        None
+    };
+    if m <= SMALL_M {
+        if let Some(kernel) = unpacked {
+            // SAFETY: caller contract; `unpacked_kernel` checked the CPU features.
+            unsafe { kernel(m, k, n, alpha, a, rsa, csa, b, rsb, beta, c, rsc, csc) };
             return;
         }
     }
+    let b = SendPtr(b as *mut T);
+    // SAFETY (both): the caller's contract, on rows `r0..r0 + rows` of A and C.
+    let part = |rows: usize, a: *const T, c: *mut T| unsafe {
+        let b = b.get() as *const T;
+        match unpacked {
+            Some(kernel) => kernel(rows, k, n, alpha, a, rsa, csa, b, rsb, beta, c, rsc, csc),
+            None => T::gemm_raw(
+                rows, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc,
+            ),
+        }
+    };
     let flops = 2.0 * m as f64 * n as f64 * k as f64;
     // Keep at least 16 rows per thread so each keeps whole micro-kernel tiles busy.
     let threads = useful_threads(threads, m / 16, flops);
     if threads <= 1 {
-        // SAFETY: caller contract.
-        unsafe { T::gemm_raw(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) };
+        part(m, a, c);
         return;
     }
     let a = SendPtr(a as *mut T);
-    let b = SendPtr(b as *mut T);
     let c = SendPtr(c);
     let _ = for_each_part::<(), _>(threads, threads, |p| {
         let rows = even_range(m, threads, p);
         let r0 = rows.start as isize;
-        // SAFETY: rows r0.. of A and C lie inside the caller's valid region; row blocks of C are
+        // Rows r0.. of A and C lie inside the caller's valid region; row blocks of C are
         // disjoint because C's elements are distinct.
-        unsafe {
-            T::gemm_raw(
-                rows.len(),
-                k,
-                n,
-                alpha,
-                a.get().wrapping_offset(r0 * rsa),
-                rsa,
-                csa,
-                b.get(),
-                rsb,
-                csb,
-                beta,
-                c.get().wrapping_offset(r0 * rsc),
-                rsc,
-                csc,
-            )
-        };
+        part(
+            rows.len(),
+            a.get().wrapping_offset(r0 * rsa),
+            c.get().wrapping_offset(r0 * rsc),
+        );
         Ok(())
     });
 }
 
-/// Rows of `C` up to which [`gemm_raw`] multiplies without packing (see [`small_rows`]).
-/// `matrixmultiply` packs all of `B` and runs its 16-row (AVX-512) or 8-row (AVX2) tile even for
-/// one row: at batch 1 a dense layer's GEMM was 90% packing and wasted tile rows. Up to 12
-/// rows (a convolution's last 3x3 map at batch 1 has 9), reading `B` once per 4 rows costs
-/// less than packing it; from 13 the packed tiles are nearly full.
+/// Rows of `C` up to which [`gemm_raw`] multiplies without packing on AVX2 (see
+/// [`small_rows`]). `matrixmultiply` packs all of `B` and runs its 16-row (AVX-512) or 8-row
+/// (AVX2) tile even for one row: at batch 1 a dense layer's GEMM was 90% packing and wasted tile
+/// rows. Up to 12 rows (a convolution's last 3x3 map at batch 1 has 9), reading `B` once per 4
+/// rows costs less than packing it; from 13 the packed tiles are nearly full. With AVX-512's 32
+/// vector registers, blocks of [`WIDE_ROWS`] rows beat the packed tiles at every size.
 const SMALL_M: usize = 12;
+
+/// Rows per register block of the AVX-512 unpacked product: 12 rows by two vectors of columns
+/// is 24 of the 32 vector registers of sums, two of `B`'s row and one broadcast of `A`; each
+/// loaded vector of `B` then feeds 12 fused multiply-adds. (On the MNIST models' shapes, one
+/// thread, against `matrixmultiply`'s packed 16x16 tiles: convolutions forward 141 -> 216 and
+/// 131 -> 223 GFLOP/s, dense forward 149 -> 242 and 181 -> 253, kernel gradients 188 -> 216;
+/// `runtime/examples/mnist_kernels`.)
+const WIDE_ROWS: usize = 12;
 
 /// `matrixmultiply`'s depth block (`S_KC` = `D_KC`): it sums each element of `C` in blocks of
 /// this many products and adds the blocks' sums into `C` one after another.
 const MM_KC: usize = 256;
 
-/// An unpacked product of at most [`SMALL_M`] rows (see [`small_rows`]), with the arguments of
-/// [`gemm_raw`] but `csb` (1) and `threads`.
-type SmallM<T> = unsafe fn(
+/// An unpacked product (see [`small_rows`]), with the arguments of [`gemm_raw`] but `csb` (1)
+/// and `threads`.
+type Unpacked<T> = unsafe fn(
     usize,
     usize,
     usize,
@@ -370,33 +383,38 @@ type SmallM<T> = unsafe fn(
     isize,
 );
 
-/// The unpacked product compiled for this CPU's widest vectors, when `matrixmultiply` runs an
-/// FMA micro-kernel here (AVX-512F, or AVX2 with FMA): only then does [`small_rows`] (which
-/// uses FMA) sum exactly as it does. `None` elsewhere: such products stay with `matrixmultiply`.
-fn small_m_kernel<T: Scalar>() -> Option<SmallM<T>> {
+/// The unpacked product of `m` rows compiled for this CPU's widest vectors, when
+/// `matrixmultiply` runs an FMA micro-kernel here (AVX-512F, or AVX2 with FMA): only then does
+/// [`small_rows`] (which uses FMA) sum exactly as it does. Any `m` with AVX-512, up to
+/// [`SMALL_M`] with AVX2. `None` elsewhere: such products stay with `matrixmultiply`.
+fn unpacked_kernel<T: Scalar>(m: usize) -> Option<Unpacked<T>> {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
         {
-            return Some(small_m_avx512::<T>);
+            return Some(unpacked_avx512::<T>);
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        if m <= SMALL_M
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
         {
-            return Some(small_m_avx2::<T>);
+            return Some(unpacked_avx2::<T>);
         }
     }
+    let _ = m;
     None
 }
 
-/// Defines `$name`, a [`SmallM`]: [`small_rows`] over groups of up to 4 rows, compiled with
-/// `$features`, with register blocks of `$v` f32 lanes per vector.
-macro_rules! small_m_variant {
-    ($name:ident, $features:literal, $v:literal) => {
+/// Defines `$name`, an [`Unpacked`]: [`small_rows`] over groups of `$wide` rows while that many
+/// are left, then of up to 4, compiled with `$features`, with register blocks of `$v` f32 lanes
+/// per vector.
+macro_rules! unpacked_variant {
+    ($name:ident, $features:literal, $v:literal, $wide:expr) => {
         /// # Safety
-        /// As [`gemm_raw`] (with `m <= SMALL_M`, `k > 0`, `csb == 1`), on a CPU with the
-        /// features this is compiled for.
+        /// As [`gemm_raw`] (with `k > 0`, `csb == 1`), on a CPU with the features this is
+        /// compiled for.
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
         #[allow(clippy::too_many_arguments)]
@@ -423,6 +441,11 @@ macro_rules! small_m_variant {
                 while i < m {
                     let (a, c) = (a.offset(i as isize * rsa), c.offset(i as isize * rsc));
                     let args = (k, n, alpha, a, rsa, csa, b, rsb, beta, c, rsc, csc);
+                    if m - i >= $wide {
+                        small_rows::<T, $wide, { 2 * $v }, $v, $v>(args);
+                        i += $wide;
+                        continue;
+                    }
                     match m - i {
                         1 => small_rows::<T, 1, { 8 * $v }, { 4 * $v }, $v>(args),
                         2 => small_rows::<T, 2, { 4 * $v }, { 2 * $v }, $v>(args),
@@ -435,8 +458,8 @@ macro_rules! small_m_variant {
         }
     };
 }
-small_m_variant!(small_m_avx2, "avx2,fma", 8);
-small_m_variant!(small_m_avx512, "avx512f,avx2,fma", 16);
+unpacked_variant!(unpacked_avx2, "avx2,fma", 8, 4);
+unpacked_variant!(unpacked_avx512, "avx512f,avx2,fma", 16, WIDE_ROWS);
 
 /// The arguments of [`small_rows`] for `R` rows starting at the given rows of `A` and `C`:
 /// `(k, n, alpha, a, rsa, csa, b, rsb, beta, c, rsc, csc)`.
@@ -455,7 +478,7 @@ type RowsArgs<T> = (
     isize,
 );
 
-/// `C = alpha * A * B + beta * C` for `R <= SMALL_M` rows, `B` with unit column stride,
+/// `C = alpha * A * B + beta * C` for `R` rows, `B` with unit column stride,
 /// without packing: each block of columns keeps every row's sums in registers while the rows
 /// of `B` stream past once.
 ///
@@ -526,42 +549,74 @@ unsafe fn small_block<T: Scalar, const R: usize, const W: usize>(
         for p in k0..k0 + kc {
             // SAFETY: p < k and width <= W columns: inside the caller's views.
             unsafe {
-                let row = b.offset(p as isize * rsb);
+                let (row, a) = (b.offset(p as isize * rsb), a.offset(p as isize * csa));
                 if width == W {
-                    let row = &*(row as *const [T; W]);
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        let x = *a.offset(r as isize * rsa + p as isize * csa);
-                        for l in 0..W {
-                            acc[l] = x.mul_add(row[l], acc[l]);
-                        }
-                    }
+                    fma_rows(&mut acc, &*(row as *const [T; W]), a, rsa);
                 } else {
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        let x = *a.offset(r as isize * rsa + p as isize * csa);
-                        for (l, acc) in acc[..width].iter_mut().enumerate() {
-                            *acc = x.mul_add(*row.add(l), *acc);
-                        }
-                    }
+                    // The last columns: their lanes, zero-padded (the padding's sums are
+                    // never stored).
+                    let mut tail = [T::ZERO; W];
+                    std::ptr::copy_nonoverlapping(row, tail.as_mut_ptr(), width);
+                    fma_rows(&mut acc, &tail, a, rsa);
                 }
             }
         }
-        let first = k0 == 0;
+        let sum = |s: T| alpha * s;
         for (r, acc) in acc.iter().enumerate() {
-            for (l, &sum) in acc[..width].iter().enumerate() {
-                // SAFETY: r < R rows of C, column l < width.
-                unsafe {
-                    let dst = c.offset(r as isize * rsc + l as isize * csc);
-                    let product = alpha * sum;
-                    *dst = if !first {
-                        *dst + product
-                    } else if beta == T::ZERO {
-                        product
-                    } else {
-                        *dst * beta + product
-                    };
+            // SAFETY: r < R rows of C, `width` columns.
+            unsafe {
+                let (c, sums) = (c.offset(r as isize * rsc), &acc[..width]);
+                if k0 > 0 {
+                    update_row(c, csc, sums, |dst, s| *dst = *dst + sum(s));
+                } else if beta == T::ZERO {
+                    update_row(c, csc, sums, |dst, s| *dst = sum(s));
+                } else {
+                    update_row(c, csc, sums, |dst, s| *dst = *dst * beta + sum(s));
                 }
             }
         }
         k0 += kc;
+    }
+}
+
+/// One depth step of [`small_block`]: `acc[r][l] += a[r * rsa] * row[l]`, one fused
+/// multiply-add each.
+///
+/// # Safety
+/// `a.offset(r * rsa)` readable for every `r < R`.
+#[inline(always)]
+unsafe fn fma_rows<T: Scalar, const R: usize, const W: usize>(
+    acc: &mut [[T; W]; R],
+    row: &[T; W],
+    a: *const T,
+    rsa: isize,
+) {
+    for (r, acc) in acc.iter_mut().enumerate() {
+        // SAFETY: the caller's contract.
+        let x = unsafe { *a.offset(r as isize * rsa) };
+        for l in 0..W {
+            acc[l] = x.mul_add(row[l], acc[l]);
+        }
+    }
+}
+
+/// Applies `update(&mut c[l * csc], sums[l])` along one row of `C` (contiguous rows as a slice,
+/// so that the update is vectorized).
+///
+/// # Safety
+/// `c.offset(l * csc)` writable for every `l < sums.len()`, and not aliased.
+#[inline(always)]
+unsafe fn update_row<T: Scalar>(c: *mut T, csc: isize, sums: &[T], update: impl Fn(&mut T, T)) {
+    if csc == 1 {
+        // SAFETY: the caller's contract with csc = 1.
+        let row = unsafe { std::slice::from_raw_parts_mut(c, sums.len()) };
+        for (dst, &s) in row.iter_mut().zip(sums) {
+            update(dst, s);
+        }
+    } else {
+        for (l, &s) in sums.iter().enumerate() {
+            // SAFETY: the caller's contract.
+            update(unsafe { &mut *c.offset(l as isize * csc) }, s);
+        }
     }
 }

@@ -276,6 +276,106 @@ fn gemm_with_threads_matches_naive() {
 /// A product of a few rows (the unpacked path batch-1 inference takes) gives each row the same
 /// bits as the packed kernels give it inside a larger product, over several depth blocks,
 /// a column tail, `beta` 0 and 1, and a strided `A`.
+/// `C = A * B + beta * C` by `matrixmultiply` alone (the packed path of [`gemm`]).
+fn packed_reference<T: scalar::Scalar>(
+    (m, k, n): (usize, usize, usize),
+    a: &[T],
+    (rsa, csa): (usize, usize),
+    b: &[T],
+    beta: T,
+    c: &mut [T],
+    (rsc, csc): (usize, usize),
+) {
+    // SAFETY: the views below are the ones `gemm` checked for the same buffers.
+    unsafe {
+        T::gemm_raw(
+            m,
+            k,
+            n,
+            T::ONE,
+            a.as_ptr(),
+            rsa as isize,
+            csa as isize,
+            b.as_ptr(),
+            n as isize,
+            1,
+            beta,
+            c.as_mut_ptr(),
+            rsc as isize,
+            csc as isize,
+        )
+    }
+}
+
+#[test]
+fn unpacked_products_sum_as_matrixmultiply_does() {
+    // Where B's rows are contiguous, `gemm` multiplies without packing (every size on AVX-512,
+    // a few rows on AVX2); each element must get the bits `matrixmultiply` gives it, so that a
+    // row's result never depends on which path its product took. Depths across `matrixmultiply`'s
+    // blocks of 256, widths off the vector length, A transposed, C transposed, beta 0, 1 and
+    // another, one and two threads.
+    for (m, k, n) in [
+        (37, 784, 130),
+        (100, 288, 64),
+        (13, 300, 10),
+        (50, 31, 17),
+        (5, 9, 32),
+    ] {
+        let mut rng = Rng(m as u64 * 7 + k as u64);
+        let (a64, b64, c64) = (rng.vec(m * k), rng.vec(k * n), rng.vec(m * n));
+        let (a, b, c0) = (to_f32(&a64), to_f32(&b64), to_f32(&c64));
+        for a_t in [false, true] {
+            let a_strides = if a_t { (1, m) } else { (k, 1) };
+            for c_t in [false, true] {
+                let c_strides = if c_t { (1, m) } else { (n, 1) };
+                for beta in [0.0f32, 1.0, 0.5] {
+                    for threads in [1, 2] {
+                        let mut want = c0.clone();
+                        let shape = (m, k, n);
+                        packed_reference(shape, &a, a_strides, &b, beta, &mut want, c_strides);
+                        let mut got = c0.clone();
+                        sgemm(
+                            1.0,
+                            MatRef::new(&a, m, k, a_strides.0, a_strides.1).unwrap(),
+                            MatRef::row_major(&b, k, n).unwrap(),
+                            beta,
+                            MatMut::new(&mut got, m, n, c_strides.0, c_strides.1).unwrap(),
+                            threads,
+                        )
+                        .unwrap();
+                        let same = got
+                            .iter()
+                            .zip(&want)
+                            .all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(
+                            same,
+                            "{m}x{k}x{n}, A transposed {a_t}, C transposed {c_t}, beta {beta}, \
+                             {threads} threads"
+                        );
+                    }
+                }
+            }
+        }
+        // f64 (the gradient checks' path) too.
+        let mut want = c64.clone();
+        packed_reference((m, k, n), &a64, (k, 1), &b64, 1.0, &mut want, (n, 1));
+        let mut got = c64.clone();
+        dgemm(
+            1.0,
+            MatRef::row_major(&a64, m, k).unwrap(),
+            MatRef::row_major(&b64, k, n).unwrap(),
+            1.0,
+            MatMut::row_major(&mut got, m, n).unwrap(),
+            1,
+        )
+        .unwrap();
+        assert!(got
+            .iter()
+            .zip(&want)
+            .all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+}
+
 #[test]
 fn sgemm_few_rows_match_the_same_rows_of_a_large_product() {
     let (m, k, n) = (37, 784, 130);
