@@ -106,21 +106,26 @@ fn example_dir(tag: &str) -> (std::path::PathBuf, String) {
     (dir, fm.display().to_string())
 }
 
+/// Runs `fmc predict FM --weights W --input X`, with `-o OUT` when given.
+fn predict(fm: &str, weights: &Path, input: &Path, out: Option<&Path>) -> fm_tests::Run {
+    let (weights, input) = (weights.to_str().unwrap(), input.to_str().unwrap());
+    let mut args = vec!["predict", fm, "--weights", weights, "--input", input];
+    if let Some(out) = out {
+        args.extend(["-o", out.to_str().unwrap()]);
+    }
+    fmc(&args)
+}
+
+/// [`predict`] into `out`, asserting that it succeeds; the outputs, read back.
+fn predict_to(fm: &str, weights: &Path, input: &Path, out: &Path) -> ArrayD<f32> {
+    let r = predict(fm, weights, input, Some(out));
+    assert_eq!(r.code, 0, "{}: {}", input.display(), r.stderr);
+    fm::io::read_npy(out).unwrap().to_f32()
+}
+
 /// `fmc predict` on every cell: the greedy move of each.
 fn greedy(fm: &str, weights: &Path, dir: &Path) -> Vec<usize> {
-    let out = dir.join("q.npy");
-    let r = fmc(&[
-        "predict",
-        fm,
-        "--weights",
-        weights.to_str().unwrap(),
-        "--input",
-        dir.join("cells.npz").to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let q = fm::io::read_npy(&out).unwrap().to_f32();
+    let q = predict_to(fm, weights, &dir.join("cells.npz"), &dir.join("q.npy"));
     assert_eq!(q.shape(), [CELLS, 4]);
     q.axis_iter(Axis(0))
         .map(|row| (0..4).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap())
@@ -307,42 +312,22 @@ fn predict_reads_only_the_inputs_the_outputs_need() {
     let weights = dir.join("w.safetensors");
     train_quietly(&fm, 5, &weights, &dir.join("run"), &[]);
     let all: Vec<usize> = (0..CELLS).collect();
-    let predict = |npz: &str, out: &str| {
-        let out = dir.join(out);
-        let r = fmc(&[
-            "predict",
-            &fm,
-            "--weights",
-            weights.to_str().unwrap(),
-            "--input",
-            dir.join(npz).to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ]);
-        assert_eq!(r.code, 0, "{npz}: {}", r.stderr);
-        fm::io::read_npy(&out).unwrap().to_f32()
-    };
+    let predict_on =
+        |npz: &str, out: &str| predict_to(&fm, &weights, &dir.join(npz), &dir.join(out));
     write_npz(&dir.join("cell_only.npz"), &[("cell", one_hot(&all))]);
     let reversed: Vec<usize> = all.iter().rev().copied().collect();
     write_npz(
         &dir.join("both.npz"),
         &[("cell", one_hot(&all)), ("next_cell", one_hot(&reversed))],
     );
-    let q = predict("cell_only.npz", "q1.npy");
+    let q = predict_on("cell_only.npz", "q1.npy");
     assert_eq!(q.shape(), [CELLS, 4]);
-    assert_eq!(q, predict("both.npz", "q2.npy"));
+    assert_eq!(q, predict_on("both.npz", "q2.npy"));
     // Rows differ from cell to cell (the network is not constant).
     assert_ne!(q.index_axis(Axis(0), 0), q.index_axis(Axis(0), CELLS - 1));
     // An input the outputs need is still required, named in the message.
     write_npz(&dir.join("next_only.npz"), &[("next_cell", one_hot(&all))]);
-    let r = fmc(&[
-        "predict",
-        &fm,
-        "--weights",
-        weights.to_str().unwrap(),
-        "--input",
-        dir.join("next_only.npz").to_str().unwrap(),
-    ]);
+    let r = predict(&fm, &weights, &dir.join("next_only.npz"), None);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("no array 'cell'"), "{}", r.stderr);
     let _ = std::fs::remove_dir_all(&dir);

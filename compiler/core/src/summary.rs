@@ -11,7 +11,7 @@
 //! shrunk by rich's `ratio_reduce`; `columns` is the terminal width (80 when unknown, as Python's
 //! `shutil.get_terminal_size` falls back to).
 
-use crate::check::table::{LossFn, OptimizerFn, TransformFn};
+use crate::check::table::{LossFn, OptimizerFn, ScheduleFn, TransformFn};
 use crate::graph::{ModelGraph, Op};
 use fm_runtime::config::{
     AccuracyKind, Clip, Every, Loss, Metric, NpzKeys, OptimizerKind, OptimizerSpec, Schedule,
@@ -445,26 +445,23 @@ fn optimizer_text(o: &OptimizerSpec) -> String {
 }
 
 fn schedule_text(s: &Schedule) -> String {
-    match s {
-        Schedule::Constant => "Constant".into(),
+    let name = ScheduleFn::of(s).name();
+    let args = match s {
+        Schedule::Constant => return name.into(),
         Schedule::Step { every: e, gamma } => {
-            format!("Step(every: {}, gamma: {})", every(e), num(*gamma))
+            format!("every: {}, gamma: {}", every(e), num(*gamma))
         }
         Schedule::Exponential {
             rate,
             every: e,
             staircase,
         } => format!(
-            "Exponential(rate: {}, every: {}, staircase: {staircase})",
+            "rate: {}, every: {}, staircase: {staircase}",
             num(*rate),
             every(e)
         ),
         Schedule::Cosine { warmup, min_lr } => {
-            format!(
-                "Cosine(warmup: {}, min_lr: {})",
-                every(warmup),
-                num(*min_lr)
-            )
+            format!("warmup: {}, min_lr: {}", every(warmup), num(*min_lr))
         }
         Schedule::ReduceOnPlateau {
             monitor,
@@ -472,11 +469,12 @@ fn schedule_text(s: &Schedule) -> String {
             patience,
             min_lr,
         } => format!(
-            "ReduceOnPlateau(monitor: {monitor}, factor: {}, patience: {patience}, min_lr: {})",
+            "monitor: {monitor}, factor: {}, patience: {patience}, min_lr: {}",
             num(*factor),
             num(*min_lr)
         ),
-    }
+    };
+    format!("{name}({args})")
 }
 
 fn metric_text(m: &Metric) -> String {

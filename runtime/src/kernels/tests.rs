@@ -1220,6 +1220,73 @@ fn worker_threads_inherit_the_callers_denormal_flushing() {
 
 // ---------------------------------------------------------------- thread counts
 
+/// The patch matrix (`pixels x patch_len`, row-major) of `x`, written out.
+fn patches_of(s: &Conv2dShape, x: &[f32]) -> Vec<f32> {
+    let d = s.dims().unwrap();
+    let mut p = vec![0.0f32; d.pixels * d.patch_len];
+    naive_conv_taps(s, |xi, wi, yi| {
+        if wi % s.out_c == 0 {
+            p[yi / s.out_c * d.patch_len + wi / s.out_c] = x[xi];
+        }
+    });
+    p
+}
+
+#[test]
+fn convolutions_have_the_bits_of_one_gemm_on_the_patch_matrix() {
+    // The forward pass and the kernel gradient, tiled and split over threads, give each
+    // element exactly the bits of one GEMM on the written-out patch matrix (what the
+    // interpreter's order matches). Pixel counts within one tile of the kernel gradient, so
+    // that one GEMM is its reference.
+    for s in [
+        conv_shape(1, (13, 13, 32), (3, 3, 64), [1, 1], [1, 1], [0, 0], [0, 0]),
+        conv_shape(2, (9, 9, 20), (3, 3, 24), [2, 1], [1, 2], [0, 0], [0, 0]),
+        conv_shape(2, (28, 28, 1), (3, 3, 32), [1, 1], [1, 1], [0, 0], [0, 0]),
+    ] {
+        let d = s.dims().unwrap();
+        let mut rng = Rng(d.pixels as u64);
+        let x = to_f32(&rng.vec(d.input_len));
+        let w = to_f32(&rng.vec(d.kernel_len));
+        let dy = to_f32(&rng.vec(d.output_len));
+        let patches = patches_of(&s, &x);
+        let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        let mut want_y = vec![0.0f32; d.output_len];
+        sgemm(
+            1.0,
+            MatRef::row_major(&patches, d.pixels, d.patch_len).unwrap(),
+            MatRef::row_major(&w, d.patch_len, s.out_c).unwrap(),
+            0.0,
+            MatMut::row_major(&mut want_y, d.pixels, s.out_c).unwrap(),
+            1,
+        )
+        .unwrap();
+        let mut want_dw = vec![0.0f32; d.kernel_len];
+        sgemm(
+            1.0,
+            MatRef::row_major(&patches, d.pixels, d.patch_len)
+                .unwrap()
+                .t(),
+            MatRef::row_major(&dy, d.pixels, s.out_c).unwrap(),
+            1.0,
+            MatMut::row_major(&mut want_dw, d.patch_len, s.out_c).unwrap(),
+            1,
+        )
+        .unwrap();
+        for threads in [1, 2] {
+            let mut y = vec![f32::NAN; d.output_len];
+            conv2d_forward(&s, &x, &w, &mut y, threads).unwrap();
+            let mut dw = vec![f32::NAN; d.kernel_len];
+            conv2d_backward_kernel(&s, &x, &dy, &mut dw, threads).unwrap();
+            // (A first layer's forward pass is the direct convolution, summed in the same order.)
+            assert!(same(&y, &want_y), "forward {s:?}, {threads} threads");
+            assert!(
+                same(&dw, &want_dw),
+                "kernel gradient {s:?}, {threads} threads"
+            );
+        }
+    }
+}
+
 #[test]
 fn conv_kernel_gradient_is_the_same_for_every_thread_count() {
     let s = conv_shape(16, (13, 13, 8), (3, 3, 16), [1, 1], [1, 1], [0, 0], [0, 0]);

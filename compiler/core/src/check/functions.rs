@@ -4,7 +4,7 @@
 //! stop_gradient`, and `clip`. Each call becomes one graph node with a per-sample shape.
 
 use super::bind::to_int;
-use super::table::{LossFn, Range};
+use super::table::{self, LossFn, MetricFn, Range};
 use super::values::{shape_str, Sym, SymArg, Tv, Val};
 use super::Ctx;
 use crate::graph::{DType, Func, HitKind, Op, Reduction};
@@ -398,13 +398,13 @@ pub fn infer(ctx: &mut Ctx, name: &str, args: Vec<SymArg>, span: Span) -> Option
 /// `metrics: [accuracy(logits, label), mean(q)]`): `accuracy` and `top_k` give 1 or 0 per
 /// sample (`mse` and `mae` are the losses of the same name).
 pub fn is_hit_metric(name: &str) -> bool {
-    matches!(name, "accuracy" | "top_k")
+    table::member_named::<MetricFn>(name).is_some_and(|(m, _)| m.is_hit())
 }
 
 /// Metrics that are ratios of counts over the whole set rather than means of per-sample
 /// values, so they cannot be taken of model values.
 pub fn is_count_metric(name: &str) -> bool {
-    matches!(name, "precision" | "recall" | "f1")
+    table::member_named::<MetricFn>(name).is_some_and(|(m, _)| m.is_count())
 }
 
 /// Checks `accuracy(prediction, target)` or `top_k(prediction, target, k: K)` in a metric

@@ -4,11 +4,11 @@
 //! Each entry gives the positional order, names, types, defaults and ranges of its arguments.
 //! Argument binding (`bind.rs`) and the `train`/`data` resolvers read only this table, so adding an
 //! argument means adding one row here. Layers and functions ([`Callable`]), initialisers
-//! ([`InitFn`]), losses ([`LossFn`]), optimizers ([`OptimizerFn`]) and transforms ([`TransformFn`])
-//! are typed: each row carries its [`Rule`], the resolvers match the enum exhaustively (a member
+//! ([`InitFn`]), losses ([`LossFn`]), optimizers ([`OptimizerFn`]), schedules ([`ScheduleFn`]),
+//! metrics ([`MetricFn`]) and transforms ([`TransformFn`]) are typed: each row carries its [`Rule`], the resolvers match the enum exhaustively (a member
 //! without a rule does not compile) and the summary spells each by its enum's `name()`.
 
-use fm_runtime::config::{Loss, OptimizerKind, Transform};
+use fm_runtime::config::{Loss, OptimizerKind, Schedule, Transform};
 use fm_runtime::init::Init;
 
 /// The static type of an attribute argument.
@@ -297,6 +297,31 @@ builtins! {
 }
 
 builtins! {
+    /// Every learning-rate schedule (`schedule: Cosine(warmup: 5 epochs)`).
+    pub enum ScheduleFn {
+        Constant => "Constant",
+        Step => "Step",
+        Exponential => "Exponential",
+        Cosine => "Cosine",
+        ReduceOnPlateau => "ReduceOnPlateau",
+    }
+}
+
+builtins! {
+    /// Every metric a `metrics:` list may name (of an output against its target; `accuracy`
+    /// and `top_k` may also be taken of model values, language.md 9.3).
+    pub enum MetricFn {
+        Accuracy => "accuracy",
+        TopK => "top_k",
+        Mse => "mse",
+        Mae => "mae",
+        Precision => "precision",
+        Recall => "recall",
+        F1 => "f1",
+    }
+}
+
+builtins! {
     /// Every data transform (`x: ... | scale(1/255)`).
     pub enum TransformFn {
         Scale => "scale",
@@ -353,6 +378,44 @@ impl OptimizerFn {
     }
 }
 
+impl ScheduleFn {
+    /// The built-in a resolved schedule came from.
+    pub fn of(schedule: &Schedule) -> ScheduleFn {
+        match schedule {
+            Schedule::Constant => ScheduleFn::Constant,
+            Schedule::Step { .. } => ScheduleFn::Step,
+            Schedule::Exponential { .. } => ScheduleFn::Exponential,
+            Schedule::Cosine { .. } => ScheduleFn::Cosine,
+            Schedule::ReduceOnPlateau { .. } => ScheduleFn::ReduceOnPlateau,
+        }
+    }
+}
+
+impl MetricFn {
+    /// Whether it gives 1 or 0 per sample, so that it may be taken of model values as the mean
+    /// of those (language.md 9.3: `accuracy(logits, label)`); `mse` and `mae` there are the
+    /// losses of the same name.
+    pub fn is_hit(self) -> bool {
+        match self {
+            MetricFn::Accuracy | MetricFn::TopK => true,
+            MetricFn::Mse
+            | MetricFn::Mae
+            | MetricFn::Precision
+            | MetricFn::Recall
+            | MetricFn::F1 => false,
+        }
+    }
+
+    /// Whether it is a ratio of counts over the whole set rather than a mean of per-sample
+    /// values, so that it cannot be taken of model values.
+    pub fn is_count(self) -> bool {
+        match self {
+            MetricFn::Precision | MetricFn::Recall | MetricFn::F1 => true,
+            MetricFn::Accuracy | MetricFn::TopK | MetricFn::Mse | MetricFn::Mae => false,
+        }
+    }
+}
+
 impl TransformFn {
     /// The built-in a resolved transform came from.
     pub fn of(t: &Transform) -> TransformFn {
@@ -372,8 +435,10 @@ pub enum Rule {
     Init(InitFn),
     Loss(LossFn),
     Optimizer(OptimizerFn),
+    Schedule(ScheduleFn),
+    Metric(MetricFn),
     Transform(TransformFn),
-    /// Schedules, metrics and data sources, which their resolvers still match by name.
+    /// Data sources, which their resolver still matches by name.
     ByName,
 }
 
@@ -384,6 +449,8 @@ impl Rule {
             Rule::Init(f) => f.name(),
             Rule::Loss(f) => f.name(),
             Rule::Optimizer(f) => f.name(),
+            Rule::Schedule(f) => f.name(),
+            Rule::Metric(f) => f.name(),
             Rule::Transform(f) => f.name(),
             Rule::ByName => "",
         }
@@ -420,6 +487,8 @@ macro_rules! family {
 family!(InitFn, Initializer, Init);
 family!(LossFn, Loss, Loss);
 family!(OptimizerFn, Optimizer, Optimizer);
+family!(ScheduleFn, Schedule, Schedule);
+family!(MetricFn, Metric, Metric);
 family!(TransformFn, Transform, Transform);
 
 /// One built-in.
@@ -588,6 +657,8 @@ const fn member(rule: Rule, positional: usize, params: &'static [ParamSpec]) -> 
         Rule::Init(_) => Kind::Initializer,
         Rule::Loss(_) => Kind::Loss,
         Rule::Optimizer(_) => Kind::Optimizer,
+        Rule::Schedule(_) => Kind::Schedule,
+        Rule::Metric(_) => Kind::Metric,
         Rule::Transform(_) => Kind::Transform,
         Rule::Callable(_) | Rule::ByName => panic!("not a family member"),
     };
@@ -923,18 +994,18 @@ pub static TABLE: &[Sig] = &[
     member(Rule::Optimizer(OptimizerFn::AdamW), 0, ADAMW),
     member(Rule::Optimizer(OptimizerFn::RmsProp), 0, RMSPROP),
     member(Rule::Optimizer(OptimizerFn::Adagrad), 0, ADAGRAD),
-    other("Constant", Kind::Schedule, 0, NONE),
-    other("Step", Kind::Schedule, 0, STEP),
-    other("Exponential", Kind::Schedule, 1, EXPONENTIAL),
-    other("Cosine", Kind::Schedule, 0, COSINE),
-    other("ReduceOnPlateau", Kind::Schedule, 0, PLATEAU),
-    other("accuracy", Kind::Metric, 0, NONE),
-    other("top_k", Kind::Metric, 1, TOP_K),
-    other("mse", Kind::Metric, 0, NONE),
-    other("mae", Kind::Metric, 0, NONE),
-    other("precision", Kind::Metric, 0, NONE),
-    other("recall", Kind::Metric, 0, NONE),
-    other("f1", Kind::Metric, 0, NONE),
+    member(Rule::Schedule(ScheduleFn::Constant), 0, NONE),
+    member(Rule::Schedule(ScheduleFn::Step), 0, STEP),
+    member(Rule::Schedule(ScheduleFn::Exponential), 1, EXPONENTIAL),
+    member(Rule::Schedule(ScheduleFn::Cosine), 0, COSINE),
+    member(Rule::Schedule(ScheduleFn::ReduceOnPlateau), 0, PLATEAU),
+    member(Rule::Metric(MetricFn::Accuracy), 0, NONE),
+    member(Rule::Metric(MetricFn::TopK), 1, TOP_K),
+    member(Rule::Metric(MetricFn::Mse), 0, NONE),
+    member(Rule::Metric(MetricFn::Mae), 0, NONE),
+    member(Rule::Metric(MetricFn::Precision), 0, NONE),
+    member(Rule::Metric(MetricFn::Recall), 0, NONE),
+    member(Rule::Metric(MetricFn::F1), 0, NONE),
     other("idx", Kind::Source, 2, IDX),
     other("npy", Kind::Source, 2, NPY),
     other("npz", Kind::Source, 1, NPZ),

@@ -6,7 +6,7 @@ use super::data::{entries_by_key, DataResult};
 use super::expand;
 use super::expand::ModelResult;
 use super::items::Items;
-use super::table::{self, Family, Kind, LossFn, OptimizerFn, Range};
+use super::table::{self, Family, Kind, LossFn, MetricFn, OptimizerFn, Range, ScheduleFn};
 use super::values::{const_eval, shape_str, Sym, Val};
 use super::{suggest, Ctx};
 use crate::graph::{Activation, DType, ModelGraph, Op};
@@ -145,9 +145,13 @@ fn objective(
 fn is_value_metric(e: &Expr, graph: Option<&ModelGraph>) -> bool {
     let is_value = |n: &str| graph.is_some_and(|g| g.values.iter().any(|(v, _)| v == n));
     match &e.kind {
-        ExprKind::Name(n) => table::lookup(Kind::Metric, &n.name).is_none() && is_value(&n.name),
+        ExprKind::Name(n) => {
+            table::member_named::<MetricFn>(&n.name).is_none() && is_value(&n.name)
+        }
         // `top_k(5)` is the metric of an output with its setting; `top_k(q, label)` takes values.
-        ExprKind::Call { callee, args } if table::lookup(Kind::Metric, &callee.name).is_some() => {
+        ExprKind::Call { callee, args }
+            if table::member_named::<MetricFn>(&callee.name).is_some() =>
+        {
             args.iter()
                 .any(|a| a.name.is_none() && !matches!(a.value.kind, ExprKind::Number { .. }))
         }
@@ -1296,23 +1300,23 @@ fn every(d: (u64, bool)) -> Every {
 
 fn schedule(ctx: &mut Ctx, e: &Entry) -> Option<Schedule> {
     let v = const_eval(ctx, &e.value);
-    let (sig, b) = bind_sym(ctx, Kind::Schedule, &v, e.value.span)?;
-    Some(match sig.name {
-        "Constant" => Schedule::Constant,
-        "Step" => Schedule::Step {
+    let (f, b) = bind_member::<ScheduleFn>(ctx, &v, e.value.span)?;
+    Some(match f {
+        ScheduleFn::Constant => Schedule::Constant,
+        ScheduleFn::Step => Schedule::Step {
             every: every(b.duration(ctx, "every")?),
             gamma: b.float(ctx, "gamma")?,
         },
-        "Exponential" => Schedule::Exponential {
+        ScheduleFn::Exponential => Schedule::Exponential {
             rate: b.float(ctx, "rate")?,
             every: every(b.duration(ctx, "every")?),
             staircase: b.bool(ctx, "staircase")?,
         },
-        "Cosine" => Schedule::Cosine {
+        ScheduleFn::Cosine => Schedule::Cosine {
             warmup: every(b.duration(ctx, "warmup")?),
             min_lr: b.float(ctx, "min_lr")?,
         },
-        _ => Schedule::ReduceOnPlateau {
+        ScheduleFn::ReduceOnPlateau => Schedule::ReduceOnPlateau {
             monitor: b.sym(ctx, "monitor")?,
             factor: b.float(ctx, "factor")?,
             patience: b.int(ctx, "patience")? as u64,
@@ -1412,29 +1416,29 @@ fn listed_metrics(ctx: &mut Ctx, v: Val, span: Span) -> Option<Vec<(Listed, Span
     let mut out: Vec<(Listed, Span)> = Vec::new();
     let mut ok = true;
     for (mv, span) in items {
-        let Some((sig, b)) = bind_sym(ctx, Kind::Metric, &mv, span) else {
+        let Some((f, b)) = bind_member::<MetricFn>(ctx, &mv, span) else {
             ok = false;
             continue;
         };
-        let m = match sig.name {
-            "accuracy" => Listed::Accuracy,
-            "top_k" => match b.int(ctx, "k") {
+        let m = match f {
+            MetricFn::Accuracy => Listed::Accuracy,
+            MetricFn::TopK => match b.int(ctx, "k") {
                 Some(k) => Listed::TopK(k as usize),
                 None => {
                     ok = false;
                     continue;
                 }
             },
-            "mse" => Listed::Mse,
-            "mae" => Listed::Mae,
-            "precision" => Listed::Precision,
-            "f1" => Listed::F1,
-            _ => Listed::Recall,
+            MetricFn::Mse => Listed::Mse,
+            MetricFn::Mae => Listed::Mae,
+            MetricFn::Precision => Listed::Precision,
+            MetricFn::Recall => Listed::Recall,
+            MetricFn::F1 => Listed::F1,
         };
         if out.iter().any(|(o, _)| *o == m) {
             ctx.error(
                 codes::E0105,
-                format!("the metric `{}` is listed twice", sig.name),
+                format!("the metric `{}` is listed twice", f.name()),
                 span,
                 "listed again here",
             );

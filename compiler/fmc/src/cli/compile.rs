@@ -18,25 +18,11 @@ pub fn run(
     let is_fmir = file.extension().is_some_and(|e| e == "fmir");
     let text = match emit {
         EmitKind::Ir | EmitKind::IrOpt | EmitKind::Clif if is_fmir => {
-            let f = match read_fmir(file) {
-                Ok(f) => f,
-                Err(e) => {
-                    g.fail(&e);
-                    return 1;
-                }
-            };
-            let text = match emit {
+            read_fmir(file).and_then(|f| match emit {
                 EmitKind::Ir => Ok(print_function(&f)),
                 EmitKind::IrOpt => optimized(f).map(|f| print_function(&f)),
                 _ => fm_jit::emit_clif(&f),
-            };
-            match text {
-                Ok(t) => t,
-                Err(e) => {
-                    g.fail(&e);
-                    return 1;
-                }
-            }
+            })
         }
         EmitKind::Ast => {
             let bytes = match std::fs::read(file) {
@@ -59,46 +45,25 @@ pub fn run(
                 );
                 return 1;
             }
-            fm_grammar::dump_ast(&ast, &source)
+            Ok(fm_grammar::dump_ast(&ast, &source))
         }
-        EmitKind::Ir | EmitKind::IrOpt => {
+        EmitKind::Ir | EmitKind::IrOpt | EmitKind::Clif | EmitKind::Rust => {
             let sel = match super::session::select(g, file, model, &[]) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            match ir_text(&sel, emit == EmitKind::IrOpt) {
-                Ok(t) => t,
-                Err(e) => {
-                    g.fail(&e);
-                    return 1;
-                }
+            match emit {
+                EmitKind::Clif => clif_text(&sel),
+                EmitKind::Rust => rust_text(&sel, file),
+                _ => ir_text(&sel, emit == EmitKind::IrOpt),
             }
         }
-        EmitKind::Clif => {
-            let sel = match super::session::select(g, file, model, &[]) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            match clif_text(&sel) {
-                Ok(t) => t,
-                Err(e) => {
-                    g.fail(&e);
-                    return 1;
-                }
-            }
-        }
-        EmitKind::Rust => {
-            let sel = match super::session::select(g, file, model, &[]) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            match rust_text(&sel, file) {
-                Ok(t) => t,
-                Err(e) => {
-                    g.fail(&e);
-                    return 1;
-                }
-            }
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            g.fail(&e);
+            return 1;
         }
     };
     match output {
