@@ -140,3 +140,21 @@ fn ir_text() {
         );
     }
 }
+
+#[test]
+fn onnx_import() {
+    each("onnx_import", |data| {
+        if let Ok(imported) = fm_interop::import::onnx::import(data, "fuzz.onnx", "fuzz") {
+            let _ = fm_interop::import::check(&imported, "fuzz.onnx");
+        }
+    });
+}
+
+#[test]
+fn keras_import() {
+    each("keras_import", |data| {
+        if let Ok(imported) = fm_interop::import::keras::import(data, "fuzz.keras", "fuzz") {
+            let _ = fm_interop::import::check(&imported, "fuzz.keras");
+        }
+    });
+}
