@@ -429,6 +429,51 @@ fn trains_digits_and_writes_the_run_directory() {
     assert_eq!(e.kind, ErrorKind::MissingFile);
 }
 
+/// `fmc plot` on records written by hand or damaged: records without a step are drawn against
+/// the epoch (they gave a blank picture and exit 0), a value of -1e308 is skipped (plotters
+/// never returned from its range), and records with nothing to draw are an error naming the file.
+#[test]
+fn plot_draws_hand_written_records_and_refuses_what_has_nothing_to_draw() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p.svg");
+    let cases = [
+        (
+            "no_step.jsonl",
+            "{\"epoch\":1,\"loss\":1.5}\n{\"epoch\":2,\"loss\":1.0}\n",
+        ),
+        // -1e308 is left out (its span with 1e300 overflows: plotters never returned).
+        (
+            "huge.jsonl",
+            "{\"epoch\":1,\"loss\":-1e308}\n{\"epoch\":2,\"loss\":1e300}\n{\"epoch\":3,\"loss\":-1e300}\n",
+        ),
+        // The second record is cut: the first one is still drawn.
+        ("cut.jsonl", "{\"epoch\":1,\"loss\":1.0}\n{\"epoch\":2,\"lo"),
+    ];
+    for (name, text) in cases {
+        let jsonl = dir.path().join(name);
+        std::fs::write(&jsonl, text).unwrap();
+        fm_runtime::train::plot(&jsonl, &out).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let svg = std::fs::read_to_string(&out).unwrap();
+        assert!(
+            svg_has_text(&svg, "loss") && svg.contains("<polyline"),
+            "{name}: {svg}"
+        );
+    }
+    let jsonl = dir.path().join("strings.jsonl");
+    std::fs::write(&jsonl, "{\"epoch\":1,\"loss\":\"abc\"}\n").unwrap();
+    std::fs::remove_file(&out).unwrap();
+    let e = fm_runtime::train::plot(&jsonl, &out).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::BadFormat);
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: no record has both `epoch` and a metric value to plot (a finite number within 1e300)",
+            jsonl.display()
+        )
+    );
+    assert!(!out.exists());
+}
+
 /// plotters writes each text element as `<text ...>\nLABEL\n</text>`.
 fn svg_has_text(svg: &str, label: &str) -> bool {
     svg.contains(&format!(">\n{label}\n</text>")) || svg.contains(&format!(">{label}</text>"))

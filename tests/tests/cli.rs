@@ -101,6 +101,26 @@ fn fmt_check_and_rewrite() {
     let run = fmc(&["fmt", broken.to_str().unwrap()]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("error[E00"));
+    // Through a symbolic link: the file it names is formatted and keeps its permissions, the
+    // link stays a link (it was replaced by a new 0644 file, the real file left as it was).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let real = dir.join("real.fm");
+        std::fs::write(
+            &real,
+            "model   m {input x: f32[3]\noutput y = x->Dense(2)}\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let link = dir.join("link.fm");
+        std::os::unix::fs::symlink("real.fm", &link).unwrap();
+        assert_eq!(fmc(&["fmt", link.to_str().unwrap()]).code, 0);
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert_eq!(std::fs::read_to_string(&real).unwrap(), once);
+        let mode = std::fs::metadata(&real).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 

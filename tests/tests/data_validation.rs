@@ -180,6 +180,17 @@ fn empty_sets_and_bad_paths_are_reported_before_training() {
         run.stderr
     );
     assert!(!d.join("run2").join("checkpoints").exists() || !run.stderr.contains("epoch"));
+    // `--test-x` without `--test-y`: the flag to add is `--test-y` (it said `--y`).
+    let run = train(&fm, &xs, &ys, &d.join("run2b"), &["--test-x", &xs]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.starts_with(&format!(
+            "error[E0409]: {fm}: the model reads targets (y): give the test targets with `--test-y PATH`"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(!d.join("run2b").exists(), "nothing ran");
     // A `--save` into a directory that does not exist: E0411 before any step.
     let bad = d.join("no/such/dir/w.safetensors").display().to_string();
     let run = train(&fm, &xs, &ys, &d.join("run3"), &["--save", &bad]);
@@ -385,6 +396,28 @@ fn a_validation_split_that_takes_every_sample_names_the_file() {
         )
     );
     assert!(!d.join("run").exists(), "a failed run left its directory");
+    // The other side: a split too small for one sample trained without validation, silently
+    // (no `val_*` figures; Keras refuses it). The fraction is printed as written, not as 300
+    // decimals.
+    let run = train(
+        fm.to_str().unwrap(),
+        &xs,
+        &ys,
+        &d.join("run_small"),
+        &["--set", "validation=split(1e-300)"],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.ends_with(
+            "no validation samples: `validation: split(1e-300)` of 20 samples leaves none for validation; use a larger fraction\n"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !d.join("run_small").exists(),
+        "a failed run left its directory"
+    );
 }
 
 /// Accepts `room` bytes, then fails like a closed pipe (`fmc predict ... | head`).

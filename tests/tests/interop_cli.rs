@@ -157,6 +157,49 @@ fn weights_of_another_model_are_e0410_and_write_nothing() {
     assert!(!onnx.exists());
 }
 
+#[test]
+fn weights_of_a_deeper_model_whose_first_layers_fit_are_e0410() {
+    // A 3-layer MLP's weights hold `dense` and `dense_1` of the 2-layer MLP's shapes: export
+    // took them and left `dense_2` out (a wrong model, silently); eval refused them.
+    let deep = tmp("deep.fm");
+    let src = std::fs::read_to_string(root().join("examples/digits_mlp.fm"))
+        .unwrap()
+        .replace("Dense(10, softmax)", "Dense(10) -> Dense(10, softmax)")
+        .replace(
+            "\"data/",
+            &format!("\"{}/", root().join("examples/data").display()),
+        );
+    std::fs::write(&deep, src).unwrap();
+    let run = tmp("run_deep");
+    assert_eq!(
+        fmc(&[
+            "train",
+            s(&deep),
+            "--steps",
+            "1",
+            "--run-dir",
+            s(&run),
+            "-q"
+        ])
+        .code,
+        0
+    );
+    let mlp = root().join("examples/digits_mlp.fm");
+    let w = run.join("weights.safetensors");
+    let onnx = tmp("deep.onnx");
+    let r = fmc(&["export", s(&mlp), "--weights", s(&w), "-o", s(&onnx)]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "the weights do not fit model `digits_mlp`: unknown tensor 'dense_2.bias' (shape [10]): \
+             the model has no such tensor; unknown tensor 'dense_2.kernel'"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(!onnx.exists());
+}
+
 /// A CNN made and exported by PyTorch (NCHW; tests/reference/pytorch/gen.py) imports as a
 /// channels-last model whose predictions on the transposed inputs equal PyTorch's.
 #[test]

@@ -20,7 +20,7 @@ use fm_runtime::config::Transform;
 use fm_runtime::data::FittedTransforms;
 use fm_runtime::tensor::Tensor;
 use prost::Message;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Builds the ONNX model. `tensors` are the weights (optimizer state may be among them and is
 /// ignored); `transforms` the fitted `x:` transforms to put in front; `file` names the weights
@@ -43,6 +43,18 @@ pub fn export(
                 p.shape
             )),
             Some(_) => {}
+        }
+    }
+    // A tensor the model does not have means the file is another model's (say a deeper one
+    // whose first layers fit), as `fmc eval` and `fmc predict` say; training state is skipped.
+    let params: HashSet<&str> = graph.params.iter().map(|p| p.name.as_str()).collect();
+    for (name, t) in tensors {
+        let state = name.starts_with("opt/") || name.starts_with("lag/");
+        if !state && !params.contains(name.as_str()) {
+            problems.push(format!(
+                "unknown tensor '{name}' (shape {:?}): the model has no such tensor",
+                t.shape()
+            ));
         }
     }
     if !problems.is_empty() {

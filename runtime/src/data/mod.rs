@@ -109,7 +109,7 @@ fn assemble(
                 return Err(RuntimeError::without_path(
                     ErrorKind::DataSetup,
                     format!(
-                        "test: split({fraction}) of {} samples leaves {} for training and {} for testing; both need at least one",
+                        "test: split({fraction:?}) of {} samples leaves {} for training and {} for testing; both need at least one",
                         train.len() + test.len(),
                         train.len(),
                         test.len()

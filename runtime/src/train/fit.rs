@@ -70,7 +70,7 @@ impl<'a, B: Backend + ?Sized> Run<'a, B> {
     ) -> Result<Self, RuntimeError> {
         if train.is_empty() {
             let why = match &spec.validation {
-                Validation::Split(f) => format!(": `validation: split({f})` takes all of them"),
+                Validation::Split(f) => format!(": `validation: split({f:?})` takes all of them"),
                 _ => String::new(),
             };
             return Err(RuntimeError::without_path(
@@ -435,7 +435,7 @@ impl<'a, B: Backend + ?Sized> Run<'a, B> {
         }
         if let Some(dir) = &options.run_dir {
             if dir.join(record::JSONL).exists() {
-                plot(dir, &dir.join(CURVES))?;
+                plot::run_curves(dir, &dir.join(CURVES))?;
             }
             RunInfo {
                 status: RunStatus::Finished,

@@ -209,7 +209,19 @@ fn split_validation<'d>(
         Validation::None => (Cow::Borrowed(train), None),
         Validation::Split(f) => {
             let (t, v) = train.split_tail(*f);
-            (Cow::Owned(t), (!v.is_empty()).then_some(Cow::Owned(v)))
+            // Keras refuses a split that leaves either side empty; an empty validation set
+            // silently gave a run without `val_*` figures (an empty training set is reported
+            // when the run starts).
+            if v.is_empty() && !t.is_empty() {
+                return Err(RuntimeError::without_path(
+                    ErrorKind::DataSetup,
+                    format!(
+                        "no validation samples: `validation: split({f:?})` of {} samples leaves none for validation; use a larger fraction",
+                        train.len()
+                    ),
+                ));
+            }
+            (Cow::Owned(t), Some(Cow::Owned(v)))
         }
         Validation::Test => match test {
             Some(t) => (Cow::Borrowed(train), Some(Cow::Borrowed(t))),

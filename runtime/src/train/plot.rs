@@ -10,8 +10,19 @@ use std::path::Path;
 /// Keys of a record that are not curves.
 const NOT_CURVES: &[&str] = &["epoch", "step", "seconds", "samples_per_second"];
 
-/// Draws the curves of a run directory (or of a `metrics.jsonl` file) into `out_svg`.
+/// Draws the curves of a run directory (or of a `metrics.jsonl` file) into `out_svg`
+/// (`fmc plot`): records with nothing to draw are an error, not a blank picture.
 pub fn plot(run_dir_or_jsonl: &Path, out_svg: &Path) -> Result<(), RuntimeError> {
+    draw(run_dir_or_jsonl, out_svg, false)
+}
+
+/// `curves.svg` at the end of a run: drawn whatever the records hold (a run whose every value
+/// is non-finite still finishes, with empty panels).
+pub(crate) fn run_curves(run_dir: &Path, out_svg: &Path) -> Result<(), RuntimeError> {
+    draw(run_dir, out_svg, true)
+}
+
+fn draw(run_dir_or_jsonl: &Path, out_svg: &Path, allow_blank: bool) -> Result<(), RuntimeError> {
     let jsonl = if run_dir_or_jsonl.is_dir() {
         run_dir_or_jsonl.join(JSONL)
     } else {
@@ -32,7 +43,21 @@ pub fn plot(run_dir_or_jsonl: &Path, out_svg: &Path) -> Result<(), RuntimeError>
             "no metric records to plot",
         ));
     }
-    let svg = render_svg(&rows).map_err(|m| RuntimeError::at(ErrorKind::Write, out_svg, m))?;
+    let (x_key, groups) = panels(&rows);
+    if !allow_blank
+        && groups
+            .iter()
+            .all(|(_, list)| list.iter().all(|s| s.points.is_empty()))
+    {
+        // Nothing would be drawn: a blank picture is not a plot.
+        return Err(RuntimeError::at(
+            ErrorKind::BadFormat,
+            &jsonl,
+            format!("no record has both `{x_key}` and a metric value to plot (a finite number within 1e300)"),
+        ));
+    }
+    let svg =
+        render_svg(&x_key, &groups).map_err(|m| RuntimeError::at(ErrorKind::Write, out_svg, m))?;
     crate::fsutil::atomic_write(out_svg, svg.as_bytes())
 }
 
@@ -45,8 +70,13 @@ struct Series {
 /// Groups records into panels: `loss` with `val_loss`, `accuracy` with `val_accuracy`, ...
 fn panels(rows: &[Row]) -> (String, Vec<(String, Vec<Series>)>) {
     // Epoch records carry `seconds`; step records (`--steps`) are plotted against the step.
-    let per_epoch = rows.iter().all(|r| r.iter().any(|(k, _)| k == "seconds"));
-    let x_key = if per_epoch { "epoch" } else { "step" };
+    // Records without a step (written by hand, say) are plotted against the epoch.
+    let has = |key: &str| rows.iter().all(|r| r.iter().any(|(k, _)| k == key));
+    let x_key = if !has("seconds") && has("step") {
+        "step"
+    } else {
+        "epoch"
+    };
     let mut names: Vec<String> = Vec::new();
     for row in rows {
         for (k, _) in row {
@@ -69,7 +99,7 @@ fn panels(rows: &[Row]) -> (String, Vec<(String, Vec<Series>)>) {
                     .iter()
                     .find(|(k, _)| *k == name)
                     .and_then(|(_, v)| v.as_f64())?;
-                y.is_finite().then_some((x, y))
+                (plottable(x) && plottable(y)).then_some((x, y))
             })
             .collect();
         let series = Series {
@@ -91,8 +121,7 @@ const COLORS: [RGBColor; 4] = [
     RGBColor(214, 39, 40),
 ];
 
-fn render_svg(rows: &[Row]) -> Result<String, String> {
-    let (x_key, groups) = panels(rows);
+fn render_svg(x_key: &str, groups: &[(String, Vec<Series>)]) -> Result<String, String> {
     let columns = groups.len().clamp(1, 2);
     let panel_rows = groups.len().div_ceil(columns).max(1);
     let size = (480 * columns as u32, 320 * panel_rows as u32);
@@ -120,7 +149,7 @@ fn render_svg(rows: &[Row]) -> Result<String, String> {
                 .map_err(|e| e.to_string())?;
             chart
                 .configure_mesh()
-                .x_desc(x_key.as_str())
+                .x_desc(x_key)
                 // Epochs and steps are whole numbers: no trailing ".0".
                 .x_label_formatter(&|x| format!("{x}"))
                 .draw()
@@ -148,6 +177,13 @@ fn render_svg(rows: &[Row]) -> Result<String, String> {
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)
+}
+
+/// Whether a value can be drawn: finite, and small enough that the span of two such values
+/// is finite too (plotters never returned from a range of -1e308 to 1e308). A run's values
+/// are f32, so this only skips what a hand-edited file holds.
+fn plottable(v: f64) -> bool {
+    v.abs() <= 1e300
 }
 
 /// A plotting range around the values, never empty.

@@ -49,8 +49,14 @@ pub fn run(g: &mut Global, files: &[PathBuf], check: bool) -> i32 {
     status
 }
 
-/// Writes to a temporary file beside `path`, then renames it into place.
+/// Writes to a temporary file beside `path`, then renames it into place. A symbolic link is
+/// followed (the file it names is rewritten, the link stays), and an existing file keeps its
+/// permissions: renaming over the link replaced it with a new file of default permissions and
+/// left the file it named unformatted.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let resolved = std::fs::canonicalize(path).ok();
+    let path = resolved.as_deref().unwrap_or(path);
+    let permissions = std::fs::metadata(path).ok().map(|m| m.permissions());
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -63,6 +69,9 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
+        if let Some(p) = permissions {
+            f.set_permissions(p)?;
+        }
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();

@@ -187,6 +187,15 @@ fn load(g: &mut Global, args: &TrainArgs, sel: &session::Selected) -> Result<Tra
             },
         };
         if let Some(x) = &args.test_x {
+            if args.test_y.is_none() && !targets.is_empty() {
+                return Err(RuntimeError::without_path(
+                    fm_runtime::ErrorKind::DataSetup,
+                    format!(
+                        "the model reads targets ({}): give the test targets with `--test-y PATH`",
+                        targets.join(", ")
+                    ),
+                ));
+            }
             let raw = read_xy(x, args.test_y.as_deref(), &inputs, &targets)?;
             data.test = Some(prepare(&raw, &md, &data.transforms, opts)?);
         }
