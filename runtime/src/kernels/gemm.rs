@@ -567,7 +567,7 @@ unsafe fn small_block<T: Scalar, const R: usize, const W: usize>(
             unsafe {
                 let (c, sums) = (c.offset(r as isize * rsc), &acc[..width]);
                 if k0 > 0 {
-                    update_row(c, csc, sums, |dst, s| *dst = *dst + sum(s));
+                    update_row(c, csc, sums, |dst, s| *dst += sum(s));
                 } else if beta == T::ZERO {
                     update_row(c, csc, sums, |dst, s| *dst = sum(s));
                 } else {
