@@ -530,3 +530,28 @@ fn predicting_absurdly_many_samples_is_bounded() {
     );
     assert!(!Path::new(&npy).exists());
 }
+
+/// A data path naming a device that never ends (`/dev/zero`) was read until memory ran out; it
+/// is read up to the memory budget and reported.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_device_that_never_ends_is_read_up_to_the_memory_budget() {
+    let d = dir("device");
+    let (fm, _, y) = regression_data(&d);
+    let ys = f32s(&d.join("y.npy"), &[20, 1], y);
+    let run = train(
+        &fm,
+        "/dev/zero",
+        &ys,
+        &d.join("run"),
+        &["--memory-limit", "8M"],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with(
+            "error[E0402]: /dev/zero: is not a regular file and holds more than 0.01 GB (the `--memory-limit`)"
+        ),
+        "{}",
+        run.stderr
+    );
+}

@@ -88,9 +88,23 @@ pub fn read_file_bytes(path: &Path) -> Result<Bytes, RuntimeError> {
     let meta = file.metadata().map_err(io)?;
     let bytes = if meta.is_file() && meta.len() >= MAP_AT_LEAST {
         Bytes::map(&file).map_err(io)?
-    } else {
+    } else if meta.is_file() {
         let mut v = Vec::new();
         (&file).read_to_end(&mut v).map_err(io)?;
+        Bytes::from(v)
+    } else {
+        // A device or pipe (`/dev/zero`) may never end: read it up to the memory budget.
+        let limit = decompressed_limit();
+        let v = read_limited(&file, limit.0).map_err(io)?.ok_or_else(|| {
+            RuntimeError::at(
+                ErrorKind::BadFormat,
+                path,
+                format!(
+                    "is not a regular file and {}",
+                    too_large_message(limit).replacen("decompresses to", "holds", 1)
+                ),
+            )
+        })?;
         Bytes::from(v)
     };
     if bytes.starts_with(&[0x1f, 0x8b]) {
