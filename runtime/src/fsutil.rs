@@ -12,7 +12,7 @@
 use crate::error::RuntimeError;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -205,5 +205,56 @@ mod tests {
         assert_eq!(temp_owner(".notes.tmp"), None);
         assert_eq!(temp_owner(".a.b.7.tmp"), None);
         assert_eq!(temp_owner(".a.12x.7.tmp"), None);
+    }
+}
+
+/// Reads a whole file as `std::fs::read` does, but never more than `limit` bytes: a path naming
+/// a device that never ends (`/dev/zero`) or a file larger than the limit is an
+/// `ErrorKind::FileTooLarge` error after at most `limit + 1` bytes, not exhausted memory.
+/// `what` says where the limit comes from, for the message.
+pub fn read_bounded(path: &Path, limit: u64, what: &str) -> std::io::Result<Vec<u8>> {
+    let file = File::open(path)?;
+    let too_large = || {
+        std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("is larger than {} ({what})", human_bytes(limit)),
+        )
+    };
+    let meta = file.metadata()?;
+    if meta.is_file() && meta.len() > limit {
+        return Err(too_large());
+    }
+    let mut out = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(out)
+}
+
+/// Reads weights or a model to import: a regular file whole (its size is known; the model's
+/// checks judge it), anything else (a device, a pipe) up to the memory budget
+/// (`--memory-limit`, else this machine's memory), since it may never end.
+pub fn read_within_memory(path: &Path) -> std::io::Result<Vec<u8>> {
+    if fs::metadata(path)?.is_file() {
+        return fs::read(path);
+    }
+    let (limit, from_flag) = crate::data::read::decompressed_limit();
+    let what = if from_flag {
+        "the `--memory-limit`"
+    } else {
+        "this machine's memory; set a budget with `--memory-limit`"
+    };
+    read_bounded(path, limit, what)
+}
+
+/// `64 MiB`, `2.50 GB`: a byte count as a person reads it in a message.
+fn human_bytes(n: u64) -> String {
+    if n >= 1 << 30 {
+        format!("{:.2} GB", n as f64 / 1e9)
+    } else if n >= 1 << 20 && n % (1 << 20) == 0 {
+        format!("{} MiB", n >> 20)
+    } else {
+        format!("{n} bytes")
     }
 }

@@ -244,7 +244,8 @@ impl WeightsFile {
 
 /// Reads a weights file. Any malformation is an E0410 error naming the file, never a panic.
 pub fn load_weights(path: &Path) -> Result<WeightsFile, RuntimeError> {
-    let bytes = std::fs::read(path).map_err(|e| RuntimeError::read_io(path, &e))?;
+    let bytes =
+        crate::fsutil::read_within_memory(path).map_err(|e| RuntimeError::read_io(path, &e))?;
     decode_weights(path, &bytes)
 }
 

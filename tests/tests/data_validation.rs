@@ -555,3 +555,67 @@ fn a_device_that_never_ends_is_read_up_to_the_memory_budget() {
         run.stderr
     );
 }
+
+/// A source, weights or model path naming a device that never ends (`/dev/zero`) was read until
+/// memory ran out: a source is read up to 64 MiB, weights and models to import that are not
+/// regular files up to the memory budget, then reported with exit status 1.
+#[cfg(target_os = "linux")]
+#[test]
+fn sources_weights_and_imports_naming_a_device_are_read_up_to_a_bound() {
+    for args in [
+        vec!["check", "/dev/zero"],
+        vec!["fmt", "--check", "/dev/zero"],
+        vec!["compile", "--emit", "ast", "/dev/zero"],
+    ] {
+        let run = fmc(&args);
+        assert_eq!(run.code, 1, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.starts_with(
+                "error: cannot read `/dev/zero`: is larger than 64 MiB (the most a source may hold)"
+            ),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    let d = dir("device_weights");
+    let (fm, x, _) = regression_data(&d);
+    let xs = f32s(&d.join("x.npy"), &[20, 4], x);
+    let out = d.join("y.npy");
+    let run = fmc(&[
+        "predict",
+        &fm,
+        "--weights",
+        "/dev/zero",
+        "--input",
+        &xs,
+        "-o",
+        out.to_str().unwrap(),
+        "--memory-limit",
+        "8M",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("/dev/zero: cannot read: is larger than 8 MiB (the `--memory-limit`)"),
+        "{}",
+        run.stderr
+    );
+    assert!(!out.exists());
+    let fm_out = d.join("imported.fm");
+    let run = fmc(&[
+        "import",
+        "/dev/zero",
+        "-o",
+        fm_out.to_str().unwrap(),
+        "--memory-limit",
+        "8M",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("/dev/zero: cannot be read: is larger than 8 MiB (the `--memory-limit`)"),
+        "{}",
+        run.stderr
+    );
+    assert!(!fm_out.exists());
+}

@@ -17,6 +17,15 @@ use fm_grammar::Diagnostic;
 use fm_runtime::config::{OptimizerKind, TrainSpec};
 use std::collections::HashMap;
 
+/// Largest `.fm` source read (64 MiB: [`MAX_NODES`] layers written out take a few MB), so that a
+/// path naming a device (`/dev/zero`) or a huge file is an error, not exhausted memory.
+pub const MAX_SOURCE_BYTES: u64 = 64 << 20;
+
+/// Reads a `.fm` (or `.fmir`) source, at most [`MAX_SOURCE_BYTES`].
+pub fn read_source(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    fm_runtime::fsutil::read_bounded(path, MAX_SOURCE_BYTES, "the most a source may hold")
+}
+
 /// Most layers (graph nodes plus block calls) one model may expand to.
 pub const MAX_NODES: usize = 100_000;
 /// Deepest nesting of block calls (a block calling a block calling a block ...).

@@ -75,7 +75,7 @@ pub fn check_file(path: &Path) -> std::io::Result<(String, Checked)> {
 
 /// [`check_file`] against a memory budget.
 pub fn check_file_with(path: &Path, limits: &Limits) -> std::io::Result<(String, Checked)> {
-    let bytes = std::fs::read(path)?;
+    let bytes = limits::read_source(path)?;
     let source = String::from_utf8_lossy(&bytes).into_owned();
     let (file, syntax) = fm_grammar::parse_bytes(&bytes);
     let checked = if syntax.is_empty() {

@@ -25,7 +25,7 @@ pub fn run(
             })
         }
         EmitKind::Ast => {
-            let bytes = match std::fs::read(file) {
+            let bytes = match fm_compiler::check::limits::read_source(file) {
                 Ok(b) => b,
                 Err(e) => {
                     g.fail(&format!("cannot read `{}`: {e}", file.display()));
@@ -139,8 +139,10 @@ fn optimized(f: Function) -> Result<Function, String> {
 
 /// An IR function in text form (`.fmir`), parsed and verified.
 fn read_fmir(file: &Path) -> Result<Function, String> {
-    let text = std::fs::read_to_string(file)
+    let bytes = fm_compiler::check::limits::read_source(file)
         .map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("cannot read `{}`: it is not UTF-8 text", file.display()))?;
     fm_compiler::ir::parse::parse_function(&text).map_err(|e| format!("{}:{e}", file.display()))
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 pub fn run(g: &mut Global, files: &[PathBuf], check: bool) -> i32 {
     let mut status = 0;
     for path in files {
-        let bytes = match std::fs::read(path) {
+        let bytes = match fm_compiler::check::limits::read_source(path) {
             Ok(b) => b,
             Err(e) => {
                 g.fail(&format!("cannot read `{}`: {e}", path.display()));

@@ -30,7 +30,7 @@ pub fn run(g: &mut Global, args: &ImportArgs) -> i32 {
             return runtime_error(g, &e);
         }
     }
-    let bytes = match std::fs::read(&args.model) {
+    let bytes = match fm_runtime::fsutil::read_within_memory(&args.model) {
         Ok(b) => b,
         Err(e) => {
             return runtime_error(
