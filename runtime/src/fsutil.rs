@@ -192,22 +192,6 @@ fn sync_parent_dir(path: &Path) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::temp_owner;
-
-    #[test]
-    fn temp_names_are_recognised() {
-        assert_eq!(temp_owner(".weights.safetensors.4242.7.tmp"), Some(4242));
-        assert_eq!(temp_owner(".metrics.jsonl.1.0.tmp"), Some(1));
-        assert_eq!(temp_owner("weights.safetensors.4242.7.tmp"), None);
-        assert_eq!(temp_owner(".4242.7.tmp"), None);
-        assert_eq!(temp_owner(".notes.tmp"), None);
-        assert_eq!(temp_owner(".a.b.7.tmp"), None);
-        assert_eq!(temp_owner(".a.12x.7.tmp"), None);
-    }
-}
-
 /// Reads a whole file as `std::fs::read` does, but never more than `limit` bytes: a path naming
 /// a device that never ends (`/dev/zero`) or a file larger than the limit is an
 /// `ErrorKind::FileTooLarge` error after at most `limit + 1` bytes, not exhausted memory.
@@ -252,9 +236,25 @@ pub fn read_within_memory(path: &Path) -> std::io::Result<Vec<u8>> {
 fn human_bytes(n: u64) -> String {
     if n >= 1 << 30 {
         format!("{:.2} GB", n as f64 / 1e9)
-    } else if n >= 1 << 20 && n % (1 << 20) == 0 {
+    } else if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{} MiB", n >> 20)
     } else {
         format!("{n} bytes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::temp_owner;
+
+    #[test]
+    fn temp_names_are_recognised() {
+        assert_eq!(temp_owner(".weights.safetensors.4242.7.tmp"), Some(4242));
+        assert_eq!(temp_owner(".metrics.jsonl.1.0.tmp"), Some(1));
+        assert_eq!(temp_owner("weights.safetensors.4242.7.tmp"), None);
+        assert_eq!(temp_owner(".4242.7.tmp"), None);
+        assert_eq!(temp_owner(".notes.tmp"), None);
+        assert_eq!(temp_owner(".a.b.7.tmp"), None);
+        assert_eq!(temp_owner(".a.12x.7.tmp"), None);
     }
 }
