@@ -1040,7 +1040,13 @@ impl Importer<'_> {
 
     fn arith(&mut self, k: usize, node: &NodeProto, out: &str) -> Result<(), InteropError> {
         let op = node.op_type();
-        let (a, b) = (&node.input[0], &node.input[1]);
+        let [a, b] = node.input.as_slice() else {
+            return Err(self.err(
+                k,
+                node,
+                format!("has {} inputs; {op} takes 2", node.input.len()),
+            ));
+        };
         let (ca, cb) = (self.constant(a).cloned(), self.constant(b).cloned());
         match (ca, cb) {
             (None, None) => {
