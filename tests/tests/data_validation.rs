@@ -593,14 +593,7 @@ fn sources_weights_and_imports_naming_a_device_are_read_up_to_a_bound() {
         "--memory-limit",
         "8M",
     ]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("/dev/zero: cannot read: is larger than 8 MiB (the `--memory-limit`)"),
-        "{}",
-        run.stderr
-    );
-    assert!(!out.exists());
+    refused(&run, "cannot read", &out);
     let fm_out = d.join("imported.fm");
     let run = fmc(&[
         "import",
@@ -610,12 +603,14 @@ fn sources_weights_and_imports_naming_a_device_are_read_up_to_a_bound() {
         "--memory-limit",
         "8M",
     ]);
+    refused(&run, "cannot be read", &fm_out);
+}
+
+/// `run` stopped with exit status 1 at `/dev/zero` (`reading` is how the command words it) after
+/// the 8 MiB budget, and wrote nothing to `out`.
+fn refused(run: &Run, reading: &str, out: &Path) {
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("/dev/zero: cannot be read: is larger than 8 MiB (the `--memory-limit`)"),
-        "{}",
-        run.stderr
-    );
-    assert!(!fm_out.exists());
+    let message = format!("/dev/zero: {reading}: is larger than 8 MiB (the `--memory-limit`)");
+    assert!(run.stderr.contains(&message), "{}", run.stderr);
+    assert!(!out.exists());
 }
